@@ -1,0 +1,43 @@
+# autorollbackd: build, test, and run locally.
+SHELL := /bin/bash
+GO ?= go
+
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+BRANCH   ?= $(shell git rev-parse --abbrev-ref HEAD 2>/dev/null || echo unknown)
+VERSION_PKG := github.com/prometheus/common/version
+LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REVISION) \
+           -X $(VERSION_PKG).Branch=$(BRANCH) -X $(VERSION_PKG).BuildUser=make \
+           -X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
+
+.PHONY: all build testenv lint test test-short demo clean
+
+all: build
+
+## build: compile bin/autorollbackd
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/autorollbackd ./cmd/autorollbackd
+
+## testenv: build the pinned local control plane, Prometheus, Alertmanager and Helm into the cache
+testenv:
+	hack/testenv.sh >/dev/null
+
+## lint: gofmt and go vet
+lint:
+	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
+	$(GO) vet ./...
+
+## test: everything: lint, unit, integration against the local control plane, with -race
+test: testenv lint
+	AUTOROLLBACKD_TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m ./...
+
+## test-short: the fast unit tests only
+test-short:
+	$(GO) test -short ./...
+
+## demo: start the local control plane and the daemon against it
+demo: testenv build
+	AUTOROLLBACKD_TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) run ./hack/demo
+
+clean:
+	rm -rf bin

@@ -1,0 +1,95 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func execute(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = Execute(context.Background(), args, Env{Stdout: &out, Stderr: &errOut, Environ: environ})
+	return code, out.String(), errOut.String()
+}
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestCheckConfigRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"unknown key", "kubernetes:\n  qpss: 5\n", "autorollbackd check-config: kubernetes.qpss: unknown key\n"},
+		{"wrong type", "kubernetes:\n  burst: many\n", "autorollbackd check-config: kubernetes.burst: cannot parse value as 'int'"},
+		{"bad duration", "server:\n  writeTimeout: soon\n", `autorollbackd check-config: server.writeTimeout: must be a duration such as "30s" or "5m"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := execute(t, nil, "check-config", writeFile(t, tc.body))
+			if code != ExitError {
+				t.Errorf("exit code = %d, want %d", code, ExitError)
+			}
+			if !strings.HasPrefix(stderr, tc.want) {
+				t.Errorf("stderr = %q, want it to start with %q", stderr, tc.want)
+			}
+			if strings.Count(stderr, "\n") != 1 {
+				t.Errorf("stderr has %d lines, want one: %q", strings.Count(stderr, "\n"), stderr)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q, want nothing on error", stdout)
+			}
+		})
+	}
+}
+
+func TestCheckConfigAcceptsAndPrintsEffectiveConfig(t *testing.T) {
+	f := writeFile(t, "server:\n  listenAddress: 127.0.0.1:9000\n")
+	code, stdout, stderr := execute(t, []string{"AUTOROLLBACKD_LOG_LEVEL=debug"}, "check-config", f)
+	if code != ExitOK {
+		t.Fatalf("exit code = %d, stderr %q", code, stderr)
+	}
+	for _, want := range []string{"configuration OK", "listenAddress: 127.0.0.1:9000", "level: debug", "readHeaderTimeout: 5s"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown flag", []string{"serve", "--no-such-flag"}, "autorollbackd serve: unknown flag: --no-such-flag (see 'autorollbackd serve --help')\n"},
+		{"missing file", []string{"check-config"}, "autorollbackd check-config: accepts 1 arg(s), received 0 (see 'autorollbackd check-config --help')\n"},
+		{"unknown command", []string{"rollback-everything"}, "autorollbackd: unknown command \"rollback-everything\" (see 'autorollbackd --help')\n"},
+		{"no command", nil, "autorollbackd: a subcommand is required (see 'autorollbackd --help')\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := execute(t, nil, tc.args...)
+			if code != ExitUsage {
+				t.Errorf("exit code = %d, want %d", code, ExitUsage)
+			}
+			if stderr != tc.want {
+				t.Errorf("stderr = %q, want %q", stderr, tc.want)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := execute(t, nil, "version")
+	if code != ExitOK || !strings.HasPrefix(stdout, "autorollbackd, version") {
+		t.Fatalf("version: code %d, stdout %q", code, stdout)
+	}
+}

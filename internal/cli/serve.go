@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/autorollbackd/autorollbackd/internal/app"
+	"github.com/autorollbackd/autorollbackd/internal/config"
+)
+
+func newServeCommand(g *globalFlags, env Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: receive Alertmanager webhooks and act on them",
+		Args:  exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, g.configFile, env)
+			if err != nil {
+				return err
+			}
+			logger, err := app.NewLogger(env.Stderr, cfg.Log)
+			if err != nil {
+				return err
+			}
+			return app.Run(cmd.Context(), app.Options{Config: cfg, Logger: logger})
+		},
+	}
+	cmd.Flags().String("listen-address", config.Default().Server.ListenAddress, "Serve the webhook, probes and metrics on this address.")
+	return cmd
+}

@@ -1,0 +1,141 @@
+// Package config defines autorollbackd's configuration: every key with its
+// default, strict loading from a YAML file, the environment and flags, and
+// validation with errors that name the offending key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Config is the whole configuration of the daemon.
+type Config struct {
+	Server     Server     `json:"server" mapstructure:"server"`
+	Kubernetes Kubernetes `json:"kubernetes" mapstructure:"kubernetes"`
+	Log        Log        `json:"log" mapstructure:"log"`
+}
+
+// Server configures the HTTP server that serves the webhook, probes and metrics.
+type Server struct {
+	ListenAddress     string          `json:"listenAddress" mapstructure:"listenAddress"`
+	ReadHeaderTimeout metav1.Duration `json:"readHeaderTimeout" mapstructure:"readHeaderTimeout"`
+	ReadTimeout       metav1.Duration `json:"readTimeout" mapstructure:"readTimeout"`
+	WriteTimeout      metav1.Duration `json:"writeTimeout" mapstructure:"writeTimeout"`
+	IdleTimeout       metav1.Duration `json:"idleTimeout" mapstructure:"idleTimeout"`
+	// ShutdownTimeout bounds how long in-flight requests may take to drain
+	// after SIGTERM.
+	ShutdownTimeout metav1.Duration `json:"shutdownTimeout" mapstructure:"shutdownTimeout"`
+}
+
+// Kubernetes configures the client of the Kubernetes API.
+type Kubernetes struct {
+	// Kubeconfig is a kubeconfig file; empty means $KUBECONFIG, then
+	// ~/.kube/config, then the in-cluster service account.
+	Kubeconfig string  `json:"kubeconfig" mapstructure:"kubeconfig"`
+	QPS        float64 `json:"qps" mapstructure:"qps"`
+	Burst      int     `json:"burst" mapstructure:"burst"`
+	// StartupTimeout bounds reaching the API server and syncing the informer
+	// caches at start.
+	StartupTimeout metav1.Duration `json:"startupTimeout" mapstructure:"startupTimeout"`
+}
+
+// Log configures the structured logs.
+type Log struct {
+	Level  string `json:"level" mapstructure:"level"`
+	Format string `json:"format" mapstructure:"format"`
+}
+
+// Default returns the configuration used for every key that is not set.
+func Default() Config {
+	d := func(x time.Duration) metav1.Duration { return metav1.Duration{Duration: x} }
+	return Config{
+		Server: Server{
+			ListenAddress:     ":8080",
+			ReadHeaderTimeout: d(5 * time.Second),
+			ReadTimeout:       d(30 * time.Second),
+			WriteTimeout:      d(30 * time.Second),
+			IdleTimeout:       d(2 * time.Minute),
+			ShutdownTimeout:   d(25 * time.Second),
+		},
+		Kubernetes: Kubernetes{
+			QPS:            50,
+			Burst:          100,
+			StartupTimeout: d(60 * time.Second),
+		},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// Validate checks every key and returns all problems at once, each naming
+// its key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf(format, args...)})
+	}
+	if _, _, err := net.SplitHostPort(c.Server.ListenAddress); err != nil {
+		bad("server.listenAddress", "must be host:port: %v", err)
+	}
+	for key, v := range map[string]metav1.Duration{
+		"server.readHeaderTimeout":  c.Server.ReadHeaderTimeout,
+		"server.readTimeout":        c.Server.ReadTimeout,
+		"server.writeTimeout":       c.Server.WriteTimeout,
+		"server.idleTimeout":        c.Server.IdleTimeout,
+		"server.shutdownTimeout":    c.Server.ShutdownTimeout,
+		"kubernetes.startupTimeout": c.Kubernetes.StartupTimeout,
+	} {
+		if v.Duration <= 0 {
+			bad(key, "must be a positive duration, got %s", v.Duration)
+		}
+	}
+	if c.Kubernetes.QPS <= 0 {
+		bad("kubernetes.qps", "must be positive, got %v", c.Kubernetes.QPS)
+	}
+	if c.Kubernetes.Burst < 1 {
+		bad("kubernetes.burst", "must be at least 1, got %d", c.Kubernetes.Burst)
+	}
+	if _, err := ParseLevel(c.Log.Level); err != nil {
+		bad("log.level", "%v", err)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		bad("log.format", "must be json or text, got %q", c.Log.Format)
+	}
+	return sortedJoin(errs)
+}
+
+// ParseLevel turns a log level name into a slog level.
+func ParseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("must be one of debug, info, warn, error; got %q", s)
+}
+
+// KeyError is a problem with the value of one configuration key.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// sortedJoin joins errors in a stable order so messages are reproducible.
+func sortedJoin(errs []error) error {
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
+}

@@ -1,0 +1,39 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestDocumentationCoversEveryKey keeps docs/configuration.md and the code
+// in step: every key is documented, and nothing documented is missing.
+func TestDocumentationCoversEveryKey(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves, err := flatten(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		// Key rows look like: | `server.listenAddress` | ... |
+		if rest, ok := strings.CutPrefix(line, "| `"); ok {
+			if key, _, ok := strings.Cut(rest, "`"); ok {
+				documented[key] = true
+			}
+		}
+	}
+	for key := range leaves {
+		if !documented[key] {
+			t.Errorf("key %s is not documented in docs/configuration.md", key)
+		}
+	}
+	for key := range documented {
+		if _, ok := leaves[key]; !ok {
+			t.Errorf("docs/configuration.md documents %s, which is not a configuration key", key)
+		}
+	}
+}
