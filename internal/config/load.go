@@ -62,7 +62,7 @@ func Load(src Source) (*Config, error) {
 
 	var cfg Config
 	err := v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
-		dc.DecodeHook = durationHook
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(durationHook, mapstructure.StringToSliceHookFunc(","))
 		dc.ErrorUnused = true
 		// Values from the environment and flags are strings; weak typing
 		// turns "50" into 50 but still rejects "fast" for a number.
