@@ -29,7 +29,7 @@ lint:
 
 ## test: everything: lint, unit, integration against the local control plane, with -race
 test: testenv lint
-	AUTOROLLBACKD_TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m ./...
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m ./...
 
 ## test-short: the fast unit tests only
 test-short:
@@ -37,7 +37,7 @@ test-short:
 
 ## demo: start the local control plane and the daemon against it
 demo: testenv build
-	AUTOROLLBACKD_TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) run ./hack/demo
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) run ./hack/demo
 
 clean:
 	rm -rf bin

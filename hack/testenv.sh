@@ -6,7 +6,7 @@
 #   hack/testenv.sh            build what is missing, print the bin directory
 #   hack/testenv.sh --print    print the bin directory only
 #
-# AUTOROLLBACKD_TESTENV_CACHE overrides the cache root
+# TESTENV_CACHE overrides the cache root
 # (default: ${XDG_CACHE_HOME:-$HOME/.cache}/autorollbackd/testenv).
 set -euo pipefail
 
@@ -19,7 +19,7 @@ ALERTMANAGER_VERSION=v0.31.1
 HELM_VERSION=v3.22.0
 
 key="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_prom-${PROMETHEUS_VERSION}_am-${ALERTMANAGER_VERSION}_helm-${HELM_VERSION}"
-root="${AUTOROLLBACKD_TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/autorollbackd/testenv}/${key}"
+root="${TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/autorollbackd/testenv}/${key}"
 bin="${root}/bin"
 
 if [[ "${1:-}" == "--print" ]]; then

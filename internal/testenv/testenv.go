@@ -34,7 +34,7 @@ import (
 
 // BinEnv names the environment variable that points at the directory of
 // test environment binaries. Without it, hack/testenv.sh --print says where.
-const BinEnv = "AUTOROLLBACKD_TESTENV_BIN"
+const BinEnv = "TESTENV_BIN"
 
 // Cluster is a running local control plane.
 type Cluster struct {

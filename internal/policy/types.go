@@ -1,0 +1,238 @@
+// Package policy decides, for one alert, whether autorollbackd rolls back the
+// workload the alert names, fixes forward, escalates, ignores it or refuses to
+// touch it.
+//
+// It exists so that the decision the service rollback runbook asks a human to
+// make ("When to Rollback vs Fix Forward") is written down once, as a pure
+// function that can be read, tested row by row and explained: Evaluate does
+// no I/O and reads no clock; the alert, the facts about the workload, the
+// recent rollback counts and the current time are all passed in. The daemon
+// (internal/engine) gathers those facts and acts on the Decision;
+// `autorollbackd explain` prints the same Decision without acting.
+//
+// Reasons and outcomes are small bounded sets so they can double as metric
+// label values.
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Outcome is what the daemon does about an alert.
+type Outcome string
+
+// The outcomes of a decision.
+const (
+	OutcomeRollback   Outcome = "rollback"    // undo the suspect rollout
+	OutcomeFixForward Outcome = "fix_forward" // no rollback; notify and escalate
+	OutcomeEscalate   Outcome = "escalate"    // a guard blocked a rollback; tell people
+	OutcomeIgnore     Outcome = "ignore"      // nothing to do
+	OutcomeRefuse     Outcome = "refuse"      // not ours to touch: never acted on, logged and counted
+)
+
+// Outcomes returns all outcomes, for initialising metric label values at
+// zero. The slice is fresh on every call.
+func Outcomes() []Outcome {
+	return []Outcome{OutcomeRollback, OutcomeFixForward, OutcomeEscalate, OutcomeIgnore, OutcomeRefuse}
+}
+
+// Reason says why a decision has its outcome. The set is bounded: it is used
+// as a Prometheus label value.
+type Reason string
+
+// The reasons of a decision. Each check of Evaluate has one: the reason it
+// gives when it is the first check to fail.
+const (
+	ReasonCriterionMet         Reason = "criterion_met"    // a rule matched; its outcome applies
+	ReasonNoMatchingRule       Reason = "no_matching_rule" // the default outcome applies
+	ReasonRuleError            Reason = "rule_error"       // the CEL condition of a rule failed at run time
+	ReasonNoTarget             Reason = "no_target"        // alert labels name no workload (or an ambiguous one)
+	ReasonNamespaceDenied      Reason = "namespace_denied"
+	ReasonWorkloadNotFound     Reason = "workload_not_found"
+	ReasonNotOptedIn           Reason = "not_opted_in"
+	ReasonAlertResolved        Reason = "alert_resolved" // the alert is resolved: nothing to roll back or fix
+	ReasonFrozen               Reason = "frozen"
+	ReasonFixForwardAnnotation Reason = "fix_forward_annotation"
+	ReasonRollbackUnsafe       Reason = "rollback_unsafe"
+	ReasonGitOpsManaged        Reason = "gitops_managed"
+	ReasonPaused               Reason = "paused"
+	ReasonNoHistory            Reason = "no_history"
+	ReasonNoRecentRollout      Reason = "no_recent_rollout"
+	ReasonAlertPredatesRollout Reason = "alert_predates_rollout"
+	ReasonCooldown             Reason = "cooldown"
+	ReasonBudgetExhausted      Reason = "budget_exhausted"
+)
+
+// Reasons returns all reasons, for initialising metric label values at zero.
+// The slice is fresh on every call.
+func Reasons() []Reason {
+	return []Reason{
+		ReasonCriterionMet, ReasonNoMatchingRule, ReasonRuleError,
+		ReasonNoTarget, ReasonNamespaceDenied, ReasonWorkloadNotFound, ReasonNotOptedIn,
+		ReasonAlertResolved,
+		ReasonFrozen, ReasonFixForwardAnnotation, ReasonRollbackUnsafe, ReasonGitOpsManaged,
+		ReasonPaused, ReasonNoHistory, ReasonNoRecentRollout, ReasonAlertPredatesRollout,
+		ReasonCooldown, ReasonBudgetExhausted,
+	}
+}
+
+// Annotation and label keys the policy reads on workloads.
+const (
+	// AnnotationFixForward on a workload means its owners will fix forward:
+	// "true" until removed, an RFC3339 time until then. Any other non-empty
+	// value also counts as set, because a value we cannot read is doubt, and
+	// doubt means no automatic rollback.
+	AnnotationFixForward = "autorollback.io/fix-forward"
+	// AnnotationRollbackUnsafe on a workload means a rollback would cause
+	// data issues, for example after an irreversible migration. Any
+	// non-empty value counts as set.
+	AnnotationRollbackUnsafe = "autorollback.io/rollback-unsafe"
+	// DefaultOptInLabel is the workload label that must be "true" before the
+	// daemon acts on the workload at all.
+	DefaultOptInLabel = "autorollback.io/enabled"
+)
+
+// Kind is the kind of a workload the daemon can roll back.
+type Kind string
+
+// The kinds of workload the daemon can roll back.
+const (
+	KindDeployment  Kind = "Deployment"
+	KindStatefulSet Kind = "StatefulSet"
+	KindDaemonSet   Kind = "DaemonSet"
+)
+
+// Kinds returns the kinds of workload the daemon can roll back.
+func Kinds() []Kind { return []Kind{KindDeployment, KindStatefulSet, KindDaemonSet} }
+
+func (k Kind) valid() bool {
+	return k == KindDeployment || k == KindStatefulSet || k == KindDaemonSet
+}
+
+// Ref names one workload.
+type Ref struct {
+	Kind      Kind
+	Namespace string
+	Name      string
+}
+
+// IsZero reports whether r names no workload.
+func (r Ref) IsZero() bool { return r == Ref{} }
+
+// String returns "Kind namespace/name", for example
+// "Deployment production/event-service", or "<none>" for the zero Ref.
+func (r Ref) String() string {
+	if r.IsZero() {
+		return "<none>"
+	}
+	return string(r.Kind) + " " + r.Namespace + "/" + r.Name
+}
+
+// complete reports whether r names a workload unambiguously.
+func (r Ref) complete() bool { return r.Kind.valid() && r.Namespace != "" && r.Name != "" }
+
+// Alert is one alert of an Alertmanager notification, as the policy sees it.
+type Alert struct {
+	Fingerprint  string
+	Status       string // "firing" or "resolved"
+	Labels       map[string]string
+	Annotations  map[string]string
+	StartsAt     time.Time
+	EndsAt       time.Time
+	GeneratorURL string
+}
+
+// Workload is what the daemon knows about the target workload, read from the
+// cluster by the caller. Ref must be filled in: Evaluate refuses to act when
+// it differs from Input.Target.
+type Workload struct {
+	Ref
+	Labels, Annotations map[string]string
+	Paused              bool
+	Revision            int64     // current revision number (deployment.kubernetes.io/revision, or ControllerRevision revision)
+	RolloutStartedAt    time.Time // when the current revision began rolling out; zero when unknown
+	PreviousRevision    int64     // newest revision older than Revision; 0 when there is none
+	LastAutoRollbackAt  time.Time // zero when the daemon never rolled it back
+	GitOpsManager       string    // "argocd", "flux" or "" (the caller detects it)
+}
+
+// Usage is how many automatic rollbacks happened in the last hour.
+type Usage struct {
+	Workload int // of the target workload
+	Global   int // of all workloads
+}
+
+// Input is everything Evaluate decides on.
+type Input struct {
+	Alert    Alert
+	Target   Ref       // from Resolve; zero when Resolve failed
+	Workload *Workload // nil when the workload does not exist
+	Usage    Usage
+	Now      time.Time
+}
+
+// Check is the result of one rule or guard, for `autorollbackd explain` and
+// the incident record.
+type Check struct {
+	Name   string // e.g. "namespace allowed", "opted in", "rule", "freeze", "fix-forward annotation", "recent rollout"
+	Passed bool
+	Reason Reason // the reason this check gives when it is the first to fail
+	Detail string // one human sentence with the facts
+}
+
+// Decision is the result of Evaluate.
+type Decision struct {
+	Outcome   Outcome
+	Reason    Reason
+	Rule      string // matched rule name, "" for none
+	Criterion string // the runbook criterion of the matched rule
+	Target    Ref
+	DryRun    bool    // the outcome is rollback but nothing may change (policy.dryRun)
+	Checks    []Check // every check evaluated, in order, including ones after the first failure
+	Message   string  // one sentence: what and why
+}
+
+// Failed returns the first failing check, the one that decided the outcome,
+// and false when every check passed.
+func (d Decision) Failed() (Check, bool) {
+	for _, c := range d.Checks {
+		if !c.Passed {
+			return c, true
+		}
+	}
+	return Check{}, false
+}
+
+// String renders a readable multi-line trace: the target, the rule, each
+// check with ✓ or ✗ and its detail, and the decision with its reason.
+func (d Decision) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "target:   %s\n", d.Target)
+	switch {
+	case d.Rule != "":
+		fmt.Fprintf(&b, "rule:     %s (%s)\n", d.Rule, d.Criterion)
+	default:
+		b.WriteString("rule:     none\n")
+	}
+	b.WriteString("checks:\n")
+	for _, c := range d.Checks {
+		mark := "✓"
+		if !c.Passed {
+			mark = "✗"
+		}
+		fmt.Fprintf(&b, "  %s %s: %s", mark, c.Name, c.Detail)
+		if !c.Passed {
+			fmt.Fprintf(&b, " [%s]", c.Reason)
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "decision: %s (reason %s)", d.Outcome, d.Reason)
+	if d.DryRun {
+		b.WriteString(", dry run: nothing will change")
+	}
+	b.WriteString("\n")
+	fmt.Fprintf(&b, "message:  %s\n", d.Message)
+	return b.String()
+}
