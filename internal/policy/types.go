@@ -104,18 +104,15 @@ const (
 	KindDaemonSet   Kind = "DaemonSet"
 )
 
-// Kinds returns the kinds of workload the daemon can roll back.
-func Kinds() []Kind { return []Kind{KindDeployment, KindStatefulSet, KindDaemonSet} }
-
 func (k Kind) valid() bool {
 	return k == KindDeployment || k == KindStatefulSet || k == KindDaemonSet
 }
 
 // Ref names one workload.
 type Ref struct {
-	Kind      Kind
-	Namespace string
-	Name      string
+	Kind      Kind   `json:"kind"`
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
 }
 
 // IsZero reports whether r names no workload.
@@ -135,13 +132,13 @@ func (r Ref) complete() bool { return r.Kind.valid() && r.Namespace != "" && r.N
 
 // Alert is one alert of an Alertmanager notification, as the policy sees it.
 type Alert struct {
-	Fingerprint  string
-	Status       string // "firing" or "resolved"
-	Labels       map[string]string
-	Annotations  map[string]string
-	StartsAt     time.Time
-	EndsAt       time.Time
-	GeneratorURL string
+	Fingerprint  string            `json:"fingerprint"`
+	Status       string            `json:"status"` // "firing" or "resolved"
+	Labels       map[string]string `json:"labels,omitempty"`
+	Annotations  map[string]string `json:"annotations,omitempty"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt,omitzero"`
+	GeneratorURL string            `json:"generatorURL,omitempty"`
 }
 
 // Workload is what the daemon knows about the target workload, read from the
@@ -176,22 +173,22 @@ type Input struct {
 // Check is the result of one rule or guard, for `autorollbackd explain` and
 // the incident record.
 type Check struct {
-	Name   string // e.g. "namespace allowed", "opted in", "rule", "freeze", "fix-forward annotation", "recent rollout"
-	Passed bool
-	Reason Reason // the reason this check gives when it is the first to fail
-	Detail string // one human sentence with the facts
+	Name   string `json:"name"` // e.g. "namespace allowed", "opted in", "rule", "freeze", "fix-forward annotation", "recent rollout"
+	Passed bool   `json:"passed"`
+	Reason Reason `json:"reason"` // the reason this check gives when it is the first to fail
+	Detail string `json:"detail"` // one human sentence with the facts
 }
 
 // Decision is the result of Evaluate.
 type Decision struct {
-	Outcome   Outcome
-	Reason    Reason
-	Rule      string // matched rule name, "" for none
-	Criterion string // the runbook criterion of the matched rule
-	Target    Ref
-	DryRun    bool    // the outcome is rollback but nothing may change (policy.dryRun)
-	Checks    []Check // every check evaluated, in order, including ones after the first failure
-	Message   string  // one sentence: what and why
+	Outcome   Outcome `json:"outcome"`
+	Reason    Reason  `json:"reason"`
+	Rule      string  `json:"rule,omitempty"`      // matched rule name, "" for none
+	Criterion string  `json:"criterion,omitempty"` // the runbook criterion of the matched rule
+	Target    Ref     `json:"target"`
+	DryRun    bool    `json:"dryRun,omitempty"` // the outcome is rollback but nothing may change (policy.dryRun)
+	Checks    []Check `json:"checks"`           // every check evaluated, in order, including ones after the first failure
+	Message   string  `json:"message"`          // one sentence: what and why
 }
 
 // Failed returns the first failing check, the one that decided the outcome,

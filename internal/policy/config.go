@@ -1,0 +1,154 @@
+package policy
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Config is the `policy:` section of the daemon configuration. It is decoded
+// by viper/mapstructure and printed as JSON or YAML, hence both tags.
+// Compile validates it.
+type Config struct {
+	// DryRun makes the daemon decide and report but never change anything.
+	DryRun bool `json:"dryRun" mapstructure:"dryRun"`
+	// Freeze blocks every rollback: rollbacks escalate with reason frozen.
+	Freeze bool `json:"freeze" mapstructure:"freeze"`
+	// OptInLabel is the workload label that must be "true".
+	OptInLabel string     `json:"optInLabel" mapstructure:"optInLabel"`
+	Namespaces Namespaces `json:"namespaces" mapstructure:"namespaces"`
+	// RecentRolloutWindow: roll back only if the current revision started
+	// rolling out within this window.
+	RecentRolloutWindow metav1.Duration `json:"recentRolloutWindow" mapstructure:"recentRolloutWindow"`
+	// ClockSkew is how much earlier than the rollout an alert may start and
+	// still blame it: the alert's and the cluster's clocks differ.
+	ClockSkew metav1.Duration `json:"clockSkew" mapstructure:"clockSkew"`
+	// Cooldown: after an automatic rollback of a workload, no second one
+	// within this time.
+	Cooldown metav1.Duration `json:"cooldown" mapstructure:"cooldown"`
+	Budget   Budget          `json:"budget" mapstructure:"budget"`
+	// DefaultOutcome applies when no rule matches: ignore or fix_forward,
+	// never rollback.
+	DefaultOutcome Outcome       `json:"defaultOutcome" mapstructure:"defaultOutcome"`
+	DefaultTarget  DefaultTarget `json:"defaultTarget" mapstructure:"defaultTarget"`
+	// Rules are tried in order; the first that matches decides.
+	Rules []Rule `json:"rules" mapstructure:"rules"`
+}
+
+// Namespaces limits where the daemon acts. Deny wins over Allow.
+type Namespaces struct {
+	Allow []string `json:"allow" mapstructure:"allow"` // empty: every namespace not denied
+	Deny  []string `json:"deny" mapstructure:"deny"`
+}
+
+// Budget limits automatic rollbacks per rolling hour.
+type Budget struct {
+	PerWorkloadPerHour int `json:"perWorkloadPerHour" mapstructure:"perWorkloadPerHour"`
+	GlobalPerHour      int `json:"globalPerHour" mapstructure:"globalPerHour"`
+}
+
+// DefaultTarget says how to find the workload an alert names when no rule
+// overrides it.
+type DefaultTarget struct {
+	// NamespaceLabel is the alert label holding the namespace.
+	NamespaceLabel string `json:"namespaceLabel" mapstructure:"namespaceLabel"`
+	// KindLabels maps an alert label name to the kind of workload its value
+	// names, as kube-state-metrics labels them. Exactly one must be present.
+	KindLabels map[string]Kind `json:"kindLabels" mapstructure:"kindLabels"`
+}
+
+// Rule maps alerts to an outcome and names the runbook criterion it stands
+// for.
+type Rule struct {
+	Name string `json:"name" mapstructure:"name"`
+	// Matchers use Alertmanager matcher syntax; all must match.
+	Matchers []string `json:"matchers" mapstructure:"matchers"`
+	// Criterion is the runbook criterion, [a-z][a-z0-9_]*; a metric label.
+	Criterion string  `json:"criterion" mapstructure:"criterion"`
+	Outcome   Outcome `json:"outcome" mapstructure:"outcome"`
+	// When is an optional CEL condition that must also be true.
+	When string `json:"when,omitempty" mapstructure:"when"`
+	// Target optionally overrides how the workload is found.
+	Target RuleTarget `json:"target,omitzero" mapstructure:"target"`
+}
+
+// RuleTarget overrides DefaultTarget for alerts a rule matches. Templates win
+// over label names. Kind is required with NameLabel or NameTemplate; without
+// them the kind and name come from DefaultTarget.KindLabels.
+type RuleTarget struct {
+	Kind           Kind   `json:"kind,omitempty" mapstructure:"kind"`
+	NamespaceLabel string `json:"namespaceLabel,omitempty" mapstructure:"namespaceLabel"`
+	NameLabel      string `json:"nameLabel,omitempty" mapstructure:"nameLabel"`
+	// Templates are Go text/template over the Alert, for example
+	// {{ .Labels.kubernetes_namespace }}.
+	NamespaceTemplate string `json:"namespaceTemplate,omitempty" mapstructure:"namespaceTemplate"`
+	NameTemplate      string `json:"nameTemplate,omitempty" mapstructure:"nameTemplate"`
+}
+
+// DefaultConfig returns the policy that encodes the service rollback
+// runbook: roll back when a service is down, data is being corrupted, a
+// security vulnerability is out or a critical business flow is broken; fix
+// forward when the issue is isolated to a non-critical feature.
+func DefaultConfig() Config {
+	d := func(x time.Duration) metav1.Duration { return metav1.Duration{Duration: x} }
+	rule := func(criterion string, outcome Outcome) Rule {
+		return Rule{
+			Name:      dashed(criterion),
+			Matchers:  []string{`impact="` + criterion + `"`},
+			Criterion: criterion,
+			Outcome:   outcome,
+		}
+	}
+	return Config{
+		OptInLabel: DefaultOptInLabel,
+		Namespaces: Namespaces{
+			Allow: []string{},
+			Deny:  []string{"kube-system", "kube-public", "kube-node-lease"},
+		},
+		RecentRolloutWindow: d(time.Hour),
+		ClockSkew:           d(2 * time.Minute),
+		Cooldown:            d(10 * time.Minute),
+		Budget:              Budget{PerWorkloadPerHour: 2, GlobalPerHour: 10},
+		DefaultOutcome:      OutcomeIgnore,
+		DefaultTarget: DefaultTarget{
+			NamespaceLabel: "namespace",
+			KindLabels: map[string]Kind{
+				"deployment":  KindDeployment,
+				"statefulset": KindStatefulSet,
+				"daemonset":   KindDaemonSet,
+			},
+		},
+		Rules: []Rule{
+			rule("service_down", OutcomeRollback),
+			rule("data_corruption", OutcomeRollback),
+			rule("security_vulnerability", OutcomeRollback),
+			rule("critical_flow_broken", OutcomeRollback),
+			rule("non_critical", OutcomeFixForward),
+		},
+	}
+}
+
+func dashed(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c == '_' {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// clone returns a deep copy, so a compiled Policy cannot be changed through
+// the Config it was compiled from or the one it hands out.
+func (c Config) clone() Config {
+	c.Namespaces.Allow = slices.Clone(c.Namespaces.Allow)
+	c.Namespaces.Deny = slices.Clone(c.Namespaces.Deny)
+	c.DefaultTarget.KindLabels = maps.Clone(c.DefaultTarget.KindLabels)
+	c.Rules = slices.Clone(c.Rules)
+	for i := range c.Rules {
+		c.Rules[i].Matchers = slices.Clone(c.Rules[i].Matchers)
+	}
+	return c
+}

@@ -1,0 +1,400 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Names of the checks, in the order Evaluate runs them.
+const (
+	checkTarget       = "target resolved"
+	checkNamespace    = "namespace allowed"
+	checkExists       = "workload exists"
+	checkOptIn        = "opted in"
+	checkFiring       = "alert firing"
+	checkRule         = "rule"
+	checkFreeze       = "freeze"
+	checkFixForward   = "fix-forward annotation"
+	checkUnsafe       = "rollback-unsafe annotation"
+	checkGitOps       = "not managed by GitOps"
+	checkPaused       = "not paused"
+	checkHistory      = "previous revision"
+	checkRecent       = "recent rollout"
+	checkAlertAfter   = "alert after rollout"
+	checkCooldown     = "cooldown"
+	checkBudget       = "budget"
+	unknownNoWorkload = "unknown: the workload does not exist"
+)
+
+// Evaluate decides what to do about one alert. It is pure: the same Input
+// gives the same Decision.
+//
+// The checks run in a fixed order and all of them are recorded, but the
+// first that fails decides:
+//  1. the target checks (resolved, namespace allowed, exists, opted in),
+//     which refuse: a workload that is not ours is never acted on, not even
+//     to fix forward;
+//  2. the alert is firing, else ignore;
+//  3. the first rule whose matchers all match and whose condition is true
+//     gives the outcome; none gives the default outcome; a condition that
+//     fails to evaluate escalates, because doubt must not turn into action;
+//  4. only when the outcome is rollback, the guards, from the operator's
+//     switches (freeze, annotations) to the facts that tie the alert to the
+//     rollout (history, recent rollout, alert timing) to the rate limits
+//     (cooldown, budget).
+func (p *Policy) Evaluate(in Input) Decision {
+	e := &evaluation{p: p, in: in, w: in.Workload}
+	e.targetChecks()
+	e.firingCheck()
+	e.ruleCheck()
+	if e.candidate() == OutcomeRollback {
+		e.guards()
+	}
+	return e.decide()
+}
+
+// step is a check and the outcome it gives when it is the first to fail.
+type step struct {
+	Check
+	outcome Outcome
+}
+
+type evaluation struct {
+	p     *Policy
+	in    Input
+	w     *Workload
+	steps []step
+
+	matched *rule // the rule that decided, nil for none
+	errored *rule // the rule whose condition failed to evaluate
+}
+
+func (e *evaluation) record(name string, reason Reason, outcome Outcome, passed bool, format string, args ...any) {
+	e.steps = append(e.steps, step{
+		Check:   Check{Name: name, Passed: passed, Reason: reason, Detail: fmt.Sprintf(format, args...)},
+		outcome: outcome,
+	})
+}
+
+func (e *evaluation) targetChecks() {
+	t := e.in.Target
+	refuse := func(name string, reason Reason, passed bool, format string, args ...any) {
+		e.record(name, reason, OutcomeRefuse, passed, format, args...)
+	}
+
+	switch {
+	case t.complete():
+		refuse(checkTarget, ReasonNoTarget, true, "the alert names %s", t)
+	case t.IsZero():
+		detail := "no target was given"
+		if _, err := e.p.Resolve(e.in.Alert); err != nil {
+			detail = err.Error()
+		}
+		refuse(checkTarget, ReasonNoTarget, false, "%s", detail)
+	default:
+		refuse(checkTarget, ReasonNoTarget, false, "target %q is incomplete or of an unknown kind", t)
+	}
+
+	ns := t.Namespace
+	switch {
+	case ns == "":
+		refuse(checkNamespace, ReasonNamespaceDenied, false, "unknown: no namespace")
+	case e.p.deny[ns]:
+		refuse(checkNamespace, ReasonNamespaceDenied, false, "namespace %s is in namespaces.deny", ns)
+	case len(e.p.allow) > 0 && !e.p.allow[ns]:
+		refuse(checkNamespace, ReasonNamespaceDenied, false, "namespace %s is not in namespaces.allow", ns)
+	case len(e.p.allow) > 0:
+		refuse(checkNamespace, ReasonNamespaceDenied, true, "namespace %s is in namespaces.allow", ns)
+	default:
+		refuse(checkNamespace, ReasonNamespaceDenied, true, "namespace %s is not denied", ns)
+	}
+
+	switch {
+	case e.w == nil:
+		refuse(checkExists, ReasonWorkloadNotFound, false, "%s does not exist", t)
+	case e.w.Ref != t:
+		// A caller bug, but acting on facts about another workload would
+		// be worse than refusing.
+		refuse(checkExists, ReasonWorkloadNotFound, false, "the workload facts are for %s, not for %s", e.w.Ref, t)
+	default:
+		refuse(checkExists, ReasonWorkloadNotFound, true, "%s exists at revision %d", t, e.w.Revision)
+	}
+
+	label := e.p.cfg.OptInLabel
+	switch {
+	case e.w == nil:
+		refuse(checkOptIn, ReasonNotOptedIn, false, unknownNoWorkload)
+	case e.w.Labels[label] == "true":
+		refuse(checkOptIn, ReasonNotOptedIn, true, "label %s is \"true\"", label)
+	default:
+		v, ok := e.w.Labels[label]
+		if !ok {
+			refuse(checkOptIn, ReasonNotOptedIn, false, "label %s is not set; set it to \"true\" to opt in", label)
+		} else {
+			refuse(checkOptIn, ReasonNotOptedIn, false, "label %s is %q, not \"true\"", label, v)
+		}
+	}
+}
+
+func (e *evaluation) firingCheck() {
+	switch s := e.in.Alert.Status; s {
+	case "resolved":
+		e.record(checkFiring, ReasonAlertResolved, OutcomeIgnore, false, "the alert is resolved")
+	case "firing":
+		e.record(checkFiring, ReasonAlertResolved, OutcomeIgnore, true, "the alert is firing")
+	default:
+		e.record(checkFiring, ReasonAlertResolved, OutcomeIgnore, true, "the alert status is %q, not resolved", s)
+	}
+}
+
+func (e *evaluation) ruleCheck() {
+	var falseWhen []string
+	for _, r := range e.p.rules {
+		if !r.matches(e.in.Alert.Labels) {
+			continue
+		}
+		if r.when != nil {
+			ok, err := evalWhen(r.when, e.in)
+			if err != nil {
+				e.errored = r
+				e.record(checkRule, ReasonRuleError, OutcomeEscalate, false,
+					"the condition of rule %s (%s) failed: %v", r.Name, r.Criterion, err)
+				return
+			}
+			if !ok {
+				falseWhen = append(falseWhen, r.Name)
+				continue
+			}
+		}
+		e.matched = r
+		e.record(checkRule, ReasonRuleError, OutcomeEscalate, true,
+			"rule %s (%s) matched: %s", r.Name, r.Criterion, r.Outcome)
+		return
+	}
+	detail := fmt.Sprintf("no rule matched; the default outcome is %s", e.p.cfg.DefaultOutcome)
+	if len(falseWhen) > 0 {
+		detail += fmt.Sprintf(" (the conditions of %s were false)", strings.Join(falseWhen, ", "))
+	}
+	e.record(checkRule, ReasonRuleError, OutcomeEscalate, true, "%s", detail)
+}
+
+// candidate is the outcome the rules ask for, before the guards.
+func (e *evaluation) candidate() Outcome {
+	switch {
+	case e.matched != nil:
+		return e.matched.Outcome
+	case e.errored != nil:
+		return e.errored.Outcome
+	}
+	return e.p.cfg.DefaultOutcome
+}
+
+func (e *evaluation) guards() {
+	cfg, w, now := e.p.cfg, e.w, e.in.Now
+	escalate := func(name string, reason Reason, passed bool, format string, args ...any) {
+		e.record(name, reason, OutcomeEscalate, passed, format, args...)
+	}
+	fixForward := func(name string, reason Reason, passed bool, format string, args ...any) {
+		e.record(name, reason, OutcomeFixForward, passed, format, args...)
+	}
+
+	if cfg.Freeze {
+		escalate(checkFreeze, ReasonFrozen, false, "rollbacks are frozen (policy.freeze)")
+	} else {
+		escalate(checkFreeze, ReasonFrozen, true, "rollbacks are not frozen")
+	}
+
+	if w == nil {
+		// Without facts every guard is in doubt, and doubt blocks.
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, unknownNoWorkload)
+		fixForward(checkUnsafe, ReasonRollbackUnsafe, false, unknownNoWorkload)
+		for _, g := range []struct {
+			name   string
+			reason Reason
+		}{
+			{checkGitOps, ReasonGitOpsManaged}, {checkPaused, ReasonPaused},
+			{checkHistory, ReasonNoHistory}, {checkRecent, ReasonNoRecentRollout},
+			{checkAlertAfter, ReasonAlertPredatesRollout}, {checkCooldown, ReasonCooldown},
+		} {
+			escalate(g.name, g.reason, false, unknownNoWorkload)
+		}
+	} else {
+		e.fixForwardCheck(fixForward)
+
+		if v := w.Annotations[AnnotationRollbackUnsafe]; v != "" {
+			fixForward(checkUnsafe, ReasonRollbackUnsafe, false, "annotation %s=%q says a rollback would cause data issues", AnnotationRollbackUnsafe, v)
+		} else {
+			fixForward(checkUnsafe, ReasonRollbackUnsafe, true, "no %s annotation", AnnotationRollbackUnsafe)
+		}
+
+		if w.GitOpsManager != "" {
+			escalate(checkGitOps, ReasonGitOpsManaged, false, "managed by %s, which would undo a rollback; revert in Git instead", w.GitOpsManager)
+		} else {
+			escalate(checkGitOps, ReasonGitOpsManaged, true, "not managed by Argo CD or Flux")
+		}
+
+		if w.Paused {
+			escalate(checkPaused, ReasonPaused, false, "the rollout is paused, someone is working on it")
+		} else {
+			escalate(checkPaused, ReasonPaused, true, "the rollout is not paused")
+		}
+
+		if w.PreviousRevision == 0 {
+			escalate(checkHistory, ReasonNoHistory, false, "no revision older than %d to roll back to", w.Revision)
+		} else {
+			escalate(checkHistory, ReasonNoHistory, true, "revision %d is there to roll back to", w.PreviousRevision)
+		}
+
+		e.recentCheck(escalate)
+		e.alertAfterCheck(escalate)
+
+		switch {
+		case w.LastAutoRollbackAt.IsZero():
+			escalate(checkCooldown, ReasonCooldown, true, "never rolled back automatically")
+		case now.Sub(w.LastAutoRollbackAt) >= cfg.Cooldown.Duration:
+			escalate(checkCooldown, ReasonCooldown, true, "last automatic rollback %s ago, the %s cooldown has passed", age(now.Sub(w.LastAutoRollbackAt)), cfg.Cooldown.Duration)
+		default:
+			escalate(checkCooldown, ReasonCooldown, false, "last automatic rollback %s ago, within the %s cooldown", age(now.Sub(w.LastAutoRollbackAt)), cfg.Cooldown.Duration)
+		}
+	}
+
+	u, b := e.in.Usage, cfg.Budget
+	passed := u.Workload < b.PerWorkloadPerHour && u.Global < b.GlobalPerHour
+	detail := fmt.Sprintf("%d of %d rollbacks of this workload and %d of %d in all used in the last hour", u.Workload, b.PerWorkloadPerHour, u.Global, b.GlobalPerHour)
+	if !passed {
+		detail += ", budget exhausted"
+	}
+	escalate(checkBudget, ReasonBudgetExhausted, passed, "%s", detail)
+}
+
+type recordFunc func(name string, reason Reason, passed bool, format string, args ...any)
+
+// fixForwardCheck reads AnnotationFixForward: "true" is set until removed,
+// an RFC3339 time is set until then, and any other value is set, because a
+// value we cannot read is doubt.
+func (e *evaluation) fixForwardCheck(fixForward recordFunc) {
+	v, ok := e.w.Annotations[AnnotationFixForward]
+	if !ok || v == "" {
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, true, "no %s annotation", AnnotationFixForward)
+		return
+	}
+	if v == "true" {
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s=\"true\": the owners fix forward", AnnotationFixForward)
+		return
+	}
+	until, err := time.Parse(time.RFC3339, v)
+	switch {
+	case err != nil:
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s=%q is neither \"true\" nor an RFC3339 time; treated as set", AnnotationFixForward, v)
+	case e.in.Now.Before(until):
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s: the owners fix forward until %s", AnnotationFixForward, v)
+	default:
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, true, "annotation %s expired at %s", AnnotationFixForward, v)
+	}
+}
+
+func (e *evaluation) recentCheck(escalate recordFunc) {
+	w, window := e.w, e.p.cfg.RecentRolloutWindow.Duration
+	if w.RolloutStartedAt.IsZero() {
+		escalate(checkRecent, ReasonNoRecentRollout, false, "revision %d has no known rollout start", w.Revision)
+		return
+	}
+	since := e.in.Now.Sub(w.RolloutStartedAt)
+	if since <= window {
+		escalate(checkRecent, ReasonNoRecentRollout, true, "revision %d started rolling out %s, within the %s window", w.Revision, ago(since), window)
+	} else {
+		escalate(checkRecent, ReasonNoRecentRollout, false, "revision %d started rolling out %s, outside the %s window", w.Revision, ago(since), window)
+	}
+}
+
+func (e *evaluation) alertAfterCheck(escalate recordFunc) {
+	w, skew, starts := e.w, e.p.cfg.ClockSkew.Duration, e.in.Alert.StartsAt
+	if w.RolloutStartedAt.IsZero() {
+		escalate(checkAlertAfter, ReasonAlertPredatesRollout, false, "unknown: revision %d has no known rollout start", w.Revision)
+		return
+	}
+	d := starts.Sub(w.RolloutStartedAt)
+	switch {
+	case d >= 0:
+		escalate(checkAlertAfter, ReasonAlertPredatesRollout, true, "the alert started %s after revision %d began rolling out", age(d), w.Revision)
+	case -d <= skew:
+		escalate(checkAlertAfter, ReasonAlertPredatesRollout, true, "the alert started %s before revision %d began rolling out, within the %s clock skew", age(-d), w.Revision, skew)
+	default:
+		escalate(checkAlertAfter, ReasonAlertPredatesRollout, false, "the alert started %s before revision %d began rolling out, more than the %s clock skew: the rollout did not cause it", age(-d), w.Revision, skew)
+	}
+}
+
+func (e *evaluation) decide() Decision {
+	d := Decision{Target: e.in.Target, Checks: make([]Check, len(e.steps))}
+	var failed *step
+	for i := range e.steps {
+		d.Checks[i] = e.steps[i].Check
+		if failed == nil && !e.steps[i].Passed {
+			failed = &e.steps[i]
+		}
+	}
+	if r := e.matched; r != nil {
+		d.Rule, d.Criterion = r.Name, r.Criterion
+	} else if r := e.errored; r != nil {
+		d.Rule, d.Criterion = r.Name, r.Criterion
+	}
+
+	t := e.in.Target.String()
+	switch {
+	case failed != nil:
+		d.Outcome, d.Reason = failed.outcome, failed.Reason
+		switch {
+		case d.Outcome == OutcomeRefuse && !e.in.Target.complete():
+			d.Message = "refuse to act: " + failed.Detail
+		case d.Outcome == OutcomeRefuse:
+			d.Message = fmt.Sprintf("refuse to act on %s: %s", t, failed.Detail)
+		case d.Outcome == OutcomeIgnore:
+			d.Message = fmt.Sprintf("ignore the alert about %s: %s", t, failed.Detail)
+		case d.Reason == ReasonRuleError:
+			d.Message = fmt.Sprintf("escalate about %s: %s", t, failed.Detail)
+		case d.Outcome == OutcomeFixForward:
+			d.Message = fmt.Sprintf("fix forward instead of rolling back %s: %s", t, failed.Detail)
+		default:
+			d.Message = fmt.Sprintf("escalate instead of rolling back %s: %s", t, failed.Detail)
+		}
+	case e.matched != nil:
+		r := e.matched
+		d.Outcome, d.Reason = r.Outcome, ReasonCriterionMet
+		why := fmt.Sprintf("rule %s (%s) matched", r.Name, r.Criterion)
+		switch r.Outcome {
+		case OutcomeRollback:
+			d.DryRun = e.p.cfg.DryRun
+			verb := "roll back"
+			if d.DryRun {
+				verb = "dry run, would roll back"
+			}
+			d.Message = fmt.Sprintf("%s %s: %s and revision %d started rolling out %s",
+				verb, t, why, e.w.Revision, ago(e.in.Now.Sub(e.w.RolloutStartedAt)))
+		case OutcomeFixForward:
+			d.Message = fmt.Sprintf("fix forward instead of rolling back %s: %s", t, why)
+		default:
+			d.Message = fmt.Sprintf("ignore the alert about %s: %s", t, why)
+		}
+	default:
+		d.Outcome, d.Reason = e.p.cfg.DefaultOutcome, ReasonNoMatchingRule
+		verb := "ignore the alert about"
+		if d.Outcome == OutcomeFixForward {
+			verb = "fix forward instead of rolling back"
+		}
+		d.Message = fmt.Sprintf("%s %s: no rule matched and the default outcome is %s", verb, t, d.Outcome)
+	}
+	return d
+}
+
+// age renders a duration to the second, as in "4m0s".
+func age(d time.Duration) string { return d.Round(time.Second).String() }
+
+// ago renders how long ago something started; a start in the future means
+// the clocks disagree.
+func ago(d time.Duration) string {
+	if d < 0 {
+		return age(-d) + " from now (clocks disagree)"
+	}
+	return age(d) + " ago"
+}

@@ -1,0 +1,128 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"text/template"
+
+	"k8s.io/apimachinery/pkg/api/validate/content"
+)
+
+// ErrNoTarget is wrapped by every error of Resolve: the alert names no
+// workload, or not exactly one.
+var ErrNoTarget = errors.New("alert names no workload")
+
+// Resolve finds the workload an alert names. It uses the target settings of
+// the first rule whose matchers match the alert, or the default target
+// settings when none matches; rule conditions are not consulted, since they
+// may depend on the workload. The error wraps ErrNoTarget when a label is
+// missing or empty, when more than one of the kind labels is present, or
+// when a template fails or renders an empty or invalid name.
+func (p *Policy) Resolve(a Alert) (Ref, error) {
+	t := p.defaultTarget
+	for _, r := range p.rules {
+		if r.matches(a.Labels) {
+			t = r.target
+			break
+		}
+	}
+	return t.resolve(a)
+}
+
+func (t target) resolve(a Alert) (Ref, error) {
+	ns, err := t.value(a, "namespace", t.namespaceTmpl, t.namespaceLabel)
+	if err != nil {
+		return Ref{}, err
+	}
+	if msgs := content.IsDNS1123Label(ns); len(msgs) > 0 {
+		return Ref{}, fmt.Errorf("%w: namespace %q is invalid: %s", ErrNoTarget, ns, strings.Join(msgs, "; "))
+	}
+
+	ref := Ref{Namespace: ns, Kind: t.kind}
+	if t.kind != "" {
+		ref.Name, err = t.value(a, "name", t.nameTmpl, t.nameLabel)
+		if err != nil {
+			return Ref{}, err
+		}
+	} else {
+		var found []string
+		for _, kl := range t.kindLabels {
+			if v := a.Labels[kl.label]; v != "" {
+				found = append(found, kl.label)
+				ref.Kind, ref.Name = kl.kind, v
+			}
+		}
+		switch len(found) {
+		case 0:
+			return Ref{}, fmt.Errorf("%w: none of the labels %s is set", ErrNoTarget, t.kindLabelNames())
+		case 1:
+		default:
+			return Ref{}, fmt.Errorf("%w: ambiguous, labels %s are all set", ErrNoTarget, strings.Join(found, ", "))
+		}
+	}
+	if msgs := content.IsDNS1123Subdomain(ref.Name); len(msgs) > 0 {
+		return Ref{}, fmt.Errorf("%w: %s name %q is invalid: %s", ErrNoTarget, ref.Kind, ref.Name, strings.Join(msgs, "; "))
+	}
+	return ref, nil
+}
+
+// value renders tmpl when there is one, else reads label.
+func (t target) value(a Alert, what string, tmpl *template.Template, label string) (string, error) {
+	if tmpl == nil {
+		v := a.Labels[label]
+		if v == "" {
+			return "", fmt.Errorf("%w: %s label %q is missing or empty", ErrNoTarget, what, label)
+		}
+		return v, nil
+	}
+	var b strings.Builder
+	if err := tmpl.Execute(&b, a); err != nil {
+		return "", fmt.Errorf("%w: render %s template: %w", ErrNoTarget, what, err)
+	}
+	v := strings.TrimSpace(b.String())
+	if v == "" {
+		return "", fmt.Errorf("%w: %s template rendered empty", ErrNoTarget, what)
+	}
+	return v, nil
+}
+
+func (t target) kindLabelNames() string {
+	names := make([]string, len(t.kindLabels))
+	for i, kl := range t.kindLabels {
+		names[i] = kl.label
+	}
+	return strings.Join(names, ", ")
+}
+
+// templateFuncs are the few string helpers a target template needs to turn
+// an alert label into a workload name. Names and argument order are those of
+// Alertmanager's templates, and of sprig for trimPrefix and trimSuffix, so
+// the last argument is the piped value.
+var templateFuncs = template.FuncMap{
+	"toLower":    strings.ToLower,
+	"toUpper":    strings.ToUpper,
+	"trimSpace":  strings.TrimSpace,
+	"trimPrefix": func(prefix, s string) string { return strings.TrimPrefix(s, prefix) },
+	"trimSuffix": func(suffix, s string) string { return strings.TrimSuffix(s, suffix) },
+	// {{ .Labels.pod | reReplaceAll "-[^-]+-[^-]+$" "" }}
+	"reReplaceAll": func(pattern, repl, text string) (string, error) {
+		re, err := regexp.Compile(pattern)
+		if err != nil {
+			return "", err
+		}
+		return re.ReplaceAllString(text, repl), nil
+	},
+}
+
+// matches reports whether every matcher of r matches labels. A missing
+// label matches as the empty string, as in Alertmanager.
+func (r *rule) matches(labels map[string]string) bool {
+	for _, m := range r.matchers {
+		if !m.Matches(labels[m.Name]) {
+			return false
+		}
+	}
+	return true
+}
