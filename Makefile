@@ -10,7 +10,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REV
            -X $(VERSION_PKG).Branch=$(BRANCH) -X $(VERSION_PKG).BuildUser=make \
            -X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build testenv lint test test-short demo clean
+.PHONY: all build testenv lint test test-short fuzz demo clean
 
 all: build
 
@@ -27,9 +27,21 @@ lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
 
-## test: everything: lint, unit, integration against the local control plane, with -race
+## test: everything: lint, unit and integration tests against the local control plane with -race, then brief fuzzing
 test: testenv lint
 	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m ./...
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+# Each fuzz target, as package:target.
+FUZZ_TARGETS := ./internal/config:FuzzLoad ./internal/webhook:FuzzDecode ./internal/policy:FuzzCompileMatchers
+FUZZTIME ?= 10s
+
+## fuzz: run every fuzz target for FUZZTIME (default 10s; try FUZZTIME=5m)
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+	  $(GO) test -run='^$$' -fuzz="^$${t#*:}$$" -fuzztime=$(FUZZTIME) "$${t%%:*}"; \
+	done
 
 ## test-short: the fast unit tests only
 test-short:

@@ -113,11 +113,31 @@ func get(ctx context.Context, url string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
+const testToken = "s3cret-token-for-tests"
+
+// configFile writes a configuration for a daemon whose records live in ns,
+// with a bearer token file, and returns its path.
+func configFile(t *testing.T, ns string, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	body := fmt.Sprintf("webhook:\n  auth:\n    bearerTokenFile: %s\nengine:\n  namespace: %s\n%s", token, ns, extra)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func TestServeAgainstControlPlane(t *testing.T) {
 	c := testenv.Require(t)
+	ns := c.Namespace(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			d := startDaemon(t, "--kubeconfig", c.Kubeconfig)
+			d := startDaemon(t, "--kubeconfig", c.Kubeconfig, "--config", configFile(t, ns, ""))
 			base := "http://" + d.addr
 
 			code, body, err := get(context.Background(), base+"/healthz")

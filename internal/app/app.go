@@ -3,7 +3,9 @@
 package app
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,12 +21,21 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/engine"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/webhook"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Options is everything Run needs.
 type Options struct {
 	Config *config.Config
+	// ConfigFile is watched for changes; empty means no file.
+	ConfigFile string
+	// Reload loads the configuration again, from the same sources, for a
+	// reload on SIGHUP or a change of ConfigFile.
+	Reload func() (*config.Config, error)
 	Logger *slog.Logger
 }
 
@@ -34,6 +45,9 @@ func (o Options) validate() error {
 	}
 	if o.Logger == nil {
 		return errors.New("options: Logger is required")
+	}
+	if o.Reload == nil {
+		return errors.New("options: Reload is required")
 	}
 	return nil
 }
@@ -49,10 +63,16 @@ func Run(ctx context.Context, opts Options) error {
 	cfg, logger := opts.Config, opts.Logger
 	kube.RouteKlog(logger)
 
-	rc, err := kube.RESTConfig(cfg.Kubernetes)
+	rc, ownNamespace, err := kube.RESTConfig(cfg.Kubernetes)
 	if err != nil {
 		return err
 	}
+	pol, err := policy.Compile(cfg.Policy)
+	if err != nil {
+		return fmt.Errorf("compile policy: %w", err)
+	}
+	var currentPolicy atomic.Pointer[policy.Policy]
+	currentPolicy.Store(pol)
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
@@ -80,20 +100,62 @@ func Run(ctx context.Context, opts Options) error {
 	factory.Apps().V1().DaemonSets().Informer()
 	factory.Apps().V1().ControllerRevisions().Informer()
 
+	recordNamespace := cmp.Or(cfg.Engine.Namespace, ownNamespace)
+	eng, err := engine.New(engine.Options{
+		Client:     cs,
+		Namespace:  recordNamespace,
+		Policy:     currentPolicy.Load,
+		Cache:      workload.NewCached(factory),
+		Live:       workload.Live{Client: cs},
+		MaxPending: cfg.Engine.MaxPending,
+		Retention:  cfg.Engine.Retention.Duration,
+		Logger:     logger,
+		Registry:   reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	auth, err := webhook.NewAuthenticator(cfg.Webhook.Auth, logger)
+	if err != nil {
+		return err
+	}
+	defer auth.Close()
 	var ready atomic.Bool
+	intake := webhook.IntakeFunc(func(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
+		if !ready.Load() {
+			return webhook.Receipt{}, fmt.Errorf("informer caches not synced yet: %w", webhook.ErrUnavailable)
+		}
+		return eng.Accept(ctx, n)
+	})
+	hook, err := webhook.NewHandler(cfg.Webhook, auth, intake, logger, reg)
+	if err != nil {
+		return err
+	}
+	reload := newReloader(opts.Reload, opts.ConfigFile, cfg, &currentPolicy, logger, reg)
+
 	ln, err := net.Listen("tcp", cfg.Server.ListenAddress)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Server.ListenAddress, err)
 	}
+	mux := newMux(reg, &ready)
+	mux.Handle("/webhook", hook)
 	srv := &http.Server{
-		Handler:           newMux(reg, &ready),
+		Handler:           mux,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,
 		ReadTimeout:       cfg.Server.ReadTimeout.Duration,
 		WriteTimeout:      cfg.Server.WriteTimeout.Duration,
 		IdleTimeout:       cfg.Server.IdleTimeout.Duration,
 		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
-	logger.Info("HTTP server listening", "address", ln.Addr().String())
+	if cfg.Server.TLS.CertFile != "" {
+		if srv.TLSConfig, err = webhook.ServerTLS(cfg.Server.TLS, logger); err != nil {
+			_ = ln.Close()
+			return err
+		}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	logger.Info("HTTP server listening", "address", ln.Addr().String(), "tls", srv.TLSConfig != nil, "records_namespace", recordNamespace)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -117,12 +179,12 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		ready.Store(true)
 		logger.Info("informer caches synced; ready")
-		<-ctx.Done()
-		return nil
+		return eng.Run(ctx, cfg.Engine.Workers)
 	}, func(error) {
 		cancel()
 		factory.Shutdown()
 	})
+	g.Add(func() error { return reload.run(ctx) }, func(error) { cancel() })
 	g.Add(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve HTTP on %s: %w", ln.Addr(), err)

@@ -30,6 +30,7 @@ func (e usageError) Unwrap() error { return e.err }
 
 // Env is the process's surroundings, explicit so tests can supply their own.
 type Env struct {
+	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	// Environ is the environment as KEY=value pairs.
 	Environ []string
@@ -105,6 +106,7 @@ func newRootCommand(env Env) *cobra.Command {
 	root.AddCommand(
 		newServeCommand(&g, env),
 		newCheckConfigCommand(env),
+		newExplainCommand(&g, env),
 		newVersionCommand(env),
 	)
 	return root

@@ -21,7 +21,12 @@ func newServeCommand(g *globalFlags, env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return app.Run(cmd.Context(), app.Options{Config: cfg, Logger: logger})
+			return app.Run(cmd.Context(), app.Options{
+				Config:     cfg,
+				ConfigFile: g.configFile,
+				Reload:     func() (*config.Config, error) { return loadConfig(cmd, g.configFile, env) },
+				Logger:     logger,
+			})
 		},
 	}
 	cmd.Flags().String("listen-address", config.Default().Server.ListenAddress, "Serve the webhook, probes and metrics on this address.")

@@ -13,13 +13,33 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/webhook"
 )
 
 // Config is the whole configuration of the daemon.
 type Config struct {
-	Server     Server     `json:"server" mapstructure:"server"`
-	Kubernetes Kubernetes `json:"kubernetes" mapstructure:"kubernetes"`
-	Log        Log        `json:"log" mapstructure:"log"`
+	Server     Server         `json:"server" mapstructure:"server"`
+	Kubernetes Kubernetes     `json:"kubernetes" mapstructure:"kubernetes"`
+	Log        Log            `json:"log" mapstructure:"log"`
+	Webhook    webhook.Config `json:"webhook" mapstructure:"webhook"`
+	Engine     Engine         `json:"engine" mapstructure:"engine"`
+	Policy     policy.Config  `json:"policy" mapstructure:"policy"`
+}
+
+// Engine configures how accepted alerts are recorded and decided.
+type Engine struct {
+	// Namespace holds the daemon's records of accepted alerts; empty means
+	// the daemon's own namespace (in a cluster) or the kubeconfig context's.
+	Namespace string `json:"namespace" mapstructure:"namespace"`
+	Workers   int    `json:"workers" mapstructure:"workers"`
+	// MaxPending is how many accepted alerts may wait for a decision before
+	// the webhook answers 503 so that Alertmanager retries.
+	MaxPending int `json:"maxPending" mapstructure:"maxPending"`
+	// Retention is how long decided records are kept; a re-sent alert is
+	// recognised as a duplicate for that long.
+	Retention metav1.Duration `json:"retention" mapstructure:"retention"`
 }
 
 // Server configures the HTTP server that serves the webhook, probes and metrics.
@@ -31,7 +51,8 @@ type Server struct {
 	IdleTimeout       metav1.Duration `json:"idleTimeout" mapstructure:"idleTimeout"`
 	// ShutdownTimeout bounds how long in-flight requests may take to drain
 	// after SIGTERM.
-	ShutdownTimeout metav1.Duration `json:"shutdownTimeout" mapstructure:"shutdownTimeout"`
+	ShutdownTimeout metav1.Duration   `json:"shutdownTimeout" mapstructure:"shutdownTimeout"`
+	TLS             webhook.TLSConfig `json:"tls" mapstructure:"tls"`
 }
 
 // Kubernetes configures the client of the Kubernetes API.
@@ -69,7 +90,14 @@ func Default() Config {
 			Burst:          100,
 			StartupTimeout: d(60 * time.Second),
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Log:     Log{Level: "info", Format: "json"},
+		Webhook: webhook.DefaultConfig(),
+		Engine: Engine{
+			Workers:    2,
+			MaxPending: 1000,
+			Retention:  d(72 * time.Hour),
+		},
+		Policy: policy.DefaultConfig(),
 	}
 }
 
@@ -90,6 +118,7 @@ func (c *Config) Validate() error {
 		"server.idleTimeout":        c.Server.IdleTimeout,
 		"server.shutdownTimeout":    c.Server.ShutdownTimeout,
 		"kubernetes.startupTimeout": c.Kubernetes.StartupTimeout,
+		"engine.retention":          c.Engine.Retention,
 	} {
 		if v.Duration <= 0 {
 			bad(key, "must be a positive duration, got %s", v.Duration)
@@ -107,7 +136,45 @@ func (c *Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		bad("log.format", "must be json or text, got %q", c.Log.Format)
 	}
+	if c.Engine.Workers < 1 {
+		bad("engine.workers", "must be at least 1, got %d", c.Engine.Workers)
+	}
+	if c.Engine.MaxPending < 1 {
+		bad("engine.maxPending", "must be at least 1, got %d", c.Engine.MaxPending)
+	}
+	errs = append(errs, prefixed("server.tls", c.Server.TLS.Validate())...)
+	errs = append(errs, prefixed("webhook", c.Webhook.Validate())...)
+	errs = append(errs, prefixed("webhook", c.Webhook.ValidateTLS(c.Server.TLS))...)
+	_, err := policy.Compile(c.Policy)
+	errs = append(errs, prefixed("policy", err)...)
 	return sortedJoin(errs)
+}
+
+// prefixed puts section in front of the keys named by a section's errors.
+func prefixed(section string, err error) []error {
+	if err == nil {
+		return nil
+	}
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	out := make([]error, 0, len(list))
+	for _, e := range list {
+		var pk *policy.KeyError
+		var wk *webhook.KeyError
+		switch {
+		case errors.As(e, &pk):
+			out = append(out, &KeyError{Key: section + "." + pk.Key, Err: pk.Err})
+		case errors.As(e, &wk):
+			out = append(out, &KeyError{Key: section + "." + wk.Key, Err: wk.Err})
+		default:
+			out = append(out, &KeyError{Key: section, Err: e})
+		}
+	}
+	return out
 }
 
 // ParseLevel turns a log level name into a slog level.

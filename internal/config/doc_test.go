@@ -26,14 +26,40 @@ func TestDocumentationCoversEveryKey(t *testing.T) {
 			}
 		}
 	}
+	// A documented map or list key covers its entries.
+	covered := func(key string) bool {
+		for ; key != ""; key = parentKey(key) {
+			if documented[key] {
+				return true
+			}
+		}
+		return false
+	}
 	for key := range leaves {
-		if !documented[key] {
+		if !covered(key) {
 			t.Errorf("key %s is not documented in docs/configuration.md", key)
 		}
 	}
 	for key := range documented {
-		if _, ok := leaves[key]; !ok {
+		if !isKeyOrParent(leaves, key) {
 			t.Errorf("docs/configuration.md documents %s, which is not a configuration key", key)
 		}
 	}
+}
+
+func parentKey(key string) string {
+	i := strings.LastIndex(key, ".")
+	if i < 0 {
+		return ""
+	}
+	return key[:i]
+}
+
+func isKeyOrParent(leaves map[string]any, key string) bool {
+	for leaf := range leaves {
+		if leaf == key || strings.HasPrefix(leaf, key+".") {
+			return true
+		}
+	}
+	return false
 }

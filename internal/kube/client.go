@@ -19,18 +19,25 @@ import (
 
 // RESTConfig loads the client configuration from the kubeconfig file named in
 // cfg, else $KUBECONFIG, else ~/.kube/config, else the in-cluster service
-// account, and applies the configured rate limits.
-func RESTConfig(cfg config.Kubernetes) (*rest.Config, error) {
+// account, and applies the configured rate limits. It also returns the
+// namespace the configuration points at: the pod's own namespace in a
+// cluster, else the kubeconfig context's.
+func RESTConfig(cfg config.Kubernetes) (*rest.Config, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	rules.ExplicitPath = cfg.Kubeconfig
-	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	rc, err := cc.ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("load Kubernetes client configuration: %w", err)
+		return nil, "", fmt.Errorf("load Kubernetes client configuration: %w", err)
+	}
+	ns, _, err := cc.Namespace()
+	if err != nil {
+		return nil, "", fmt.Errorf("read the namespace of the Kubernetes client configuration: %w", err)
 	}
 	rc.QPS = float32(cfg.QPS)
 	rc.Burst = cfg.Burst
 	rc.UserAgent = "autorollbackd/" + version.Version
-	return rc, nil
+	return rc, ns, nil
 }
 
 // Ping asks the API server for its version, so an unreachable or

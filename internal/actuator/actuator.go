@@ -1,0 +1,220 @@
+// Package actuator carries out the policy's decisions on the cluster: it
+// undoes a rollout the way `kubectl rollout undo` does, rolls back a feature
+// flag, and bounces a workload through zero replicas. Unlike kubectl it
+// writes with a resourceVersion precondition, acts on a target revision
+// pinned at decision time, and records what it did on the workload itself,
+// so that no retry, restart or second replica ever acts twice.
+package actuator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+)
+
+// Annotations the actuator writes on the workloads it changes. Together they
+// are the record that makes an action idempotent: an action whose incident is
+// already recorded on the workload is not done again.
+const (
+	AnnotationRolledBackFrom = "autorollback.io/rolled-back-from"
+	AnnotationRolledBackTo   = "autorollback.io/rolled-back-to"
+	AnnotationRolledBackAt   = "autorollback.io/rolled-back-at"
+	AnnotationFingerprint    = "autorollback.io/alert-fingerprint"
+	AnnotationIncident       = "autorollback.io/incident"
+	// AnnotationChangeCause is what `kubectl rollout history` shows.
+	AnnotationChangeCause = "kubernetes.io/change-cause"
+)
+
+// Event reasons, as `kubectl describe` shows them.
+const (
+	EventRollback        = "AutoRollback"
+	EventRollbackSkipped = "AutoRollbackSkipped"
+	EventRollbackFailed  = "AutoRollbackFailed"
+)
+
+// Errors callers branch on. Every error the actuator returns wraps one of
+// these or an API error.
+var (
+	// ErrChanged: the workload changed meaning after the decision (a newer
+	// rollout, most likely by a person). Escalate; never overwrite it.
+	ErrChanged = errors.New("workload changed since the decision")
+	// ErrNoHistory: the target revision is not in the workload's history.
+	ErrNoHistory = errors.New("target revision not in history")
+	// ErrPaused: the rollout is paused; kubectl refuses it too.
+	ErrPaused = errors.New("rollout is paused")
+	// ErrSettling: the controller has not yet observed the latest spec, so
+	// the current revision is not known; retry shortly.
+	ErrSettling = errors.New("workload controller has not observed the latest spec")
+)
+
+// Kind is the kind of action.
+type Kind string
+
+// The kinds of action.
+const (
+	KindRollback    Kind = "rollback"
+	KindFeatureFlag Kind = "feature_flag"
+	KindScaleBounce Kind = "scale_bounce"
+)
+
+// Kinds returns every kind of action, for metric initialisation.
+func Kinds() []Kind { return []Kind{KindRollback, KindFeatureFlag, KindScaleBounce} }
+
+// Outcome is what an action did.
+type Outcome string
+
+// The outcomes of an action.
+const (
+	OutcomeApplied Outcome = "applied" // the change was written
+	OutcomeNoop    Outcome = "noop"    // nothing to do: already in the target state
+	OutcomeDryRun  Outcome = "dry_run" // the server accepted the change in dry-run mode; nothing changed
+)
+
+// Request says on which workload to act and why.
+type Request struct {
+	Target policy.Ref
+	// Incident identifies the episode the action belongs to; an action for
+	// an incident already recorded on the workload is not repeated.
+	Incident    string
+	Fingerprint string
+	// Why is one line for the change-cause and the Event.
+	Why    string
+	DryRun bool
+}
+
+// Result describes an action that did not fail.
+type Result struct {
+	Kind    Kind    `json:"kind"`
+	Outcome Outcome `json:"outcome"`
+	From    int64   `json:"from,omitempty"`
+	To      int64   `json:"to,omitempty"`
+	Message string  `json:"message"`
+}
+
+// Options configures an Actuator.
+type Options struct {
+	Client   kubernetes.Interface
+	Recorder record.EventRecorder
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	Clock    clock.PassiveClock
+}
+
+// Actuator acts on workloads.
+type Actuator struct {
+	client   kubernetes.Interface
+	recorder record.EventRecorder
+	logger   *slog.Logger
+	clock    clock.PassiveClock
+	actions  *prometheus.CounterVec
+}
+
+// New returns an Actuator.
+func New(o Options) (*Actuator, error) {
+	if o.Client == nil || o.Recorder == nil || o.Logger == nil || o.Registry == nil {
+		return nil, errors.New("actuator: Client, Recorder, Logger and Registry are required")
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	a := &Actuator{
+		client: o.Client, recorder: o.Recorder, logger: o.Logger.With("component", "actuator"), clock: o.Clock,
+		actions: promauto.With(o.Registry).NewCounterVec(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "actions_total",
+			Help: "Actions on workloads, by kind, result (applied, noop, failed) and whether they were dry runs.",
+		}, []string{"kind", "result", "dry_run"}),
+	}
+	for _, k := range Kinds() {
+		for _, r := range []string{string(OutcomeApplied), string(OutcomeNoop), "failed"} {
+			for _, d := range []string{"true", "false"} {
+				a.actions.WithLabelValues(string(k), r, d)
+			}
+		}
+	}
+	return a, nil
+}
+
+// FailureReason classifies an action error into a bounded value for metrics
+// and records.
+func FailureReason(err error) string {
+	switch {
+	case errors.Is(err, ErrChanged):
+		return "changed"
+	case errors.Is(err, ErrNoHistory):
+		return "no_history"
+	case errors.Is(err, ErrPaused):
+		return "paused"
+	case errors.Is(err, ErrSettling):
+		return "settling"
+	case apierrors.IsForbidden(err):
+		return "forbidden"
+	case apierrors.IsNotFound(err):
+		return "not_found"
+	case apierrors.IsConflict(err):
+		return "conflict"
+	}
+	return "error"
+}
+
+// report is the one place an action's outcome is logged, counted and told to
+// `kubectl describe`, so the three never disagree.
+func (a *Actuator) report(obj runtime.Object, req Request, kind Kind, res Result, err error) {
+	dry := fmt.Sprint(req.DryRun)
+	log := a.logger.With("namespace", req.Target.Namespace, "workload", req.Target.Name, "kind", req.Target.Kind,
+		"action", kind, "incident", req.Incident, "dry_run", req.DryRun)
+	switch {
+	case err != nil:
+		a.actions.WithLabelValues(string(kind), "failed", dry).Inc()
+		log.Error("action failed", "reason", FailureReason(err), "err", err)
+		if obj != nil {
+			a.recorder.Eventf(obj, corev1.EventTypeWarning, EventRollbackFailed, "%s failed: %v", kind, err)
+		}
+	case res.Outcome == OutcomeNoop || res.Outcome == OutcomeDryRun:
+		result := OutcomeNoop
+		if res.Outcome == OutcomeDryRun {
+			result = OutcomeApplied
+		}
+		a.actions.WithLabelValues(string(kind), string(result), dry).Inc()
+		log.Info("action skipped", "message", res.Message)
+		if obj != nil {
+			a.recorder.Event(obj, corev1.EventTypeNormal, EventRollbackSkipped, res.Message)
+		}
+	default:
+		a.actions.WithLabelValues(string(kind), string(OutcomeApplied), dry).Inc()
+		log.Info("action applied", "message", res.Message, "from", res.From, "to", res.To)
+		if obj != nil {
+			a.recorder.Event(obj, corev1.EventTypeNormal, EventRollback, res.Message)
+		}
+	}
+}
+
+// recordAnnotations are written with every rollback.
+func (a *Actuator) recordAnnotations(req Request, from, to int64) map[string]string {
+	return map[string]string{
+		AnnotationRolledBackFrom: fmt.Sprint(from),
+		AnnotationRolledBackTo:   fmt.Sprint(to),
+		AnnotationRolledBackAt:   a.clock.Now().UTC().Format(time.RFC3339),
+		AnnotationFingerprint:    req.Fingerprint,
+		AnnotationIncident:       req.Incident,
+		AnnotationChangeCause:    fmt.Sprintf("autorollbackd: rolled back from revision %d to %d: %s", from, to, req.Why),
+	}
+}
+
+// alreadyDone reports whether the rollback of this incident from `from` to
+// `to` is recorded on the workload.
+func alreadyDone(ann map[string]string, req Request, from, to int64) bool {
+	return req.Incident != "" && ann[AnnotationIncident] == req.Incident &&
+		ann[AnnotationRolledBackFrom] == fmt.Sprint(from) && ann[AnnotationRolledBackTo] == fmt.Sprint(to)
+}

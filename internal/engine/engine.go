@@ -1,0 +1,351 @@
+// Package engine carries accepted alerts through the daemon: it records each
+// firing alert in the cluster before the webhook answers, so nothing accepted
+// is lost, refuses duplicates, and decides every recorded alert by the
+// policy. Later stages (action, verification, escalation) hang off the
+// decision.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/lru"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/webhook"
+)
+
+// FactSource reads what the policy needs to know about a workload. It
+// returns nil and no error when the workload does not exist.
+type FactSource interface {
+	Facts(ctx context.Context, ref policy.Ref) (*policy.Workload, error)
+}
+
+// Options configures an Engine.
+type Options struct {
+	Client kubernetes.Interface
+	// Namespace holds the alert records.
+	Namespace string
+	// Policy returns the policy in force; it changes on config reload.
+	Policy func() *policy.Policy
+	// Cache answers the cheap questions at intake (does the workload exist,
+	// is it opted in) from the informer cache; Live answers every question
+	// at decision time from the API server.
+	Cache, Live FactSource
+	// MaxPending is how many recorded alerts may wait for a decision before
+	// the webhook answers 503 so that Alertmanager retries later.
+	MaxPending int
+	// Retention is how long decided records are kept; a re-sent alert
+	// within it is still recognised as a duplicate.
+	Retention time.Duration
+	Logger    *slog.Logger
+	Registry  prometheus.Registerer
+	Clock     clock.PassiveClock
+}
+
+func (o *Options) validate() error {
+	var errs []error
+	if o.Client == nil {
+		errs = append(errs, errors.New("engine: Client is required"))
+	}
+	if o.Namespace == "" {
+		errs = append(errs, errors.New("engine: Namespace is required"))
+	}
+	if o.Policy == nil {
+		errs = append(errs, errors.New("engine: Policy is required"))
+	}
+	if o.Cache == nil || o.Live == nil {
+		errs = append(errs, errors.New("engine: Cache and Live are required"))
+	}
+	if o.MaxPending < 1 {
+		errs = append(errs, fmt.Errorf("engine: MaxPending must be at least 1, got %d", o.MaxPending))
+	}
+	if o.Retention <= 0 {
+		errs = append(errs, fmt.Errorf("engine: Retention must be positive, got %s", o.Retention))
+	}
+	if o.Logger == nil || o.Registry == nil {
+		errs = append(errs, errors.New("engine: Logger and Registry are required"))
+	}
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	return errors.Join(errs...)
+}
+
+// Engine decides recorded alerts.
+type Engine struct {
+	opts   Options
+	store  *store
+	queue  workqueue.TypedRateLimitingInterface[string]
+	logger *slog.Logger
+	m      *metrics
+
+	// seen remembers recently recorded alert keys so re-sends are answered
+	// without an API call; the record in the cluster stays the authority.
+	seen *lru.Cache
+}
+
+// New returns an Engine. Call Run to start deciding.
+func New(opts Options) (*Engine, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	return &Engine{
+		opts:   opts,
+		store:  &store{client: opts.Client, namespace: opts.Namespace},
+		queue:  workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "alerts"}),
+		logger: opts.Logger.With("component", "engine"),
+		m:      newMetrics(opts.Registry),
+		seen:   lru.New(10000),
+	}, nil
+}
+
+// Accept records the firing alerts of n and queues them for a decision. It
+// returns only after every actionable alert is recorded in the cluster, so a
+// crash after the webhook's 2xx loses nothing. Resolved alerts, duplicates
+// and alerts naming workloads the daemon may not touch are counted and not
+// recorded.
+func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
+	var r webhook.Receipt
+	if e.queue.Len() >= e.opts.MaxPending {
+		e.m.unavailable.Inc()
+		return r, fmt.Errorf("%d alerts are waiting for a decision: %w", e.queue.Len(), webhook.ErrUnavailable)
+	}
+	p := e.opts.Policy()
+	now := e.opts.Clock.Now()
+	for _, wa := range n.Alerts {
+		a := policy.Alert{
+			Fingerprint:  wa.Fingerprint,
+			Status:       wa.Status,
+			Labels:       wa.Labels,
+			Annotations:  wa.Annotations,
+			StartsAt:     wa.StartsAt,
+			EndsAt:       wa.EndsAt,
+			GeneratorURL: wa.GeneratorURL,
+		}
+		if a.Status == "resolved" {
+			r.Resolved++
+			continue
+		}
+		key := AlertKey(a)
+		log := e.logger.With("fingerprint", a.Fingerprint, "alertname", a.Labels["alertname"])
+		if _, ok := e.seen.Get(key); ok {
+			r.Duplicates++
+			e.m.duplicates.Inc()
+			continue
+		}
+		target, err := p.Resolve(a)
+		if err != nil {
+			log.Info("alert names no workload", "err", err)
+		}
+		// The target checks need only the workload's existence and labels,
+		// which the cache has; a refusal here is final and never recorded.
+		var facts *policy.Workload
+		if !target.IsZero() {
+			if facts, err = e.opts.Cache.Facts(ctx, target); err != nil {
+				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+			}
+		}
+		if d := p.Evaluate(policy.Input{Alert: a, Target: target, Workload: facts, Now: now}); d.Outcome == policy.OutcomeRefuse {
+			r.Refused++
+			e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
+			log.Info("alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name)
+			continue
+		}
+		rec := &Record{
+			Key: key, Alert: a, Target: target, ReceivedAt: now,
+			Receiver: n.Receiver, GroupKey: n.GroupKey, ExternalURL: n.ExternalURL,
+		}
+		switch err := e.store.create(ctx, rec); {
+		case errors.Is(err, errExists):
+			r.Duplicates++
+			e.m.duplicates.Inc()
+			e.seen.Add(key, struct{}{})
+			log.Debug("duplicate alert", "key", key)
+		case err != nil:
+			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+		default:
+			r.Accepted++
+			e.seen.Add(key, struct{}{})
+			e.queue.Add(recordName(key))
+			log.Info("alert recorded", "key", key, "namespace", target.Namespace, "workload", target.Name)
+		}
+	}
+	return r, nil
+}
+
+// Run resumes the records left pending by an earlier run, then decides
+// queued records with the given number of workers until ctx is cancelled.
+func (e *Engine) Run(ctx context.Context, workers int) error {
+	defer e.queue.ShutDown()
+	pending, err := e.store.list(ctx, map[string]string{stateLabel: statePending})
+	if err != nil {
+		return fmt.Errorf("resume pending alerts: %w", err)
+	}
+	for _, rec := range pending {
+		e.seen.Add(rec.Key, struct{}{})
+		e.queue.Add(recordName(rec.Key))
+	}
+	if len(pending) > 0 {
+		e.logger.Info("resuming pending alerts", "count", len(pending))
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for e.processNext(ctx) {
+			}
+		})
+	}
+	wg.Go(func() {
+		wait.UntilWithContext(ctx, e.collectGarbage, time.Minute)
+	})
+	<-ctx.Done()
+	e.queue.ShutDown()
+	wg.Wait()
+	return nil
+}
+
+func (e *Engine) processNext(ctx context.Context) bool {
+	name, shutdown := e.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer e.queue.Done(name)
+	if err := e.decide(ctx, name); err != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		e.logger.Error("decide alert", "record", name, "err", err)
+		e.queue.AddRateLimited(name)
+		return true
+	}
+	e.queue.Forget(name)
+	return true
+}
+
+// decide evaluates the policy for one record with live facts and writes the
+// decision into the record. A record already decided is left alone: that is
+// what keeps a restarted or second daemon from deciding, and later acting,
+// twice.
+func (e *Engine) decide(ctx context.Context, name string) error {
+	rec, cm, err := e.store.get(ctx, name)
+	if apierrors.IsNotFound(errors.Unwrap(err)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Decision != nil {
+		return nil
+	}
+	now := e.opts.Clock.Now()
+	var facts *policy.Workload
+	if !rec.Target.IsZero() {
+		if facts, err = e.opts.Live.Facts(ctx, rec.Target); err != nil {
+			return err
+		}
+	}
+	usage, err := e.usage(ctx, rec.Target, now)
+	if err != nil {
+		return err
+	}
+	d := e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Usage: usage, Now: now})
+	rec.Decision, rec.DecidedAt = &d, now
+	if err := e.store.update(ctx, rec, cm); err != nil {
+		if apierrors.IsConflict(errors.Unwrap(err)) {
+			// Another replica decided it first; re-reading will find that.
+			return fmt.Errorf("record changed while deciding, retrying: %w", err)
+		}
+		return err
+	}
+	e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
+	e.logger.Info("decided", "key", rec.Key, "namespace", rec.Target.Namespace, "workload", rec.Target.Name,
+		"decision", d.Outcome, "reason", d.Reason, "rule", d.Rule, "dry_run", d.DryRun, "message", d.Message)
+	return nil
+}
+
+// usage counts the automatic rollbacks decided in the hour before now.
+func (e *Engine) usage(ctx context.Context, target policy.Ref, now time.Time) (policy.Usage, error) {
+	recs, err := e.store.list(ctx, map[string]string{outcomeLabel: string(policy.OutcomeRollback)})
+	if err != nil {
+		return policy.Usage{}, err
+	}
+	var u policy.Usage
+	for _, r := range recs {
+		if r.Decision == nil || r.Decision.DryRun || now.Sub(r.DecidedAt) > time.Hour {
+			continue
+		}
+		u.Global++
+		if r.Target == target {
+			u.Workload++
+		}
+	}
+	return u, nil
+}
+
+// collectGarbage deletes decided records older than the retention.
+func (e *Engine) collectGarbage(ctx context.Context) {
+	recs, err := e.store.list(ctx, map[string]string{stateLabel: stateDecided})
+	if err != nil {
+		e.logger.Warn("collect old records", "err", err)
+		return
+	}
+	now := e.opts.Clock.Now()
+	for _, r := range recs {
+		if now.Sub(r.DecidedAt) < e.opts.Retention {
+			continue
+		}
+		if err := e.store.delete(ctx, r.Key); err != nil {
+			e.logger.Warn("collect old record", "key", r.Key, "err", err)
+			continue
+		}
+		e.seen.Remove(r.Key)
+	}
+}
+
+// Record returns the record of the alert with the given key.
+func (e *Engine) Record(ctx context.Context, key string) (*Record, error) {
+	rec, _, err := e.store.get(ctx, recordName(key))
+	return rec, err
+}
+
+type metrics struct {
+	decisions   *prometheus.CounterVec
+	duplicates  prometheus.Counter
+	unavailable prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		decisions: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "decisions_total",
+			Help: "Decisions taken on firing alerts, by outcome and reason.",
+		}, []string{"outcome", "reason"}),
+		duplicates: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "alerts_duplicate_total",
+			Help: "Firing alerts received again (re-sends and HA pairs) and not acted on a second time.",
+		}),
+		unavailable: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "intake_backpressure_total",
+			Help: "Notifications turned away with 503 because too many alerts were waiting for a decision.",
+		}),
+	}
+	for _, o := range policy.Outcomes() {
+		for _, r := range policy.Reasons() {
+			m.decisions.WithLabelValues(string(o), string(r))
+		}
+	}
+	return m
+}

@@ -1,0 +1,11 @@
+// Package webhook is autorollbackd's front door: it receives Alertmanager's
+// webhook notifications and hands them to the engine.
+//
+// It exists because this endpoint can make the daemon roll back production:
+// only an authenticated sender may reach it (bearer token, basic auth or a
+// client certificate, from files that rotate without a restart), and every
+// answer is chosen for Alertmanager's retry rule, which retries 5xx and
+// drops a notification on any 4xx. A payload that can never succeed is
+// refused with 4xx and a message naming the field; a daemon that cannot take
+// work right now answers 503 so that the alert is not lost.
+package webhook

@@ -1,0 +1,241 @@
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Intake takes accepted notifications. Accept returns once the notification
+// is durably accepted (recorded in the cluster) or acted on, and must be
+// quick: Alertmanager waits for it. It returns an error wrapping
+// ErrUnavailable when the daemon cannot take work now (queue full, not the
+// leader, API server unreachable), which answers 503 so that Alertmanager
+// retries; any other error answers 500, which Alertmanager retries too.
+type Intake interface {
+	Accept(ctx context.Context, n *Notification) (Receipt, error)
+}
+
+// IntakeFunc adapts a function to Intake.
+type IntakeFunc func(ctx context.Context, n *Notification) (Receipt, error)
+
+// Accept calls f.
+func (f IntakeFunc) Accept(ctx context.Context, n *Notification) (Receipt, error) { return f(ctx, n) }
+
+// ErrUnavailable is wrapped by Intake errors that mean "retry later".
+var ErrUnavailable = errors.New("unavailable")
+
+// Receipt summarises what happened to the alerts of a notification, for the
+// response body.
+type Receipt struct {
+	Accepted, Duplicates, Resolved, Refused int
+}
+
+// retryAfter is the Retry-After of a 503, in seconds. Alertmanager retries
+// on its own backoff; the header is for other senders and for humans.
+const retryAfter = "10"
+
+type handler struct {
+	maxBody int64
+	intake  Intake
+	logger  *slog.Logger
+	metrics *metrics
+	inner   http.Handler
+}
+
+// NewHandler returns the handler of POST /webhook: authentication (before
+// the body is read), method, content type, body size, decoding and
+// validation, then intake. Each refusal is a one-line JSON error with a
+// status chosen for Alertmanager, which retries 5xx and drops on 4xx.
+// Metrics are registered on reg.
+func NewHandler(cfg Config, auth *Authenticator, intake Intake, logger *slog.Logger, reg prometheus.Registerer) (http.Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new webhook handler: %w", err)
+	}
+	switch {
+	case auth == nil:
+		return nil, errors.New("new webhook handler: nil authenticator")
+	case intake == nil:
+		return nil, errors.New("new webhook handler: nil intake")
+	case logger == nil:
+		return nil, errors.New("new webhook handler: nil logger")
+	case reg == nil:
+		return nil, errors.New("new webhook handler: nil registerer")
+	}
+	m, err := newMetrics(reg, auth)
+	if err != nil {
+		return nil, fmt.Errorf("new webhook handler: %w", err)
+	}
+	h := &handler{
+		maxBody: cfg.MaxBodyBytes,
+		intake:  intake,
+		logger:  logger.With("component", "webhook"),
+		metrics: m,
+	}
+	h.inner = auth.Wrap(http.HandlerFunc(h.serve))
+	return h, nil
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w}
+	h.inner.ServeHTTP(rec, r)
+	code := rec.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	h.metrics.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	if rec.reason != "" {
+		h.metrics.rejected.WithLabelValues(rec.reason).Inc()
+	}
+	h.metrics.duration.Observe(time.Since(start).Seconds())
+}
+
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		reject(w, r, h.logger, requestError(http.StatusMethodNotAllowed, reasonMethodNotAllowed, "method %s not allowed, want POST", clip(r.Method, 20)), nil)
+		return
+	}
+	if e := checkContentType(r.Header.Get("Content-Type")); e != nil {
+		reject(w, r, h.logger, e, nil)
+		return
+	}
+	if r.ContentLength > h.maxBody {
+		reject(w, r, h.logger, requestError(http.StatusRequestEntityTooLarge, reasonTooLarge, "body larger than %d bytes", h.maxBody), nil)
+		return
+	}
+	// MaxBytesReader gets the server's own ResponseWriter so that it can
+	// close the connection instead of draining an oversized body.
+	rw := w
+	if rec, ok := w.(*recorder); ok {
+		rw = rec.ResponseWriter
+	}
+	n, err := Decode(http.MaxBytesReader(rw, r.Body, h.maxBody))
+	if err != nil {
+		e, ok := errors.AsType[*RequestError](err)
+		if !ok {
+			e = requestError(http.StatusBadRequest, reasonBadJSON, "%v", err)
+		}
+		reject(w, r, h.logger, e, nil)
+		return
+	}
+
+	h.metrics.notifications.WithLabelValues(n.Status).Inc()
+	for _, a := range n.Alerts {
+		h.metrics.alerts.WithLabelValues(a.Status).Inc()
+	}
+	if n.TruncatedAlerts > 0 {
+		h.logger.Warn("Alertmanager truncated the notification: set max_alerts: 0 in its webhook_configs",
+			"truncated_alerts", n.TruncatedAlerts, "group_key", n.GroupKey, "remote", r.RemoteAddr)
+	}
+
+	receipt, err := h.intake.Accept(r.Context(), n)
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		w.Header().Set("Retry-After", retryAfter)
+		reject(w, r, h.logger, requestError(http.StatusServiceUnavailable, reasonUnavailable, "cannot take alerts now, retry: %v", err), err)
+		return
+	case err != nil:
+		// The sender learns nothing of the daemon's insides; the log does.
+		reject(w, r, h.logger, requestError(http.StatusInternalServerError, reasonInternal, "internal error"), err)
+		return
+	}
+	h.logger.Info("notification accepted", "group_key", n.GroupKey, "status", n.Status, "alerts", len(n.Alerts),
+		"accepted", receipt.Accepted, "duplicates", receipt.Duplicates, "resolved", receipt.Resolved, "refused", receipt.Refused)
+	writeJSON(w, http.StatusOK, acceptedBody{
+		Status:     "accepted",
+		Accepted:   receipt.Accepted,
+		Duplicates: receipt.Duplicates,
+		Resolved:   receipt.Resolved,
+		Refused:    receipt.Refused,
+	})
+}
+
+func checkContentType(ct string) *RequestError {
+	if ct == "" {
+		return requestError(http.StatusUnsupportedMediaType, reasonUnsupportedMedia, "content type: missing, want application/json")
+	}
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+		return requestError(http.StatusUnsupportedMediaType, reasonUnsupportedMedia, "content type: got %s, want application/json", strconv.Quote(clip(ct, 60)))
+	}
+	return nil
+}
+
+type acceptedBody struct {
+	Status     string `json:"status"`
+	Accepted   int    `json:"accepted"`
+	Duplicates int    `json:"duplicates"`
+	Resolved   int    `json:"resolved"`
+	Refused    int    `json:"refused"`
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// reject logs a refused request and answers it with e. cause, when not nil,
+// is logged instead of e: it may say more than the sender should see.
+func reject(w http.ResponseWriter, r *http.Request, logger *slog.Logger, e *RequestError, cause error) {
+	if rec, ok := w.(*recorder); ok {
+		rec.reason = e.Reason
+	}
+	level := slog.LevelWarn
+	switch {
+	case e.Status == http.StatusMethodNotAllowed:
+		level = slog.LevelInfo
+	case e.Status == http.StatusInternalServerError:
+		level = slog.LevelError
+	}
+	var logged error = e
+	if cause != nil {
+		logged = cause
+	}
+	logger.Log(r.Context(), level, "webhook request refused",
+		"err", logged, "reason", e.Reason, "code", e.Status, "remote", r.RemoteAddr)
+	writeJSON(w, e.Status, errorBody{Error: e.Msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Unreachable with the package's flat structs of strings and ints.
+		code, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// recorder remembers the status code and the refusal reason for metrics.
+type recorder struct {
+	http.ResponseWriter
+	code   int
+	reason string
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the server's ResponseWriter.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
