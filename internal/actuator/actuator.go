@@ -158,6 +158,8 @@ func FailureReason(err error) string {
 		return "paused"
 	case errors.Is(err, ErrSettling):
 		return "settling"
+	case errors.Is(err, ErrNotScalable):
+		return "not_scalable"
 	case apierrors.IsForbidden(err):
 		return "forbidden"
 	case apierrors.IsNotFound(err):

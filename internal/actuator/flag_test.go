@@ -594,8 +594,8 @@ func TestFeatureFlagStaleWriteConflicts(t *testing.T) {
 	}
 }
 
-// TestFeatureFlagRestartPatchIsKubectls pins the restart to kubectl's: the pod template
-// annotation, as a strategic merge patch, plus our record.
+// TestFeatureFlagRestartPatchIsKubectls pins the restart to kubectl's: the
+// pod template annotation, as a strategic merge patch, plus our record.
 func TestFeatureFlagRestartPatchIsKubectls(t *testing.T) {
 	e := newFlagTestEnv(t)
 	ctx := context.Background()

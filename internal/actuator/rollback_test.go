@@ -543,3 +543,32 @@ func TestFailurePaths(t *testing.T) {
 }
 
 var _ runtime.Object = (*appsv1.Deployment)(nil)
+
+// TestOlderRevision is the runbook's "If Still Down": after the rollback to
+// the last known good (2) did not help, go back to the one before it (1),
+// pinned at decision time, from the revision the first rollback produced.
+func TestOlderRevision(t *testing.T) {
+	f := newRollbackFixture(t)
+	f.deployment(t, "older", "event-service:v1", "event-service:v2", "event-service:v3-bad")
+	ctx := context.Background()
+	if _, err := f.act.Rollback(ctx, f.request(policy.KindDeployment, "older", "inc-o"), 3, 2); err != nil {
+		t.Fatal(err)
+	}
+	f.waitDeployment(t, "older", 4)
+	res, err := f.act.Rollback(ctx, f.request(policy.KindDeployment, "older", "inc-o"), 4, 1)
+	if err != nil || res.Outcome != OutcomeApplied {
+		t.Fatalf("N-2 rollback = %+v, %v", res, err)
+	}
+	d := f.waitDeployment(t, "older", 5)
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v1" {
+		t.Fatalf("image = %s, want event-service:v1", img)
+	}
+	if d.Annotations[AnnotationRolledBackFrom] != "4" || d.Annotations[AnnotationRolledBackTo] != "1" {
+		t.Errorf("recorded from %s to %s, want 4 to 1", d.Annotations[AnnotationRolledBackFrom], d.Annotations[AnnotationRolledBackTo])
+	}
+	// Nothing older is left: asking for it fails, it never wraps around.
+	_, err = f.act.Rollback(ctx, f.request(policy.KindDeployment, "older", "inc-o2"), 5, 0)
+	if !errors.Is(err, ErrNoHistory) {
+		t.Fatalf("rollback past the oldest revision = %v, want ErrNoHistory", err)
+	}
+}

@@ -17,9 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/config"
 	"github.com/autorollbackd/autorollbackd/internal/engine"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
@@ -101,16 +106,31 @@ func Run(ctx context.Context, opts Options) error {
 	factory.Apps().V1().ControllerRevisions().Informer()
 
 	recordNamespace := cmp.Or(cfg.Engine.Namespace, ownNamespace)
+	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
+	broadcaster.StartStructuredLogging(0)
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	defer broadcaster.Shutdown()
+	act, err := actuator.New(actuator.Options{
+		Client:   cs,
+		Recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"}),
+		Logger:   logger,
+		Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
 	eng, err := engine.New(engine.Options{
-		Client:     cs,
-		Namespace:  recordNamespace,
-		Policy:     currentPolicy.Load,
-		Cache:      workload.NewCached(factory),
-		Live:       workload.Live{Client: cs},
-		MaxPending: cfg.Engine.MaxPending,
-		Retention:  cfg.Engine.Retention.Duration,
-		Logger:     logger,
-		Registry:   reg,
+		Client:           cs,
+		Namespace:        recordNamespace,
+		Policy:           currentPolicy.Load,
+		Cache:            workload.NewCached(factory),
+		Live:             workload.Live{Client: cs},
+		Actor:            act,
+		MaxRollbackDepth: cfg.Engine.MaxRollbackDepth,
+		MaxPending:       cfg.Engine.MaxPending,
+		Retention:        cfg.Engine.Retention.Duration,
+		Logger:           logger,
+		Registry:         reg,
 	})
 	if err != nil {
 		return err

@@ -40,6 +40,10 @@ type Engine struct {
 	// Retention is how long decided records are kept; a re-sent alert is
 	// recognised as a duplicate for that long.
 	Retention metav1.Duration `json:"retention" mapstructure:"retention"`
+	// MaxRollbackDepth is how far back a rollback may go: 1 is the last
+	// known good revision only, 2 adds the one before it (the runbook's
+	// N-2), and so on. There is never a wrap-around.
+	MaxRollbackDepth int `json:"maxRollbackDepth" mapstructure:"maxRollbackDepth"`
 }
 
 // Server configures the HTTP server that serves the webhook, probes and metrics.
@@ -93,9 +97,10 @@ func Default() Config {
 		Log:     Log{Level: "info", Format: "json"},
 		Webhook: webhook.DefaultConfig(),
 		Engine: Engine{
-			Workers:    2,
-			MaxPending: 1000,
-			Retention:  d(72 * time.Hour),
+			Workers:          2,
+			MaxPending:       1000,
+			Retention:        d(72 * time.Hour),
+			MaxRollbackDepth: 2,
 		},
 		Policy: policy.DefaultConfig(),
 	}
@@ -138,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.Workers < 1 {
 		bad("engine.workers", "must be at least 1, got %d", c.Engine.Workers)
+	}
+	if c.Engine.MaxRollbackDepth < 1 {
+		bad("engine.maxRollbackDepth", "must be at least 1, got %d", c.Engine.MaxRollbackDepth)
 	}
 	if c.Engine.MaxPending < 1 {
 		bad("engine.maxPending", "must be at least 1, got %d", c.Engine.MaxPending)

@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -22,8 +24,25 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/lru"
 
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
+)
+
+// Actor carries out plans; *actuator.Actuator is one.
+type Actor interface {
+	Rollback(ctx context.Context, req actuator.Request, from, to int64) (actuator.Result, error)
+	RollbackFeatureFlag(ctx context.Context, req actuator.Request, f actuator.FlagChange) (actuator.Result, error)
+}
+
+// Workload annotation and alert label that turn a rollback into a feature
+// flag rollback (the runbook's "Environment Variable Flags"): the workload
+// names the ConfigMap holding its flags, the alert names the flag.
+const (
+	AnnotationFeatureFlagConfigMap = "autorollback.io/feature-flag-configmap"
+	LabelFeatureFlag               = "feature_flag"
+	// FeatureFlagOff is the value that turns a flag off.
+	FeatureFlagOff = "false"
 )
 
 // FactSource reads what the policy needs to know about a workload. It
@@ -43,6 +62,11 @@ type Options struct {
 	// is it opted in) from the informer cache; Live answers every question
 	// at decision time from the API server.
 	Cache, Live FactSource
+	// Actor carries out rollback decisions.
+	Actor Actor
+	// MaxRollbackDepth is how many revisions back a rollback may go: 1 is
+	// the last known good only, 2 adds the one before it (N-2).
+	MaxRollbackDepth int
 	// MaxPending is how many recorded alerts may wait for a decision before
 	// the webhook answers 503 so that Alertmanager retries later.
 	MaxPending int
@@ -65,8 +89,11 @@ func (o *Options) validate() error {
 	if o.Policy == nil {
 		errs = append(errs, errors.New("engine: Policy is required"))
 	}
-	if o.Cache == nil || o.Live == nil {
-		errs = append(errs, errors.New("engine: Cache and Live are required"))
+	if o.Cache == nil || o.Live == nil || o.Actor == nil {
+		errs = append(errs, errors.New("engine: Cache, Live and Actor are required"))
+	}
+	if o.MaxRollbackDepth < 1 {
+		errs = append(errs, fmt.Errorf("engine: MaxRollbackDepth must be at least 1, got %d", o.MaxRollbackDepth))
 	}
 	if o.MaxPending < 1 {
 		errs = append(errs, fmt.Errorf("engine: MaxPending must be at least 1, got %d", o.MaxPending))
@@ -189,9 +216,16 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 // queued records with the given number of workers until ctx is cancelled.
 func (e *Engine) Run(ctx context.Context, workers int) error {
 	defer e.queue.ShutDown()
-	pending, err := e.store.list(ctx, map[string]string{stateLabel: statePending})
-	if err != nil {
-		return fmt.Errorf("resume pending alerts: %w", err)
+	var pending []Record
+	for _, state := range []string{statePending, stateDecided} {
+		recs, err := e.store.list(ctx, map[string]string{stateLabel: state})
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("resume %s alerts: %w", state, err)
+		}
+		pending = append(pending, recs...)
 	}
 	for _, rec := range pending {
 		e.seen.Add(rec.Key, struct{}{})
@@ -222,7 +256,7 @@ func (e *Engine) processNext(ctx context.Context) bool {
 		return false
 	}
 	defer e.queue.Done(name)
-	if err := e.decide(ctx, name); err != nil {
+	if err := e.process(ctx, name); err != nil {
 		if ctx.Err() != nil {
 			return false
 		}
@@ -234,11 +268,11 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	return true
 }
 
-// decide evaluates the policy for one record with live facts and writes the
-// decision into the record. A record already decided is left alone: that is
-// what keeps a restarted or second daemon from deciding, and later acting,
-// twice.
-func (e *Engine) decide(ctx context.Context, name string) error {
+// process moves one record forward: decide it if it is pending, then carry
+// out its plan if that is due. Each step is written to the record before the
+// next starts, and a step already recorded is never repeated: that is what
+// keeps a restarted or second daemon from deciding or acting twice.
+func (e *Engine) process(ctx context.Context, name string) error {
 	rec, cm, err := e.store.get(ctx, name)
 	if apierrors.IsNotFound(errors.Unwrap(err)) {
 		return nil
@@ -246,33 +280,132 @@ func (e *Engine) decide(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if rec.Decision != nil {
-		return nil
+	if rec.Decision == nil {
+		if cm, err = e.decide(ctx, rec, cm); err != nil {
+			return err
+		}
 	}
+	if rec.state() == stateDecided {
+		return e.act(ctx, name, rec, cm)
+	}
+	return nil
+}
+
+// decide evaluates the policy for a record with live facts, plans the
+// action, and writes both into the record.
+func (e *Engine) decide(ctx context.Context, rec *Record, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
 	now := e.opts.Clock.Now()
-	var facts *policy.Workload
+	var (
+		facts *policy.Workload
+		err   error
+	)
 	if !rec.Target.IsZero() {
 		if facts, err = e.opts.Live.Facts(ctx, rec.Target); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	usage, err := e.usage(ctx, rec.Target, now)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	d := e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Usage: usage, Now: now})
 	rec.Decision, rec.DecidedAt = &d, now
-	if err := e.store.update(ctx, rec, cm); err != nil {
+	if d.Outcome == policy.OutcomeRollback {
+		rec.Plan = e.plan(rec, facts)
+	}
+	cm, err = e.store.update(ctx, rec, cm)
+	if err != nil {
 		if apierrors.IsConflict(errors.Unwrap(err)) {
 			// Another replica decided it first; re-reading will find that.
-			return fmt.Errorf("record changed while deciding, retrying: %w", err)
+			return nil, fmt.Errorf("record changed while deciding, retrying: %w", err)
 		}
-		return err
+		return nil, err
 	}
 	e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
 	e.logger.Info("decided", "key", rec.Key, "namespace", rec.Target.Namespace, "workload", rec.Target.Name,
 		"decision", d.Outcome, "reason", d.Reason, "rule", d.Rule, "dry_run", d.DryRun, "message", d.Message)
+	return cm, nil
+}
+
+// plan pins what a rollback decision will do, from the facts it was taken
+// on. A workload that names its feature-flag ConfigMap, hit by an alert that
+// names the flag, gets the flag turned off instead of a rollout undo.
+func (e *Engine) plan(rec *Record, w *policy.Workload) *Plan {
+	p := &Plan{
+		Kind:     actuator.KindRollback,
+		Incident: IncidentID(rec.Target, w.Revision),
+		From:     w.Revision,
+		Targets:  w.Older[:min(len(w.Older), e.opts.MaxRollbackDepth)],
+	}
+	if cmName, flag := w.Annotations[AnnotationFeatureFlagConfigMap], rec.Alert.Labels[LabelFeatureFlag]; cmName != "" && flag != "" {
+		p.Kind, p.Targets = actuator.KindFeatureFlag, nil
+		p.FeatureFlag = &actuator.FlagChange{ConfigMap: cmName, Key: flag, Value: FeatureFlagOff}
+	}
+	return p
+}
+
+// IncidentID names the episode of a bad rollout: one workload at one
+// suspect revision.
+func IncidentID(target policy.Ref, revision int64) string {
+	return fmt.Sprintf("%s/%s/%s@%d", strings.ToLower(string(target.Kind)), target.Namespace, target.Name, revision)
+}
+
+// act carries out the record's plan and records the outcome. Transient
+// failures are retried a few times through the queue; a lasting one is
+// recorded, and the record is done with.
+func (e *Engine) act(ctx context.Context, name string, rec *Record, cm *corev1.ConfigMap) error {
+	d, p := rec.Decision, rec.Plan
+	req := actuator.Request{
+		Target:      rec.Target,
+		Incident:    p.Incident,
+		Fingerprint: rec.Alert.Fingerprint,
+		Why:         fmt.Sprintf("alert %s, rule %s (%s)", rec.Alert.Labels["alertname"], d.Rule, d.Criterion),
+		DryRun:      d.DryRun,
+	}
+	var (
+		res actuator.Result
+		err error
+	)
+	switch {
+	case p.Kind == actuator.KindFeatureFlag && p.FeatureFlag != nil:
+		res, err = e.opts.Actor.RollbackFeatureFlag(ctx, req, *p.FeatureFlag)
+	case len(p.Targets) == 0:
+		err = fmt.Errorf("plan %s: %w", p.Incident, actuator.ErrNoHistory)
+	default:
+		res, err = e.opts.Actor.Rollback(ctx, req, p.From, p.Targets[0])
+	}
+	now := e.opts.Clock.Now()
+	ar := ActionRecord{At: now}
+	if err != nil {
+		reason := actuator.FailureReason(err)
+		if transient(reason) && e.queue.NumRequeues(name) < maxActionRetries && ctx.Err() == nil {
+			return err
+		}
+		ar.Error, ar.Reason = err.Error(), reason
+	} else {
+		ar.Result = &res
+		if res.Outcome == actuator.OutcomeApplied {
+			e.m.alertToAction.Observe(now.Sub(rec.ReceivedAt).Seconds())
+		}
+	}
+	rec.Actions = append(rec.Actions, ar)
+	// The action is done; recording it must not be lost to a cancelled
+	// context, or a restart would see it as still due (and find it a no-op).
+	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := e.store.update(writeCtx, rec, cm); err != nil {
+		return fmt.Errorf("record the action on %s: %w", rec.Target, err)
+	}
 	return nil
+}
+
+// maxActionRetries bounds the retries of an action that failed for a
+// reason that may pass (a conflict that did not clear, a controller still
+// settling, a network error).
+const maxActionRetries = 5
+
+func transient(reason string) bool {
+	return reason == "error" || reason == "conflict" || reason == "settling"
 }
 
 // usage counts the automatic rollbacks decided in the hour before now.
@@ -294,12 +427,16 @@ func (e *Engine) usage(ctx context.Context, target policy.Ref, now time.Time) (p
 	return u, nil
 }
 
-// collectGarbage deletes decided records older than the retention.
+// collectGarbage deletes finished records older than the retention.
 func (e *Engine) collectGarbage(ctx context.Context) {
-	recs, err := e.store.list(ctx, map[string]string{stateLabel: stateDecided})
-	if err != nil {
-		e.logger.Warn("collect old records", "err", err)
-		return
+	var recs []Record
+	for _, state := range []string{stateDone, stateFailed} {
+		more, err := e.store.list(ctx, map[string]string{stateLabel: state})
+		if err != nil {
+			e.logger.Warn("collect old records", "err", err)
+			return
+		}
+		recs = append(recs, more...)
 	}
 	now := e.opts.Clock.Now()
 	for _, r := range recs {
@@ -321,14 +458,20 @@ func (e *Engine) Record(ctx context.Context, key string) (*Record, error) {
 }
 
 type metrics struct {
-	decisions   *prometheus.CounterVec
-	duplicates  prometheus.Counter
-	unavailable prometheus.Counter
+	alertToAction prometheus.Histogram
+	decisions     *prometheus.CounterVec
+	duplicates    prometheus.Counter
+	unavailable   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
+		alertToAction: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "autorollbackd", Name: "alert_to_action_seconds",
+			Help:    "Time from an alert's arrival at the webhook to its action being accepted by the API server.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+		}),
 		decisions: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "autorollbackd", Name: "decisions_total",
 			Help: "Decisions taken on firing alerts, by outcome and reason.",

@@ -17,7 +17,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
@@ -119,11 +123,21 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int) *run
 		}
 	}
 	reg := prometheus.NewRegistry()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	b := record.NewBroadcaster()
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: f.c.Client.CoreV1().Events("")})
+	act, err := actuator.New(actuator.Options{
+		Client: f.c.Client, Recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"}),
+		Logger: logger, Registry: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := New(Options{
 		Client: f.c.Client, Namespace: f.ns, Policy: func() *policy.Policy { return p },
-		Cache: cache, Live: workload.Live{Client: f.c.Client},
+		Cache: cache, Live: workload.Live{Client: f.c.Client}, Actor: act, MaxRollbackDepth: 2,
 		MaxPending: 100, Retention: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registry: reg,
+		Logger: logger, Registry: reg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -140,6 +154,7 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int) *run
 			t.Errorf("engine.Run: %v", err)
 		}
 		factory.Shutdown()
+		b.Shutdown()
 	})
 	return &running{Engine: e, reg: reg}
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -29,8 +30,10 @@ const (
 	outcomeLabel   = "autorollback.io/outcome"
 	recordDataKey  = "record.json"
 
-	statePending = "pending"
-	stateDecided = "decided"
+	statePending = "pending" // accepted, not yet decided
+	stateDecided = "decided" // decided; a planned action may still be due
+	stateDone    = "done"    // decided and every planned action carried out
+	stateFailed  = "failed"  // the planned action failed
 )
 
 // Record is what the daemon remembers of one accepted firing alert. It is
@@ -50,6 +53,35 @@ type Record struct {
 	ExternalURL string           `json:"externalURL,omitempty"`
 	Decision    *policy.Decision `json:"decision,omitempty"`
 	DecidedAt   time.Time        `json:"decidedAt,omitzero"`
+	// Plan is the action pinned when the decision was taken; it is never
+	// recomputed, so a retry acts on exactly what was decided.
+	Plan    *Plan          `json:"plan,omitempty"`
+	Actions []ActionRecord `json:"actions,omitempty"`
+}
+
+// Plan is what the daemon will do about a rollback decision.
+type Plan struct {
+	Kind actuator.Kind `json:"kind"`
+	// Incident identifies the bad rollout: every alert about the same
+	// workload at the same suspect revision shares it, so the second one
+	// finds the action already recorded on the workload.
+	Incident string `json:"incident"`
+	// From is the suspect revision the decision was about.
+	From int64 `json:"from,omitempty"`
+	// Targets are the revisions to go back to, newest first: the last known
+	// good, then older ones for the next rungs (N-2), up to
+	// engine.maxRollbackDepth. There is no wrap-around past the oldest.
+	Targets     []int64              `json:"targets,omitempty"`
+	FeatureFlag *actuator.FlagChange `json:"featureFlag,omitempty"`
+}
+
+// ActionRecord is the outcome of one action of a plan.
+type ActionRecord struct {
+	At     time.Time        `json:"at"`
+	Result *actuator.Result `json:"result,omitempty"`
+	Error  string           `json:"error,omitempty"`
+	// Reason classifies Error: changed, no_history, paused, forbidden, ...
+	Reason string `json:"reason,omitempty"`
 }
 
 // AlertKey identifies an alert across re-sends: Alertmanager keeps the
@@ -102,18 +134,32 @@ func (s *store) get(ctx context.Context, name string) (*Record, *corev1.ConfigMa
 	return &rec, cm, nil
 }
 
-// update writes rec back over cm. The update carries cm's resourceVersion,
-// so a concurrent writer makes it fail with a conflict instead of being
-// overwritten.
-func (s *store) update(ctx context.Context, rec *Record, cm *corev1.ConfigMap) error {
+// state is where the record stands.
+func (r *Record) state() string {
+	switch {
+	case r.Decision == nil:
+		return statePending
+	case r.Plan != nil && len(r.Actions) == 0:
+		return stateDecided
+	case len(r.Actions) > 0 && r.Actions[len(r.Actions)-1].Error != "":
+		return stateFailed
+	}
+	return stateDone
+}
+
+// update writes rec back over cm and returns the new ConfigMap. The update
+// carries cm's resourceVersion, so a concurrent writer makes it fail with a
+// conflict instead of being overwritten.
+func (s *store) update(ctx context.Context, rec *Record, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
 	next, err := s.encode(rec, cm)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := s.client.CoreV1().ConfigMaps(s.namespace).Update(ctx, next, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update record %s: %w", cm.Name, err)
+	out, err := s.client.CoreV1().ConfigMaps(s.namespace).Update(ctx, next, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("update record %s: %w", cm.Name, err)
 	}
-	return nil
+	return out, nil
 }
 
 func (s *store) encode(rec *Record, base *corev1.ConfigMap) (*corev1.ConfigMap, error) {
@@ -125,9 +171,9 @@ func (s *store) encode(rec *Record, base *corev1.ConfigMap) (*corev1.ConfigMap, 
 	if base != nil {
 		cm = base.DeepCopy()
 	}
-	state, outcome := statePending, ""
+	state, outcome := rec.state(), ""
 	if rec.Decision != nil {
-		state, outcome = stateDecided, string(rec.Decision.Outcome)
+		outcome = string(rec.Decision.Outcome)
 	}
 	cm.Labels = map[string]string{managedByLabel: managedBy, kindLabel: kindAlert, stateLabel: state}
 	if outcome != "" {

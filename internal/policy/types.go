@@ -151,8 +151,11 @@ type Workload struct {
 	Revision            int64     // current revision number (deployment.kubernetes.io/revision, or ControllerRevision revision)
 	RolloutStartedAt    time.Time // when the current revision began rolling out; zero when unknown
 	PreviousRevision    int64     // newest revision older than Revision; 0 when there is none
-	LastAutoRollbackAt  time.Time // zero when the daemon never rolled it back
-	GitOpsManager       string    // "argocd", "flux" or "" (the caller detects it)
+	// Older lists the revisions older than Revision, newest first; the
+	// actuator's targets for going back further (N-2) come from it.
+	Older              []int64
+	LastAutoRollbackAt time.Time // zero when the daemon never rolled it back
+	GitOpsManager      string    // "argocd", "flux" or "" (the caller detects it)
 }
 
 // Usage is how many automatic rollbacks happened in the last hour.

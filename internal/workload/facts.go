@@ -116,8 +116,11 @@ func facts(kind policy.Kind, meta *metav1.ObjectMeta, current int64, revs []Revi
 		switch {
 		case r.Number == current && w.RolloutStartedAt.IsZero():
 			w.RolloutStartedAt = r.Created
-		case r.Number < current && w.PreviousRevision == 0:
-			w.PreviousRevision = r.Number
+		case r.Number < current:
+			if w.PreviousRevision == 0 {
+				w.PreviousRevision = r.Number
+			}
+			w.Older = append(w.Older, r.Number)
 		}
 	}
 	if at, err := time.Parse(time.RFC3339, meta.Annotations[RolledBackAtAnnotation]); err == nil {

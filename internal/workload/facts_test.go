@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -59,6 +60,9 @@ func TestDeploymentFacts(t *testing.T) {
 		!got.RolloutStartedAt.Equal(want.RolloutStartedAt) || got.PreviousRevision != want.PreviousRevision ||
 		!got.LastAutoRollbackAt.Equal(want.LastAutoRollbackAt) || got.GitOpsManager != "" {
 		t.Fatalf("DeploymentFacts =\n%+v\nwant\n%+v", *got, want)
+	}
+	if !slices.Equal(got.Older, []int64{6, 5}) {
+		t.Errorf("Older = %v, want [6 5]", got.Older)
 	}
 	if got.Labels["autorollback.io/enabled"] != "true" {
 		t.Errorf("labels not carried over: %v", got.Labels)
