@@ -160,6 +160,8 @@ func FailureReason(err error) string {
 		return "settling"
 	case errors.Is(err, ErrNotScalable):
 		return "not_scalable"
+	case errors.Is(err, ErrTaskFailed):
+		return "task_failed"
 	case apierrors.IsForbidden(err):
 		return "forbidden"
 	case apierrors.IsNotFound(err):

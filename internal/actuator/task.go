@@ -1,0 +1,99 @@
+package actuator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// Task is a post-rollback task: a Job run in the workload's namespace after
+// a successful rollback, for the runbook's "Rollback Impact Assessment"
+// (flush cache keys, clear stuck queue jobs).
+type Task struct {
+	Name    string
+	Job     batchv1.JobSpec
+	Timeout time.Duration
+}
+
+// ErrTaskFailed: the task's Job failed or did not finish in time.
+var ErrTaskFailed = errors.New("post-rollback task failed")
+
+// RunTask starts the task's Job for the incident, unless it already exists
+// (a restarted daemon awaits the same Job instead of starting a second),
+// and waits until it completes, fails, or the task's timeout passes. It
+// returns the Job's name.
+func (a *Actuator) RunTask(ctx context.Context, req Request, t Task) (string, error) {
+	name := taskJobName(req.Target.Name, t.Name, req.Incident)
+	jobs := a.client.BatchV1().Jobs(req.Target.Namespace)
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: req.Target.Namespace,
+			Labels:      map[string]string{"app.kubernetes.io/managed-by": "autorollbackd", "autorollback.io/task": t.Name},
+			Annotations: map[string]string{AnnotationIncident: req.Incident, "autorollback.io/workload": req.Target.String()},
+		},
+		Spec: *t.Job.DeepCopy(),
+	}
+	var opts metav1.CreateOptions
+	if req.DryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	_, err := jobs.Create(ctx, job, opts)
+	switch {
+	case apierrors.IsAlreadyExists(err):
+	case err != nil:
+		return name, fmt.Errorf("start task %s for %s: %w", t.Name, req.Target, err)
+	case req.DryRun:
+		return name, nil
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, t.Timeout)
+	defer cancel()
+	var last string
+	err = wait.PollUntilContextCancel(waitCtx, time.Second, true, func(ctx context.Context) (bool, error) {
+		j, err := jobs.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		for _, c := range j.Status.Conditions {
+			if c.Status != corev1.ConditionTrue {
+				continue
+			}
+			switch c.Type {
+			case batchv1.JobComplete:
+				return true, nil
+			case batchv1.JobFailed:
+				return false, fmt.Errorf("%w: job %s failed: %s: %s", ErrTaskFailed, name, c.Reason, c.Message)
+			}
+		}
+		last = fmt.Sprintf("%d active, %d succeeded, %d failed", j.Status.Active, j.Status.Succeeded, j.Status.Failed)
+		return false, nil
+	})
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return name, fmt.Errorf("%w: job %s not done within %s (%s)", ErrTaskFailed, name, t.Timeout, last)
+	}
+	if err != nil {
+		return name, fmt.Errorf("task %s for %s: %w", t.Name, req.Target, err)
+	}
+	return name, nil
+}
+
+// taskJobName is a valid, stable Job name for a task of an incident.
+func taskJobName(workload, task, incident string) string {
+	sum := sha256.Sum256([]byte(incident))
+	suffix := "-" + hex.EncodeToString(sum[:4])
+	base := strings.TrimSuffix(fmt.Sprintf("%s-%s", workload, task), "-")
+	if limit := 63 - len(suffix); len(base) > limit {
+		base = strings.TrimRight(base[:limit], "-.")
+	}
+	return base + suffix
+}

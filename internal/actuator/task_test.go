@@ -1,0 +1,71 @@
+package actuator
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+)
+
+func flushCacheJob(nodeSelector map[string]string) batchv1.JobSpec {
+	return batchv1.JobSpec{
+		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			NodeSelector:  nodeSelector,
+			Containers:    []corev1.Container{{Name: "flush", Image: "redis:7", Command: []string{"redis-cli", "--scan", "--pattern", "event:*"}}},
+		}},
+	}
+}
+
+func TestRunTask(t *testing.T) {
+	f := newRollbackFixture(t)
+	ctx := context.Background()
+	req := f.request(policy.KindDeployment, "event-service", "deployment/x/event-service@2")
+
+	name, err := f.act.RunTask(ctx, req, Task{Name: "flush-cache", Job: flushCacheJob(nil), Timeout: time.Minute})
+	if err != nil {
+		t.Fatalf("RunTask = %v", err)
+	}
+	job, err := f.c.Client.BatchV1().Jobs(f.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Status.Succeeded < 1 || job.Annotations[AnnotationIncident] != req.Incident {
+		t.Fatalf("job %s: succeeded %d, incident %q", name, job.Status.Succeeded, job.Annotations[AnnotationIncident])
+	}
+	// A restarted daemon awaits the same Job rather than starting another.
+	again, err := f.act.RunTask(ctx, req, Task{Name: "flush-cache", Job: flushCacheJob(nil), Timeout: time.Minute})
+	if err != nil || again != name {
+		t.Fatalf("second RunTask = %s, %v; want the same job %s", again, err, name)
+	}
+	jobs, err := f.c.Client.BatchV1().Jobs(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "autorollback.io/task=flush-cache"})
+	if err != nil || len(jobs.Items) != 1 {
+		t.Fatalf("%d jobs (%v), want 1", len(jobs.Items), err)
+	}
+
+	// A task that cannot finish in time fails, and says why.
+	_, err = f.act.RunTask(ctx, req, Task{Name: "stuck", Job: flushCacheJob(map[string]string{"no-such": "node"}), Timeout: 2 * time.Second})
+	if !errors.Is(err, ErrTaskFailed) || FailureReason(err) != "task_failed" || !strings.Contains(err.Error(), "not done within 2s") {
+		t.Fatalf("stuck task = %v, want ErrTaskFailed after its timeout", err)
+	}
+}
+
+func TestTaskJobName(t *testing.T) {
+	long := strings.Repeat("a", 80)
+	for _, tc := range []struct{ workload, task string }{{"event-service", "flush-cache"}, {long, "flush"}, {"x", long}} {
+		n := taskJobName(tc.workload, tc.task, "inc")
+		if len(n) > 63 || strings.HasSuffix(strings.TrimSuffix(n, n[len(n)-9:]), "-") {
+			t.Errorf("taskJobName(%q, %q) = %q: invalid", tc.workload, tc.task, n)
+		}
+		if n != taskJobName(tc.workload, tc.task, "inc") || n == taskJobName(tc.workload, tc.task, "other") {
+			t.Errorf("taskJobName is not a stable function of the incident")
+		}
+	}
+}
