@@ -114,11 +114,31 @@ func post(t *testing.T, url, token, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func TestWebhookToDecision(t *testing.T) {
+func getAuth(t *testing.T, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestWebhookToResolvedIncident is the loop inside one daemon process: an
+// Alertmanager notification in, the rollback, verification, the incident
+// resolved and visible through the API and the command line.
+func TestWebhookToResolvedIncident(t *testing.T) {
 	c := testenv.Require(t)
 	ns := c.Namespace(t)
 	twoRevisions(t, c, ns, "event-service")
-	d := startDaemon(t, "--kubeconfig", c.Kubeconfig, "--config", configFile(t, ns, ""))
+	cfgFile := configFile(t, ns, "")
+	d := startDaemon(t, "--kubeconfig", c.Kubeconfig, "--config", cfgFile)
 	url := "http://" + d.addr + "/webhook"
 	testenv.Eventually(t, 60*time.Second, "/readyz turns ready", func(ctx context.Context) (bool, string) {
 		code, body, err := get(ctx, "http://"+d.addr+"/readyz")
@@ -138,17 +158,46 @@ func TestWebhookToDecision(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(resp, `"duplicates":1`) {
 		t.Fatalf("re-sent POST /webhook = %d %s, want 200 with one duplicate", code, resp)
 	}
-	testenv.Eventually(t, 30*time.Second, "the alert record is decided: rollback", func(ctx context.Context) (bool, string) {
-		list, err := c.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{LabelSelector: "autorollback.io/record=alert"})
-		if err != nil {
+	// The incident API, behind the webhook's authentication, shows the
+	// rollback verified and the incident resolved.
+	api := "http://" + d.addr + "/api/v1/incidents"
+	if code, _, _ := get(context.Background(), api); code != http.StatusUnauthorized {
+		t.Errorf("GET /api/v1/incidents without credentials = %d, want 401", code)
+	}
+	var list []map[string]any
+	testenv.Eventually(t, 60*time.Second, "the incident resolves", func(ctx context.Context) (bool, string) {
+		code, body := getAuth(t, api)
+		if code != http.StatusOK {
+			return false, fmt.Sprint(code, body)
+		}
+		if err := json.Unmarshal([]byte(body), &list); err != nil {
 			return false, err.Error()
 		}
-		if len(list.Items) != 1 {
-			return false, fmt.Sprintf("%d records", len(list.Items))
-		}
-		l := list.Items[0].Labels
-		return l["autorollback.io/state"] == "decided" && l["autorollback.io/outcome"] == "rollback", fmt.Sprint(l)
+		return len(list) == 1 && list[0]["state"] == "resolved", body
 	})
+	id := fmt.Sprint(list[0]["id"])
+	code, body = getAuth(t, api+"/"+id)
+	if code != http.StatusOK || !strings.Contains(body, `"outcome":"applied"`) || !strings.Contains(body, `"overall":"pass"`) {
+		t.Fatalf("GET /api/v1/incidents/%s = %d %s", id, code, body)
+	}
+	if code, _ := getAuth(t, api+"/no-such-incident"); code != http.StatusNotFound {
+		t.Errorf("unknown incident = %d, want 404", code)
+	}
+	waitRevision(t, c, ns, "event-service", "3")
+	// The command line prints the same incident as a timeline.
+	out, err := exec.Command(binary, "incidents", "show", id, "--kubeconfig", c.Kubeconfig, "--config", cfgFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("incidents show: %v\n%s", err, out)
+	}
+	for _, want := range []string{"state:     resolved", "decision:  rollback (criterion_met)", "rolled back from revision 2 to 1", "resolved: verified recovered"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("incidents show lacks %q:\n%s", want, out)
+		}
+	}
+	out, err = exec.Command(binary, "incidents", "list", "--kubeconfig", c.Kubeconfig, "--config", cfgFile).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), id) {
+		t.Errorf("incidents list: %v\n%s", err, out)
+	}
 	_, metrics, err := get(context.Background(), "http://"+d.addr+"/metrics")
 	if err != nil {
 		t.Fatal(err)

@@ -27,8 +27,11 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/config"
 	"github.com/autorollbackd/autorollbackd/internal/engine"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
@@ -110,15 +113,25 @@ func Run(ctx context.Context, opts Options) error {
 	broadcaster.StartStructuredLogging(0)
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
+	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"})
 	act, err := actuator.New(actuator.Options{
 		Client:   cs,
-		Recorder: broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"}),
+		Recorder: recorder,
 		Logger:   logger,
 		Registry: reg,
 	})
 	if err != nil {
 		return err
 	}
+	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: cs, Logger: logger, Registry: reg})
+	if err != nil {
+		return err
+	}
+	esc, err := escalate.New(escalate.Options{Config: cfg.Escalation, Events: recorder, Client: cs, Logger: logger, Registry: reg})
+	if err != nil {
+		return err
+	}
+	incidents := &incident.Store{Client: cs, Namespace: recordNamespace}
 	eng, err := engine.New(engine.Options{
 		Client:           cs,
 		Namespace:        recordNamespace,
@@ -126,6 +139,11 @@ func Run(ctx context.Context, opts Options) error {
 		Cache:            workload.NewCached(factory),
 		Live:             workload.Live{Client: cs},
 		Actor:            act,
+		Incidents:        incidents,
+		Verifier:         ver,
+		Escalator:        esc,
+		AllowScaleBounce: cfg.Engine.AllowScaleBounce,
+		IncidentWorkers:  cfg.Engine.IncidentWorkers,
 		MaxRollbackDepth: cfg.Engine.MaxRollbackDepth,
 		MaxPending:       cfg.Engine.MaxPending,
 		Retention:        cfg.Engine.Retention.Duration,
@@ -142,9 +160,13 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer auth.Close()
 	var ready atomic.Bool
+	lead := newLeadership(cfg.LeaderElection, cs, recordNamespace, logger, reg)
 	intake := webhook.IntakeFunc(func(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
 		if !ready.Load() {
 			return webhook.Receipt{}, fmt.Errorf("informer caches not synced yet: %w", webhook.ErrUnavailable)
+		}
+		if !lead.isLeader.Load() {
+			return webhook.Receipt{}, fmt.Errorf("this replica is not the leader: %w", webhook.ErrUnavailable)
 		}
 		return eng.Accept(ctx, n)
 	})
@@ -160,6 +182,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	mux := newMux(reg, &ready)
 	mux.Handle("/webhook", hook)
+	mux.Handle("/api/v1/incidents", auth.Wrap(incident.Handler(incidents, logger)))
+	mux.Handle("/api/v1/incidents/", auth.Wrap(incident.Handler(incidents, logger)))
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,
@@ -199,7 +223,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		ready.Store(true)
 		logger.Info("informer caches synced; ready")
-		return eng.Run(ctx, cfg.Engine.Workers)
+		return lead.run(ctx, func(ctx context.Context) error { return eng.Run(ctx, cfg.Engine.Workers) })
 	}, func(error) {
 		cancel()
 		factory.Shutdown()

@@ -107,6 +107,7 @@ func newRootCommand(env Env) *cobra.Command {
 		newServeCommand(&g, env),
 		newCheckConfigCommand(env),
 		newExplainCommand(&g, env),
+		newIncidentsCommand(&g, env),
 		newVersionCommand(env),
 	)
 	return root

@@ -14,18 +14,34 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
 )
 
 // Config is the whole configuration of the daemon.
 type Config struct {
-	Server     Server         `json:"server" mapstructure:"server"`
-	Kubernetes Kubernetes     `json:"kubernetes" mapstructure:"kubernetes"`
-	Log        Log            `json:"log" mapstructure:"log"`
-	Webhook    webhook.Config `json:"webhook" mapstructure:"webhook"`
-	Engine     Engine         `json:"engine" mapstructure:"engine"`
-	Policy     policy.Config  `json:"policy" mapstructure:"policy"`
+	Server         Server          `json:"server" mapstructure:"server"`
+	Kubernetes     Kubernetes      `json:"kubernetes" mapstructure:"kubernetes"`
+	Log            Log             `json:"log" mapstructure:"log"`
+	Webhook        webhook.Config  `json:"webhook" mapstructure:"webhook"`
+	Engine         Engine          `json:"engine" mapstructure:"engine"`
+	LeaderElection LeaderElection  `json:"leaderElection" mapstructure:"leaderElection"`
+	Policy         policy.Config   `json:"policy" mapstructure:"policy"`
+	Verify         verify.Config   `json:"verify" mapstructure:"verify"`
+	Escalation     escalate.Config `json:"escalation" mapstructure:"escalation"`
+}
+
+// LeaderElection configures the Lease that makes one replica the one that
+// acts.
+type LeaderElection struct {
+	Enabled bool `json:"enabled" mapstructure:"enabled"`
+	// LeaseName is the Lease in engine.namespace.
+	LeaseName     string          `json:"leaseName" mapstructure:"leaseName"`
+	LeaseDuration metav1.Duration `json:"leaseDuration" mapstructure:"leaseDuration"`
+	RenewDeadline metav1.Duration `json:"renewDeadline" mapstructure:"renewDeadline"`
+	RetryPeriod   metav1.Duration `json:"retryPeriod" mapstructure:"retryPeriod"`
 }
 
 // Engine configures how accepted alerts are recorded and decided.
@@ -44,6 +60,11 @@ type Engine struct {
 	// known good revision only, 2 adds the one before it (the runbook's
 	// N-2), and so on. There is never a wrap-around.
 	MaxRollbackDepth int `json:"maxRollbackDepth" mapstructure:"maxRollbackDepth"`
+	// AllowScaleBounce lets the last automatic rung scale a workload to zero
+	// and back, for workloads annotated autorollback.io/allow-scale-bounce.
+	AllowScaleBounce bool `json:"allowScaleBounce" mapstructure:"allowScaleBounce"`
+	// IncidentWorkers is how many incidents are worked on at once.
+	IncidentWorkers int `json:"incidentWorkers" mapstructure:"incidentWorkers"`
 }
 
 // Server configures the HTTP server that serves the webhook, probes and metrics.
@@ -101,8 +122,18 @@ func Default() Config {
 			MaxPending:       1000,
 			Retention:        d(72 * time.Hour),
 			MaxRollbackDepth: 2,
+			IncidentWorkers:  4,
 		},
-		Policy: policy.DefaultConfig(),
+		LeaderElection: LeaderElection{
+			Enabled:       true,
+			LeaseName:     "autorollbackd",
+			LeaseDuration: d(15 * time.Second),
+			RenewDeadline: d(10 * time.Second),
+			RetryPeriod:   d(2 * time.Second),
+		},
+		Policy:     policy.DefaultConfig(),
+		Verify:     verify.DefaultConfig(),
+		Escalation: escalate.DefaultConfig(),
 	}
 }
 
@@ -117,13 +148,16 @@ func (c *Config) Validate() error {
 		bad("server.listenAddress", "must be host:port: %v", err)
 	}
 	for key, v := range map[string]metav1.Duration{
-		"server.readHeaderTimeout":  c.Server.ReadHeaderTimeout,
-		"server.readTimeout":        c.Server.ReadTimeout,
-		"server.writeTimeout":       c.Server.WriteTimeout,
-		"server.idleTimeout":        c.Server.IdleTimeout,
-		"server.shutdownTimeout":    c.Server.ShutdownTimeout,
-		"kubernetes.startupTimeout": c.Kubernetes.StartupTimeout,
-		"engine.retention":          c.Engine.Retention,
+		"server.readHeaderTimeout":     c.Server.ReadHeaderTimeout,
+		"server.readTimeout":           c.Server.ReadTimeout,
+		"server.writeTimeout":          c.Server.WriteTimeout,
+		"server.idleTimeout":           c.Server.IdleTimeout,
+		"server.shutdownTimeout":       c.Server.ShutdownTimeout,
+		"kubernetes.startupTimeout":    c.Kubernetes.StartupTimeout,
+		"engine.retention":             c.Engine.Retention,
+		"leaderElection.leaseDuration": c.LeaderElection.LeaseDuration,
+		"leaderElection.renewDeadline": c.LeaderElection.RenewDeadline,
+		"leaderElection.retryPeriod":   c.LeaderElection.RetryPeriod,
 	} {
 		if v.Duration <= 0 {
 			bad(key, "must be a positive duration, got %s", v.Duration)
@@ -144,8 +178,22 @@ func (c *Config) Validate() error {
 	if c.Engine.Workers < 1 {
 		bad("engine.workers", "must be at least 1, got %d", c.Engine.Workers)
 	}
+	if le := c.LeaderElection; le.Enabled {
+		if le.LeaseName == "" {
+			bad("leaderElection.leaseName", "must not be empty")
+		}
+		if le.RenewDeadline.Duration >= le.LeaseDuration.Duration {
+			bad("leaderElection.renewDeadline", "must be shorter than leaderElection.leaseDuration (%s), got %s", le.LeaseDuration.Duration, le.RenewDeadline.Duration)
+		}
+		if le.RetryPeriod.Duration >= le.RenewDeadline.Duration {
+			bad("leaderElection.retryPeriod", "must be shorter than leaderElection.renewDeadline (%s), got %s", le.RenewDeadline.Duration, le.RetryPeriod.Duration)
+		}
+	}
 	if c.Engine.MaxRollbackDepth < 1 {
 		bad("engine.maxRollbackDepth", "must be at least 1, got %d", c.Engine.MaxRollbackDepth)
+	}
+	if c.Engine.IncidentWorkers < 1 {
+		bad("engine.incidentWorkers", "must be at least 1, got %d", c.Engine.IncidentWorkers)
 	}
 	if c.Engine.MaxPending < 1 {
 		bad("engine.maxPending", "must be at least 1, got %d", c.Engine.MaxPending)
@@ -155,6 +203,8 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixed("webhook", c.Webhook.ValidateTLS(c.Server.TLS))...)
 	_, err := policy.Compile(c.Policy)
 	errs = append(errs, prefixed("policy", err)...)
+	errs = append(errs, prefixed("verify", c.Verify.Validate())...)
+	errs = append(errs, prefixed("escalation", c.Escalation.Validate())...)
 	return sortedJoin(errs)
 }
 
@@ -171,13 +221,21 @@ func prefixed(section string, err error) []error {
 	}
 	out := make([]error, 0, len(list))
 	for _, e := range list {
-		var pk *policy.KeyError
-		var wk *webhook.KeyError
+		var (
+			pk *policy.KeyError
+			wk *webhook.KeyError
+			vk *verify.KeyError
+			ek *escalate.KeyError
+		)
 		switch {
 		case errors.As(e, &pk):
 			out = append(out, &KeyError{Key: section + "." + pk.Key, Err: pk.Err})
 		case errors.As(e, &wk):
 			out = append(out, &KeyError{Key: section + "." + wk.Key, Err: wk.Err})
+		case errors.As(e, &vk):
+			out = append(out, &KeyError{Key: section + "." + vk.Key, Err: vk.Err})
+		case errors.As(e, &ek):
+			out = append(out, &KeyError{Key: section + "." + ek.Key, Err: ek.Err})
 		default:
 			out = append(out, &KeyError{Key: section, Err: e})
 		}

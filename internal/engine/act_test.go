@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
@@ -45,23 +47,32 @@ func (f *fixture) image(t *testing.T) (string, int64) {
 	return d.Spec.Template.Spec.Containers[0].Image, d.Generation
 }
 
-// waitDone waits until the record of n's alert has finished its plan.
-func (r *running) waitDone(t *testing.T, n *webhook.Notification) *Record {
+// waitIncident waits until the incident of n's alert is in one of the
+// given states, and returns it.
+func (r *running) waitIncident(t *testing.T, n *webhook.Notification, states ...incident.State) *incident.Incident {
 	t.Helper()
 	a := n.Alerts[0]
 	key := AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt})
-	var rec *Record
-	testenv.Eventually(t, 30*time.Second, "record of "+key+" finished", func(ctx context.Context) (bool, string) {
-		var err error
-		if rec, err = r.Record(ctx, key); err != nil {
+	var inc *incident.Incident
+	testenv.Eventually(t, 60*time.Second, fmt.Sprintf("incident of %s in %v", key, states), func(ctx context.Context) (bool, string) {
+		rec, err := r.Record(ctx, key)
+		if err != nil {
 			return false, err.Error()
 		}
-		return rec.state() == stateDone || rec.state() == stateFailed, rec.state()
+		if rec.Incident == "" {
+			return false, "no incident yet: " + rec.state()
+		}
+		v, err := r.opts.Incidents.Get(ctx, rec.Incident)
+		if err != nil {
+			return false, err.Error()
+		}
+		inc = v.Incident
+		return slices.Contains(states, inc.State), string(inc.State) + "\n" + inc.Render()
 	})
-	return rec
+	return inc
 }
 
-func TestRollbackActsExactlyOnce(t *testing.T) {
+func TestRollbackVerifiesAndResolvesExactlyOnce(t *testing.T) {
 	f := newFixture(t, optedIn, nil)
 	cfg := policy.DefaultConfig()
 	e := f.startEngine(t, cfg, 1)
@@ -70,12 +81,18 @@ func TestRollbackActsExactlyOnce(t *testing.T) {
 	if _, err := e.Accept(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	rec := e.waitDone(t, n)
-	if rec.state() != stateDone || len(rec.Actions) != 1 || rec.Actions[0].Result == nil || rec.Actions[0].Result.Outcome != actuator.OutcomeApplied {
-		t.Fatalf("record = %s, actions %+v; want one applied action", rec.state(), rec.Actions)
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	if len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("actions = %+v; want one applied rollback\n%s", inc.Actions, inc.Render())
 	}
-	if rec.Plan.From != 2 || !slices.Equal(rec.Plan.Targets, []int64{1}) {
-		t.Errorf("plan = %+v, want from 2 to [1]", rec.Plan)
+	if inc.From != 2 || !slices.Equal(inc.Targets, []int64{1}) {
+		t.Errorf("plan from %d to %v, want from 2 to [1]", inc.From, inc.Targets)
+	}
+	if len(inc.Verifications) != 1 || inc.Verifications[0].Overall != "pass" {
+		t.Errorf("verifications = %+v, want one pass", inc.Verifications)
+	}
+	if len(inc.Pages) != 0 {
+		t.Errorf("pages = %+v: a verified recovery within minutes pages nobody", inc.Pages)
 	}
 	f.waitRevision(t, "3")
 	image, generation := f.image(t)
@@ -84,6 +101,20 @@ func TestRollbackActsExactlyOnce(t *testing.T) {
 	}
 	if v := testutilCount(t, e, "autorollbackd_alert_to_action_seconds"); v != 1 {
 		t.Errorf("alert_to_action_seconds observations = %v, want 1", v)
+	}
+	if v := testutilCount(t, e, "autorollbackd_action_to_recovery_seconds"); v != 1 {
+		t.Errorf("action_to_recovery_seconds observations = %v, want 1", v)
+	}
+	announced := e.messages.find("announce")
+	var summaries []string
+	for _, m := range announced {
+		summaries = append(summaries, fmt.Sprint(m["summary"]))
+	}
+	joined := strings.Join(summaries, "\n")
+	for _, want := range []string{"rolled back from revision 2 to 1", "resolved after"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("announcements lack %q:\n%s", want, joined)
+		}
 	}
 
 	// The daemon restarts: the new one resumes nothing and acts on nothing.
@@ -113,10 +144,14 @@ func TestGitOpsManagedWorkloadIsNotTouched(t *testing.T) {
 	if _, err := e.Accept(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
-	rec := e.waitDone(t, n)
-	if rec.Decision.Outcome != policy.OutcomeEscalate || rec.Decision.Reason != policy.ReasonGitOpsManaged || rec.Plan != nil {
-		t.Fatalf("decision %s/%s plan %+v; want escalate/gitops_managed and no plan", rec.Decision.Outcome, rec.Decision.Reason, rec.Plan)
+	inc := e.waitIncident(t, n, incident.StateEscalated)
+	if inc.Decision.Outcome != policy.OutcomeEscalate || inc.Decision.Reason != policy.ReasonGitOpsManaged || len(inc.Actions) != 0 {
+		t.Fatalf("decision %s/%s, %d actions; want escalate/gitops_managed and none", inc.Decision.Outcome, inc.Decision.Reason, len(inc.Actions))
 	}
+	testenv.Eventually(t, 30*time.Second, "on-call paged at once", func(context.Context) (bool, string) {
+		pages := e.messages.find("page")
+		return len(pages) == 1 && pages[0]["level"] == "oncall", fmt.Sprint(pages)
+	})
 	if image, generation := f.image(t); image != "event-service:v2-bad" || generation != f.deployment.Generation {
 		t.Fatalf("GitOps-managed workload changed: %s gen %d", image, generation)
 	}
@@ -131,9 +166,9 @@ func TestDryRunDecidesAndActsInDryRunOnly(t *testing.T) {
 	if _, err := e.Accept(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
-	rec := e.waitDone(t, n)
-	if len(rec.Actions) != 1 || rec.Actions[0].Result == nil || rec.Actions[0].Result.Outcome != actuator.OutcomeDryRun {
-		t.Fatalf("actions = %+v, want one dry run", rec.Actions)
+	inc := e.waitIncident(t, n, incident.StateEscalated)
+	if len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.Outcome != actuator.OutcomeDryRun {
+		t.Fatalf("actions = %+v, want one dry run", inc.Actions)
 	}
 	if image, generation := f.image(t); image != "event-service:v2-bad" || generation != f.deployment.Generation {
 		t.Fatalf("dry run changed the workload: %s gen %d", image, generation)
@@ -154,9 +189,9 @@ func TestFeatureFlagInsteadOfUndo(t *testing.T) {
 	if _, err := e.Accept(ctx, n); err != nil {
 		t.Fatal(err)
 	}
-	rec := e.waitDone(t, n)
-	if rec.Plan.Kind != actuator.KindFeatureFlag || len(rec.Actions) != 1 || rec.Actions[0].Error != "" {
-		t.Fatalf("plan %+v actions %+v; want one successful feature flag rollback", rec.Plan, rec.Actions)
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	if len(inc.Actions) != 1 || inc.Actions[0].Kind != actuator.KindFeatureFlag || inc.Actions[0].Error != "" {
+		t.Fatalf("actions %+v; want one successful feature flag rollback", inc.Actions)
 	}
 	cm, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, "event-service-config", metav1.GetOptions{})
 	if err != nil {
@@ -196,12 +231,13 @@ func TestPlanPinsOlderRevisionsWithoutWrapping(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p := e.plan(&Record{Target: facts.Ref}, facts)
-			if p.From != from || !slices.Equal(p.Targets, tc.want) {
-				t.Fatalf("plan from %d targets %v, want from %d targets %v", p.From, p.Targets, from, tc.want)
+			d := policy.Decision{Outcome: policy.OutcomeRollback}
+			inc := e.newIncident(&Record{Target: facts.Ref, Decision: &d, Alert: policy.Alert{StartsAt: time.Now()}}, facts, time.Now())
+			if inc.From != from || !slices.Equal(inc.Targets, tc.want) {
+				t.Fatalf("plan from %d targets %v, want from %d targets %v", inc.From, inc.Targets, from, tc.want)
 			}
-			if want := fmt.Sprintf("deployment/%s/event-service@%d", f.ns, from); p.Incident != want {
-				t.Errorf("incident = %s, want %s", p.Incident, want)
+			if want := fmt.Sprintf("deployment/%s/event-service@%d", f.ns, from); inc.Rollout != want {
+				t.Errorf("rollout = %s, want %s", inc.Rollout, want)
 			}
 		})
 	}

@@ -25,7 +25,10 @@ import (
 	"k8s.io/utils/lru"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
 )
 
@@ -33,6 +36,20 @@ import (
 type Actor interface {
 	Rollback(ctx context.Context, req actuator.Request, from, to int64) (actuator.Result, error)
 	RollbackFeatureFlag(ctx context.Context, req actuator.Request, f actuator.FlagChange) (actuator.Result, error)
+	ScaleBounce(ctx context.Context, req actuator.Request) (actuator.Result, error)
+}
+
+// Verifier proves a workload recovered; *verify.Verifier is one.
+type Verifier interface {
+	Verify(ctx context.Context, target policy.Ref) []verify.Result
+}
+
+// Escalator tells people; *escalate.Escalator is one.
+type Escalator interface {
+	Announce(ctx context.Context, m escalate.Message) error
+	Page(ctx context.Context, step escalate.Step, m escalate.Message) error
+	Resolve(ctx context.Context, inc escalate.Incident, levels []string) error
+	Ladder() escalate.Ladder
 }
 
 // Workload annotation and alert label that turn a rollback into a feature
@@ -64,6 +81,20 @@ type Options struct {
 	Cache, Live FactSource
 	// Actor carries out rollback decisions.
 	Actor Actor
+	// Incidents stores incident records.
+	Incidents *incident.Store
+	// Verifier proves recovery after an action.
+	Verifier Verifier
+	// Escalator pages people on the runbook's clock and announces what
+	// happens.
+	Escalator Escalator
+	// AllowScaleBounce lets the last automatic rung scale a workload to zero
+	// and back, for workloads that also carry the annotation
+	// autorollback.io/allow-scale-bounce: "true".
+	AllowScaleBounce bool
+	// IncidentWorkers is how many incidents are worked on at once; each may
+	// spend minutes verifying.
+	IncidentWorkers int
 	// MaxRollbackDepth is how many revisions back a rollback may go: 1 is
 	// the last known good only, 2 adds the one before it (N-2).
 	MaxRollbackDepth int
@@ -75,7 +106,7 @@ type Options struct {
 	Retention time.Duration
 	Logger    *slog.Logger
 	Registry  prometheus.Registerer
-	Clock     clock.PassiveClock
+	Clock     clock.WithTicker
 }
 
 func (o *Options) validate() error {
@@ -89,8 +120,11 @@ func (o *Options) validate() error {
 	if o.Policy == nil {
 		errs = append(errs, errors.New("engine: Policy is required"))
 	}
-	if o.Cache == nil || o.Live == nil || o.Actor == nil {
-		errs = append(errs, errors.New("engine: Cache, Live and Actor are required"))
+	if o.Cache == nil || o.Live == nil || o.Actor == nil || o.Incidents == nil || o.Verifier == nil || o.Escalator == nil {
+		errs = append(errs, errors.New("engine: Cache, Live, Actor, Incidents, Verifier and Escalator are required"))
+	}
+	if o.IncidentWorkers < 1 {
+		o.IncidentWorkers = 1
 	}
 	if o.MaxRollbackDepth < 1 {
 		errs = append(errs, fmt.Errorf("engine: MaxRollbackDepth must be at least 1, got %d", o.MaxRollbackDepth))
@@ -110,11 +144,14 @@ func (o *Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// Engine decides recorded alerts.
+// Engine decides recorded alerts and works their incidents.
 type Engine struct {
 	opts   Options
 	store  *store
 	queue  workqueue.TypedRateLimitingInterface[string]
+	// incidents holds incident ids; an incident is worked on by one worker
+	// at a time, and comes back when its next page is due.
+	incidents workqueue.TypedRateLimitingInterface[string]
 	logger *slog.Logger
 	m      *metrics
 
@@ -132,6 +169,8 @@ func New(opts Options) (*Engine, error) {
 		opts:   opts,
 		store:  &store{client: opts.Client, namespace: opts.Namespace},
 		queue:  workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "alerts"}),
+		incidents: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "incidents", Clock: opts.Clock.(clock.WithTicker)}),
 		logger: opts.Logger.With("component", "engine"),
 		m:      newMetrics(opts.Registry),
 		seen:   lru.New(10000),
@@ -161,11 +200,14 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			EndsAt:       wa.EndsAt,
 			GeneratorURL: wa.GeneratorURL,
 		}
+		key := AlertKey(a)
 		if a.Status == "resolved" {
 			r.Resolved++
+			if err := e.alertResolved(ctx, key, wa.EndsAt); err != nil {
+				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+			}
 			continue
 		}
-		key := AlertKey(a)
 		log := e.logger.With("fingerprint", a.Fingerprint, "alertname", a.Labels["alertname"])
 		if _, ok := e.seen.Get(key); ok {
 			r.Duplicates++
@@ -216,6 +258,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 // queued records with the given number of workers until ctx is cancelled.
 func (e *Engine) Run(ctx context.Context, workers int) error {
 	defer e.queue.ShutDown()
+	defer e.incidents.ShutDown()
 	var pending []Record
 	for _, state := range []string{statePending, stateDecided} {
 		recs, err := e.store.list(ctx, map[string]string{stateLabel: state})
@@ -234,10 +277,30 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	if len(pending) > 0 {
 		e.logger.Info("resuming pending alerts", "count", len(pending))
 	}
+	open, err := e.opts.Incidents.List(ctx, true)
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("resume open incidents: %w", err)
+	}
+	for _, inc := range open {
+		e.incidents.Add(inc.ID)
+	}
+	e.m.openIncidents.Set(float64(len(open)))
+	if len(open) > 0 {
+		e.logger.Info("resuming open incidents", "count", len(open))
+	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
 			for e.processNext(ctx) {
+			}
+		})
+	}
+	for range e.opts.IncidentWorkers {
+		wg.Go(func() {
+			for e.processNextIncident(ctx) {
 			}
 		})
 	}
@@ -246,6 +309,7 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	})
 	<-ctx.Done()
 	e.queue.ShutDown()
+	e.incidents.ShutDown()
 	wg.Wait()
 	return nil
 }
@@ -268,8 +332,8 @@ func (e *Engine) processNext(ctx context.Context) bool {
 	return true
 }
 
-// process moves one record forward: decide it if it is pending, then carry
-// out its plan if that is due. Each step is written to the record before the
+// process decides one recorded alert with live facts and hands the decision
+// to the workload's incident. Each step is written to the record before the
 // next starts, and a step already recorded is never repeated: that is what
 // keeps a restarted or second daemon from deciding or acting twice.
 func (e *Engine) process(ctx context.Context, name string) error {
@@ -280,20 +344,35 @@ func (e *Engine) process(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	var facts *policy.Workload
 	if rec.Decision == nil {
-		if cm, err = e.decide(ctx, rec, cm); err != nil {
+		if facts, cm, err = e.decide(ctx, rec, cm); err != nil {
 			return err
 		}
 	}
-	if rec.state() == stateDecided {
-		return e.act(ctx, name, rec, cm)
+	if rec.state() != stateDecided {
+		return nil
 	}
+	if facts == nil && !rec.Target.IsZero() {
+		if facts, err = e.opts.Live.Facts(ctx, rec.Target); err != nil {
+			return err
+		}
+	}
+	id, err := e.openIncident(ctx, rec, facts)
+	if err != nil {
+		return err
+	}
+	rec.Incident = id
+	if _, err := e.store.update(ctx, rec, cm); err != nil {
+		return err
+	}
+	e.incidents.Add(id)
 	return nil
 }
 
-// decide evaluates the policy for a record with live facts, plans the
-// action, and writes both into the record.
-func (e *Engine) decide(ctx context.Context, rec *Record, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
+// decide evaluates the policy for a record with live facts and writes the
+// decision into the record.
+func (e *Engine) decide(ctx context.Context, rec *Record, cm *corev1.ConfigMap) (*policy.Workload, *corev1.ConfigMap, error) {
 	now := e.opts.Clock.Now()
 	var (
 		facts *policy.Workload
@@ -301,144 +380,70 @@ func (e *Engine) decide(ctx context.Context, rec *Record, cm *corev1.ConfigMap) 
 	)
 	if !rec.Target.IsZero() {
 		if facts, err = e.opts.Live.Facts(ctx, rec.Target); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	usage, err := e.usage(ctx, rec.Target, now)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	d := e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Usage: usage, Now: now})
 	rec.Decision, rec.DecidedAt = &d, now
-	if d.Outcome == policy.OutcomeRollback {
-		rec.Plan = e.plan(rec, facts)
-	}
 	cm, err = e.store.update(ctx, rec, cm)
 	if err != nil {
 		if apierrors.IsConflict(errors.Unwrap(err)) {
 			// Another replica decided it first; re-reading will find that.
-			return nil, fmt.Errorf("record changed while deciding, retrying: %w", err)
+			return nil, nil, fmt.Errorf("record changed while deciding, retrying: %w", err)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
 	e.logger.Info("decided", "key", rec.Key, "namespace", rec.Target.Namespace, "workload", rec.Target.Name,
 		"decision", d.Outcome, "reason", d.Reason, "rule", d.Rule, "dry_run", d.DryRun, "message", d.Message)
-	return cm, nil
+	return facts, cm, nil
 }
 
-// plan pins what a rollback decision will do, from the facts it was taken
-// on. A workload that names its feature-flag ConfigMap, hit by an alert that
-// names the flag, gets the flag turned off instead of a rollout undo.
-func (e *Engine) plan(rec *Record, w *policy.Workload) *Plan {
-	p := &Plan{
-		Kind:     actuator.KindRollback,
-		Incident: IncidentID(rec.Target, w.Revision),
-		From:     w.Revision,
-		Targets:  w.Older[:min(len(w.Older), e.opts.MaxRollbackDepth)],
-	}
-	if cmName, flag := w.Annotations[AnnotationFeatureFlagConfigMap], rec.Alert.Labels[LabelFeatureFlag]; cmName != "" && flag != "" {
-		p.Kind, p.Targets = actuator.KindFeatureFlag, nil
-		p.FeatureFlag = &actuator.FlagChange{ConfigMap: cmName, Key: flag, Value: FeatureFlagOff}
-	}
-	return p
-}
-
-// IncidentID names the episode of a bad rollout: one workload at one
-// suspect revision.
-func IncidentID(target policy.Ref, revision int64) string {
+// RolloutID names a bad rollout: one workload at one suspect revision. The
+// actuator records it on the workload, so every alert about the same bad
+// rollout finds the action already done.
+func RolloutID(target policy.Ref, revision int64) string {
 	return fmt.Sprintf("%s/%s/%s@%d", strings.ToLower(string(target.Kind)), target.Namespace, target.Name, revision)
 }
 
-// act carries out the record's plan and records the outcome. Transient
-// failures are retried a few times through the queue; a lasting one is
-// recorded, and the record is done with.
-func (e *Engine) act(ctx context.Context, name string, rec *Record, cm *corev1.ConfigMap) error {
-	d, p := rec.Decision, rec.Plan
-	req := actuator.Request{
-		Target:      rec.Target,
-		Incident:    p.Incident,
-		Fingerprint: rec.Alert.Fingerprint,
-		Why:         fmt.Sprintf("alert %s, rule %s (%s)", rec.Alert.Labels["alertname"], d.Rule, d.Criterion),
-		DryRun:      d.DryRun,
-	}
-	var (
-		res actuator.Result
-		err error
-	)
-	switch {
-	case p.Kind == actuator.KindFeatureFlag && p.FeatureFlag != nil:
-		res, err = e.opts.Actor.RollbackFeatureFlag(ctx, req, *p.FeatureFlag)
-	case len(p.Targets) == 0:
-		err = fmt.Errorf("plan %s: %w", p.Incident, actuator.ErrNoHistory)
-	default:
-		res, err = e.opts.Actor.Rollback(ctx, req, p.From, p.Targets[0])
-	}
-	now := e.opts.Clock.Now()
-	ar := ActionRecord{At: now}
-	if err != nil {
-		reason := actuator.FailureReason(err)
-		if transient(reason) && e.queue.NumRequeues(name) < maxActionRetries && ctx.Err() == nil {
-			return err
-		}
-		ar.Error, ar.Reason = err.Error(), reason
-	} else {
-		ar.Result = &res
-		if res.Outcome == actuator.OutcomeApplied {
-			e.m.alertToAction.Observe(now.Sub(rec.ReceivedAt).Seconds())
-		}
-	}
-	rec.Actions = append(rec.Actions, ar)
-	// The action is done; recording it must not be lost to a cancelled
-	// context, or a restart would see it as still due (and find it a no-op).
-	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if _, err := e.store.update(writeCtx, rec, cm); err != nil {
-		return fmt.Errorf("record the action on %s: %w", rec.Target, err)
-	}
-	return nil
-}
-
-// maxActionRetries bounds the retries of an action that failed for a
-// reason that may pass (a conflict that did not clear, a controller still
-// settling, a network error).
-const maxActionRetries = 5
-
-func transient(reason string) bool {
-	return reason == "error" || reason == "conflict" || reason == "settling"
-}
-
-// usage counts the automatic rollbacks decided in the hour before now.
+// usage counts the automatic rollbacks applied in the hour before now, from
+// the incident records.
 func (e *Engine) usage(ctx context.Context, target policy.Ref, now time.Time) (policy.Usage, error) {
-	recs, err := e.store.list(ctx, map[string]string{outcomeLabel: string(policy.OutcomeRollback)})
+	all, err := e.opts.Incidents.List(ctx, false)
 	if err != nil {
 		return policy.Usage{}, err
 	}
 	var u policy.Usage
-	for _, r := range recs {
-		if r.Decision == nil || r.Decision.DryRun || now.Sub(r.DecidedAt) > time.Hour {
-			continue
-		}
-		u.Global++
-		if r.Target == target {
-			u.Workload++
+	for _, inc := range all {
+		for _, a := range inc.Actions {
+			if a.Result == nil || a.Result.Outcome != actuator.OutcomeApplied || now.Sub(a.At) > time.Hour {
+				continue
+			}
+			u.Global++
+			if inc.Target == target {
+				u.Workload++
+			}
 		}
 	}
 	return u, nil
 }
 
-// collectGarbage deletes finished records older than the retention.
+// collectGarbage deletes decided alert records and resolved incidents older
+// than the retention.
 func (e *Engine) collectGarbage(ctx context.Context) {
-	var recs []Record
-	for _, state := range []string{stateDone, stateFailed} {
-		more, err := e.store.list(ctx, map[string]string{stateLabel: state})
-		if err != nil {
-			e.logger.Warn("collect old records", "err", err)
-			return
-		}
-		recs = append(recs, more...)
-	}
 	now := e.opts.Clock.Now()
+	if _, err := e.opts.Incidents.DeleteResolvedBefore(ctx, now.Add(-e.opts.Retention)); err != nil {
+		e.logger.Warn("collect old incidents", "err", err)
+	}
+	recs, err := e.store.list(ctx, map[string]string{stateLabel: stateDone})
+	if err != nil {
+		e.logger.Warn("collect old records", "err", err)
+		return
+	}
 	for _, r := range recs {
 		if now.Sub(r.DecidedAt) < e.opts.Retention {
 			continue
@@ -458,7 +463,9 @@ func (e *Engine) Record(ctx context.Context, key string) (*Record, error) {
 }
 
 type metrics struct {
-	alertToAction prometheus.Histogram
+	openIncidents    prometheus.Gauge
+	actionToRecovery prometheus.Histogram
+	alertToAction    prometheus.Histogram
 	decisions     *prometheus.CounterVec
 	duplicates    prometheus.Counter
 	unavailable   prometheus.Counter
@@ -467,6 +474,15 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
+		openIncidents: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: "autorollbackd", Name: "incidents_open",
+			Help: "Incidents not yet resolved.",
+		}),
+		actionToRecovery: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "autorollbackd", Name: "action_to_recovery_seconds",
+			Help:    "Time from the first action of an incident to its verified recovery.",
+			Buckets: []float64{1, 5, 10, 30, 60, 120, 300, 600, 1200},
+		}),
 		alertToAction: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "autorollbackd", Name: "alert_to_action_seconds",
 			Help:    "Time from an alert's arrival at the webhook to its action being accepted by the API server.",

@@ -2,6 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"errors"
 	"fmt"
 	"io"
@@ -22,8 +26,11 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
@@ -102,7 +109,39 @@ func (f *fixture) waitRevision(t *testing.T, rev string) {
 
 type running struct {
 	*Engine
-	reg *prometheus.Registry
+	reg      *prometheus.Registry
+	messages *inbox
+}
+
+// inbox is a webhook notifier's receiving end: every message the escalator
+// sends, as JSON.
+type inbox struct {
+	mu   sync.Mutex
+	msgs []map[string]any
+}
+
+func (b *inbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var m map[string]any
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	b.mu.Lock()
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+}
+
+// find returns the messages of a kind ("page", "announce", "resolve").
+func (b *inbox) find(kind string) []map[string]any {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, m := range b.msgs {
+		if m["kind"] == kind {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // startEngine runs an engine over the fixture's namespace with cfg, records
@@ -133,10 +172,30 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int) *run
 	if err != nil {
 		t.Fatal(err)
 	}
+	vcfg := verify.DefaultConfig()
+	vcfg.Rollout.Timeout, vcfg.Pods.Timeout = metav1.Duration{Duration: 30 * time.Second}, metav1.Duration{Duration: 30 * time.Second}
+	vcfg.PollInterval = metav1.Duration{Duration: 200 * time.Millisecond}
+	ver, err := verify.New(verify.Options{Config: vcfg, Client: f.c.Client, Logger: logger, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	box := &inbox{}
+	srv := httptest.NewServer(box)
+	ecfg := escalate.DefaultConfig()
+	ecfg.Notifiers = []escalate.NotifierConfig{{Name: "people", Type: "webhook", Webhook: &escalate.WebhookConfig{URL: srv.URL}}}
+	ecfg.Announce = []string{"people"}
+	for i := range ecfg.Ladder {
+		ecfg.Ladder[i].Notifiers = []string{"people"}
+	}
+	esc, err := escalate.New(escalate.Options{Config: ecfg, Logger: logger, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e, err := New(Options{
 		Client: f.c.Client, Namespace: f.ns, Policy: func() *policy.Policy { return p },
 		Cache: cache, Live: workload.Live{Client: f.c.Client}, Actor: act, MaxRollbackDepth: 2,
-		MaxPending: 100, Retention: time.Hour,
+		Incidents: &incident.Store{Client: f.c.Client, Namespace: f.ns}, Verifier: ver, Escalator: esc,
+		MaxPending: 100, Retention: time.Hour, IncidentWorkers: 2,
 		Logger: logger, Registry: reg,
 	})
 	if err != nil {
@@ -155,8 +214,9 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int) *run
 		}
 		factory.Shutdown()
 		b.Shutdown()
+		srv.Close()
 	})
-	return &running{Engine: e, reg: reg}
+	return &running{Engine: e, reg: reg, messages: box}
 }
 
 func firing(ns, fingerprint string, startsAt time.Time, labels map[string]string) *webhook.Notification {

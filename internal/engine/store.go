@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -31,9 +30,8 @@ const (
 	recordDataKey  = "record.json"
 
 	statePending = "pending" // accepted, not yet decided
-	stateDecided = "decided" // decided; a planned action may still be due
-	stateDone    = "done"    // decided and every planned action carried out
-	stateFailed  = "failed"  // the planned action failed
+	stateDecided = "decided" // decided, not yet handed to its incident
+	stateDone    = "done"    // decided and handed over (or nothing to hand over)
 )
 
 // Record is what the daemon remembers of one accepted firing alert. It is
@@ -53,35 +51,9 @@ type Record struct {
 	ExternalURL string           `json:"externalURL,omitempty"`
 	Decision    *policy.Decision `json:"decision,omitempty"`
 	DecidedAt   time.Time        `json:"decidedAt,omitzero"`
-	// Plan is the action pinned when the decision was taken; it is never
-	// recomputed, so a retry acts on exactly what was decided.
-	Plan    *Plan          `json:"plan,omitempty"`
-	Actions []ActionRecord `json:"actions,omitempty"`
-}
-
-// Plan is what the daemon will do about a rollback decision.
-type Plan struct {
-	Kind actuator.Kind `json:"kind"`
-	// Incident identifies the bad rollout: every alert about the same
-	// workload at the same suspect revision shares it, so the second one
-	// finds the action already recorded on the workload.
-	Incident string `json:"incident"`
-	// From is the suspect revision the decision was about.
-	From int64 `json:"from,omitempty"`
-	// Targets are the revisions to go back to, newest first: the last known
-	// good, then older ones for the next rungs (N-2), up to
-	// engine.maxRollbackDepth. There is no wrap-around past the oldest.
-	Targets     []int64              `json:"targets,omitempty"`
-	FeatureFlag *actuator.FlagChange `json:"featureFlag,omitempty"`
-}
-
-// ActionRecord is the outcome of one action of a plan.
-type ActionRecord struct {
-	At     time.Time        `json:"at"`
-	Result *actuator.Result `json:"result,omitempty"`
-	Error  string           `json:"error,omitempty"`
-	// Reason classifies Error: changed, no_history, paused, forbidden, ...
-	Reason string `json:"reason,omitempty"`
+	// Incident is the incident the decision was handed to; empty for
+	// decisions that open none (ignore, refuse).
+	Incident string `json:"incident,omitempty"`
 }
 
 // AlertKey identifies an alert across re-sends: Alertmanager keeps the
@@ -139,12 +111,16 @@ func (r *Record) state() string {
 	switch {
 	case r.Decision == nil:
 		return statePending
-	case r.Plan != nil && len(r.Actions) == 0:
+	case r.Incident == "" && opensIncident(r.Decision.Outcome):
 		return stateDecided
-	case len(r.Actions) > 0 && r.Actions[len(r.Actions)-1].Error != "":
-		return stateFailed
 	}
 	return stateDone
+}
+
+// opensIncident reports whether a decision is handed to an incident: every
+// outcome that needs action or people.
+func opensIncident(o policy.Outcome) bool {
+	return o == policy.OutcomeRollback || o == policy.OutcomeFixForward || o == policy.OutcomeEscalate
 }
 
 // update writes rec back over cm and returns the new ConfigMap. The update

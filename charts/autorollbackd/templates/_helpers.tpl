@@ -1,0 +1,126 @@
+{{/*
+The chart's name, or nameOverride.
+*/}}
+{{- define "autorollbackd.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The release's full name: fullnameOverride, else the release name when it
+already contains the chart's name, else <release>-<chart>. 63 characters at
+most, as object names that become DNS labels must be.
+*/}}
+{{- define "autorollbackd.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "autorollbackd.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "autorollbackd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object.
+*/}}
+{{- define "autorollbackd.labels" -}}
+helm.sh/chart: {{ include "autorollbackd.chart" . }}
+{{ include "autorollbackd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/*
+Labels that select the daemon's pods. The ServiceMonitor takes the job label
+from app.kubernetes.io/name, so the daemon's metrics have job="autorollbackd"
+whatever the release is called.
+*/}}
+{{- define "autorollbackd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "autorollbackd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "autorollbackd.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "autorollbackd.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name | default "default" }}
+{{- end }}
+{{- end }}
+
+{{- define "autorollbackd.webhookSecretName" -}}
+{{- .Values.webhook.existingSecret | default (printf "%s-webhook" (include "autorollbackd.fullname" .)) }}
+{{- end }}
+
+{{/*
+The daemon's config.yaml: .Values.config on top of what only the chart knows
+(the release namespace, a Lease name of the release's own, and in namespaced
+scope the namespaces RBAC allows). Its checksum rolls the pods on a change.
+*/}}
+{{- define "autorollbackd.config" -}}
+{{- $base := dict
+  "engine" (dict "namespace" .Release.Namespace)
+  "leaderElection" (dict "leaseName" (include "autorollbackd.fullname" .)) }}
+{{- if eq .Values.rbac.scope "namespaced" }}
+{{- $_ := set $base "policy" (dict "namespaces" (dict "allow" .Values.rbac.namespaces)) }}
+{{- end }}
+{{- toYaml (mustMergeOverwrite $base (deepCopy (.Values.config | default dict))) }}
+{{- end }}
+
+{{/*
+The namespace of the alert and incident records and of the Lease, where the
+daemon's own Role goes.
+*/}}
+{{- define "autorollbackd.recordsNamespace" -}}
+{{- $cfg := include "autorollbackd.config" . | fromYaml }}
+{{- dig "engine" "namespace" "" $cfg | default .Release.Namespace }}
+{{- end }}
+
+{{- define "autorollbackd.leaseName" -}}
+{{- $cfg := include "autorollbackd.config" . | fromYaml }}
+{{- dig "leaderElection" "leaseName" "" $cfg | default (include "autorollbackd.fullname" .) }}
+{{- end }}
+
+{{/*
+http, or https when the daemon serves TLS (server.tls.certFile).
+*/}}
+{{- define "autorollbackd.scheme" -}}
+{{- if dig "server" "tls" "certFile" "" (.Values.config | default dict) }}https{{ else }}http{{ end }}
+{{- end }}
+
+{{/*
+The rules the daemon needs on workloads, wherever they live: read and patch
+the workloads (rollback, restart, scale), read their revisions and pods
+(decide, verify), turn feature flags off, run post-rollback Jobs, and tell
+`kubectl describe` through Events. Never delete, never Secrets.
+*/}}
+{{- define "autorollbackd.workloadRules" -}}
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets", "daemonsets"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["apps"]
+  resources: ["replicasets", "controllerrevisions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

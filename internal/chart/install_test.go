@@ -1,0 +1,223 @@
+package chart
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
+)
+
+// release is a chart installed on the local control plane.
+type release struct {
+	c         *testenv.Cluster
+	name, ns  string
+	sa        string // system:serviceaccount:<ns>:<name>
+	kubeflags []string
+	notes     string // the NOTES helm printed at install
+}
+
+// install installs the chart into ns and uninstalls it when the test ends.
+// kwok turns the pods Running and Ready without pulling an image, so the
+// Deployment becomes available with any image name.
+func install(t *testing.T, c *testenv.Cluster, name, ns string, set ...string) *release {
+	t.Helper()
+	r := &release{c: c, name: name, ns: ns,
+		sa:        fmt.Sprintf("system:serviceaccount:%s:%s-autorollbackd", ns, name),
+		kubeflags: []string{"--kubeconfig", c.Kubeconfig, "--namespace", ns}}
+	t.Cleanup(func() {
+		if out, err := helm(t, 3*time.Minute, append([]string{"uninstall", name, "--wait", "--timeout", "2m"}, r.kubeflags...)...); err != nil {
+			t.Errorf("helm uninstall %s: %v\n%s", name, err, out)
+		}
+	})
+	out := r.upgrade(t, set...)
+	_, r.notes, _ = strings.Cut(out, "NOTES:")
+	return r
+}
+
+// upgrade installs or upgrades the release with the given --set values,
+// waits until the Deployment is available and returns helm's output.
+func (r *release) upgrade(t *testing.T, set ...string) string {
+	t.Helper()
+	args := append([]string{"upgrade", "--install", r.name, chartDir, "--wait", "--timeout", "3m",
+		"--set", "image.repository=example.invalid/autorollbackd"}, r.kubeflags...)
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	out, err := helm(t, 4*time.Minute, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	deploy := r.name + "-autorollbackd"
+	testenv.Eventually(t, 2*time.Minute, "Deployment "+deploy+" available", func(ctx context.Context) (bool, string) {
+		d, err := r.c.Client.AppsV1().Deployments(r.ns).Get(ctx, deploy, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		s := d.Status
+		done := s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == *d.Spec.Replicas &&
+			s.AvailableReplicas == *d.Spec.Replicas && s.Replicas == *d.Spec.Replicas
+		return done, fmt.Sprintf("%+v", s)
+	})
+	return out
+}
+
+// can asks the API server whether the release's ServiceAccount may do
+// something: `kubectl auth can-i <args> --as <sa>`.
+func (r *release) can(t *testing.T, args ...string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := r.c.Kubectl(ctx, append([]string{"auth", "can-i", "--as", r.sa}, args...)...)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	switch answer := strings.TrimSpace(lines[len(lines)-1]); {
+	case answer == "yes" && err == nil:
+		return true
+	case strings.HasPrefix(answer, "no"):
+		return false // kubectl exits 1 for "no"
+	}
+	t.Fatalf("kubectl auth can-i %s: %v\n%s", strings.Join(args, " "), err, out)
+	return false
+}
+
+// check asserts each permission, allowed or denied.
+func (r *release) check(t *testing.T, allow bool, cases [][]string) {
+	t.Helper()
+	for _, args := range cases {
+		if got := r.can(t, args...); got != allow {
+			verb := "deny"
+			if allow {
+				verb = "allow"
+			}
+			t.Errorf("%s: want %s for `kubectl auth can-i %s`, got %v", r.sa, verb, strings.Join(args, " "), got)
+		}
+	}
+}
+
+// TestInstallNamespaced installs with rbac.scope=namespaced for one
+// workload namespace and checks the ServiceAccount's permissions against
+// the API server, then upgrades and checks that the generated webhook token
+// survives and that a config change rolls the pods.
+func TestInstallNamespaced(t *testing.T) {
+	t.Parallel()
+	c := testenv.Require(t)
+	rel, nsA, outside := c.Namespace(t), c.Namespace(t), c.Namespace(t)
+	r := install(t, c, "ard-ns", rel,
+		"rbac.scope=namespaced",
+		"rbac.namespaces={"+nsA+"}",
+		"rbac.secretNames={probe-token}")
+
+	r.check(t, true, [][]string{
+		{"patch", "deployments", "-n", nsA},
+		{"get", "statefulsets", "-n", nsA},
+		{"watch", "daemonsets", "-n", nsA},
+		{"list", "replicasets", "-n", nsA},
+		{"list", "controllerrevisions.apps", "-n", nsA},
+		{"patch", "configmaps", "-n", nsA},
+		{"list", "pods", "-n", nsA},
+		{"create", "jobs.batch", "-n", nsA},
+		{"create", "events", "-n", nsA},
+		{"patch", "events.events.k8s.io", "-n", nsA},
+		{"create", "configmaps", "-n", rel},
+		{"delete", "configmaps", "-n", rel},
+		{"create", "leases.coordination.k8s.io", "-n", rel},
+		{"update", "leases.coordination.k8s.io/ard-ns-autorollbackd", "-n", rel},
+		{"get", "secrets/probe-token", "-n", rel},
+	})
+	r.check(t, false, [][]string{
+		{"delete", "deployments", "-n", nsA},
+		{"delete", "replicasets", "-n", nsA},
+		{"update", "deployments", "-n", nsA},
+		{"create", "deployments", "-n", nsA},
+		{"delete", "configmaps", "-n", nsA},
+		{"delete", "pods", "-n", nsA},
+		{"get", "secrets", "-n", nsA},
+		{"get", "secrets/probe-token", "-n", nsA},
+		{"get", "secrets/other", "-n", rel},
+		{"list", "secrets", "-n", rel},
+		{"list", "secrets", "--all-namespaces"},
+		{"patch", "deployments", "-n", outside},
+		{"list", "pods", "-n", outside},
+		{"create", "configmaps", "-n", outside},
+		{"list", "deployments", "--all-namespaces"},
+		{"update", "leases.coordination.k8s.io/someone-else", "-n", rel},
+		{"create", "leases.coordination.k8s.io", "-n", nsA},
+		{"patch", "deployments", "--subresource=scale", "-n", nsA},
+	})
+
+	// Upgrade with a changed configuration: the token generated at install
+	// is kept (lookup), the pods roll (checksum/config).
+	ctx := context.Background()
+	secret := "ard-ns-autorollbackd-webhook"
+	before, err := c.Client.CoreV1().Secrets(rel).Get(ctx, secret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before.Data["token"]) != 32 {
+		t.Errorf("generated token: %d bytes, want 32", len(before.Data["token"]))
+	}
+	deploy, err := c.Client.AppsV1().Deployments(rel).Get(ctx, "ard-ns-autorollbackd", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.upgrade(t,
+		"rbac.scope=namespaced",
+		"rbac.namespaces={"+nsA+"}",
+		"rbac.secretNames={probe-token}",
+		"config.log.level=debug")
+	after, err := c.Client.CoreV1().Secrets(rel).Get(ctx, secret, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(after.Data["token"]) != string(before.Data["token"]) {
+		t.Errorf("helm upgrade replaced the generated webhook token; Alertmanager's copy would stop working")
+	}
+	rolled, err := c.Client.AppsV1().Deployments(rel).Get(ctx, "ard-ns-autorollbackd", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSum, newSum := deploy.Spec.Template.Annotations["checksum/config"], rolled.Spec.Template.Annotations["checksum/config"]
+	if oldSum == newSum || rolled.Generation == deploy.Generation {
+		t.Errorf("a config change did not roll the pods: checksum %s -> %s, generation %d -> %d", oldSum, newSum, deploy.Generation, rolled.Generation)
+	}
+}
+
+// TestInstallCluster installs with rbac.scope=cluster: workloads in any
+// namespace may be patched, never deleted, and Secrets stay out of reach.
+func TestInstallCluster(t *testing.T) {
+	t.Parallel()
+	c := testenv.Require(t)
+	rel, anywhere := c.Namespace(t), c.Namespace(t)
+	r := install(t, c, "ard-cl", rel, "rbac.scope=cluster")
+	for _, want := range receiverSnippet("ard-cl-autorollbackd", rel, "ard-cl-autorollbackd-webhook") {
+		if !strings.Contains(r.notes, want) {
+			t.Errorf("NOTES lack %q:\n%s", want, r.notes)
+		}
+	}
+
+	r.check(t, true, [][]string{
+		{"patch", "deployments", "-n", anywhere},
+		{"patch", "statefulsets", "-n", "default"},
+		{"list", "replicasets", "--all-namespaces"},
+		{"watch", "deployments", "--all-namespaces"},
+		{"create", "events", "-n", anywhere},
+		{"create", "configmaps", "-n", rel},
+		{"create", "leases.coordination.k8s.io", "-n", rel},
+	})
+	r.check(t, false, [][]string{
+		{"delete", "deployments", "-n", anywhere},
+		{"delete", "daemonsets", "-n", "default"},
+		{"deletecollection", "deployments", "-n", anywhere},
+		{"get", "secrets", "-n", anywhere},
+		{"get", "secrets", "-n", rel},
+		{"list", "secrets", "--all-namespaces"},
+		{"create", "configmaps", "-n", anywhere},
+		{"create", "leases.coordination.k8s.io", "-n", anywhere},
+		{"create", "clusterrolebindings"},
+		{"list", "namespaces"},
+	})
+}

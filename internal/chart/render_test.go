@@ -1,0 +1,907 @@
+package chart
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/autorollbackd/autorollbackd/internal/config"
+)
+
+// apiVersions are the Prometheus Operator APIs that turn on the
+// ServiceMonitor and the PrometheusRule.
+var apiVersions = []string{
+	"--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+	"--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+}
+
+// mode is one documented way to install the chart, with the values file
+// from charts/autorollbackd/ci that documents it.
+type mode struct {
+	name   string
+	values string // file under ci/, empty for the defaults
+	args   []string
+}
+
+var modes = []mode{
+	{name: "default"},
+	{name: "cluster", values: "cluster-values.yaml"},
+	{name: "namespaced", values: "namespaced-values.yaml"},
+	{name: "existing-secret", values: "existing-secret-values.yaml"},
+	{name: "networkpolicy", values: "networkpolicy-values.yaml"},
+	{name: "servicemonitor", values: "servicemonitor-values.yaml", args: apiVersions},
+	{name: "servicemonitor-without-api", values: "servicemonitor-values.yaml"},
+}
+
+func (m mode) helmArgs() []string {
+	var args []string
+	if m.values != "" {
+		args = append(args, "--values", filepath.Join(chartDir, "ci", m.values))
+	}
+	return append(args, m.args...)
+}
+
+func TestLint(t *testing.T) {
+	t.Parallel()
+	// Every values file under ci/ documents a mode; each must be tested.
+	files, err := filepath.Glob(filepath.Join(chartDir, "ci", "*-values.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no ci/*-values.yaml in the chart: %v", err)
+	}
+	covered := map[string]bool{}
+	for _, m := range modes {
+		covered[m.values] = true
+	}
+	for _, f := range files {
+		if !covered[filepath.Base(f)] {
+			t.Errorf("ci/%s is not one of the tested modes", filepath.Base(f))
+		}
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			// helm lint has no --api-versions: the monitoring objects are
+			// linted by TestRender's strict rendering instead.
+			args := []string{"lint", "--strict", chartDir, "--namespace", "ops"}
+			if m.values != "" {
+				args = append(args, "--values", filepath.Join(chartDir, "ci", m.values))
+			}
+			out, err := helm(t, 2*time.Minute, args...)
+			if err != nil || !strings.Contains(out, "0 chart(s) failed") {
+				t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+		})
+	}
+}
+
+// TestRender renders every documented mode and checks what must hold in
+// all of them, then what is particular to each.
+func TestRender(t *testing.T) {
+	t.Parallel()
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			t.Parallel()
+			objs := render(t, m.helmArgs()...)
+			checkStrict(t, objs)
+			checkDeployment(t, objs)
+			checkConfig(t, objs, m.name == "namespaced")
+			checkRBAC(t, objs)
+			checkService(t, objs)
+			checkPDB(t, objs, true)
+			checkDashboardConfigMap(t, objs)
+
+			secrets := objs.all("Secret")
+			netpols := objs.all("NetworkPolicy")
+			monitors, rules := objs.all("ServiceMonitor"), objs.all("PrometheusRule")
+			switch m.name {
+			case "existing-secret":
+				if len(secrets) != 0 {
+					t.Errorf("with webhook.existingSecret the chart must not create a Secret, got %d", len(secrets))
+				}
+				checkWebhookVolume(t, objs, "alertmanager-autorollbackd-token")
+			default:
+				checkGeneratedToken(t, objs)
+				checkWebhookVolume(t, objs, "ard-autorollbackd-webhook")
+			}
+			if m.name == "networkpolicy" {
+				checkNetworkPolicy(t, objs)
+			} else if len(netpols) != 0 {
+				t.Errorf("NetworkPolicy rendered although networkPolicy.enabled is false")
+			}
+			if m.name == "servicemonitor" {
+				checkServiceMonitor(t, objs)
+				checkPrometheusRule(t, objs)
+			} else if len(monitors)+len(rules) != 0 {
+				t.Errorf("without the monitoring.coreos.com/v1 APIs got %d ServiceMonitor(s) and %d PrometheusRule(s), want none", len(monitors), len(rules))
+			}
+			if m.name == "cluster" {
+				checkNotifierSecrets(t, objs, "pagerduty", "slack")
+			}
+		})
+	}
+}
+
+// checkStrict decodes every object of a Kubernetes kind into its Go type,
+// refusing unknown fields.
+func checkStrict(t *testing.T, objs objects) {
+	t.Helper()
+	types := map[string]func() any{
+		"Deployment":          func() any { return &appsv1.Deployment{} },
+		"Service":             func() any { return &corev1.Service{} },
+		"ServiceAccount":      func() any { return &corev1.ServiceAccount{} },
+		"ConfigMap":           func() any { return &corev1.ConfigMap{} },
+		"Secret":              func() any { return &corev1.Secret{} },
+		"PodDisruptionBudget": func() any { return &policyv1.PodDisruptionBudget{} },
+		"NetworkPolicy":       func() any { return &networkingv1.NetworkPolicy{} },
+		"Role":                func() any { return &rbacv1.Role{} },
+		"RoleBinding":         func() any { return &rbacv1.RoleBinding{} },
+		"ClusterRole":         func() any { return &rbacv1.ClusterRole{} },
+		"ClusterRoleBinding":  func() any { return &rbacv1.ClusterRoleBinding{} },
+	}
+	for _, o := range objs {
+		if o.Name == "" {
+			t.Errorf("%s without a name", o.Kind)
+		}
+		if o.Namespace == "" && o.Kind != "ClusterRole" && o.Kind != "ClusterRoleBinding" {
+			t.Errorf("%s %s has no namespace: it would land in whatever namespace kubectl points at", o.Kind, o.Name)
+		}
+		if newObj, ok := types[o.Kind]; ok {
+			decode(t, o, newObj())
+		} else if o.Kind != "ServiceMonitor" && o.Kind != "PrometheusRule" {
+			t.Errorf("unexpected kind %s (%s)", o.Kind, o.Name)
+		}
+	}
+}
+
+func deployment(t *testing.T, objs objects) *appsv1.Deployment {
+	t.Helper()
+	var d appsv1.Deployment
+	decode(t, objs.one(t, "Deployment"), &d)
+	if n := len(d.Spec.Template.Spec.Containers); n != 1 {
+		t.Fatalf("want 1 container, got %d", n)
+	}
+	return &d
+}
+
+func checkDeployment(t *testing.T, objs objects) {
+	t.Helper()
+	d := deployment(t, objs)
+	pod := d.Spec.Template.Spec
+	c := pod.Containers[0]
+
+	if d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+		t.Errorf("replicas: got %v, want 2", d.Spec.Replicas)
+	}
+	if c.Image != "ghcr.io/autorollbackd/autorollbackd:0.1.0" {
+		t.Errorf("image: got %q, want the appVersion tag", c.Image)
+	}
+	if want := []string{"serve", "--config", "/etc/autorollbackd/config.yaml"}; !slices.Equal(c.Args, want) {
+		t.Errorf("args: got %q, want %q", c.Args, want)
+	}
+	env := map[string]string{}
+	for _, e := range c.Env {
+		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil {
+			env[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	if env["POD_NAMESPACE"] != "metadata.namespace" || env["POD_NAME"] != "metadata.name" {
+		t.Errorf("env: POD_NAMESPACE and POD_NAME must come from the downward API, got %v", env)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != 8080 {
+		t.Errorf("ports: got %+v, want http 8080", c.Ports)
+	}
+
+	// Probes.
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"liveness", c.LivenessProbe, "/healthz"}, {"readiness", c.ReadinessProbe, "/readyz"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil {
+			t.Errorf("%s probe: missing or not HTTP", p.name)
+			continue
+		}
+		if p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.String() != "http" {
+			t.Errorf("%s probe: got %s on port %s, want %s on http", p.name, p.probe.HTTPGet.Path, p.probe.HTTPGet.Port.String(), p.path)
+		}
+	}
+
+	// The restricted Pod Security Standard, and then some.
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 65532 ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext: got %+v, want runAsNonRoot, runAsUser 65532, seccomp RuntimeDefault", psc)
+	}
+	sc := c.SecurityContext
+	switch {
+	case sc == nil:
+		t.Errorf("container securityContext missing")
+	case sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot,
+		sc.RunAsUser == nil || *sc.RunAsUser != 65532,
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem,
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation,
+		sc.Privileged != nil && *sc.Privileged,
+		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0,
+		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
+		t.Errorf("container securityContext not restricted: %+v", sc)
+	}
+
+	// Resources, and a grace period longer than the daemon's drain.
+	if c.Resources.Requests.Cpu().String() != "50m" || c.Resources.Requests.Memory().String() != "64Mi" || c.Resources.Limits.Memory().String() != "256Mi" {
+		t.Errorf("resources: got %+v", c.Resources)
+	}
+	if g := pod.TerminationGracePeriodSeconds; g == nil || *g != 30 {
+		t.Errorf("terminationGracePeriodSeconds: got %v, want 30 (> server.shutdownTimeout 25s)", g)
+	}
+
+	// The config checksum rolls the pods.
+	sum := d.Spec.Template.Annotations["checksum/config"]
+	if !regexp.MustCompile(`^[0-9a-f]{64}$`).MatchString(sum) {
+		t.Errorf("checksum/config annotation: got %q, want a sha256", sum)
+	}
+
+	// Spread over nodes.
+	aff := pod.Affinity
+	if aff == nil || aff.PodAntiAffinity == nil || len(aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 ||
+		aff.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[0].PodAffinityTerm.TopologyKey != "kubernetes.io/hostname" {
+		t.Errorf("affinity: want a preferred podAntiAffinity across nodes, got %+v", aff)
+	}
+
+	// The configuration and the webhook token where the daemon reads them.
+	mounts := map[string]string{}
+	for _, vm := range c.VolumeMounts {
+		mounts[vm.MountPath] = vm.Name
+		if !vm.ReadOnly || vm.SubPath != "" {
+			t.Errorf("volume mount %s: want read-only and without subPath (a subPath never sees updates)", vm.MountPath)
+		}
+	}
+	volumes := map[string]corev1.Volume{}
+	for _, v := range pod.Volumes {
+		volumes[v.Name] = v
+	}
+	if v := volumes[mounts["/etc/autorollbackd"]]; v.ConfigMap == nil || v.ConfigMap.Name != "ard-autorollbackd" {
+		t.Errorf("/etc/autorollbackd: want the ConfigMap ard-autorollbackd, got %+v", v)
+	}
+	if v := volumes[mounts["/etc/autorollbackd/webhook"]]; v.Secret == nil {
+		t.Errorf("/etc/autorollbackd/webhook: want a Secret volume, got %+v", v)
+	}
+	if pod.ServiceAccountName != "ard-autorollbackd" {
+		t.Errorf("serviceAccountName: got %q", pod.ServiceAccountName)
+	}
+	if objs.one(t, "ServiceAccount").Name != pod.ServiceAccountName {
+		t.Errorf("the ServiceAccount is not the one the pods run as")
+	}
+}
+
+func checkWebhookVolume(t *testing.T, objs objects, secret string) {
+	t.Helper()
+	for _, v := range deployment(t, objs).Spec.Template.Spec.Volumes {
+		if v.Name == "webhook" {
+			if v.Secret == nil || v.Secret.SecretName != secret {
+				t.Errorf("webhook volume: got %+v, want Secret %s", v, secret)
+			}
+			return
+		}
+	}
+	t.Errorf("no webhook volume")
+}
+
+func checkNotifierSecrets(t *testing.T, objs objects, names ...string) {
+	t.Helper()
+	pod := deployment(t, objs).Spec.Template.Spec
+	secretOf := map[string]string{}
+	for _, v := range pod.Volumes {
+		if v.Secret != nil {
+			secretOf[v.Name] = v.Secret.SecretName
+		}
+	}
+	mounted := map[string]string{}
+	for _, vm := range pod.Containers[0].VolumeMounts {
+		mounted[vm.MountPath] = secretOf[vm.Name]
+	}
+	for _, n := range names {
+		if got := mounted["/etc/autorollbackd/secrets/"+n]; got != n {
+			t.Errorf("/etc/autorollbackd/secrets/%s: got Secret %q, want %q", n, got, n)
+		}
+	}
+}
+
+func checkGeneratedToken(t *testing.T, objs objects) {
+	t.Helper()
+	var s corev1.Secret
+	decode(t, objs.one(t, "Secret"), &s)
+	if s.Name != "ard-autorollbackd-webhook" {
+		t.Errorf("webhook Secret name: got %q", s.Name)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9]{32}$`).Match(s.Data["token"]) {
+		t.Errorf("generated token: got %q, want 32 random alphanumerics", s.Data["token"])
+	}
+}
+
+// renderedConfig returns config.yaml from the ConfigMap the pods mount.
+func renderedConfig(t *testing.T, objs objects) string {
+	t.Helper()
+	for _, o := range objs.all("ConfigMap") {
+		if o.Name == "ard-autorollbackd" {
+			var cm corev1.ConfigMap
+			decode(t, o, &cm)
+			return cm.Data["config.yaml"]
+		}
+	}
+	t.Fatalf("no ConfigMap ard-autorollbackd")
+	return ""
+}
+
+// checkConfig loads config.yaml exactly as the daemon does at start: strict
+// keys, types and validation.
+func checkConfig(t *testing.T, objs objects, namespaced bool) {
+	t.Helper()
+	raw := renderedConfig(t, objs)
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(raw), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(config.Source{File: path})
+	if err != nil {
+		t.Fatalf("the daemon refuses the rendered config.yaml: %v\n%s", err, raw)
+	}
+	if cfg.Webhook.Auth.BearerTokenFile != "/etc/autorollbackd/webhook/token" {
+		t.Errorf("webhook.auth.bearerTokenFile: got %q, want where the Secret is mounted", cfg.Webhook.Auth.BearerTokenFile)
+	}
+	if cfg.Engine.Namespace != "ops" {
+		t.Errorf("engine.namespace: got %q, want the release namespace", cfg.Engine.Namespace)
+	}
+	if cfg.LeaderElection.LeaseName != "ard-autorollbackd" {
+		t.Errorf("leaderElection.leaseName: got %q, want the release's full name", cfg.LeaderElection.LeaseName)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatal(err)
+	}
+	if namespaced {
+		if got := cfg.Policy.Namespaces.Allow; !slices.Equal(got, []string{"production", "staging"}) {
+			t.Errorf("policy.namespaces.allow: got %q, want rbac.namespaces", got)
+		}
+	} else if _, ok := m["policy"]; ok {
+		t.Errorf("config.yaml has a policy section; the daemon's default policy is the runbook's:\n%s", raw)
+	}
+}
+
+func checkService(t *testing.T, objs objects) {
+	t.Helper()
+	var s corev1.Service
+	decode(t, objs.one(t, "Service"), &s)
+	if s.Spec.Type != corev1.ServiceTypeClusterIP || len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Port != 8080 || s.Spec.Ports[0].Name != "http" {
+		t.Errorf("Service: got %+v, want ClusterIP, port 8080 named http", s.Spec)
+	}
+	d := deployment(t, objs)
+	for k, v := range s.Spec.Selector {
+		if d.Spec.Template.Labels[k] != v {
+			t.Errorf("Service selector %s=%s does not select the pods", k, v)
+		}
+	}
+}
+
+func checkPDB(t *testing.T, objs objects, want bool) {
+	t.Helper()
+	pdbs := objs.all("PodDisruptionBudget")
+	if !want {
+		if len(pdbs) != 0 {
+			t.Errorf("PodDisruptionBudget with a single replica would block every drain")
+		}
+		return
+	}
+	if len(pdbs) != 1 {
+		t.Fatalf("want a PodDisruptionBudget with 2 replicas, got %d", len(pdbs))
+	}
+	var p policyv1.PodDisruptionBudget
+	decode(t, pdbs[0], &p)
+	if p.Spec.MinAvailable == nil || p.Spec.MinAvailable.IntValue() != 1 {
+		t.Errorf("PodDisruptionBudget minAvailable: got %v, want 1", p.Spec.MinAvailable)
+	}
+	if !reflect.DeepEqual(p.Spec.Selector.MatchLabels, deployment(t, objs).Spec.Selector.MatchLabels) {
+		t.Errorf("PodDisruptionBudget selector %v is not the Deployment's", p.Spec.Selector.MatchLabels)
+	}
+}
+
+func checkNetworkPolicy(t *testing.T, objs objects) {
+	t.Helper()
+	var np networkingv1.NetworkPolicy
+	decode(t, objs.one(t, "NetworkPolicy"), &np)
+	if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Errorf("policyTypes: got %v, want Ingress only (egress unrestricted by default)", np.Spec.PolicyTypes)
+	}
+	if len(np.Spec.Ingress) != 1 {
+		t.Fatalf("want one ingress rule, got %d", len(np.Spec.Ingress))
+	}
+	rule := np.Spec.Ingress[0]
+	if len(rule.Ports) != 1 || rule.Ports[0].Port == nil || rule.Ports[0].Port.String() != "http" {
+		t.Errorf("ingress ports: got %+v, want http only", rule.Ports)
+	}
+	if len(rule.From) != 2 {
+		t.Errorf("ingress from: got %d peers, want Alertmanager and Prometheus (an empty list would admit everyone)", len(rule.From))
+	}
+	if !reflect.DeepEqual(np.Spec.PodSelector.MatchLabels, deployment(t, objs).Spec.Selector.MatchLabels) {
+		t.Errorf("NetworkPolicy podSelector %v is not the Deployment's", np.Spec.PodSelector.MatchLabels)
+	}
+}
+
+func checkServiceMonitor(t *testing.T, objs objects) {
+	t.Helper()
+	sm := objs.one(t, "ServiceMonitor").Map
+	spec := sm["spec"].(map[string]any)
+	if spec["jobLabel"] != "app.kubernetes.io/name" {
+		t.Errorf("ServiceMonitor jobLabel: got %v; the alerts expect job=autorollbackd", spec["jobLabel"])
+	}
+	ep := spec["endpoints"].([]any)[0].(map[string]any)
+	if ep["port"] != "http" || ep["path"] != "/metrics" {
+		t.Errorf("ServiceMonitor endpoint: got %v", ep)
+	}
+	labels := sm["metadata"].(map[string]any)["labels"].(map[string]any)
+	if labels["release"] != "kube-prometheus-stack" {
+		t.Errorf("serviceMonitor.labels not applied: %v", labels)
+	}
+}
+
+// checkPrometheusRule compares the PrometheusRule's groups with the plain
+// rule file promtool tests.
+func checkPrometheusRule(t *testing.T, objs objects) {
+	t.Helper()
+	pr := objs.one(t, "PrometheusRule").Map
+	raw, err := os.ReadFile(filepath.Join(chartDir, "rules", "autorollbackd.rules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file map[string]any
+	if err := yaml.Unmarshal(raw, &file); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(pr["spec"], file) {
+		t.Errorf("PrometheusRule spec differs from rules/autorollbackd.rules.yaml:\ngot  %v\nwant %v", pr["spec"], file)
+	}
+}
+
+func checkDashboardConfigMap(t *testing.T, objs objects) {
+	t.Helper()
+	for _, o := range objs.all("ConfigMap") {
+		if o.Name != "ard-autorollbackd-dashboard" {
+			continue
+		}
+		var cm corev1.ConfigMap
+		decode(t, o, &cm)
+		if cm.Labels["grafana_dashboard"] != "1" {
+			t.Errorf("dashboard ConfigMap lacks the Grafana sidecar label grafana_dashboard: \"1\": %v", cm.Labels)
+		}
+		want, err := os.ReadFile(filepath.Join(chartDir, "dashboards", "autorollbackd.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(cm.Data["autorollbackd.json"]) != strings.TrimSpace(string(want)) {
+			t.Errorf("dashboard ConfigMap does not hold dashboards/autorollbackd.json unchanged")
+		}
+		return
+	}
+	t.Errorf("no dashboard ConfigMap")
+}
+
+// perm is one permission: verb on group/resource, optionally on one name.
+type perm struct{ group, resource, verb, name string }
+
+func (p perm) String() string {
+	s := fmt.Sprintf("%s %s/%s", p.verb, p.group, p.resource)
+	if p.name != "" {
+		s += "/" + p.name
+	}
+	return s
+}
+
+// perms expands rules into single permissions.
+func perms(t *testing.T, rules []rbacv1.PolicyRule) map[perm]bool {
+	t.Helper()
+	out := map[perm]bool{}
+	for _, r := range rules {
+		if len(r.NonResourceURLs) != 0 {
+			t.Errorf("rule with nonResourceURLs: %+v", r)
+		}
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					for _, n := range names {
+						out[perm{g, res, v, n}] = true
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func expand(group string, resources, verbs []string) []perm {
+	var out []perm
+	for _, r := range resources {
+		for _, v := range verbs {
+			out = append(out, perm{group: group, resource: r, verb: v})
+		}
+	}
+	return out
+}
+
+// workloadPerms is what the daemon needs in a workload namespace, from
+// docs/actions.md and its informers: nothing more.
+var workloadPerms = slices.Concat(
+	expand("apps", []string{"deployments", "statefulsets", "daemonsets"}, []string{"get", "list", "watch", "patch"}),
+	expand("apps", []string{"replicasets", "controllerrevisions"}, []string{"get", "list", "watch"}),
+	expand("", []string{"configmaps"}, []string{"get", "patch"}),
+	expand("", []string{"pods"}, []string{"get", "list", "watch"}),
+	expand("batch", []string{"jobs"}, []string{"get", "create"}),
+	expand("", []string{"events"}, []string{"create", "patch"}),
+	expand("events.k8s.io", []string{"events"}, []string{"create", "patch"}),
+)
+
+// ownPerms is what the daemon needs in its own namespace.
+func ownPerms(leaseName string, secretNames ...string) []perm {
+	p := slices.Concat(
+		expand("", []string{"configmaps"}, []string{"get", "list", "watch", "create", "update", "delete"}),
+		expand("coordination.k8s.io", []string{"leases"}, []string{"create"}),
+		[]perm{{"coordination.k8s.io", "leases", "get", leaseName}, {"coordination.k8s.io", "leases", "update", leaseName}},
+	)
+	for _, n := range secretNames {
+		p = append(p, perm{"", "secrets", "get", n})
+	}
+	return p
+}
+
+func permSet(ps []perm) map[perm]bool {
+	out := map[perm]bool{}
+	for _, p := range ps {
+		out[p] = true
+	}
+	return out
+}
+
+// diffPerms reports the permissions in got that are not wanted and the
+// wanted ones missing.
+func diffPerms(t *testing.T, what string, got, want map[perm]bool) {
+	t.Helper()
+	var extra, missing []string
+	for p := range got {
+		if !want[p] {
+			extra = append(extra, p.String())
+		}
+	}
+	for p := range want {
+		if !got[p] {
+			missing = append(missing, p.String())
+		}
+	}
+	slices.Sort(extra)
+	slices.Sort(missing)
+	if len(extra)+len(missing) > 0 {
+		t.Errorf("%s: permissions not exactly as documented:\n  extra:   %v\n  missing: %v", what, extra, missing)
+	}
+}
+
+// checkRBAC asserts the least privilege of every mode: the exact rules in
+// the workload scope and in the daemon's namespace, bindings to the
+// daemon's ServiceAccount only, and the invariants that must hold whatever
+// the values: no wildcard, no delete of workloads, Secrets only by name and
+// only in the daemon's namespace.
+func checkRBAC(t *testing.T, objs objects) {
+	t.Helper()
+	var allRules []rbacv1.PolicyRule
+	for _, o := range objs.all("ClusterRole") {
+		var cr rbacv1.ClusterRole
+		decode(t, o, &cr)
+		diffPerms(t, "ClusterRole "+cr.Name, perms(t, cr.Rules), permSet(workloadPerms))
+		allRules = append(allRules, cr.Rules...)
+		for p := range perms(t, cr.Rules) {
+			if p.resource == "secrets" {
+				t.Errorf("ClusterRole %s grants %s: Secrets cluster-wide", cr.Name, p)
+			}
+		}
+	}
+	roles := map[string]rbacv1.Role{}
+	for _, o := range objs.all("Role") {
+		var r rbacv1.Role
+		decode(t, o, &r)
+		roles[r.Namespace+"/"+r.Name] = r
+		allRules = append(allRules, r.Rules...)
+	}
+
+	own, ok := roles["ops/ard-autorollbackd"]
+	if !ok {
+		t.Fatalf("no Role ard-autorollbackd in the release namespace; roles: %v", mapsKeys(roles))
+	}
+	var secretNames []string
+	for p := range perms(t, own.Rules) {
+		if p.resource == "secrets" {
+			secretNames = append(secretNames, p.name)
+		}
+	}
+	diffPerms(t, "Role ops/ard-autorollbackd", perms(t, own.Rules), permSet(ownPerms("ard-autorollbackd", secretNames...)))
+	for _, r := range own.Rules {
+		if slices.Contains(r.Resources, "secrets") && len(r.ResourceNames) == 0 {
+			t.Errorf("a secrets rule without resourceNames grants every Secret: %+v", r)
+		}
+	}
+
+	clusterRoles := objs.all("ClusterRole")
+	for key, r := range roles {
+		if key == "ops/ard-autorollbackd" {
+			continue
+		}
+		if len(clusterRoles) != 0 {
+			t.Errorf("Role %s in cluster scope", key)
+		}
+		diffPerms(t, "Role "+key, perms(t, r.Rules), permSet(workloadPerms))
+	}
+
+	// Invariants over every rule.
+	for p := range perms(t, allRules) {
+		switch {
+		case p.group == "*" || p.resource == "*" || p.verb == "*":
+			t.Errorf("wildcard permission %s", p)
+		case p.verb == "delete" || p.verb == "deletecollection":
+			if p.group != "" || p.resource != "configmaps" {
+				t.Errorf("%s: the daemon deletes nothing but its own records", p)
+			}
+		case p.resource == "secrets" && (p.verb != "get" || p.name == ""):
+			t.Errorf("%s: Secrets only by name, only get", p)
+		case strings.Contains(p.resource, "/"):
+			t.Errorf("%s: no subresources are needed", p)
+		}
+	}
+
+	// Every binding binds the daemon's ServiceAccount to a role of the chart.
+	bound := map[string]bool{}
+	for _, kind := range []string{"RoleBinding", "ClusterRoleBinding"} {
+		for _, o := range objs.all(kind) {
+			var b rbacv1.RoleBinding // same shape as ClusterRoleBinding
+			decode(t, o, &b)
+			if len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != "ard-autorollbackd" || b.Subjects[0].Namespace != "ops" {
+				t.Errorf("%s %s binds %+v, want ServiceAccount ops/ard-autorollbackd only", kind, b.Name, b.Subjects)
+			}
+			bound[b.RoleRef.Kind+" "+b.Namespace+"/"+b.RoleRef.Name] = true
+		}
+	}
+	for key := range roles {
+		ns, name, _ := strings.Cut(key, "/")
+		if !bound["Role "+ns+"/"+name] {
+			t.Errorf("Role %s is not bound", key)
+		}
+	}
+	for _, o := range clusterRoles {
+		if !bound["ClusterRole /"+o.Name] {
+			t.Errorf("ClusterRole %s is not bound", o.Name)
+		}
+	}
+}
+
+func mapsKeys[V any](m map[string]V) []string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// TestRenderRBACScopes checks where the workload permissions land in each
+// scope, and Secrets by name.
+func TestRenderRBACScopes(t *testing.T) {
+	t.Parallel()
+	t.Run("cluster", func(t *testing.T) {
+		t.Parallel()
+		objs := render(t, "--values", filepath.Join(chartDir, "ci", "cluster-values.yaml"))
+		if n := len(objs.all("ClusterRole")); n != 1 {
+			t.Errorf("want 1 ClusterRole, got %d", n)
+		}
+		if n := len(objs.all("ClusterRoleBinding")); n != 1 {
+			t.Errorf("want 1 ClusterRoleBinding, got %d", n)
+		}
+		var own rbacv1.Role
+		for _, o := range objs.all("Role") {
+			if o.Name == "ard-autorollbackd" {
+				decode(t, o, &own)
+			}
+		}
+		diffPerms(t, "Role ops/ard-autorollbackd", perms(t, own.Rules), permSet(ownPerms("ard-autorollbackd", "event-service-probe-token")))
+	})
+	t.Run("namespaced", func(t *testing.T) {
+		t.Parallel()
+		objs := render(t, "--values", filepath.Join(chartDir, "ci", "namespaced-values.yaml"))
+		if n := len(objs.all("ClusterRole")) + len(objs.all("ClusterRoleBinding")); n != 0 {
+			t.Errorf("namespaced scope must not create cluster-wide RBAC, got %d objects", n)
+		}
+		var got []string
+		for _, o := range objs.all("Role") {
+			got = append(got, o.Namespace+"/"+o.Name)
+		}
+		slices.Sort(got)
+		want := []string{"ops/ard-autorollbackd", "production/ard-autorollbackd-workloads", "staging/ard-autorollbackd-workloads"}
+		if !slices.Equal(got, want) {
+			t.Errorf("Roles: got %v, want %v", got, want)
+		}
+		var own rbacv1.Role
+		for _, o := range objs.all("Role") {
+			if o.Namespace == "ops" {
+				decode(t, o, &own)
+			}
+		}
+		for p := range perms(t, own.Rules) {
+			if p.resource == "secrets" {
+				t.Errorf("without rbac.secretNames there must be no secrets rule at all, got %s", p)
+			}
+		}
+	})
+	t.Run("rbac disabled", func(t *testing.T) {
+		t.Parallel()
+		objs := render(t, "--set", "rbac.create=false")
+		for _, kind := range []string{"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"} {
+			if n := len(objs.all(kind)); n != 0 {
+				t.Errorf("rbac.create=false rendered %d %s", n, kind)
+			}
+		}
+	})
+}
+
+// TestRenderChecksum: the pods roll when config.yaml changes, and only then.
+func TestRenderChecksum(t *testing.T) {
+	t.Parallel()
+	sum := func(args ...string) string {
+		return deployment(t, render(t, args...)).Spec.Template.Annotations["checksum/config"]
+	}
+	base := sum()
+	if again := sum(); again != base {
+		t.Errorf("checksum/config differs between two renders of the same values: %s, %s", base, again)
+	}
+	if changed := sum("--set", "config.policy.dryRun=true"); changed == base {
+		t.Errorf("checksum/config did not change with the policy")
+	}
+	if changed := sum("--set", "config.log.level=debug"); changed == base {
+		t.Errorf("checksum/config did not change with the configuration")
+	}
+	if same := sum("--set", "webhook.token=0123456789abcdef0123"); same != base {
+		t.Errorf("checksum/config changed with the token; the daemon re-reads it without a restart")
+	}
+}
+
+func TestRenderReplicasAndPDB(t *testing.T) {
+	t.Parallel()
+	objs := render(t, "--set", "replicaCount=1")
+	checkPDB(t, objs, false)
+	objs = render(t, "--set", "replicaCount=3")
+	checkPDB(t, objs, true)
+}
+
+func TestRenderValues(t *testing.T) {
+	t.Parallel()
+	t.Run("token given", func(t *testing.T) {
+		t.Parallel()
+		var s corev1.Secret
+		decode(t, render(t, "--set", "webhook.token=0123456789abcdef0123").one(t, "Secret"), &s)
+		if got := string(s.Data["token"]); got != "0123456789abcdef0123" {
+			t.Errorf("token: got %q", got)
+		}
+	})
+	t.Run("config merges over the chart's", func(t *testing.T) {
+		t.Parallel()
+		objs := render(t, "--set", "config.engine.workers=4", "--set", "config.engine.namespace=records")
+		raw := renderedConfig(t, objs)
+		var m struct {
+			Engine struct {
+				Namespace string
+				Workers   int
+			}
+		}
+		if err := yaml.Unmarshal([]byte(raw), &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Engine.Namespace != "records" || m.Engine.Workers != 4 {
+			t.Errorf("config.engine: got %+v, want the values' namespace and workers", m.Engine)
+		}
+		// The records Role follows engine.namespace.
+		found := false
+		for _, o := range objs.all("Role") {
+			found = found || (o.Name == "ard-autorollbackd" && o.Namespace == "records")
+		}
+		if !found {
+			t.Errorf("the daemon's own Role is not in engine.namespace")
+		}
+	})
+	t.Run("https probes with TLS", func(t *testing.T) {
+		t.Parallel()
+		d := deployment(t, render(t, "--set", "config.server.tls.certFile=/tls/tls.crt", "--set", "config.server.tls.keyFile=/tls/tls.key"))
+		if s := d.Spec.Template.Spec.Containers[0].LivenessProbe.HTTPGet.Scheme; s != corev1.URISchemeHTTPS {
+			t.Errorf("liveness probe scheme with server.tls: got %s, want HTTPS", s)
+		}
+	})
+	t.Run("topology spread gets the pod selector", func(t *testing.T) {
+		t.Parallel()
+		d := deployment(t, render(t,
+			"--set", "topologySpreadConstraints[0].maxSkew=1",
+			"--set", "topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone",
+			"--set", "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway"))
+		tsc := d.Spec.Template.Spec.TopologySpreadConstraints
+		if len(tsc) != 1 || tsc[0].LabelSelector == nil || !reflect.DeepEqual(tsc[0].LabelSelector.MatchLabels, d.Spec.Selector.MatchLabels) {
+			t.Errorf("topologySpreadConstraints: got %+v", tsc)
+		}
+	})
+}
+
+// TestRenderRefuses: values.schema.json and the templates refuse what
+// cannot work, with a message naming the value.
+func TestRenderRefuses(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown scope", []string{"--set", "rbac.scope=everywhere"}, "rbac"},
+		{"namespaced without namespaces", []string{"--set", "rbac.scope=namespaced"}, "namespaces"},
+		{"bad namespace", []string{"--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={Prod_1}"}, "namespaces"},
+		{"short token", []string{"--set", "webhook.token=short"}, "token"},
+		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
+		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
+		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom=null"}, "networkPolicy.ingressFrom"},
+		{"another port", []string{"--set", "config.server.listenAddress=:9090"}, "listenAddress"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			args := append([]string{"template", "ard", chartDir, "--namespace", "ops"}, tc.args...)
+			out, err := helm(t, 2*time.Minute, args...)
+			if err == nil {
+				t.Fatalf("helm %s succeeded, want an error", strings.Join(args, " "))
+			}
+			if !strings.Contains(out, tc.want) {
+				t.Errorf("error does not name %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
+// TestInstallDoc: docs/install.md gives the same Alertmanager receiver as
+// the chart's NOTES (which TestInstallCluster reads from a real install).
+func TestInstallDoc(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "install.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range receiverSnippet("autorollbackd", "autorollbackd", "autorollbackd-webhook") {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/install.md lacks %q", want)
+		}
+	}
+}
+
+// receiverSnippet is what the NOTES and docs/install.md must tell about
+// the token and the Alertmanager receiver of a release.
+func receiverSnippet(fullname, ns, secret string) []string {
+	return []string{
+		"kubectl get secret -n " + ns + " " + secret + " -o jsonpath='{.data.token}' | base64 -d",
+		"- url: http://" + fullname + "." + ns + ".svc:8080/webhook",
+		"send_resolved: true",
+		"max_alerts: 0",
+		"authorization:",
+		"credentials_file: /etc/alertmanager/secrets/" + secret + "/token",
+	}
+}

@@ -1,0 +1,389 @@
+package chart
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+var (
+	rulesFile     = filepath.Join(chartDir, "rules", "autorollbackd.rules.yaml")
+	rulesTestFile = filepath.Join(chartDir, "rules", "autorollbackd.rules.test.yaml")
+	dashboardFile = filepath.Join(chartDir, "dashboards", "autorollbackd.json")
+)
+
+// metrics are the names the daemon exports, with their types; rules and the
+// dashboard may use these and nothing else.
+var metrics = map[string]string{
+	"autorollbackd_build_info":                                   "gauge",
+	"autorollbackd_webhook_requests_total":                       "counter",
+	"autorollbackd_webhook_rejected_total":                       "counter",
+	"autorollbackd_notifications_received_total":                 "counter",
+	"autorollbackd_alerts_received_total":                        "counter",
+	"autorollbackd_webhook_request_duration_seconds":             "histogram",
+	"autorollbackd_webhook_auth_failures_total":                  "counter",
+	"autorollbackd_secret_reloads_total":                         "counter",
+	"autorollbackd_decisions_total":                              "counter",
+	"autorollbackd_alerts_duplicate_total":                       "counter",
+	"autorollbackd_intake_backpressure_total":                    "counter",
+	"autorollbackd_alert_to_action_seconds":                      "histogram",
+	"autorollbackd_action_to_recovery_seconds":                   "histogram",
+	"autorollbackd_incidents_open":                               "gauge",
+	"autorollbackd_actions_total":                                "counter",
+	"autorollbackd_config_last_reload_successful":                "gauge",
+	"autorollbackd_config_last_reload_success_timestamp_seconds": "gauge",
+	"autorollbackd_verifications_total":                          "counter",
+	"autorollbackd_verification_duration_seconds":                "histogram",
+	"autorollbackd_notifications_total":                          "counter",
+	"autorollbackd_notification_attempts_total":                  "counter",
+	"autorollbackd_notification_duration_seconds":                "histogram",
+	"autorollbackd_escalations_total":                            "counter",
+	"autorollbackd_leader":                                       "gauge",
+	"up":                                                         "gauge",
+}
+
+var (
+	// An identifier followed by a selector, a range, a closing parenthesis
+	// or white space: a metric name when it starts with autorollbackd_.
+	ownMetricRE = regexp.MustCompile(`\b(autorollbackd_[a-zA-Z0-9_]*)(?:[{\[)\s]|$)`)
+	// Any identifier directly followed by a label selector is a metric name.
+	selectorRE = regexp.MustCompile(`\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{`)
+)
+
+// unknownMetrics returns the metric names in a PromQL expression that the
+// daemon does not export. A histogram's series are its name with _bucket,
+// _sum or _count.
+func unknownMetrics(expr string) []string {
+	var names []string
+	for _, m := range ownMetricRE.FindAllStringSubmatch(expr, -1) {
+		names = append(names, m[1])
+	}
+	for _, m := range selectorRE.FindAllStringSubmatch(expr, -1) {
+		names = append(names, m[1])
+	}
+	var unknown []string
+	for _, n := range names {
+		if _, ok := metrics[n]; ok && metrics[n] != "histogram" {
+			continue
+		}
+		known := false
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(n, suffix); ok && metrics[base] == "histogram" {
+				known = true
+			}
+		}
+		if !known {
+			unknown = append(unknown, n)
+		}
+	}
+	return unknown
+}
+
+func TestUnknownMetrics(t *testing.T) {
+	t.Parallel()
+	for expr, want := range map[string][]string{
+		`sum(rate(autorollbackd_actions_total{kind="rollback"}[5m]))`:                                    nil,
+		`histogram_quantile(0.99, sum by (le) (rate(autorollbackd_alert_to_action_seconds_bucket[5m])))`: nil,
+		`up{job="x"} == 0`:                          nil,
+		`autorollbackd_actions_total > 0`:           nil,
+		`rate(autorollbackd_rollbacks_total[5m])`:   {"autorollbackd_rollbacks_total"},
+		`autorollbackd_leader_bucket{}`:             {"autorollbackd_leader_bucket", "autorollbackd_leader_bucket"},
+		`rate(http_requests_total{code="500"}[5m])`: {"http_requests_total"},
+		`autorollbackd_alert_to_action_seconds > 1`: {"autorollbackd_alert_to_action_seconds"},
+	} {
+		if got := unknownMetrics(expr); !slices.Equal(got, want) {
+			t.Errorf("unknownMetrics(%s) = %q, want %q", expr, got, want)
+		}
+	}
+}
+
+// TestPromtool: the rule file is valid and its unit tests pass.
+func TestPromtool(t *testing.T) {
+	t.Parallel()
+	promtool := tool(t, "promtool")
+	for _, args := range [][]string{
+		{"check", "rules", rulesFile},
+		{"test", "rules", rulesTestFile},
+	} {
+		out, err := run(t, 2*time.Minute, nil, promtool, args...)
+		if err != nil || !strings.Contains(out, "SUCCESS") {
+			t.Errorf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+type ruleFile struct {
+	Groups []struct {
+		Name  string `json:"name"`
+		Rules []struct {
+			Alert       string            `json:"alert"`
+			Expr        string            `json:"expr"`
+			For         string            `json:"for"`
+			Labels      map[string]string `json:"labels"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"rules"`
+	} `json:"groups"`
+}
+
+// TestRules: the alerts the chart promises, each with a severity, a summary
+// and a description, on the daemon's own metrics, and each unit-tested
+// firing and not firing.
+func TestRules(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rf ruleFile
+	if err := yaml.UnmarshalStrict(raw, &rf); err != nil {
+		t.Fatalf("parse %s: %v", rulesFile, err)
+	}
+	want := map[string]string{
+		"AutoRollbackFailed":             `increase(autorollbackd_actions_total{result="failed",dry_run="false"}[10m]) > 0`,
+		"AutoRollbackVerificationFailed": `increase(autorollbackd_verifications_total{result="fail"}[10m]) > 0`,
+		"AutoRollbackEscalated":          `increase(autorollbackd_escalations_total{result="success"}[10m]) > 0`,
+		"AutoRollbackWebhookRejecting":   `sum by (namespace, job) (rate(autorollbackd_webhook_requests_total{code=~"4..|5.."}[5m])) > 0.1`,
+		"AutoRollbackNotReady":           `up{job=~".*autorollbackd.*"} == 0`,
+		"AutoRollbackConfigReloadFailed": `autorollbackd_config_last_reload_successful == 0`,
+	}
+	wantFor := map[string]string{
+		"AutoRollbackWebhookRejecting":   "10m",
+		"AutoRollbackNotReady":           "5m",
+		"AutoRollbackConfigReloadFailed": "5m",
+	}
+	seen := map[string]bool{}
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "" {
+				continue
+			}
+			seen[r.Alert] = true
+			if w, ok := want[r.Alert]; !ok {
+				t.Errorf("unexpected alert %s", r.Alert)
+			} else if r.Expr != w {
+				t.Errorf("%s: expr %q, want %q", r.Alert, r.Expr, w)
+			}
+			if r.For != wantFor[r.Alert] {
+				t.Errorf("%s: for %q, want %q", r.Alert, r.For, wantFor[r.Alert])
+			}
+			if s := r.Labels["severity"]; s != "critical" && s != "warning" {
+				t.Errorf("%s: severity %q, want critical or warning", r.Alert, s)
+			}
+			if r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("%s: needs summary and description annotations", r.Alert)
+			}
+			if u := unknownMetrics(r.Expr); len(u) != 0 {
+				t.Errorf("%s: metrics the daemon does not export: %v", r.Alert, u)
+			}
+		}
+	}
+	for name := range want {
+		if !seen[name] {
+			t.Errorf("alert %s missing", name)
+		}
+	}
+
+	// Every alert has a unit test where it fires and one where it does not.
+	raw, err = os.ReadFile(rulesTestFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tf struct {
+		RuleFiles []string `json:"rule_files"`
+		Tests     []struct {
+			AlertRuleTest []struct {
+				Alertname string `json:"alertname"`
+				ExpAlerts []any  `json:"exp_alerts"`
+			} `json:"alert_rule_test"`
+		} `json:"tests"`
+	}
+	if err := yaml.Unmarshal(raw, &tf); err != nil {
+		t.Fatalf("parse %s: %v", rulesTestFile, err)
+	}
+	if !slices.Equal(tf.RuleFiles, []string{filepath.Base(rulesFile)}) {
+		t.Errorf("%s tests %v, want %s", rulesTestFile, tf.RuleFiles, filepath.Base(rulesFile))
+	}
+	firing, quiet := map[string]bool{}, map[string]bool{}
+	for _, tc := range tf.Tests {
+		for _, a := range tc.AlertRuleTest {
+			if len(a.ExpAlerts) > 0 {
+				firing[a.Alertname] = true
+			} else {
+				quiet[a.Alertname] = true
+			}
+		}
+	}
+	for name := range want {
+		if !firing[name] || !quiet[name] {
+			t.Errorf("%s: want unit tests where it fires (%v) and where it does not (%v)", name, firing[name], quiet[name])
+		}
+	}
+}
+
+// dashboard is the part of a Grafana dashboard the tests read.
+type dashboard struct {
+	SchemaVersion int `json:"schemaVersion"`
+	Templating    struct {
+		List []struct {
+			Name  string `json:"name"`
+			Type  string `json:"type"`
+			Query any    `json:"query"`
+		} `json:"list"`
+	} `json:"templating"`
+	Annotations struct {
+		List []struct {
+			Name       string          `json:"name"`
+			Expr       string          `json:"expr"`
+			Datasource json.RawMessage `json:"datasource"`
+		} `json:"list"`
+	} `json:"annotations"`
+	Panels []panel `json:"panels"`
+}
+
+type panel struct {
+	ID         int             `json:"id"`
+	Type       string          `json:"type"`
+	Title      string          `json:"title"`
+	Datasource json.RawMessage `json:"datasource"`
+	Targets    []struct {
+		Expr       string          `json:"expr"`
+		Datasource json.RawMessage `json:"datasource"`
+	} `json:"targets"`
+	Panels []panel `json:"panels"`
+}
+
+// grafanaVars replaces Grafana's variables by what they stand for in a
+// query, so that promtool can parse it.
+var grafanaVars = strings.NewReplacer(
+	"$__rate_interval", "5m",
+	"$__interval", "1m",
+	"$__range", "1h",
+	"${namespace}", ".*",
+	"$namespace", ".*",
+)
+
+// TestDashboard: the dashboard parses, uses the datasource variable, has the
+// panels the chart promises, and every query and annotation parses as
+// PromQL (through promtool) and uses only the daemon's metrics.
+func TestDashboard(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboard
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("parse %s: %v", dashboardFile, err)
+	}
+	if d.SchemaVersion < 36 {
+		t.Errorf("schemaVersion %d, want a current Grafana schema (39)", d.SchemaVersion)
+	}
+	hasDS := false
+	for _, v := range d.Templating.List {
+		hasDS = hasDS || (v.Name == "datasource" && v.Type == "datasource" && v.Query == "prometheus")
+	}
+	if !hasDS {
+		t.Errorf("no datasource variable of type prometheus")
+	}
+	wantDS := `{"type":"prometheus","uid":"${datasource}"}`
+	checkDS := func(what string, ds json.RawMessage) {
+		var v any
+		if err := json.Unmarshal(ds, &v); err != nil {
+			t.Errorf("%s: datasource %s: %v", what, ds, err)
+			return
+		}
+		got, _ := json.Marshal(v)
+		if string(got) != wantDS {
+			t.Errorf("%s: datasource %s, want %s", what, got, wantDS)
+		}
+	}
+
+	type query struct{ where, expr string }
+	var queries []query
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			walk(p.Panels)
+			if p.Type == "row" {
+				continue
+			}
+			checkDS(fmt.Sprintf("panel %q", p.Title), p.Datasource)
+			if len(p.Targets) == 0 {
+				t.Errorf("panel %q has no query", p.Title)
+			}
+			for i, tg := range p.Targets {
+				checkDS(fmt.Sprintf("panel %q target %d", p.Title, i), tg.Datasource)
+				queries = append(queries, query{fmt.Sprintf("panel %q target %d", p.Title, i), tg.Expr})
+			}
+		}
+	}
+	walk(d.Panels)
+	for _, a := range d.Annotations.List {
+		if a.Expr != "" {
+			checkDS(fmt.Sprintf("annotation %q", a.Name), a.Datasource)
+			queries = append(queries, query{fmt.Sprintf("annotation %q", a.Name), a.Expr})
+		}
+	}
+
+	// The panels the chart promises, by what they query.
+	all := ""
+	for _, q := range queries {
+		all += q.expr + "\n"
+	}
+	for _, want := range []string{
+		`sum by (outcome, reason) (increase(autorollbackd_decisions_total`,
+		`sum by (kind, result, dry_run) (increase(autorollbackd_actions_total`,
+		`histogram_quantile(0.99, sum by (le) (rate(autorollbackd_alert_to_action_seconds_bucket`,
+		`histogram_quantile(0.5, sum by (le) (rate(autorollbackd_alert_to_action_seconds_bucket`,
+		`histogram_quantile(0.99, sum by (le) (rate(autorollbackd_action_to_recovery_seconds_bucket`,
+		`sum by (kind, result) (increase(autorollbackd_verifications_total`,
+		`sum by (level, result) (increase(autorollbackd_escalations_total`,
+		`autorollbackd_incidents_open{`,
+		`sum by (code) (rate(autorollbackd_webhook_requests_total`,
+		`autorollbackd_webhook_auth_failures_total{`,
+		`autorollbackd_config_last_reload_successful{`,
+		`autorollbackd_leader{`,
+		`changes(autorollbackd_actions_total{kind="rollback",result="applied",dry_run="false"`,
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("no dashboard query with %s", want)
+		}
+	}
+
+	// Every expression: only known metrics, and valid PromQL once Grafana's
+	// variables are replaced, proved by promtool on a file of recording rules.
+	var rules strings.Builder
+	rules.WriteString("groups:\n  - name: dashboard\n    rules:\n")
+	for i, q := range queries {
+		if q.expr == "" {
+			t.Errorf("%s: empty query", q.where)
+			continue
+		}
+		if u := unknownMetrics(q.expr); len(u) != 0 {
+			t.Errorf("%s: metrics the daemon does not export: %v in %s", q.where, u, q.expr)
+		}
+		expr := grafanaVars.Replace(q.expr)
+		if strings.Contains(expr, "$") {
+			t.Errorf("%s: unknown Grafana variable in %s", q.where, q.expr)
+			continue
+		}
+		quoted, _ := json.Marshal(expr)
+		fmt.Fprintf(&rules, "      - record: dashboard:query_%d\n        expr: %s\n", i, quoted)
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.rules.yaml")
+	if err := os.WriteFile(path, []byte(rules.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(t, 2*time.Minute, nil, tool(t, "promtool"), "check", "rules", path)
+	if err != nil || !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", len(queries))) {
+		t.Errorf("promtool check rules on the dashboard's queries: %v\n%s\n%s", err, out, rules.String())
+	}
+}

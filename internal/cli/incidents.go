@@ -1,0 +1,82 @@
+package cli
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kube"
+)
+
+func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
+	var open bool
+	cmd := &cobra.Command{
+		Use:   "incidents [list | show ID]",
+		Short: "List incidents, or show one as a readable timeline",
+		Long: "Read the incident records from the cluster (the namespace of engine.namespace, else the kubeconfig context's)\n" +
+			"and list them, newest first, or print one incident's timeline: alerts, decisions, actions, verification, pages.",
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 0, len(args) == 1 && args[0] == "list", len(args) == 2 && args[0] == "show":
+				return nil
+			}
+			return usageError{fmt.Errorf("want no argument, list, or show ID; got %q", args)}
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd, g.configFile, env)
+			if err != nil {
+				return err
+			}
+			s, err := incidentStore(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			if len(args) == 2 {
+				v, err := s.Get(cmd.Context(), args[1])
+				if err != nil {
+					return fmt.Errorf("show incident %s: %w", args[1], err)
+				}
+				fmt.Fprint(env.Stdout, v.Render())
+				return nil
+			}
+			list, err := s.List(cmd.Context(), open)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tWORKLOAD\tSTATE\tDECISION\tSTARTED\tDURATION")
+			for _, v := range list {
+				end := cmp.Or(v.ResolvedAt, time.Now())
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%s\t%s\n", v.ID, v.Target, v.State, v.Decision.Outcome, v.Decision.Reason,
+					v.StartedAt.UTC().Format(time.RFC3339), end.Sub(v.StartedAt).Round(time.Second))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&open, "open", false, "List only incidents that are not resolved (default false).")
+	return cmd
+}
+
+func incidentStore(ctx context.Context, cfg *config.Config) (*incident.Store, error) {
+	rc, ns, err := kube.RESTConfig(cfg.Kubernetes)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := kube.Ping(pingCtx, cs, rc.Host); err != nil {
+		return nil, err
+	}
+	return &incident.Store{Client: cs, Namespace: cmp.Or(cfg.Engine.Namespace, ns)}, nil
+}

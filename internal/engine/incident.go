@@ -1,0 +1,496 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
+)
+
+// AnnotationAllowScaleBounce on a workload lets the last automatic rung
+// scale it to zero and back (the runbook's "nuclear option"), when
+// engine.allowScaleBounce is also set.
+const AnnotationAllowScaleBounce = "autorollback.io/allow-scale-bounce"
+
+// maxActionRetries bounds the retries of an action that failed for a reason
+// that may pass (a conflict that did not clear, a controller still settling,
+// a network error).
+const maxActionRetries = 5
+
+func transient(reason string) bool {
+	return reason == "error" || reason == "conflict" || reason == "settling"
+}
+
+// openIncident hands a decision to the workload's open incident, or opens
+// one. An alert about a workload that already has an open incident joins it:
+// there is one incident, and so one rollback, per workload and episode. It
+// returns the incident's id.
+func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Workload) (string, error) {
+	now := e.opts.Clock.Now()
+	d := rec.Decision
+	for {
+		open, err := e.opts.Incidents.OpenFor(ctx, rec.Target)
+		if err != nil {
+			return "", err
+		}
+		if open != nil {
+			if !open.HasAlert(rec.Key) {
+				open.Alerts = append(open.Alerts, alertOf(rec))
+				open.Log(now, "alert %s joined: %s (%s)", rec.Alert.Labels["alertname"], d.Outcome, d.Reason)
+				if err := e.opts.Incidents.Update(ctx, open); apierrors.IsConflict(errors.Unwrap(err)) {
+					continue
+				} else if err != nil {
+					return "", err
+				}
+			}
+			return open.ID, nil
+		}
+		inc := e.newIncident(rec, w, now)
+		if _, err := e.opts.Incidents.Create(ctx, inc); errors.Is(err, incident.ErrExists) {
+			continue
+		} else if err != nil {
+			return "", err
+		}
+		e.m.openIncidents.Inc()
+		e.announce(ctx, &incident.Versioned{Incident: inc}, fmt.Sprintf("incident opened: %s", d.Message))
+		e.logger.Info("incident opened", "incident", inc.ID, "namespace", inc.Target.Namespace, "workload", inc.Target.Name,
+			"decision", d.Outcome, "reason", d.Reason)
+		return inc.ID, nil
+	}
+}
+
+func alertOf(rec *Record) incident.Alert {
+	return incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"], StartsAt: rec.Alert.StartsAt}
+}
+
+// newIncident pins the plan of a decision: the suspect revision, the
+// revisions to go back to (newest first, up to MaxRollbackDepth, never
+// wrapping around), a feature flag instead when the workload and alert name
+// one, and whether the scale bounce may follow.
+func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *incident.Incident {
+	d := rec.Decision
+	var revision int64
+	if w != nil {
+		revision = w.Revision
+	}
+	rollout := RolloutID(rec.Target, revision)
+	inc := &incident.Incident{
+		ID:           incident.NewID(rec.Target, revision, rec.Alert.StartsAt),
+		Rollout:      rollout,
+		Target:       rec.Target,
+		StartedAt:    rec.Alert.StartsAt,
+		Decision:     *d,
+		DryRun:       d.DryRun,
+		Alerts:       []incident.Alert{alertOf(rec)},
+		GeneratorURL: rec.Alert.GeneratorURL,
+		State:        incident.StateEscalated,
+	}
+	inc.Log(rec.Alert.StartsAt, "alert %s started firing", rec.Alert.Labels["alertname"])
+	inc.Log(rec.ReceivedAt, "webhook received the alert")
+	inc.Log(now, "decision: %s (%s): %s", d.Outcome, d.Reason, d.Message)
+	if d.Outcome != policy.OutcomeRollback || w == nil {
+		return inc
+	}
+	inc.State = incident.StateActing
+	inc.From = w.Revision
+	inc.Targets = w.Older[:min(len(w.Older), e.opts.MaxRollbackDepth)]
+	inc.ScaleBounce = e.opts.AllowScaleBounce && w.Annotations[AnnotationAllowScaleBounce] == "true"
+	if cm, flag := w.Annotations[AnnotationFeatureFlagConfigMap], rec.Alert.Labels[LabelFeatureFlag]; cm != "" && flag != "" {
+		inc.FeatureFlag = &actuator.FlagChange{ConfigMap: cm, Key: flag, Value: FeatureFlagOff}
+	}
+	return inc
+}
+
+// alertResolved marks a resolved alert on its incident and wakes the
+// incident; resolution feeds verification and never acts by itself.
+func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time) error {
+	rec, _, err := e.store.get(ctx, recordName(key))
+	if apierrors.IsNotFound(errors.Unwrap(err)) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if rec.Incident == "" {
+		return nil
+	}
+	for {
+		inc, err := e.opts.Incidents.Get(ctx, rec.Incident)
+		if errors.Is(err, incident.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		changed := false
+		for i := range inc.Alerts {
+			if inc.Alerts[i].Key == key && inc.Alerts[i].ResolvedAt.IsZero() {
+				inc.Alerts[i].ResolvedAt = endsAt
+				inc.Log(e.opts.Clock.Now(), "alert %s resolved", inc.Alerts[i].Name)
+				changed = true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		err = e.opts.Incidents.Update(ctx, inc)
+		if apierrors.IsConflict(errors.Unwrap(err)) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		e.incidents.Add(inc.ID)
+		return nil
+	}
+}
+
+func (e *Engine) processNextIncident(ctx context.Context) bool {
+	id, shutdown := e.incidents.Get()
+	if shutdown {
+		return false
+	}
+	defer e.incidents.Done(id)
+	next, err := e.work(ctx, id)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		e.logger.Error("work on incident", "incident", id, "err", err)
+		e.incidents.AddRateLimited(id)
+	case err == nil:
+		e.incidents.Forget(id)
+		if !next.IsZero() {
+			e.incidents.AddAfter(id, next.Sub(e.opts.Clock.Now()))
+		}
+	}
+	return true
+}
+
+// work moves an incident forward as far as it can now, writing each step
+// before taking the next, and returns when it wants to be looked at again
+// (zero: only when something happens). The people ladder runs beside the
+// automatic rungs, on the clock of the incident's start, until it resolves.
+func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
+	inc, err := e.opts.Incidents.Get(ctx, id)
+	if errors.Is(err, incident.ErrNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	for inc.Open() {
+		if err := e.pageDue(ctx, inc); err != nil {
+			return time.Time{}, err
+		}
+		progressed, err := e.step(ctx, inc)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if !progressed {
+			break
+		}
+	}
+	if !inc.Open() {
+		return time.Time{}, nil
+	}
+	next, ok := e.opts.Escalator.Ladder().Next(inc.StartedAt, inc.PagedLevels())
+	if !ok {
+		return time.Time{}, nil
+	}
+	return next, nil
+}
+
+// step takes the incident's next automatic step and reports whether it
+// took one.
+func (e *Engine) step(ctx context.Context, inc *incident.Versioned) (bool, error) {
+	switch inc.State {
+	case incident.StateActing:
+		return true, e.act(ctx, inc)
+	case incident.StateVerifying:
+		return true, e.verify(ctx, inc)
+	case incident.StateEscalated:
+		if inc.AllAlertsResolved() {
+			return true, e.resolve(ctx, inc, "every alert resolved")
+		}
+		// The policy escalated instead of acting: tell people now, not
+		// when the clock would have.
+		if inc.Decision.Outcome == policy.OutcomeEscalate && len(inc.Pages) == 0 {
+			e.escalateNow(ctx, inc, fmt.Sprintf("no automatic rollback: %s", inc.Decision.Message))
+			return len(inc.Pages) > 0, nil
+		}
+	}
+	return false, nil
+}
+
+// save writes the incident; the caller's in-memory copy stays current.
+func (e *Engine) save(ctx context.Context, inc *incident.Versioned) error {
+	// A step is done once it is carried out; recording it must not be lost
+	// to a cancelled context, or a restart would redo it (as a no-op, but
+	// with a second announcement).
+	writeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return e.opts.Incidents.Update(writeCtx, inc)
+}
+
+// rungs is the number of automatic rungs of an incident: one per target
+// revision (or the feature flag), then the scale bounce when allowed.
+func rungs(inc *incident.Incident) int {
+	n := len(inc.Targets)
+	if inc.FeatureFlag != nil {
+		n = 1
+	}
+	if inc.ScaleBounce {
+		n++
+	}
+	return n
+}
+
+// act carries out the current rung.
+func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
+	now := e.opts.Clock.Now()
+	if inc.Rung >= rungs(inc.Incident) {
+		inc.State = incident.StateEscalated
+		inc.Log(now, "no automatic rung left: people take over on the runbook's clock")
+		e.escalateNow(ctx, inc, "no automatic rollback rung left")
+		return e.save(ctx, inc)
+	}
+	d := inc.Decision
+	req := actuator.Request{
+		Target:      inc.Target,
+		Incident:    inc.Rollout,
+		Fingerprint: inc.Alerts[0].Fingerprint,
+		Why:         fmt.Sprintf("alert %s, rule %s (%s)", inc.Alerts[0].Name, d.Rule, d.Criterion),
+		DryRun:      inc.DryRun,
+	}
+	var (
+		kind actuator.Kind
+		res  actuator.Result
+		err  error
+	)
+	switch {
+	case inc.FeatureFlag != nil && inc.Rung == 0:
+		kind = actuator.KindFeatureFlag
+		res, err = e.opts.Actor.RollbackFeatureFlag(ctx, req, *inc.FeatureFlag)
+	case inc.Rung < len(inc.Targets) && inc.FeatureFlag == nil:
+		kind = actuator.KindRollback
+		var from int64
+		if from, err = e.fromForRung(ctx, inc); err == nil {
+			res, err = e.opts.Actor.Rollback(ctx, req, from, inc.Targets[inc.Rung])
+		}
+	default:
+		kind = actuator.KindScaleBounce
+		res, err = e.opts.Actor.ScaleBounce(ctx, req)
+	}
+	now = e.opts.Clock.Now()
+	rec := incident.Action{At: now, Rung: inc.Rung, Kind: kind}
+	if err != nil {
+		reason := actuator.FailureReason(err)
+		if transient(reason) && e.incidents.NumRequeues(inc.ID) < maxActionRetries && ctx.Err() == nil {
+			return err
+		}
+		rec.Error, rec.Reason = err.Error(), reason
+		inc.Actions = append(inc.Actions, rec)
+		inc.State = incident.StateEscalated
+		inc.Log(now, "%s failed (%s): %v; escalating", kind, reason, err)
+		if err := e.save(ctx, inc); err != nil {
+			return err
+		}
+		e.escalateNow(ctx, inc, fmt.Sprintf("%s failed: %s", kind, reason))
+		return nil
+	}
+	rec.Result = &res
+	inc.Actions = append(inc.Actions, rec)
+	inc.Log(now, "%s", res.Message)
+	switch res.Outcome {
+	case actuator.OutcomeDryRun:
+		inc.State = incident.StateEscalated
+		inc.Log(now, "dry run: nothing changed; people take over")
+	default:
+		if res.Outcome == actuator.OutcomeApplied && inc.Rung == 0 {
+			e.m.alertToAction.Observe(now.Sub(inc.Alerts[0].StartsAt).Seconds())
+		}
+		inc.State = incident.StateVerifying
+	}
+	if err := e.save(ctx, inc); err != nil {
+		return err
+	}
+	e.announce(ctx, inc, res.Message)
+	if inc.State == incident.StateEscalated {
+		e.escalateNow(ctx, inc, "dry run: nothing was rolled back")
+	}
+	return nil
+}
+
+// fromForRung returns the revision the current rung rolls back from: the
+// suspect revision for the first, and for later ones the revision the
+// previous rung produced, provided nothing but that rung changed the
+// workload since.
+func (e *Engine) fromForRung(ctx context.Context, inc *incident.Versioned) (int64, error) {
+	if inc.Rung == 0 {
+		return inc.From, nil
+	}
+	w, err := e.opts.Live.Facts(ctx, inc.Target)
+	if err != nil {
+		return 0, err
+	}
+	if w == nil {
+		return 0, fmt.Errorf("read %s: %w", inc.Target, apierrors.NewNotFound(appsResource(inc.Target.Kind), inc.Target.Name))
+	}
+	prev := inc.Targets[inc.Rung-1]
+	if w.Annotations[actuator.AnnotationIncident] != inc.Rollout || w.Annotations[actuator.AnnotationRolledBackTo] != fmt.Sprint(prev) {
+		return 0, fmt.Errorf("%w: the last change to %s is not this incident's rollback to revision %d", actuator.ErrChanged, inc.Target, prev)
+	}
+	return w.Revision, nil
+}
+
+// verify checks the workload after an action, with the alert's resolution
+// as one more, never decisive, signal.
+func (e *Engine) verify(ctx context.Context, inc *incident.Versioned) error {
+	results := e.opts.Verifier.Verify(ctx, inc.Target)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	now := e.opts.Clock.Now()
+	resolved := verify.Result{Check: "alert_resolved", Kind: "alert_resolved", Status: verify.StatusInconclusive, At: now,
+		Message: "Alertmanager has not reported every alert resolved (it may never: this check alone never decides)"}
+	if inc.AllAlertsResolved() {
+		resolved.Status, resolved.Message = verify.StatusPass, "Alertmanager reported every alert resolved"
+	}
+	results = append(results, resolved)
+	overall := verify.Overall(results)
+	inc.Verifications = append(inc.Verifications, incident.Verification{At: now, Rung: inc.Rung, Overall: overall, Results: results})
+	var failed []string
+	for _, r := range results {
+		if r.Status != verify.StatusPass {
+			failed = append(failed, r.Check+": "+r.Message)
+		}
+	}
+	inc.Log(now, "verification of rung %d: %s %s", inc.Rung, overall, strings.Join(failed, "; "))
+	if overall == verify.StatusPass {
+		return e.resolve(ctx, inc, "verified recovered")
+	}
+	inc.Rung++
+	inc.State = incident.StateActing
+	if err := e.save(ctx, inc); err != nil {
+		return err
+	}
+	e.announce(ctx, inc, fmt.Sprintf("verification %s: %s", overall, strings.Join(failed, "; ")))
+	return nil
+}
+
+// resolve closes the incident, stops the clock and resolves open pages.
+func (e *Engine) resolve(ctx context.Context, inc *incident.Versioned, why string) error {
+	now := e.opts.Clock.Now()
+	inc.State, inc.ResolvedAt = incident.StateResolved, now
+	inc.Log(now, "resolved: %s", why)
+	if err := e.save(ctx, inc); err != nil {
+		return err
+	}
+	e.m.openIncidents.Dec()
+	for _, a := range inc.Actions {
+		if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied {
+			e.m.actionToRecovery.Observe(now.Sub(a.At).Seconds())
+			break
+		}
+	}
+	var levels []string
+	for level := range inc.PagedLevels() {
+		levels = append(levels, level)
+	}
+	if err := e.opts.Escalator.Resolve(ctx, e.escalateIncident(inc), levels); err != nil {
+		e.logger.Warn("resolve pages", "incident", inc.ID, "err", err)
+	}
+	e.announce(ctx, inc, fmt.Sprintf("resolved after %s: %s", now.Sub(inc.StartedAt).Round(time.Second), why))
+	e.logger.Info("incident resolved", "incident", inc.ID, "why", why)
+	return nil
+}
+
+// pageDue sends the ladder's pages whose time has come.
+func (e *Engine) pageDue(ctx context.Context, inc *incident.Versioned) error {
+	for _, step := range e.opts.Escalator.Ladder().Due(inc.StartedAt, e.opts.Clock.Now(), inc.PagedLevels()) {
+		if err := e.page(ctx, inc, step, fmt.Sprintf("still open after %s", step.After.Duration)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// escalateNow pages the ladder's first level at once, when the automatic
+// part is over (or was never allowed) and its time has not come yet.
+func (e *Engine) escalateNow(ctx context.Context, inc *incident.Versioned, why string) {
+	ladder := e.opts.Escalator.Ladder()
+	if len(ladder) == 0 || inc.PagedLevels()[ladder[0].Level] {
+		return
+	}
+	if err := e.page(ctx, inc, ladder[0], why); err != nil {
+		e.logger.Error("page", "incident", inc.ID, "level", ladder[0].Level, "err", err)
+	}
+}
+
+func (e *Engine) page(ctx context.Context, inc *incident.Versioned, step escalate.Step, why string) error {
+	now := e.opts.Clock.Now()
+	m := e.message(inc, escalate.Page, fmt.Sprintf("%s: %s", inc.Target, why))
+	m.Level = step.Level
+	p := incident.Page{At: now, Level: step.Level}
+	if err := e.opts.Escalator.Page(ctx, step, m); err != nil {
+		p.Error = err.Error()
+		inc.Log(now, "page %s failed: %v", step.Level, err)
+	} else {
+		inc.Log(now, "paged %s: %s", step.Level, why)
+	}
+	inc.Pages = append(inc.Pages, p)
+	return e.save(ctx, inc)
+}
+
+func (e *Engine) announce(ctx context.Context, inc *incident.Versioned, summary string) {
+	if err := e.opts.Escalator.Announce(ctx, e.message(inc, escalate.Announce, fmt.Sprintf("%s: %s", inc.Target, summary))); err != nil {
+		e.logger.Warn("announce", "incident", inc.ID, "err", err)
+	}
+}
+
+func (e *Engine) escalateIncident(inc *incident.Versioned) escalate.Incident {
+	return escalate.Incident{
+		ID: inc.ID, Target: inc.Target, StartedAt: inc.StartedAt,
+		Alertname: inc.Alerts[0].Name, Rule: inc.Decision.Rule, Criterion: inc.Decision.Criterion,
+		GeneratorURL: inc.GeneratorURL,
+	}
+}
+
+// message builds a notification with the why, the revisions and the latest
+// verification.
+func (e *Engine) message(inc *incident.Versioned, kind escalate.MessageKind, summary string) escalate.Message {
+	d := inc.Decision
+	details := []string{
+		fmt.Sprintf("decision: %s (%s), rule %s (%s): %s", d.Outcome, d.Reason, d.Rule, d.Criterion, d.Message),
+	}
+	for _, a := range inc.Actions {
+		switch {
+		case a.Result != nil && a.Result.From != 0:
+			details = append(details, fmt.Sprintf("action %d: %s, revision %d to %d: %s", a.Rung, a.Kind, a.Result.From, a.Result.To, a.Result.Outcome))
+		case a.Result != nil:
+			details = append(details, fmt.Sprintf("action %d: %s: %s", a.Rung, a.Kind, a.Result.Outcome))
+		default:
+			details = append(details, fmt.Sprintf("action %d: %s failed (%s)", a.Rung, a.Kind, a.Reason))
+		}
+	}
+	if n := len(inc.Verifications); n > 0 {
+		v := inc.Verifications[n-1]
+		for _, r := range v.Results {
+			details = append(details, fmt.Sprintf("verification %s: %s: %s", r.Check, r.Status, r.Message))
+		}
+	}
+	return escalate.Message{Kind: kind, Incident: e.escalateIncident(inc), Summary: summary, Details: details}
+}
+
+func appsResource(kind policy.Kind) schema.GroupResource {
+	return schema.GroupResource{Group: "apps", Resource: strings.ToLower(string(kind)) + "s"}
+}

@@ -1,0 +1,123 @@
+package escalate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+)
+
+// Reasons of the Kubernetes Events the events notifier emits on the
+// workload.
+const (
+	ReasonEscalated = "AutoRollbackEscalated" // Warning: a page went out
+	ReasonAnnounced = "AutoRollbackAnnounced" // Normal: an announcement
+	ReasonResolved  = "AutoRollbackResolved"  // Normal: a page was resolved
+)
+
+// Annotations on those Events, so that tools can find an incident's Events.
+const (
+	EventAnnotationIncident = "autorollback.io/incident"
+	EventAnnotationLevel    = "autorollback.io/level"
+)
+
+// The API server accepts Event messages of up to 1024 bytes (events.k8s.io
+// note length); keep under it.
+const eventMaxMessage = 1024
+
+// eventsNotifier records a Kubernetes Event on the workload, so the story
+// shows in `kubectl describe` and `kubectl events`. The recorder sends
+// asynchronously: a recorded Event counts as delivered.
+type eventsNotifier struct {
+	rec    record.EventRecorder
+	client kubernetes.Interface // optional: looks up the UID
+	log    *slog.Logger
+}
+
+func newEvents(key string, _ NotifierConfig, env buildEnv) (sender, []string, error) {
+	if env.events == nil {
+		return nil, nil, keyErr(key+".type", "type events needs an event recorder, and the daemon has none")
+	}
+	return &eventsNotifier{rec: env.events, client: env.client, log: env.logger}, nil, nil
+}
+
+func (e *eventsNotifier) send(ctx context.Context, m Message) error {
+	t := m.Incident.Target
+	if t.IsZero() {
+		return errors.New("the message names no workload to record an Event on")
+	}
+	ref := &corev1.ObjectReference{
+		Kind: string(t.Kind), Namespace: t.Namespace, Name: t.Name, APIVersion: "apps/v1",
+		UID: e.uid(ctx, t),
+	}
+	eventType, reason := corev1.EventTypeNormal, ReasonAnnounced
+	switch m.Kind {
+	case Page:
+		eventType, reason = corev1.EventTypeWarning, ReasonEscalated
+	case Resolve:
+		reason = ReasonResolved
+	}
+	ann := map[string]string{EventAnnotationIncident: m.Incident.ID}
+	if m.Level != "" {
+		ann[EventAnnotationLevel] = m.Level
+	}
+	e.rec.AnnotatedEventf(ref, ann, eventType, reason, "%s", eventMessage(m))
+	return nil
+}
+
+// uid looks the workload's UID up, because `kubectl describe` lists only
+// Events whose involvedObject carries the UID. Without a client, or when the
+// lookup fails, the Event is still recorded, without the UID: `kubectl
+// events` and `kubectl get events` still show it.
+func (e *eventsNotifier) uid(ctx context.Context, t policy.Ref) types.UID {
+	if e.client == nil {
+		return ""
+	}
+	var (
+		obj metav1.Object
+		err error
+	)
+	apps := e.client.AppsV1()
+	switch t.Kind {
+	case policy.KindDeployment:
+		obj, err = apps.Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	case policy.KindStatefulSet:
+		obj, err = apps.StatefulSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	case policy.KindDaemonSet:
+		obj, err = apps.DaemonSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
+	default:
+		return ""
+	}
+	if err != nil {
+		e.log.Debug("cannot look up the workload for its Event; recording without UID",
+			"namespace", t.Namespace, "workload", t.Name, "err", err)
+		return ""
+	}
+	return obj.GetUID()
+}
+
+// eventMessage is one line: the level of a page, the summary, the details
+// and the links, cut to what the API server accepts.
+func eventMessage(m Message) string {
+	var b strings.Builder
+	if m.Kind == Page {
+		fmt.Fprintf(&b, "Escalated to %s: ", m.Level)
+	}
+	b.WriteString(m.Summary)
+	if len(m.Details) > 0 {
+		b.WriteString(" | " + strings.Join(m.Details, "; "))
+	}
+	for _, l := range m.links() {
+		b.WriteString(" | " + l.text + ": " + l.href)
+	}
+	return truncate(b.String(), eventMaxMessage)
+}

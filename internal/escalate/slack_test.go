@@ -1,0 +1,230 @@
+package escalate_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+)
+
+// slackPath is the secret part of an incoming webhook URL.
+const slackPath = "/services/T0001/B0001/s3cr3tT0k3nXYZ"
+
+// slackConfig sends the war room page and announcements to Slack at url.
+func slackConfig(t *testing.T, url string, retries *int) escalate.Config {
+	t.Helper()
+	cfg := escalate.DefaultConfig()
+	cfg.DashboardURL = dashboard
+	cfg.Notifiers = []escalate.NotifierConfig{{
+		Name: "slack-warroom", Type: "slack", Retries: retries,
+		Slack: &escalate.SlackConfig{WebhookURLFile: secretFile(t, url), Channel: "#event-service-alerts"},
+	}}
+	cfg.Ladder[2].Notifiers = []string{"slack-warroom"}
+	cfg.Announce = []string{"slack-warroom"}
+	return cfg
+}
+
+var slackOK = reply{status: 200, body: "ok"}
+
+func TestSlackPageExactBody(t *testing.T) {
+	srv := newFakeServer(t, slackOK)
+	h := newHarness(t, slackConfig(t, srv.URL+slackPath, nil))
+	if err := h.Page(context.Background(), h.Ladder()[2], pageMessage()); err != nil {
+		t.Fatalf("Page: %v", err)
+	}
+	got := srv.got()
+	if len(got) != 1 {
+		t.Fatalf("got %d requests, want 1", len(got))
+	}
+	if got[0].method != http.MethodPost || got[0].path != slackPath {
+		t.Errorf("request %s %s, want POST %s", got[0].method, got[0].path, slackPath)
+	}
+	if ct := got[0].header.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type %q, want application/json", ct)
+	}
+	assertJSON(t, got[0].body, `{
+	  "channel": "#event-service-alerts",
+	  "text": "Escalation to war_room: Deployment production/event-service: Deployment production/event-service still failing 5m after rollback",
+	  "blocks": [
+	    {"type": "section", "text": {"type": "mrkdwn", "text": ":rotating_light: *Escalation to war_room: Deployment production/event-service*\nDeployment production/event-service still failing 5m after rollback"}},
+	    {"type": "section", "fields": [
+	      {"type": "mrkdwn", "text": "*Target*\nDeployment production/event-service"},
+	      {"type": "mrkdwn", "text": "*Alert*\nEventServiceHighErrorRate"},
+	      {"type": "mrkdwn", "text": "*Rule*\nservice-down (service_down)"},
+	      {"type": "mrkdwn", "text": "*Level*\nwar_room"},
+	      {"type": "mrkdwn", "text": "*Started*\n2026-03-14T09:26:00Z"},
+	      {"type": "mrkdwn", "text": "*Incident*\ninc-7f3a"}
+	    ]},
+	    {"type": "section", "text": {"type": "mrkdwn", "text": "• alert EventServiceHighErrorRate matched rule service-down (service_down)\n• rolled back from revision 7 to revision 6\n• verification: error rate 12% &gt; 1%"}},
+	    {"type": "context", "elements": [
+	      {"type": "mrkdwn", "text": "<http://prometheus.example/graph?g0.expr=rate%28x%29|Alert source> · <https://grafana.example/d/event-service|Dashboard>"}
+	    ]}
+	  ],
+	  "replace_original": false,
+	  "delete_original": false
+	}`)
+}
+
+func TestSlackAnnounceAndResolve(t *testing.T) {
+	srv := newFakeServer(t, slackOK)
+	cfg := slackConfig(t, srv.URL+slackPath, nil)
+	cfg.Notifiers[0].Slack.Channel = "" // the webhook's own channel
+	cfg.DashboardURL = ""
+	h := newHarness(t, cfg)
+	in := incident()
+	in.GeneratorURL = ""
+	if err := h.Announce(context.Background(), escalate.Message{Incident: in, Summary: "Rolled back Deployment production/event-service from revision 7 to 6"}); err != nil {
+		t.Fatalf("Announce: %v", err)
+	}
+	if err := h.Resolve(context.Background(), in, []string{"war_room"}); err != nil {
+		t.Fatalf("Resolve: %v", err)
+	}
+	got := srv.got()
+	if len(got) != 2 {
+		t.Fatalf("got %d requests, want 2", len(got))
+	}
+	facts := func(level string) string {
+		f := `{"type": "mrkdwn", "text": "*Target*\nDeployment production/event-service"},
+		      {"type": "mrkdwn", "text": "*Alert*\nEventServiceHighErrorRate"},
+		      {"type": "mrkdwn", "text": "*Rule*\nservice-down (service_down)"},`
+		if level != "" {
+			f += `{"type": "mrkdwn", "text": "*Level*\n` + level + `"},`
+		}
+		return f + `{"type": "mrkdwn", "text": "*Started*\n2026-03-14T09:26:00Z"},
+		      {"type": "mrkdwn", "text": "*Incident*\ninc-7f3a"}`
+	}
+	assertJSON(t, got[0].body, `{
+	  "text": "autorollbackd: Deployment production/event-service: Rolled back Deployment production/event-service from revision 7 to 6",
+	  "blocks": [
+	    {"type": "section", "text": {"type": "mrkdwn", "text": ":information_source: *autorollbackd: Deployment production/event-service*\nRolled back Deployment production/event-service from revision 7 to 6"}},
+	    {"type": "section", "fields": [`+facts("")+`]}
+	  ],
+	  "replace_original": false,
+	  "delete_original": false
+	}`)
+	assertJSON(t, got[1].body, `{
+	  "text": "Resolved (war_room): Deployment production/event-service: Resolved: EventServiceHighErrorRate on Deployment production/event-service",
+	  "blocks": [
+	    {"type": "section", "text": {"type": "mrkdwn", "text": ":white_check_mark: *Resolved (war_room): Deployment production/event-service*\nResolved: EventServiceHighErrorRate on Deployment production/event-service"}},
+	    {"type": "section", "fields": [`+facts("war_room")+`]},
+	    {"type": "section", "text": {"type": "mrkdwn", "text": "• The war_room page is closed: the incident is over."}}
+	  ],
+	  "replace_original": false,
+	  "delete_original": false
+	}`)
+}
+
+func TestSlackErrorStatusRetriedThenSucceeds(t *testing.T) {
+	srv := newFakeServer(t, slackOK, reply{status: 500, body: "internal_error"})
+	h := newHarness(t, slackConfig(t, srv.URL+slackPath, nil))
+	if err := h.Page(context.Background(), h.Ladder()[2], pageMessage()); err != nil {
+		t.Fatalf("Page: %v", err)
+	}
+	got := srv.got()
+	if len(got) != 2 || string(got[0].body) != string(got[1].body) {
+		t.Fatalf("got %d requests, want the same body twice", len(got))
+	}
+	if w := h.waits.get(); !slices.Equal(w, []time.Duration{time.Second}) {
+		t.Errorf("waits %v, want [1s]", w)
+	}
+	if v := sample(t, h.reg, "autorollbackd_notifications_total", map[string]string{"notifier": "slack-warroom", "kind": "page", "result": "success"}); v != 1 {
+		t.Errorf("success count %v, want 1", v)
+	}
+}
+
+func TestSlackFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replies  []reply
+		retries  int
+		wantErr  string
+		wantReqs int
+		wantWait []time.Duration
+	}{
+		{
+			name:    "error status retried then failure",
+			replies: []reply{{status: 500, body: "internal_error"}}, retries: 2,
+			wantErr:  `page war_room for incident inc-7f3a: notifier "slack-warroom" (slack): HTTP 500 Internal Server Error: internal_error (gave up after 3 attempts)`,
+			wantReqs: 3, wantWait: []time.Duration{time.Second, 2 * time.Second},
+		},
+		{
+			name:    "rate limited with Retry-After",
+			replies: []reply{{status: 429, header: map[string]string{"Retry-After": "3"}, body: "rate_limited"}}, retries: 1,
+			wantErr:  `page war_room for incident inc-7f3a: notifier "slack-warroom" (slack): HTTP 429 Too Many Requests: rate_limited (gave up after 2 attempts)`,
+			wantReqs: 2, wantWait: []time.Duration{3 * time.Second},
+		},
+		{
+			name:    "unknown webhook not retried",
+			replies: []reply{{status: 404, body: "no_service"}}, retries: 3,
+			wantErr:  `page war_room for incident inc-7f3a: notifier "slack-warroom" (slack): HTTP 404 Not Found: no_service (not retried)`,
+			wantReqs: 1,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newFakeServer(t, tc.replies[len(tc.replies)-1], tc.replies...)
+			h := newHarness(t, slackConfig(t, srv.URL+slackPath, intp(tc.retries)))
+			err := h.Page(context.Background(), h.Ladder()[2], pageMessage())
+			if err == nil || err.Error() != tc.wantErr {
+				t.Fatalf("Page error\ngot:  %v\nwant: %s", err, tc.wantErr)
+			}
+			if n := len(srv.got()); n != tc.wantReqs {
+				t.Errorf("got %d requests, want %d", n, tc.wantReqs)
+			}
+			if w := h.waits.get(); !slices.Equal(w, tc.wantWait) {
+				t.Errorf("waits %v, want %v", w, tc.wantWait)
+			}
+			if v := sample(t, h.reg, "autorollbackd_notifications_total", map[string]string{"notifier": "slack-warroom", "kind": "page", "result": "failure"}); v != 1 {
+				t.Errorf("failure count %v, want 1", v)
+			}
+			if v := sample(t, h.reg, "autorollbackd_escalations_total", map[string]string{"level": "war_room", "result": "failure"}); v != 1 {
+				t.Errorf("escalation failure count %v, want 1", v)
+			}
+			mustNotContain(t, "error", err.Error(), srv.URL+slackPath, slackPath, "s3cr3tT0k3nXYZ")
+			mustNotContain(t, "logs", h.logs.String(), slackPath, "s3cr3tT0k3nXYZ")
+		})
+	}
+}
+
+// TestSlackURLNeverInErrors: net/http quotes the request URL in its
+// errors; for Slack the URL is the secret.
+func TestSlackURLNeverInErrors(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	dead := srv.URL + slackPath
+	srv.Close() // connection refused from now on
+
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done() // never answers; the attempt times out
+	}))
+	t.Cleanup(hung.Close)
+
+	for _, tc := range []struct {
+		name, url, want string
+	}{
+		{"connection refused", dead, `notifier "slack-warroom" (slack): request failed: dial tcp `},
+		{"attempt timeout", hung.URL + slackPath, `notifier "slack-warroom" (slack): attempt timed out after 50ms (gave up after 2 attempts)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := tc.url
+			cfg := slackConfig(t, url, intp(1))
+			cfg.Notifiers[0].Timeout = d(50 * time.Millisecond)
+			h := newHarness(t, cfg)
+			err := h.Page(context.Background(), h.Ladder()[2], pageMessage())
+			if err == nil {
+				t.Fatal("Page succeeded against a dead URL")
+			}
+			if !strings.Contains(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), "(gave up after 2 attempts)") {
+				t.Errorf("error %q does not say what failed (want %q)", err, tc.want)
+			}
+			mustNotContain(t, "error", err.Error(), url, slackPath, "s3cr3tT0k3nXYZ")
+			mustNotContain(t, "logs", h.logs.String(), url, slackPath, "s3cr3tT0k3nXYZ")
+			if !strings.Contains(h.logs.String(), "notification attempt failed; retrying") {
+				t.Errorf("the failed attempt was not logged:\n%s", h.logs)
+			}
+		})
+	}
+}

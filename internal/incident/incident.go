@@ -1,0 +1,196 @@
+// Package incident keeps the record of each incident: one workload's episode
+// of trouble, from its first alert through decisions, actions, verification
+// and pages to its resolution. Records live in the cluster, one ConfigMap
+// each, so they survive a restart or a failover to another replica, which
+// resumes open incidents where they stood.
+package incident
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
+)
+
+// State is where an incident stands.
+type State string
+
+// The states of an incident.
+const (
+	// StateActing: a rollback rung is due (the first, N-2, or the scale
+	// bounce).
+	StateActing State = "acting"
+	// StateVerifying: an action was applied; its verification is due.
+	StateVerifying State = "verifying"
+	// StateEscalated: nothing automatic is left or allowed; people are paged
+	// on the runbook's clock until the alerts resolve.
+	StateEscalated State = "escalated"
+	// StateResolved: verified recovered, or every alert resolved.
+	StateResolved State = "resolved"
+)
+
+// Incident is the record of one incident.
+type Incident struct {
+	ID string `json:"id"`
+	// Rollout identifies the bad rollout (workload and suspect revision);
+	// the actuator records it on the workload.
+	Rollout   string     `json:"rollout"`
+	Target    policy.Ref `json:"target"`
+	State     State      `json:"state"`
+	StartedAt time.Time  `json:"startedAt"` // the first alert's startsAt: the runbook's clock starts here
+	// Decision is the decision that opened the incident.
+	Decision policy.Decision `json:"decision"`
+	// Plan: the revision the decision was about and the targets, newest
+	// first; Rung is the index of the target being tried. After the targets
+	// comes the scale bounce, when allowed.
+	From        int64                `json:"from,omitempty"`
+	Targets     []int64              `json:"targets,omitempty"`
+	FeatureFlag *actuator.FlagChange `json:"featureFlag,omitempty"`
+	ScaleBounce bool                 `json:"scaleBounce,omitempty"`
+	Rung        int                  `json:"rung"`
+	DryRun      bool                 `json:"dryRun,omitempty"`
+
+	Alerts        []Alert        `json:"alerts"`
+	Actions       []Action       `json:"actions,omitempty"`
+	Verifications []Verification `json:"verifications,omitempty"`
+	Pages         []Page         `json:"pages,omitempty"`
+	Tasks         []Task         `json:"tasks,omitempty"`
+	Timeline      []Entry        `json:"timeline"`
+
+	ResolvedAt time.Time `json:"resolvedAt,omitzero"`
+	// Links for people.
+	GeneratorURL string `json:"generatorURL,omitempty"`
+}
+
+// Alert is an alert that belongs to the incident.
+type Alert struct {
+	Key         string    `json:"key"`
+	Fingerprint string    `json:"fingerprint"`
+	Name        string    `json:"alertname"`
+	StartsAt    time.Time `json:"startsAt"`
+	ResolvedAt  time.Time `json:"resolvedAt,omitzero"`
+}
+
+// Action is one action taken.
+type Action struct {
+	At     time.Time        `json:"at"`
+	Rung   int              `json:"rung"`
+	Kind   actuator.Kind    `json:"kind"`
+	Result *actuator.Result `json:"result,omitempty"`
+	Error  string           `json:"error,omitempty"`
+	Reason string           `json:"reason,omitempty"`
+}
+
+// Verification is the outcome of verifying one action.
+type Verification struct {
+	At      time.Time       `json:"at"`
+	Rung    int             `json:"rung"`
+	Overall verify.Status   `json:"overall"`
+	Results []verify.Result `json:"results"`
+}
+
+// Page is one rung of the people ladder, sent.
+type Page struct {
+	At    time.Time `json:"at"`
+	Level string    `json:"level"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Task is a post-rollback task (a Job) and its outcome.
+type Task struct {
+	Name    string    `json:"name"`
+	Job     string    `json:"job"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Result  string    `json:"result"` // running, succeeded, failed, timed_out
+	Message string    `json:"message,omitempty"`
+}
+
+// Entry is one line of the timeline.
+type Entry struct {
+	At   time.Time `json:"at"`
+	What string    `json:"what"`
+}
+
+// Log appends a line to the timeline.
+func (i *Incident) Log(at time.Time, format string, args ...any) {
+	i.Timeline = append(i.Timeline, Entry{At: at, What: fmt.Sprintf(format, args...)})
+}
+
+// Open reports whether the incident still needs attention.
+func (i *Incident) Open() bool { return i.State != StateResolved }
+
+// PagedLevels returns the ladder levels already paged successfully.
+func (i *Incident) PagedLevels() map[string]bool {
+	sent := map[string]bool{}
+	for _, p := range i.Pages {
+		if p.Error == "" {
+			sent[p.Level] = true
+		}
+	}
+	return sent
+}
+
+// HasAlert reports whether the alert with the given key belongs to the
+// incident.
+func (i *Incident) HasAlert(key string) bool {
+	for _, a := range i.Alerts {
+		if a.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// AllAlertsResolved reports whether every alert of the incident has been
+// resolved by Alertmanager.
+func (i *Incident) AllAlertsResolved() bool {
+	for _, a := range i.Alerts {
+		if a.ResolvedAt.IsZero() {
+			return false
+		}
+	}
+	return len(i.Alerts) > 0
+}
+
+// NewID names a new incident of a workload at a revision, begun at start.
+// The id is safe in a URL path: kind-namespace-name-rREVISION-TIME.
+func NewID(target policy.Ref, revision int64, start time.Time) string {
+	return fmt.Sprintf("%s-%s-%s-r%d-%s", strings.ToLower(string(target.Kind)), target.Namespace, target.Name, revision,
+		strings.ToLower(start.UTC().Format("20060102t150405z")))
+}
+
+// ObjectName is the name of the ConfigMap holding the incident with id.
+func ObjectName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return "autorollbackd-incident-" + hex.EncodeToString(sum[:10])
+}
+
+// Render prints the incident as a readable timeline.
+func (i *Incident) Render() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "incident %s\n", i.ID)
+	fmt.Fprintf(&b, "  workload:  %s\n", i.Target)
+	fmt.Fprintf(&b, "  state:     %s\n", i.State)
+	fmt.Fprintf(&b, "  started:   %s\n", i.StartedAt.UTC().Format(time.RFC3339))
+	if !i.ResolvedAt.IsZero() {
+		fmt.Fprintf(&b, "  resolved:  %s (after %s)\n", i.ResolvedAt.UTC().Format(time.RFC3339), i.ResolvedAt.Sub(i.StartedAt).Round(time.Second))
+	}
+	fmt.Fprintf(&b, "  decision:  %s (%s): %s\n", i.Decision.Outcome, i.Decision.Reason, i.Decision.Message)
+	if i.GeneratorURL != "" {
+		fmt.Fprintf(&b, "  alert:     %s\n", i.GeneratorURL)
+	}
+	b.WriteString("timeline:\n")
+	entries := append([]Entry(nil), i.Timeline...)
+	sort.SliceStable(entries, func(a, c int) bool { return entries[a].At.Before(entries[c].At) })
+	for _, e := range entries {
+		fmt.Fprintf(&b, "  %s  +%-8s %s\n", e.At.UTC().Format("15:04:05"), e.At.Sub(i.StartedAt).Round(time.Second), e.What)
+	}
+	return b.String()
+}

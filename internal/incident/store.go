@@ -1,0 +1,192 @@
+package incident
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+)
+
+const (
+	managedByLabel = "app.kubernetes.io/managed-by"
+	managedBy      = "autorollbackd"
+	kindLabel      = "autorollback.io/record"
+	kindIncident   = "incident"
+	stateLabel     = "autorollback.io/incident-state"
+	targetLabel    = "autorollback.io/target"
+	dataKey        = "incident.json"
+)
+
+// ErrExists is returned by Create when the incident is already recorded.
+var ErrExists = errors.New("incident exists")
+
+// ErrNotFound is returned when no incident has the given id.
+var ErrNotFound = errors.New("no such incident")
+
+// Store keeps incidents as ConfigMaps in one namespace.
+type Store struct {
+	Client    kubernetes.Interface
+	Namespace string
+}
+
+// Versioned is an incident as read, with the version that a later Update
+// must still find.
+type Versioned struct {
+	*Incident
+	resourceVersion string
+}
+
+// targetKey is a label value naming a workload.
+func targetKey(r policy.Ref) string {
+	sum := sha256.Sum256([]byte(r.String()))
+	return hex.EncodeToString(sum[:12])
+}
+
+func (s *Store) encode(inc *Incident, rv string) (*corev1.ConfigMap, error) {
+	data, err := json.Marshal(inc)
+	if err != nil {
+		return nil, fmt.Errorf("encode incident %s: %w", inc.ID, err)
+	}
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: ObjectName(inc.ID), Namespace: s.Namespace, ResourceVersion: rv,
+			Labels: map[string]string{
+				managedByLabel: managedBy, kindLabel: kindIncident,
+				stateLabel: string(inc.State), targetLabel: targetKey(inc.Target),
+			},
+			Annotations: map[string]string{"autorollback.io/incident": inc.ID, "autorollback.io/target": inc.Target.String()},
+		},
+		Data: map[string]string{dataKey: string(data)},
+	}, nil
+}
+
+func decode(cm *corev1.ConfigMap) (*Versioned, error) {
+	var inc Incident
+	if err := json.Unmarshal([]byte(cm.Data[dataKey]), &inc); err != nil {
+		return nil, fmt.Errorf("decode incident %s: %w", cm.Name, err)
+	}
+	return &Versioned{Incident: &inc, resourceVersion: cm.ResourceVersion}, nil
+}
+
+// Create records a new incident; ErrExists when it is already there.
+func (s *Store) Create(ctx context.Context, inc *Incident) (*Versioned, error) {
+	cm, err := s.encode(inc, "")
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.Client.CoreV1().ConfigMaps(s.Namespace).Create(ctx, cm, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		return nil, ErrExists
+	}
+	if err != nil {
+		return nil, fmt.Errorf("record incident %s: %w", inc.ID, err)
+	}
+	return &Versioned{Incident: inc, resourceVersion: out.ResourceVersion}, nil
+}
+
+// Get reads the incident with id.
+func (s *Store) Get(ctx context.Context, id string) (*Versioned, error) {
+	return s.getObject(ctx, ObjectName(id))
+}
+
+func (s *Store) getObject(ctx context.Context, name string) (*Versioned, error) {
+	cm, err := s.Client.CoreV1().ConfigMaps(s.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read incident %s: %w", name, err)
+	}
+	return decode(cm)
+}
+
+// Update writes v back. It fails with a Conflict API error when the
+// incident changed since v was read: the caller reads it again.
+func (s *Store) Update(ctx context.Context, v *Versioned) error {
+	cm, err := s.encode(v.Incident, v.resourceVersion)
+	if err != nil {
+		return err
+	}
+	out, err := s.Client.CoreV1().ConfigMaps(s.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+	if err != nil {
+		return fmt.Errorf("update incident %s: %w", v.ID, err)
+	}
+	v.resourceVersion = out.ResourceVersion
+	return nil
+}
+
+// List returns incidents, newest first; open limits them to open ones.
+func (s *Store) List(ctx context.Context, open bool) ([]*Versioned, error) {
+	return s.list(ctx, open, nil)
+}
+
+// OpenFor returns the open incident of a workload, or nil.
+func (s *Store) OpenFor(ctx context.Context, target policy.Ref) (*Versioned, error) {
+	list, err := s.list(ctx, true, map[string]string{targetLabel: targetKey(target)})
+	if err != nil || len(list) == 0 {
+		return nil, err
+	}
+	return list[0], nil
+}
+
+func (s *Store) list(ctx context.Context, open bool, match map[string]string) ([]*Versioned, error) {
+	sel := labels.Set{managedByLabel: managedBy, kindLabel: kindIncident}
+	for k, v := range match {
+		sel[k] = v
+	}
+	selector := labels.SelectorFromSet(sel)
+	if open {
+		req, err := labels.NewRequirement(stateLabel, "!=", []string{string(StateResolved)})
+		if err != nil {
+			return nil, fmt.Errorf("select open incidents: %w", err)
+		}
+		selector = selector.Add(*req)
+	}
+	cms, err := s.Client.CoreV1().ConfigMaps(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+	if err != nil {
+		return nil, fmt.Errorf("list incidents: %w", err)
+	}
+	out := make([]*Versioned, 0, len(cms.Items))
+	for i := range cms.Items {
+		v, err := decode(&cms.Items[i])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].StartedAt.After(out[b].StartedAt) })
+	return out, nil
+}
+
+// DeleteResolvedBefore deletes incidents resolved before the given time and
+// returns how many it deleted.
+func (s *Store) DeleteResolvedBefore(ctx context.Context, before time.Time) (int, error) {
+	list, err := s.list(ctx, false, map[string]string{stateLabel: string(StateResolved)})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, v := range list {
+		if v.ResolvedAt.IsZero() || !v.ResolvedAt.Before(before) {
+			continue
+		}
+		err := s.Client.CoreV1().ConfigMaps(s.Namespace).Delete(ctx, ObjectName(v.ID), metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return n, fmt.Errorf("delete incident %s: %w", v.ID, err)
+		}
+		n++
+	}
+	return n, nil
+}

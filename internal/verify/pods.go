@@ -1,0 +1,333 @@
+package verify
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+)
+
+// Labels and annotations the workload controllers set.
+const (
+	podTemplateHashLabel = appsv1.DefaultDeploymentUniqueLabelKey // "pod-template-hash", on ReplicaSets and their pods
+	revisionHashLabel    = appsv1.ControllerRevisionHashLabelKey  // "controller-revision-hash", on StatefulSet and DaemonSet pods
+	revisionAnnotation   = "deployment.kubernetes.io/revision"    // on Deployments and ReplicaSets
+	maxPodsNamed         = 5                                      // not-ready pods named in a message
+)
+
+// podSet is what the pods check needs to know about a workload: which pods
+// make up its current revision and how many of them it wants.
+type podSet struct {
+	kind     string          // "deployment", "statefulset", "daemonset", for messages
+	owner    types.UID       // the controller of the pods: the new ReplicaSet, or the workload
+	selector labels.Selector // the workload's selector plus the revision label
+	revision string          // the revision label value, for messages
+	desired  int32           // pods wanted at that revision
+	waiting  string          // non-empty: the set cannot be judged yet, and why
+}
+
+// currentPods finds the pods of the workload's current revision: for a
+// Deployment those of its newest ReplicaSet (highest revision annotation,
+// carried as pod-template-hash), for a StatefulSet those labelled with its
+// update revision (the revision its spec asks for; the same as
+// currentRevision once a rollout completes), for a DaemonSet those labelled
+// with the hash of its newest ControllerRevision. A status whose generation
+// is not yet observed is not judged: the newest revision may not exist yet.
+func (v *Verifier) currentPods(ctx context.Context, target policy.Ref) (podSet, error) {
+	apps := v.client.AppsV1()
+	ns, name := target.Namespace, target.Name
+	switch target.Kind {
+	case policy.KindDeployment:
+		d, err := apps.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return podSet{}, fmt.Errorf("get deployment %s/%s: %w", ns, name, err)
+		}
+		ps := podSet{kind: "deployment", desired: ptrOr(d.Spec.Replicas, 1)}
+		if d.Generation > d.Status.ObservedGeneration {
+			ps.waiting = "the deployment's spec update is not observed yet"
+			return ps, nil
+		}
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil {
+			return podSet{}, fmt.Errorf("parse selector of deployment %s/%s: %w", ns, name, err)
+		}
+		list, err := apps.ReplicaSets(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		if err != nil {
+			return podSet{}, fmt.Errorf("list replicasets of deployment %s/%s: %w", ns, name, err)
+		}
+		var newest *appsv1.ReplicaSet
+		var newestRev int64 = -1
+		for i := range list.Items {
+			rs := &list.Items[i]
+			if !controlledBy(rs.OwnerReferences, d.UID) {
+				continue
+			}
+			rev, _ := strconv.ParseInt(rs.Annotations[revisionAnnotation], 10, 64)
+			if rev > newestRev || (rev == newestRev && rs.CreationTimestamp.After(newest.CreationTimestamp.Time)) {
+				newest, newestRev = rs, rev
+			}
+		}
+		if newest == nil {
+			ps.waiting = "the deployment has no ReplicaSet yet"
+			return ps, nil
+		}
+		ps.owner = newest.UID
+		ps.revision = newest.Labels[podTemplateHashLabel]
+		ps.selector, err = withLabel(sel, podTemplateHashLabel, ps.revision)
+		return ps, err
+
+	case policy.KindStatefulSet:
+		s, err := apps.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return podSet{}, fmt.Errorf("get statefulset %s/%s: %w", ns, name, err)
+		}
+		replicas := ptrOr(s.Spec.Replicas, 1)
+		ps := podSet{kind: "statefulset", owner: s.UID, desired: replicas}
+		if ru := s.Spec.UpdateStrategy.RollingUpdate; s.Spec.UpdateStrategy.Type == appsv1.RollingUpdateStatefulSetStrategyType &&
+			ru != nil && ru.Partition != nil && *ru.Partition > 0 {
+			// Only ordinals at or above the partition move to the update revision.
+			ps.desired = max(replicas-*ru.Partition, 0)
+		}
+		if s.Status.ObservedGeneration == 0 || s.Generation > s.Status.ObservedGeneration {
+			ps.waiting = "the statefulset's spec update is not observed yet"
+			return ps, nil
+		}
+		ps.revision = s.Status.UpdateRevision
+		if ps.revision == "" {
+			ps.revision = s.Status.CurrentRevision
+		}
+		if ps.revision == "" {
+			ps.waiting = "the statefulset has no revision yet"
+			return ps, nil
+		}
+		sel, err := metav1.LabelSelectorAsSelector(s.Spec.Selector)
+		if err != nil {
+			return podSet{}, fmt.Errorf("parse selector of statefulset %s/%s: %w", ns, name, err)
+		}
+		ps.selector, err = withLabel(sel, revisionHashLabel, ps.revision)
+		return ps, err
+
+	case policy.KindDaemonSet:
+		d, err := apps.DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return podSet{}, fmt.Errorf("get daemonset %s/%s: %w", ns, name, err)
+		}
+		ps := podSet{kind: "daemonset", owner: d.UID, desired: d.Status.DesiredNumberScheduled}
+		if d.Generation > d.Status.ObservedGeneration {
+			ps.waiting = "the daemonset's spec update is not observed yet"
+			return ps, nil
+		}
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil {
+			return podSet{}, fmt.Errorf("parse selector of daemonset %s/%s: %w", ns, name, err)
+		}
+		list, err := apps.ControllerRevisions(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		if err != nil {
+			return podSet{}, fmt.Errorf("list controllerrevisions of daemonset %s/%s: %w", ns, name, err)
+		}
+		var newest *appsv1.ControllerRevision
+		for i := range list.Items {
+			cr := &list.Items[i]
+			if controlledBy(cr.OwnerReferences, d.UID) && (newest == nil || cr.Revision > newest.Revision) {
+				newest = cr
+			}
+		}
+		if newest == nil {
+			ps.waiting = "the daemonset has no ControllerRevision yet"
+			return ps, nil
+		}
+		// The DaemonSet controller labels pods with the revision's hash,
+		// which it also puts on the ControllerRevision (and at the end of
+		// its name).
+		ps.revision = newest.Labels[revisionHashLabel]
+		if ps.revision == "" {
+			ps.revision = strings.TrimPrefix(newest.Name, d.Name+"-")
+		}
+		ps.selector, err = withLabel(sel, revisionHashLabel, ps.revision)
+		return ps, err
+	}
+	return podSet{}, fmt.Errorf("cannot check the pods of kind %q", target.Kind)
+}
+
+func ptrOr(p *int32, def int32) int32 {
+	if p == nil {
+		return def
+	}
+	return *p
+}
+
+func controlledBy(refs []metav1.OwnerReference, uid types.UID) bool {
+	for _, r := range refs {
+		if r.Controller != nil && *r.Controller && r.UID == uid {
+			return true
+		}
+	}
+	return false
+}
+
+func withLabel(sel labels.Selector, key, value string) (labels.Selector, error) {
+	req, err := labels.NewRequirement(key, "=", []string{value})
+	if err != nil {
+		return nil, fmt.Errorf("select pods with %s=%s: %w", key, value, err)
+	}
+	return sel.Add(*req), nil
+}
+
+// judgePods decides whether the pods of one revision are all Running and
+// Ready, and at least desired of them. Terminating pods and pods another
+// controller owns are left out. The message names the pods that are not
+// ready and why.
+func judgePods(kind, revision string, desired int32, owner types.UID, pods []corev1.Pod) (string, bool) {
+	var ready int32
+	var notReady []string
+	slices.SortFunc(pods, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	for i := range pods {
+		p := &pods[i]
+		if p.DeletionTimestamp != nil || !controlledBy(p.OwnerReferences, owner) {
+			continue
+		}
+		if p.Status.Phase == corev1.PodRunning && podReady(p) {
+			ready++
+			continue
+		}
+		notReady = append(notReady, p.Name+" ("+whyNotReady(p)+")")
+	}
+	if len(notReady) == 0 && ready >= desired {
+		return fmt.Sprintf("All %d pods of the %s at revision %s are Running and Ready (%d desired).", ready, kind, revision, desired), true
+	}
+	msg := fmt.Sprintf("%d of %d desired pods of the %s at revision %s are Running and Ready", ready, desired, kind, revision)
+	if len(notReady) == 0 {
+		return msg + "; no other pods exist at that revision.", false
+	}
+	if len(notReady) > maxPodsNamed {
+		notReady = append(notReady[:maxPodsNamed], fmt.Sprintf("and %d more", len(notReady)-maxPodsNamed))
+	}
+	return msg + "; not ready: " + strings.Join(notReady, ", ") + ".", false
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// whyNotReady describes a pod's phase and what holds it back: an
+// unschedulable pod's scheduling condition, containers waiting (for example
+// CrashLoopBackOff, ImagePullBackOff) or terminated, or its Ready condition.
+func whyNotReady(p *corev1.Pod) string {
+	phase := string(p.Status.Phase)
+	if phase == "" {
+		phase = "no phase"
+	}
+	var why []string
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			why = append(why, joinNonEmpty(": ", c.Reason, strings.TrimRight(c.Message, ". ")))
+		}
+	}
+	for _, group := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		for _, cs := range group {
+			switch {
+			case cs.State.Waiting != nil && cs.State.Waiting.Reason != "":
+				why = append(why, fmt.Sprintf("container %s waiting: %s", cs.Name, cs.State.Waiting.Reason))
+			case cs.State.Terminated != nil && cs.State.Terminated.ExitCode != 0:
+				why = append(why, fmt.Sprintf("container %s terminated: %s (exit code %d)", cs.Name, cs.State.Terminated.Reason, cs.State.Terminated.ExitCode))
+			case cs.State.Running != nil && !cs.Ready:
+				why = append(why, fmt.Sprintf("container %s running but not ready", cs.Name))
+			}
+		}
+	}
+	if len(why) == 0 {
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status != corev1.ConditionTrue && c.Reason != "" {
+				why = append(why, joinNonEmpty(": ", c.Reason, strings.TrimRight(c.Message, ". ")))
+			}
+		}
+	}
+	if p.Status.Phase == corev1.PodRunning && len(why) == 0 {
+		why = append(why, "not Ready")
+	}
+	return joinNonEmpty(", ", append([]string{phase}, why...)...)
+}
+
+func joinNonEmpty(sep string, parts ...string) string {
+	var out []string
+	for _, s := range parts {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, sep)
+}
+
+// checkPods polls the pods of the workload's current revision until they
+// are all Running and Ready and at least the desired number (pass), or the
+// timeout passes (fail, naming the pods that are not ready and why).
+func (v *Verifier) checkPods(ctx context.Context, target policy.Ref) (Status, string) {
+	timeout := v.cfg.Pods.Timeout.Duration
+	var lastMsg string
+	var lastErr error
+	outcome := v.poll(ctx, timeout, v.cfg.PollInterval.Duration, func(ctx context.Context) (Status, string, bool) {
+		msg, ok, err := v.judgeCurrentPods(ctx, target)
+		if ctx.Err() != nil {
+			return "", "", false
+		}
+		if err != nil {
+			if isNotFound(err) {
+				return StatusFail, fmt.Sprintf("%s does not exist: %v.", target, err), true
+			}
+			lastErr = err
+			return "", "", false
+		}
+		lastErr, lastMsg = nil, msg
+		if ok {
+			return StatusPass, msg, true
+		}
+		return "", "", false
+	})
+	if outcome.done {
+		return outcome.status, outcome.message
+	}
+	switch {
+	case outcome.cancelled && lastMsg != "":
+		return StatusInconclusive, "Verification was cancelled before the pods were ready: " + lastMsg
+	case outcome.cancelled:
+		return StatusInconclusive, "Verification was cancelled before the pods could be read."
+	case lastMsg == "" && lastErr != nil:
+		return StatusInconclusive, fmt.Sprintf("Could not read the pods within %s: %v.", timeout, lastErr)
+	case lastMsg == "":
+		return StatusInconclusive, fmt.Sprintf("Could not read the pods within %s.", timeout)
+	case lastErr != nil:
+		return StatusFail, fmt.Sprintf("Pods not ready within %s: %s (then: %v)", timeout, lastMsg, lastErr)
+	}
+	return StatusFail, fmt.Sprintf("Pods not ready within %s: %s", timeout, lastMsg)
+}
+
+// judgeCurrentPods reads the workload and its pods once and judges them.
+func (v *Verifier) judgeCurrentPods(ctx context.Context, target policy.Ref) (string, bool, error) {
+	ps, err := v.currentPods(ctx, target)
+	if err != nil {
+		return "", false, err
+	}
+	if ps.waiting != "" {
+		return fmt.Sprintf("Waiting: %s.", ps.waiting), false, nil
+	}
+	list, err := v.client.CoreV1().Pods(target.Namespace).List(ctx, metav1.ListOptions{LabelSelector: ps.selector.String()})
+	if err != nil {
+		return "", false, fmt.Errorf("list pods of %s: %w", target, err)
+	}
+	msg, ok := judgePods(ps.kind, ps.revision, ps.desired, ps.owner, list.Items)
+	return msg, ok, nil
+}

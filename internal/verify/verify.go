@@ -1,0 +1,401 @@
+// Package verify proves, after an action, that the workload recovered. It
+// does what the service rollback runbook asks a human to do in "Step 3:
+// Verify Rollback", "Step 4: Verify Functionality" and the first lines of
+// the "Post-Rollback Checklist": watch `kubectl rollout status`, see that
+// the pods are running, curl the health endpoints and an API call, and
+// check that the error rate comes down.
+//
+// Each check ends with a Result that is pass, fail or inconclusive, and
+// says why in one sentence. Fail means the evidence shows the service did
+// not recover; inconclusive means the evidence could not be had (a check
+// was cancelled, a query never returned data, a token could not be read),
+// and is never counted as a pass. The engine (internal/engine) escalates on
+// anything but an Overall pass.
+package verify
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/model"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+)
+
+// Status is the verdict of one check, or of all of them.
+type Status string
+
+// The verdicts.
+const (
+	StatusPass         Status = "pass"         // the evidence shows the workload recovered
+	StatusFail         Status = "fail"         // the evidence shows it did not
+	StatusInconclusive Status = "inconclusive" // there is no evidence either way
+)
+
+// Statuses returns all statuses, for initialising metric label values at
+// zero. The slice is fresh on every call.
+func Statuses() []Status { return []Status{StatusPass, StatusFail, StatusInconclusive} }
+
+// The kinds of check: the Kind of a Result and a metric label value.
+const (
+	KindRollout = "rollout"
+	KindPods    = "pods"
+	KindHTTP    = "http"
+	KindPromQL  = "promql"
+)
+
+// Kinds returns all kinds of check, for initialising metric label values at
+// zero. The slice is fresh on every call.
+func Kinds() []string { return []string{KindRollout, KindPods, KindHTTP, KindPromQL} }
+
+// Result is one check's verdict.
+type Result struct {
+	Check   string    `json:"check"`   // "rollout", "pods", "http:<name>", "promql:<name>"
+	Kind    string    `json:"kind"`    // bounded metric label: rollout | pods | http | promql
+	Status  Status    `json:"status"`  // pass | fail | inconclusive
+	Message string    `json:"message"` // one human sentence with the facts
+	At      time.Time `json:"at"`      // when the verdict was reached
+}
+
+// Overall combines results: fail if any result failed; pass if at least one
+// passed and none failed; else (no results, or all inconclusive)
+// inconclusive.
+func Overall(results []Result) Status {
+	passed := false
+	for _, r := range results {
+		switch r.Status {
+		case StatusFail:
+			return StatusFail
+		case StatusPass:
+			passed = true
+		}
+	}
+	if passed {
+		return StatusPass
+	}
+	return StatusInconclusive
+}
+
+// PromAPI is the one method of the Prometheus HTTP API client that the
+// promql checks use; v1.API of github.com/prometheus/client_golang
+// satisfies it.
+type PromAPI interface {
+	Query(ctx context.Context, query string, ts time.Time, opts ...v1.Option) (model.Value, v1.Warnings, v1.Infos, error)
+}
+
+var _ PromAPI = v1.API(nil)
+
+// Options are the dependencies of a Verifier.
+type Options struct {
+	Config Config
+	// Client reads workloads, their ReplicaSets, ControllerRevisions and
+	// pods, and the Secrets named by bearerTokenSecret. It is required when
+	// the rollout or pods check is enabled or an http check names a Secret.
+	Client kubernetes.Interface
+	// HTTPClient sends the http checks' requests. Nil means a client per
+	// check that gives up after the check's timeout and follows redirects
+	// only within the same host.
+	HTTPClient *http.Client
+	// Prometheus runs the promql checks' queries. Nil means a client of
+	// Config.PrometheusURL; then promql checks without a PrometheusURL are
+	// a config error.
+	Prometheus PromAPI
+	Logger     *slog.Logger          // nil: discard
+	Registry   prometheus.Registerer // nil: metrics are not registered
+	Clock      clock.WithTicker      // nil: the real clock
+}
+
+// Verifier runs the configured checks. It is safe for concurrent use.
+type Verifier struct {
+	cfg     Config
+	client  kubernetes.Interface
+	prom    PromAPI
+	http    []*httpCheck
+	promql  []*promCheck
+	logger  *slog.Logger
+	clock   clock.WithTicker
+	metrics metrics
+}
+
+type metrics struct {
+	verifications *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+}
+
+// newMetrics creates the metrics and registers them with reg (nil: not
+// registered). A second Verifier on the same registry, as after a config
+// reload, shares the collectors the first registered instead of failing.
+func newMetrics(reg prometheus.Registerer) (metrics, error) {
+	var m metrics
+	var err error
+	m.verifications, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "autorollbackd",
+		Name:      "verifications_total",
+		Help:      "Verification checks run, by kind of check and result.",
+	}, []string{"kind", "result"}))
+	if err != nil {
+		return m, err
+	}
+	m.duration, err = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "autorollbackd",
+		Name:      "verification_duration_seconds",
+		Help:      "How long verification checks took to reach a verdict, by kind of check.",
+		Buckets:   []float64{0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600},
+	}, []string{"kind"}))
+	if err != nil {
+		return m, err
+	}
+	for _, k := range Kinds() {
+		m.duration.WithLabelValues(k)
+		for _, s := range Statuses() {
+			m.verifications.WithLabelValues(k, string(s))
+		}
+	}
+	return m, nil
+}
+
+// register is promauto.With(reg) that, instead of panicking, returns the
+// collector already registered under the same description.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	if reg == nil {
+		return c, nil
+	}
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("register verification metrics: %w", err)
+}
+
+// New validates o.Config, compiles its templates and returns a Verifier.
+// Config errors are *KeyError values joined, as from Config.Validate.
+func New(o Options) (*Verifier, error) {
+	cfg := o.Config
+	if err := cfg.validate(o.Prometheus == nil); err != nil {
+		return nil, fmt.Errorf("new verifier: %w", err)
+	}
+	needsClient := cfg.Rollout.Enabled || cfg.Pods.Enabled
+	for _, h := range cfg.HTTP {
+		needsClient = needsClient || !h.BearerTokenSecret.IsZero()
+	}
+	if needsClient && o.Client == nil {
+		return nil, errors.New("new verifier: Options.Client is required for the rollout and pods checks and for bearer tokens from Secrets")
+	}
+	v := &Verifier{
+		cfg:    cfg,
+		client: o.Client,
+		prom:   o.Prometheus,
+		logger: o.Logger,
+		clock:  o.Clock,
+	}
+	if v.logger == nil {
+		v.logger = slog.New(slog.DiscardHandler)
+	}
+	v.logger = v.logger.With("component", "verify")
+	if v.clock == nil {
+		v.clock = clock.RealClock{}
+	}
+	if v.prom == nil && len(cfg.PromQL) > 0 {
+		c, err := api.NewClient(api.Config{Address: cfg.PrometheusURL})
+		if err != nil {
+			return nil, fmt.Errorf("new verifier: create Prometheus client for %s: %w", cfg.PrometheusURL, err)
+		}
+		v.prom = v1.NewAPI(c)
+	}
+	var transport http.RoundTripper
+	if o.HTTPClient == nil && len(cfg.HTTP) > 0 {
+		transport = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	for _, h := range cfg.HTTP {
+		h = h.withDefaults()
+		c := &httpCheck{HTTPCheck: h, client: o.HTTPClient}
+		var err error
+		if c.url, err = parseTemplate("url", h.URL); err != nil {
+			return nil, fmt.Errorf("new verifier: http check %s: %w", h.Name, err) // unreachable: validated
+		}
+		if h.BodyRegex != "" {
+			c.body = regexp.MustCompile(h.BodyRegex) // validated
+		}
+		if c.client == nil {
+			c.client = newHTTPClient(transport, h.Timeout.Duration)
+		}
+		v.http = append(v.http, c)
+	}
+	for _, p := range cfg.PromQL {
+		p = p.withDefaults()
+		c := &promCheck{PromQLCheck: p}
+		var err error
+		if c.query, err = parseTemplate("query", p.Query); err != nil {
+			return nil, fmt.Errorf("new verifier: promql check %s: %w", p.Name, err) // unreachable: validated
+		}
+		v.promql = append(v.promql, c)
+	}
+	var err error
+	if v.metrics, err = newMetrics(o.Registry); err != nil {
+		return nil, fmt.Errorf("new verifier: %w", err)
+	}
+	return v, nil
+}
+
+// check is one check to run for a target.
+type check struct {
+	name, kind string
+	run        func(ctx context.Context) (Status, string)
+}
+
+// Verify runs every configured check for the workload concurrently, each
+// bounded by its own timeout and by ctx, and returns all results in a stable
+// order: rollout, pods, the http checks in config order, then the promql
+// checks in config order. A check that ctx ends before its verdict is
+// inconclusive. Verify returns when every check has its verdict.
+func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
+	var checks []check
+	if v.cfg.Rollout.Enabled {
+		checks = append(checks, check{KindRollout, KindRollout, func(ctx context.Context) (Status, string) {
+			if !workloadRef(target) {
+				return StatusInconclusive, fmt.Sprintf("Cannot judge the rollout of %s: not a Deployment, StatefulSet or DaemonSet with a namespace and name.", target)
+			}
+			return v.checkRollout(ctx, target)
+		}})
+	}
+	if v.cfg.Pods.Enabled {
+		checks = append(checks, check{KindPods, KindPods, func(ctx context.Context) (Status, string) {
+			if !workloadRef(target) {
+				return StatusInconclusive, fmt.Sprintf("Cannot check the pods of %s: not a Deployment, StatefulSet or DaemonSet with a namespace and name.", target)
+			}
+			return v.checkPods(ctx, target)
+		}})
+	}
+	for _, h := range v.http {
+		checks = append(checks, check{KindHTTP + ":" + h.Name, KindHTTP, func(ctx context.Context) (Status, string) {
+			return v.checkHTTP(ctx, h, target)
+		}})
+	}
+	for _, p := range v.promql {
+		checks = append(checks, check{KindPromQL + ":" + p.Name, KindPromQL, func(ctx context.Context) (Status, string) {
+			return v.checkPromQL(ctx, p, target)
+		}})
+	}
+
+	results := make([]Result, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Go(func() { results[i] = v.run(ctx, target, c) })
+	}
+	wg.Wait()
+	return results
+}
+
+// run runs one check and records its result in the metrics and the log.
+func (v *Verifier) run(ctx context.Context, target policy.Ref, c check) Result {
+	start := v.clock.Now()
+	status, msg := c.run(ctx)
+	at := v.clock.Now()
+	v.metrics.verifications.WithLabelValues(c.kind, string(status)).Inc()
+	v.metrics.duration.WithLabelValues(c.kind).Observe(at.Sub(start).Seconds())
+	level := slog.LevelInfo
+	if status != StatusPass {
+		level = slog.LevelWarn
+	}
+	v.logger.Log(ctx, level, "verification check finished", "check", c.name, "kind", c.kind, "result", string(status),
+		"namespace", target.Namespace, "workload", target.Name, "duration", at.Sub(start), "detail", msg)
+	return Result{Check: c.name, Kind: c.kind, Status: status, Message: msg, At: at}
+}
+
+func workloadRef(r policy.Ref) bool {
+	switch r.Kind {
+	case policy.KindDeployment, policy.KindStatefulSet, policy.KindDaemonSet:
+		return r.Namespace != "" && r.Name != ""
+	}
+	return false
+}
+
+// errTimeout is the cause of a context ended by a check's own timeout, as
+// opposed to the caller's context.
+var errTimeout = errors.New("check timed out")
+
+// withTimeout is context.WithTimeout measured on v.clock, with errTimeout as
+// the cause, so that a check tells its own timeout from the caller's
+// cancellation.
+func (v *Verifier) withTimeout(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	t := v.clock.NewTimer(d)
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-t.C():
+			cancel(errTimeout)
+		case <-stop:
+		case <-ctx.Done():
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			t.Stop()
+			close(stop)
+			cancel(context.Canceled)
+		})
+	}
+}
+
+// sleep waits d on v.clock (at once when d <= 0) and reports whether ctx
+// is still live.
+func (v *Verifier) sleep(ctx context.Context, d time.Duration) bool {
+	if d > 0 {
+		t := v.clock.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C():
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// pollOutcome is how a poll ended.
+type pollOutcome struct {
+	done      bool // step reached a verdict: status and message hold it
+	status    Status
+	message   string
+	cancelled bool // not done, and the caller's ctx (not the timeout) ended it
+}
+
+// poll calls step at once and then every interval until step reports a
+// verdict or the timeout (or ctx) ends it. step runs on the calling
+// goroutine, so it may keep state in variables of the caller.
+func (v *Verifier) poll(ctx context.Context, timeout, interval time.Duration, step func(ctx context.Context) (Status, string, bool)) pollOutcome {
+	ctx, cancel := v.withTimeout(ctx, timeout)
+	defer cancel()
+	ticker := v.clock.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		if status, msg, done := step(ctx); done {
+			return pollOutcome{done: true, status: status, message: msg}
+		}
+		select {
+		case <-ctx.Done():
+			return pollOutcome{cancelled: context.Cause(ctx) != errTimeout}
+		case <-ticker.C():
+		}
+	}
+}
+
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
