@@ -146,14 +146,14 @@ func (o *Options) validate() error {
 
 // Engine decides recorded alerts and works their incidents.
 type Engine struct {
-	opts   Options
-	store  *store
-	queue  workqueue.TypedRateLimitingInterface[string]
+	opts  Options
+	store *store
+	queue workqueue.TypedRateLimitingInterface[string]
 	// incidents holds incident ids; an incident is worked on by one worker
 	// at a time, and comes back when its next page is due.
 	incidents workqueue.TypedRateLimitingInterface[string]
-	logger *slog.Logger
-	m      *metrics
+	logger    *slog.Logger
+	m         *metrics
 
 	// seen remembers recently recorded alert keys so re-sends are answered
 	// without an API call; the record in the cluster stays the authority.
@@ -166,9 +166,9 @@ func New(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	return &Engine{
-		opts:   opts,
-		store:  &store{client: opts.Client, namespace: opts.Namespace},
-		queue:  workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "alerts"}),
+		opts:  opts,
+		store: &store{client: opts.Client, namespace: opts.Namespace},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "alerts"}),
 		incidents: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "incidents", Clock: opts.Clock.(clock.WithTicker)}),
 		logger: opts.Logger.With("component", "engine"),
@@ -466,9 +466,9 @@ type metrics struct {
 	openIncidents    prometheus.Gauge
 	actionToRecovery prometheus.Histogram
 	alertToAction    prometheus.Histogram
-	decisions     *prometheus.CounterVec
-	duplicates    prometheus.Counter
-	unavailable   prometheus.Counter
+	decisions        *prometheus.CounterVec
+	duplicates       prometheus.Counter
+	unavailable      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
@@ -169,16 +170,22 @@ func (e *kubeEnv) createDeployment(name string, replicas int32, mutate ...func(*
 	return d
 }
 
-// updateDeployment changes the pod template, starting a new rollout.
+// updateDeployment changes the pod template, starting a new rollout. The
+// controller writes the status meanwhile, hence the retry on conflict.
 func (e *kubeEnv) updateDeployment(name string, mutate func(*corev1.PodTemplateSpec)) {
 	e.t.Helper()
-	d, err := e.c.Client.AppsV1().Deployments(e.ns).Get(e.t.Context(), name, metav1.GetOptions{})
+	deployments := e.c.Client.AppsV1().Deployments(e.ns)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := deployments.Get(e.t.Context(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		mutate(&d.Spec.Template)
+		_, err = deployments.Update(e.t.Context(), d, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		e.t.Fatal(err)
-	}
-	mutate(&d.Spec.Template)
-	if _, err := e.c.Client.AppsV1().Deployments(e.ns).Update(e.t.Context(), d, metav1.UpdateOptions{}); err != nil {
-		e.t.Fatal(err)
+		e.t.Fatalf("update deployment %s: %v", name, err)
 	}
 }
 
