@@ -132,6 +132,14 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	incidents := &incident.Store{Client: cs, Namespace: recordNamespace}
+	tasks := map[string]actuator.Task{}
+	for _, t := range cfg.Tasks {
+		spec, err := t.JobSpec()
+		if err != nil {
+			return fmt.Errorf("task %s: %w", t.Name, err)
+		}
+		tasks[t.Name] = actuator.Task{Name: t.Name, Job: spec, Timeout: t.Timeout.Duration}
+	}
 	eng, err := engine.New(engine.Options{
 		Client:           cs,
 		Namespace:        recordNamespace,
@@ -144,6 +152,7 @@ func Run(ctx context.Context, opts Options) error {
 		Escalator:        esc,
 		AllowScaleBounce: cfg.Engine.AllowScaleBounce,
 		IncidentWorkers:  cfg.Engine.IncidentWorkers,
+		Tasks:            tasks,
 		MaxRollbackDepth: cfg.Engine.MaxRollbackDepth,
 		MaxPending:       cfg.Engine.MaxPending,
 		Retention:        cfg.Engine.Retention.Duration,

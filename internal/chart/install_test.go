@@ -3,6 +3,8 @@ package chart
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -220,4 +222,37 @@ func TestInstallCluster(t *testing.T) {
 		{"create", "clusterrolebindings"},
 		{"list", "namespaces"},
 	})
+}
+
+// TestServerDryRun sends every documented mode to the API server as a
+// server-side dry run: validation and admission of each object, field
+// values included, which rendering alone does not prove.
+func TestServerDryRun(t *testing.T) {
+	t.Parallel()
+	c := testenv.Require(t)
+	rel, a, b := c.Namespace(t), c.Namespace(t), c.Namespace(t)
+	for _, m := range modes {
+		if len(m.args) != 0 {
+			continue // the monitoring.coreos.com APIs: the test cluster has no Prometheus Operator CRDs
+		}
+		t.Run(m.name, func(t *testing.T) {
+			args := append([]string{"template", "ard-" + m.name, chartDir, "--namespace", rel}, m.helmArgs()...)
+			if m.name == "namespaced" {
+				args = append(args, "--set", "rbac.namespaces={"+a+","+b+"}")
+			}
+			out, err := helm(t, 2*time.Minute, args...)
+			if err != nil {
+				t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+			}
+			path := filepath.Join(t.TempDir(), "manifests.yaml")
+			if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if out, err := c.Kubectl(ctx, "apply", "--dry-run=server", "-f", path); err != nil {
+				t.Errorf("the API server refuses mode %s: %v\n%s", m.name, err, out)
+			}
+		})
+	}
 }

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -627,7 +628,7 @@ func checkRBAC(t *testing.T, objs objects) {
 
 	own, ok := roles["ops/ard-autorollbackd"]
 	if !ok {
-		t.Fatalf("no Role ard-autorollbackd in the release namespace; roles: %v", mapsKeys(roles))
+		t.Fatalf("no Role ard-autorollbackd in the release namespace; roles: %v", slices.Sorted(maps.Keys(roles)))
 	}
 	var secretNames []string
 	for p := range perms(t, own.Rules) {
@@ -692,15 +693,6 @@ func checkRBAC(t *testing.T, objs objects) {
 			t.Errorf("ClusterRole %s is not bound", o.Name)
 		}
 	}
-}
-
-func mapsKeys[V any](m map[string]V) []string {
-	var keys []string
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 // TestRenderRBACScopes checks where the workload permissions land in each

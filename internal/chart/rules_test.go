@@ -58,8 +58,8 @@ var (
 	selectorRE = regexp.MustCompile(`\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{`)
 )
 
-// unknownMetrics returns the metric names in a PromQL expression that the
-// daemon does not export. A histogram's series are its name with _bucket,
+// unknownMetrics returns, sorted, the metric names in a PromQL expression
+// that the daemon does not export. A histogram's series are its name with _bucket,
 // _sum or _count.
 func unknownMetrics(expr string) []string {
 	var names []string
@@ -84,7 +84,8 @@ func unknownMetrics(expr string) []string {
 			unknown = append(unknown, n)
 		}
 	}
-	return unknown
+	slices.Sort(unknown)
+	return slices.Compact(unknown)
 }
 
 func TestUnknownMetrics(t *testing.T) {
@@ -95,7 +96,7 @@ func TestUnknownMetrics(t *testing.T) {
 		`up{job="x"} == 0`:                          nil,
 		`autorollbackd_actions_total > 0`:           nil,
 		`rate(autorollbackd_rollbacks_total[5m])`:   {"autorollbackd_rollbacks_total"},
-		`autorollbackd_leader_bucket{}`:             {"autorollbackd_leader_bucket", "autorollbackd_leader_bucket"},
+		`autorollbackd_leader_bucket{}`:             {"autorollbackd_leader_bucket"},
 		`rate(http_requests_total{code="500"}[5m])`: {"http_requests_total"},
 		`autorollbackd_alert_to_action_seconds > 1`: {"autorollbackd_alert_to_action_seconds"},
 	} {

@@ -4,14 +4,19 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
@@ -31,6 +36,40 @@ type Config struct {
 	Policy         policy.Config   `json:"policy" mapstructure:"policy"`
 	Verify         verify.Config   `json:"verify" mapstructure:"verify"`
 	Escalation     escalate.Config `json:"escalation" mapstructure:"escalation"`
+	// Tasks are post-rollback tasks (the runbook's "Rollback Impact
+	// Assessment"): Jobs that workloads name in the annotation
+	// autorollback.io/post-rollback-tasks.
+	Tasks []Task `json:"tasks" mapstructure:"tasks"`
+}
+
+// Task is a post-rollback task: a Job template run in the workload's
+// namespace after a verified rollback.
+type Task struct {
+	Name    string          `json:"name" mapstructure:"name"`
+	Timeout metav1.Duration `json:"timeout" mapstructure:"timeout"`
+	// Job is a batch/v1 JobSpec.
+	Job map[string]any `json:"job" mapstructure:"job"`
+}
+
+// JobSpec decodes the task's Job template strictly.
+func (t Task) JobSpec() (batchv1.JobSpec, error) {
+	var spec batchv1.JobSpec
+	raw, err := json.Marshal(t.Job)
+	if err != nil {
+		return spec, err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		return spec, err
+	}
+	if len(spec.Template.Spec.Containers) == 0 {
+		return spec, errors.New("template.spec.containers: at least one container is required")
+	}
+	if rp := spec.Template.Spec.RestartPolicy; rp != corev1.RestartPolicyNever && rp != corev1.RestartPolicyOnFailure {
+		return spec, fmt.Errorf("template.spec.restartPolicy: must be Never or OnFailure for a Job, got %q", rp)
+	}
+	return spec, nil
 }
 
 // LeaderElection configures the Lease that makes one replica the one that
@@ -134,6 +173,7 @@ func Default() Config {
 		Policy:     policy.DefaultConfig(),
 		Verify:     verify.DefaultConfig(),
 		Escalation: escalate.DefaultConfig(),
+		Tasks:      []Task{},
 	}
 }
 
@@ -205,6 +245,23 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixed("policy", err)...)
 	errs = append(errs, prefixed("verify", c.Verify.Validate())...)
 	errs = append(errs, prefixed("escalation", c.Escalation.Validate())...)
+	seen := map[string]bool{}
+	for i, t := range c.Tasks {
+		key := fmt.Sprintf("tasks[%d]", i)
+		if !taskName.MatchString(t.Name) {
+			bad(key+".name", "must be a lower-case DNS label of at most 30 characters, got %q", t.Name)
+		}
+		if seen[t.Name] {
+			bad(key+".name", "duplicate task name %q", t.Name)
+		}
+		seen[t.Name] = true
+		if t.Timeout.Duration <= 0 {
+			bad(key+".timeout", "must be a positive duration, got %s", t.Timeout.Duration)
+		}
+		if _, err := t.JobSpec(); err != nil {
+			bad(key+".job", "%v", err)
+		}
+	}
 	return sortedJoin(errs)
 }
 
@@ -242,6 +299,8 @@ func prefixed(section string, err error) []error {
 	}
 	return out
 }
+
+var taskName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$`)
 
 // ParseLevel turns a log level name into a slog level.
 func ParseLevel(s string) (slog.Level, error) {

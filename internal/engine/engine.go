@@ -37,6 +37,7 @@ type Actor interface {
 	Rollback(ctx context.Context, req actuator.Request, from, to int64) (actuator.Result, error)
 	RollbackFeatureFlag(ctx context.Context, req actuator.Request, f actuator.FlagChange) (actuator.Result, error)
 	ScaleBounce(ctx context.Context, req actuator.Request) (actuator.Result, error)
+	RunTask(ctx context.Context, req actuator.Request, t actuator.Task) (string, error)
 }
 
 // Verifier proves a workload recovered; *verify.Verifier is one.
@@ -95,6 +96,8 @@ type Options struct {
 	// IncidentWorkers is how many incidents are worked on at once; each may
 	// spend minutes verifying.
 	IncidentWorkers int
+	// Tasks are the post-rollback tasks workloads may name, by name.
+	Tasks map[string]actuator.Task
 	// MaxRollbackDepth is how many revisions back a rollback may go: 1 is
 	// the last known good only, 2 adds the one before it (N-2).
 	MaxRollbackDepth int

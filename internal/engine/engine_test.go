@@ -146,7 +146,11 @@ func (b *inbox) find(kind string) []map[string]any {
 
 // startEngine runs an engine over the fixture's namespace with cfg, records
 // in the same namespace.
-func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int) *running {
+// setup adjusts an engine's verification, escalation and options before it
+// starts.
+type setup func(*verify.Config, *escalate.Config, *Options)
+
+func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setups ...setup) *running {
 	t.Helper()
 	p, err := policy.Compile(cfg)
 	if err != nil {
@@ -175,10 +179,6 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int) *run
 	vcfg := verify.DefaultConfig()
 	vcfg.Rollout.Timeout, vcfg.Pods.Timeout = metav1.Duration{Duration: 30 * time.Second}, metav1.Duration{Duration: 30 * time.Second}
 	vcfg.PollInterval = metav1.Duration{Duration: 200 * time.Millisecond}
-	ver, err := verify.New(verify.Options{Config: vcfg, Client: f.c.Client, Logger: logger, Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
 	box := &inbox{}
 	srv := httptest.NewServer(box)
 	ecfg := escalate.DefaultConfig()
@@ -187,17 +187,23 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int) *run
 	for i := range ecfg.Ladder {
 		ecfg.Ladder[i].Notifiers = []string{"people"}
 	}
-	esc, err := escalate.New(escalate.Options{Config: ecfg, Logger: logger, Registry: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := New(Options{
+	opts := Options{
 		Client: f.c.Client, Namespace: f.ns, Policy: func() *policy.Policy { return p },
 		Cache: cache, Live: workload.Live{Client: f.c.Client}, Actor: act, MaxRollbackDepth: 2,
-		Incidents: &incident.Store{Client: f.c.Client, Namespace: f.ns}, Verifier: ver, Escalator: esc,
+		Incidents:  &incident.Store{Client: f.c.Client, Namespace: f.ns},
 		MaxPending: 100, Retention: time.Hour, IncidentWorkers: 2,
 		Logger: logger, Registry: reg,
-	})
+	}
+	for _, s := range setups {
+		s(&vcfg, &ecfg, &opts)
+	}
+	if opts.Verifier, err = verify.New(verify.Options{Config: vcfg, Client: f.c.Client, Logger: logger, Registry: reg}); err != nil {
+		t.Fatal(err)
+	}
+	if opts.Escalator, err = escalate.New(escalate.Options{Config: ecfg, Logger: logger, Registry: reg}); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

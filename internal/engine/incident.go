@@ -202,7 +202,7 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	if !inc.Open() {
 		return time.Time{}, nil
 	}
-	next, ok := e.opts.Escalator.Ladder().Next(inc.StartedAt, inc.PagedLevels())
+	next, ok := e.opts.Escalator.Ladder().Next(inc.StartedAt, inc.AttemptedLevels())
 	if !ok {
 		return time.Time{}, nil
 	}
@@ -355,9 +355,9 @@ func (e *Engine) fromForRung(ctx context.Context, inc *incident.Versioned) (int6
 // verify checks the workload after an action, with the alert's resolution
 // as one more, never decisive, signal.
 func (e *Engine) verify(ctx context.Context, inc *incident.Versioned) error {
-	results := e.opts.Verifier.Verify(ctx, inc.Target)
-	if ctx.Err() != nil {
-		return ctx.Err()
+	results, err := e.verifyPaging(ctx, inc)
+	if err != nil {
+		return err
 	}
 	now := e.opts.Clock.Now()
 	resolved := verify.Result{Check: "alert_resolved", Kind: "alert_resolved", Status: verify.StatusInconclusive, At: now,
@@ -376,6 +376,12 @@ func (e *Engine) verify(ctx context.Context, inc *incident.Versioned) error {
 	}
 	inc.Log(now, "verification of rung %d: %s %s", inc.Rung, overall, strings.Join(failed, "; "))
 	if overall == verify.StatusPass {
+		if err := e.save(ctx, inc); err != nil {
+			return err
+		}
+		if ok, err := e.runTasks(ctx, inc); err != nil || !ok {
+			return err
+		}
 		return e.resolve(ctx, inc, "verified recovered")
 	}
 	inc.Rung++
@@ -385,6 +391,93 @@ func (e *Engine) verify(ctx context.Context, inc *incident.Versioned) error {
 	}
 	e.announce(ctx, inc, fmt.Sprintf("verification %s: %s", overall, strings.Join(failed, "; ")))
 	return nil
+}
+
+// AnnotationPostRollbackTasks on a workload names, comma-separated, the
+// post-rollback tasks (from the tasks configuration) to run after its
+// rollback is verified.
+const AnnotationPostRollbackTasks = "autorollback.io/post-rollback-tasks"
+
+// runTasks runs the post-rollback tasks the workload names, each once per
+// incident, and reports whether all succeeded. A failure escalates: the
+// service is back, but what the task was to clean up is not.
+func (e *Engine) runTasks(ctx context.Context, inc *incident.Versioned) (bool, error) {
+	w, err := e.opts.Live.Facts(ctx, inc.Target)
+	if err != nil || w == nil {
+		return w == nil && err == nil, err
+	}
+	done := map[string]bool{}
+	for _, t := range inc.Tasks {
+		done[t.Name] = true
+	}
+	for _, name := range strings.Split(w.Annotations[AnnotationPostRollbackTasks], ",") {
+		name = strings.TrimSpace(name)
+		if name == "" || done[name] {
+			continue
+		}
+		now := e.opts.Clock.Now()
+		task, ok := e.opts.Tasks[name]
+		if !ok {
+			inc.Tasks = append(inc.Tasks, incident.Task{Name: name, Started: now, Ended: now, Result: "failed",
+				Message: "no task of that name in the tasks configuration"})
+			return false, e.taskFailed(ctx, inc, name, "not configured")
+		}
+		req := actuator.Request{Target: inc.Target, Incident: inc.Rollout, DryRun: inc.DryRun}
+		job, err := e.opts.Actor.RunTask(ctx, req, task)
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		t := incident.Task{Name: name, Job: job, Started: now, Ended: e.opts.Clock.Now(), Result: "succeeded"}
+		if err != nil {
+			t.Result, t.Message = "failed", err.Error()
+			inc.Tasks = append(inc.Tasks, t)
+			return false, e.taskFailed(ctx, inc, name, err.Error())
+		}
+		inc.Tasks = append(inc.Tasks, t)
+		inc.Log(t.Ended, "post-rollback task %s succeeded (job %s)", name, job)
+		if err := e.save(ctx, inc); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+func (e *Engine) taskFailed(ctx context.Context, inc *incident.Versioned, name, why string) error {
+	now := e.opts.Clock.Now()
+	inc.State = incident.StateEscalated
+	inc.Log(now, "post-rollback task %s failed: %s; escalating", name, why)
+	if err := e.save(ctx, inc); err != nil {
+		return err
+	}
+	e.escalateNow(ctx, inc, fmt.Sprintf("post-rollback task %s failed", name))
+	return nil
+}
+
+// verifyPaging runs the verification while keeping the people ladder on
+// its clock: a verification can take minutes, and a page must not wait for
+// it.
+func (e *Engine) verifyPaging(ctx context.Context, inc *incident.Versioned) ([]verify.Result, error) {
+	done := make(chan []verify.Result, 1)
+	vctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { done <- e.opts.Verifier.Verify(vctx, inc.Target) }()
+	for {
+		var due <-chan time.Time
+		if next, ok := e.opts.Escalator.Ladder().Next(inc.StartedAt, inc.AttemptedLevels()); ok {
+			due = e.opts.Clock.After(max(next.Sub(e.opts.Clock.Now()), 0))
+		}
+		select {
+		case results := <-done:
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return results, nil
+		case <-due:
+			if err := e.pageDue(ctx, inc); err != nil {
+				return nil, err
+			}
+		}
+	}
 }
 
 // resolve closes the incident, stops the clock and resolves open pages.
@@ -416,7 +509,7 @@ func (e *Engine) resolve(ctx context.Context, inc *incident.Versioned, why strin
 
 // pageDue sends the ladder's pages whose time has come.
 func (e *Engine) pageDue(ctx context.Context, inc *incident.Versioned) error {
-	for _, step := range e.opts.Escalator.Ladder().Due(inc.StartedAt, e.opts.Clock.Now(), inc.PagedLevels()) {
+	for _, step := range e.opts.Escalator.Ladder().Due(inc.StartedAt, e.opts.Clock.Now(), inc.AttemptedLevels()) {
 		if err := e.page(ctx, inc, step, fmt.Sprintf("still open after %s", step.After.Duration)); err != nil {
 			return err
 		}
@@ -428,7 +521,7 @@ func (e *Engine) pageDue(ctx context.Context, inc *incident.Versioned) error {
 // part is over (or was never allowed) and its time has not come yet.
 func (e *Engine) escalateNow(ctx context.Context, inc *incident.Versioned, why string) {
 	ladder := e.opts.Escalator.Ladder()
-	if len(ladder) == 0 || inc.PagedLevels()[ladder[0].Level] {
+	if len(ladder) == 0 || inc.AttemptedLevels()[ladder[0].Level] {
 		return
 	}
 	if err := e.page(ctx, inc, ladder[0], why); err != nil {

@@ -2,6 +2,7 @@ package escalate_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -197,10 +198,16 @@ func TestSlackURLNeverInErrors(t *testing.T) {
 	dead := srv.URL + slackPath
 	srv.Close() // connection refused from now on
 
+	release := make(chan struct{})
 	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		<-r.Context().Done() // never answers; the attempt times out
+		_, _ = io.Copy(io.Discard, r.Body)
+		select { // never answers; the attempt times out
+		case <-r.Context().Done():
+		case <-release:
+		}
 	}))
 	t.Cleanup(hung.Close)
+	t.Cleanup(func() { close(release) }) // runs first
 
 	for _, tc := range []struct {
 		name, url, want string
@@ -217,6 +224,7 @@ func TestSlackURLNeverInErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("Page succeeded against a dead URL")
 			}
+			t.Logf("error: %v", err)
 			if !strings.Contains(err.Error(), tc.want) || !strings.HasSuffix(err.Error(), "(gave up after 2 attempts)") {
 				t.Errorf("error %q does not say what failed (want %q)", err, tc.want)
 			}

@@ -137,6 +137,17 @@ func (i *Incident) PagedLevels() map[string]bool {
 	return sent
 }
 
+// AttemptedLevels returns the ladder levels paged, successfully or not. The
+// notifiers retry on their own; a page that still failed is recorded and
+// not sent again, so a broken notifier cannot turn the ladder into a loop.
+func (i *Incident) AttemptedLevels() map[string]bool {
+	sent := map[string]bool{}
+	for _, p := range i.Pages {
+		sent[p.Level] = true
+	}
+	return sent
+}
+
 // HasAlert reports whether the alert with the given key belongs to the
 // incident.
 func (i *Incident) HasAlert(key string) bool {
