@@ -137,7 +137,9 @@ func TestWebhookToResolvedIncident(t *testing.T) {
 	c := testenv.Require(t)
 	ns := c.Namespace(t)
 	twoRevisions(t, c, ns, "event-service")
-	cfgFile := configFile(t, ns, "")
+	// Namespaced, as the chart's namespaced mode runs it: informers for the
+	// allowed namespace only.
+	cfgFile := configFile(t, ns, fmt.Sprintf("policy:\n  namespaces:\n    allow: [%s]\n", ns))
 	d := startDaemon(t, "--kubeconfig", c.Kubeconfig, "--config", cfgFile)
 	url := "http://" + d.addr + "/webhook"
 	testenv.Eventually(t, 60*time.Second, "/readyz turns ready", func(ctx context.Context) (bool, string) {

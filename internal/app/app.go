@@ -100,13 +100,21 @@ func Run(ctx context.Context, opts Options) error {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 
-	factory := informers.NewSharedInformerFactory(cs, 0)
-	// The workloads the daemon may roll back, and the revisions they keep.
-	factory.Apps().V1().Deployments().Informer()
-	factory.Apps().V1().ReplicaSets().Informer()
-	factory.Apps().V1().StatefulSets().Informer()
-	factory.Apps().V1().DaemonSets().Informer()
-	factory.Apps().V1().ControllerRevisions().Informer()
+	// The workloads the daemon may roll back, and the revisions they keep:
+	// cluster-wide, or only in the allowed namespaces when the policy lists
+	// them (a namespaced install may read nothing else).
+	factories := map[string]informers.SharedInformerFactory{}
+	if allowed := cfg.Policy.Namespaces.Allow; len(allowed) == 0 {
+		factories[""] = informers.NewSharedInformerFactory(cs, 0)
+	} else {
+		for _, ns := range allowed {
+			factories[ns] = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+		}
+	}
+	caches := workload.Caches{}
+	for ns, f := range factories {
+		caches[ns] = workload.NewCached(f)
+	}
 
 	recordNamespace := cmp.Or(cfg.Engine.Namespace, ownNamespace)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
@@ -123,7 +131,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: cs, Logger: logger, Registry: reg})
+	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: cs, SecretNamespace: recordNamespace, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -144,7 +152,7 @@ func Run(ctx context.Context, opts Options) error {
 		Client:           cs,
 		Namespace:        recordNamespace,
 		Policy:           currentPolicy.Load,
-		Cache:            workload.NewCached(factory),
+		Cache:            caches,
 		Live:             workload.Live{Client: cs},
 		Actor:            act,
 		Incidents:        incidents,
@@ -219,15 +227,17 @@ func Run(ctx context.Context, opts Options) error {
 		return nil
 	}, func(error) { cancel() })
 	g.Add(func() error {
-		factory.Start(ctx.Done())
 		syncCtx, cancelSync := context.WithTimeout(ctx, cfg.Kubernetes.StartupTimeout.Duration)
 		defer cancelSync()
-		for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
-			if !ok {
-				if ctx.Err() != nil {
-					return nil
+		for ns, factory := range factories {
+			factory.Start(ctx.Done())
+			for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
+				if !ok {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("sync the informer cache of %v in %q: not done within kubernetes.startupTimeout (%s)", typ, ns, cfg.Kubernetes.StartupTimeout.Duration)
 				}
-				return fmt.Errorf("sync the informer cache of %v: not done within kubernetes.startupTimeout (%s)", typ, cfg.Kubernetes.StartupTimeout.Duration)
 			}
 		}
 		ready.Store(true)
@@ -235,7 +245,9 @@ func Run(ctx context.Context, opts Options) error {
 		return lead.run(ctx, func(ctx context.Context) error { return eng.Run(ctx, cfg.Engine.Workers) })
 	}, func(error) {
 		cancel()
-		factory.Shutdown()
+		for _, factory := range factories {
+			factory.Shutdown()
+		}
 	})
 	g.Add(func() error { return reload.run(ctx) }, func(error) { cancel() })
 	g.Add(func() error {

@@ -3,6 +3,7 @@ package escalate_test
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"reflect"
 	"slices"
 	"strings"
@@ -245,5 +246,30 @@ func TestValidateDoesNotReadFiles(t *testing.T) {
 	cfg.Notifiers = []escalate.NotifierConfig{{Name: "pd", Type: "pagerduty", PagerDuty: &escalate.PagerDutyConfig{RoutingKeyFile: "/nonexistent/key"}}}
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("Validate read a file: %v", err)
+	}
+}
+
+// TestDocsExample: the example section of docs/escalation.md is valid.
+func TestDocsExample(t *testing.T) {
+	b, err := os.ReadFile("../../docs/escalation.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\nescalation:\n")
+	if !ok {
+		t.Fatal("docs/escalation.md has no ```yaml escalation: example")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	var doc struct {
+		Escalation escalate.Config `json:"escalation"`
+	}
+	if err := yaml.UnmarshalStrict([]byte("escalation:\n"+block), &doc); err != nil {
+		t.Fatalf("example does not decode: %v", err)
+	}
+	if err := doc.Escalation.Validate(); err != nil {
+		t.Fatalf("example is invalid: %v", err)
+	}
+	if len(doc.Escalation.Notifiers) != 4 || len(doc.Escalation.Ladder) != 3 {
+		t.Errorf("example decoded as %+v", doc.Escalation)
 	}
 }

@@ -122,6 +122,13 @@ func (e *Escalator) Ladder() Ladder {
 	return out
 }
 
+// Notifier returns the configured notifier of a name (for example to send
+// a test message), and false when there is none.
+func (e *Escalator) Notifier(name string) (Notifier, bool) {
+	n, ok := e.notifiers[name]
+	return n, ok
+}
+
 // Announce sends m, as an announcement, to every notifier of
 // Config.Announce at once. It returns the failures joined, nil when every
 // notifier delivered (or none is configured).

@@ -16,7 +16,9 @@ import (
 
 func TestLadderDueAndNext(t *testing.T) {
 	runbook := escalate.Ladder(escalate.DefaultConfig().Ladder)
-	at := func(m, s int) time.Time { return start.Add(time.Duration(m)*time.Minute + time.Duration(s)*time.Second) }
+	at := func(m, s int) time.Time {
+		return start.Add(time.Duration(m)*time.Minute + time.Duration(s)*time.Second)
+	}
 	sent := func(levels ...string) map[string]bool {
 		m := map[string]bool{}
 		for _, l := range levels {

@@ -181,6 +181,10 @@ func Start(ctx context.Context) (*Cluster, error) {
 		"--kube-scheduler-binary", filepath.Join(bin, "kube-scheduler"),
 		"--kwok-controller-binary", filepath.Join(bin, "kwok"),
 		"--kubeconfig", c.Kubeconfig,
+		// kwok's node heartbeats can lag on a loaded 2-core machine; a node
+		// marked NotReady is tainted and its pods evicted, which no test
+		// wants. The node's health is not what is under test.
+		"--extra-args", "kube-controller-manager=node-monitor-grace-period=1h",
 		"--wait", "2m",
 	)
 	if err != nil {

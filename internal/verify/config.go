@@ -65,9 +65,10 @@ type HTTPCheck struct {
 	Retries *int `json:"retries,omitempty" mapstructure:"retries"`
 	// Interval is the pause between attempts.
 	Interval metav1.Duration `json:"interval" mapstructure:"interval"`
-	// BearerTokenSecret, when set, names a Secret in the workload's
-	// namespace whose key holds a token sent as `Authorization: Bearer`.
-	// The token is read at check time and never logged.
+	// BearerTokenSecret, when set, names a Secret in the daemon's own
+	// namespace (Options.SecretNamespace; the workload's when that is empty)
+	// whose key holds a token sent as `Authorization: Bearer`. The token is
+	// read at check time and never logged.
 	BearerTokenSecret SecretKeyRef `json:"bearerTokenSecret,omitzero" mapstructure:"bearerTokenSecret"`
 }
 

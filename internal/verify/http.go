@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -93,7 +94,7 @@ func (v *Verifier) httpAttempt(ctx context.Context, c *httpCheck, target policy.
 	var token string
 	if ref := c.BearerTokenSecret; !ref.IsZero() {
 		var err error
-		if token, err = v.bearerToken(ctx, target.Namespace, ref); err != nil {
+		if token, err = v.bearerToken(ctx, cmp.Or(v.secretNamespace, target.Namespace), ref); err != nil {
 			return attempt{StatusInconclusive, fmt.Sprintf("%s not sent: %v", what, err)}
 		}
 	}

@@ -121,7 +121,26 @@ type kubeEnv struct {
 func newKubeEnv(t *testing.T) *kubeEnv {
 	c := testenv.Require(t)
 	t.Parallel()
-	return &kubeEnv{t: t, c: c, ns: c.Namespace(t)}
+	e := &kubeEnv{t: t, c: c, ns: c.Namespace(t)}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := c.Kubectl(ctx, "get", "nodes", "-o", "yaml")
+		t.Logf("DEBUG nodes (%v):\n%s", err, out)
+		dir := filepath.Dir(c.Kubeconfig)
+		matches, _ := filepath.Glob(filepath.Join(dir, "clusters", "*", "logs", "*"))
+		for _, m := range matches {
+			b, _ := os.ReadFile(m)
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			t.Logf("DEBUG %s:\n%s", m, b)
+		}
+	})
+	return e
 }
 
 func (e *kubeEnv) ref(kind policy.Kind, name string) policy.Ref {

@@ -115,18 +115,25 @@ type Options struct {
 	Logger     *slog.Logger          // nil: discard
 	Registry   prometheus.Registerer // nil: metrics are not registered
 	Clock      clock.WithTicker      // nil: the real clock
+	// SecretNamespace, when set, is where the Secrets named by
+	// bearerTokenSecret are read: the daemon's own namespace, so that it
+	// needs no access to Secrets in the workloads' namespaces. Empty means
+	// the workload's namespace.
+	SecretNamespace string
 }
 
 // Verifier runs the configured checks. It is safe for concurrent use.
 type Verifier struct {
-	cfg     Config
-	client  kubernetes.Interface
-	prom    PromAPI
-	http    []*httpCheck
-	promql  []*promCheck
-	logger  *slog.Logger
-	clock   clock.WithTicker
-	metrics metrics
+	cfg    Config
+	client kubernetes.Interface
+	// secretNamespace overrides where token Secrets are read.
+	secretNamespace string
+	prom            PromAPI
+	http            []*httpCheck
+	promql          []*promCheck
+	logger          *slog.Logger
+	clock           clock.WithTicker
+	metrics         metrics
 }
 
 type metrics struct {
@@ -199,11 +206,12 @@ func New(o Options) (*Verifier, error) {
 		return nil, errors.New("new verifier: Options.Client is required for the rollout and pods checks and for bearer tokens from Secrets")
 	}
 	v := &Verifier{
-		cfg:    cfg,
-		client: o.Client,
-		prom:   o.Prometheus,
-		logger: o.Logger,
-		clock:  o.Clock,
+		cfg:             cfg,
+		client:          o.Client,
+		secretNamespace: o.SecretNamespace,
+		prom:            o.Prometheus,
+		logger:          o.Logger,
+		clock:           o.Clock,
 	}
 	if v.logger == nil {
 		v.logger = slog.New(slog.DiscardHandler)

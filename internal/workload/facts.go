@@ -295,3 +295,19 @@ func (c Cached) revisions(ref policy.Ref, selector *metav1.LabelSelector) ([]*ap
 	}
 	return crs, nil
 }
+
+// Caches reads facts from the informers of several namespaces, or of the
+// whole cluster under the key "". A namespace it does not watch has no
+// workloads, as far as it can tell.
+type Caches map[string]Cached
+
+// Facts returns the facts of ref from the cache that covers its namespace.
+func (c Caches) Facts(ctx context.Context, ref policy.Ref) (*policy.Workload, error) {
+	cache, ok := c[""]
+	if !ok {
+		if cache, ok = c[ref.Namespace]; !ok {
+			return nil, nil
+		}
+	}
+	return cache.Facts(ctx, ref)
+}
