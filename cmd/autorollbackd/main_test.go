@@ -137,7 +137,9 @@ func TestServeAgainstControlPlane(t *testing.T) {
 	ns := c.Namespace(t)
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		t.Run(sig.String(), func(t *testing.T) {
-			d := startDaemon(t, "--kubeconfig", c.Kubeconfig, "--config", configFile(t, ns, ""))
+			// One notifier, so that the notification metrics have label values.
+			d := startDaemon(t, "--kubeconfig", c.Kubeconfig, "--config", configFile(t, ns,
+				"escalation:\n  notifiers:\n  - {name: people, type: webhook, webhook: {url: 'http://127.0.0.1:1/hook'}}\n  announce: [people]\n"))
 			base := "http://" + d.addr
 
 			code, body, err := get(context.Background(), base+"/healthz")
@@ -157,6 +159,7 @@ func TestServeAgainstControlPlane(t *testing.T) {
 					t.Errorf("/metrics lacks %q", want)
 				}
 			}
+			checkMetricsDocumented(t, body)
 
 			if err := d.cmd.Process.Signal(sig); err != nil {
 				t.Fatal(err)

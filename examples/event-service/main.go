@@ -62,6 +62,13 @@ func (s *service) healthy() bool {
 	return img != nil && !strings.HasSuffix(*img, "-bad")
 }
 
+// degraded is a non-critical problem: an image tag ending in "-degraded"
+// serves every endpoint but reports its pricing feature degraded.
+func (s *service) degraded() bool {
+	img := s.image.Load()
+	return img != nil && strings.HasSuffix(*img, "-degraded")
+}
+
 func run(ctx context.Context, logger *slog.Logger, kubeconfig, namespace, name, listen string) error {
 	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -79,7 +86,14 @@ func run(ctx context.Context, logger *slog.Logger, kubeconfig, namespace, name, 
 		events: map[string]map[string]any{"1": {"id": "1", "name": "Launch party"}},
 		nextID: 2,
 	}
-	reg.MustRegister(s.requests)
+	reg.MustRegister(s.requests, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "event_service_pricing_degraded", Help: "1 while the dynamic pricing feature is degraded (a non-critical problem).",
+	}, func() float64 {
+		if s.degraded() {
+			return 1
+		}
+		return 0
+	}))
 	for _, code := range []string{"200", "201", "404", "500"} {
 		s.requests.WithLabelValues(code, "GET", "/api/v1/events")
 	}

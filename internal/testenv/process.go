@@ -122,6 +122,15 @@ func (p *Process) Exited() bool {
 // configuration (prometheus.yml content) and rule files, storing its data
 // under dir.
 func StartPrometheus(ctx context.Context, dir, config string, rules map[string]string) (*Process, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	return StartPrometheusAt(ctx, dir, addr, config, rules)
+}
+
+// StartPrometheusAt is StartPrometheus on a given address.
+func StartPrometheusAt(ctx context.Context, dir, addr, config string, rules map[string]string) (*Process, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -134,10 +143,6 @@ func StartPrometheus(ctx context.Context, dir, config string, rules map[string]s
 	cfg := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
 		return nil, fmt.Errorf("write Prometheus config: %w", err)
-	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
 	}
 	return StartProcess(ctx, "prometheus", addr, "/-/ready", filepath.Join(bin, "prometheus"),
 		"--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr,
