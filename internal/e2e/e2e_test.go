@@ -35,7 +35,10 @@ func given(t *testing.T) *loop.Loop {
 	if err := loop.Build(ctx, "../..", dir); err != nil {
 		t.Fatal(err)
 	}
-	l, err := loop.Start(ctx, loop.Options{Cluster: c, Dir: dir, Bin: dir, HAPair: true, Logf: t.Logf})
+	// Each test has namespaces of its own in the shared cluster.
+	ns := c.Namespace(t)
+	l, err := loop.Start(ctx, loop.Options{Cluster: c, Dir: dir, Bin: dir, HAPair: true, Logf: t.Logf,
+		Namespace: ns + "-prod", RecordsNamespace: ns})
 	t.Cleanup(func() {
 		l.Stop()
 		if t.Failed() && l.Daemon != nil {
@@ -146,7 +149,7 @@ func TestBadRolloutIsRolledBackOnce(t *testing.T) {
 			t.Errorf("check %s = %q, want pass (all: %v)", want, checks[want], checks)
 		}
 	}
-	d, err := c.Client.AppsV1().Deployments(loop.Namespace).Get(ctx, loop.Service, metav1.GetOptions{})
+	d, err := c.Client.AppsV1().Deployments(l.Namespace).Get(ctx, loop.Service, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +221,7 @@ func TestFixForwardNotifiesAndChangesNothing(t *testing.T) {
 		}
 		return false, fmt.Sprint(l.Messages.All())
 	})
-	d, err := c.Client.AppsV1().Deployments(loop.Namespace).Get(ctx, loop.Service, metav1.GetOptions{})
+	d, err := c.Client.AppsV1().Deployments(l.Namespace).Get(ctx, loop.Service, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +246,7 @@ func TestNotOptedInIsNeverTouched(t *testing.T) {
 			t.Fatalf("an incident was opened for the legacy service: %+v", i)
 		}
 	}
-	d, err := c.Client.AppsV1().Deployments(loop.Namespace).Get(ctx, loop.Legacy, metav1.GetOptions{})
+	d, err := c.Client.AppsV1().Deployments(l.Namespace).Get(ctx, loop.Legacy, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,12 +268,19 @@ func dashboardQueriesReturnData(t *testing.T, l *loop.Loop) {
 		t.Fatalf("found only %d queries in the dashboard", len(exprs))
 	}
 	replacer := strings.NewReplacer("$__rate_interval", "1m", "$__interval", "1m", "$__range", "5m", "${datasource}", "")
+	// Dashboard variables in label matchers select everything.
+	variables := regexp.MustCompile(`"\$\{?[a-z_]+\}?"`)
 	for _, m := range exprs {
 		var expr string
 		if err := json.Unmarshal([]byte(`"`+string(m[1])+`"`), &expr); err != nil {
 			t.Fatal(err)
 		}
-		expr = replacer.Replace(expr)
+		expr = variables.ReplaceAllString(replacer.Replace(expr), `".*"`)
+		// A template variable's query is Grafana's label_values(series,
+		// label): what must return data is the series.
+		if inner, ok := strings.CutPrefix(expr, "label_values("); ok {
+			expr = strings.TrimSpace(inner[:strings.LastIndex(inner, ",")])
+		}
 		if !strings.Contains(expr, "autorollbackd_") && !strings.Contains(expr, "up") {
 			continue
 		}

@@ -111,48 +111,57 @@ func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *in
 	return inc
 }
 
-// alertResolved marks a resolved alert on its incident and wakes the
-// incident; resolution feeds verification and never acts by itself.
+// alertResolved records that Alertmanager resolved an alert, on the alert's
+// own record, and wakes its incident. Only the incident's worker writes the
+// incident; it reads resolutions from the alert records. Resolution feeds
+// verification and never acts by itself.
 func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time) error {
-	rec, _, err := e.store.get(ctx, recordName(key))
-	if apierrors.IsNotFound(errors.Unwrap(err)) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if rec.Incident == "" {
-		return nil
-	}
 	for {
-		inc, err := e.opts.Incidents.Get(ctx, rec.Incident)
-		if errors.Is(err, incident.ErrNotFound) {
+		rec, cm, err := e.store.get(ctx, recordName(key))
+		if apierrors.IsNotFound(errors.Unwrap(err)) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		changed := false
-		for i := range inc.Alerts {
-			if inc.Alerts[i].Key == key && inc.Alerts[i].ResolvedAt.IsZero() {
-				inc.Alerts[i].ResolvedAt = endsAt
-				inc.Log(e.opts.Clock.Now(), "alert %s resolved", inc.Alerts[i].Name)
-				changed = true
-			}
-		}
-		if !changed {
+		if !rec.ResolvedAt.IsZero() {
 			return nil
 		}
-		err = e.opts.Incidents.Update(ctx, inc)
+		rec.ResolvedAt = endsAt
+		_, err = e.store.update(ctx, rec, cm)
 		if apierrors.IsConflict(errors.Unwrap(err)) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		e.incidents.Add(inc.ID)
+		if rec.Incident != "" {
+			e.incidents.Add(rec.Incident)
+		}
 		return nil
 	}
+}
+
+// refreshResolutions copies alert resolutions from the alert records into
+// the incident, logging each new one.
+func (e *Engine) refreshResolutions(ctx context.Context, inc *incident.Versioned) error {
+	for i := range inc.Alerts {
+		if !inc.Alerts[i].ResolvedAt.IsZero() {
+			continue
+		}
+		rec, _, err := e.store.get(ctx, recordName(inc.Alerts[i].Key))
+		if apierrors.IsNotFound(errors.Unwrap(err)) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !rec.ResolvedAt.IsZero() {
+			inc.Alerts[i].ResolvedAt = rec.ResolvedAt
+			inc.Log(e.opts.Clock.Now(), "alert %s resolved", inc.Alerts[i].Name)
+		}
+	}
+	return nil
 }
 
 func (e *Engine) processNextIncident(ctx context.Context) bool {
@@ -185,6 +194,9 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	if err != nil {
+		return time.Time{}, err
+	}
+	if err := e.refreshResolutions(ctx, inc); err != nil {
 		return time.Time{}, err
 	}
 	for inc.Open() {
@@ -357,6 +369,9 @@ func (e *Engine) fromForRung(ctx context.Context, inc *incident.Versioned) (int6
 func (e *Engine) verify(ctx context.Context, inc *incident.Versioned) error {
 	results, err := e.verifyPaging(ctx, inc)
 	if err != nil {
+		return err
+	}
+	if err := e.refreshResolutions(ctx, inc); err != nil {
 		return err
 	}
 	now := e.opts.Clock.Now()

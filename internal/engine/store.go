@@ -54,6 +54,8 @@ type Record struct {
 	// Incident is the incident the decision was handed to; empty for
 	// decisions that open none (ignore, refuse).
 	Incident string `json:"incident,omitempty"`
+	// ResolvedAt is when Alertmanager reported the alert resolved.
+	ResolvedAt time.Time `json:"resolvedAt,omitzero"`
 }
 
 // AlertKey identifies an alert across re-sends: Alertmanager keeps the

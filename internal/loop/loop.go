@@ -31,13 +31,10 @@ import (
 
 // The workloads of the loop.
 const (
-	Namespace = "production"
 	// Service is opted in to automatic rollback.
 	Service = "event-service"
 	// Legacy is the same program, not opted in: never to be touched.
 	Legacy = "legacy-service"
-	// RecordsNamespace holds the daemon's records and Lease.
-	RecordsNamespace = "autorollbackd"
 )
 
 // Options configures a loop.
@@ -49,6 +46,9 @@ type Options struct {
 	Bin string
 	// HAPair runs two clustered Alertmanagers, both notifying the daemon.
 	HAPair bool
+	// Namespace holds the workloads (default "production"); RecordsNamespace
+	// the daemon's records and Lease (default "autorollbackd").
+	Namespace, RecordsNamespace string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
 }
@@ -56,6 +56,7 @@ type Options struct {
 // Loop is a running loop.
 type Loop struct {
 	opts          Options
+	Namespace     string
 	Token         string
 	Daemon        *testenv.Process
 	Services      map[string]*testenv.Process
@@ -93,9 +94,15 @@ func (l *Loop) logf(format string, args ...any) {
 // (good) version, the stand-ins, the daemon, Prometheus and Alertmanager.
 // Stop it with Stop, also after an error.
 func Start(ctx context.Context, opts Options) (*Loop, error) {
-	l := &Loop{opts: opts, Services: map[string]*testenv.Process{}, Token: "loop-" + fmt.Sprint(time.Now().UnixNano()), Messages: &Inbox{}}
+	if opts.Namespace == "" {
+		opts.Namespace = "production"
+	}
+	if opts.RecordsNamespace == "" {
+		opts.RecordsNamespace = "autorollbackd"
+	}
+	l := &Loop{opts: opts, Namespace: opts.Namespace, Services: map[string]*testenv.Process{}, Token: "loop-" + fmt.Sprint(time.Now().UnixNano()), Messages: &Inbox{}}
 	c := opts.Cluster
-	for _, ns := range []string{Namespace, RecordsNamespace} {
+	for _, ns := range []string{opts.Namespace, opts.RecordsNamespace} {
 		_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return l, fmt.Errorf("create namespace %s: %w", ns, err)
@@ -112,7 +119,7 @@ func Start(ctx context.Context, opts Options) (*Loop, error) {
 			return l, err
 		}
 		p, err := testenv.StartProcess(ctx, name, addr, "/metrics", filepath.Join(opts.Bin, "event-service"),
-			"--kubeconfig", c.Kubeconfig, "--namespace", Namespace, "--deployment", name, "--listen-address", addr)
+			"--kubeconfig", c.Kubeconfig, "--namespace", l.Namespace, "--deployment", name, "--listen-address", addr)
 		if err != nil {
 			return l, err
 		}
@@ -158,7 +165,7 @@ func (l *Loop) Stop() {
 // waits until the controller has numbered the new revision. It returns the
 // revision.
 func (l *Loop) Deploy(ctx context.Context, name, image string) (string, error) {
-	api := l.opts.Cluster.Client.AppsV1().Deployments(Namespace)
+	api := l.opts.Cluster.Client.AppsV1().Deployments(l.Namespace)
 	labels := map[string]string{"app": name}
 	if name == Service {
 		labels["autorollback.io/enabled"] = "true"
@@ -169,7 +176,7 @@ func (l *Loop) Deploy(ctx context.Context, name, image string) (string, error) {
 		d, err := api.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			d = &appsv1.Deployment{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace, Labels: labels},
+				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.Namespace, Labels: labels},
 				Spec: appsv1.DeploymentSpec{
 					Replicas: &replicas,
 					Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
@@ -268,7 +275,7 @@ escalation:
   - {after: 5m, level: oncall, notifiers: [demo, events]}
   - {after: 10m, level: lead, notifiers: [demo, events]}
   - {after: 15m, level: war_room, notifiers: [demo, events]}
-`, addr, token, RecordsNamespace, Namespace, promAddr, svc, svc, svc, l.inboxSrv.URL)
+`, addr, token, l.opts.RecordsNamespace, l.Namespace, promAddr, svc, svc, svc, l.inboxSrv.URL)
 	file := filepath.Join(dir, "autorollbackd.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return err
@@ -373,7 +380,7 @@ func (l *Loop) startPrometheus(ctx context.Context) error {
 	}
 	var scrape strings.Builder
 	for name, p := range l.Services {
-		fmt.Fprintf(&scrape, "  - targets: [%q]\n    labels: {namespace: %s, deployment: %s}\n", p.Addr, Namespace, name)
+		fmt.Fprintf(&scrape, "  - targets: [%q]\n    labels: {namespace: %s, deployment: %s}\n", p.Addr, l.Namespace, name)
 	}
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s

@@ -71,7 +71,7 @@ func (v *Verifier) checkHTTP(ctx context.Context, c *httpCheck, target policy.Re
 	for i := 1; i <= attempts; i++ {
 		last = v.httpAttempt(ctx, c, target, rawURL)
 		if ctx.Err() != nil {
-			return StatusInconclusive, fmt.Sprintf("Verification was cancelled during attempt %d of %d: %s", i, attempts, last.message)
+			return StatusInconclusive, fmt.Sprintf("Verification was cancelled during attempt %d of %d: %s.", i, attempts, last.message)
 		}
 		if last.status == StatusPass {
 			return StatusPass, fmt.Sprintf("%s (attempt %d of %d).", last.message, i, attempts)
@@ -82,7 +82,7 @@ func (v *Verifier) checkHTTP(ctx context.Context, c *httpCheck, target policy.Re
 			break
 		}
 		if !v.sleep(ctx, c.Interval.Duration) {
-			return StatusInconclusive, fmt.Sprintf("Verification was cancelled after attempt %d of %d: %s", i, attempts, last.message)
+			return StatusInconclusive, fmt.Sprintf("Verification was cancelled after attempt %d of %d: %s.", i, attempts, last.message)
 		}
 	}
 	return last.status, fmt.Sprintf("%s (attempt %d of %d).", last.message, attempts, attempts)

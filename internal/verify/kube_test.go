@@ -121,26 +121,33 @@ type kubeEnv struct {
 func newKubeEnv(t *testing.T) *kubeEnv {
 	c := testenv.Require(t)
 	t.Parallel()
-	e := &kubeEnv{t: t, c: c, ns: c.Namespace(t)}
 	t.Cleanup(func() {
-		if !t.Failed() {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		out, err := c.Kubectl(ctx, "get", "nodes", "-o", "yaml")
-		t.Logf("DEBUG nodes (%v):\n%s", err, out)
-		dir := filepath.Dir(c.Kubeconfig)
-		matches, _ := filepath.Glob(filepath.Join(dir, "clusters", "*", "logs", "*"))
-		for _, m := range matches {
-			b, _ := os.ReadFile(m)
-			if len(b) > 6000 {
-				b = b[len(b)-6000:]
-			}
-			t.Logf("DEBUG %s:\n%s", m, b)
+		if t.Failed() {
+			diagnoseOnce.Do(func() { diagnose(t, c) })
 		}
 	})
-	return e
+	return &kubeEnv{t: t, c: c, ns: c.Namespace(t)}
+}
+
+var diagnoseOnce sync.Once
+
+// diagnose logs, once per test binary, the node and the tail of the kwok
+// controller's log: when the fake node is not Ready (for example because
+// another cluster on the host took one of this cluster's ports), every pod
+// stays Pending and these say why.
+func diagnose(t *testing.T, c *testenv.Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := c.Kubectl(ctx, "get", "nodes", "-o", "yaml")
+	t.Logf("diagnostics: kubectl get nodes (%v):\n%s", err, out)
+	logs, _ := filepath.Glob(filepath.Join(filepath.Dir(c.Kubeconfig), "clusters", "*", "logs", "kwok-controller.log"))
+	for _, f := range logs {
+		b, err := os.ReadFile(f)
+		if len(b) > 4000 {
+			b = b[len(b)-4000:]
+		}
+		t.Logf("diagnostics: tail of %s (%v):\n%s", f, err, b)
+	}
 }
 
 func (e *kubeEnv) ref(kind policy.Kind, name string) policy.Ref {
