@@ -47,9 +47,9 @@ fuzz:
 test-short:
 	$(GO) test -short ./...
 
-## demo: start the local control plane and the daemon against it
-demo: testenv build
-	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) run ./hack/demo
+## demo: the whole loop, narrated: a bad rollout rolled back, a non-critical alert fixed forward (DEMO_FLAGS=--once to exit)
+demo: testenv
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) run ./hack/demo $(DEMO_FLAGS)
 
 clean:
 	rm -rf bin

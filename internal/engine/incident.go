@@ -389,7 +389,11 @@ func (e *Engine) verify(ctx context.Context, inc *incident.Versioned) error {
 			failed = append(failed, r.Check+": "+r.Message)
 		}
 	}
-	inc.Log(now, "verification of rung %d: %s %s", inc.Rung, overall, strings.Join(failed, "; "))
+	if len(failed) > 0 && overall != verify.StatusPass {
+		inc.Log(now, "verification of rung %d: %s: %s", inc.Rung, overall, strings.Join(failed, "; "))
+	} else {
+		inc.Log(now, "verification of rung %d: %s", inc.Rung, overall)
+	}
 	if overall == verify.StatusPass {
 		if err := e.save(ctx, inc); err != nil {
 			return err

@@ -132,9 +132,9 @@ func newKubeEnv(t *testing.T) *kubeEnv {
 var diagnoseOnce sync.Once
 
 // diagnose logs, once per test binary, the node and the tail of the kwok
-// controller's log: when the fake node is not Ready (for example because
-// another cluster on the host took one of this cluster's ports), every pod
-// stays Pending and these say why.
+// controller's log: when the fake node is not Ready (kwok's heartbeats
+// lagging on a loaded machine, or another test cluster on the host holding
+// one of this cluster's ports), every pod stays Pending and these say why.
 func diagnose(t *testing.T, c *testenv.Cluster) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
