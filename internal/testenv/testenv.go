@@ -173,6 +173,14 @@ func Start(ctx context.Context) (*Cluster, error) {
 		workDir:    work,
 	}
 	start := time.Now()
+	// kwokctl picks free ports when it creates a cluster and binds them only
+	// later; test binaries run in parallel would race for the same ports.
+	// One creation at a time on the machine.
+	unlock, err := lockMachine()
+	if err != nil {
+		c.Stop()
+		return nil, err
+	}
 	err = c.kwokctl(ctx, "create", "cluster",
 		"--runtime", "binary",
 		"--etcd-binary", filepath.Join(bin, "etcd"),
@@ -187,6 +195,7 @@ func Start(ctx context.Context) (*Cluster, error) {
 		"--extra-args", "kube-controller-manager=node-monitor-grace-period=1h",
 		"--wait", "2m",
 	)
+	unlock()
 	if err != nil {
 		c.Stop()
 		return nil, err
@@ -206,6 +215,23 @@ func Start(ctx context.Context) (*Cluster, error) {
 	}
 	fmt.Fprintf(os.Stderr, "testenv: cluster %s ready in %s (kubeconfig %s)\n", c.Name, time.Since(start).Round(time.Millisecond), c.Kubeconfig)
 	return c, nil
+}
+
+// lockMachine takes a machine-wide lock for creating a cluster and returns
+// its release.
+func lockMachine() (func(), error) {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "autorollbackd-testenv.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the test environment lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("take the test environment lock: %w", err)
+	}
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }
 
 // Stop deletes the cluster and its files. It is safe to call more than once.
