@@ -248,7 +248,12 @@ func TestExplainAgainstCluster(t *testing.T) {
 }
 
 func TestExplainWithoutCluster(t *testing.T) {
-	out, err := exec.Command(binary, "explain", "--payload", "../../internal/webhook/testdata/firing.json", "--kubeconfig", "/nonexistent/kubeconfig").CombinedOutput()
+	// An alert that started now: the assumed rollout is then recent.
+	file := t.TempDir() + "/payload.json"
+	if err := os.WriteFile(file, []byte(payload(t, "events", "event-service", "fp-explain")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "explain", "--payload", file, "--kubeconfig", "/nonexistent/kubeconfig").CombinedOutput()
 	if err != nil {
 		t.Fatalf("explain: %v\n%s", err, out)
 	}

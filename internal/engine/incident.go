@@ -70,7 +70,8 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 }
 
 func alertOf(rec *Record) incident.Alert {
-	return incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"], StartsAt: rec.Alert.StartsAt}
+	return incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"],
+		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt}
 }
 
 // newIncident pins the plan of a decision: the suspect revision, the
@@ -328,7 +329,7 @@ func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 		inc.Log(now, "dry run: nothing changed; people take over")
 	default:
 		if res.Outcome == actuator.OutcomeApplied && inc.Rung == 0 {
-			e.m.alertToAction.Observe(now.Sub(inc.Alerts[0].StartsAt).Seconds())
+			e.m.alertToAction.Observe(now.Sub(inc.Alerts[0].ReceivedAt).Seconds())
 		}
 		inc.State = incident.StateVerifying
 	}

@@ -74,7 +74,9 @@ type Alert struct {
 	Fingerprint string    `json:"fingerprint"`
 	Name        string    `json:"alertname"`
 	StartsAt    time.Time `json:"startsAt"`
-	ResolvedAt  time.Time `json:"resolvedAt,omitzero"`
+	// ReceivedAt is when the webhook accepted it.
+	ReceivedAt time.Time `json:"receivedAt"`
+	ResolvedAt time.Time `json:"resolvedAt,omitzero"`
 }
 
 // Action is one action taken.
