@@ -19,8 +19,9 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
 )
 
-// rollout changes the fixture's image and waits for the new revision.
-func (f *fixture) rollout(t *testing.T, image, revision string) {
+// rollout changes the fixture's image, and anything else in the pod spec
+// that change asks for, and waits for the new revision.
+func (f *fixture) rollout(t *testing.T, image, revision string, change ...func(*corev1.PodSpec)) {
 	t.Helper()
 	api := f.c.Client.AppsV1().Deployments(f.ns)
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
@@ -29,6 +30,9 @@ func (f *fixture) rollout(t *testing.T, image, revision string) {
 			return err
 		}
 		d.Spec.Template.Spec.Containers[0].Image = image
+		for _, c := range change {
+			c(&d.Spec.Template.Spec)
+		}
 		_, err = api.Update(context.Background(), d, metav1.UpdateOptions{})
 		return err
 	})

@@ -68,15 +68,7 @@ func newFixture(t *testing.T, labels, annotations map[string]string) *fixture {
 		t.Fatal(err)
 	}
 	f.waitRevision(t, "1")
-	live, err := apps.Get(ctx, d.Name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	live.Spec.Template.Spec.Containers[0].Image = "event-service:v2-bad"
-	if _, err := apps.Update(ctx, live, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	f.waitRevision(t, "2")
+	f.rollout(t, "event-service:v2-bad", "2")
 	rss, err := c.Client.AppsV1().ReplicaSets(f.ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
@@ -20,25 +19,10 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 )
 
-// unschedulable rolls out a template whose pods can never be scheduled, so
-// they never become Ready: a last known good that is not good after all.
-func (f *fixture) unschedulable(t *testing.T, image, revision string) {
-	t.Helper()
-	api := f.c.Client.AppsV1().Deployments(f.ns)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		d, err := api.Get(context.Background(), "event-service", metav1.GetOptions{})
-		if err != nil {
-			return err
-		}
-		d.Spec.Template.Spec.Containers[0].Image = image
-		d.Spec.Template.Spec.NodeSelector = map[string]string{"autorollback.io/no-such-node": "true"}
-		_, err = api.Update(context.Background(), d, metav1.UpdateOptions{})
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.waitRevision(t, revision)
+// unschedulable gives pods a node selector no node matches, so they never
+// become Ready: a last known good that is not good after all.
+func unschedulable(spec *corev1.PodSpec) {
+	spec.NodeSelector = map[string]string{"autorollback.io/no-such-node": "true"}
 }
 
 // shortClock makes the runbook's clock seconds long: on-call after 1s, the
@@ -60,9 +44,9 @@ func shortClock(timeout time.Duration) setup {
 // were paged on the clock meanwhile, and their pages are resolved.
 func TestFailedVerificationGoesBackFurtherAndPagesOnTheClock(t *testing.T) {
 	f := newFixture(t, optedIn, nil)
-	f.rollout(t, "event-service:v1.1", "3")               // good
-	f.unschedulable(t, "event-service:v1.2-unready", "4") // last known good, yet never ready
-	f.rollout(t, "event-service:v3-bad", "5")             // the suspect
+	f.rollout(t, "event-service:v1.1", "3")                        // good
+	f.rollout(t, "event-service:v1.2-unready", "4", unschedulable) // last known good, yet never ready
+	f.rollout(t, "event-service:v3-bad", "5")                      // the suspect
 	e := f.startEngine(t, policy.DefaultConfig(), 1, shortClock(4*time.Second))
 	n := firing(f.ns, "still-down", time.Now(), map[string]string{"impact": "service_down"})
 	if _, err := e.Accept(context.Background(), n); err != nil {

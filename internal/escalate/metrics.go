@@ -1,10 +1,9 @@
 package escalate
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/autorollbackd/autorollbackd/internal/metricsutil"
 )
 
 // Results of a notification or an escalation, as metric label values.
@@ -46,35 +45,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"level", "result"}),
 	}
 	var err error
-	if m.notifications, err = register(reg, m.notifications); err != nil {
+	if m.notifications, err = metricsutil.Register(reg, m.notifications); err != nil {
 		return nil, err
 	}
-	if m.attempts, err = register(reg, m.attempts); err != nil {
+	if m.attempts, err = metricsutil.Register(reg, m.attempts); err != nil {
 		return nil, err
 	}
-	if m.duration, err = register(reg, m.duration); err != nil {
+	if m.duration, err = metricsutil.Register(reg, m.duration); err != nil {
 		return nil, err
 	}
-	if m.escalations, err = register(reg, m.escalations); err != nil {
+	if m.escalations, err = metricsutil.Register(reg, m.escalations); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register escalation metrics: %w", err)
 }
 
 // initialise creates the series of the configured notifiers and levels at

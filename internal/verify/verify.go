@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	"github.com/autorollbackd/autorollbackd/internal/metricsutil"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -147,7 +148,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	var m metrics
 	var err error
-	m.verifications, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	m.verifications, err = metricsutil.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "autorollbackd",
 		Name:      "verifications_total",
 		Help:      "Verification checks run, by kind of check and result.",
@@ -155,7 +156,7 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 	if err != nil {
 		return m, err
 	}
-	m.duration, err = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	m.duration, err = metricsutil.Register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: "autorollbackd",
 		Name:      "verification_duration_seconds",
 		Help:      "How long verification checks took to reach a verdict, by kind of check.",
@@ -171,24 +172,6 @@ func newMetrics(reg prometheus.Registerer) (metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-// register is promauto.With(reg) that, instead of panicking, returns the
-// collector already registered under the same description.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if reg == nil {
-		return c, nil
-	}
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register verification metrics: %w", err)
 }
 
 // New validates o.Config, compiles its templates and returns a Verifier.
