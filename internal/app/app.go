@@ -210,7 +210,7 @@ func Run(ctx context.Context, opts Options) error {
 		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
 	}
 	if cfg.Server.TLS.CertFile != "" {
-		if srv.TLSConfig, err = webhook.ServerTLS(cfg.Server.TLS, logger); err != nil {
+		if srv.TLSConfig, err = webhook.ServerTLS(cfg.Server.TLS, logger, webhook.WithRegisterer(reg)); err != nil {
 			_ = ln.Close()
 			return err
 		}

@@ -1,8 +1,9 @@
 // Package engine carries accepted alerts through the daemon: it records each
 // firing alert in the cluster before the webhook answers, so nothing accepted
-// is lost, refuses duplicates, and decides every recorded alert by the
-// policy. Later stages (action, verification, escalation) hang off the
-// decision.
+// is lost, refuses duplicates, decides every recorded alert by the policy,
+// and hands the decision to the workload's incident, which it then works
+// through its rungs (act, verify, go back further) while the people ladder
+// runs on the runbook's clock.
 package engine
 
 import (
@@ -173,7 +174,7 @@ func New(opts Options) (*Engine, error) {
 		store: &store{client: opts.Client, namespace: opts.Namespace},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "alerts"}),
 		incidents: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "incidents", Clock: opts.Clock.(clock.WithTicker)}),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "incidents", Clock: opts.Clock}),
 		logger: opts.Logger.With("component", "engine"),
 		m:      newMetrics(opts.Registry),
 		seen:   lru.New(10000),
@@ -257,8 +258,10 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	return r, nil
 }
 
-// Run resumes the records left pending by an earlier run, then decides
-// queued records with the given number of workers until ctx is cancelled.
+// Run resumes the alert records and open incidents left by an earlier run
+// (of this replica or another), then decides alerts with the given number of
+// workers and works incidents with Options.IncidentWorkers, until ctx is
+// cancelled.
 func (e *Engine) Run(ctx context.Context, workers int) error {
 	defer e.queue.ShutDown()
 	defer e.incidents.ShutDown()
@@ -311,6 +314,7 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 		wait.UntilWithContext(ctx, e.collectGarbage, time.Minute)
 	})
 	<-ctx.Done()
+	// Shut the queues before waiting, so the workers' Get returns.
 	e.queue.ShutDown()
 	e.incidents.ShutDown()
 	wg.Wait()
