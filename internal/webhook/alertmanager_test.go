@@ -57,7 +57,7 @@ receivers:
 // made.
 func TestAlertmanagerDelivers(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a real Alertmanager")
+		t.Skip("starts a real Alertmanager: skipped in -short mode")
 	}
 	bin, err := testenv.BinDir()
 	if err != nil {
