@@ -210,10 +210,19 @@ func (a *Actuator) recordAnnotations(req Request, from, to int64) map[string]str
 		AnnotationRolledBackFrom: fmt.Sprint(from),
 		AnnotationRolledBackTo:   fmt.Sprint(to),
 		AnnotationRolledBackAt:   a.clock.Now().UTC().Format(time.RFC3339),
-		AnnotationFingerprint:    req.Fingerprint,
+		AnnotationFingerprint:    clip(req.Fingerprint, 128),
 		AnnotationIncident:       req.Incident,
-		AnnotationChangeCause:    fmt.Sprintf("autorollbackd: rolled back from revision %d to %d: %s", from, to, req.Why),
+		AnnotationChangeCause:    fmt.Sprintf("autorollbackd: rolled back from revision %d to %d: %s", from, to, clip(req.Why, 256)),
 	}
+}
+
+// clip keeps record annotations small whatever an alert carries: the API
+// server refuses objects whose annotations pass 256 KiB.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // alreadyDone reports whether the rollback of this incident from `from` to

@@ -187,6 +187,10 @@ func New(opts Options) (*Engine, error) {
 // and alerts naming workloads the daemon may not touch are counted and not
 // recorded.
 func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
+	// A stalled API server must turn into a 503 Alertmanager can retry, not
+	// a request that hangs until Alertmanager gives up on it.
+	ctx, cancel := context.WithTimeout(ctx, intakeTimeout)
+	defer cancel()
 	var r webhook.Receipt
 	if e.queue.Len() >= e.opts.MaxPending {
 		e.m.unavailable.Inc()
@@ -241,6 +245,12 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			Receiver: n.Receiver, GroupKey: n.GroupKey, ExternalURL: n.ExternalURL,
 		}
 		switch err := e.store.create(ctx, rec); {
+		case rejected(err):
+			// The API server refuses this record for what it holds (an
+			// absurdly large fingerprint, say): retrying cannot help, and a
+			// 503 would have Alertmanager retry forever.
+			r.Refused++
+			log.Warn("alert cannot be recorded; refused", "err", err)
 		case errors.Is(err, errExists):
 			r.Duplicates++
 			e.m.duplicates.Inc()
@@ -256,6 +266,14 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		}
 	}
 	return r, nil
+}
+
+// intakeTimeout bounds the API calls of one notification's intake.
+const intakeTimeout = 5 * time.Second
+
+// rejected reports whether the API server refused a write for its content.
+func rejected(err error) bool {
+	return apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsBadRequest(err)
 }
 
 // Run resumes the alert records and open incidents left by an earlier run
