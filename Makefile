@@ -10,7 +10,7 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REV
            -X $(VERSION_PKG).Branch=$(BRANCH) -X $(VERSION_PKG).BuildUser=make \
            -X $(VERSION_PKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build testenv lint test test-short fuzz demo clean
+.PHONY: all build testenv lint test test-short fuzz bench reliability demo clean
 
 all: build
 
@@ -46,6 +46,14 @@ fuzz:
 ## test-short: the fast unit tests only
 test-short:
 	$(GO) test -short ./...
+
+## reliability: the reliability suite (alert storm, crash anywhere, API server outage, conflicts, bad input); not yet part of test
+reliability: testenv
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -tags reliability -race -count=1 -timeout 30m ./internal/reliability/
+
+## bench: the benchmarks of bench/ (not part of test); writes bench/RESULTS.md
+bench: testenv
+	bench/run.sh
 
 ## demo: the whole loop, narrated: a bad rollout rolled back, a non-critical alert fixed forward (DEMO_FLAGS=--once to exit)
 demo: testenv

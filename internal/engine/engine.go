@@ -269,7 +269,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 }
 
 // intakeTimeout bounds the API calls of one notification's intake.
-const intakeTimeout = 5 * time.Second
+const intakeTimeout = 3 * time.Second
 
 // rejected reports whether the API server refused a write for its content.
 func rejected(err error) bool {
