@@ -1,0 +1,564 @@
+// Command alerttoaction measures how long autorollbackd takes from an
+// Alertmanager webhook to the rollback patch accepted by the API server, on
+// one local control plane, against two references on identically prepared
+// Deployments: one raw client-go PATCH of the same kind (the floor) and
+// `kubectl rollout undo` run as a process per alert (what script-running
+// webhook receivers do). It prints a markdown section for bench/RESULTS.md.
+//
+// Run it from the module root; bench/run.sh builds and runs it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/autorollbackd/autorollbackd/bench/internal/harness"
+)
+
+type options struct {
+	daemon     string
+	n          int
+	namespaces int
+	out        string
+	work       string
+	timeout    time.Duration
+	variants   string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.daemon, "daemon", "", "Path of the autorollbackd binary to run (required).")
+	flag.IntVar(&o.n, "n", 200, "Number of rollbacks per method (default 200).")
+	flag.IntVar(&o.namespaces, "namespaces", 4, "Namespaces each method's Deployments are spread over (default 4).")
+	flag.StringVar(&o.out, "out", "", "File the markdown section is written to (default stdout).")
+	flag.StringVar(&o.work, "work", "", "Directory for the daemon's configuration, log and the raw samples (default a new temporary directory, kept).")
+	flag.DurationVar(&o.timeout, "timeout", 12*time.Minute, "Bound on the whole run, cluster included (default 12m).")
+	flag.StringVar(&o.variants, "variants", "default,workers-64,workers-64-qps-1000", "Comma-separated daemon configurations to measure, each on its own Deployments (default all: default,workers-64,workers-64-qps-1000).")
+	flag.Parse()
+	if o.daemon == "" {
+		fmt.Fprintln(os.Stderr, "alerttoaction: -daemon is required")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintf(os.Stderr, "alerttoaction: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// variant is a daemon configuration to measure, on Deployments of its own.
+type variant struct {
+	name string
+	// engine and extra are added to the engine section and to the top
+	// level of the configuration.
+	engine, extra string
+	what          string
+}
+
+// variants are the configurations that can be measured. Every one raises
+// the global budget of automatic rollbacks, 10 an hour by default: 200
+// rollbacks are the point of the benchmark.
+var variants = []variant{
+	{name: "default", what: "the defaults: `engine.incidentWorkers: 4`, `kubernetes.qps: 50`, `burst: 100`"},
+	{name: "workers-64", engine: "  incidentWorkers: 64\n", what: "`engine.incidentWorkers: 64`, so that an incident never waits for a worker busy verifying another"},
+	{name: "workers-64-qps-1000", engine: "  incidentWorkers: 64\n", extra: "kubernetes:\n  qps: 1000\n  burst: 2000\n",
+		what: "`engine.incidentWorkers: 64` and `kubernetes.qps: 1000`, `burst: 2000`, so that neither workers nor the client-side rate limit make an alert wait"},
+}
+
+func lookupVariant(name string) (variant, bool) {
+	for _, v := range variants {
+		if v.name == name {
+			return v, true
+		}
+	}
+	return variant{}, false
+}
+
+// budget goes into the policy section of every variant.
+const budget = "  budget:\n    globalPerHour: 10000\n"
+
+func run(ctx context.Context, o options) error {
+	var chosen []variant
+	for _, name := range strings.Split(o.variants, ",") {
+		v, ok := lookupVariant(name)
+		if !ok {
+			return fmt.Errorf("unknown variant %q", name)
+		}
+		chosen = append(chosen, v)
+	}
+	if o.work == "" {
+		dir, err := os.MkdirTemp("", "bench-alerttoaction-")
+		if err != nil {
+			return err
+		}
+		o.work = dir
+	}
+	tmpl, err := harness.ReadTemplate()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	load0 := harness.LoadAvg()
+	harness.Logf("starting the local control plane")
+	c, err := harness.StartCluster(ctx, 2)
+	if err != nil {
+		return err
+	}
+	defer c.Stop()
+	cs := c.Client
+	w, err := harness.NewWatcher(ctx, cs)
+	if err != nil {
+		return err
+	}
+
+	sets := map[string][]harness.Ref{
+		"patch":   harness.Refs("bench-patch", o.n, o.namespaces),
+		"kubectl": harness.Refs("bench-kubectl", o.n, o.namespaces),
+	}
+	for _, v := range chosen {
+		sets["daemon-"+v.name] = harness.Refs("bench-"+v.name, o.n, o.namespaces)
+	}
+	prepStart := time.Now()
+	harness.Logf("preparing %d Deployments per set in %d sets: revision 1, then revision 2 rolled out", o.n, len(sets))
+	errs := make(chan error, len(sets))
+	for name, refs := range sets {
+		go func() { errs <- harness.PrepareTwoRevisions(ctx, cs, w, name, refs, 6*time.Minute) }()
+	}
+	for range sets {
+		if err := <-errs; err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+	}
+	prep := time.Since(prepStart)
+	harness.Logf("prepared in %s", prep.Round(time.Second))
+
+	var results []*daemonResult
+	for _, v := range chosen {
+		dir := filepath.Join(o.work, v.name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		r, err := daemonPhase(ctx, c, w, tmpl, o.daemon, dir, v, sets["daemon-"+v.name])
+		if err != nil {
+			return fmt.Errorf("daemon (%s): %w", v.name, err)
+		}
+		results = append(results, r)
+		if err := w.SettledAfterRollback(ctx, sets["daemon-"+v.name], 3*time.Minute); err != nil {
+			return err
+		}
+	}
+	patch, err := patchPhase(ctx, cs, w, sets["patch"])
+	if err != nil {
+		return fmt.Errorf("raw PATCH: %w", err)
+	}
+	if err := w.SettledAfterRollback(ctx, sets["patch"], 3*time.Minute); err != nil {
+		return err
+	}
+	kubectl, err := kubectlPhase(ctx, c, w, sets["kubectl"])
+	if err != nil {
+		return fmt.Errorf("kubectl: %w", err)
+	}
+	if err := writeRaw(o.work, results, patch, kubectl); err != nil {
+		return err
+	}
+	report := markdown(o, results, patch, kubectl, prep, load0, harness.LoadAvg(), time.Since(start))
+	if o.out == "" {
+		_, err = os.Stdout.WriteString(report)
+		return err
+	}
+	return os.WriteFile(o.out, []byte(report), 0o644)
+}
+
+// sample is one rollback: when it was asked for and when it happened.
+type sample struct {
+	ref  harness.Ref
+	sent time.Time
+	// answered: the webhook's response (daemon) or the PATCH's (floor) or
+	// the process's exit (kubectl).
+	answered time.Time
+	seen     time.Time // the watcher saw the template back at v1
+	// The daemon's own clock, from its incident record.
+	received, opened, actionAt time.Time
+}
+
+type daemonResult struct {
+	variant  variant
+	samples  []sample
+	histSum  float64
+	histN    float64
+	resolved time.Duration // from the last webhook until no incident was open
+	openLeft string
+	rssKiB   int64
+	// CPU time the daemon used while the alerts were sent, and their wall
+	// time.
+	cpu, wall time.Duration
+}
+
+func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tmpl []byte, bin, dir string, v variant, refs []harness.Ref) (*daemonResult, error) {
+	cfg := harness.DaemonConfig{
+		RecordsNamespace: "bench-records-" + v.name,
+		Engine:           v.engine,
+		Extra:            "policy:\n  namespaces:\n    allow: [" + strings.Join(harness.Namespaces(refs), ", ") + "]\n" + budget + v.extra,
+	}
+	harness.Logf("daemon (%s): starting", v.name)
+	d, err := harness.StartDaemon(ctx, bin, c.Kubeconfig, dir, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Stop()
+	rss := harness.SampleRSS(d.Pid(), 500*time.Millisecond)
+	cpu0, _ := harness.CPUTime(d.Pid())
+	phase0 := time.Now()
+	url := "http://" + d.Addr + "/webhook"
+	client := &http.Client{Timeout: 30 * time.Second}
+	res := &daemonResult{variant: v}
+	harness.Logf("daemon (%s): %d webhooks, one at a time, each waiting for its rollback", v.name, len(refs))
+	for i, r := range refs {
+		body, err := harness.Payload(tmpl, []harness.Alert{{Ref: r, Fingerprint: fmt.Sprintf("%016x", i+1), Impact: "service_down", StartsAt: time.Now()}})
+		if err != nil {
+			return nil, err
+		}
+		s := sample{ref: r}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+harness.Token)
+		s.sent = time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("POST /webhook for %s: %w", r, err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		s.answered = time.Now()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(got), `"accepted":1`) {
+			return nil, fmt.Errorf("POST /webhook for %s: %d %s", r, resp.StatusCode, got)
+		}
+		if s.seen, err = w.WaitRolledBack(ctx, r, time.Minute); err != nil {
+			return nil, fmt.Errorf("%w (daemon log: %s)", err, filepath.Join(dir, "daemon.log"))
+		}
+		res.samples = append(res.samples, s)
+		if (i+1)%50 == 0 {
+			harness.Logf("daemon (%s): %d rollbacks", v.name, i+1)
+		}
+	}
+	last := time.Now()
+	cpu1, _ := harness.CPUTime(d.Pid())
+	res.cpu, res.wall = cpu1-cpu0, last.Sub(phase0)
+	if err := readIncidents(ctx, d.Addr, res.samples); err != nil {
+		return nil, err
+	}
+	sum, _ := harness.Metric(ctx, d.Addr, "autorollbackd_alert_to_action_seconds_sum")
+	n, _ := harness.Metric(ctx, d.Addr, "autorollbackd_alert_to_action_seconds_count")
+	res.histSum, _ = strconv.ParseFloat(sum, 64)
+	res.histN, _ = strconv.ParseFloat(n, 64)
+	// Let verification finish, bounded, so that the next phase does not
+	// run beside it; how long it takes is worth knowing too.
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
+		v, err := harness.Metric(ctx, d.Addr, "autorollbackd_incidents_open")
+		res.openLeft = v
+		return err == nil && v == "0", nil
+	})
+	res.resolved = time.Since(last)
+	if err != nil {
+		harness.Logf("daemon (%s): %s incidents still open after %s", v.name, res.openLeft, res.resolved.Round(time.Second))
+	}
+	res.rssKiB, _ = rss.Stop()
+	return res, nil
+}
+
+// incidentJSON is the part of GET /api/v1/incidents/{id} the benchmark
+// reads.
+type incidentJSON struct {
+	ID     string `json:"id"`
+	Target struct {
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+	} `json:"target"`
+	Alerts []struct {
+		ReceivedAt time.Time `json:"receivedAt"`
+	} `json:"alerts"`
+	Actions []struct {
+		At time.Time `json:"at"`
+	} `json:"actions"`
+	Timeline []struct {
+		At   time.Time `json:"at"`
+		What string    `json:"what"`
+	} `json:"timeline"`
+}
+
+// readIncidents fills the daemon's own timestamps of each sample from its
+// incident: when the webhook received the alert, when the incident was
+// opened (the decision taken), and actions[0].at (recorded just after the
+// patch returned).
+func readIncidents(ctx context.Context, addr string, samples []sample) error {
+	code, body, err := harness.Get(ctx, "http://"+addr+"/api/v1/incidents", harness.Token)
+	if err != nil || code != http.StatusOK {
+		return fmt.Errorf("list incidents: %d %v", code, err)
+	}
+	var list []struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return fmt.Errorf("decode incidents: %w", err)
+	}
+	byRef := map[string]*incidentJSON{}
+	for _, s := range list {
+		code, body, err := harness.Get(ctx, "http://"+addr+"/api/v1/incidents/"+s.ID, harness.Token)
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("get incident %s: %d %v", s.ID, code, err)
+		}
+		var inc incidentJSON
+		if err := json.Unmarshal(body, &inc); err != nil {
+			return fmt.Errorf("decode incident %s: %w", s.ID, err)
+		}
+		byRef[inc.Target.Namespace+"/"+inc.Target.Name] = &inc
+	}
+	for i := range samples {
+		inc := byRef[samples[i].ref.String()]
+		if inc == nil || len(inc.Alerts) == 0 || len(inc.Actions) == 0 {
+			return fmt.Errorf("no incident with an action for %s", samples[i].ref)
+		}
+		samples[i].received = inc.Alerts[0].ReceivedAt
+		samples[i].actionAt = inc.Actions[0].At
+		for _, e := range inc.Timeline {
+			if strings.HasPrefix(e.What, "decision: ") {
+				samples[i].opened = e.At
+			}
+		}
+	}
+	return nil
+}
+
+// patchPhase is the floor: the same kind of write the daemon makes (a JSON
+// patch replacing the template and annotations, with a resourceVersion
+// precondition), built beforehand, and timed from call to response.
+func patchPhase(ctx context.Context, cs kubernetes.Interface, w *harness.Watcher, refs []harness.Ref) ([]sample, error) {
+	harness.Logf("raw PATCH: %d patches, one at a time", len(refs))
+	out := make([]sample, 0, len(refs))
+	for _, r := range refs {
+		api := cs.AppsV1().Deployments(r.Namespace)
+		d, err := api.Get(ctx, r.Name, metav1.GetOptions{})
+		if err != nil {
+			return nil, err
+		}
+		rs, err := harness.ReplicaSetOf(ctx, cs, d, "1")
+		if err != nil {
+			return nil, err
+		}
+		patch, err := rollbackPatch(d, rs, r)
+		if err != nil {
+			return nil, err
+		}
+		s := sample{ref: r, sent: time.Now()}
+		if _, err := api.Patch(ctx, r.Name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: "bench"}); err != nil {
+			return nil, fmt.Errorf("patch %s: %w", r, err)
+		}
+		s.answered = time.Now()
+		if s.seen, err = w.WaitRolledBack(ctx, r, time.Minute); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// rollbackPatch is the daemon's rollback patch, rebuilt here: kubectl's
+// (the ReplicaSet's template without its pod-template-hash label, the
+// ReplicaSet's annotations but for those kubectl keeps from the
+// Deployment), plus the daemon's record annotations and the resourceVersion
+// read as a precondition. Same operations, same size.
+func rollbackPatch(d *appsv1.Deployment, rs *appsv1.ReplicaSet, r harness.Ref) ([]byte, error) {
+	keep := map[string]bool{
+		corev1.LastAppliedConfigAnnotation: true, harness.RevisionAnnotation: true,
+		"deployment.kubernetes.io/revision-history": true, "deployment.kubernetes.io/desired-replicas": true,
+		"deployment.kubernetes.io/max-replicas": true, appsv1.DeprecatedRollbackTo: true,
+	}
+	template := rs.Spec.Template.DeepCopy()
+	delete(template.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	annotations := map[string]string{}
+	for k := range keep {
+		if v, ok := d.Annotations[k]; ok {
+			annotations[k] = v
+		}
+	}
+	for k, v := range rs.Annotations {
+		if !keep[k] {
+			annotations[k] = v
+		}
+	}
+	maps.Copy(annotations, map[string]string{
+		"autorollback.io/rolled-back-from":  "2",
+		"autorollback.io/rolled-back-to":    "1",
+		"autorollback.io/rolled-back-at":    time.Now().UTC().Format(time.RFC3339),
+		"autorollback.io/alert-fingerprint": "0000000000000000",
+		"autorollback.io/incident":          "deployment/" + r.Namespace + "/" + r.Name + "@2",
+		"kubernetes.io/change-cause":        "bench: rolled back from revision 2 to 1: alert EventServiceDown, rule service-down (service_down)",
+	})
+	return json.Marshal([]map[string]any{
+		{"op": "replace", "path": "/metadata/resourceVersion", "value": d.ResourceVersion},
+		{"op": "replace", "path": "/spec/template", "value": template},
+		{"op": "replace", "path": "/metadata/annotations", "value": annotations},
+	})
+}
+
+// kubectlPhase runs `kubectl rollout undo` as a process per alert, timed
+// from process start to exit.
+func kubectlPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, refs []harness.Ref) ([]sample, error) {
+	harness.Logf("kubectl rollout undo: %d processes, one at a time", len(refs))
+	kubectl := filepath.Join(c.BinDir, "kubectl")
+	out := make([]sample, 0, len(refs))
+	for _, r := range refs {
+		cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", c.Kubeconfig, "-n", r.Namespace, "rollout", "undo", "deployment/"+r.Name)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		s := sample{ref: r, sent: time.Now()}
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("kubectl rollout undo %s: %w: %s", r, err, stderr.String())
+		}
+		s.answered = time.Now()
+		var err error
+		if s.seen, err = w.WaitRolledBack(ctx, r, time.Minute); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func durations(samples []sample, from, to func(sample) time.Time) []time.Duration {
+	out := make([]time.Duration, 0, len(samples))
+	for _, s := range samples {
+		out = append(out, to(s).Sub(from(s)))
+	}
+	return out
+}
+
+func sent(s sample) time.Time     { return s.sent }
+func answered(s sample) time.Time { return s.answered }
+func seen(s sample) time.Time     { return s.seen }
+func received(s sample) time.Time { return s.received }
+func opened(s sample) time.Time   { return s.opened }
+func actionAt(s sample) time.Time { return s.actionAt }
+
+// writeRaw keeps every sample as CSV next to the daemon's logs, for a
+// closer look than percentiles give.
+func writeRaw(dir string, daemons []*daemonResult, patch, kubectl []sample) error {
+	var b strings.Builder
+	b.WriteString("method,namespace,name,sent_unix_ns,answered_ms,seen_ms,received_ms,opened_ms,action_at_ms\n")
+	ms := func(s sample, t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return harness.Ms(t.Sub(s.sent))
+	}
+	emit := func(method string, ss []sample) {
+		for _, s := range ss {
+			fmt.Fprintf(&b, "%s,%s,%s,%d,%s,%s,%s,%s,%s\n", method, s.ref.Namespace, s.ref.Name, s.sent.UnixNano(),
+				ms(s, s.answered), ms(s, s.seen), ms(s, s.received), ms(s, s.opened), ms(s, s.actionAt))
+		}
+	}
+	for _, d := range daemons {
+		emit("daemon-"+d.variant.name, d.samples)
+	}
+	emit("patch", patch)
+	emit("kubectl", kubectl)
+	return os.WriteFile(filepath.Join(dir, "samples.csv"), []byte(b.String()), 0o644)
+}
+
+func markdown(o options, daemons []*daemonResult, patch, kubectl []sample, prep time.Duration, load0, load1 string, total time.Duration) string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("## 1. Alert to action\n")
+	p("One local control plane (the test environment's kube-apiserver, kube-controller-manager, kube-scheduler and etcd, kwok nodes; "+
+		"components' client QPS limits lifted, see the README). "+
+		"For each method, %d opted-in Deployments (1 replica) across %d namespaces, each created at `v1` and rolled out to `v2-bad`, "+
+		"the rollout complete before measuring (preparing all sets took %s). "+
+		"One rollback per Deployment, **one at a time**: the next alert is sent once the previous rollback was seen. "+
+		"A client-go watch on the Deployments, started before anything else, notes the moment each template returns to `v1`. "+
+		"The phases run one after another, each once the previous one's rollouts completed.\n",
+		o.n, o.namespaces, prep.Round(time.Second))
+	p("- **daemon**: `autorollbackd serve`, bearer auth on, log at info to a file, `policy.namespaces.allow` listing the namespaces and `policy.budget.globalPerHour: 10000` "+
+		"(the default budget, 10 an hour, would escalate the 11th); one Alertmanager notification per Deployment "+
+		"(the captured `%s` with one alert, `impact=service_down`, `startsAt` = now), over a keep-alive connection. Configurations:", harness.TemplatePath)
+	for _, d := range daemons {
+		p("  - `%s`: %s.", d.variant.name, d.variant.what)
+	}
+	p("- **raw PATCH** (the floor): one client-go `PATCH` of the kind the daemon sends (JSON patch replacing `/spec/template` and `/metadata/annotations`, `resourceVersion` precondition), built beforehand, timed from call to response.")
+	p("- **kubectl**: `kubectl rollout undo deployment/X` started as a process per alert (what script-running webhook receivers do), timed from process start to exit.\n")
+	p("Load average (1, 5, 15 min) at start: %s; at end: %s. Whole part, cluster start included: %s.\n", load0, load1, total.Round(time.Second))
+	p(harness.StatsHeader)
+	for _, d := range daemons {
+		p("%s", harness.Summarise(durations(d.samples, sent, seen)).Row("**daemon `"+d.variant.name+"`**: webhook sent → rollback seen by the watch"))
+		p("%s", harness.Summarise(durations(d.samples, sent, actionAt)).Row("daemon `"+d.variant.name+"`: webhook sent → incident `actions[0].at`"))
+	}
+	floor := harness.Summarise(durations(patch, sent, answered))
+	p("%s", floor.Row("**raw PATCH**: call → response (floor)"))
+	p("%s", harness.Summarise(durations(patch, sent, seen)).Row("raw PATCH: call → seen by the watch"))
+	p("%s", harness.Summarise(durations(kubectl, sent, answered)).Row("**kubectl rollout undo**: process start → exit"))
+	p("%s", harness.Summarise(durations(kubectl, sent, seen)).Row("kubectl rollout undo: process start → seen by the watch"))
+	p("")
+	p("**Target: daemon p99 within 2× the raw PATCH floor's p99.**\n")
+	for _, d := range daemons {
+		s := harness.Summarise(durations(d.samples, sent, seen))
+		ratio := float64(s.P99) / float64(floor.P99)
+		verdict := "**not met**"
+		if ratio <= 2 {
+			verdict = "**met**"
+		}
+		p("- `%s`: p99 %s ms against the floor's p99 %s ms: %.1f× the floor: %s.", d.variant.name, harness.Ms(s.P99), harness.Ms(floor.P99), ratio, verdict)
+	}
+	p("")
+	for _, d := range daemons {
+		p("### Where the daemon's time goes: `%s`\n", d.variant.name)
+		p("Per alert, from the daemon's incident records (same machine, same clock): `alerts[0].receivedAt`, the timeline's `decision:` entry (written when the incident is opened) and `actions[0].at` (written after the patch returned).\n")
+		p(harness.StatsHeader)
+		p("%s", harness.Summarise(durations(d.samples, sent, answered)).Row("webhook sent → 200 answered (alert recorded in a ConfigMap)"))
+		p("%s", harness.Summarise(durations(d.samples, sent, received)).Row("webhook sent → received by the engine"))
+		p("%s", harness.Summarise(durations(d.samples, received, opened)).Row("received → decided, incident opened"))
+		p("%s", harness.Summarise(durations(d.samples, opened, seen)).Row("incident opened → rollback seen by the watch"))
+		p("%s", harness.Summarise(durations(d.samples, seen, actionAt)).Row("rollback seen → `actions[0].at` recorded"))
+		q := max(1, len(d.samples)/4)
+		p("%s", harness.Summarise(durations(d.samples[:q], received, opened)).Row(fmt.Sprintf("received → incident opened, first %d alerts", q)))
+		p("%s", harness.Summarise(durations(d.samples[len(d.samples)-q:], received, opened)).Row(fmt.Sprintf("received → incident opened, last %d alerts", q)))
+		p("")
+		rate := float64(len(d.samples)) / d.wall.Seconds()
+		p("%d rollbacks in %.1f s: %.2f a second. Daemon CPU time meanwhile: %.1f s (%.0f%% of one core). Largest RSS: %.0f MiB.",
+			len(d.samples), d.wall.Seconds(), rate, d.cpu.Seconds(), 100*d.cpu.Seconds()/d.wall.Seconds(), float64(d.rssKiB)/1024)
+		if d.histN > 0 {
+			p("The daemon's own `autorollbackd_alert_to_action_seconds`: %.0f observations, mean %s ms.", d.histN, harness.Ms(time.Duration(d.histSum/d.histN*float64(time.Second))))
+		}
+		if d.openLeft == "0" {
+			p("Every incident was verified and resolved %s after the last rollback.\n", d.resolved.Round(time.Second))
+		} else {
+			p("%s incidents were still open %s after the last rollback (bounded wait).\n", d.openLeft, d.resolved.Round(time.Second))
+		}
+	}
+	return b.String()
+}

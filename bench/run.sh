@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Runs the benchmarks of autorollbackd (see bench/README.md) and writes
+# bench/RESULTS.md.
+#
+#   bench/run.sh                       every part; writes bench/RESULTS.md
+#   bench/run.sh alert-to-action       one or more parts (alert-to-action,
+#   bench/run.sh intake go             intake, go); prints them to stdout and
+#                                      leaves bench/RESULTS.md alone
+#
+# Environment:
+#   BENCH_RESULTS  file to write instead of bench/RESULTS.md (a full run) or
+#                  stdout (a partial run)
+#   BENCH_KEEP=1   keep the work directory (daemon logs, samples.csv, hey
+#                  output) instead of deleting it
+#   BENCH_N        rollbacks per method in alert-to-action (default 200)
+#   BENCH_DURATION how long hey drives each intake case (default 10s)
+#   HEY_VERSION, BENCHSTAT_VERSION  versions go install fetches
+#
+# It builds what it needs: the test environment with hack/testenv.sh (cached
+# outside the repository), the daemon and the benchmark programs with go
+# build, hey and benchstat with go install into the work directory. Nothing
+# in the repository changes but the results file.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "${root}"
+
+HEY_VERSION=${HEY_VERSION:-v0.1.5}
+BENCHSTAT_VERSION=${BENCHSTAT_VERSION:-v0.0.0-20260908200009-22c9c6c9d4da}
+BENCH_N=${BENCH_N:-200}
+BENCH_DURATION=${BENCH_DURATION:-10s}
+
+all_parts=(alert-to-action intake go)
+if (($# == 0)); then
+  parts=("${all_parts[@]}")
+  out=${BENCH_RESULTS:-${root}/bench/RESULTS.md}
+else
+  parts=("$@")
+  out=${BENCH_RESULTS:-/dev/stdout}
+  for p in "${parts[@]}"; do
+    case "${p}" in
+      alert-to-action | intake | go) ;;
+      *) echo "bench/run.sh: unknown part ${p} (want: ${all_parts[*]})" >&2; exit 2 ;;
+    esac
+  done
+fi
+
+log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/autorollbackd-bench.XXXXXX")
+cleanup() {
+  if [[ "${BENCH_KEEP:-}" == 1 ]]; then
+    log "work directory kept: ${work}"
+  else
+    rm -rf "${work}"
+  fi
+}
+trap cleanup EXIT
+mkdir -p "${work}/bin" "${work}/md"
+
+started=$(date +%s)
+started_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+
+log "test environment: hack/testenv.sh (cached after the first build)"
+TESTENV_BIN=$(hack/testenv.sh | tail -n1)
+export TESTENV_BIN
+
+log "building autorollbackd and the benchmark programs into ${work}/bin"
+go build -o "${work}/bin/autorollbackd" ./cmd/autorollbackd
+go build -o "${work}/bin/" ./bench/alerttoaction ./bench/intake ./bench/ceiling
+
+log "installing hey ${HEY_VERSION} and benchstat ${BENCHSTAT_VERSION} into ${work}/bin"
+# From the work directory, so that no go.mod is consulted, let alone changed.
+(
+  cd "${work}"
+  GOBIN="${work}/bin" go install "github.com/rakyll/hey@${HEY_VERSION}"
+  GOBIN="${work}/bin" go install "golang.org/x/perf/cmd/benchstat@${BENCHSTAT_VERSION}"
+)
+
+for part in "${parts[@]}"; do
+  t0=$(date +%s)
+  case "${part}" in
+    alert-to-action)
+      log "part 1: alert to action (${BENCH_N} rollbacks per method; about 7 minutes)"
+      mkdir -p "${work}/alerttoaction"
+      timeout -k 2m 14m "${work}/bin/alerttoaction" -daemon "${work}/bin/autorollbackd" -n "${BENCH_N}" \
+        -work "${work}/alerttoaction" -out "${work}/md/1.md"
+      ;;
+    intake)
+      log "part 2: webhook intake (${BENCH_DURATION} per case; about 3 minutes)"
+      mkdir -p "${work}/intake"
+      timeout -k 2m 9m "${work}/bin/intake" -daemon "${work}/bin/autorollbackd" -ceiling "${work}/bin/ceiling" \
+        -hey "${work}/bin/hey" -duration "${BENCH_DURATION}" -work "${work}/intake" -out "${work}/md/2.md"
+      ;;
+    go)
+      log "part 3: Go benchmarks (about 2 minutes)"
+      load0=$(cut -d' ' -f1-3 /proc/loadavg)
+      go test -run='^$' -bench=. -benchmem -count=6 -timeout 10m ./internal/policy/ ./internal/webhook/ > "${work}/gobench.txt"
+      # Labelled with the commit rather than the temporary file's path.
+      (cd "${work}" && bin/benchstat "$(git -C "${root}" rev-parse --short HEAD)=gobench.txt") > "${work}/benchstat.txt"
+      {
+        echo "## 3. Go benchmarks"
+        echo
+        echo "\`go test -run='^\$' -bench=. -benchmem -count=6 ./internal/policy/ ./internal/webhook/\`, summarised by benchstat (column: the commit)."
+        echo "Load average (1, 5, 15 min) at start: ${load0}; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
+        echo
+        echo '```text'
+        cat "${work}/benchstat.txt"
+        echo '```'
+        echo
+      } > "${work}/md/3.md"
+      ;;
+  esac
+  log "part ${part} done in $(($(date +%s) - t0))s"
+done
+
+version_of() { go version -m "$1" | awk '$1 == "mod" { print $2 " " $3; exit }'; }
+
+{
+  if (($# == 0)); then
+    echo "# Benchmark results"
+    echo
+    echo "Written by \`bench/run.sh\`; rerun it rather than editing the numbers. What each part measures and how to read it: [README.md](README.md)."
+    echo
+    echo "| | |"
+    echo "|---|---|"
+    echo "| date | ${started_utc} |"
+    dirty=""
+    [[ -n "$(git status --porcelain -- . ':!bench' 2>/dev/null)" ]] && dirty=" (working tree has uncommitted changes outside bench/)"
+    echo "| commit | \`$(git rev-parse HEAD)\`${dirty} |"
+    echo "| go | $(go version) |"
+    echo "| CPU | $(nproc) cores: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') |"
+    echo "| kernel | $(uname -sr) |"
+    echo "| test environment | $(basename "$(dirname "${TESTENV_BIN}")") |"
+    echo "| hey | $(version_of "${work}/bin/hey") |"
+    echo "| benchstat | $(version_of "${work}/bin/benchstat") |"
+    echo "| load average at start | ${load_start} (1, 5, 15 min; other work on the machine skews every number) |"
+    echo "| whole run | $(($(date +%s) - started))s |"
+    echo
+    echo '`free -h`:'
+    echo
+    echo '```text'
+    free -h
+    echo '```'
+    echo
+  fi
+  for part in "${parts[@]}"; do
+    case "${part}" in
+      alert-to-action) cat "${work}/md/1.md" ;;
+      intake) cat "${work}/md/2.md" ;;
+      go) cat "${work}/md/3.md" ;;
+    esac
+  done
+  if (($# == 0)); then
+    echo "## Not yet measured"
+    echo
+    echo "- Scale: the daemon against 10,000 opted-in Deployments (informer memory, intake and decision latency with that many workloads and incident records)."
+    echo
+  fi
+} > "${work}/results.md"
+if [[ "${out}" == /dev/stdout ]]; then
+  cat "${work}/results.md"
+else
+  cp "${work}/results.md" "${out}"
+  log "wrote ${out}"
+fi
