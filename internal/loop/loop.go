@@ -401,7 +401,7 @@ scrape_configs:
 	if err != nil {
 		return fmt.Errorf("read the chart's rules: %w", err)
 	}
-	p, err := testenv.StartPrometheusAt(ctx, dir, l.prometheusAddr, cfg, map[string]string{"rules.yml": Rules, "autorollbackd.rules.yml": string(ownRules)})
+	p, err := testenv.StartPrometheus(ctx, dir, l.prometheusAddr, cfg, map[string]string{"rules.yml": Rules, "autorollbackd.rules.yml": string(ownRules)})
 	if err != nil {
 		return err
 	}

@@ -118,19 +118,10 @@ func (p *Process) Exited() bool {
 	}
 }
 
-// StartPrometheus runs the test environment's Prometheus with the given
-// configuration (prometheus.yml content) and rule files, storing its data
-// under dir.
-func StartPrometheus(ctx context.Context, dir, config string, rules map[string]string) (*Process, error) {
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	return StartPrometheusAt(ctx, dir, addr, config, rules)
-}
-
-// StartPrometheusAt is StartPrometheus on a given address.
-func StartPrometheusAt(ctx context.Context, dir, addr, config string, rules map[string]string) (*Process, error) {
+// StartPrometheus runs the test environment's Prometheus on addr with the
+// given configuration (prometheus.yml content) and rule files, storing its
+// data under dir.
+func StartPrometheus(ctx context.Context, dir, addr, config string, rules map[string]string) (*Process, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
