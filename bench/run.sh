@@ -59,6 +59,9 @@ trap cleanup EXIT
 mkdir -p "${work}/bin" "${work}/md"
 
 started=$(date +%s)
+commit=$(git rev-parse HEAD)
+dirty=""
+[[ -n "$(git status --porcelain -- . ':!bench' 2>/dev/null)" ]] && dirty=" (built with uncommitted changes outside bench/)"
 started_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -126,9 +129,7 @@ version_of() { go version -m "$1" | awk '$1 == "mod" { print $2 " " $3; exit }';
     echo "| | |"
     echo "|---|---|"
     echo "| date | ${started_utc} |"
-    dirty=""
-    [[ -n "$(git status --porcelain -- . ':!bench' 2>/dev/null)" ]] && dirty=" (working tree has uncommitted changes outside bench/)"
-    echo "| commit | \`$(git rev-parse HEAD)\`${dirty} |"
+    echo "| commit | \`${commit}\`${dirty} |"
     echo "| go | $(go version) |"
     echo "| CPU | $(nproc) cores: $(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') |"
     echo "| kernel | $(uname -sr) |"

@@ -114,8 +114,8 @@ func TestScaleBounceDeployment(t *testing.T) {
 	if err != nil || res.Outcome != OutcomeNoop {
 		t.Fatalf("second ScaleBounce = %+v, %v", res, err)
 	}
-	if got := e.mustDeployment(t, "event-service").ResourceVersion; got != after.ResourceVersion {
-		t.Errorf("second call wrote: resourceVersion %s -> %s", after.ResourceVersion, got)
+	if got := written(e.mustDeployment(t, "event-service")); got != written(after) {
+		t.Errorf("second call wrote: %s -> %s", written(after), got)
 	}
 	for result, want := range map[string]float64{"applied": 1, "noop": 1, "failed": 0} {
 		if got := flagTestCounter(t, e.reg, KindScaleBounce, result, false); got != want {
@@ -184,8 +184,8 @@ func TestScaleBounceResumesAfterDaemonRestart(t *testing.T) {
 	if _, err := act2.ScaleBounce(ctx2, other); !errors.Is(err, ErrChanged) || FailureReason(err) != "changed" {
 		t.Fatalf("ScaleBounce for another incident = %v, want ErrChanged", err)
 	}
-	if got := e.mustDeployment(t, "event-service").ResourceVersion; got != d.ResourceVersion {
-		t.Errorf("refused bounce wrote: resourceVersion %s -> %s", d.ResourceVersion, got)
+	if got := written(e.mustDeployment(t, "event-service")); got != written(d) {
+		t.Errorf("refused bounce wrote: %s -> %s", written(d), got)
 	}
 
 	// A new daemon resumes without recording again, and keeps waiting while
@@ -197,8 +197,8 @@ func TestScaleBounceResumesAfterDaemonRestart(t *testing.T) {
 	if _, err := act2.ScaleBounce(short, req); err == nil || short.Err() == nil {
 		t.Fatalf("ScaleBounce with pods terminating = %v (deadline passed: %v), want it to wait until its deadline", err, short.Err())
 	}
-	if got := e.mustDeployment(t, "event-service").ResourceVersion; got != d.ResourceVersion {
-		t.Errorf("resumed bounce recorded again: resourceVersion %s -> %s", d.ResourceVersion, got)
+	if got := written(e.mustDeployment(t, "event-service")); got != written(d) {
+		t.Errorf("resumed bounce recorded again: %s -> %s", written(d), got)
 	}
 
 	// Once the pods are gone it finishes, at exactly 3.
@@ -317,9 +317,9 @@ func TestScaleBounceDryRunChangesNothing(t *testing.T) {
 		t.Fatalf("dry run = %+v, %v", res, err)
 	}
 	after := e.mustDeployment(t, "event-service")
-	if after.ResourceVersion != d.ResourceVersion || *after.Spec.Replicas != 2 || scaleAnnotations(after.Annotations) != "" {
-		t.Errorf("dry run changed the deployment: resourceVersion %s -> %s, %d replicas, annotations %s",
-			d.ResourceVersion, after.ResourceVersion, *after.Spec.Replicas, scaleAnnotations(after.Annotations))
+	if written(after) != written(d) || *after.Spec.Replicas != 2 || scaleAnnotations(after.Annotations) != "" {
+		t.Errorf("dry run changed the deployment: %s -> %s, %d replicas, annotations %s",
+			written(d), written(after), *after.Spec.Replicas, scaleAnnotations(after.Annotations))
 	}
 	if got := flagTestCounter(t, e.reg, KindScaleBounce, "applied", true); got != 1 {
 		t.Errorf("actions_total{scale_bounce,applied,dry_run=true} = %v, want 1", got)
