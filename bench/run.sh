@@ -105,7 +105,7 @@ for part in "${parts[@]}"; do
       {
         echo "## 3. Go benchmarks"
         echo
-        echo "\`go test -run='^\$' -bench=. -benchmem -count=6 ./internal/policy/ ./internal/webhook/\`, summarised by benchstat (column: the commit)."
+        echo "\`go test -run='^\$' -bench=. -benchmem -count=6 ./internal/policy/ ./internal/webhook/\`, summarised by benchstat (column: the commit checked out when this part ran)."
         echo "Load average (1, 5, 15 min) at start: ${load0}; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
         echo
         echo '```text'

@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -82,8 +83,12 @@ func (r *reloader) run(ctx context.Context) error {
 			return nil
 		case <-hup:
 			r.reload("SIGHUP")
-		case <-events:
-			settle = time.After(500 * time.Millisecond)
+		case ev := <-events:
+			// The directory may hold other files (a log, say); only the
+			// config file, or a ConfigMap volume's ..data swap, counts.
+			if name := filepath.Base(ev.Name); name == filepath.Base(r.file) || strings.HasPrefix(name, "..") {
+				settle = time.After(500 * time.Millisecond)
+			}
 		case <-settle:
 			settle = nil
 			r.reload("file change")

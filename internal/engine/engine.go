@@ -255,6 +255,10 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			r.Duplicates++
 			e.m.duplicates.Inc()
 			e.seen.Add(key, struct{}{})
+			// An earlier attempt may have written the record and then timed
+			// out before queueing it; queueing again is harmless, because a
+			// record already handed over is left alone.
+			e.queue.Add(recordName(key))
 			log.Debug("duplicate alert", "key", key)
 		case err != nil:
 			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)

@@ -360,7 +360,11 @@ func StartDaemon(ctx context.Context, bin, kubeconfig, dir string, cfg DaemonCon
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
-	if err := EnsureNamespaces(ctx, mustClient(kubeconfig), cfg.RecordsNamespace); err != nil {
+	cs, err := ClientFor(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if err := EnsureNamespaces(ctx, cs, cfg.RecordsNamespace); err != nil {
 		return nil, err
 	}
 	p, err := Start(ctx, "autorollbackd", addr, "/readyz", filepath.Join(dir, "daemon.log"), bin,
@@ -377,20 +381,6 @@ func StartDaemon(ctx context.Context, bin, kubeconfig, dir string, cfg DaemonCon
 		return nil, fmt.Errorf("wait for the daemon to lead: %w", err)
 	}
 	return p, nil
-}
-
-var clients sync.Map
-
-func mustClient(kubeconfig string) kubernetes.Interface {
-	if c, ok := clients.Load(kubeconfig); ok {
-		return c.(kubernetes.Interface)
-	}
-	cs, err := ClientFor(kubeconfig)
-	if err != nil {
-		panic(err)
-	}
-	clients.Store(kubeconfig, cs)
-	return cs
 }
 
 // RSS samples the resident set size of a process (VmRSS in
