@@ -33,7 +33,8 @@ test: testenv lint
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 # Each fuzz target, as package:target.
-FUZZ_TARGETS := ./internal/config:FuzzLoad ./internal/webhook:FuzzDecode ./internal/policy:FuzzCompileMatchers
+FUZZ_TARGETS := ./internal/config:FuzzLoad ./internal/webhook:FuzzDecode ./internal/webhook:FuzzDecodeValid \
+	./internal/policy:FuzzCompileMatchers ./internal/policy:FuzzDNS1123
 FUZZTIME ?= 10s
 
 ## fuzz: run every fuzz target for FUZZTIME (default 10s; try FUZZTIME=5m)
@@ -47,9 +48,9 @@ fuzz:
 test-short:
 	$(GO) test -short ./...
 
-## reliability: the reliability suite (alert storm, crash anywhere, API server outage, conflicts, bad input); not yet part of test
+## reliability: the reliability suite alone, verbose (alert storm, crash anywhere, API server outage, conflicts, failover, bad input); also part of test
 reliability: testenv
-	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -tags reliability -race -count=1 -timeout 30m ./internal/reliability/
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -v -timeout 30m ./internal/reliability/
 
 ## bench: the benchmarks of bench/ (not part of test); writes bench/RESULTS.md
 bench: testenv

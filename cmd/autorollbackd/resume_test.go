@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -202,4 +206,67 @@ func TestOnlyTheLeaderActs(t *testing.T) {
 		return state == "resolved", state
 	})
 	waitRevision(t, c, ns, "event-service", "3")
+}
+
+// TestLostLeaseStandsAgain takes the lease away from the only replica, as
+// an API server outage past the renew deadline does: the replica stops
+// acting (503) without exiting, stands for election again, leads once the
+// lease expires and acts on the next alert.
+func TestLostLeaseStandsAgain(t *testing.T) {
+	c := testenv.Require(t)
+	ns := c.Namespace(t)
+	twoRevisions(t, c, ns, "event-service")
+	cfg := configFile(t, ns, "leaderElection:\n  leaseDuration: 3s\n  renewDeadline: 2s\n  retryPeriod: 500ms\n")
+	d := startDaemon(t, "--kubeconfig", c.Kubeconfig, "--config", cfg)
+	waitReady(t, d)
+	testenv.Eventually(t, 30*time.Second, "the replica leads", func(context.Context) (bool, string) {
+		v := metricValue(t, d.addr, "autorollbackd_leader")
+		return v == "1", v
+	})
+	leases := c.Client.CoordinationV1().Leases(ns)
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		l, err := leases.Get(context.Background(), "autorollbackd", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		l.Spec.HolderIdentity = ptr.To("another-replica")
+		l.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		l.Spec.AcquireTime = l.Spec.RenewTime
+		l.Spec.LeaseDurationSeconds = ptr.To[int32](3)
+		_, err = leases.Update(context.Background(), l, metav1.UpdateOptions{})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := payload(t, ns, "event-service", "fp-lost-lease")
+	testenv.Eventually(t, 30*time.Second, "the replica stops leading and answers 503", func(context.Context) (bool, string) {
+		v := metricValue(t, d.addr, "autorollbackd_leader")
+		if v != "0" {
+			return false, "leader " + v
+		}
+		code, resp := post(t, "http://"+d.addr+"/webhook", testToken, body)
+		return code == http.StatusServiceUnavailable, fmt.Sprintf("%d %s", code, resp)
+	})
+	testenv.Eventually(t, 30*time.Second, "the replica leads again once the lease expires", func(context.Context) (bool, string) {
+		v := metricValue(t, d.addr, "autorollbackd_leader")
+		return v == "1", v
+	})
+	select {
+	case err := <-d.done:
+		t.Fatalf("the daemon exited: %v", err)
+	default:
+	}
+	if code, resp := post(t, "http://"+d.addr+"/webhook", testToken, body); code != http.StatusOK {
+		t.Fatalf("after leading again: %d %s", code, resp)
+	}
+	testenv.Eventually(t, 60*time.Second, "the rollback resolves", func(context.Context) (bool, string) {
+		state, _ := incidentState(t, d.addr)
+		return state == "resolved", state
+	})
+	waitRevision(t, c, ns, "event-service", "3")
+	lines := strings.Join(d.logLines(), "\n")
+	if !strings.Contains(lines, "standing for election again") {
+		t.Errorf("the log does not say the replica stood again:\n%s", lines)
+	}
 }

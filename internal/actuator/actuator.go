@@ -101,6 +101,10 @@ type Result struct {
 	From    int64   `json:"from,omitempty"`
 	To      int64   `json:"to,omitempty"`
 	Message string  `json:"message"`
+	// Resumed is set on a no-op because the same incident's action is
+	// already recorded on the workload: an earlier attempt carried it out
+	// and was interrupted before its caller recorded that.
+	Resumed bool `json:"resumed,omitempty"`
 }
 
 // Options configures an Actuator.

@@ -117,6 +117,8 @@ type flagPlan struct {
 	// incident's restart is not recorded yet (the daemon stopped between
 	// the two writes).
 	restart string
+	// resumed: this incident's change is already recorded on the ConfigMap.
+	resumed bool
 	// describe says what the plan does, for Result.Message.
 	describe string
 }
@@ -154,7 +156,7 @@ func (a *Actuator) featureFlag(ctx context.Context, req Request, f FlagChange, r
 			return err
 		}
 		if !p.write && p.restart == "" {
-			res.Outcome, res.Message = OutcomeNoop, p.describe
+			res.Outcome, res.Message, res.Resumed = OutcomeNoop, p.describe, p.resumed
 			return nil
 		}
 		if p.restart != "" && w.paused {
@@ -198,7 +200,7 @@ func planRollback(cm *corev1.ConfigMap, req Request, f FlagChange, restartedFor 
 		if !present || current != f.Value {
 			return p, fmt.Errorf("%w: %s is %s since it was set to %q for incident %s", ErrChanged, f.Key, describeValue(current, present), f.Value, recorded)
 		}
-		p.describe = fmt.Sprintf("%s already set to %q for incident %s", f.Key, f.Value, req.Incident)
+		p.describe, p.resumed = fmt.Sprintf("%s already set to %q for incident %s", f.Key, f.Value, req.Incident), true
 		if restartedFor == p.restart {
 			p.restart = ""
 		}

@@ -284,8 +284,8 @@ func TestFeatureFlagRollbackAndRevertDeployment(t *testing.T) {
 	// A second call writes nothing.
 	cmRV, dRV := cm.ResourceVersion, written(e.mustDeployment(t, "event-service"))
 	res, err = e.act.RollbackFeatureFlag(ctx, req, pricingFlag)
-	if err != nil || res.Outcome != OutcomeNoop {
-		t.Fatalf("second RollbackFeatureFlag = %+v, %v", res, err)
+	if err != nil || res.Outcome != OutcomeNoop || !res.Resumed {
+		t.Fatalf("second RollbackFeatureFlag = %+v, %v; want a resumed no-op", res, err)
 	}
 	if got := e.mustConfigMap(t).ResourceVersion; got != cmRV {
 		t.Errorf("second call wrote the ConfigMap: resourceVersion %s -> %s", cmRV, got)
@@ -319,8 +319,8 @@ func TestFeatureFlagRollbackAndRevertDeployment(t *testing.T) {
 	// A repeated revert writes nothing.
 	cmRV, dRV = cm.ResourceVersion, written(e.mustDeployment(t, "event-service"))
 	res, err = e.act.RevertFeatureFlag(ctx, req, pricingFlag)
-	if err != nil || res.Outcome != OutcomeNoop {
-		t.Fatalf("second RevertFeatureFlag = %+v, %v", res, err)
+	if err != nil || res.Outcome != OutcomeNoop || res.Resumed {
+		t.Fatalf("second RevertFeatureFlag = %+v, %v; want a plain no-op", res, err)
 	}
 	if e.mustConfigMap(t).ResourceVersion != cmRV || written(e.mustDeployment(t, "event-service")) != dRV {
 		t.Error("second revert wrote")

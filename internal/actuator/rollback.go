@@ -74,7 +74,8 @@ func (a *Actuator) rollbackDeployment(ctx context.Context, req Request, from, to
 		return nil, res, err
 	}
 	if alreadyDone(d.Annotations, req, from, to) {
-		res.Outcome, res.Message = OutcomeNoop, fmt.Sprintf("already rolled back from revision %d to %d for incident %s", from, to, req.Incident)
+		res.Outcome, res.Resumed = OutcomeNoop, true
+		res.Message = fmt.Sprintf("already rolled back from revision %d to %d for incident %s", from, to, req.Incident)
 		return d, res, nil
 	}
 	if d.Spec.Paused {
@@ -174,7 +175,8 @@ func (a *Actuator) rollbackFromHistory(ctx context.Context, req Request, from, t
 		return nil, res, err
 	}
 	if alreadyDone(meta.Annotations, req, from, to) {
-		res.Outcome, res.Message = OutcomeNoop, fmt.Sprintf("already rolled back from revision %d to %d for incident %s", from, to, req.Incident)
+		res.Outcome, res.Resumed = OutcomeNoop, true
+		res.Message = fmt.Sprintf("already rolled back from revision %d to %d for incident %s", from, to, req.Incident)
 		return obj, res, nil
 	}
 	sel, err := metav1.LabelSelectorAsSelector(selector)

@@ -336,8 +336,8 @@ func TestHistoriedUndoEqualsKubectl(t *testing.T) {
 			}
 			// A repeat for the same incident is recognised from the workload.
 			again, err := f.act.Rollback(context.Background(), f.request(kind, "twin-ard", "inc-h"), 2, 1)
-			if err != nil || again.Outcome != OutcomeNoop {
-				t.Fatalf("repeat = %+v, %v; want noop", again, err)
+			if err != nil || again.Outcome != OutcomeNoop || !again.Resumed {
+				t.Fatalf("repeat = %+v, %v; want a resumed no-op", again, err)
 			}
 			f.waitEvent(t, "twin-ard", EventRollback)
 		})
@@ -357,8 +357,8 @@ func TestPinnedTargetNeverReturnsToBadRevision(t *testing.T) {
 	// from the workload's own record.
 	restarted, _ := newRollbackActuator(t, f.c.Client)
 	res, err := restarted.Rollback(ctx, f.request(policy.KindDeployment, "pinned", "inc-p"), 2, 1)
-	if err != nil || res.Outcome != OutcomeNoop {
-		t.Fatalf("repeat after restart = %+v, %v; want noop", res, err)
+	if err != nil || res.Outcome != OutcomeNoop || !res.Resumed {
+		t.Fatalf("repeat after restart = %+v, %v; want a resumed no-op", res, err)
 	}
 	// A duplicate alert treated as a new incident with the same pinned
 	// revisions: the workload is no longer at revision 2, so nothing moves.

@@ -117,7 +117,8 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 	case err != nil:
 		return obj, res, err
 	case finished:
-		res.Outcome, res.Message = OutcomeNoop, fmt.Sprintf("already scaled to 0 and back for incident %s", req.Incident)
+		res.Outcome, res.Resumed = OutcomeNoop, true
+		res.Message = fmt.Sprintf("already scaled to 0 and back for incident %s", req.Incident)
 		return obj, res, nil
 	case req.DryRun:
 		res.Outcome, res.Message = OutcomeDryRun, fmt.Sprintf("dry run: would scale to 0 and back to %d replicas: %s", restore, req.Why)
@@ -163,7 +164,8 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 		return obj, res, err
 	}
 	if finished {
-		res.Outcome, res.Message = OutcomeNoop, fmt.Sprintf("already scaled to 0 and back for incident %s", req.Incident)
+		res.Outcome, res.Resumed = OutcomeNoop, true
+		res.Message = fmt.Sprintf("already scaled to 0 and back for incident %s", req.Incident)
 		return obj, res, nil
 	}
 	res.Outcome, res.Message = OutcomeApplied, fmt.Sprintf("scaled to 0 and back to %d replicas: %s", restore, req.Why)

@@ -111,8 +111,8 @@ func TestScaleBounceDeployment(t *testing.T) {
 
 	// A repeated call writes nothing.
 	res, err = e.act.ScaleBounce(ctx, req)
-	if err != nil || res.Outcome != OutcomeNoop {
-		t.Fatalf("second ScaleBounce = %+v, %v", res, err)
+	if err != nil || res.Outcome != OutcomeNoop || !res.Resumed {
+		t.Fatalf("second ScaleBounce = %+v, %v; want a resumed no-op", res, err)
 	}
 	if got := written(e.mustDeployment(t, "event-service")); got != written(after) {
 		t.Errorf("second call wrote: %s -> %s", written(after), got)

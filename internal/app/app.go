@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -81,7 +82,20 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	var currentPolicy atomic.Pointer[policy.Policy]
 	currentPolicy.Store(pol)
-	cs, err := kubernetes.NewForConfig(rc)
+	// Three clients, each with its own client-side rate limit: one decides
+	// and acts; one verifies, pages by Event and records Events, polling as
+	// it goes, and must never make a rollback wait; leader election renews
+	// the lease on its own, as kube-controller-manager's does, so that load
+	// cannot cost the lease.
+	cs, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	if err != nil {
+		return fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	checking, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
+	if err != nil {
+		return fmt.Errorf("create Kubernetes client: %w", err)
+	}
+	electing, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-leader-election"))
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
@@ -119,7 +133,7 @@ func Run(ctx context.Context, opts Options) error {
 	recordNamespace := cmp.Or(cfg.Engine.Namespace, ownNamespace)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
 	broadcaster.StartStructuredLogging(0)
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: checking.CoreV1().Events("")})
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"})
 	act, err := actuator.New(actuator.Options{
@@ -131,11 +145,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: cs, SecretNamespace: recordNamespace, Logger: logger, Registry: reg})
+	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: checking, SecretNamespace: recordNamespace, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}
-	esc, err := escalate.New(escalate.Options{Config: cfg.Escalation, Events: recorder, Client: cs, Logger: logger, Registry: reg})
+	esc, err := escalate.New(escalate.Options{Config: cfg.Escalation, Events: recorder, Client: checking, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -177,7 +191,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer auth.Close()
 	var ready atomic.Bool
-	lead := newLeadership(cfg.LeaderElection, cs, recordNamespace, logger, reg)
+	lead := newLeadership(cfg.LeaderElection, electing, recordNamespace, logger, reg)
 	intake := webhook.IntakeFunc(func(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
 		if !ready.Load() {
 			return webhook.Receipt{}, fmt.Errorf("informer caches not synced yet: %w", webhook.ErrUnavailable)

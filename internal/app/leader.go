@@ -2,10 +2,10 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,11 +18,6 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
 )
-
-// errLostLease ends the process when another replica took over: every
-// action stops at once, and the restarted process stands for election again
-// with nothing in flight.
-var errLostLease = errors.New("lost the leader lease")
 
 // leadership runs lead while this replica holds the lease. Only the leader
 // acts; the others answer the webhook with 503 so Alertmanager retries and
@@ -55,8 +50,11 @@ func identity() string {
 	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), rand.String(5))
 }
 
-// run stands for election and runs lead while leading. It returns nil when
-// ctx ends, and errLostLease when the lease was lost while ctx was live.
+// run stands for election and runs lead while leading. A replica that loses
+// the lease (another took over, or the API server was out past the renew
+// deadline) stops acting at once: lead's context ends, and run waits for
+// lead to return before standing for election again, so two terms never
+// overlap. run returns when ctx ends, or with lead's error.
 func (l *leadership) run(ctx context.Context, lead func(context.Context) error) error {
 	if !l.cfg.Enabled {
 		l.isLeader.Store(true)
@@ -64,7 +62,27 @@ func (l *leadership) run(ctx context.Context, lead func(context.Context) error) 
 		return lead(ctx)
 	}
 	id := identity()
-	var leadErr error
+	l.logger.Info("standing for election", "lease", l.ns+"/"+l.cfg.LeaseName, "identity", id)
+	for {
+		if err := l.term(ctx, id, lead); err != nil {
+			return err
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		l.logger.Warn("lost the leader lease: every action stopped; standing for election again", "identity", id)
+	}
+}
+
+// term stands for election once and, if elected, leads until the lease is
+// lost or ctx ends. It returns after lead has returned.
+func (l *leadership) term(ctx context.Context, id string, lead func(context.Context) error) error {
+	var (
+		mu      sync.Mutex
+		over    bool
+		leading sync.WaitGroup
+		leadErr error
+	)
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
 			LeaseMeta:  metaFor(l.cfg.LeaseName, l.ns),
@@ -77,11 +95,23 @@ func (l *leadership) run(ctx context.Context, lead func(context.Context) error) 
 		ReleaseOnCancel: true,
 		Name:            "autorollbackd",
 		Callbacks: leaderelection.LeaderCallbacks{
+			// The elector starts this in a goroutine that may run only
+			// after its Run returned; such a late start must not lead.
 			OnStartedLeading: func(ctx context.Context) {
+				mu.Lock()
+				if over {
+					mu.Unlock()
+					return
+				}
+				leading.Add(1)
+				mu.Unlock()
+				defer leading.Done()
 				l.isLeader.Store(true)
 				l.gauge.Set(1)
 				l.logger.Info("leading", "identity", id)
 				leadErr = lead(ctx)
+				l.isLeader.Store(false)
+				l.gauge.Set(0)
 			},
 			OnStoppedLeading: func() {
 				l.isLeader.Store(false)
@@ -98,15 +128,12 @@ func (l *leadership) run(ctx context.Context, lead func(context.Context) error) 
 	if err != nil {
 		return fmt.Errorf("set up leader election: %w", err)
 	}
-	l.logger.Info("standing for election", "lease", l.ns+"/"+l.cfg.LeaseName, "identity", id)
 	le.Run(ctx)
-	if leadErr != nil {
-		return leadErr
-	}
-	if ctx.Err() == nil {
-		return errLostLease
-	}
-	return nil
+	mu.Lock()
+	over = true
+	mu.Unlock()
+	leading.Wait()
+	return leadErr
 }
 
 func metaFor(name, namespace string) metav1.ObjectMeta {

@@ -109,17 +109,15 @@ func TestRollbackVerifiesAndResolvesExactlyOnce(t *testing.T) {
 	if v := testutilCount(t, e, "autorollbackd_action_to_recovery_seconds"); v != 1 {
 		t.Errorf("action_to_recovery_seconds observations = %v, want 1", v)
 	}
-	announced := e.messages.find("announce")
-	var summaries []string
-	for _, m := range announced {
-		summaries = append(summaries, fmt.Sprint(m["summary"]))
-	}
-	joined := strings.Join(summaries, "\n")
-	for _, want := range []string{"rolled back from revision 2 to 1", "resolved after"} {
-		if !strings.Contains(joined, want) {
-			t.Errorf("announcements lack %q:\n%s", want, joined)
+	// The announcements follow the records they announce.
+	testenv.Eventually(t, 10*time.Second, "the rollback and the resolution announced", func(context.Context) (bool, string) {
+		var summaries []string
+		for _, m := range e.messages.find("announce") {
+			summaries = append(summaries, fmt.Sprint(m["summary"]))
 		}
-	}
+		joined := strings.Join(summaries, "\n")
+		return strings.Contains(joined, "rolled back from revision 2 to 1") && strings.Contains(joined, "resolved after"), joined
+	})
 
 	// The daemon restarts: the new one resumes nothing and acts on nothing.
 	restarted := f.startEngine(t, cfg, 1)
@@ -138,6 +136,56 @@ func TestRollbackVerifiesAndResolvesExactlyOnce(t *testing.T) {
 	f.waitRevision(t, "3")
 	if image2, generation2 := f.image(t); image2 != image || generation2 != generation {
 		t.Fatalf("workload changed again: %s gen %d -> %s gen %d", image, generation, image2, generation2)
+	}
+}
+
+// A daemon that stopped between its rollback patch and the incident's
+// record of it left the workload rolled back; the next attempt finds this
+// incident's rollback on the workload and records it as applied, once.
+func TestRollbackInterruptedBeforeItsRecordIsRecordedApplied(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	req := actuator.Request{Target: target, Incident: RolloutID(target, 2), Why: "the stopped attempt"}
+	if res, err := e.opts.Actor.Rollback(ctx, req, 2, 1); err != nil || res.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("first attempt = %+v, %v", res, err)
+	}
+	f.waitRevision(t, "3")
+	_, generation := f.image(t)
+
+	n := firing(f.ns, "interrupted-1", time.Now(), map[string]string{"impact": "service_down"})
+	// The stopped attempt's incident, pinned on revision 2 as it was.
+	inc := e.newIncident(&Record{Key: AlertKey(policy.Alert{Fingerprint: "interrupted-1", StartsAt: n.Alerts[0].StartsAt}),
+		Alert:  policy.Alert{Fingerprint: "interrupted-1", StartsAt: n.Alerts[0].StartsAt, Labels: map[string]string{"alertname": "EventServiceDown"}},
+		Target: target, ReceivedAt: time.Now(),
+		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: "rule_matched"}},
+		&policy.Workload{Revision: 2, Older: []int64{1}}, time.Now())
+	if _, err := e.opts.Incidents.Create(ctx, inc); err != nil {
+		t.Fatal(err)
+	}
+	e.incidents().Add(inc.ID)
+	testenv.Eventually(t, 60*time.Second, "incident resolved", func(ctx context.Context) (bool, string) {
+		v, err := e.opts.Incidents.Get(ctx, inc.ID)
+		if err != nil {
+			return false, err.Error()
+		}
+		inc = v.Incident
+		return inc.State == incident.StateResolved, string(inc.State) + "\n" + inc.Render()
+	})
+	if len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.Outcome != actuator.OutcomeApplied || !inc.Actions[0].Result.Resumed {
+		t.Fatalf("actions = %+v; want one applied rollback, resumed\n%s", inc.Actions, inc.Render())
+	}
+	if _, g := f.image(t); g != generation {
+		t.Fatalf("the workload was written again: generation %d -> %d", generation, g)
+	}
+	// The budget counts it; the alert-to-action histogram does not, since
+	// its moment is the stopped attempt's.
+	if u := e.budget.usage(target, time.Now()); u.Workload != 1 {
+		t.Errorf("budget usage = %+v, want the resumed rollback counted", u)
+	}
+	if v := testutilCount(t, e, "autorollbackd_alert_to_action_seconds"); v != 0 {
+		t.Errorf("alert_to_action_seconds observations = %v, want 0", v)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/keymutex"
 	"k8s.io/utils/lru"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
@@ -52,6 +54,9 @@ type Escalator interface {
 	Page(ctx context.Context, step escalate.Step, m escalate.Message) error
 	Resolve(ctx context.Context, inc escalate.Incident, levels []string) error
 	Ladder() escalate.Ladder
+	// Deduplicates reports whether a page sent twice to the named notifier
+	// reaches people once.
+	Deduplicates(notifier string) bool
 }
 
 // Workload annotation and alert label that turn a rollback into a feature
@@ -77,9 +82,9 @@ type Options struct {
 	Namespace string
 	// Policy returns the policy in force; it changes on config reload.
 	Policy func() *policy.Policy
-	// Cache answers the cheap questions at intake (does the workload exist,
-	// is it opted in) from the informer cache; Live answers every question
-	// at decision time from the API server.
+	// Cache answers from the informer cache, at intake (does the workload
+	// exist, is it opted in) and at decision time; Live answers from the API
+	// server where only the latest will do (the rungs after the first).
 	Cache, Live FactSource
 	// Actor carries out rollback decisions.
 	Actor Actor
@@ -150,18 +155,57 @@ func (o *Options) validate() error {
 
 // Engine decides recorded alerts and works their incidents.
 type Engine struct {
-	opts  Options
-	store *store
-	queue workqueue.TypedRateLimitingInterface[string]
-	// incidents holds incident ids; an incident is worked on by one worker
-	// at a time, and comes back when its next page is due.
-	incidents workqueue.TypedRateLimitingInterface[string]
-	logger    *slog.Logger
-	m         *metrics
+	opts   Options
+	store  *store
+	q      atomic.Pointer[queues]
+	logger *slog.Logger
+	m      *metrics
 
 	// seen remembers recently recorded alert keys so re-sends are answered
 	// without an API call; the record in the cluster stays the authority.
 	seen *lru.Cache
+	// budget counts the rollbacks applied in the last hour.
+	budget *budget
+	// open holds the open incident of each workload.
+	open *openIncidents
+	// handoff carries what was just written from one stage to the next,
+	// by object name, so that the next stage need not read it back: a
+	// record from intake to its decision, an incident from its opening to
+	// its first step. A stale one fails its next write on the
+	// resourceVersion precondition and is read again.
+	handoff sync.Map
+	// targets serialises the opening of incidents per workload, so that two
+	// alerts about one workload decided at once join one incident.
+	targets keymutex.KeyMutex
+}
+
+// queues hold the work of one Run. Run shuts them down when it ends (the
+// replica stopped leading, or is stopping) and leaves fresh ones for the
+// next Run; what was queued is in the cluster and resumed from there.
+type queues struct {
+	alerts workqueue.TypedRateLimitingInterface[string]
+	// incidents holds incident ids; an incident is worked on by one worker
+	// at a time, and comes back when its next page is due.
+	incidents workqueue.TypedRateLimitingInterface[string]
+}
+
+func newQueues(clk clock.WithTicker) *queues {
+	return &queues{
+		alerts: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "alerts", Clock: clk}),
+		incidents: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "incidents", Clock: clk}),
+	}
+}
+
+func (q *queues) shutDown() {
+	q.alerts.ShutDown()
+	q.incidents.ShutDown()
+}
+
+func (e *Engine) alerts() workqueue.TypedRateLimitingInterface[string] { return e.q.Load().alerts }
+func (e *Engine) incidents() workqueue.TypedRateLimitingInterface[string] {
+	return e.q.Load().incidents
 }
 
 // New returns an Engine. Call Run to start deciding.
@@ -169,16 +213,19 @@ func New(opts Options) (*Engine, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	return &Engine{
-		opts:  opts,
-		store: &store{client: opts.Client, namespace: opts.Namespace},
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](), workqueue.TypedRateLimitingQueueConfig[string]{Name: "alerts"}),
-		incidents: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "incidents", Clock: opts.Clock}),
+	e := &Engine{
+		opts:   opts,
+		store:  &store{client: opts.Client, namespace: opts.Namespace},
 		logger: opts.Logger.With("component", "engine"),
 		m:      newMetrics(opts.Registry),
 		seen:   lru.New(10000),
-	}, nil
+		budget: &budget{},
+		open:   &openIncidents{},
+		// Hashed: two workloads may share a lock, which only orders them.
+		targets: keymutex.NewHashed(64),
+	}
+	e.q.Store(newQueues(opts.Clock))
+	return e, nil
 }
 
 // Accept records the firing alerts of n and queues them for a decision. It
@@ -192,9 +239,10 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	ctx, cancel := context.WithTimeout(ctx, intakeTimeout)
 	defer cancel()
 	var r webhook.Receipt
-	if e.queue.Len() >= e.opts.MaxPending {
+	queue := e.alerts()
+	if n := queue.Len(); n >= e.opts.MaxPending {
 		e.m.unavailable.Inc()
-		return r, fmt.Errorf("%d alerts are waiting for a decision: %w", e.queue.Len(), webhook.ErrUnavailable)
+		return r, fmt.Errorf("%d alerts are waiting for a decision: %w", n, webhook.ErrUnavailable)
 	}
 	p := e.opts.Policy()
 	now := e.opts.Clock.Now()
@@ -244,7 +292,8 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			Key: key, Alert: a, Target: target, ReceivedAt: now,
 			Receiver: n.Receiver, GroupKey: n.GroupKey, ExternalURL: n.ExternalURL,
 		}
-		switch err := e.store.create(ctx, rec); {
+		cm, err := e.store.create(ctx, rec)
+		switch {
 		case rejected(err):
 			// The API server refuses this record for what it holds (an
 			// absurdly large fingerprint, say): retrying cannot help, and a
@@ -258,14 +307,15 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			// An earlier attempt may have written the record and then timed
 			// out before queueing it; queueing again is harmless, because a
 			// record already handed over is left alone.
-			e.queue.Add(recordName(key))
+			queue.Add(recordName(key))
 			log.Debug("duplicate alert", "key", key)
 		case err != nil:
 			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
 		default:
 			r.Accepted++
 			e.seen.Add(key, struct{}{})
-			e.queue.Add(recordName(key))
+			e.handoff.Store(cm.Name, recordHandoff{rec: rec, cm: cm})
+			queue.Add(recordName(key))
 			log.Info("alert recorded", "key", key, "namespace", target.Namespace, "workload", target.Name)
 		}
 	}
@@ -283,52 +333,38 @@ func rejected(err error) bool {
 // Run resumes the alert records and open incidents left by an earlier run
 // (of this replica or another), then decides alerts with the given number of
 // workers and works incidents with Options.IncidentWorkers, until ctx is
-// cancelled.
+// cancelled. It may be called again after it returned, as when a replica
+// leads again after losing its lease.
 func (e *Engine) Run(ctx context.Context, workers int) error {
-	defer e.queue.ShutDown()
-	defer e.incidents.ShutDown()
-	var pending []Record
-	for _, state := range []string{statePending, stateDecided} {
-		recs, err := e.store.list(ctx, map[string]string{stateLabel: state})
-		if ctx.Err() != nil {
-			return nil
+	q := e.q.Load()
+	defer func() {
+		q.shutDown()
+		e.q.Store(newQueues(e.opts.Clock))
+	}()
+	// The API server may be out when leadership begins; resuming waits for
+	// it rather than giving up the lease.
+	err := wait.PollUntilContextCancel(ctx, resumeInterval, true, func(ctx context.Context) (bool, error) {
+		if err := e.resume(ctx, q); err != nil {
+			if ctx.Err() == nil {
+				e.logger.Error("resume alerts and incidents; retrying", "err", err, "retry_in", resumeInterval)
+			}
+			return false, nil
 		}
-		if err != nil {
-			return fmt.Errorf("resume %s alerts: %w", state, err)
-		}
-		pending = append(pending, recs...)
-	}
-	for _, rec := range pending {
-		e.seen.Add(rec.Key, struct{}{})
-		e.queue.Add(recordName(rec.Key))
-	}
-	if len(pending) > 0 {
-		e.logger.Info("resuming pending alerts", "count", len(pending))
-	}
-	open, err := e.opts.Incidents.List(ctx, true)
-	if ctx.Err() != nil {
-		return nil
-	}
+		return true, nil
+	})
 	if err != nil {
-		return fmt.Errorf("resume open incidents: %w", err)
-	}
-	for _, inc := range open {
-		e.incidents.Add(inc.ID)
-	}
-	e.m.openIncidents.Set(float64(len(open)))
-	if len(open) > 0 {
-		e.logger.Info("resuming open incidents", "count", len(open))
+		return nil // ctx ended
 	}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			for e.processNext(ctx) {
+			for e.processNext(ctx, q) {
 			}
 		})
 	}
 	for range e.opts.IncidentWorkers {
 		wg.Go(func() {
-			for e.processNextIncident(ctx) {
+			for e.processNextIncident(ctx, q) {
 			}
 		})
 	}
@@ -337,99 +373,153 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	})
 	<-ctx.Done()
 	// Shut the queues before waiting, so the workers' Get returns.
-	e.queue.ShutDown()
-	e.incidents.ShutDown()
+	q.shutDown()
 	wg.Wait()
+	e.handoff.Clear()
 	return nil
 }
 
-func (e *Engine) processNext(ctx context.Context) bool {
-	name, shutdown := e.queue.Get()
+type recordHandoff struct {
+	rec *Record
+	cm  *corev1.ConfigMap
+}
+
+// takeRecord returns the record handed off by intake, or reads it.
+func (e *Engine) takeRecord(ctx context.Context, name string) (*Record, *corev1.ConfigMap, error) {
+	if h, ok := e.handoff.LoadAndDelete(name); ok {
+		if h, ok := h.(recordHandoff); ok {
+			return h.rec, h.cm, nil
+		}
+	}
+	return e.store.get(ctx, name)
+}
+
+const resumeInterval = 2 * time.Second
+
+// resume queues the undecided alert records and the open incidents, and
+// counts the budget spent from every incident.
+func (e *Engine) resume(ctx context.Context, q *queues) error {
+	var pending []Record
+	for _, state := range []string{statePending, stateDecided} {
+		recs, err := e.store.list(ctx, map[string]string{stateLabel: state})
+		if err != nil {
+			return fmt.Errorf("resume %s alerts: %w", state, err)
+		}
+		pending = append(pending, recs...)
+	}
+	all, err := e.opts.Incidents.List(ctx, false)
+	if err != nil {
+		return fmt.Errorf("resume open incidents: %w", err)
+	}
+	e.budget.reset(all)
+	e.open.reset(all)
+	for _, rec := range pending {
+		e.seen.Add(rec.Key, struct{}{})
+		q.alerts.Add(recordName(rec.Key))
+	}
+	if len(pending) > 0 {
+		e.logger.Info("resuming pending alerts", "count", len(pending))
+	}
+	open := 0
+	for _, inc := range all {
+		if inc.Open() {
+			open++
+			q.incidents.Add(inc.ID)
+		}
+	}
+	e.m.openIncidents.Set(float64(open))
+	if open > 0 {
+		e.logger.Info("resuming open incidents", "count", open)
+	}
+	return nil
+}
+
+func (e *Engine) processNext(ctx context.Context, q *queues) bool {
+	name, shutdown := q.alerts.Get()
 	if shutdown {
 		return false
 	}
-	defer e.queue.Done(name)
-	if err := e.process(ctx, name); err != nil {
+	defer q.alerts.Done(name)
+	if err := e.process(ctx, q, name); err != nil {
 		if ctx.Err() != nil {
 			return false
 		}
 		e.logger.Error("decide alert", "record", name, "err", err)
-		e.queue.AddRateLimited(name)
+		q.alerts.AddRateLimited(name)
 		return true
 	}
-	e.queue.Forget(name)
+	q.alerts.Forget(name)
 	return true
 }
 
-// process decides one recorded alert with live facts and hands the decision
-// to the workload's incident. Each step is written to the record before the
-// next starts, and a step already recorded is never repeated: that is what
-// keeps a restarted or second daemon from deciding or acting twice.
-func (e *Engine) process(ctx context.Context, name string) error {
-	rec, cm, err := e.store.get(ctx, name)
+// process decides one recorded alert and hands the decision
+// to the workload's incident, then writes both into the record. The incident
+// is written first and holds the decision, so a restart between the two
+// writes finds the alert in its incident and takes the decision from there:
+// nothing is decided or acted on twice.
+func (e *Engine) process(ctx context.Context, q *queues, name string) error {
+	rec, cm, err := e.takeRecord(ctx, name)
 	if apierrors.IsNotFound(errors.Unwrap(err)) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	var facts *policy.Workload
-	if rec.Decision == nil {
-		if facts, cm, err = e.decide(ctx, rec, cm); err != nil {
-			return err
-		}
-	}
-	if rec.state() != stateDecided {
+	if rec.state() == stateDone {
 		return nil
 	}
-	if facts == nil && !rec.Target.IsZero() {
-		if facts, err = e.opts.Live.Facts(ctx, rec.Target); err != nil {
+	if !rec.Target.IsZero() {
+		key := rec.Target.String()
+		e.targets.LockKey(key)
+		defer func() { _ = e.targets.UnlockKey(key) }()
+	}
+	var (
+		facts   *policy.Workload
+		open    *incident.Versioned
+		decided bool
+	)
+	start := time.Now()
+	if !rec.Target.IsZero() {
+		// The informer cache is as fresh as the watch, and a decision it
+		// misleads cannot act wrongly: the rollback reads the workload
+		// again and acts only on the revision decided on.
+		if facts, err = e.opts.Cache.Facts(ctx, rec.Target); err != nil {
 			return err
 		}
+		if open, err = e.openFor(ctx, rec.Target); err != nil {
+			return err
+		}
+		if rec.Decision == nil && open != nil && open.HasAlert(rec.Key) {
+			rec.Decision, rec.DecidedAt = &open.Decision, e.opts.Clock.Now()
+		}
 	}
-	id, err := e.openIncident(ctx, rec, facts)
-	if err != nil {
-		return err
+	if rec.Decision == nil {
+		now := e.opts.Clock.Now()
+		d := e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts,
+			Usage: e.budget.usage(rec.Target, now), Now: now})
+		rec.Decision, rec.DecidedAt, decided = &d, now, true
 	}
-	rec.Incident = id
+	took := time.Since(start)
+	if rec.state() == stateDecided {
+		if rec.Incident, err = e.openIncident(ctx, rec, facts, open); err != nil {
+			return err
+		}
+		q.incidents.Add(rec.Incident)
+	}
 	if _, err := e.store.update(ctx, rec, cm); err != nil {
-		return err
+		// A conflict means another replica got here first; reading again
+		// finds what it wrote.
+		return fmt.Errorf("record decision: %w", err)
 	}
-	e.incidents.Add(id)
+	if decided {
+		d := rec.Decision
+		e.m.decisionDuration.Observe(took.Seconds())
+		e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
+		e.logger.Info("decided", "key", rec.Key, "namespace", rec.Target.Namespace, "workload", rec.Target.Name,
+			"decision", d.Outcome, "reason", d.Reason, "rule", d.Rule, "dry_run", d.DryRun, "message", d.Message,
+			"took", took, "incident", rec.Incident)
+	}
 	return nil
-}
-
-// decide evaluates the policy for a record with live facts and writes the
-// decision into the record.
-func (e *Engine) decide(ctx context.Context, rec *Record, cm *corev1.ConfigMap) (*policy.Workload, *corev1.ConfigMap, error) {
-	now := e.opts.Clock.Now()
-	var (
-		facts *policy.Workload
-		err   error
-	)
-	if !rec.Target.IsZero() {
-		if facts, err = e.opts.Live.Facts(ctx, rec.Target); err != nil {
-			return nil, nil, err
-		}
-	}
-	usage, err := e.usage(ctx, rec.Target, now)
-	if err != nil {
-		return nil, nil, err
-	}
-	d := e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Usage: usage, Now: now})
-	rec.Decision, rec.DecidedAt = &d, now
-	cm, err = e.store.update(ctx, rec, cm)
-	if err != nil {
-		if apierrors.IsConflict(errors.Unwrap(err)) {
-			// Another replica decided it first; re-reading will find that.
-			return nil, nil, fmt.Errorf("record changed while deciding, retrying: %w", err)
-		}
-		return nil, nil, err
-	}
-	e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
-	e.logger.Info("decided", "key", rec.Key, "namespace", rec.Target.Namespace, "workload", rec.Target.Name,
-		"decision", d.Outcome, "reason", d.Reason, "rule", d.Rule, "dry_run", d.DryRun, "message", d.Message)
-	return facts, cm, nil
 }
 
 // RolloutID names a bad rollout: one workload at one suspect revision. The
@@ -437,28 +527,6 @@ func (e *Engine) decide(ctx context.Context, rec *Record, cm *corev1.ConfigMap) 
 // rollout finds the action already done.
 func RolloutID(target policy.Ref, revision int64) string {
 	return fmt.Sprintf("%s/%s/%s@%d", strings.ToLower(string(target.Kind)), target.Namespace, target.Name, revision)
-}
-
-// usage counts the automatic rollbacks applied in the hour before now, from
-// the incident records.
-func (e *Engine) usage(ctx context.Context, target policy.Ref, now time.Time) (policy.Usage, error) {
-	all, err := e.opts.Incidents.List(ctx, false)
-	if err != nil {
-		return policy.Usage{}, err
-	}
-	var u policy.Usage
-	for _, inc := range all {
-		for _, a := range inc.Actions {
-			if a.Result == nil || a.Result.Outcome != actuator.OutcomeApplied || now.Sub(a.At) > time.Hour {
-				continue
-			}
-			u.Global++
-			if inc.Target == target {
-				u.Workload++
-			}
-		}
-	}
-	return u, nil
 }
 
 // collectGarbage deletes decided alert records and resolved incidents older
@@ -493,6 +561,7 @@ func (e *Engine) Record(ctx context.Context, key string) (*Record, error) {
 
 type metrics struct {
 	openIncidents    prometheus.Gauge
+	decisionDuration prometheus.Histogram
 	actionToRecovery prometheus.Histogram
 	alertToAction    prometheus.Histogram
 	decisions        *prometheus.CounterVec
@@ -506,6 +575,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		openIncidents: f.NewGauge(prometheus.GaugeOpts{
 			Namespace: "autorollbackd", Name: "incidents_open",
 			Help: "Incidents not yet resolved.",
+		}),
+		decisionDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "autorollbackd", Name: "decision_duration_seconds",
+			Help:    "Time to decide one recorded alert: reading the workload's facts and its open incident, and evaluating the policy.",
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1},
 		}),
 		actionToRecovery: f.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "autorollbackd", Name: "action_to_recovery_seconds",

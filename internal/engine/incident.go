@@ -31,40 +31,53 @@ func transient(reason string) bool {
 	return reason == "error" || reason == "conflict" || reason == "settling"
 }
 
-// openIncident hands a decision to the workload's open incident, or opens
-// one. An alert about a workload that already has an open incident joins it:
-// there is one incident, and so one rollback, per workload and episode. It
-// returns the incident's id.
-func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Workload) (string, error) {
+// openIncident hands a decision to the workload's open incident (open, as
+// read under the workload's lock), or opens one. An alert about a workload
+// that already has an open incident joins it: there is one incident, and so
+// one rollback, per workload and episode. It returns the incident's id.
+func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Workload, open *incident.Versioned) (string, error) {
 	now := e.opts.Clock.Now()
 	d := rec.Decision
 	for {
-		open, err := e.opts.Incidents.OpenFor(ctx, rec.Target)
-		if err != nil {
-			return "", err
-		}
 		if open != nil {
 			if !open.HasAlert(rec.Key) {
 				open.Alerts = append(open.Alerts, alertOf(rec))
 				open.Log(now, "alert %s joined: %s (%s)", rec.Alert.Labels["alertname"], d.Outcome, d.Reason)
-				if err := e.opts.Incidents.Update(ctx, open); apierrors.IsConflict(errors.Unwrap(err)) {
+				err := e.opts.Incidents.Update(ctx, open)
+				if apierrors.IsConflict(errors.Unwrap(err)) {
+					// Its worker wrote it meanwhile; join the current one.
+					if open, err = e.openFor(ctx, rec.Target); err != nil {
+						return "", err
+					}
 					continue
-				} else if err != nil {
+				}
+				if err != nil {
 					return "", err
 				}
 			}
 			return open.ID, nil
 		}
 		inc := e.newIncident(rec, w, now)
-		if _, err := e.opts.Incidents.Create(ctx, inc); errors.Is(err, incident.ErrExists) {
+		v, err := e.opts.Incidents.Create(ctx, inc)
+		if errors.Is(err, incident.ErrExists) {
+			if open, err = e.opts.Incidents.Get(ctx, inc.ID); err != nil {
+				return "", err
+			}
 			continue
-		} else if err != nil {
+		}
+		if err != nil {
 			return "", err
 		}
 		e.m.openIncidents.Inc()
-		e.announce(ctx, &incident.Versioned{Incident: inc}, fmt.Sprintf("incident opened: %s", d.Message))
+		e.open.set(inc.Target, inc.ID)
+		e.handoff.Store(incident.ObjectName(inc.ID), v)
 		e.logger.Info("incident opened", "incident", inc.ID, "namespace", inc.Target.Namespace, "workload", inc.Target.Name,
 			"decision", d.Outcome, "reason", d.Reason)
+		// An incident that acts announces its action, with the decision,
+		// moments later; the others announce themselves now.
+		if inc.State != incident.StateActing {
+			e.announce(ctx, v, fmt.Sprintf("incident opened: %s", d.Message))
+		}
 		return inc.ID, nil
 	}
 }
@@ -137,7 +150,7 @@ func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time
 			return err
 		}
 		if rec.Incident != "" {
-			e.incidents.Add(rec.Incident)
+			e.incidents().Add(rec.Incident)
 		}
 		return nil
 	}
@@ -165,21 +178,21 @@ func (e *Engine) refreshResolutions(ctx context.Context, inc *incident.Versioned
 	return nil
 }
 
-func (e *Engine) processNextIncident(ctx context.Context) bool {
-	id, shutdown := e.incidents.Get()
+func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
+	id, shutdown := q.incidents.Get()
 	if shutdown {
 		return false
 	}
-	defer e.incidents.Done(id)
+	defer q.incidents.Done(id)
 	next, err := e.work(ctx, id)
 	switch {
 	case err != nil && ctx.Err() == nil:
 		e.logger.Error("work on incident", "incident", id, "err", err)
-		e.incidents.AddRateLimited(id)
+		q.incidents.AddRateLimited(id)
 	case err == nil:
-		e.incidents.Forget(id)
+		q.incidents.Forget(id)
 		if !next.IsZero() {
-			e.incidents.AddAfter(id, next.Sub(e.opts.Clock.Now()))
+			q.incidents.AddAfter(id, next.Sub(e.opts.Clock.Now()))
 		}
 	}
 	return true
@@ -190,14 +203,14 @@ func (e *Engine) processNextIncident(ctx context.Context) bool {
 // (zero: only when something happens). The people ladder runs beside the
 // automatic rungs, on the clock of the incident's start, until it resolves.
 func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
-	inc, err := e.opts.Incidents.Get(ctx, id)
+	inc, err := e.takeIncident(ctx, id)
 	if errors.Is(err, incident.ErrNotFound) {
 		return time.Time{}, nil
 	}
 	if err != nil {
 		return time.Time{}, err
 	}
-	if err := e.refreshResolutions(ctx, inc); err != nil {
+	if err := e.settleInterruptedPages(ctx, inc); err != nil {
 		return time.Time{}, err
 	}
 	for inc.Open() {
@@ -231,6 +244,9 @@ func (e *Engine) step(ctx context.Context, inc *incident.Versioned) (bool, error
 	case incident.StateVerifying:
 		return true, e.verify(ctx, inc)
 	case incident.StateEscalated:
+		if err := e.refreshResolutions(ctx, inc); err != nil {
+			return false, err
+		}
 		if inc.AllAlertsResolved() {
 			return true, e.resolve(ctx, inc, "every alert resolved")
 		}
@@ -307,7 +323,7 @@ func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 	rec := incident.Action{At: now, Rung: inc.Rung, Kind: kind}
 	if err != nil {
 		reason := actuator.FailureReason(err)
-		if transient(reason) && e.incidents.NumRequeues(inc.ID) < maxActionRetries && ctx.Err() == nil {
+		if transient(reason) && e.incidents().NumRequeues(inc.ID) < maxActionRetries && ctx.Err() == nil {
 			return err
 		}
 		rec.Error, rec.Reason = err.Error(), reason
@@ -320,6 +336,12 @@ func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 		e.escalateNow(ctx, inc, fmt.Sprintf("%s failed: %s", kind, reason))
 		return nil
 	}
+	if res.Resumed {
+		// This incident's action is on the workload but not in the record:
+		// the daemon stopped between the two writes. It was applied, once.
+		res.Outcome = actuator.OutcomeApplied
+		res.Message = fmt.Sprintf("%s (carried out by an earlier attempt that stopped before recording it)", res.Message)
+	}
 	rec.Result = &res
 	inc.Actions = append(inc.Actions, rec)
 	inc.Log(now, "%s", res.Message)
@@ -328,13 +350,16 @@ func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 		inc.State = incident.StateEscalated
 		inc.Log(now, "dry run: nothing changed; people take over")
 	default:
-		if res.Outcome == actuator.OutcomeApplied && inc.Rung == 0 {
+		if res.Outcome == actuator.OutcomeApplied && inc.Rung == 0 && !res.Resumed {
 			e.m.alertToAction.Observe(now.Sub(inc.Alerts[0].ReceivedAt).Seconds())
 		}
 		inc.State = incident.StateVerifying
 	}
 	if err := e.save(ctx, inc); err != nil {
 		return err
+	}
+	if res.Outcome == actuator.OutcomeApplied {
+		e.budget.add(inc.Target, now)
 	}
 	e.announce(ctx, inc, res.Message)
 	if inc.State == incident.StateEscalated {
@@ -509,6 +534,7 @@ func (e *Engine) resolve(ctx context.Context, inc *incident.Versioned, why strin
 		return err
 	}
 	e.m.openIncidents.Dec()
+	e.open.remove(inc.Target, inc.ID)
 	for _, a := range inc.Actions {
 		if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied {
 			e.m.actionToRecovery.Observe(now.Sub(a.At).Seconds())
@@ -549,18 +575,78 @@ func (e *Engine) escalateNow(ctx context.Context, inc *incident.Versioned, why s
 	}
 }
 
+// page sends the page of a ladder step. The page is recorded as sending
+// before it goes out, so that a daemon stopping halfway leaves a trace, and
+// the next attempt does not page that level twice (settleInterruptedPages).
 func (e *Engine) page(ctx context.Context, inc *incident.Versioned, step escalate.Step, why string) error {
 	now := e.opts.Clock.Now()
+	inc.Pages = append(inc.Pages, incident.Page{At: now, Level: step.Level, Sending: true})
+	if err := e.save(ctx, inc); err != nil {
+		inc.Pages = inc.Pages[:len(inc.Pages)-1]
+		return err
+	}
 	m := e.message(inc, escalate.Page, fmt.Sprintf("%s: %s", inc.Target, why))
 	m.Level = step.Level
-	p := incident.Page{At: now, Level: step.Level}
+	p := &inc.Pages[len(inc.Pages)-1]
+	p.Sending = false
 	if err := e.opts.Escalator.Page(ctx, step, m); err != nil {
 		p.Error = err.Error()
 		inc.Log(now, "page %s failed: %v", step.Level, err)
 	} else {
 		inc.Log(now, "paged %s: %s", step.Level, why)
 	}
-	inc.Pages = append(inc.Pages, p)
+	return e.save(ctx, inc)
+}
+
+// settleInterruptedPages finishes the pages an earlier attempt left sending:
+// they may or may not have reached anybody. Each goes out again only to the
+// notifiers that fold a repeat into the first (PagerDuty); the others are
+// not paged again, since a second page is what must not happen, and the
+// ladder's next level follows on its clock. An announcement says so.
+func (e *Engine) settleInterruptedPages(ctx context.Context, inc *incident.Versioned) error {
+	var interrupted []string
+	for i := range inc.Pages {
+		if p := &inc.Pages[i]; p.Sending {
+			p.Sending, p.DeliveryUnknown = false, true
+			interrupted = append(interrupted, p.Level)
+		}
+	}
+	if len(interrupted) == 0 {
+		return nil
+	}
+	now := e.opts.Clock.Now()
+	for _, level := range interrupted {
+		var safe, skipped []string
+		var step escalate.Step
+		for _, s := range e.opts.Escalator.Ladder() {
+			if s.Level == level {
+				step = s
+			}
+		}
+		for _, n := range step.Notifiers {
+			if e.opts.Escalator.Deduplicates(n) {
+				safe = append(safe, n)
+			} else {
+				skipped = append(skipped, n)
+			}
+		}
+		inc.Log(now, "the page of %s was interrupted: delivery unknown", level)
+		if len(safe) > 0 {
+			step.Notifiers = safe
+			m := e.message(inc, escalate.Page, fmt.Sprintf("%s: page of %s sent again after an interruption", inc.Target, level))
+			m.Level = level
+			if err := e.opts.Escalator.Page(ctx, step, m); err != nil {
+				inc.Log(now, "page %s sent again to %s failed: %v", level, strings.Join(safe, ", "), err)
+			} else {
+				inc.Log(now, "page %s sent again to %s, which deduplicate it", level, strings.Join(safe, ", "))
+			}
+		}
+		if len(skipped) > 0 {
+			inc.Log(now, "page %s not sent again to %s, which would page twice", level, strings.Join(skipped, ", "))
+			e.announce(ctx, inc, fmt.Sprintf("the page of %s was interrupted by a restart and may not have reached %s; it is not sent again, to page nobody twice",
+				level, strings.Join(skipped, ", ")))
+		}
+	}
 	return e.save(ctx, inc)
 }
 
@@ -606,4 +692,35 @@ func (e *Engine) message(inc *incident.Versioned, kind escalate.MessageKind, sum
 
 func appsResource(kind policy.Kind) schema.GroupResource {
 	return schema.GroupResource{Group: "apps", Resource: strings.ToLower(string(kind)) + "s"}
+}
+
+// openFor returns the open incident of target, or nil.
+func (e *Engine) openFor(ctx context.Context, target policy.Ref) (*incident.Versioned, error) {
+	id := e.open.get(target)
+	if id == "" {
+		return nil, nil
+	}
+	inc, err := e.opts.Incidents.Get(ctx, id)
+	if errors.Is(err, incident.ErrNotFound) {
+		e.open.remove(target, id)
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !inc.Open() {
+		e.open.remove(target, id)
+		return nil, nil
+	}
+	return inc, nil
+}
+
+// takeIncident returns the incident handed off by its opening, or reads it.
+func (e *Engine) takeIncident(ctx context.Context, id string) (*incident.Versioned, error) {
+	if v, ok := e.handoff.LoadAndDelete(incident.ObjectName(id)); ok {
+		if v, ok := v.(*incident.Versioned); ok {
+			return v, nil
+		}
+	}
+	return e.opts.Incidents.Get(ctx, id)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 )
 
@@ -123,11 +124,60 @@ func TestPostRollbackTasks(t *testing.T) {
 				t.Fatalf("task results = %v, want %v\n%s", results, tc.results, inc.Render())
 			}
 			if tc.state == incident.StateEscalated {
-				pages := e.messages.find("page")
-				if len(pages) != 1 || !strings.Contains(fmt.Sprint(pages[0]["summary"]), "post-rollback task stuck failed") {
-					t.Errorf("pages = %v, want one about the failed task", pages)
-				}
+				// The page follows the escalation's record.
+				testenv.Eventually(t, 10*time.Second, "one page about the failed task", func(context.Context) (bool, string) {
+					pages := e.messages.find("page")
+					return len(pages) == 1 && strings.Contains(fmt.Sprint(pages[0]["summary"]), "post-rollback task stuck failed"), fmt.Sprint(pages)
+				})
 			}
 		})
+	}
+}
+
+// A daemon that stopped while paging on-call left the page recorded as
+// sending. The next attempt must not page on-call again through a notifier
+// that would deliver it twice: it says so in an announcement, and the
+// ladder goes on to the lead on its clock.
+func TestInterruptedPageIsNotSentTwice(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1, shortClock(4*time.Second))
+	ctx := context.Background()
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	startsAt := time.Now()
+	inc := e.newIncident(&Record{Key: "interrupted-page@1",
+		Alert:  policy.Alert{Fingerprint: "interrupted-page", StartsAt: startsAt, Labels: map[string]string{"alertname": "EventServiceDown"}},
+		Target: target, ReceivedAt: startsAt,
+		Decision: &policy.Decision{Outcome: policy.OutcomeEscalate, Reason: "rule_matched", Message: "people decide"}},
+		&policy.Workload{Revision: 2, Older: []int64{1}}, startsAt)
+	inc.Pages = []incident.Page{{At: startsAt.Add(time.Second), Level: "oncall", Sending: true}}
+	if _, err := e.opts.Incidents.Create(ctx, inc); err != nil {
+		t.Fatal(err)
+	}
+	e.incidents().Add(inc.ID)
+	testenv.Eventually(t, 30*time.Second, "the lead paged", func(ctx context.Context) (bool, string) {
+		v, err := e.opts.Incidents.Get(ctx, inc.ID)
+		if err != nil {
+			return false, err.Error()
+		}
+		inc = v.Incident
+		return inc.PagedLevels()["lead"], inc.Render()
+	})
+	if len(inc.Pages) != 2 || inc.Pages[0].Level != "oncall" || !inc.Pages[0].DeliveryUnknown || inc.Pages[0].Sending ||
+		inc.Pages[1].Level != "lead" || inc.Pages[1].Sending || inc.Pages[1].Error != "" {
+		t.Fatalf("pages = %+v; want on-call's delivery unknown, then the lead's delivered\n%s", inc.Pages, inc.Render())
+	}
+	var levels []string
+	for _, m := range e.messages.find("page") {
+		levels = append(levels, fmt.Sprint(m["level"]))
+	}
+	if !slices.Equal(levels, []string{"lead"}) {
+		t.Fatalf("the notifier was paged for %v; want only the lead (on-call's page is never sent twice)", levels)
+	}
+	var told bool
+	for _, m := range e.messages.find("announce") {
+		told = told || strings.Contains(fmt.Sprint(m["summary"]), "the page of oncall was interrupted")
+	}
+	if !told {
+		t.Errorf("no announcement of the interrupted page: %v", e.messages.find("announce"))
 	}
 }

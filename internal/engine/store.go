@@ -79,20 +79,21 @@ type store struct {
 
 var errExists = errors.New("record exists")
 
-// create writes a new pending record; errExists when it is already there.
-func (s *store) create(ctx context.Context, rec *Record) error {
+// create writes a new pending record and returns the ConfigMap holding it;
+// errExists when it is already there.
+func (s *store) create(ctx context.Context, rec *Record) (*corev1.ConfigMap, error) {
 	cm, err := s.encode(rec, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = s.client.CoreV1().ConfigMaps(s.namespace).Create(ctx, cm, metav1.CreateOptions{})
+	out, err := s.client.CoreV1().ConfigMaps(s.namespace).Create(ctx, cm, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		return errExists
+		return nil, errExists
 	}
 	if err != nil {
-		return fmt.Errorf("record alert %s: %w", rec.Key, err)
+		return nil, fmt.Errorf("record alert %s: %w", rec.Key, err)
 	}
-	return nil
+	return out, nil
 }
 
 // get reads a record and the ConfigMap holding it.

@@ -160,6 +160,15 @@ func (e *Escalator) Page(ctx context.Context, step Step, m Message) error {
 	return err
 }
 
+// Deduplicates reports whether the named notifier folds a repeated page
+// into the first, so that sending a page again cannot page anybody twice:
+// PagerDuty by the page's dedup key, Kubernetes Events by the event
+// recorder's aggregation. Slack and webhook receivers would get it twice.
+func (e *Escalator) Deduplicates(name string) bool {
+	n, ok := e.notifiers[name]
+	return ok && (n.typ == "pagerduty" || n.typ == "events")
+}
+
 // Resolve closes the pages of inc at the given levels: every notifier of
 // those steps gets one resolve message per level it was paged for
 // (PagerDuty: a resolve event with the page's dedup key; slack and webhook:

@@ -267,3 +267,22 @@ func TestNotifierLookup(t *testing.T) {
 		t.Error("found a notifier that is not configured")
 	}
 }
+
+func TestDeduplicates(t *testing.T) {
+	cfg := escalate.DefaultConfig()
+	cfg.Notifiers = []escalate.NotifierConfig{
+		{Name: "pd", Type: "pagerduty", PagerDuty: &escalate.PagerDutyConfig{RoutingKeyFile: secretFile(t, "routing-key")}},
+		{Name: "chat", Type: "slack", Slack: &escalate.SlackConfig{WebhookURLFile: secretFile(t, "https://hooks.slack.example/x")}},
+		{Name: "hook", Type: "webhook", Webhook: &escalate.WebhookConfig{URL: "https://hooks.example/x"}},
+		{Name: "k8s", Type: "events"},
+	}
+	e, err := escalate.New(escalate.Options{Config: cfg, Events: record.NewFakeRecorder(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"pd": true, "k8s": true, "chat": false, "hook": false, "ghost": false} {
+		if got := e.Deduplicates(name); got != want {
+			t.Errorf("Deduplicates(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

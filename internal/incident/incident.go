@@ -102,6 +102,13 @@ type Page struct {
 	At    time.Time `json:"at"`
 	Level string    `json:"level"`
 	Error string    `json:"error,omitempty"`
+	// Sending is recorded before the page goes out and cleared once it was
+	// delivered or failed. A page still sending when its incident is next
+	// worked on was interrupted (the daemon stopped): whether anybody got
+	// it is unknown, and it is not sent again where that could page twice.
+	Sending bool `json:"sending,omitempty"`
+	// DeliveryUnknown marks such an interrupted page.
+	DeliveryUnknown bool `json:"deliveryUnknown,omitempty"`
 }
 
 // Task is a post-rollback task (a Job) and its outcome.
@@ -128,11 +135,12 @@ func (i *Incident) Log(at time.Time, format string, args ...any) {
 // Open reports whether the incident still needs attention.
 func (i *Incident) Open() bool { return i.State != StateResolved }
 
-// PagedLevels returns the ladder levels already paged successfully.
+// PagedLevels returns the ladder levels already paged successfully, or
+// perhaps (an interrupted page): resolving a page never sent is harmless.
 func (i *Incident) PagedLevels() map[string]bool {
 	sent := map[string]bool{}
 	for _, p := range i.Pages {
-		if p.Error == "" {
+		if p.Error == "" && !p.Sending {
 			sent[p.Level] = true
 		}
 	}

@@ -1,5 +1,3 @@
-//go:build reliability
-
 package reliability
 
 import (
@@ -153,8 +151,9 @@ type (
 			} `json:"result"`
 		} `json:"actions"`
 		Pages []struct {
-			Level string `json:"level"`
-			Error string `json:"error"`
+			Level   string `json:"level"`
+			Error   string `json:"error"`
+			Sending bool   `json:"sending"`
 		} `json:"pages"`
 		Timeline []struct {
 			At   time.Time `json:"at"`
