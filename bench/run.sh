@@ -4,8 +4,9 @@
 #
 #   bench/run.sh                       every part; writes bench/RESULTS.md
 #   bench/run.sh alert-to-action       one or more parts (alert-to-action,
-#   bench/run.sh intake go             intake, go); prints them to stdout and
-#                                      leaves bench/RESULTS.md alone
+#   bench/run.sh intake go             intake, go, scale); prints them to
+#                                      stdout and leaves bench/RESULTS.md
+#                                      alone
 #
 # Environment:
 #   BENCH_RESULTS  file to write instead of bench/RESULTS.md (a full run) or
@@ -14,6 +15,9 @@
 #                  output) instead of deleting it
 #   BENCH_N        rollbacks per method in alert-to-action (default 200)
 #   BENCH_DURATION how long hey drives each intake case (default 10s)
+#   BENCH_SCALE_DEPLOYMENTS, BENCH_SCALE_NAMESPACES, BENCH_SCALE_ALERTS
+#                  the scale part's Deployments, namespaces and burst
+#                  (default 10000, 500, 1000)
 #   HEY_VERSION, BENCHSTAT_VERSION  versions go install fetches
 #
 # It builds what it needs: the test environment with hack/testenv.sh (cached
@@ -29,8 +33,11 @@ HEY_VERSION=${HEY_VERSION:-v0.1.5}
 BENCHSTAT_VERSION=${BENCHSTAT_VERSION:-v0.0.0-20260908200009-22c9c6c9d4da}
 BENCH_N=${BENCH_N:-200}
 BENCH_DURATION=${BENCH_DURATION:-10s}
+BENCH_SCALE_DEPLOYMENTS=${BENCH_SCALE_DEPLOYMENTS:-10000}
+BENCH_SCALE_NAMESPACES=${BENCH_SCALE_NAMESPACES:-500}
+BENCH_SCALE_ALERTS=${BENCH_SCALE_ALERTS:-1000}
 
-all_parts=(alert-to-action intake go)
+all_parts=(alert-to-action intake go scale)
 if (($# == 0)); then
   parts=("${all_parts[@]}")
   out=${BENCH_RESULTS:-${root}/bench/RESULTS.md}
@@ -39,7 +46,7 @@ else
   out=${BENCH_RESULTS:-/dev/stdout}
   for p in "${parts[@]}"; do
     case "${p}" in
-      alert-to-action | intake | go) ;;
+      alert-to-action | intake | go | scale) ;;
       *) echo "bench/run.sh: unknown part ${p} (want: ${all_parts[*]})" >&2; exit 2 ;;
     esac
   done
@@ -71,7 +78,7 @@ export TESTENV_BIN
 
 log "building autorollbackd and the benchmark programs into ${work}/bin"
 go build -o "${work}/bin/autorollbackd" ./cmd/autorollbackd
-go build -o "${work}/bin/" ./bench/alerttoaction ./bench/intake ./bench/ceiling
+go build -o "${work}/bin/" ./bench/alerttoaction ./bench/intake ./bench/ceiling ./bench/scale
 
 log "installing hey ${HEY_VERSION} and benchstat ${BENCHSTAT_VERSION} into ${work}/bin"
 # From the work directory, so that no go.mod is consulted, let alone changed.
@@ -114,6 +121,13 @@ for part in "${parts[@]}"; do
         echo
       } > "${work}/md/3.md"
       ;;
+    scale)
+      log "part 4: scale (${BENCH_SCALE_DEPLOYMENTS} Deployments in ${BENCH_SCALE_NAMESPACES} namespaces, a burst of ${BENCH_SCALE_ALERTS} alerts per configuration; about 11 minutes)"
+      mkdir -p "${work}/scale"
+      timeout -k 2m 20m "${work}/bin/scale" -daemon "${work}/bin/autorollbackd" -deployments "${BENCH_SCALE_DEPLOYMENTS}" \
+        -namespaces "${BENCH_SCALE_NAMESPACES}" -alerts "${BENCH_SCALE_ALERTS}" -timeout 18m \
+        -work "${work}/scale" -out "${work}/md/4.md"
+      ;;
   esac
   log "part ${part} done in $(($(date +%s) - t0))s"
 done
@@ -151,14 +165,9 @@ version_of() { go version -m "$1" | awk '$1 == "mod" { print $2 " " $3; exit }';
       alert-to-action) cat "${work}/md/1.md" ;;
       intake) cat "${work}/md/2.md" ;;
       go) cat "${work}/md/3.md" ;;
+      scale) cat "${work}/md/4.md" ;;
     esac
   done
-  if (($# == 0)); then
-    echo "## Not yet measured"
-    echo
-    echo "- Scale: the daemon against 10,000 opted-in Deployments (informer memory, intake and decision latency with that many workloads and incident records)."
-    echo
-  fi
 } > "${work}/results.md"
 if [[ "${out}" == /dev/stdout ]]; then
   cat "${work}/results.md"

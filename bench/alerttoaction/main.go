@@ -54,7 +54,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "File the markdown section is written to (default stdout).")
 	flag.StringVar(&o.work, "work", "", "Directory for the daemon's configuration, log and the raw samples (default a new temporary directory, kept).")
 	flag.DurationVar(&o.timeout, "timeout", 12*time.Minute, "Bound on the whole run, cluster included (default 12m).")
-	flag.StringVar(&o.variants, "variants", "default,workers-64,workers-64-qps-1000", "Comma-separated daemon configurations to measure, each on its own Deployments (default all: default,workers-64,workers-64-qps-1000).")
+	flag.StringVar(&o.variants, "variants", "default,qps-1000", "Comma-separated daemon configurations to measure, each on its own Deployments (default all: default,qps-1000).")
 	flag.Parse()
 	if o.daemon == "" {
 		fmt.Fprintln(os.Stderr, "alerttoaction: -daemon is required")
@@ -83,10 +83,9 @@ type variant struct {
 // the global budget of automatic rollbacks, 10 an hour by default: 200
 // rollbacks are the point of the benchmark.
 var variants = []variant{
-	{name: "default", what: "the defaults: `engine.incidentWorkers: 4`, `kubernetes.qps: 50`, `burst: 100`"},
-	{name: "workers-64", engine: "  incidentWorkers: 64\n", what: "`engine.incidentWorkers: 64`, so that an incident never waits for a worker busy verifying another"},
-	{name: "workers-64-qps-1000", engine: "  incidentWorkers: 64\n", extra: "kubernetes:\n  qps: 1000\n  burst: 2000\n",
-		what: "`engine.incidentWorkers: 64` and `kubernetes.qps: 1000`, `burst: 2000`, so that neither workers nor the client-side rate limit make an alert wait"},
+	{name: "default", what: "the defaults: `engine.incidentWorkers: 32`, `kubernetes.qps: 50`, `burst: 100`"},
+	{name: "qps-1000", extra: "kubernetes:\n  qps: 1000\n  burst: 2000\n",
+		what: "`kubernetes.qps: 1000`, `burst: 2000`, so that the client-side rate limit never makes an alert wait"},
 }
 
 func lookupVariant(name string) (variant, bool) {

@@ -119,10 +119,10 @@ func Run(ctx context.Context, opts Options) error {
 	// them (a namespaced install may read nothing else).
 	factories := map[string]informers.SharedInformerFactory{}
 	if allowed := cfg.Policy.Namespaces.Allow; len(allowed) == 0 {
-		factories[""] = informers.NewSharedInformerFactory(cs, 0)
+		factories[""] = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(workload.Transform))
 	} else {
 		for _, ns := range allowed {
-			factories[ns] = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns))
+			factories[ns] = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns), informers.WithTransform(workload.Transform))
 		}
 	}
 	caches := workload.Caches{}

@@ -161,7 +161,7 @@ func Default() Config {
 			MaxPending:       1000,
 			Retention:        d(72 * time.Hour),
 			MaxRollbackDepth: 2,
-			IncidentWorkers:  4,
+			IncidentWorkers:  32,
 		},
 		LeaderElection: LeaderElection{
 			Enabled:       true,

@@ -144,11 +144,13 @@ func TestRollbackVerifiesAndResolvesExactlyOnce(t *testing.T) {
 // incident's rollback on the workload and records it as applied, once.
 func TestRollbackInterruptedBeforeItsRecordIsRecordedApplied(t *testing.T) {
 	f := newFixture(t, optedIn, nil)
-	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	// The stopped daemon: it ran no workers, and its last acts are done
+	// by hand below.
+	stopped := f.startEngine(t, policy.DefaultConfig(), 0)
 	ctx := context.Background()
 	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
 	req := actuator.Request{Target: target, Incident: RolloutID(target, 2), Why: "the stopped attempt"}
-	if res, err := e.opts.Actor.Rollback(ctx, req, 2, 1); err != nil || res.Outcome != actuator.OutcomeApplied {
+	if res, err := stopped.opts.Actor.Rollback(ctx, req, 2, 1); err != nil || res.Outcome != actuator.OutcomeApplied {
 		t.Fatalf("first attempt = %+v, %v", res, err)
 	}
 	f.waitRevision(t, "3")
@@ -156,15 +158,16 @@ func TestRollbackInterruptedBeforeItsRecordIsRecordedApplied(t *testing.T) {
 
 	n := firing(f.ns, "interrupted-1", time.Now(), map[string]string{"impact": "service_down"})
 	// The stopped attempt's incident, pinned on revision 2 as it was.
-	inc := e.newIncident(&Record{Key: AlertKey(policy.Alert{Fingerprint: "interrupted-1", StartsAt: n.Alerts[0].StartsAt}),
+	inc := stopped.newIncident(&Record{Key: AlertKey(policy.Alert{Fingerprint: "interrupted-1", StartsAt: n.Alerts[0].StartsAt}),
 		Alert:  policy.Alert{Fingerprint: "interrupted-1", StartsAt: n.Alerts[0].StartsAt, Labels: map[string]string{"alertname": "EventServiceDown"}},
 		Target: target, ReceivedAt: time.Now(),
 		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: "rule_matched"}},
 		&policy.Workload{Revision: 2, Older: []int64{1}}, time.Now())
-	if _, err := e.opts.Incidents.Create(ctx, inc); err != nil {
+	if _, err := stopped.opts.Incidents.Create(ctx, inc); err != nil {
 		t.Fatal(err)
 	}
-	e.incidents().Add(inc.ID)
+	// The next daemon resumes the incident.
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
 	testenv.Eventually(t, 60*time.Second, "incident resolved", func(ctx context.Context) (bool, string) {
 		v, err := e.opts.Incidents.Get(ctx, inc.ID)
 		if err != nil {

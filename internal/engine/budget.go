@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -12,60 +13,134 @@ import (
 // budgetWindow is the period the policy's rollback budget counts over.
 const budgetWindow = time.Hour
 
-// budget remembers the automatic rollbacks applied in the last hour, for the
-// policy's budget. Only the leader acts, and it reads every incident record
-// when it starts leading, so its memory is complete without listing the
+// budget counts the automatic rollbacks of the last hour for the policy's
+// budget. A rollback counts from the moment it is decided, not only once it
+// is applied: otherwise every alert of a burst would be decided against the
+// same count while the first rollbacks wait for a worker, and the budget
+// would be overshot many times. A decided rollback whose action then fails,
+// or changes nothing, gives its place back.
+//
+// Only the leader decides and acts, and it reads every incident record when
+// it starts leading, so its memory is complete without listing the
 // incidents again for every decision.
 type budget struct {
 	mu      sync.Mutex
-	applied []appliedAt // oldest first
+	entries []budgetEntry // oldest first
+	next    uint64
 }
 
-type appliedAt struct {
-	target policy.Ref
-	at     time.Time
+type budgetEntry struct {
+	target   policy.Ref
+	at       time.Time
+	token    uint64
+	incident string // "" while the decision has no incident yet
 }
 
-// reset counts the applied actions recorded in incs.
-func (b *budget) reset(incs []*incident.Versioned) {
-	var applied []appliedAt
+// reservation is a decided rollback's place in the budget, held until its
+// incident is known (keep) or the decision opens none (release).
+type reservation struct {
+	b     *budget
+	token uint64 // 0: nothing reserved
+}
+
+// decide evaluates under the budget's lock and, when the decision is an
+// automatic rollback, takes a place for it before the lock is released.
+func (b *budget) decide(target policy.Ref, now time.Time, evaluate func(policy.Usage) policy.Decision) (policy.Decision, reservation) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	d := evaluate(b.usageLocked(target, now))
+	if d.Outcome != policy.OutcomeRollback || d.DryRun {
+		return d, reservation{}
+	}
+	b.next++
+	b.entries = append(b.entries, budgetEntry{target: target, at: now, token: b.next})
+	return d, reservation{b: b, token: b.next}
+}
+
+// keep binds the place to the incident that will act on it.
+func (r reservation) keep(incidentID string) {
+	if r.token == 0 {
+		return
+	}
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	for i := range r.b.entries {
+		if r.b.entries[i].token == r.token {
+			r.b.entries[i].incident = incidentID
+		}
+	}
+}
+
+// release gives the place back: the decision joined an incident that
+// already holds one, or was never recorded.
+func (r reservation) release() {
+	if r.token == 0 {
+		return
+	}
+	r.b.remove(func(e budgetEntry) bool { return e.token == r.token })
+}
+
+// unused gives back the place of an incident whose first action did not
+// roll anything back.
+func (b *budget) unused(incidentID string) {
+	b.remove(func(e budgetEntry) bool { return e.incident == incidentID })
+}
+
+func (b *budget) remove(match func(budgetEntry) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.entries = slices.DeleteFunc(b.entries, match)
+}
+
+// add counts one more applied rollback of an incident (a later rung).
+func (b *budget) add(target policy.Ref, at time.Time, incidentID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.entries = append(b.entries, budgetEntry{target: target, at: at, incident: incidentID})
+}
+
+// reset counts from incs: the applied rollbacks, and the decided ones not
+// yet acted on.
+func (b *budget) reset(incs []*incident.Versioned, now time.Time) {
+	var entries []budgetEntry
 	for _, inc := range incs {
 		for _, a := range inc.Actions {
 			if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied {
-				applied = append(applied, appliedAt{target: inc.Target, at: a.At})
+				entries = append(entries, budgetEntry{target: inc.Target, at: a.At, incident: inc.ID})
 			}
 		}
+		if inc.State == incident.StateActing && len(inc.Actions) == 0 && !inc.DryRun {
+			entries = append(entries, budgetEntry{target: inc.Target, at: now, incident: inc.ID})
+		}
 	}
+	slices.SortFunc(entries, func(a, b budgetEntry) int { return a.at.Compare(b.at) })
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.applied = applied
+	b.entries = entries
 }
 
-// add counts one applied action.
-func (b *budget) add(target policy.Ref, at time.Time) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.applied = append(b.applied, appliedAt{target: target, at: at})
-}
-
-// usage returns the rollbacks applied in the hour before now, of all
-// workloads and of target, and forgets older ones.
+// usage returns the rollbacks of the hour before now, of all workloads and
+// of target, and forgets older ones.
 func (b *budget) usage(target policy.Ref, now time.Time) policy.Usage {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	kept := b.applied[:0]
+	return b.usageLocked(target, now)
+}
+
+func (b *budget) usageLocked(target policy.Ref, now time.Time) policy.Usage {
+	kept := b.entries[:0]
 	var u policy.Usage
-	for _, a := range b.applied {
-		if now.Sub(a.at) > budgetWindow {
+	for _, e := range b.entries {
+		if now.Sub(e.at) > budgetWindow {
 			continue
 		}
-		kept = append(kept, a)
+		kept = append(kept, e)
 		u.Global++
-		if a.target == target {
+		if e.target == target {
 			u.Workload++
 		}
 	}
-	b.applied = kept
+	b.entries = kept
 	return u
 }
 

@@ -411,7 +411,7 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 	if err != nil {
 		return fmt.Errorf("resume open incidents: %w", err)
 	}
-	e.budget.reset(all)
+	e.budget.reset(all, e.opts.Clock.Now())
 	e.open.reset(all)
 	for _, rec := range pending {
 		e.seen.Add(rec.Key, struct{}{})
@@ -493,18 +493,31 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 			rec.Decision, rec.DecidedAt = &open.Decision, e.opts.Clock.Now()
 		}
 	}
+	var place reservation
 	if rec.Decision == nil {
 		now := e.opts.Clock.Now()
-		d := e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts,
-			Usage: e.budget.usage(rec.Target, now), Now: now})
+		var d policy.Decision
+		d, place = e.budget.decide(rec.Target, now, func(u policy.Usage) policy.Decision {
+			return e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Usage: u, Now: now})
+		})
 		rec.Decision, rec.DecidedAt, decided = &d, now, true
 	}
 	took := time.Since(start)
 	if rec.state() == stateDecided {
-		if rec.Incident, err = e.openIncident(ctx, rec, facts, open); err != nil {
+		var created bool
+		rec.Incident, created, err = e.openIncident(ctx, rec, facts, open)
+		if err != nil {
+			place.release()
 			return err
 		}
+		if created {
+			place.keep(rec.Incident)
+		} else {
+			place.release()
+		}
 		q.incidents.Add(rec.Incident)
+	} else {
+		place.release()
 	}
 	if _, err := e.store.update(ctx, rec, cm); err != nil {
 		// A conflict means another replica got here first; reading again

@@ -34,8 +34,9 @@ func transient(reason string) bool {
 // openIncident hands a decision to the workload's open incident (open, as
 // read under the workload's lock), or opens one. An alert about a workload
 // that already has an open incident joins it: there is one incident, and so
-// one rollback, per workload and episode. It returns the incident's id.
-func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Workload, open *incident.Versioned) (string, error) {
+// one rollback, per workload and episode. It returns the incident's id, and
+// whether this call opened it.
+func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Workload, open *incident.Versioned) (string, bool, error) {
 	now := e.opts.Clock.Now()
 	d := rec.Decision
 	for {
@@ -47,26 +48,26 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 				if apierrors.IsConflict(errors.Unwrap(err)) {
 					// Its worker wrote it meanwhile; join the current one.
 					if open, err = e.openFor(ctx, rec.Target); err != nil {
-						return "", err
+						return "", false, err
 					}
 					continue
 				}
 				if err != nil {
-					return "", err
+					return "", false, err
 				}
 			}
-			return open.ID, nil
+			return open.ID, false, nil
 		}
 		inc := e.newIncident(rec, w, now)
 		v, err := e.opts.Incidents.Create(ctx, inc)
 		if errors.Is(err, incident.ErrExists) {
 			if open, err = e.opts.Incidents.Get(ctx, inc.ID); err != nil {
-				return "", err
+				return "", false, err
 			}
 			continue
 		}
 		if err != nil {
-			return "", err
+			return "", false, err
 		}
 		e.m.openIncidents.Inc()
 		e.open.set(inc.Target, inc.ID)
@@ -78,7 +79,7 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 		if inc.State != incident.StateActing {
 			e.announce(ctx, v, fmt.Sprintf("incident opened: %s", d.Message))
 		}
-		return inc.ID, nil
+		return inc.ID, true, nil
 	}
 }
 
@@ -287,6 +288,9 @@ func rungs(inc *incident.Incident) int {
 func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 	now := e.opts.Clock.Now()
 	if inc.Rung >= rungs(inc.Incident) {
+		if inc.Rung == 0 {
+			e.budget.unused(inc.ID)
+		}
 		inc.State = incident.StateEscalated
 		inc.Log(now, "no automatic rung left: people take over on the runbook's clock")
 		e.escalateNow(ctx, inc, "no automatic rollback rung left")
@@ -328,6 +332,9 @@ func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 		}
 		rec.Error, rec.Reason = err.Error(), reason
 		inc.Actions = append(inc.Actions, rec)
+		if inc.Rung == 0 {
+			e.budget.unused(inc.ID)
+		}
 		inc.State = incident.StateEscalated
 		inc.Log(now, "%s failed (%s): %v; escalating", kind, reason, err)
 		if err := e.save(ctx, inc); err != nil {
@@ -358,8 +365,11 @@ func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 	if err := e.save(ctx, inc); err != nil {
 		return err
 	}
-	if res.Outcome == actuator.OutcomeApplied {
-		e.budget.add(inc.Target, now)
+	switch {
+	case res.Outcome == actuator.OutcomeApplied && inc.Rung > 0:
+		e.budget.add(inc.Target, now, inc.ID)
+	case res.Outcome != actuator.OutcomeApplied && inc.Rung == 0:
+		e.budget.unused(inc.ID)
 	}
 	e.announce(ctx, inc, res.Message)
 	if inc.State == incident.StateEscalated {

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -151,8 +152,27 @@ func moduleRoot() (string, error) {
 // Binaries the cluster needs, all built by hack/testenv.sh.
 var binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kwokctl", "kubectl"}
 
+// Options changes how StartWith creates a cluster. The zero value is
+// what Start does.
+type Options struct {
+	// ExtraArgs are more arguments to `kwokctl create cluster`, after the
+	// ones every cluster gets; for example "--disable-qps-limits", which
+	// lifts the client QPS limits of the controller manager, the scheduler
+	// and kwok.
+	ExtraArgs []string
+	// Nodes is how many fake nodes to register, named kwok-node-0,
+	// kwok-node-1, ...; each holds up to 1000 pods. Zero or less means one.
+	Nodes int
+}
+
 // Start creates a cluster with one fake node and waits until it serves.
 func Start(ctx context.Context) (*Cluster, error) {
+	return StartWith(ctx, Options{})
+}
+
+// StartWith creates a cluster as Start does, changed by opts, and waits
+// until it serves.
+func StartWith(ctx context.Context, opts Options) (*Cluster, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -181,7 +201,7 @@ func Start(ctx context.Context) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
-	err = c.kwokctl(ctx, "create", "cluster",
+	args := []string{"create", "cluster",
 		"--runtime", "binary",
 		"--etcd-binary", filepath.Join(bin, "etcd"),
 		"--kube-apiserver-binary", filepath.Join(bin, "kube-apiserver"),
@@ -194,7 +214,8 @@ func Start(ctx context.Context) (*Cluster, error) {
 		// wants. The node's health is not what is under test.
 		"--extra-args", "kube-controller-manager=node-monitor-grace-period=1h",
 		"--wait", "2m",
-	)
+	}
+	err = c.kwokctl(ctx, append(args, opts.ExtraArgs...)...)
 	unlock()
 	if err != nil {
 		c.Stop()
@@ -209,9 +230,11 @@ func Start(ctx context.Context) (*Cluster, error) {
 		c.Stop()
 		return nil, fmt.Errorf("create client for cluster %s: %w", c.Name, err)
 	}
-	if err := c.addNode(ctx, "kwok-node-0"); err != nil {
-		c.Stop()
-		return nil, err
+	for i := range max(opts.Nodes, 1) {
+		if err := c.addNode(ctx, fmt.Sprintf("kwok-node-%d", i)); err != nil {
+			c.Stop()
+			return nil, err
+		}
 	}
 	fmt.Fprintf(os.Stderr, "testenv: cluster %s ready in %s (kubeconfig %s)\n", c.Name, time.Since(start).Round(time.Millisecond), c.Kubeconfig)
 	return c, nil
@@ -232,6 +255,34 @@ func lockMachine() (func(), error) {
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// PIDs returns the process ids of the cluster's components (etcd,
+// kube-apiserver, kube-controller-manager, kube-scheduler,
+// kwok-controller) by name, as kwokctl recorded them.
+func (c *Cluster) PIDs() (map[string]int, error) {
+	dir := filepath.Join(c.workDir, "clusters", c.Name, "pids")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read the process ids of cluster %s: %w", c.Name, err)
+	}
+	out := map[string]int{}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".pid")
+		if !ok {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("process id of %s in cluster %s: %w", name, c.Name, err)
+		}
+		out[name] = pid
+	}
+	return out, nil
 }
 
 // Stop deletes the cluster and its files. It is safe to call more than once.

@@ -24,7 +24,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
@@ -43,129 +42,46 @@ type Cluster struct {
 	Name       string
 	BinDir     string
 	Kubeconfig string
-	Client     kubernetes.Interface
-	workDir    string
-	stopOnce   sync.Once
+	// Client is not rate limited on the client side (see ClientFor).
+	Client kubernetes.Interface
+	env    *testenv.Cluster
 }
 
-// StartCluster starts the test environment's control plane as
-// internal/testenv does (the same binaries, kwokctl arguments and
-// machine-wide creation lock) with one difference: the components' client
-// QPS limits are lifted (kwokctl --disable-qps-limits). With the default
-// limits, kube-controller-manager rolls out about 2 one-replica
-// Deployments a second here, and preparing and settling the hundreds of
-// Deployments of a benchmark would not fit its time budget. No component
-// under test talks through those limits: the daemon keeps its own, and the
-// API server's are unchanged.
+// StartCluster starts the test environment's control plane with
+// internal/testenv (the same binaries, kwokctl arguments and machine-wide
+// creation lock) with one difference: the components' client QPS limits
+// are lifted (kwokctl --disable-qps-limits). With the default limits,
+// kube-controller-manager rolls out about 2 one-replica Deployments a
+// second here, and preparing and settling the hundreds of Deployments of a
+// benchmark would not fit its time budget. No component under test talks
+// through those limits: the daemon keeps its own, and the API server's are
+// unchanged.
 //
 // It registers 1+extraNodes kwok nodes, each holding up to 1000 pods: one-
 // replica Deployments surge to two pods each while they roll.
 func StartCluster(ctx context.Context, extraNodes int) (*Cluster, error) {
-	bin, err := testenv.BinDir()
+	env, err := testenv.StartWith(ctx, testenv.Options{
+		ExtraArgs: []string{"--disable-qps-limits"},
+		Nodes:     1 + extraNodes,
+	})
 	if err != nil {
 		return nil, err
 	}
-	work, err := os.MkdirTemp("", "autorollbackd-bench-")
-	if err != nil {
-		return nil, err
-	}
-	c := &Cluster{Name: fmt.Sprintf("ard-bench-%d", os.Getpid()), BinDir: bin, Kubeconfig: filepath.Join(work, "kubeconfig"), workDir: work}
-	unlock, err := lockMachine()
-	if err != nil {
-		c.Stop()
-		return nil, err
-	}
-	err = c.kwokctl(ctx, "create", "cluster",
-		"--runtime", "binary",
-		"--etcd-binary", filepath.Join(bin, "etcd"),
-		"--kube-apiserver-binary", filepath.Join(bin, "kube-apiserver"),
-		"--kube-controller-manager-binary", filepath.Join(bin, "kube-controller-manager"),
-		"--kube-scheduler-binary", filepath.Join(bin, "kube-scheduler"),
-		"--kwok-controller-binary", filepath.Join(bin, "kwok"),
-		"--kubeconfig", c.Kubeconfig,
-		"--extra-args", "kube-controller-manager=node-monitor-grace-period=1h",
-		"--disable-qps-limits",
-		"--wait", "2m",
-	)
-	unlock()
-	if err != nil {
-		c.Stop()
-		return nil, err
-	}
+	c := &Cluster{Name: env.Name, BinDir: env.BinDir, Kubeconfig: env.Kubeconfig, env: env}
 	if c.Client, err = ClientFor(c.Kubeconfig); err != nil {
-		c.Stop()
+		env.Stop()
 		return nil, err
-	}
-	for i := 0; i <= extraNodes; i++ {
-		if err := addNode(ctx, c.Client, fmt.Sprintf("kwok-node-%d", i)); err != nil {
-			c.Stop()
-			return nil, err
-		}
 	}
 	return c, nil
 }
 
-// lockMachine takes internal/testenv's machine-wide lock for creating a
-// cluster: kwokctl picks free ports at creation and binds them later, so two
-// creations at once race for them.
-func lockMachine() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "autorollbackd-testenv.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open the test environment lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("take the test environment lock: %w", err)
-	}
-	return func() {
-		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
-	}, nil
-}
-
 // Stop deletes the cluster and its files. It is safe to call more than once.
-func (c *Cluster) Stop() {
-	c.stopOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := c.kwokctl(ctx, "delete", "cluster"); err != nil {
-			Logf("%v", err)
-		}
-		_ = os.RemoveAll(c.workDir)
-	})
-}
+func (c *Cluster) Stop() { c.env.Stop() }
 
-func (c *Cluster) kwokctl(ctx context.Context, args ...string) error {
-	args = append([]string{"--name", c.Name}, args...)
-	cmd := exec.CommandContext(ctx, filepath.Join(c.BinDir, "kwokctl"), args...)
-	cmd.Env = append(os.Environ(), "KWOK_WORKDIR="+c.workDir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("kwokctl %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// addNode registers a node that kwok manages, as testenv does for its own.
-func addNode(ctx context.Context, cs kubernetes.Interface, name string) error {
-	capacity := corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("64"),
-		corev1.ResourceMemory: resource.MustParse("256Gi"),
-		corev1.ResourcePods:   resource.MustParse("1000"),
-	}
-	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:        name,
-			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake"},
-			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": name},
-		},
-		Status: corev1.NodeStatus{Allocatable: capacity, Capacity: capacity},
-	}
-	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create fake node %s: %w", name, err)
-	}
-	return nil
-}
+// PIDs returns the process ids of the control plane's components by name
+// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+// kwok-controller).
+func (c *Cluster) PIDs() (map[string]int, error) { return c.env.PIDs() }
 
 // EnsureNamespaces creates the namespaces that do not exist yet.
 func EnsureNamespaces(ctx context.Context, cs kubernetes.Interface, names ...string) error {
@@ -215,9 +131,12 @@ func Parallel(ctx context.Context, n, workers int, f func(ctx context.Context, i
 type Proc struct {
 	Name string
 	Addr string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
+	// Started is when the process was started, Ready when its readiness
+	// endpoint first answered 200 (polled every 100ms).
+	Started, Ready time.Time
+	cmd            *exec.Cmd
+	done           chan struct{}
+	log            *os.File
 }
 
 // Start runs bin with args, its output going to logPath ("" discards it),
@@ -234,6 +153,7 @@ func Start(ctx context.Context, name, addr, ready, logPath, bin string, args ...
 		p.cmd.Stdout, p.cmd.Stderr = f, f
 	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p.Started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
@@ -243,7 +163,11 @@ func Start(ctx context.Context, name, addr, ready, logPath, bin string, args ...
 			return false, fmt.Errorf("%s exited before it was ready (log: %s)", name, logPath)
 		}
 		code, _, err := Get(ctx, "http://"+addr+ready, "")
-		return err == nil && code == http.StatusOK, nil
+		if err != nil || code != http.StatusOK {
+			return false, nil
+		}
+		p.Ready = time.Now()
+		return true, nil
 	})
 	if err != nil {
 		p.Stop()
@@ -427,13 +351,20 @@ func (r *RSS) Stop() (maxKiB, lastKiB int64) {
 }
 
 // ReadRSS returns VmRSS of pid in KiB.
-func ReadRSS(pid int) (int64, error) {
+func ReadRSS(pid int) (int64, error) { return readStatusKiB(pid, "VmRSS:") }
+
+// ReadPeakRSS returns VmHWM of pid in KiB: the largest resident set size
+// the process has had since it started, kept by the kernel, so that no
+// peak between two samples is missed.
+func ReadPeakRSS(pid int) (int64, error) { return readStatusKiB(pid, "VmHWM:") }
+
+func readStatusKiB(pid int, field string) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.SplitSeq(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			f := strings.Fields(v)
 			if len(f) == 0 {
 				break
@@ -441,7 +372,7 @@ func ReadRSS(pid int) (int64, error) {
 			return strconv.ParseInt(f[0], 10, 64)
 		}
 	}
-	return 0, errors.New("no VmRSS in /proc/" + strconv.Itoa(pid) + "/status")
+	return 0, errors.New("no " + strings.TrimSuffix(field, ":") + " in /proc/" + strconv.Itoa(pid) + "/status")
 }
 
 // LoadAvg returns the first three fields of /proc/loadavg: other work on
@@ -456,6 +387,29 @@ func LoadAvg() string {
 		return "unknown"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// MachineCPU returns the CPU time all cores of the machine have spent busy
+// (user, nice, system, irq, softirq, steal) since boot, from /proc/stat.
+func MachineCPU() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, errors.New("malformed /proc/stat")
+	}
+	var ticks int64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // CPUTime returns the user and system CPU time pid has used so far, from

@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,13 +11,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	listersappsv1 "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/util/retry"
 )
 
 // SetLabel marks every Deployment a benchmark creates, with the name of the
@@ -243,54 +244,118 @@ func Settled(d *appsv1.Deployment) bool {
 	return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == want && s.AvailableReplicas == want && s.Replicas == want
 }
 
-// PrepareTwoRevisions creates the Deployments of a set at GoodTag, waits
-// for revision 1, rolls them out to BadTag and waits until revision 2 has
-// completely rolled out: the state in which an alert blames the rollout.
+// PrepareTwoRevisions creates the Deployments of a set at GoodTag (one
+// replica each), waits for revision 1, rolls them out to BadTag and waits
+// until revision 2 has completely rolled out: the state in which an alert
+// blames the rollout.
 func PrepareTwoRevisions(ctx context.Context, cs kubernetes.Interface, w *Watcher, set string, refs []Ref, timeout time.Duration) error {
-	if err := EnsureNamespaces(ctx, cs, Namespaces(refs)...); err != nil {
-		return err
+	_, err := PrepareTwoRevisionsWith(ctx, cs, w, set, refs, Preparation{Replicas: 1, Workers: 8, Timeout: timeout})
+	return err
+}
+
+// Preparation says how PrepareTwoRevisionsWith prepares a set.
+type Preparation struct {
+	// Replicas of every Deployment.
+	Replicas int32
+	// Workers is how many API calls are made at once.
+	Workers int
+	// Timeout bounds each wait for the Deployment controller.
+	Timeout time.Duration
+	// OnStep, if set, is called as each step ends, with what was done.
+	OnStep func(step string)
+}
+
+// PreparationTimes says where the time of a preparation went, each
+// duration counted from its start.
+type PreparationTimes struct {
+	// Namespaces: the namespaces exist.
+	Namespaces time.Duration
+	// Created: every Deployment was created at GoodTag.
+	Created time.Duration
+	// Revision1: the Deployment controller labelled every one revision 1
+	// (and created its ReplicaSet).
+	Revision1 time.Duration
+	// Patched: every template was patched to BadTag.
+	Patched time.Duration
+	// Revision2: every one is at revision 2.
+	Revision2 time.Duration
+	// Settled: every rollout to revision 2 completed.
+	Settled time.Duration
+}
+
+// PrepareTwoRevisionsWith is PrepareTwoRevisions with the replicas and the
+// parallelism chosen, and returns where the time went. The rollout to
+// BadTag is one JSON patch of the image per Deployment.
+func PrepareTwoRevisionsWith(ctx context.Context, cs kubernetes.Interface, w *Watcher, set string, refs []Ref, p Preparation) (PreparationTimes, error) {
+	var t PreparationTimes
+	start := time.Now()
+	step := func(what string) {
+		if p.OnStep != nil {
+			p.OnStep(what)
+		}
 	}
-	err := Parallel(ctx, len(refs), 8, func(ctx context.Context, i int) error {
-		_, err := cs.AppsV1().Deployments(refs[i].Namespace).Create(ctx, NewDeployment(set, refs[i], 1, true), metav1.CreateOptions{})
+	namespaces := Namespaces(refs)
+	err := Parallel(ctx, len(namespaces), p.Workers, func(ctx context.Context, i int) error {
+		return EnsureNamespaces(ctx, cs, namespaces[i])
+	})
+	if err != nil {
+		return t, err
+	}
+	t.Namespaces = time.Since(start)
+	step("namespaces created")
+	err = Parallel(ctx, len(refs), p.Workers, func(ctx context.Context, i int) error {
+		_, err := cs.AppsV1().Deployments(refs[i].Namespace).Create(ctx, NewDeployment(set, refs[i], p.Replicas, true), metav1.CreateOptions{})
 		if err != nil {
 			return fmt.Errorf("create %s: %w", refs[i], err)
 		}
 		return nil
 	})
 	if err != nil {
-		return err
+		return t, err
 	}
-	start := time.Now()
-	if err := w.WaitAll(ctx, refs, timeout, set+" at revision 1", AtRevision("1")); err != nil {
-		return err
+	t.Created = time.Since(start)
+	step("Deployments created at " + GoodTag)
+	Logf("%s: %d Deployments in %d namespaces created after %s", set, len(refs), len(namespaces), t.Created.Round(100*time.Millisecond))
+	if err := w.WaitAll(ctx, refs, p.Timeout, set+" at revision 1", AtRevision("1")); err != nil {
+		return t, err
 	}
-	Logf("%s: %d Deployments at revision 1 after %s", set, len(refs), time.Since(start).Round(100*time.Millisecond))
-	err = Parallel(ctx, len(refs), 8, func(ctx context.Context, i int) error {
-		api := cs.AppsV1().Deployments(refs[i].Namespace)
-		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			d, err := api.Get(ctx, refs[i].Name, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			d.Spec.Template.Spec.Containers[0].Image = Image(refs[i].Name, BadTag)
-			_, err = api.Update(ctx, d, metav1.UpdateOptions{})
-			return err
+	t.Revision1 = time.Since(start)
+	step("at revision 1")
+	Logf("%s: at revision 1 after %s", set, t.Revision1.Round(100*time.Millisecond))
+	err = Parallel(ctx, len(refs), p.Workers, func(ctx context.Context, i int) error {
+		patch, err := json.Marshal([]map[string]any{
+			{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": Image(refs[i].Name, BadTag)},
 		})
+		if err != nil {
+			return err
+		}
+		_, err = cs.AppsV1().Deployments(refs[i].Namespace).Patch(ctx, refs[i].Name, types.JSONPatchType, patch, metav1.PatchOptions{})
+		if err != nil {
+			return fmt.Errorf("roll %s out to %s: %w", refs[i], BadTag, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("roll out %s: %w", BadTag, err)
+		return t, err
 	}
-	if err := w.WaitAll(ctx, refs, timeout, set+" at revision 2", AtRevision("2")); err != nil {
-		return err
+	t.Patched = time.Since(start)
+	step("patched to " + BadTag)
+	Logf("%s: patched to %s after %s", set, BadTag, t.Patched.Round(100*time.Millisecond))
+	if err := w.WaitAll(ctx, refs, p.Timeout, set+" at revision 2", AtRevision("2")); err != nil {
+		return t, err
 	}
-	Logf("%s: at revision 2 after %s", set, time.Since(start).Round(100*time.Millisecond))
-	if err := w.WaitAll(ctx, refs, timeout, set+" settled at revision 2", func(d *appsv1.Deployment) bool {
+	t.Revision2 = time.Since(start)
+	step("at revision 2")
+	Logf("%s: at revision 2 after %s", set, t.Revision2.Round(100*time.Millisecond))
+	if err := w.WaitAll(ctx, refs, p.Timeout, set+" settled at revision 2", func(d *appsv1.Deployment) bool {
 		return AtRevision("2")(d) && Settled(d)
 	}); err != nil {
-		return err
+		return t, err
 	}
-	Logf("%s: revision 2 rolled out after %s", set, time.Since(start).Round(100*time.Millisecond))
-	return nil
+	t.Settled = time.Since(start)
+	step("rollouts to revision 2 complete")
+	Logf("%s: revision 2 rolled out after %s", set, t.Settled.Round(100*time.Millisecond))
+	return t, nil
 }
 
 // SettledAfterRollback waits until every Deployment of refs is back at
