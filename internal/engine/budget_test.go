@@ -80,7 +80,9 @@ func TestBudgetGivesBackUnusedPlaces(t *testing.T) {
 		place.release()
 	}
 	// Dry runs take no place.
-	dry := func(policy.Usage) policy.Decision { return policy.Decision{Outcome: policy.OutcomeRollback, DryRun: true} }
+	dry := func(policy.Usage) policy.Decision {
+		return policy.Decision{Outcome: policy.OutcomeRollback, DryRun: true}
+	}
 	if _, place := b.decide(target, now, dry); place.token != 0 {
 		t.Fatal("a dry run took a place")
 	}
