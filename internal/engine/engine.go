@@ -33,6 +33,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Actor carries out plans; *actuator.Actuator is one.
@@ -274,15 +275,16 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		if err != nil {
 			log.Info("alert names no workload", "err", err)
 		}
-		// The target checks need only the workload's existence and labels,
-		// which the cache has; a refusal here is final and never recorded.
+		// The target checks need only the workload's existence, revision and
+		// labels, which the cache has; a refusal here is final and never
+		// recorded. Everything else is decided after the record is written.
 		var facts *policy.Workload
 		if !target.IsZero() {
-			if facts, err = e.opts.Cache.Facts(ctx, target); err != nil {
+			if facts, err = workload.TargetFacts(ctx, e.opts.Cache, target); err != nil {
 				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
 			}
 		}
-		if d := p.Evaluate(policy.Input{Alert: a, Target: target, Workload: facts, Now: now}); d.Outcome == policy.OutcomeRefuse {
+		if d := p.Screen(policy.Input{Alert: a, Target: target, Workload: facts, Now: now}); d.Outcome == policy.OutcomeRefuse {
 			r.Refused++
 			e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
 			log.Info("alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name)

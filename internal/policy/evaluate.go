@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,7 +45,7 @@ const (
 //     rollout (history, recent rollout, alert timing) to the rate limits
 //     (cooldown, budget).
 func (p *Policy) Evaluate(in Input) Decision {
-	e := &evaluation{p: p, in: in, w: in.Workload}
+	e := &evaluation{p: p, in: in, w: in.Workload, steps: make([]step, 0, checkCount)}
 	e.targetChecks()
 	e.firingCheck()
 	e.ruleCheck()
@@ -53,6 +54,40 @@ func (p *Policy) Evaluate(in Input) Decision {
 	}
 	return e.decide()
 }
+
+// Screen runs the target checks of Evaluate alone: the alert names a
+// workload, in an allowed namespace, that exists and is opted in. They are
+// the only checks that refuse, and they read no more of the workload than
+// its existence, revision and labels, so Screen is what intake needs to
+// refuse an alert without the cost of the rules and guards.
+//
+// When a target check fails, Outcome, Reason, Message and Target are those
+// Evaluate gives for the same Input; Checks holds the target checks only,
+// and Rule and Criterion are empty, since no rule is consulted. When every
+// target check passes, Outcome is empty: what to do is for Evaluate to
+// decide.
+func (p *Policy) Screen(in Input) Decision {
+	e := &evaluation{p: p, in: in, w: in.Workload, steps: make([]step, 0, targetCheckCount)}
+	e.targetChecks()
+	for _, s := range e.steps {
+		if !s.Passed {
+			return e.decide()
+		}
+	}
+	d := Decision{Target: in.Target, Checks: make([]Check, len(e.steps))}
+	for i, s := range e.steps {
+		d.Checks[i] = s.Check
+	}
+	d.Message = "not refused: " + in.Target.String() + " passes the target checks"
+	return d
+}
+
+// How many checks Evaluate records at most, and how many of them are
+// target checks.
+const (
+	checkCount       = 16
+	targetCheckCount = 4
+)
 
 // step is a check and the outcome it gives when it is the first to fail.
 type step struct {
@@ -71,29 +106,35 @@ type evaluation struct {
 }
 
 func (e *evaluation) record(name string, reason Reason, outcome Outcome, passed bool, format string, args ...any) {
+	e.add(name, reason, outcome, passed, fmt.Sprintf(format, args...))
+}
+
+func (e *evaluation) add(name string, reason Reason, outcome Outcome, passed bool, detail string) {
 	e.steps = append(e.steps, step{
-		Check:   Check{Name: name, Passed: passed, Reason: reason, Detail: fmt.Sprintf(format, args...)},
+		Check:   Check{Name: name, Passed: passed, Reason: reason, Detail: detail},
 		outcome: outcome,
 	})
 }
 
+// targetChecks builds its details by concatenation rather than with fmt:
+// Screen runs them for every alert at intake.
 func (e *evaluation) targetChecks() {
 	t := e.in.Target
-	refuse := func(name string, reason Reason, passed bool, format string, args ...any) {
-		e.record(name, reason, OutcomeRefuse, passed, format, args...)
+	refuse := func(name string, reason Reason, passed bool, detail string) {
+		e.add(name, reason, OutcomeRefuse, passed, detail)
 	}
 
 	switch {
 	case t.complete():
-		refuse(checkTarget, ReasonNoTarget, true, "the alert names %s", t)
+		refuse(checkTarget, ReasonNoTarget, true, "the alert names "+t.String())
 	case t.IsZero():
 		detail := "no target was given"
 		if _, err := e.p.Resolve(e.in.Alert); err != nil {
 			detail = err.Error()
 		}
-		refuse(checkTarget, ReasonNoTarget, false, "%s", detail)
+		refuse(checkTarget, ReasonNoTarget, false, detail)
 	default:
-		refuse(checkTarget, ReasonNoTarget, false, "target %q is incomplete or of an unknown kind", t)
+		refuse(checkTarget, ReasonNoTarget, false, fmt.Sprintf("target %q is incomplete or of an unknown kind", t))
 	}
 
 	ns := t.Namespace
@@ -101,24 +142,24 @@ func (e *evaluation) targetChecks() {
 	case ns == "":
 		refuse(checkNamespace, ReasonNamespaceDenied, false, "unknown: no namespace")
 	case e.p.deny[ns]:
-		refuse(checkNamespace, ReasonNamespaceDenied, false, "namespace %s is in namespaces.deny", ns)
+		refuse(checkNamespace, ReasonNamespaceDenied, false, "namespace "+ns+" is in namespaces.deny")
 	case len(e.p.allow) > 0 && !e.p.allow[ns]:
-		refuse(checkNamespace, ReasonNamespaceDenied, false, "namespace %s is not in namespaces.allow", ns)
+		refuse(checkNamespace, ReasonNamespaceDenied, false, "namespace "+ns+" is not in namespaces.allow")
 	case len(e.p.allow) > 0:
-		refuse(checkNamespace, ReasonNamespaceDenied, true, "namespace %s is in namespaces.allow", ns)
+		refuse(checkNamespace, ReasonNamespaceDenied, true, "namespace "+ns+" is in namespaces.allow")
 	default:
-		refuse(checkNamespace, ReasonNamespaceDenied, true, "namespace %s is not denied", ns)
+		refuse(checkNamespace, ReasonNamespaceDenied, true, "namespace "+ns+" is not denied")
 	}
 
 	switch {
 	case e.w == nil:
-		refuse(checkExists, ReasonWorkloadNotFound, false, "%s does not exist", t)
+		refuse(checkExists, ReasonWorkloadNotFound, false, t.String()+" does not exist")
 	case e.w.Ref != t:
 		// A caller bug, but acting on facts about another workload would
 		// be worse than refusing.
-		refuse(checkExists, ReasonWorkloadNotFound, false, "the workload facts are for %s, not for %s", e.w.Ref, t)
+		refuse(checkExists, ReasonWorkloadNotFound, false, fmt.Sprintf("the workload facts are for %s, not for %s", e.w.Ref, t))
 	default:
-		refuse(checkExists, ReasonWorkloadNotFound, true, "%s exists at revision %d", t, e.w.Revision)
+		refuse(checkExists, ReasonWorkloadNotFound, true, t.String()+" exists at revision "+strconv.FormatInt(e.w.Revision, 10))
 	}
 
 	label := e.p.cfg.OptInLabel
@@ -126,13 +167,13 @@ func (e *evaluation) targetChecks() {
 	case e.w == nil:
 		refuse(checkOptIn, ReasonNotOptedIn, false, unknownNoWorkload)
 	case e.w.Labels[label] == "true":
-		refuse(checkOptIn, ReasonNotOptedIn, true, "label %s is \"true\"", label)
+		refuse(checkOptIn, ReasonNotOptedIn, true, "label "+label+` is "true"`)
 	default:
 		v, ok := e.w.Labels[label]
 		if !ok {
-			refuse(checkOptIn, ReasonNotOptedIn, false, "label %s is not set; set it to \"true\" to opt in", label)
+			refuse(checkOptIn, ReasonNotOptedIn, false, "label "+label+` is not set; set it to "true" to opt in`)
 		} else {
-			refuse(checkOptIn, ReasonNotOptedIn, false, "label %s is %q, not \"true\"", label, v)
+			refuse(checkOptIn, ReasonNotOptedIn, false, "label "+label+" is "+strconv.Quote(v)+`, not "true"`)
 		}
 	}
 }
@@ -348,7 +389,7 @@ func (e *evaluation) decide() Decision {
 		case d.Outcome == OutcomeRefuse && !e.in.Target.complete():
 			d.Message = "refuse to act: " + failed.Detail
 		case d.Outcome == OutcomeRefuse:
-			d.Message = fmt.Sprintf("refuse to act on %s: %s", t, failed.Detail)
+			d.Message = "refuse to act on " + t + ": " + failed.Detail
 		case d.Outcome == OutcomeIgnore:
 			d.Message = fmt.Sprintf("ignore the alert about %s: %s", t, failed.Detail)
 		case d.Reason == ReasonRuleError:

@@ -36,7 +36,7 @@ func (t target) resolve(a Alert) (Ref, error) {
 	if err != nil {
 		return Ref{}, err
 	}
-	if msgs := content.IsDNS1123Label(ns); len(msgs) > 0 {
+	if msgs := dns1123LabelErrors(ns); len(msgs) > 0 {
 		return Ref{}, fmt.Errorf("%w: namespace %q is invalid: %s", ErrNoTarget, ns, strings.Join(msgs, "; "))
 	}
 
@@ -62,10 +62,57 @@ func (t target) resolve(a Alert) (Ref, error) {
 			return Ref{}, fmt.Errorf("%w: ambiguous, labels %s are all set", ErrNoTarget, strings.Join(found, ", "))
 		}
 	}
-	if msgs := content.IsDNS1123Subdomain(ref.Name); len(msgs) > 0 {
+	if msgs := dns1123SubdomainErrors(ref.Name); len(msgs) > 0 {
 		return Ref{}, fmt.Errorf("%w: %s name %q is invalid: %s", ErrNoTarget, ref.Kind, ref.Name, strings.Join(msgs, "; "))
 	}
 	return ref, nil
+}
+
+// dns1123LabelErrors is content.IsDNS1123Label, which runs regular
+// expressions, with a quick answer for valid names: every alert's target is
+// checked at intake.
+func dns1123LabelErrors(s string) []string {
+	if len(s) <= content.DNS1123LabelMaxLength && isDNS1123Label(s) {
+		return nil
+	}
+	return content.IsDNS1123Label(s)
+}
+
+// dns1123SubdomainErrors is content.IsDNS1123Subdomain with a quick answer
+// for valid names.
+func dns1123SubdomainErrors(s string) []string {
+	if len(s) <= content.DNS1123SubdomainMaxLength && isDNS1123Subdomain(s) {
+		return nil
+	}
+	return content.IsDNS1123Subdomain(s)
+}
+
+// isDNS1123Label reports whether s matches [a-z0-9]([-a-z0-9]*[a-z0-9])?,
+// the format of content.IsDNS1123Label.
+func isDNS1123Label(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case c == '-' && i > 0 && i < len(s)-1:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// isDNS1123Subdomain reports whether s is DNS-1123 labels joined by dots,
+// the format of content.IsDNS1123Subdomain.
+func isDNS1123Subdomain(s string) bool {
+	for label := range strings.SplitSeq(s, ".") {
+		if !isDNS1123Label(label) {
+			return false
+		}
+	}
+	return true
 }
 
 // value renders tmpl when there is one, else reads label.

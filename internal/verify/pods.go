@@ -276,44 +276,13 @@ func joinNonEmpty(sep string, parts ...string) string {
 // are all Running and Ready and at least the desired number (pass), or the
 // timeout passes (fail, naming the pods that are not ready and why).
 func (v *Verifier) checkPods(ctx context.Context, target policy.Ref) (Status, string) {
-	timeout := v.cfg.Pods.Timeout.Duration
-	var lastMsg string
-	var lastErr error
-	outcome := v.poll(ctx, timeout, v.cfg.PollInterval.Duration, func(ctx context.Context) (Status, string, bool) {
+	return v.wait(ctx, target, v.cfg.Pods.Timeout.Duration, podsWords, func(ctx context.Context) (string, Status, bool, error) {
 		msg, ok, err := v.judgeCurrentPods(ctx, target)
-		if ctx.Err() != nil {
-			return "", "", false
-		}
-		if err != nil {
-			if isNotFound(err) {
-				return StatusFail, fmt.Sprintf("%s does not exist: %v.", target, err), true
-			}
-			lastErr = err
-			return "", "", false
-		}
-		lastErr, lastMsg = nil, msg
-		if ok {
-			return StatusPass, msg, true
-		}
-		return "", "", false
+		return msg, StatusPass, ok, err
 	})
-	if outcome.done {
-		return outcome.status, outcome.message
-	}
-	switch {
-	case outcome.cancelled && lastMsg != "":
-		return StatusInconclusive, "Verification was cancelled before the pods were ready: " + lastMsg
-	case outcome.cancelled:
-		return StatusInconclusive, "Verification was cancelled before the pods could be read."
-	case lastMsg == "" && lastErr != nil:
-		return StatusInconclusive, fmt.Sprintf("Could not read the pods within %s: %v.", timeout, lastErr)
-	case lastMsg == "":
-		return StatusInconclusive, fmt.Sprintf("Could not read the pods within %s.", timeout)
-	case lastErr != nil:
-		return StatusFail, fmt.Sprintf("Pods not ready within %s: %s (then: %v)", timeout, lastMsg, lastErr)
-	}
-	return StatusFail, fmt.Sprintf("Pods not ready within %s: %s", timeout, lastMsg)
 }
+
+var podsWords = waitWords{read: "the pods", awaited: "the pods were ready", deadline: "Pods not ready"}
 
 // judgeCurrentPods reads the workload and its pods once and judges them.
 func (v *Verifier) judgeCurrentPods(ctx context.Context, target policy.Ref) (string, bool, error) {

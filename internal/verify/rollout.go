@@ -158,48 +158,21 @@ func (v *Verifier) judgeRollout(ctx context.Context, target policy.Ref) (string,
 // kubectl's last waiting message; inconclusive when the workload could
 // never be read).
 func (v *Verifier) checkRollout(ctx context.Context, target policy.Ref) (Status, string) {
-	timeout := v.cfg.Rollout.Timeout.Duration
-	var lastMsg string
-	var lastErr error
-	outcome := v.poll(ctx, timeout, v.cfg.PollInterval.Duration, func(ctx context.Context) (Status, string, bool) {
+	return v.wait(ctx, target, v.cfg.Rollout.Timeout.Duration, rolloutWords, func(ctx context.Context) (string, Status, bool, error) {
 		msg, state, err := v.judgeRollout(ctx, target)
-		if ctx.Err() != nil {
-			return "", "", false
-		}
 		if err != nil {
-			if isNotFound(err) {
-				return StatusFail, fmt.Sprintf("%s does not exist: %v.", target, err), true
-			}
-			lastErr = err
-			return "", "", false
+			return "", "", false, err
 		}
-		lastErr = nil
-		lastMsg = msg
 		switch state {
 		case rolloutDone:
-			return StatusPass, msg, true
+			return msg, StatusPass, true, nil
 		case rolloutFailed:
-			return StatusFail, msg, true
+			return msg, StatusFail, true, nil
 		case rolloutUnsupported:
-			return StatusInconclusive, msg, true
+			return msg, StatusInconclusive, true, nil
 		}
-		return "", "", false
+		return msg, "", false, nil
 	})
-	if outcome.done {
-		return outcome.status, outcome.message
-	}
-	// Not finished: the deadline or the caller ended it.
-	switch {
-	case outcome.cancelled && lastMsg != "":
-		return StatusInconclusive, fmt.Sprintf("Verification was cancelled before the rollout finished: %s", lastMsg)
-	case outcome.cancelled:
-		return StatusInconclusive, "Verification was cancelled before the rollout status could be read."
-	case lastErr != nil && lastMsg == "":
-		return StatusInconclusive, fmt.Sprintf("Could not read the rollout status within %s: %v.", timeout, lastErr)
-	case lastMsg == "":
-		return StatusInconclusive, fmt.Sprintf("Could not read the rollout status within %s.", timeout)
-	case lastErr != nil:
-		return StatusFail, fmt.Sprintf("Rollout not finished within %s: %s (then: %v)", timeout, lastMsg, lastErr)
-	}
-	return StatusFail, fmt.Sprintf("Rollout not finished within %s: %s", timeout, lastMsg)
 }
+
+var rolloutWords = waitWords{read: "the rollout status", awaited: "the rollout finished", deadline: "Rollout not finished"}

@@ -361,32 +361,66 @@ func (v *Verifier) sleep(ctx context.Context, d time.Duration) bool {
 	return ctx.Err() == nil
 }
 
-// pollOutcome is how a poll ended.
-type pollOutcome struct {
-	done      bool // step reached a verdict: status and message hold it
-	status    Status
-	message   string
-	cancelled bool // not done, and the caller's ctx (not the timeout) ended it
+// waitWords are the words of a wait check's messages when polling ends
+// without a verdict.
+type waitWords struct {
+	read     string // what each poll reads: "Could not read <read> within ..."
+	awaited  string // what the check waits for: "cancelled before <awaited>: ..."
+	deadline string // the verdict at the timeout: "<deadline> within ..."
 }
 
-// poll calls step at once and then every interval until step reports a
-// verdict or the timeout (or ctx) ends it. step runs on the calling
-// goroutine, so it may keep state in variables of the caller.
-func (v *Verifier) poll(ctx context.Context, timeout, interval time.Duration, step func(ctx context.Context) (Status, string, bool)) pollOutcome {
-	ctx, cancel := v.withTimeout(ctx, timeout)
+// judgeFunc reads the workload once and judges it. done reports a verdict,
+// held in status; msg describes what was read, also when not done. A
+// non-nil err means nothing could be read.
+type judgeFunc func(ctx context.Context) (msg string, status Status, done bool, err error)
+
+// wait calls judge at once and then every poll interval until it reaches a
+// verdict, the workload turns out not to exist (fail), or the timeout (or
+// ctx) ends it. At the timeout the last message read is the reason for a
+// fail; without one (every poll failed) the result is inconclusive, as it
+// is when the caller's ctx ends first.
+func (v *Verifier) wait(ctx context.Context, target policy.Ref, timeout time.Duration, words waitWords, judge judgeFunc) (Status, string) {
+	pctx, cancel := v.withTimeout(ctx, timeout)
 	defer cancel()
-	ticker := v.clock.NewTicker(interval)
+	ticker := v.clock.NewTicker(v.cfg.PollInterval.Duration)
 	defer ticker.Stop()
+	var lastMsg string
+	var lastErr error
+polling:
 	for {
-		if status, msg, done := step(ctx); done {
-			return pollOutcome{done: true, status: status, message: msg}
+		msg, status, done, err := judge(pctx)
+		switch {
+		case pctx.Err() != nil:
+			// A read cut short by the end of polling says nothing.
+		case err != nil && isNotFound(err):
+			return StatusFail, fmt.Sprintf("%s does not exist: %v.", target, err)
+		case err != nil:
+			lastErr = err
+		default:
+			lastErr, lastMsg = nil, msg
+			if done {
+				return status, msg
+			}
 		}
 		select {
-		case <-ctx.Done():
-			return pollOutcome{cancelled: context.Cause(ctx) != errTimeout}
+		case <-pctx.Done():
+			break polling
 		case <-ticker.C():
 		}
 	}
+	switch {
+	case context.Cause(pctx) != errTimeout && lastMsg != "":
+		return StatusInconclusive, fmt.Sprintf("Verification was cancelled before %s: %s", words.awaited, lastMsg)
+	case context.Cause(pctx) != errTimeout:
+		return StatusInconclusive, fmt.Sprintf("Verification was cancelled before %s could be read.", words.read)
+	case lastMsg == "" && lastErr != nil:
+		return StatusInconclusive, fmt.Sprintf("Could not read %s within %s: %v.", words.read, timeout, lastErr)
+	case lastMsg == "":
+		return StatusInconclusive, fmt.Sprintf("Could not read %s within %s.", words.read, timeout)
+	case lastErr != nil:
+		return StatusFail, fmt.Sprintf("%s within %s: %s (then: %v)", words.deadline, timeout, lastMsg, lastErr)
+	}
+	return StatusFail, fmt.Sprintf("%s within %s: %s", words.deadline, timeout, lastMsg)
 }
 
 func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

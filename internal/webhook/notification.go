@@ -85,6 +85,55 @@ func Decode(r io.Reader) (*Notification, error) {
 		return nil, requestError(http.StatusBadRequest, reasonBadJSON, "empty body")
 	}
 
+	if n, ok := decodeValid(body); ok {
+		return n, nil
+	}
+	return decodeExplained(body)
+}
+
+// wireAlert is an alert as sent. The times are decoded separately:
+// time.Time's own errors do not name the field.
+type wireAlert struct {
+	template.Alert
+	StartsAt json.RawMessage `json:"startsAt"`
+	EndsAt   json.RawMessage `json:"endsAt"`
+}
+
+// decodeValid decodes and validates body in one pass over it, and reports
+// false, without saying why, when body is not a valid notification. Nearly
+// every notification is valid, and decodeExplained, which names the
+// offending field, reads every alert twice as often.
+//
+// It accepts what decodeExplained accepts, with the same result, except for
+// a body that repeats the top-level "alerts" key: decodeExplained keeps the
+// last array, decodeValid merges the arrays element by element, as
+// encoding/json does for a repeated object key.
+func decodeValid(body []byte) (*Notification, bool) {
+	var env struct {
+		Notification
+		Alerts []wireAlert `json:"alerts"`
+	}
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, false
+	}
+	n := env.Notification
+	if err := n.validateHeader(len(env.Alerts), env.Alerts == nil); err != nil {
+		return nil, false
+	}
+	n.Alerts = make(template.Alerts, len(env.Alerts))
+	for i := range env.Alerts {
+		// A null element decodes to a zero wireAlert, which has no status,
+		// so it fails here as decodeExplained requires.
+		if err := env.Alerts[i].check(&n.Alerts[i], ""); err != nil {
+			return nil, false
+		}
+	}
+	return &n, true
+}
+
+// decodeExplained decodes and validates body, with an error that names the
+// offending field when it is not a valid notification.
+func decodeExplained(body []byte) (*Notification, error) {
 	// Alerts are decoded one by one so that errors can name the index.
 	var env struct {
 		Notification
@@ -129,16 +178,15 @@ func decodeAlert(raw json.RawMessage, a *template.Alert, path string) error {
 	if isNull(raw) {
 		return requestError(http.StatusBadRequest, reasonInvalidField, "%s: got null, want object", path)
 	}
-	// The times are decoded separately: time.Time's own errors do not name
-	// the field.
-	var w struct {
-		template.Alert
-		StartsAt json.RawMessage `json:"startsAt"`
-		EndsAt   json.RawMessage `json:"endsAt"`
-	}
+	var w wireAlert
 	if err := json.Unmarshal(raw, &w); err != nil {
 		return jsonError(path, err)
 	}
+	return w.check(a, path)
+}
+
+// check validates w and stores it in a; path names w in errors.
+func (w *wireAlert) check(a *template.Alert, path string) error {
 	*a = w.Alert
 	if err := checkStatus(path+".status", a.Status); err != nil {
 		return err

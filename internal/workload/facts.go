@@ -15,9 +15,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
@@ -48,7 +51,7 @@ type Revision struct {
 // DeploymentFacts derives the facts of d from its ReplicaSets (those it
 // owns; others are ignored).
 func DeploymentFacts(d *appsv1.Deployment, rss []*appsv1.ReplicaSet) *policy.Workload {
-	var revs []Revision
+	revs := make([]Revision, 0, len(rss))
 	for _, rs := range rss {
 		if !metav1.IsControlledBy(rs, d) {
 			continue
@@ -82,7 +85,7 @@ func DaemonSetFacts(ds *appsv1.DaemonSet, crs []*appsv1.ControllerRevision) *pol
 }
 
 func controllerRevisions(owner metav1.Object, crs []*appsv1.ControllerRevision) []Revision {
-	var revs []Revision
+	revs := make([]Revision, 0, len(crs))
 	for _, cr := range crs {
 		if metav1.IsControlledBy(cr, owner) {
 			revs = append(revs, Revision{Number: cr.Revision, Name: cr.Name, Created: cr.CreationTimestamp.Time})
@@ -123,8 +126,10 @@ func facts(kind policy.Kind, meta *metav1.ObjectMeta, current int64, revs []Revi
 			w.Older = append(w.Older, r.Number)
 		}
 	}
-	if at, err := time.Parse(time.RFC3339, meta.Annotations[RolledBackAtAnnotation]); err == nil {
-		w.LastAutoRollbackAt = at
+	if v := meta.Annotations[RolledBackAtAnnotation]; v != "" {
+		if at, err := time.Parse(time.RFC3339, v); err == nil {
+			w.LastAutoRollbackAt = at
+		}
 	}
 	w.GitOpsManager = GitOpsManager(meta)
 	return w
@@ -227,19 +232,111 @@ type Cached struct {
 	StatefulSets        appslisters.StatefulSetLister
 	DaemonSets          appslisters.DaemonSetLister
 	ControllerRevisions appslisters.ControllerRevisionLister
+
+	// replicaSetsByController and revisionsByController, when set, are the
+	// indexers behind ReplicaSets and ControllerRevisions with
+	// controllerIndex. Without them a workload's revisions are found by
+	// matching its selector against every ReplicaSet or ControllerRevision
+	// in its namespace.
+	replicaSetsByController, revisionsByController cache.Indexer
 }
 
-// NewCached returns a Cached over the informers of factory. Start the
-// factory afterwards.
+// NewCached returns a Cached over the informers of factory, and indexes its
+// ReplicaSets and ControllerRevisions by controller. Start the factory
+// afterwards.
 func NewCached(factory informers.SharedInformerFactory) Cached {
 	apps := factory.Apps().V1()
 	return Cached{
-		Deployments:         apps.Deployments().Lister(),
-		ReplicaSets:         apps.ReplicaSets().Lister(),
-		StatefulSets:        apps.StatefulSets().Lister(),
-		DaemonSets:          apps.DaemonSets().Lister(),
-		ControllerRevisions: apps.ControllerRevisions().Lister(),
+		Deployments:             apps.Deployments().Lister(),
+		ReplicaSets:             apps.ReplicaSets().Lister(),
+		StatefulSets:            apps.StatefulSets().Lister(),
+		DaemonSets:              apps.DaemonSets().Lister(),
+		ControllerRevisions:     apps.ControllerRevisions().Lister(),
+		replicaSetsByController: indexByController(apps.ReplicaSets().Informer()),
+		revisionsByController:   indexByController(apps.ControllerRevisions().Informer()),
 	}
+}
+
+// controllerIndex indexes objects by the UID of their controller.
+const controllerIndex = "autorollbackd.controller-uid"
+
+// indexByController adds controllerIndex to inf and returns its indexer, or
+// nil when the index cannot be added (the informer has stopped).
+func indexByController(inf cache.SharedIndexInformer) cache.Indexer {
+	err := inf.AddIndexers(cache.Indexers{controllerIndex: controllerUID})
+	if _, ok := inf.GetIndexer().GetIndexers()[controllerIndex]; err != nil && !ok {
+		return nil
+	}
+	// Either added now or by an earlier NewCached over the same factory.
+	return inf.GetIndexer()
+}
+
+func controllerUID(obj any) ([]string, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, fmt.Errorf("index by controller: %T has no object metadata", obj)
+	}
+	if ref := metav1.GetControllerOfNoCopy(o); ref != nil {
+		return []string{string(ref.UID)}, nil
+	}
+	return nil, nil
+}
+
+// byController returns the objects of indexer whose controller has the
+// UID uid.
+func byController[T any](indexer cache.Indexer, uid types.UID) ([]T, error) {
+	objs, err := indexer.ByIndex(controllerIndex, string(uid))
+	if err != nil {
+		return nil, fmt.Errorf("look up by controller: %w", err)
+	}
+	out := make([]T, 0, len(objs))
+	for _, obj := range objs {
+		if o, ok := obj.(T); ok {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// selected keeps the objects of namespace that sel selects, reusing objs.
+func selected[T metav1.Object](objs []T, namespace string, sel labelSelector) []T {
+	out := objs[:0]
+	for _, o := range objs {
+		if o.GetNamespace() == namespace && sel.matches(o.GetLabels()) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// labelSelector matches labels as metav1.LabelSelectorAsSelector(sel) does.
+type labelSelector struct {
+	matchLabels map[string]string // the selector when it is nothing but these
+	parsed      labels.Selector   // the selector otherwise
+}
+
+// newLabelSelector returns sel as a labelSelector. Most workloads select by
+// labels alone; matching those needs no labels.Selector, whose building
+// validates every key and value again, allocating as it goes (the API
+// server validated them when it stored the workload).
+func newLabelSelector(sel *metav1.LabelSelector) (labelSelector, error) {
+	if sel != nil && len(sel.MatchExpressions) == 0 && len(sel.MatchLabels) > 0 {
+		return labelSelector{matchLabels: sel.MatchLabels}, nil
+	}
+	parsed, err := metav1.LabelSelectorAsSelector(sel)
+	return labelSelector{parsed: parsed}, err
+}
+
+func (s labelSelector) matches(set map[string]string) bool {
+	if s.parsed != nil {
+		return s.parsed.Matches(labels.Set(set))
+	}
+	for k, v := range s.matchLabels {
+		if got, ok := set[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // Facts returns the facts of ref, or nil with no error when it does not
@@ -251,13 +348,9 @@ func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, erro
 		if err != nil {
 			return notFoundIsNil(ref, err)
 		}
-		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		rss, err := c.replicaSets(ref, d)
 		if err != nil {
-			return nil, fmt.Errorf("read selector of %s: %w", ref, err)
-		}
-		rss, err := c.ReplicaSets.ReplicaSets(ref.Namespace).List(sel)
-		if err != nil {
-			return nil, fmt.Errorf("list ReplicaSets of %s: %w", ref, err)
+			return nil, err
 		}
 		return DeploymentFacts(d, rss), nil
 	case policy.KindStatefulSet:
@@ -265,7 +358,7 @@ func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, erro
 		if err != nil {
 			return notFoundIsNil(ref, err)
 		}
-		crs, err := c.revisions(ref, s.Spec.Selector)
+		crs, err := c.revisions(ref, s, s.Spec.Selector)
 		if err != nil {
 			return nil, err
 		}
@@ -275,7 +368,7 @@ func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, erro
 		if err != nil {
 			return notFoundIsNil(ref, err)
 		}
-		crs, err := c.revisions(ref, ds.Spec.Selector)
+		crs, err := c.revisions(ref, ds, ds.Spec.Selector)
 		if err != nil {
 			return nil, err
 		}
@@ -284,16 +377,43 @@ func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, erro
 	return nil, fmt.Errorf("read %s: unsupported kind %q", ref, ref.Kind)
 }
 
-func (c Cached) revisions(ref policy.Ref, selector *metav1.LabelSelector) ([]*appsv1.ControllerRevision, error) {
-	sel, err := metav1.LabelSelectorAsSelector(selector)
+// replicaSets returns the ReplicaSets of d's namespace that d's selector
+// selects; with the index, only those d controls, which are the only ones
+// DeploymentFacts keeps.
+func (c Cached) replicaSets(ref policy.Ref, d *appsv1.Deployment) ([]*appsv1.ReplicaSet, error) {
+	sel, err := newLabelSelector(d.Spec.Selector)
 	if err != nil {
 		return nil, fmt.Errorf("read selector of %s: %w", ref, err)
 	}
-	crs, err := c.ControllerRevisions.ControllerRevisions(ref.Namespace).List(sel)
+	var rss []*appsv1.ReplicaSet
+	if c.replicaSetsByController != nil {
+		rss, err = byController[*appsv1.ReplicaSet](c.replicaSetsByController, d.UID)
+	} else {
+		rss, err = c.ReplicaSets.ReplicaSets(ref.Namespace).List(labels.Everything())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list ReplicaSets of %s: %w", ref, err)
+	}
+	return selected(rss, ref.Namespace, sel), nil
+}
+
+// revisions is replicaSets for the ControllerRevisions of a StatefulSet or
+// DaemonSet.
+func (c Cached) revisions(ref policy.Ref, owner metav1.Object, selector *metav1.LabelSelector) ([]*appsv1.ControllerRevision, error) {
+	sel, err := newLabelSelector(selector)
+	if err != nil {
+		return nil, fmt.Errorf("read selector of %s: %w", ref, err)
+	}
+	var crs []*appsv1.ControllerRevision
+	if c.revisionsByController != nil {
+		crs, err = byController[*appsv1.ControllerRevision](c.revisionsByController, owner.GetUID())
+	} else {
+		crs, err = c.ControllerRevisions.ControllerRevisions(ref.Namespace).List(labels.Everything())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("list ControllerRevisions of %s: %w", ref, err)
 	}
-	return crs, nil
+	return selected(crs, ref.Namespace, sel), nil
 }
 
 // Caches reads facts from the informers of several namespaces, or of the
@@ -303,11 +423,50 @@ type Caches map[string]Cached
 
 // Facts returns the facts of ref from the cache that covers its namespace.
 func (c Caches) Facts(ctx context.Context, ref policy.Ref) (*policy.Workload, error) {
-	cache, ok := c[""]
+	cache, ok := c.covering(ref.Namespace)
 	if !ok {
-		if cache, ok = c[ref.Namespace]; !ok {
-			return nil, nil
-		}
+		return nil, nil
 	}
 	return cache.Facts(ctx, ref)
+}
+
+func (c Caches) covering(namespace string) (Cached, bool) {
+	if cache, ok := c[""]; ok {
+		return cache, true
+	}
+	cache, ok := c[namespace]
+	return cache, ok
+}
+
+// TargetFacts returns what the policy's target checks (policy.Policy.Screen)
+// need to know about ref: whether it exists, its revision and its labels.
+// From the informer caches (a Cached or Caches) a Deployment's facts leave
+// out its revision history (RolloutStartedAt, PreviousRevision, Older),
+// which would mean looking up its ReplicaSets on every alert at intake; so
+// these facts are for Screen and not for Evaluate. A StatefulSet or
+// DaemonSet gets all its facts, as its revision number comes from its
+// ControllerRevisions anyway, and so does every ref from any other source.
+func TargetFacts(ctx context.Context, src interface {
+	Facts(context.Context, policy.Ref) (*policy.Workload, error)
+}, ref policy.Ref) (*policy.Workload, error) {
+	var cache Cached
+	switch s := src.(type) {
+	case Cached:
+		cache = s
+	case Caches:
+		var ok bool
+		if cache, ok = s.covering(ref.Namespace); !ok {
+			return nil, nil
+		}
+	default:
+		return src.Facts(ctx, ref)
+	}
+	if ref.Kind != policy.KindDeployment {
+		return cache.Facts(ctx, ref)
+	}
+	d, err := cache.Deployments.Deployments(ref.Namespace).Get(ref.Name)
+	if err != nil {
+		return notFoundIsNil(ref, err)
+	}
+	return DeploymentFacts(d, nil), nil
 }
