@@ -18,6 +18,8 @@
 #   BENCH_SCALE_DEPLOYMENTS, BENCH_SCALE_NAMESPACES, BENCH_SCALE_ALERTS
 #                  the scale part's Deployments, namespaces and burst
 #                  (default 10000, 500, 1000)
+#   BENCH_BASE     commit the Go benchmarks are compared with (default: the
+#                  commit that last wrote bench/RESULTS.md; none: no comparison)
 #   HEY_VERSION, BENCHSTAT_VERSION  versions go install fetches
 #
 # It builds what it needs: the test environment with hack/testenv.sh (cached
@@ -54,8 +56,18 @@ fi
 
 log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+# Part 3 compares the Go benchmarks with a base commit: BENCH_BASE, or by
+# default the commit that last wrote bench/RESULTS.md (BENCH_BASE=none: no
+# comparison).
+bench_pkgs=(./internal/policy/ ./internal/webhook/ ./internal/workload/)
+base=${BENCH_BASE:-$(git log -1 --format=%H -- bench/RESULTS.md 2>/dev/null || true)}
+[[ "${base}" == none ]] && base=""
+base_label=""
+[[ -n "${base}" ]] && base_label=$(git rev-parse --short "${base}")
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/autorollbackd-bench.XXXXXX")
 cleanup() {
+  [[ -d "${work}/base" ]] && git worktree remove --force "${work}/base" 2>/dev/null
   if [[ "${BENCH_KEEP:-}" == 1 ]]; then
     log "work directory kept: ${work}"
   else
@@ -104,15 +116,32 @@ for part in "${parts[@]}"; do
         -hey "${work}/bin/hey" -duration "${BENCH_DURATION}" -work "${work}/intake" -out "${work}/md/2.md"
       ;;
     go)
-      log "part 3: Go benchmarks (about 2 minutes)"
+      log "part 3: Go benchmarks, this commit against ${base_label} (about 4 minutes)"
       load0=$(cut -d' ' -f1-3 /proc/loadavg)
-      go test -run='^$' -bench=. -benchmem -count=6 -timeout 10m ./internal/policy/ ./internal/webhook/ > "${work}/gobench.txt"
-      # Labelled with the commit rather than the temporary file's path.
-      (cd "${work}" && bin/benchstat "$(git -C "${root}" rev-parse --short HEAD)=gobench.txt") > "${work}/benchstat.txt"
+      head_label=$(git rev-parse --short HEAD)
+      gobench() { go test -run='^$' -bench=. -benchmem -count=6 -timeout 10m "${bench_pkgs[@]}"; }
+      if [[ -n "${base}" ]]; then
+        # The base, checked out beside the repository; only packages it has.
+        git worktree add --quiet --detach "${work}/base" "${base}"
+        (
+          cd "${work}/base"
+          pkgs=()
+          for p in "${bench_pkgs[@]}"; do [[ -d "${p}" ]] && pkgs+=("${p}"); done
+          go test -run='^$' -bench=. -benchmem -count=6 -timeout 10m "${pkgs[@]}"
+        ) > "${work}/gobench-base.txt"
+        git worktree remove --force "${work}/base"
+      fi
+      gobench > "${work}/gobench.txt"
+      # Labelled with the commits rather than the temporary files' paths.
+      if [[ -n "${base}" ]]; then
+        (cd "${work}" && bin/benchstat "${base_label}=gobench-base.txt" "${head_label}=gobench.txt") > "${work}/benchstat.txt"
+      else
+        (cd "${work}" && bin/benchstat "${head_label}=gobench.txt") > "${work}/benchstat.txt"
+      fi
       {
         echo "## 3. Go benchmarks"
         echo
-        echo "\`go test -run='^\$' -bench=. -benchmem -count=6 ./internal/policy/ ./internal/webhook/\`, summarised by benchstat (column: the commit checked out when this part ran)."
+        echo "\`go test -run='^\$' -bench=. -benchmem -count=6 ${bench_pkgs[*]}\` at ${base_label:-no base} and at ${head_label}, compared by benchstat (columns: the commits; a package the base lacks has no base column)."
         echo "Load average (1, 5, 15 min) at start: ${load0}; at end: $(cut -d' ' -f1-3 /proc/loadavg)."
         echo
         echo '```text'
