@@ -19,11 +19,9 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -60,41 +58,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "alerttoaction: -daemon is required")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintf(os.Stderr, "alerttoaction: %v\n", err)
-		os.Exit(1)
-	}
-}
-
-// variant is a daemon configuration to measure, on Deployments of its own.
-type variant struct {
-	name string
-	// engine and extra are added to the engine section and to the top
-	// level of the configuration.
-	engine, extra string
-	what          string
+	harness.Main("alerttoaction", o.timeout, func(ctx context.Context) error { return run(ctx, o) })
 }
 
 // variants are the configurations that can be measured. Every one raises
 // the global budget of automatic rollbacks, 10 an hour by default: 200
 // rollbacks are the point of the benchmark.
-var variants = []variant{
-	{name: "default", what: "the defaults: `engine.incidentWorkers: 32`, `kubernetes.qps: 50`, `burst: 100`"},
-	{name: "qps-1000", extra: "kubernetes:\n  qps: 1000\n  burst: 2000\n",
-		what: "`kubernetes.qps: 1000`, `burst: 2000`, so that the client-side rate limit never makes an alert wait"},
-}
-
-func lookupVariant(name string) (variant, bool) {
-	for _, v := range variants {
-		if v.name == name {
-			return v, true
-		}
-	}
-	return variant{}, false
+var variants = []harness.Variant{
+	{Name: "default", What: "the defaults: `engine.incidentWorkers: 32`, `kubernetes.qps: 50`, `burst: 100`"},
+	{Name: "qps-1000", Extra: "kubernetes:\n  qps: 1000\n  burst: 2000\n",
+		What: "`kubernetes.qps: 1000`, `burst: 2000`, so that the client-side rate limit never makes an alert wait"},
 }
 
 // lostAfter is how long the daemon phase waits for a rollback before it
@@ -105,20 +78,12 @@ const lostAfter = 30 * time.Second
 const budget = "  budget:\n    globalPerHour: 10000\n"
 
 func run(ctx context.Context, o options) error {
-	var chosen []variant
-	for _, name := range strings.Split(o.variants, ",") {
-		v, ok := lookupVariant(name)
-		if !ok {
-			return fmt.Errorf("unknown variant %q", name)
-		}
-		chosen = append(chosen, v)
+	chosen, err := harness.Choose(variants, o.variants)
+	if err != nil {
+		return err
 	}
-	if o.work == "" {
-		dir, err := os.MkdirTemp("", "bench-alerttoaction-")
-		if err != nil {
-			return err
-		}
-		o.work = dir
+	if o.work, err = harness.WorkDir(o.work, "bench-alerttoaction-"); err != nil {
+		return err
 	}
 	tmpl, err := harness.ReadTemplate()
 	if err != nil {
@@ -143,7 +108,7 @@ func run(ctx context.Context, o options) error {
 		"kubectl": harness.Refs("bench-kubectl", o.n, o.namespaces),
 	}
 	for _, v := range chosen {
-		sets["daemon-"+v.name] = harness.Refs("bench-"+v.name, o.n, o.namespaces)
+		sets["daemon-"+v.Name] = harness.Refs("bench-"+v.Name, o.n, o.namespaces)
 	}
 	prepStart := time.Now()
 	harness.Logf("preparing %d Deployments per set in %d sets: revision 1, then revision 2 rolled out", o.n, len(sets))
@@ -161,16 +126,16 @@ func run(ctx context.Context, o options) error {
 
 	var results []*daemonResult
 	for _, v := range chosen {
-		dir := filepath.Join(o.work, v.name)
+		dir := filepath.Join(o.work, v.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
-		r, err := daemonPhase(ctx, c, w, tmpl, o.daemon, dir, v, sets["daemon-"+v.name])
+		r, err := daemonPhase(ctx, c, w, tmpl, o.daemon, dir, v, sets["daemon-"+v.Name])
 		if err != nil {
-			return fmt.Errorf("daemon (%s): %w", v.name, err)
+			return fmt.Errorf("daemon (%s): %w", v.Name, err)
 		}
 		results = append(results, r)
-		if err := w.SettledAfterRollback(ctx, sets["daemon-"+v.name], 3*time.Minute); err != nil {
+		if err := w.SettledAfterRollback(ctx, sets["daemon-"+v.Name], 3*time.Minute); err != nil {
 			return err
 		}
 	}
@@ -209,7 +174,7 @@ type sample struct {
 }
 
 type daemonResult struct {
-	variant  variant
+	variant  harness.Variant
 	samples  []sample
 	histSum  float64
 	histN    float64
@@ -227,13 +192,13 @@ type daemonResult struct {
 	cpu, wall time.Duration
 }
 
-func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tmpl []byte, bin, dir string, v variant, refs []harness.Ref) (*daemonResult, error) {
+func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tmpl []byte, bin, dir string, v harness.Variant, refs []harness.Ref) (*daemonResult, error) {
 	cfg := harness.DaemonConfig{
-		RecordsNamespace: "bench-records-" + v.name,
-		Engine:           v.engine,
-		Extra:            "policy:\n  namespaces:\n    allow: [" + strings.Join(harness.Namespaces(refs), ", ") + "]\n" + budget + v.extra,
+		RecordsNamespace: "bench-records-" + v.Name,
+		Engine:           v.Engine,
+		Extra:            "policy:\n  namespaces:\n    allow: [" + strings.Join(harness.Namespaces(refs), ", ") + "]\n" + budget + v.Extra,
 	}
-	harness.Logf("daemon (%s): starting", v.name)
+	harness.Logf("daemon (%s): starting", v.Name)
 	d, err := harness.StartDaemon(ctx, bin, c.Kubeconfig, dir, cfg)
 	if err != nil {
 		return nil, err
@@ -245,7 +210,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	url := "http://" + d.Addr + "/webhook"
 	client := &http.Client{Timeout: 30 * time.Second}
 	res := &daemonResult{variant: v}
-	harness.Logf("daemon (%s): %d webhooks, one at a time, each waiting for its rollback", v.name, len(refs))
+	harness.Logf("daemon (%s): %d webhooks, one at a time, each waiting for its rollback", v.Name, len(refs))
 	for i, r := range refs {
 		body, err := harness.Payload(tmpl, []harness.Alert{{Ref: r, Fingerprint: fmt.Sprintf("%016x", i+1), Impact: "service_down", StartsAt: time.Now()}})
 		if err != nil {
@@ -261,7 +226,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 			}
 			if code >= 500 && attempt < 10 {
 				res.retries++
-				harness.Logf("daemon (%s): %s answered %d, retrying: %s", v.name, r, code, got)
+				harness.Logf("daemon (%s): %s answered %d, retrying: %s", v.Name, r, code, got)
 				time.Sleep(250 * time.Millisecond)
 				continue
 			}
@@ -269,7 +234,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 			// (the answer, not the write, was lost): then it is a duplicate.
 			if code == http.StatusOK && attempt > 1 && strings.Contains(got, `"duplicates":1`) {
 				res.dupAfterRetry++
-				harness.Logf("daemon (%s): %s accepted as a duplicate after a retry", v.name, r)
+				harness.Logf("daemon (%s): %s accepted as a duplicate after a retry", v.Name, r)
 				break
 			}
 			if code != http.StatusOK || !strings.Contains(got, `"accepted":1`) {
@@ -284,12 +249,12 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 				return nil, ctx.Err()
 			}
 			res.lost = append(res.lost, r)
-			harness.Logf("daemon (%s): %v (daemon log: %s)", v.name, err, filepath.Join(dir, "daemon.log"))
+			harness.Logf("daemon (%s): %v (daemon log: %s)", v.Name, err, filepath.Join(dir, "daemon.log"))
 			continue
 		}
 		res.samples = append(res.samples, s)
 		if (i+1)%50 == 0 {
-			harness.Logf("daemon (%s): %d rollbacks", v.name, i+1)
+			harness.Logf("daemon (%s): %d rollbacks", v.Name, i+1)
 		}
 	}
 	last := time.Now()
@@ -311,7 +276,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	})
 	res.resolved = time.Since(last)
 	if err != nil {
-		harness.Logf("daemon (%s): %s incidents still open after %s", v.name, res.openLeft, res.resolved.Round(time.Second))
+		harness.Logf("daemon (%s): %s incidents still open after %s", v.Name, res.openLeft, res.resolved.Round(time.Second))
 	}
 	res.rssKiB, _ = rss.Stop()
 	return res, nil
@@ -527,7 +492,7 @@ func writeRaw(dir string, daemons []*daemonResult, patch, kubectl []sample) erro
 		}
 	}
 	for _, d := range daemons {
-		emit("daemon-"+d.variant.name, d.samples)
+		emit("daemon-"+d.variant.Name, d.samples)
 	}
 	emit("patch", patch)
 	emit("kubectl", kubectl)
@@ -550,15 +515,15 @@ func markdown(o options, daemons []*daemonResult, patch, kubectl []sample, prep 
 		"(the default budget, 10 an hour, would escalate the 11th); one Alertmanager notification per Deployment "+
 		"(the captured `%s` with one alert, `impact=service_down`, `startsAt` = now), over a keep-alive connection. Configurations:", harness.TemplatePath)
 	for _, d := range daemons {
-		p("  - `%s`: %s.", d.variant.name, d.variant.what)
+		p("  - `%s`: %s.", d.variant.Name, d.variant.What)
 	}
 	p("- **raw PATCH** (the floor): one client-go `PATCH` of the kind the daemon sends (JSON patch replacing `/spec/template` and `/metadata/annotations`, `resourceVersion` precondition), built beforehand, timed from call to response.")
 	p("- **kubectl**: `kubectl rollout undo deployment/X` started as a process per alert (what script-running webhook receivers do), timed from process start to exit.\n")
 	p("Load average (1, 5, 15 min) at start: %s; at end: %s. Whole part, cluster start included: %s.\n", load0, load1, total.Round(time.Second))
 	p(harness.StatsHeader)
 	for _, d := range daemons {
-		p("%s", harness.Summarise(durations(d.samples, sent, seen)).Row("**daemon `"+d.variant.name+"`**: webhook sent → rollback seen by the watch"))
-		p("%s", harness.Summarise(durations(d.samples, sent, actionAt)).Row("daemon `"+d.variant.name+"`: webhook sent → incident `actions[0].at`"))
+		p("%s", harness.Summarise(durations(d.samples, sent, seen)).Row("**daemon `"+d.variant.Name+"`**: webhook sent → rollback seen by the watch"))
+		p("%s", harness.Summarise(durations(d.samples, sent, actionAt)).Row("daemon `"+d.variant.Name+"`: webhook sent → incident `actions[0].at`"))
 	}
 	floor := harness.Summarise(durations(patch, sent, answered))
 	p("%s", floor.Row("**raw PATCH**: call → response (floor)"))
@@ -578,11 +543,11 @@ func markdown(o options, daemons []*daemonResult, patch, kubectl []sample, prep 
 		if len(d.lost) > 0 {
 			lost = fmt.Sprintf(", and %d of %d alerts never acted on", len(d.lost), len(d.lost)+len(d.samples))
 		}
-		p("- `%s`: p99 %s ms against the floor's p99 %s ms: %.1f× the floor%s: %s.", d.variant.name, harness.Ms(s.P99), harness.Ms(floor.P99), ratio, lost, verdict)
+		p("- `%s`: p99 %s ms against the floor's p99 %s ms: %.1f× the floor%s: %s.", d.variant.Name, harness.Ms(s.P99), harness.Ms(floor.P99), ratio, lost, verdict)
 	}
 	p("")
 	for _, d := range daemons {
-		p("### Where the daemon's time goes: `%s`\n", d.variant.name)
+		p("### Where the daemon's time goes: `%s`\n", d.variant.Name)
 		p("Per alert, from the daemon's incident records (same machine, same clock): `alerts[0].receivedAt`, the timeline's `decision:` entry (written when the incident is opened) and `actions[0].at` (written after the patch returned).\n")
 		p(harness.StatsHeader)
 		p("%s", harness.Summarise(durations(d.samples, sent, answered)).Row("webhook sent → 200 answered (alert recorded in a ConfigMap)"))

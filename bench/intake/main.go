@@ -20,12 +20,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -60,14 +58,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "intake: -daemon, -ceiling and -hey are required")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintf(os.Stderr, "intake: %v\n", err)
-		os.Exit(1)
-	}
+	harness.Main("intake", o.timeout, func(ctx context.Context) error { return run(ctx, o) })
 }
 
 const (
@@ -91,12 +82,9 @@ type result struct {
 }
 
 func run(ctx context.Context, o options) error {
-	if o.work == "" {
-		dir, err := os.MkdirTemp("", "bench-intake-")
-		if err != nil {
-			return err
-		}
-		o.work = dir
+	var err error
+	if o.work, err = harness.WorkDir(o.work, "bench-intake-"); err != nil {
+		return err
 	}
 	tmpl, err := harness.ReadTemplate()
 	if err != nil {

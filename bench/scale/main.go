@@ -19,13 +19,11 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -69,22 +67,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "scale: -daemon is required")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
-	if err := run(ctx, o); err != nil {
-		fmt.Fprintf(os.Stderr, "scale: %v\n", err)
-		os.Exit(1)
-	}
-}
-
-// variant is a daemon configuration to measure.
-type variant struct {
-	name string
-	// engine is added to the engine section, extra to the top level.
-	engine, extra string
-	what          string
+	harness.Main("scale", o.timeout, func(ctx context.Context) error { return run(ctx, o) })
 }
 
 // maxPending lets the whole burst wait for a decision: with the default,
@@ -92,20 +75,11 @@ type variant struct {
 // back-pressure working, not a measure of deciding.
 const maxPending = "  maxPending: 2000\n"
 
-var variants = []variant{
-	{name: "default", engine: maxPending,
-		what: "the defaults (`kubernetes.qps: 50`, `burst: 100`, `engine.workers: 2`, `engine.incidentWorkers: 32`, the default policy and budget) but `engine.maxPending: 2000`"},
-	{name: "qps-1000", engine: maxPending, extra: "kubernetes:\n  qps: 1000\n  burst: 2000\n",
-		what: "as `default`, and `kubernetes.qps: 1000`, `burst: 2000`: without the client-side rate limit, the daemon's own path"},
-}
-
-func lookupVariant(name string) (variant, bool) {
-	for _, v := range variants {
-		if v.name == name {
-			return v, true
-		}
-	}
-	return variant{}, false
+var variants = []harness.Variant{
+	{Name: "default", Engine: maxPending,
+		What: "the defaults (`kubernetes.qps: 50`, `burst: 100`, `engine.workers: 2`, `engine.incidentWorkers: 32`, the default policy and budget) but `engine.maxPending: 2000`"},
+	{Name: "qps-1000", Engine: maxPending, Extra: "kubernetes:\n  qps: 1000\n  burst: 2000\n",
+		What: "as `default`, and `kubernetes.qps: 1000`, `burst: 2000`: without the client-side rate limit, the daemon's own path"},
 }
 
 // Bounds of the waits after a burst.
@@ -115,23 +89,15 @@ const (
 )
 
 func run(ctx context.Context, o options) error {
-	var chosen []variant
-	for name := range strings.SplitSeq(o.variants, ",") {
-		v, ok := lookupVariant(name)
-		if !ok {
-			return fmt.Errorf("unknown variant %q", name)
-		}
-		chosen = append(chosen, v)
+	chosen, err := harness.Choose(variants, o.variants)
+	if err != nil {
+		return err
 	}
 	if len(chosen)*o.alerts > o.deployments {
 		return fmt.Errorf("%d variants of %d alerts each need %d Deployments, have %d", len(chosen), o.alerts, len(chosen)*o.alerts, o.deployments)
 	}
-	if o.work == "" {
-		dir, err := os.MkdirTemp("", "bench-scale-")
-		if err != nil {
-			return err
-		}
-		o.work = dir
+	if o.work, err = harness.WorkDir(o.work, "bench-scale-"); err != nil {
+		return err
 	}
 	tmpl, err := harness.ReadTemplate()
 	if err != nil {
@@ -160,7 +126,7 @@ func run(ctx context.Context, o options) error {
 
 	var results []*result
 	for i, v := range chosen {
-		dir := filepath.Join(o.work, v.name)
+		dir := filepath.Join(o.work, v.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
 		}
@@ -169,7 +135,7 @@ func run(ctx context.Context, o options) error {
 		burst := refs[i*o.alerts : (i+1)*o.alerts]
 		r, err := daemonPhase(ctx, c, tmpl, o, v, dir, burst, m)
 		if err != nil {
-			return fmt.Errorf("daemon (%s): %w", v.name, err)
+			return fmt.Errorf("daemon (%s): %w", v.Name, err)
 		}
 		results = append(results, r)
 	}
@@ -270,7 +236,7 @@ type attempt struct {
 }
 
 type result struct {
-	variant variant
+	variant harness.Variant
 	dir     string
 	alerts  int
 
@@ -305,32 +271,32 @@ type incidentCount struct {
 	total, rolledBack, escalated, resolved, verifying, other int
 }
 
-func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options, v variant, dir string, burst []harness.Ref, m *meter) (*result, error) {
+func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options, v harness.Variant, dir string, burst []harness.Ref, m *meter) (*result, error) {
 	res := &result{variant: v, dir: dir, alerts: len(burst), otherAnswers: map[string]int{}}
-	records := "bench-records-" + v.name
-	harness.Logf("daemon (%s): starting, cluster-wide", v.name)
+	records := "bench-records-" + v.Name
+	harness.Logf("daemon (%s): starting, cluster-wide", v.Name)
 	m.skip()
 	d, err := harness.StartDaemon(ctx, o.daemon, c.Kubeconfig, dir, harness.DaemonConfig{
-		RecordsNamespace: records, Engine: v.engine, Extra: v.extra,
+		RecordsNamespace: records, Engine: v.Engine, Extra: v.Extra,
 	})
 	if err != nil {
 		return nil, err
 	}
 	defer func() { d.Stop(); m.daemon(0) }()
 	m.daemon(d.Pid())
-	m.mark("`" + v.name + "`: daemon start → leading")
+	m.mark("`" + v.Name + "`: daemon start → leading")
 	res.ready, res.leading = d.Ready.Sub(d.Started), time.Since(d.Started)
 	res.rssReady, _ = harness.ReadRSS(d.Pid())
 	res.heapReady, _ = metricValue(ctx, d.Addr, "go_memstats_heap_inuse_bytes")
 	harness.Logf("daemon (%s): ready %s after its start, leading after %s, RSS %.1f MiB",
-		v.name, res.ready.Round(time.Millisecond), res.leading.Round(time.Millisecond), mib(res.rssReady))
+		v.Name, res.ready.Round(time.Millisecond), res.leading.Round(time.Millisecond), mib(res.rssReady))
 
 	// Idle: let the start-up work (resuming records, the first lease
 	// renewals) pass, then count CPU time with no traffic at all.
 	if err := sleep(ctx, 5*time.Second); err != nil {
 		return nil, err
 	}
-	harness.Logf("daemon (%s): measuring CPU at idle for %s", v.name, o.idle)
+	harness.Logf("daemon (%s): measuring CPU at idle for %s", v.Name, o.idle)
 	m.skip()
 	cpu0, _ := harness.CPUTime(d.Pid())
 	t0 := time.Now()
@@ -339,7 +305,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options
 	}
 	cpu1, _ := harness.CPUTime(d.Pid())
 	res.idleCPU, res.idleWall = cpu1-cpu0, time.Since(t0)
-	m.mark("`" + v.name + "`: idle")
+	m.mark("`" + v.Name + "`: idle")
 	res.rssIdle, _ = harness.ReadRSS(d.Pid())
 
 	// The burst: every notification built beforehand, one alert each.
@@ -355,7 +321,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options
 		bodies[i] = b
 		res.notifications[i] = notification{ref: r, key: fp + "@" + startsAt.UTC().Format(time.RFC3339Nano)}
 	}
-	harness.Logf("daemon (%s): burst of %d alerts from %d senders", v.name, len(burst), o.senders)
+	harness.Logf("daemon (%s): burst of %d alerts from %d senders", v.Name, len(burst), o.senders)
 	m.skip()
 	cpuBurst0, _ := harness.CPUTime(d.Pid())
 	res.firstSend = time.Now()
@@ -380,7 +346,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options
 	}
 	res.sent = last.Sub(res.firstSend)
 	harness.Logf("daemon (%s): every notification answered after %s: %d accepted, %d duplicates, other: %v",
-		v.name, res.sent.Round(time.Millisecond), res.accepted, res.duplicates, res.otherAnswers)
+		v.Name, res.sent.Round(time.Millisecond), res.accepted, res.duplicates, res.otherAnswers)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -388,7 +354,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options
 	// Every accepted alert decided and handed to its incident.
 	res.decidedOK, res.undecided = waitRecords(ctx, c.Client, records, decidedWithin)
 	res.decided = time.Since(res.firstSend)
-	harness.Logf("daemon (%s): records decided after %s (%d left undecided)", v.name, res.decided.Round(time.Millisecond), res.undecided)
+	harness.Logf("daemon (%s): records decided after %s (%d left undecided)", v.Name, res.decided.Round(time.Millisecond), res.undecided)
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -397,10 +363,10 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options
 	res.handledOK, res.unhandled, counts = waitIncidents(ctx, c.Client, records, handledWithin)
 	res.handled = time.Since(res.firstSend)
 	res.incidents = counts
-	harness.Logf("daemon (%s): incidents acted on or escalated after %s (%d not yet): %+v", v.name, res.handled.Round(time.Millisecond), res.unhandled, counts)
+	harness.Logf("daemon (%s): incidents acted on or escalated after %s (%d not yet): %+v", v.Name, res.handled.Round(time.Millisecond), res.unhandled, counts)
 	cpuBurst1, _ := harness.CPUTime(d.Pid())
 	res.burstCPU, res.burstWall = cpuBurst1-cpuBurst0, time.Since(res.firstSend)
-	m.mark("`" + v.name + "`: burst, until handled")
+	m.mark("`" + v.Name + "`: burst, until handled")
 	res.rssAfter, _ = harness.ReadRSS(d.Pid())
 	res.rssPeak, _ = harness.ReadPeakRSS(d.Pid())
 	res.heapAfter, _ = metricValue(ctx, d.Addr, "go_memstats_heap_inuse_bytes")
@@ -822,7 +788,7 @@ func writeRaw(dir string, results []*result) error {
 			if d, ok := r.took[n.key]; ok {
 				took = harness.Ms(d)
 			}
-			fmt.Fprintf(&b, "%s,%s,%s,%d,%d,%s,%s,%s,%s\n", r.variant.name, n.ref.Namespace, n.ref.Name, n.first.UnixNano(), len(n.attempts),
+			fmt.Fprintf(&b, "%s,%s,%s,%d,%d,%s,%s,%s,%s\n", r.variant.Name, n.ref.Namespace, n.ref.Name, n.first.UnixNano(), len(n.attempts),
 				ms(n.answered), ms(rec.ReceivedAt), ms(rec.DecidedAt), took)
 		}
 	}
@@ -877,7 +843,7 @@ func markdown(o options, p preparation, results []*result, m *meter, load0, load
 		"(no `policy.namespaces.allow`, so its informers list and watch Deployments, ReplicaSets, StatefulSets, DaemonSets and ControllerRevisions " +
 		"of the whole cluster), with its records in a namespace of its own:\n")
 	for _, r := range results {
-		w("- `%s`: %s.", r.variant.name, r.variant.what)
+		w("- `%s`: %s.", r.variant.Name, r.variant.What)
 	}
 	w("")
 	w("- **ready**: from the process's start to the first 200 of `/readyz` (informer caches synced; polled every 100 ms); then to leading (`autorollbackd_leader` 1).")
@@ -899,7 +865,7 @@ func markdown(o options, p preparation, results []*result, m *meter, load0, load
 	header := "| |"
 	sep := "|---|"
 	for _, r := range results {
-		header += " `" + r.variant.name + "` |"
+		header += " `" + r.variant.Name + "` |"
 		sep += "---:|"
 	}
 	w(header)
@@ -972,7 +938,7 @@ func markdown(o options, p preparation, results []*result, m *meter, load0, load
 
 	w(harness.StatsHeader)
 	for _, r := range results {
-		name := "`" + r.variant.name + "`"
+		name := "`" + r.variant.Name + "`"
 		if len(r.took) > 0 {
 			w("%s", harness.Summarise(tooks(r)).Row("**"+name+": the decision** (`took` of the `decided` log line)"))
 		}
@@ -983,7 +949,7 @@ func markdown(o options, p preparation, results []*result, m *meter, load0, load
 	w("")
 	for _, r := range results {
 		if r.histCount == 0 {
-			w("`%s`: the daemon exposes no `autorollbackd_decision_duration_seconds`; it logged `took` for %d decisions.", r.variant.name, len(r.took))
+			w("`%s`: the daemon exposes no `autorollbackd_decision_duration_seconds`; it logged `took` for %d decisions.", r.variant.Name, len(r.took))
 			continue
 		}
 		var le []string
@@ -994,20 +960,20 @@ func markdown(o options, p preparation, results []*result, m *meter, load0, load
 			le = append(le, fmt.Sprintf("≤%gs: %.0f", bk.le, bk.count))
 		}
 		w("`%s`: `autorollbackd_decision_duration_seconds`: %.0f observations, mean %s ms; cumulative buckets %s.",
-			r.variant.name, r.histCount, harness.Ms(time.Duration(r.histSum/r.histCount*float64(time.Second))), strings.Join(le, ", "))
+			r.variant.Name, r.histCount, harness.Ms(time.Duration(r.histSum/r.histCount*float64(time.Second))), strings.Join(le, ", "))
 	}
 	if len(results) > 0 {
 		w("")
 	}
 	for _, r := range results {
 		if len(r.otherAnswers) > 0 {
-			w("`%s`: final answers other than `accepted`: %v.", r.variant.name, r.otherAnswers)
+			w("`%s`: final answers other than `accepted`: %v.", r.variant.Name, r.otherAnswers)
 		}
 	}
 
 	w("**Targets: ready within %s, under %d MiB resident, no decision slower than %s.**\n", readyTarget, rssTargetMiB, decisionTarget)
 	for _, r := range results {
-		w("- `%s`: ready after %s: %s. Peak RSS %.1f MiB: %s.", r.variant.name, secs(r.ready), verdict(r.ready <= readyTarget),
+		w("- `%s`: ready after %s: %s. Peak RSS %.1f MiB: %s.", r.variant.Name, secs(r.ready), verdict(r.ready <= readyTarget),
 			mib(r.rssPeak), verdict(mib(r.rssPeak) < rssTargetMiB))
 		if len(r.took) > 0 {
 			s := harness.Summarise(tooks(r))

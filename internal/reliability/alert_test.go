@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
 // alert names the one firing alert of a notification: EventServiceDown with
@@ -103,12 +105,18 @@ func post(ctx context.Context, client *http.Client, d *daemon, body []byte) answ
 // Alertmanager retries, until it is answered otherwise or the deadline
 // passes. It returns every answer, the last one deciding.
 func postUntilAccepted(ctx context.Context, client *http.Client, d *daemon, body []byte, deadline time.Duration) []answer {
+	return postToEither(ctx, client, []*daemon{d}, 0, body, deadline)
+}
+
+// postToEither is postUntilAccepted to replicas behind one Service: the
+// first attempt goes to replicas[first], each retry to the next replica.
+func postToEither(ctx context.Context, client *http.Client, replicas []*daemon, first int, body []byte, deadline time.Duration) []answer {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	var answers []answer
 	backoff := 50 * time.Millisecond
-	for {
-		a := post(ctx, client, d, body)
+	for i := first; ; i++ {
+		a := post(ctx, client, replicas[i%len(replicas)], body)
 		answers = append(answers, a)
 		if a.Err == nil && a.Code != http.StatusServiceUnavailable {
 			return answers
@@ -206,6 +214,29 @@ func api(ctx context.Context, d *daemon, path string, v any) error {
 		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, body)
 	}
 	return json.Unmarshal(body, v)
+}
+
+// waitResolved waits until d's incidents API lists at least n resolved
+// incidents, failing at once if d exits, and returns the list.
+func waitResolved(t *testing.T, d *daemon, n int, timeout time.Duration) []summary {
+	t.Helper()
+	var list []summary
+	testenv.Eventually(t, timeout, fmt.Sprintf("%d incidents resolve", n), func(ctx context.Context) (bool, string) {
+		if d.exited() {
+			t.Fatalf("%s exited: %s", d.name, d.cmd.ProcessState)
+		}
+		if err := api(ctx, d, "/api/v1/incidents", &list); err != nil {
+			return false, err.Error()
+		}
+		resolved := 0
+		for _, s := range list {
+			if s.State == "resolved" {
+				resolved++
+			}
+		}
+		return resolved >= n, fmt.Sprintf("%d incidents, %d resolved", len(list), resolved)
+	})
+	return list
 }
 
 // incidentsOf returns the incidents of the Deployment ns/name, in full.

@@ -150,22 +150,7 @@ func TestLeaderFailoverUnderLoad(t *testing.T) {
 
 	// Then the survivor leads and every workload is rolled back exactly once.
 	survivor.waitLeading(t, 60*time.Second)
-	var list []summary
-	testenv.Eventually(t, 3*time.Minute, "every incident resolves", func(ctx context.Context) (bool, string) {
-		if survivor.exited() {
-			t.Fatalf("the survivor exited: %s", survivor.cmd.ProcessState)
-		}
-		if err := api(ctx, survivor, "/api/v1/incidents", &list); err != nil {
-			return false, err.Error()
-		}
-		resolved := 0
-		for _, s := range list {
-			if s.State == "resolved" {
-				resolved++
-			}
-		}
-		return resolved >= failoverWorkloads, fmt.Sprintf("%d incidents, %d resolved", len(list), resolved)
-	})
+	list := waitResolved(t, survivor, failoverWorkloads, 3*time.Minute)
 	if len(list) != failoverWorkloads {
 		t.Errorf("%d incidents, want %d", len(list), failoverWorkloads)
 	}
@@ -202,29 +187,6 @@ func TestLeaderFailoverUnderLoad(t *testing.T) {
 	}
 	t.Logf("outcome: %d workloads rolled back exactly once; the old leader applied %d rollbacks, the survivor %d after it took over %s after the kill; %d samples of the two leader gauges, never both leading",
 		failoverWorkloads, oldActions, newActions, newFirst.Sub(time.Unix(0, killedAt.Load())).Round(time.Millisecond), samples.Load())
-}
-
-// postToEither posts body to replicas[first], and after every 503 or
-// transport error to the other replica, until it is answered otherwise or
-// the deadline passes.
-func postToEither(ctx context.Context, client *http.Client, replicas []*daemon, first int, body []byte, deadline time.Duration) []answer {
-	ctx, cancel := context.WithTimeout(ctx, deadline)
-	defer cancel()
-	var answers []answer
-	backoff := 50 * time.Millisecond
-	for i := first; ; i++ {
-		a := post(ctx, client, replicas[i%len(replicas)], body)
-		answers = append(answers, a)
-		if a.Err == nil && a.Code != http.StatusServiceUnavailable {
-			return answers
-		}
-		select {
-		case <-ctx.Done():
-			return answers
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, time.Second)
-	}
 }
 
 // logTimes returns the times of the last and the first log line of d that

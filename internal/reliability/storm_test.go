@@ -175,22 +175,7 @@ func TestAlertStorm(t *testing.T) {
 
 	// And every workload is rolled back exactly once, its incident resolved
 	// with one applied action.
-	var list []summary
-	testenv.Eventually(t, 3*time.Minute, "all 50 incidents resolve", func(ctx context.Context) (bool, string) {
-		if d.exited() {
-			t.Fatalf("the daemon exited: %s", d.cmd.ProcessState)
-		}
-		if err := api(ctx, d, "/api/v1/incidents", &list); err != nil {
-			return false, err.Error()
-		}
-		resolved := 0
-		for _, s := range list {
-			if s.State == "resolved" {
-				resolved++
-			}
-		}
-		return resolved >= stormWorkloads, fmt.Sprintf("%d incidents, %d resolved", len(list), resolved)
-	})
+	list := waitResolved(t, d, stormWorkloads, 3*time.Minute)
 	recovered := time.Since(sendStart)
 	byTarget := map[string]int{}
 	for _, s := range list {

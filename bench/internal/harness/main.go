@@ -1,0 +1,63 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Main runs run with a context that ends on Ctrl-C, SIGTERM or after
+// timeout, so that every program deletes its cluster however it ends, and
+// exits 1 with the error, prefixed by the program's name, when run fails.
+func Main(name string, timeout time.Duration, run func(context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	err := run(ctx)
+	cancel()
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+// Variant is a daemon configuration a program measures.
+type Variant struct {
+	Name string
+	// Engine is added to the configuration's engine section, Extra to its
+	// top level.
+	Engine, Extra string
+	// What says what the variant changes, for the results.
+	What string
+}
+
+// Choose returns the variants of all named in the comma-separated names,
+// in that order.
+func Choose(all []Variant, names string) ([]Variant, error) {
+	var out []Variant
+	for _, name := range strings.Split(names, ",") {
+		found := false
+		for _, v := range all {
+			if v.Name == name {
+				out, found = append(out, v), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("unknown variant %q", name)
+		}
+	}
+	return out, nil
+}
+
+// WorkDir returns dir, or a new temporary directory named after prefix
+// when dir is empty.
+func WorkDir(dir, prefix string) (string, error) {
+	if dir != "" {
+		return dir, nil
+	}
+	return os.MkdirTemp("", prefix)
+}
