@@ -29,7 +29,8 @@ lint:
 
 ## test: everything: lint, unit and integration tests against the local control plane with -race, then brief fuzzing
 test: testenv lint
-	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m ./...
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m $$($(GO) list ./... | grep -v /internal/reliability)
+	$(MAKE) reliability
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
 # Each fuzz target, as package:target.
@@ -48,7 +49,7 @@ fuzz:
 test-short:
 	$(GO) test -short ./...
 
-## reliability: the reliability suite alone, verbose (alert storm, crash anywhere, API server outage, conflicts, failover, bad input); also part of test
+## reliability: the reliability suite, verbose so that its outcomes show (alert storm, crash anywhere, API server outage, conflicts, failover, bad input); part of test
 reliability: testenv
 	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -v -timeout 30m ./internal/reliability/
 

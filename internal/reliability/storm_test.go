@@ -17,24 +17,19 @@ import (
 // Bounds of the alert storm.
 const (
 	stormWorkloads     = 50
-	stormNotifications = 2000
-	// stormMinimum is the fewest notifications that still make a storm; the
-	// senders stop taking new ones after stormBudget.
-	stormMinimum = 1000
-	stormBudget  = 60 * time.Second
+	stormNotifications = 10000
+	// stormBudget bounds the sending; all of the storm must fit in it.
+	stormBudget  = 3 * time.Minute
 	stormSenders = 8
-	// stormMaxPending is engine.maxPending of the storm's daemon.
-	stormMaxPending = 10
 	// stormMaxRSS bounds the daemon's resident memory after the storm.
 	stormMaxRSS = 300 << 10 // KiB
 )
 
-// TestAlertStorm sends 2,000 notifications about 50 bad rollouts at once,
+// TestAlertStorm sends 10,000 notifications about 50 bad rollouts at once,
 // each twice as an Alertmanager HA pair does, plus random re-sends, from 8
-// concurrent senders. The daemon answers every one 200, or 503 that a
-// re-send gets past; it stays up and within bounded memory; and each
-// workload is rolled back exactly once, with one incident and one applied
-// action each.
+// concurrent senders. The daemon answers every one 200 (no 5xx); it stays
+// up and within bounded memory; and each workload is rolled back exactly
+// once, with one incident and one applied action each.
 func TestAlertStorm(t *testing.T) {
 	c := testenv.Require(t)
 	ctx := context.Background()
@@ -50,11 +45,9 @@ func TestAlertStorm(t *testing.T) {
 	manyTwoRevisions(t, c.Client, ns, names, 10)
 	t.Logf("given: %d Deployments at revision 2 in %s", len(names), time.Since(start).Round(time.Millisecond))
 
-	// And one daemon, leading, that lets only 10 alerts wait for a decision
-	// (engine.maxPending, 1000 by default), so that the storm meets its
-	// backpressure: 503s that Alertmanager would retry.
+	// And one daemon, leading, configured as deployed.
 	dir := t.TempDir()
-	cfg := baseConfig(dir, records, ns).with(config{"engine": map[string]any{"namespace": records, "maxPending": stormMaxPending}})
+	cfg := baseConfig(dir, records, ns)
 	d := startDaemon(t, "autorollbackd", c.Kubeconfig, cfg.write(t, dir))
 	d.waitLeading(t, 60*time.Second)
 	before, err := memoryOf(d.pid())
@@ -139,17 +132,13 @@ func TestAlertStorm(t *testing.T) {
 	t.Logf("receipts: %d alerts accepted, %d duplicates, %d refused or resolved; %d re-sends after 503; autorollbackd_intake_backpressure_total %s",
 		accepted.Load(), duplicates.Load(), other.Load(), retried.Load(), d.metric(ctx, "autorollbackd_intake_backpressure_total"))
 
-	// Then Alertmanager was only ever answered 200 or 503, and every 503
-	// was got past by re-sending.
-	if sent.Load() < stormMinimum {
-		t.Errorf("only %d notifications sent within %s, want at least %d", sent.Load(), stormBudget, stormMinimum)
-	}
+	// Then Alertmanager was answered 200 every time.
 	if n := sent.Load(); n < stormNotifications {
-		t.Logf("NOTE: %d of %d notifications fit in %s on this machine", n, stormNotifications, stormBudget)
+		t.Errorf("only %d of %d notifications sent within %s", n, stormNotifications, stormBudget)
 	}
 	for code, n := range got.all() {
-		if code != http.StatusOK && code != http.StatusServiceUnavailable {
-			t.Errorf("%d answers with status %d (0: transport error); want only 200 and 503", n, code)
+		if code != http.StatusOK {
+			t.Errorf("%d answers with status %d (0: transport error); want only 200", n, code)
 		}
 	}
 	if len(unexpected) > 0 {
