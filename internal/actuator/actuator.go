@@ -114,6 +114,9 @@ type Options struct {
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
 	Clock    clock.PassiveClock
+	// Cache, if set, is read instead of the API server on the first attempt
+	// of a Deployment rollback; see rollbackDeployment. Nil means live reads.
+	Cache Cache
 }
 
 // Actuator acts on workloads.
@@ -122,6 +125,7 @@ type Actuator struct {
 	recorder record.EventRecorder
 	logger   *slog.Logger
 	clock    clock.PassiveClock
+	cache    Cache
 	actions  *prometheus.CounterVec
 }
 
@@ -134,7 +138,7 @@ func New(o Options) (*Actuator, error) {
 		o.Clock = clock.RealClock{}
 	}
 	a := &Actuator{
-		client: o.Client, recorder: o.Recorder, logger: o.Logger.With("component", "actuator"), clock: o.Clock,
+		client: o.Client, recorder: o.Recorder, logger: o.Logger.With("component", "actuator"), clock: o.Clock, cache: o.Cache,
 		actions: promauto.With(o.Registry).NewCounterVec(prometheus.CounterOpts{
 			Namespace: "autorollbackd", Name: "actions_total",
 			Help: "Actions on workloads, by kind, result (applied, noop, failed) and whether they were dry runs.",

@@ -47,11 +47,16 @@ func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (R
 		res Result
 		obj runtime.Object
 	)
+	attempts := 0
 	err := retry.OnError(settleBackoff, retriable, func() error {
 		var err error
+		attempts++
 		switch req.Target.Kind {
 		case policy.KindDeployment:
-			obj, res, err = a.rollbackDeployment(ctx, req, from, to)
+			// Only the first attempt may read the cache: a retry follows a
+			// Conflict or a settling workload, when the cache is the most
+			// likely to be behind.
+			obj, res, err = a.rollbackDeployment(ctx, req, from, to, attempts == 1)
 		case policy.KindStatefulSet, policy.KindDaemonSet:
 			obj, res, err = a.rollbackFromHistory(ctx, req, from, to)
 		default:
@@ -66,58 +71,109 @@ func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (R
 	return res, err
 }
 
-func (a *Actuator) rollbackDeployment(ctx context.Context, req Request, from, to int64) (runtime.Object, Result, error) {
+// rollbackDeployment undoes a Deployment as kubectl does: it reads the
+// Deployment and its ReplicaSets, checks them, and writes the ReplicaSet's
+// template with the Deployment's resourceVersion as a precondition.
+//
+// With a Cache, the first attempt reads from it and saves two round trips.
+// A stale cache cannot cause a wrong write: the precondition fails with a
+// Conflict unless the cached Deployment is the live one, and the retry reads
+// live. Nor may it cause a wrong refusal or no-op, which no write would
+// catch, so any outcome but the write is decided again on live reads.
+func (a *Actuator) rollbackDeployment(ctx context.Context, req Request, from, to int64, useCache bool) (runtime.Object, Result, error) {
+	if useCache && a.cache != nil {
+		d, patch, res, err := a.planDeployment(ctx, cachedReads{a.cache}, req, from, to)
+		if err == nil && patch != nil {
+			return a.patchDeployment(ctx, req, d, patch, res)
+		}
+		a.logger.Debug("cached Deployment does not settle the rollback; reading it live",
+			"namespace", req.Target.Namespace, "workload", req.Target.Name, "outcome", res.Outcome, "err", err)
+	}
+	d, patch, res, err := a.planDeployment(ctx, liveReads{a.client}, req, from, to)
+	if err != nil || patch == nil {
+		if d == nil {
+			// Not a nil *Deployment in a non-nil runtime.Object: report
+			// would record an Event on it.
+			return nil, res, err
+		}
+		return d, res, err
+	}
+	return a.patchDeployment(ctx, req, d, patch, res)
+}
+
+// planDeployment reads the Deployment and its ReplicaSets from reads and
+// runs every check of a rollback. It returns the patch to write, or no patch
+// and the final outcome: a no-op or an error.
+func (a *Actuator) planDeployment(ctx context.Context, reads deploymentReads, req Request, from, to int64) (*appsv1.Deployment, []byte, Result, error) {
 	res := Result{Kind: KindRollback, From: from, To: to}
-	deployments := a.client.AppsV1().Deployments(req.Target.Namespace)
-	d, err := deployments.Get(ctx, req.Target.Name, metav1.GetOptions{})
+	d, err := reads.deployment(ctx, req.Target.Namespace, req.Target.Name)
 	if err != nil {
-		return nil, res, err
+		return nil, nil, res, err
 	}
 	if alreadyDone(d.Annotations, req, from, to) {
 		res.Outcome, res.Resumed = OutcomeNoop, true
 		res.Message = fmt.Sprintf("already rolled back from revision %d to %d for incident %s", from, to, req.Incident)
-		return d, res, nil
+		return d, nil, res, nil
 	}
 	if d.Spec.Paused {
-		return d, res, ErrPaused
+		return d, nil, res, ErrPaused
 	}
 	if d.Generation > d.Status.ObservedGeneration {
-		return d, res, ErrSettling
+		return d, nil, res, ErrSettling
 	}
 	current, _ := strconv.ParseInt(d.Annotations[workload.RevisionAnnotation], 10, 64)
 	if current != from {
-		return d, res, fmt.Errorf("%w: now at revision %d, the decision was about revision %d", ErrChanged, current, from)
+		return d, nil, res, fmt.Errorf("%w: now at revision %d, the decision was about revision %d", ErrChanged, current, from)
 	}
 	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 	if err != nil {
-		return d, res, fmt.Errorf("read selector: %w", err)
+		return d, nil, res, fmt.Errorf("read selector: %w", err)
 	}
-	rss, err := a.client.AppsV1().ReplicaSets(d.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	rss, err := reads.replicaSets(ctx, d.Namespace, sel)
 	if err != nil {
-		return d, res, fmt.Errorf("list ReplicaSets: %w", err)
+		return d, nil, res, err
 	}
-	var target *appsv1.ReplicaSet
-	for i := range rss.Items {
-		rs := &rss.Items[i]
-		if metav1.IsControlledBy(rs, d) && rs.Annotations[workload.RevisionAnnotation] == fmt.Sprint(to) {
+	var target, newest *appsv1.ReplicaSet
+	for _, rs := range rss {
+		if !metav1.IsControlledBy(rs, d) {
+			continue
+		}
+		switch rs.Annotations[workload.RevisionAnnotation] {
+		case fmt.Sprint(to):
 			target = rs
+		case fmt.Sprint(from):
+			newest = rs
 		}
 	}
 	if target == nil {
-		return d, res, fmt.Errorf("%w: no ReplicaSet of revision %d", ErrNoHistory, to)
+		return d, nil, res, fmt.Errorf("%w: no ReplicaSet of revision %d", ErrNoHistory, to)
+	}
+	if _, cached := reads.(cachedReads); cached && (newest == nil || !equalIgnoreHash(&newest.Spec.Template, &d.Spec.Template)) {
+		// The precondition guards the Deployment, not the ReplicaSet whose
+		// template is written. The controller numbers a ReplicaSet before it
+		// writes the Deployment's revision, and renumbers old ones only for
+		// a new revision; so cached ReplicaSets that already show the
+		// current one as `from` show the old ones' current numbers too.
+		// Without it, an old ReplicaSet may still carry a number the
+		// controller has since moved to another.
+		return d, nil, res, errors.New("cached ReplicaSets lag behind the cached Deployment")
 	}
 	if equalIgnoreHash(&target.Spec.Template, &d.Spec.Template) {
 		res.Outcome, res.Message = OutcomeNoop, fmt.Sprintf("current template already matches revision %d", to)
-		return d, res, nil
+		return d, nil, res, nil
 	}
 	patch, err := deploymentPatch(d, target, a.recordAnnotations(req, from, to))
 	if err != nil {
+		return d, nil, res, err
+	}
+	return d, patch, res, nil
+}
+
+func (a *Actuator) patchDeployment(ctx context.Context, req Request, d *appsv1.Deployment, patch []byte, res Result) (runtime.Object, Result, error) {
+	if _, err := a.client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, patch, patchOptions(req)); err != nil {
 		return d, res, err
 	}
-	if _, err := deployments.Patch(ctx, d.Name, types.JSONPatchType, patch, patchOptions(req)); err != nil {
-		return d, res, err
-	}
-	res.Outcome, res.Message = applied(req, from, to)
+	res.Outcome, res.Message = applied(req, res.From, res.To)
 	return d, res, nil
 }
 

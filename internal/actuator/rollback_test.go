@@ -51,6 +51,12 @@ func newRollbackFixture(t *testing.T) *rollbackFixture {
 // through the admin client, whatever client it acts with.
 func newRollbackActuator(t *testing.T, client kubernetes.Interface) (*Actuator, *prometheus.Registry) {
 	t.Helper()
+	return newCachedActuator(t, client, nil)
+}
+
+// newCachedActuator is newRollbackActuator with a Cache; nil means none.
+func newCachedActuator(t *testing.T, client kubernetes.Interface, cache Cache) (*Actuator, *prometheus.Registry) {
+	t.Helper()
 	c := testenv.Require(t)
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.Client.CoreV1().Events("")})
@@ -61,6 +67,7 @@ func newRollbackActuator(t *testing.T, client kubernetes.Interface) (*Actuator, 
 		Recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"}),
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Registry: reg,
+		Cache:    cache,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -187,9 +194,24 @@ func (f *rollbackFixture) waitEvent(t *testing.T, object, reason string) corev1.
 }
 
 func TestDeploymentUndoEqualsKubectl(t *testing.T) {
+	t.Run("live", func(t *testing.T) { testDeploymentUndoEqualsKubectl(t, false) })
+	// From a fresh informer cache the rollback skips its reads; the result
+	// must not change.
+	t.Run("informer cache", func(t *testing.T) { testDeploymentUndoEqualsKubectl(t, true) })
+}
+
+func testDeploymentUndoEqualsKubectl(t *testing.T, cached bool) {
 	f := newRollbackFixture(t)
+	var cache InformerCache
+	if cached {
+		cache = f.informerCache(t)
+		f.act, f.reg = newCachedActuator(t, f.c.Client, cache)
+	}
 	f.deployment(t, "twin-kubectl", "event-service:v1", "event-service:v2-bad")
 	f.deployment(t, "twin-ard", "event-service:v1", "event-service:v2-bad")
+	if cached {
+		f.waitCached(t, cache, "twin-ard", 2)
+	}
 
 	f.kubectl(t, "rollout", "undo", "deployment/twin-kubectl")
 	res, err := f.act.Rollback(context.Background(), f.request(policy.KindDeployment, "twin-ard", "inc-1"), 2, 1)

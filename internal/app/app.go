@@ -141,6 +141,7 @@ func Run(ctx context.Context, opts Options) error {
 		Recorder: recorder,
 		Logger:   logger,
 		Registry: reg,
+		Cache:    actuator.NewInformerCache(factories),
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,453 @@
+package actuator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
+)
+
+// informerCache returns an InformerCache over informers of the fixture's
+// namespace, trimmed as the daemon's are, started and synced; they stop when
+// t ends.
+func (f *rollbackFixture) informerCache(t *testing.T) InformerCache {
+	t.Helper()
+	factory := informers.NewSharedInformerFactoryWithOptions(f.c.Client, 0,
+		informers.WithNamespace(f.ns), informers.WithTransform(workload.Transform))
+	cache := NewInformerCache(map[string]informers.SharedInformerFactory{f.ns: factory})
+	stop := make(chan struct{})
+	factory.Start(stop)
+	t.Cleanup(func() {
+		close(stop)
+		factory.Shutdown()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			t.Fatalf("informer cache of %v not synced within 30s", typ)
+		}
+	}
+	return cache
+}
+
+// waitSettled waits until the Deployment has rolled out revision completely,
+// after which its controller has nothing left to write to it, and returns it.
+func (f *rollbackFixture) waitSettled(t *testing.T, name string, revision int64) *appsv1.Deployment {
+	t.Helper()
+	var d *appsv1.Deployment
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("deployment %s rolled out at revision %d", name, revision), func(ctx context.Context) (bool, string) {
+		var err error
+		d, err = f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		want, st := *d.Spec.Replicas, d.Status
+		return st.ObservedGeneration >= d.Generation && d.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision) &&
+				st.Replicas == want && st.UpdatedReplicas == want && st.AvailableReplicas == want,
+			fmt.Sprintf("revision %s, observed %d of generation %d, status %+v", d.Annotations[workload.RevisionAnnotation], st.ObservedGeneration, d.Generation, st)
+	})
+	return d
+}
+
+// waitCached waits until the Deployment has settled at revision and cache
+// holds it as the API server does, with its current ReplicaSet.
+func (f *rollbackFixture) waitCached(t *testing.T, cache Cache, name string, revision int64) {
+	t.Helper()
+	f.waitSettled(t, name, revision)
+	testenv.Eventually(t, 30*time.Second, fmt.Sprintf("deployment %s in the cache", name), func(ctx context.Context) (bool, string) {
+		live, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		cached, err := cache.Deployment(f.ns, name)
+		if err != nil {
+			return false, err.Error()
+		}
+		if cached.ResourceVersion != live.ResourceVersion {
+			return false, fmt.Sprintf("cached resourceVersion %s, live %s", cached.ResourceVersion, live.ResourceVersion)
+		}
+		rss, err := cache.ReplicaSets(f.ns, labels.SelectorFromSet(live.Spec.Selector.MatchLabels))
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, rs := range rss {
+			if rs.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision) {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("no cached ReplicaSet of revision %d among %d", revision, len(rss))
+	})
+}
+
+// callLog records the requests of a client: method, path below the
+// namespace, and status code.
+type callLog struct {
+	mu    sync.Mutex
+	ns    string
+	calls []string
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func (l *callLog) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := rt.RoundTrip(r)
+		code := 0
+		if resp != nil {
+			code = resp.StatusCode
+		}
+		path := strings.TrimPrefix(r.URL.Path, "/apis/apps/v1/namespaces/"+l.ns+"/")
+		l.mu.Lock()
+		l.calls = append(l.calls, fmt.Sprintf("%s %s %d", r.Method, path, code))
+		l.mu.Unlock()
+		return resp, err
+	})
+}
+
+func (l *callLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.calls)
+}
+
+// countingClient returns an admin client that logs every request it makes.
+func (f *rollbackFixture) countingClient(t *testing.T) (kubernetes.Interface, *callLog) {
+	t.Helper()
+	log := &callLog{ns: f.ns}
+	rc := rest.CopyConfig(f.c.REST)
+	rc.Wrap(log.wrap)
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs, log
+}
+
+// fakeCache serves one Deployment and its ReplicaSets as they were when
+// snapshot read them, whatever has happened since, and counts its reads.
+type fakeCache struct {
+	d     *appsv1.Deployment
+	rss   []*appsv1.ReplicaSet
+	reads atomic.Int32
+}
+
+func (c *fakeCache) Deployment(namespace, name string) (*appsv1.Deployment, error) {
+	c.reads.Add(1)
+	if c.d == nil || c.d.Namespace != namespace || c.d.Name != name {
+		return nil, apierrors.NewNotFound(appsv1.Resource("deployments"), name)
+	}
+	return c.d, nil
+}
+
+func (c *fakeCache) ReplicaSets(namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error) {
+	var out []*appsv1.ReplicaSet
+	for _, rs := range c.rss {
+		if rs.Namespace == namespace && selector.Matches(labels.Set(rs.Labels)) {
+			out = append(out, rs)
+		}
+	}
+	return out, nil
+}
+
+// snapshot reads the Deployment and its ReplicaSets into a fakeCache.
+func (f *rollbackFixture) snapshot(t *testing.T, name string) *fakeCache {
+	t.Helper()
+	ctx := context.Background()
+	d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := f.c.Client.AppsV1().ReplicaSets(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &fakeCache{d: d}
+	for i := range list.Items {
+		c.rss = append(c.rss, &list.Items[i])
+	}
+	return c
+}
+
+func (c *fakeCache) replicaSet(t *testing.T, revision int64) *appsv1.ReplicaSet {
+	t.Helper()
+	for _, rs := range c.rss {
+		if rs.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision) {
+			return rs
+		}
+	}
+	t.Fatalf("no ReplicaSet of revision %d in the snapshot", revision)
+	return nil
+}
+
+// rolledBackOnce checks that the Deployment was rolled back from 2 to 1 by
+// one write: it is at revision 3, on the template of revision 1.
+func (f *rollbackFixture) rolledBackOnce(t *testing.T, name, incident string) *appsv1.Deployment {
+	t.Helper()
+	d := f.waitDeployment(t, name, 3)
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v1" {
+		t.Errorf("image = %s, want event-service:v1", img)
+	}
+	if d.Annotations[AnnotationRolledBackFrom] != "2" || d.Annotations[AnnotationRolledBackTo] != "1" || d.Annotations[AnnotationIncident] != incident {
+		t.Errorf("record annotations = %v", d.Annotations)
+	}
+	return d
+}
+
+// TestCachedRollbackSkipsTheReads: from a fresh cache the rollback is one
+// request, the PATCH, where live reads cost a GET and a LIST before it.
+func TestCachedRollbackSkipsTheReads(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		cached bool
+		want   []string
+	}{
+		{"no cache", false, []string{"GET deployments/reads 200", "GET replicasets 200", "PATCH deployments/reads 200"}},
+		{"informer cache", true, []string{"PATCH deployments/reads 200"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newRollbackFixture(t)
+			var cache Cache
+			if tc.cached {
+				cache = f.informerCache(t)
+			}
+			f.deployment(t, "reads", "event-service:v1", "event-service:v2-bad")
+			if tc.cached {
+				f.waitCached(t, cache, "reads", 2)
+			} else {
+				f.waitSettled(t, "reads", 2)
+			}
+			client, log := f.countingClient(t)
+			act, _ := newCachedActuator(t, client, cache)
+			res, err := act.Rollback(context.Background(), f.request(policy.KindDeployment, "reads", "inc-reads"), 2, 1)
+			if err != nil || res.Outcome != OutcomeApplied {
+				t.Fatalf("Rollback = %+v, %v", res, err)
+			}
+			if got := log.get(); !slices.Equal(got, tc.want) {
+				t.Errorf("requests = %q, want %q", got, tc.want)
+			}
+			f.rolledBackOnce(t, "reads", "inc-reads")
+		})
+	}
+}
+
+// TestStaleCache: a cache behind the API server never decides a write. Its
+// Deployment's resourceVersion fails the PATCH, and the retry reads live and
+// does what the live Deployment calls for: the rollback, once, or a refusal.
+func TestStaleCache(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, f *rollbackFixture)
+		// wantErr is the refusal the live Deployment calls for; nil means
+		// the rollback.
+		wantErr error
+		want    []string
+		image   string
+	}{
+		{
+			name: "label changed",
+			change: func(t *testing.T, f *rollbackFixture) {
+				_, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(ctx, "stale", types.MergePatchType, []byte(`{"metadata":{"labels":{"touched":"yes"}}}`), metav1.PatchOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+			want:  []string{"PATCH deployments/stale 409", "GET deployments/stale 200", "GET replicasets 200", "PATCH deployments/stale 200"},
+			image: "event-service:v1",
+		},
+		{
+			name: "paused since",
+			change: func(t *testing.T, f *rollbackFixture) {
+				_, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(ctx, "stale", types.MergePatchType, []byte(`{"spec":{"paused":true}}`), metav1.PatchOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantErr: ErrPaused,
+			want:    []string{"PATCH deployments/stale 409", "GET deployments/stale 200"},
+			image:   "event-service:v2-bad",
+		},
+		{
+			name: "rolled out since",
+			change: func(t *testing.T, f *rollbackFixture) {
+				f.setDeploymentImage(t, "stale", "event-service:v3-fix")
+				f.waitSettled(t, "stale", 3)
+			},
+			wantErr: ErrChanged,
+			want:    []string{"PATCH deployments/stale 409", "GET deployments/stale 200"},
+			image:   "event-service:v3-fix",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newRollbackFixture(t)
+			f.deployment(t, "stale", "event-service:v1", "event-service:v2-bad")
+			f.waitSettled(t, "stale", 2)
+			cache := f.snapshot(t, "stale")
+			tc.change(t, f)
+
+			client, log := f.countingClient(t)
+			act, _ := newCachedActuator(t, client, cache)
+			res, err := act.Rollback(ctx, f.request(policy.KindDeployment, "stale", "inc-stale"), 2, 1)
+			if tc.wantErr == nil {
+				if err != nil || res.Outcome != OutcomeApplied {
+					t.Fatalf("Rollback = %+v, %v; want it applied", res, err)
+				}
+				d := f.rolledBackOnce(t, "stale", "inc-stale")
+				if d.Labels["touched"] != "yes" {
+					t.Errorf("labels = %v: the rollback lost the change the cache missed", d.Labels)
+				}
+			} else if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("Rollback = %+v, %v; want %v", res, err, tc.wantErr)
+			}
+			if got := log.get(); !slices.Equal(got, tc.want) {
+				t.Errorf("requests = %q, want %q", got, tc.want)
+			}
+			if n := cache.reads.Load(); n != 1 {
+				t.Errorf("cache read %d times, want once: only the first attempt may use it", n)
+			}
+			d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, "stale", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if img := d.Spec.Template.Spec.Containers[0].Image; img != tc.image {
+				t.Errorf("image = %s, want %s", img, tc.image)
+			}
+		})
+	}
+}
+
+// TestCachedRefusalIsConfirmedLive: whatever the cache says that would end
+// the rollback without a write, the live Deployment is asked again; here it
+// is fine, so the rollback happens.
+func TestCachedRefusalIsConfirmedLive(t *testing.T) {
+	t.Parallel()
+	f := newRollbackFixture(t)
+	for _, tc := range []struct {
+		name  string
+		stale func(t *testing.T, c *fakeCache, req Request)
+		// why is in the log line of the cached outcome the live read undid.
+		why string
+	}{
+		{"paused", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Spec.Paused = true }, ErrPaused.Error()},
+		{"other revision", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Annotations[workload.RevisionAnnotation] = "7" }, "now at revision 7"},
+		{"settling", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Generation = c.d.Status.ObservedGeneration + 1 }, ErrSettling.Error()},
+		{"already done", func(_ *testing.T, c *fakeCache, req Request) {
+			c.d.Annotations[AnnotationIncident], c.d.Annotations[AnnotationRolledBackFrom], c.d.Annotations[AnnotationRolledBackTo] = req.Incident, "2", "1"
+		}, "outcome=noop"},
+		{"no history", func(t *testing.T, c *fakeCache, _ Request) {
+			target := c.replicaSet(t, 1)
+			c.rss = slices.DeleteFunc(c.rss, func(rs *appsv1.ReplicaSet) bool { return rs == target })
+		}, "no ReplicaSet of revision 1"},
+		{"template already restored", func(t *testing.T, c *fakeCache, _ Request) {
+			// Consistently: the current ReplicaSet has that template too.
+			template := c.replicaSet(t, 1).Spec.Template
+			c.d.Spec.Template = *template.DeepCopy()
+			c.replicaSet(t, 2).Spec.Template = *template.DeepCopy()
+		}, "outcome=noop"},
+		{"current ReplicaSet not cached yet", func(t *testing.T, c *fakeCache, _ Request) {
+			current := c.replicaSet(t, 2)
+			c.rss = slices.DeleteFunc(c.rss, func(rs *appsv1.ReplicaSet) bool { return rs == current })
+		}, "lag behind"},
+		{"not cached", func(_ *testing.T, c *fakeCache, _ Request) { c.d = nil }, "not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			name := strings.ToLower("refused-" + strings.ReplaceAll(tc.name, " ", "-"))
+			f.deployment(t, name, "event-service:v1", "event-service:v2-bad")
+			f.waitSettled(t, name, 2)
+			cache := f.snapshot(t, name)
+			req := f.request(policy.KindDeployment, name, "inc-refused")
+			tc.stale(t, cache, req)
+
+			client, log := f.countingClient(t)
+			act, _ := newCachedActuator(t, client, cache)
+			var logs bytes.Buffer
+			act.logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			res, err := act.Rollback(context.Background(), req, 2, 1)
+			if err != nil || res.Outcome != OutcomeApplied {
+				t.Fatalf("Rollback = %+v, %v; want it applied after a live read", res, err)
+			}
+			if !strings.Contains(logs.String(), tc.why) {
+				t.Errorf("log does not say the cache found %q:\n%s", tc.why, logs.String())
+			}
+			want := []string{"GET deployments/" + name + " 200", "GET replicasets 200", "PATCH deployments/" + name + " 200"}
+			if got := log.get(); !slices.Equal(got, want) {
+				t.Errorf("requests = %q, want %q", got, want)
+			}
+			if v := testutil.ToFloat64(act.actions.WithLabelValues("rollback", "applied", "false")); v != 1 {
+				t.Errorf("actions_total{rollback,applied} = %v, want 1", v)
+			}
+			f.rolledBackOnce(t, name, "inc-refused")
+		})
+	}
+}
+
+func TestInformerCacheCoversItsNamespaces(t *testing.T) {
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", Labels: map[string]string{"app": "web"}}}
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-1", Labels: map[string]string{"app": "web"}}}
+	factory := func(opts ...informers.SharedInformerOption) informers.SharedInformerFactory {
+		f := informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(), 0, opts...)
+		// Filled by hand: these informers are never started.
+		if err := f.Apps().V1().Deployments().Informer().GetIndexer().Add(d); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Apps().V1().ReplicaSets().Informer().GetIndexer().Add(rs); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	sel := labels.SelectorFromSet(labels.Set{"app": "web"})
+	for _, tc := range []struct {
+		name      string
+		factories map[string]informers.SharedInformerFactory
+		ns        string
+		found     bool
+	}{
+		{"namespaced, its namespace", map[string]informers.SharedInformerFactory{"a": factory(informers.WithNamespace("a"))}, "a", true},
+		{"namespaced, another namespace", map[string]informers.SharedInformerFactory{"b": factory(informers.WithNamespace("b"))}, "a", false},
+		{"cluster-wide", map[string]informers.SharedInformerFactory{"": factory()}, "a", true},
+		{"no factories", nil, "a", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewInformerCache(tc.factories)
+			got, err := c.Deployment(tc.ns, "web")
+			if tc.found != (err == nil) || (err != nil && !apierrors.IsNotFound(err)) {
+				t.Fatalf("Deployment = %v, %v; found %v", got, err, tc.found)
+			}
+			rss, err := c.ReplicaSets(tc.ns, sel)
+			if tc.found && (err != nil || len(rss) != 1) || !tc.found && !apierrors.IsNotFound(err) {
+				t.Fatalf("ReplicaSets = %v, %v; found %v", rss, err, tc.found)
+			}
+		})
+	}
+}
