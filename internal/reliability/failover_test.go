@@ -181,9 +181,11 @@ func TestLeaderFailoverUnderLoad(t *testing.T) {
 	if n := both.Load(); n > 0 {
 		t.Errorf("both replicas reported leading in %d of %d samples", n, samples.Load())
 	}
-	if oldActions+newActions < failoverWorkloads {
-		t.Errorf("%d + %d rollbacks applied by the two replicas, want at least %d (a resumed one is applied once and recorded by the survivor)",
-			oldActions, newActions, failoverWorkloads)
+	// A rollback the old leader patched but did not record is found on the
+	// workload by the survivor, which writes nothing: so at most one patch
+	// per workload.
+	if oldActions+newActions > failoverWorkloads {
+		t.Errorf("%d + %d rollbacks patched by the two replicas, want at most %d", oldActions, newActions, failoverWorkloads)
 	}
 	t.Logf("outcome: %d workloads rolled back exactly once; the old leader applied %d rollbacks, the survivor %d after it took over %s after the kill; %d samples of the two leader gauges, never both leading",
 		failoverWorkloads, oldActions, newActions, newFirst.Sub(time.Unix(0, killedAt.Load())).Round(time.Millisecond), samples.Load())
