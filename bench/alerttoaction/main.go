@@ -82,21 +82,13 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	if o.work, err = harness.WorkDir(o.work, "bench-alerttoaction-"); err != nil {
-		return err
-	}
-	tmpl, err := harness.ReadTemplate()
+	b, err := harness.Begin(ctx, o.work, "bench-alerttoaction-", 2)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	load0 := harness.LoadAvg()
-	harness.Logf("starting the local control plane")
-	c, err := harness.StartCluster(ctx, 2)
-	if err != nil {
-		return err
-	}
-	defer c.Stop()
+	defer b.Cluster.Stop()
+	o.work = b.Work
+	tmpl, start, load0, c := b.Template, b.Started, b.Load, b.Cluster
 	cs := c.Client
 	w, err := harness.NewWatcher(ctx, cs)
 	if err != nil {

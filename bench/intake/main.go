@@ -82,22 +82,13 @@ type result struct {
 }
 
 func run(ctx context.Context, o options) error {
-	var err error
-	if o.work, err = harness.WorkDir(o.work, "bench-intake-"); err != nil {
-		return err
-	}
-	tmpl, err := harness.ReadTemplate()
+	b, err := harness.Begin(ctx, o.work, "bench-intake-", 0)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	load0 := harness.LoadAvg()
-	harness.Logf("starting the local control plane")
-	c, err := harness.StartCluster(ctx, 0)
-	if err != nil {
-		return err
-	}
-	defer c.Stop()
+	defer b.Cluster.Stop()
+	o.work = b.Work
+	tmpl, start, load0, c := b.Template, b.Started, b.Load, b.Cluster
 	cs := c.Client
 	refused := harness.Refs(nsRefused, maxAlerts, o.namespaces)
 	dup := harness.Refs(nsDup, maxAlerts, o.namespaces)

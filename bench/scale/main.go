@@ -96,21 +96,13 @@ func run(ctx context.Context, o options) error {
 	if len(chosen)*o.alerts > o.deployments {
 		return fmt.Errorf("%d variants of %d alerts each need %d Deployments, have %d", len(chosen), o.alerts, len(chosen)*o.alerts, o.deployments)
 	}
-	if o.work, err = harness.WorkDir(o.work, "bench-scale-"); err != nil {
-		return err
-	}
-	tmpl, err := harness.ReadTemplate()
+	b, err := harness.Begin(ctx, o.work, "bench-scale-", 0)
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	load0 := harness.LoadAvg()
-	harness.Logf("starting the local control plane")
-	c, err := harness.StartCluster(ctx, 0)
-	if err != nil {
-		return err
-	}
-	defer c.Stop()
+	defer b.Cluster.Stop()
+	o.work = b.Work
+	tmpl, start, load0, c := b.Template, b.Started, b.Load, b.Cluster
 	cs := c.Client
 	pids, err := c.PIDs()
 	if err != nil {

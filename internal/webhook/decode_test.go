@@ -68,7 +68,9 @@ func FuzzDecodeValid(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if repeatsAlertsKey(body) {
-			t.Skip("decodeValid documents its difference for a repeated alerts key")
+			// decodeValid documents its one difference: a repeated
+			// "alerts" key. Such an input proves nothing here.
+			return
 		}
 		fast, ok := decodeValid(body)
 		slow, err := decodeExplained(body)

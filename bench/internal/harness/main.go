@@ -53,11 +53,37 @@ func Choose(all []Variant, names string) ([]Variant, error) {
 	return out, nil
 }
 
-// WorkDir returns dir, or a new temporary directory named after prefix
-// when dir is empty.
-func WorkDir(dir, prefix string) (string, error) {
-	if dir != "" {
-		return dir, nil
+// Run is what every program starts from.
+type Run struct {
+	// Work is the directory for configurations, logs and raw samples.
+	Work string
+	// Template is the captured Alertmanager notification.
+	Template []byte
+	// Cluster is the local control plane; stop it when done.
+	Cluster *Cluster
+	// Started and Load are when the run started and the machine's load
+	// average then.
+	Started time.Time
+	Load    string
+}
+
+// Begin starts a Run: the work directory (work, or a new temporary one
+// named after prefix when work is empty), the payload template, and a
+// control plane with extraNodes more nodes than testenv's one.
+func Begin(ctx context.Context, work, prefix string, extraNodes int) (*Run, error) {
+	r := &Run{Work: work, Started: time.Now(), Load: LoadAvg()}
+	var err error
+	if r.Work == "" {
+		if r.Work, err = os.MkdirTemp("", prefix); err != nil {
+			return nil, err
+		}
 	}
-	return os.MkdirTemp("", prefix)
+	if r.Template, err = ReadTemplate(); err != nil {
+		return nil, err
+	}
+	Logf("starting the local control plane")
+	if r.Cluster, err = StartCluster(ctx, extraNodes); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
