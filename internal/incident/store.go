@@ -132,15 +132,6 @@ func (s *Store) List(ctx context.Context, open bool) ([]*Versioned, error) {
 	return s.list(ctx, open, nil)
 }
 
-// OpenFor returns the open incident of a workload, or nil.
-func (s *Store) OpenFor(ctx context.Context, target policy.Ref) (*Versioned, error) {
-	list, err := s.list(ctx, true, map[string]string{targetLabel: targetKey(target)})
-	if err != nil || len(list) == 0 {
-		return nil, err
-	}
-	return list[0], nil
-}
-
 func (s *Store) list(ctx context.Context, open bool, match map[string]string) ([]*Versioned, error) {
 	sel := labels.Set{managedByLabel: managedBy, kindLabel: kindIncident}
 	for k, v := range match {
