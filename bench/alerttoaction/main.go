@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -212,7 +211,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 		// As Alertmanager does, a 5xx is retried; the latency still counts
 		// from the first attempt.
 		for attempt := 1; ; attempt++ {
-			code, got, err := post(ctx, client, url, body)
+			code, got, err := harness.Post(ctx, client, url, body)
 			if err != nil {
 				return nil, fmt.Errorf("POST /webhook for %s: %w", r, err)
 			}
@@ -272,24 +271,6 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	}
 	res.rssKiB, _ = rss.Stop()
 	return res, nil
-}
-
-// post sends one notification with the bearer token and returns the
-// answer.
-func post(ctx context.Context, client *http.Client, url string, body []byte) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+harness.Token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(got)), err
 }
 
 // incidentJSON is the part of GET /api/v1/incidents/{id} the benchmark

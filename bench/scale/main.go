@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -401,7 +400,7 @@ func send(ctx context.Context, addr string, senders int, bodies [][]byte, out []
 		backoff := alertmanagerBackoff()
 		for {
 			t0 := time.Now()
-			code, body, err := post(ctx, client, url, bodies[i])
+			code, body, err := harness.Post(ctx, client, url, bodies[i])
 			n.answered = time.Now()
 			n.attempts = append(n.attempts, attempt{took: n.answered.Sub(t0), code: code})
 			n.code, n.body = code, body
@@ -428,22 +427,6 @@ func alertmanagerBackoff() func() time.Duration {
 		next = min(time.Duration(float64(next)*1.5), time.Minute)
 		return d
 	}
-}
-
-func post(ctx context.Context, client *http.Client, url string, body []byte) (int, string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+harness.Token)
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	got, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(got)), err
 }
 
 // Labels of the daemon's records (internal/engine and internal/incident).

@@ -1,8 +1,11 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -86,4 +89,22 @@ func Begin(ctx context.Context, work, prefix string, extraNodes int) (*Run, erro
 		return nil, err
 	}
 	return r, nil
+}
+
+// Post sends one notification to the daemon's webhook at url with the
+// bearer token, and returns the status and the body of the answer.
+func Post(ctx context.Context, client *http.Client, url string, body []byte) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+Token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(got)), err
 }
