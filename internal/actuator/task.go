@@ -23,6 +23,9 @@ type Task struct {
 	Name    string
 	Job     batchv1.JobSpec
 	Timeout time.Duration
+	// Phase is when the engine runs the task: "afterAction" (also when
+	// empty) or "afterRecovery".
+	Phase string
 }
 
 // ErrTaskFailed: the task's Job failed or did not finish in time.

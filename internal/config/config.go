@@ -47,6 +47,10 @@ type Config struct {
 type Task struct {
 	Name    string          `json:"name" mapstructure:"name"`
 	Timeout metav1.Duration `json:"timeout" mapstructure:"timeout"`
+	// Phase is when the task runs: afterAction (default), right after the
+	// rollback and before its verification, or afterRecovery, once the
+	// rollback is verified.
+	Phase string `json:"phase,omitempty" mapstructure:"phase"`
 	// Job is a batch/v1 JobSpec.
 	Job map[string]any `json:"job" mapstructure:"job"`
 }
@@ -255,6 +259,9 @@ func (c *Config) Validate() error {
 			bad(key+".name", "duplicate task name %q", t.Name)
 		}
 		seen[t.Name] = true
+		if t.Phase != "" && t.Phase != "afterAction" && t.Phase != "afterRecovery" {
+			bad(key+".phase", "must be afterAction or afterRecovery, got %q", t.Phase)
+		}
 		if t.Timeout.Duration <= 0 {
 			bad(key+".timeout", "must be a positive duration, got %s", t.Timeout.Duration)
 		}

@@ -52,7 +52,7 @@ type Verifier interface {
 // Escalator tells people; *escalate.Escalator is one.
 type Escalator interface {
 	Announce(ctx context.Context, m escalate.Message) error
-	Page(ctx context.Context, step escalate.Step, m escalate.Message) error
+	Page(ctx context.Context, step escalate.Step, m escalate.Message) (escalate.Delivery, error)
 	Resolve(ctx context.Context, inc escalate.Incident, levels []string) error
 	Ladder() escalate.Ladder
 	// Deduplicates reports whether a page sent twice to the named notifier
@@ -69,6 +69,13 @@ const (
 	// FeatureFlagOff is the value that turns a flag off.
 	FeatureFlagOff = "false"
 )
+
+// AlertState asks Alertmanager whether alerts still fire: a result of Kind
+// "alert" that passes when none does, fails when one still does, and is
+// inconclusive when Alertmanager cannot tell.
+type AlertState interface {
+	AlertState(ctx context.Context, alerts []incident.Alert) verify.Result
+}
 
 // FactSource reads what the policy needs to know about a workload. It
 // returns nil and no error when the workload does not exist.
@@ -96,6 +103,14 @@ type Options struct {
 	// Escalator pages people on the runbook's clock and announces what
 	// happens.
 	Escalator Escalator
+	// AlertState, optional, asks Alertmanager whether an incident's alerts
+	// still fire once the other checks passed; without it only resolved
+	// notifications tell.
+	AlertState AlertState
+	// AlertGrace is how long after an action the triggering alerts may
+	// keep firing, all other checks passing, before the service counts as
+	// still down and the next rung is taken.
+	AlertGrace time.Duration
 	// AllowScaleBounce lets the last automatic rung scale a workload to zero
 	// and back, for workloads that also carry the annotation
 	// autorollback.io/allow-scale-bounce: "true".
@@ -142,6 +157,9 @@ func (o *Options) validate() error {
 	if o.MaxPending < 1 {
 		errs = append(errs, fmt.Errorf("engine: MaxPending must be at least 1, got %d", o.MaxPending))
 	}
+	if o.AlertGrace <= 0 {
+		o.AlertGrace = DefaultAlertGrace
+	}
 	if o.Retention <= 0 {
 		errs = append(errs, fmt.Errorf("engine: Retention must be positive, got %s", o.Retention))
 	}
@@ -153,6 +171,9 @@ func (o *Options) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// DefaultAlertGrace is the default of Options.AlertGrace.
+const DefaultAlertGrace = 5 * time.Minute
 
 // Engine decides recorded alerts and works their incidents.
 type Engine struct {
@@ -178,6 +199,8 @@ type Engine struct {
 	// targets serialises the opening of incidents per workload, so that two
 	// alerts about one workload decided at once join one incident.
 	targets keymutex.KeyMutex
+	// mail carries joining alerts to their incident's worker.
+	mail mailbox
 }
 
 // queues hold the work of one Run. Run shuts them down when it ends (the
@@ -378,6 +401,7 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	q.shutDown()
 	wg.Wait()
 	e.handoff.Clear()
+	e.mail.clear()
 	return nil
 }
 
@@ -424,10 +448,21 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 	}
 	open := 0
 	for _, inc := range all {
-		if inc.Open() {
-			open++
-			q.incidents.Add(inc.ID)
+		if !inc.Open() {
+			continue
 		}
+		open++
+		joined, err := e.store.list(ctx, map[string]string{incidentLabel: incident.ObjectName(inc.ID)})
+		if err != nil {
+			return fmt.Errorf("resume alerts of incident %s: %w", inc.ID, err)
+		}
+		for _, rec := range joined {
+			if !inc.HasAlert(rec.Key) && rec.Decision != nil {
+				e.mail.post(inc.ID, incident.Event{Kind: incident.EventAlertJoined, At: rec.DecidedAt,
+					Alert: alertOf(&rec), Decision: rec.Decision, Plan: rec.Plan})
+			}
+		}
+		q.incidents.Add(inc.ID)
 	}
 	e.m.openIncidents.Set(float64(open))
 	if open > 0 {
@@ -494,6 +529,13 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 		if rec.Decision == nil && open != nil && open.HasAlert(rec.Key) {
 			rec.Decision, rec.DecidedAt = &open.Decision, e.opts.Clock.Now()
 		}
+		if open != nil && !open.HasAlert(rec.Key) && newEpisode(open.Incident, facts) {
+			// A newer rollout than the incident's: a new episode, with an
+			// incident of its own. The old one goes on with its alerts.
+			e.logger.Info("newer rollout than the open incident's: a new incident", "incident", open.ID,
+				"namespace", rec.Target.Namespace, "workload", rec.Target.Name, "revision", facts.Revision)
+			open = nil
+		}
 	}
 	var place reservation
 	if rec.Decision == nil {
@@ -503,6 +545,7 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 			return e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Usage: u, Now: now})
 		})
 		rec.Decision, rec.DecidedAt, decided = &d, now, true
+		rec.Plan = e.planFor(rec, facts)
 	}
 	took := time.Since(start)
 	if rec.state() == stateDecided {
@@ -512,7 +555,9 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 			place.release()
 			return err
 		}
-		if created {
+		if created || (open != nil && len(open.Actions) == 0) {
+			// A rollback joining an incident that has not acted takes it
+			// over; the incident gives the place back if it does not.
 			place.keep(rec.Incident)
 		} else {
 			place.release()
@@ -535,6 +580,23 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 			"took", took, "incident", rec.Incident)
 	}
 	return nil
+}
+
+// newEpisode reports whether the workload now runs a newer rollout than the
+// one the incident is about, made by somebody else. Each rollback or flag
+// restart the incident applied made one revision; a revision beyond those
+// is not the incident's.
+func newEpisode(inc *incident.Incident, w *policy.Workload) bool {
+	if w == nil || inc.Revision == 0 {
+		return false
+	}
+	ours := inc.Revision
+	for _, a := range inc.Actions {
+		if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied && a.Kind != actuator.KindScaleBounce {
+			ours++
+		}
+	}
+	return w.Revision > ours
 }
 
 // RolloutID names a bad rollout: one workload at one suspect revision. The

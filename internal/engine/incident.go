@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -22,49 +23,102 @@ import (
 // engine.allowScaleBounce is also set.
 const AnnotationAllowScaleBounce = "autorollback.io/allow-scale-bounce"
 
-// maxActionRetries bounds the retries of an action that failed for a reason
-// that may pass (a conflict that did not clear, a controller still settling,
-// a network error).
-const maxActionRetries = 5
+// maxActionAttempts bounds the attempts at an action that failed for a
+// reason that may pass (a conflict that did not clear, a controller still
+// settling, a network error).
+const maxActionAttempts = 6
 
 func transient(reason string) bool {
 	return reason == "error" || reason == "conflict" || reason == "settling"
 }
 
+// errRetry asks for the incident to be worked on again after a back-off.
+var errRetry = errors.New("action failed for a reason that may pass; retrying")
+
+// rules returns what the lifecycle needs of the configuration.
+func (e *Engine) rules() incident.Rules {
+	steps := func(l escalate.Ladder) []incident.Step {
+		out := make([]incident.Step, len(l))
+		for i, s := range l {
+			out[i] = incident.Step{Level: s.Level, After: s.After.Duration}
+		}
+		return out
+	}
+	ladder := steps(e.opts.Escalator.Ladder())
+	r := incident.Rules{
+		MaxAttempts: maxActionAttempts,
+		AlertGrace:  e.opts.AlertGrace,
+		Ladders: map[incident.LadderKind][]incident.Step{
+			incident.LadderRollback: ladder,
+			incident.LadderEscalate: ladder,
+			// Fixing forward, the owners hear of it at once; on-call is
+			// paged only if the alert still fires after the first step.
+			incident.LadderFixForward: ladder[:min(len(ladder), 1)],
+			// A dry run announces what it would have done; nobody is paged.
+			incident.LadderDryRun: nil,
+		},
+	}
+	return r
+}
+
+// mailbox carries the alerts decided for an open incident to the
+// incident's worker, which is the incident's only writer. The alert's
+// record names the incident, so a join lost to a restart is found again
+// when the next leader resumes the incident.
+type mailbox struct {
+	mu    sync.Mutex
+	joins map[string][]incident.Event
+}
+
+func (m *mailbox) post(id string, ev incident.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.joins == nil {
+		m.joins = map[string][]incident.Event{}
+	}
+	m.joins[id] = append(m.joins[id], ev)
+}
+
+func (m *mailbox) take(id string) []incident.Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	evs := m.joins[id]
+	delete(m.joins, id)
+	return evs
+}
+
+func (m *mailbox) clear() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.joins = nil
+}
+
 // openIncident hands a decision to the workload's open incident (open, as
 // read under the workload's lock), or opens one. An alert about a workload
-// that already has an open incident joins it: there is one incident, and so
-// one rollback, per workload and episode. It returns the incident's id, and
-// whether this call opened it.
+// that already has an open incident joins it, through the incident's
+// worker: there is one incident, and so one rollback, per workload and
+// episode, and one writer of it. It returns the incident's id, and whether
+// this call opened it.
 func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Workload, open *incident.Versioned) (string, bool, error) {
 	now := e.opts.Clock.Now()
-	d := rec.Decision
+	if open != nil {
+		ev := incident.Event{Kind: incident.EventAlertJoined, At: now, Alert: alertOf(rec), Decision: rec.Decision, Plan: rec.Plan}
+		e.mail.post(open.ID, ev)
+		return open.ID, false, nil
+	}
+	inc := e.newIncident(rec, w, now)
 	for {
-		if open != nil {
-			if !open.HasAlert(rec.Key) {
-				open.Alerts = append(open.Alerts, alertOf(rec))
-				open.Log(now, "alert %s joined: %s (%s)", rec.Alert.Labels["alertname"], d.Outcome, d.Reason)
-				err := e.opts.Incidents.Update(ctx, open)
-				if apierrors.IsConflict(errors.Unwrap(err)) {
-					// Its worker wrote it meanwhile; join the current one.
-					if open, err = e.openFor(ctx, rec.Target); err != nil {
-						return "", false, err
-					}
-					continue
-				}
-				if err != nil {
-					return "", false, err
-				}
-			}
-			return open.ID, false, nil
-		}
-		inc := e.newIncident(rec, w, now)
 		v, err := e.opts.Incidents.Create(ctx, inc)
 		if errors.Is(err, incident.ErrExists) {
-			if open, err = e.opts.Incidents.Get(ctx, inc.ID); err != nil {
+			// Opened by an earlier attempt that stopped before its record
+			// said so: the alert belongs to it.
+			if old, err := e.opts.Incidents.Get(ctx, inc.ID); err == nil && old.HasAlert(rec.Key) {
+				e.open.set(inc.Target, inc.ID)
+				return inc.ID, false, nil
+			} else if err != nil {
 				return "", false, err
 			}
-			continue
+			return "", false, fmt.Errorf("open incident %s: another incident of that id exists without this alert", inc.ID)
 		}
 		if err != nil {
 			return "", false, err
@@ -73,11 +127,11 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 		e.open.set(inc.Target, inc.ID)
 		e.handoff.Store(incident.ObjectName(inc.ID), v)
 		e.logger.Info("incident opened", "incident", inc.ID, "namespace", inc.Target.Namespace, "workload", inc.Target.Name,
-			"decision", d.Outcome, "reason", d.Reason)
+			"decision", rec.Decision.Outcome, "reason", rec.Decision.Reason)
 		// An incident that acts announces its action, with the decision,
 		// moments later; the others announce themselves now.
 		if inc.State != incident.StateActing {
-			e.announce(ctx, v, fmt.Sprintf("incident opened: %s", d.Message))
+			e.announce(ctx, v.Incident, fmt.Sprintf("incident opened: %s", rec.Decision.Message))
 		}
 		return inc.ID, true, nil
 	}
@@ -85,44 +139,65 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 
 func alertOf(rec *Record) incident.Alert {
 	return incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"],
-		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt}
+		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt, Labels: rec.Alert.Labels, ExternalURL: rec.ExternalURL}
 }
 
-// newIncident pins the plan of a decision: the suspect revision, the
+// planFor pins the plan of a rollback decision: the suspect revision, the
 // revisions to go back to (newest first, up to MaxRollbackDepth, never
 // wrapping around), a feature flag instead when the workload and alert name
-// one, and whether the scale bounce may follow.
+// one, and whether the scale bounce may follow. Nil for other decisions.
+func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
+	if rec.Decision == nil || rec.Decision.Outcome != policy.OutcomeRollback || w == nil {
+		return nil
+	}
+	p := &incident.Plan{
+		From:        w.Revision,
+		Targets:     w.Older[:min(len(w.Older), e.opts.MaxRollbackDepth)],
+		ScaleBounce: e.opts.AllowScaleBounce && w.Annotations[AnnotationAllowScaleBounce] == "true",
+	}
+	if cm, flag := w.Annotations[AnnotationFeatureFlagConfigMap], rec.Alert.Labels[LabelFeatureFlag]; cm != "" && flag != "" {
+		p.FeatureFlag = &actuator.FlagChange{ConfigMap: cm, Key: flag, Value: FeatureFlagOff}
+	}
+	return p
+}
+
+// newIncident opens an incident for a decision. The runbook's clock starts
+// at the first alert's start, but never before the suspect rollout began:
+// an alert back-dated by hours must not page the war room at once.
 func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *incident.Incident {
 	d := rec.Decision
 	var revision int64
+	start := rec.Alert.StartsAt
 	if w != nil {
 		revision = w.Revision
+		if w.RolloutStartedAt.After(start) {
+			start = w.RolloutStartedAt
+		}
 	}
-	rollout := RolloutID(rec.Target, revision)
+	if rec.Plan == nil {
+		rec.Plan = e.planFor(rec, w)
+	}
 	inc := &incident.Incident{
-		ID:           incident.NewID(rec.Target, revision, rec.Alert.StartsAt),
-		Rollout:      rollout,
-		Target:       rec.Target,
-		StartedAt:    rec.Alert.StartsAt,
-		Decision:     *d,
-		DryRun:       d.DryRun,
-		Alerts:       []incident.Alert{alertOf(rec)},
-		GeneratorURL: rec.Alert.GeneratorURL,
-		State:        incident.StateEscalated,
+		SchemaVersion: incident.SchemaVersion,
+		ID:            incident.NewID(rec.Target, revision, rec.Alert.StartsAt),
+		Rollout:       RolloutID(rec.Target, revision),
+		Target:        rec.Target,
+		Revision:      revision,
+		StartedAt:     start,
+		Decision:      *d,
+		DryRun:        d.DryRun,
+		Alerts:        []incident.Alert{alertOf(rec)},
+		GeneratorURL:  rec.Alert.GeneratorURL,
+		State:         incident.StateEscalated,
 	}
 	inc.Log(rec.Alert.StartsAt, "alert %s started firing", rec.Alert.Labels["alertname"])
 	inc.Log(rec.ReceivedAt, "webhook received the alert")
 	inc.Log(now, "decision: %s (%s): %s", d.Outcome, d.Reason, d.Message)
-	if d.Outcome != policy.OutcomeRollback || w == nil {
+	if rec.Plan == nil {
 		return inc
 	}
 	inc.State = incident.StateActing
-	inc.From = w.Revision
-	inc.Targets = w.Older[:min(len(w.Older), e.opts.MaxRollbackDepth)]
-	inc.ScaleBounce = e.opts.AllowScaleBounce && w.Annotations[AnnotationAllowScaleBounce] == "true"
-	if cm, flag := w.Annotations[AnnotationFeatureFlagConfigMap], rec.Alert.Labels[LabelFeatureFlag]; cm != "" && flag != "" {
-		inc.FeatureFlag = &actuator.FlagChange{ConfigMap: cm, Key: flag, Value: FeatureFlagOff}
-	}
+	inc.Plan = *rec.Plan
 	return inc
 }
 
@@ -157,26 +232,26 @@ func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time
 	}
 }
 
-// refreshResolutions copies alert resolutions from the alert records into
-// the incident, logging each new one.
-func (e *Engine) refreshResolutions(ctx context.Context, inc *incident.Versioned) error {
-	for i := range inc.Alerts {
-		if !inc.Alerts[i].ResolvedAt.IsZero() {
+// resolutions returns an event for each alert of the incident that its
+// record says Alertmanager resolved.
+func (e *Engine) resolutions(ctx context.Context, inc *incident.Incident) ([]incident.Event, error) {
+	var evs []incident.Event
+	for _, a := range inc.Alerts {
+		if !a.ResolvedAt.IsZero() {
 			continue
 		}
-		rec, _, err := e.store.get(ctx, recordName(inc.Alerts[i].Key))
+		rec, _, err := e.store.get(ctx, recordName(a.Key))
 		if apierrors.IsNotFound(errors.Unwrap(err)) {
 			continue
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if !rec.ResolvedAt.IsZero() {
-			inc.Alerts[i].ResolvedAt = rec.ResolvedAt
-			inc.Log(e.opts.Clock.Now(), "alert %s resolved", inc.Alerts[i].Name)
+			evs = append(evs, incident.Event{Kind: incident.EventAlertResolved, At: rec.ResolvedAt, Key: a.Key})
 		}
 	}
-	return nil
+	return evs, nil
 }
 
 func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
@@ -187,6 +262,8 @@ func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
 	defer q.incidents.Done(id)
 	next, err := e.work(ctx, id)
 	switch {
+	case errors.Is(err, errRetry) && ctx.Err() == nil:
+		q.incidents.AddRateLimited(id)
 	case err != nil && ctx.Err() == nil:
 		e.logger.Error("work on incident", "incident", id, "err", err)
 		q.incidents.AddRateLimited(id)
@@ -199,66 +276,119 @@ func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
 	return true
 }
 
-// work moves an incident forward as far as it can now, writing each step
-// before taking the next, and returns when it wants to be looked at again
-// (zero: only when something happens). The people ladder runs beside the
-// automatic rungs, on the clock of the incident's start, until it resolves.
+// worker carries out the effects of one incident's transitions. It is the
+// incident's only writer.
+type worker struct {
+	e     *Engine
+	inc   *incident.Versioned
+	rules incident.Rules
+}
+
+// work moves an incident forward as far as it can now and returns when it
+// wants to be looked at again (zero: only when something happens).
 func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	inc, err := e.takeIncident(ctx, id)
 	if errors.Is(err, incident.ErrNotFound) {
+		e.mail.take(id)
 		return time.Time{}, nil
 	}
 	if err != nil {
 		return time.Time{}, err
 	}
-	if err := e.settleInterruptedPages(ctx, inc); err != nil {
+	w := &worker{e: e, inc: inc, rules: e.rules()}
+	evs := e.mail.take(id)
+	if err := w.run(ctx, evs); err != nil {
+		// The joins were not all saved: they come back with the next pass.
+		for _, ev := range evs {
+			if !w.inc.HasAlert(ev.Alert.Key) {
+				e.mail.post(id, ev)
+			}
+		}
 		return time.Time{}, err
 	}
-	for inc.Open() {
-		if err := e.pageDue(ctx, inc); err != nil {
-			return time.Time{}, err
-		}
-		progressed, err := e.step(ctx, inc)
-		if err != nil {
-			return time.Time{}, err
-		}
-		if !progressed {
-			break
-		}
+	resolved, err := e.resolutions(ctx, w.inc.Incident)
+	if err != nil {
+		return time.Time{}, err
 	}
-	if !inc.Open() {
-		return time.Time{}, nil
+	if err := w.run(ctx, append(resolved, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})); err != nil {
+		return time.Time{}, err
 	}
-	next, ok := e.opts.Escalator.Ladder().Next(inc.StartedAt, inc.AttemptedLevels())
-	if !ok {
-		return time.Time{}, nil
-	}
-	return next, nil
+	return w.rules.Wake(w.inc.Incident), nil
 }
 
-// step takes the incident's next automatic step and reports whether it
-// took one.
-func (e *Engine) step(ctx context.Context, inc *incident.Versioned) (bool, error) {
-	switch inc.State {
-	case incident.StateActing:
-		return true, e.act(ctx, inc)
-	case incident.StateVerifying:
-		return true, e.verify(ctx, inc)
-	case incident.StateEscalated:
-		if err := e.refreshResolutions(ctx, inc); err != nil {
-			return false, err
+// run applies events and carries out their effects, feeding each effect's
+// result back in, until nothing is left to do.
+func (w *worker) run(ctx context.Context, evs []incident.Event) error {
+	for len(evs) > 0 {
+		ev := evs[0]
+		evs = evs[1:]
+		more, err := w.apply(ctx, ev)
+		if err != nil {
+			return err
 		}
-		if inc.AllAlertsResolved() {
-			return true, e.resolve(ctx, inc, "every alert resolved")
-		}
-		// The policy escalated instead of acting: tell people now, not
-		// when the clock would have.
-		if inc.Decision.Outcome == policy.OutcomeEscalate && len(inc.Pages) == 0 {
-			e.escalateNow(ctx, inc, fmt.Sprintf("no automatic rollback: %s", inc.Decision.Message))
-			return len(inc.Pages) > 0, nil
-		}
+		evs = append(evs, more...)
 	}
-	return false, nil
+	return nil
+}
+
+// apply applies one event and carries out its effects in order.
+func (w *worker) apply(ctx context.Context, ev incident.Event) ([]incident.Event, error) {
+	was := w.inc.State
+	next, fx := incident.Next(w.inc.Incident, ev, w.rules)
+	w.inc.Incident = next
+	var evs []incident.Event
+	for _, f := range fx {
+		more, err := w.do(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, more...)
+	}
+	if was != incident.StateResolved && w.inc.State == incident.StateResolved {
+		w.e.resolved(w.inc.Incident)
+	}
+	return evs, nil
+}
+
+// do carries out one effect and returns the events it produced.
+func (w *worker) do(ctx context.Context, f incident.Effect) ([]incident.Event, error) {
+	e, inc := w.e, w.inc
+	switch f.Kind {
+	case incident.EffectSave:
+		return nil, e.save(ctx, inc)
+	case incident.EffectRetry:
+		return nil, errRetry
+	case incident.EffectReleaseBudget:
+		e.budget.unused(inc.ID)
+	case incident.EffectAnnounce:
+		e.announce(ctx, inc.Incident, f.Summary)
+	case incident.EffectAct:
+		return []incident.Event{e.act(ctx, inc.Incident, f)}, nil
+	case incident.EffectVerify:
+		ev, err := w.verify(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return []incident.Event{ev}, nil
+	case incident.EffectRunTasks:
+		ev, err := e.runTasks(ctx, inc.Incident, f.Phase)
+		if err != nil {
+			return nil, err
+		}
+		return []incident.Event{ev}, nil
+	case incident.EffectPage:
+		return []incident.Event{e.page(ctx, inc.Incident, f)}, nil
+	case incident.EffectResendPage:
+		e.resendPage(ctx, inc.Incident, f.Level)
+	case incident.EffectResolvePages:
+		if err := e.opts.Escalator.Resolve(ctx, e.escalateIncident(inc.Incident), f.Levels); err != nil {
+			e.logger.Warn("resolve pages", "incident", inc.ID, "err", err)
+		}
+		return []incident.Event{{Kind: incident.EventPagesResolved, At: e.opts.Clock.Now()}}, nil
+	default:
+		return nil, fmt.Errorf("incident %s: unknown effect %q", inc.ID, f.Kind)
+	}
+	return nil, nil
 }
 
 // save writes the incident; the caller's in-memory copy stays current.
@@ -271,31 +401,8 @@ func (e *Engine) save(ctx context.Context, inc *incident.Versioned) error {
 	return e.opts.Incidents.Update(writeCtx, inc)
 }
 
-// rungs is the number of automatic rungs of an incident: one per target
-// revision (or the feature flag), then the scale bounce when allowed.
-func rungs(inc *incident.Incident) int {
-	n := len(inc.Targets)
-	if inc.FeatureFlag != nil {
-		n = 1
-	}
-	if inc.ScaleBounce {
-		n++
-	}
-	return n
-}
-
-// act carries out the current rung.
-func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
-	now := e.opts.Clock.Now()
-	if inc.Rung >= rungs(inc.Incident) {
-		if inc.Rung == 0 {
-			e.budget.unused(inc.ID)
-		}
-		inc.State = incident.StateEscalated
-		inc.Log(now, "no automatic rung left: people take over on the runbook's clock")
-		e.escalateNow(ctx, inc, "no automatic rollback rung left")
-		return e.save(ctx, inc)
-	}
+// act carries out the rung f names and returns what came of it.
+func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Effect) incident.Event {
 	d := inc.Decision
 	req := actuator.Request{
 		Target:      inc.Target,
@@ -305,84 +412,41 @@ func (e *Engine) act(ctx context.Context, inc *incident.Versioned) error {
 		DryRun:      inc.DryRun,
 	}
 	var (
-		kind actuator.Kind
-		res  actuator.Result
-		err  error
+		res actuator.Result
+		err error
 	)
-	switch {
-	case inc.FeatureFlag != nil && inc.Rung == 0:
-		kind = actuator.KindFeatureFlag
+	switch f.Action {
+	case actuator.KindFeatureFlag:
 		res, err = e.opts.Actor.RollbackFeatureFlag(ctx, req, *inc.FeatureFlag)
-	case inc.Rung < len(inc.Targets) && inc.FeatureFlag == nil:
-		kind = actuator.KindRollback
+	case actuator.KindRollback:
 		var from int64
 		if from, err = e.fromForRung(ctx, inc); err == nil {
-			res, err = e.opts.Actor.Rollback(ctx, req, from, inc.Targets[inc.Rung])
+			res, err = e.opts.Actor.Rollback(ctx, req, from, inc.Targets[f.Rung])
 		}
 	default:
-		kind = actuator.KindScaleBounce
 		res, err = e.opts.Actor.ScaleBounce(ctx, req)
 	}
-	now = e.opts.Clock.Now()
-	rec := incident.Action{At: now, Rung: inc.Rung, Kind: kind}
+	now := e.opts.Clock.Now()
+	a := incident.Action{At: now, Rung: f.Rung, Kind: f.Action}
 	if err != nil {
-		reason := actuator.FailureReason(err)
-		if transient(reason) && e.incidents().NumRequeues(inc.ID) < maxActionRetries && ctx.Err() == nil {
-			return err
-		}
-		rec.Error, rec.Reason = err.Error(), reason
-		inc.Actions = append(inc.Actions, rec)
-		if inc.Rung == 0 {
-			e.budget.unused(inc.ID)
-		}
-		inc.State = incident.StateEscalated
-		inc.Log(now, "%s failed (%s): %v; escalating", kind, reason, err)
-		if err := e.save(ctx, inc); err != nil {
-			return err
-		}
-		e.escalateNow(ctx, inc, fmt.Sprintf("%s failed: %s", kind, reason))
-		return nil
+		a.Error, a.Reason = err.Error(), actuator.FailureReason(err)
+		return incident.Event{Kind: incident.EventActed, At: now, Action: &a, Retryable: transient(a.Reason) && ctx.Err() == nil}
 	}
-	if res.Resumed {
-		// This incident's action is on the workload but not in the record:
-		// the daemon stopped between the two writes. It was applied, once.
-		res.Outcome = actuator.OutcomeApplied
-		res.Message = fmt.Sprintf("%s (carried out by an earlier attempt that stopped before recording it)", res.Message)
-	}
-	rec.Result = &res
-	inc.Actions = append(inc.Actions, rec)
-	inc.Log(now, "%s", res.Message)
-	switch res.Outcome {
-	case actuator.OutcomeDryRun:
-		inc.State = incident.StateEscalated
-		inc.Log(now, "dry run: nothing changed; people take over")
-	default:
-		if res.Outcome == actuator.OutcomeApplied && inc.Rung == 0 && !res.Resumed {
-			e.m.alertToAction.Observe(now.Sub(inc.Alerts[0].ReceivedAt).Seconds())
-		}
-		inc.State = incident.StateVerifying
-	}
-	if err := e.save(ctx, inc); err != nil {
-		return err
-	}
+	a.Result = &res
 	switch {
-	case res.Outcome == actuator.OutcomeApplied && inc.Rung > 0:
+	case res.Outcome == actuator.OutcomeApplied && f.Rung == 0 && !res.Resumed:
+		e.m.alertToAction.Observe(now.Sub(inc.Alerts[0].ReceivedAt).Seconds())
+	case (res.Outcome == actuator.OutcomeApplied || res.Resumed) && f.Rung > 0:
 		e.budget.add(inc.Target, now, inc.ID)
-	case res.Outcome != actuator.OutcomeApplied && inc.Rung == 0:
-		e.budget.unused(inc.ID)
 	}
-	e.announce(ctx, inc, res.Message)
-	if inc.State == incident.StateEscalated {
-		e.escalateNow(ctx, inc, "dry run: nothing was rolled back")
-	}
-	return nil
+	return incident.Event{Kind: incident.EventActed, At: now, Action: &a}
 }
 
 // fromForRung returns the revision the current rung rolls back from: the
 // suspect revision for the first, and for later ones the revision the
 // previous rung produced, provided nothing but that rung changed the
 // workload since.
-func (e *Engine) fromForRung(ctx context.Context, inc *incident.Versioned) (int64, error) {
+func (e *Engine) fromForRung(ctx context.Context, inc *incident.Incident) (int64, error) {
 	if inc.Rung == 0 {
 		return inc.From, nil
 	}
@@ -400,72 +464,96 @@ func (e *Engine) fromForRung(ctx context.Context, inc *incident.Versioned) (int6
 	return w.Revision, nil
 }
 
-// verify checks the workload after an action, with the alert's resolution
-// as one more, never decisive, signal.
-func (e *Engine) verify(ctx context.Context, inc *incident.Versioned) error {
-	results, err := e.verifyPaging(ctx, inc)
-	if err != nil {
-		return err
-	}
-	if err := e.refreshResolutions(ctx, inc); err != nil {
-		return err
+// verify runs the checks of the current rung while keeping the people
+// ladder on its clock (a verification can take minutes, and a page must not
+// wait for it), then asks whether the incident's alerts still fire.
+func (w *worker) verify(ctx context.Context) (incident.Event, error) {
+	e := w.e
+	done := make(chan []verify.Result, 1)
+	vctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { done <- e.opts.Verifier.Verify(vctx, w.inc.Target) }()
+	var results []verify.Result
+	for results == nil {
+		var due <-chan time.Time
+		if next, ok := w.rules.NextPage(w.inc.Incident); ok {
+			due = e.opts.Clock.After(max(next.Sub(e.opts.Clock.Now()), 0))
+		}
+		select {
+		case r := <-done:
+			if ctx.Err() != nil {
+				return incident.Event{}, ctx.Err()
+			}
+			results = append(r, e.alertCheck(ctx, w.inc.Incident, verify.Overall(r)))
+		case <-due:
+			if err := w.run(ctx, []incident.Event{{Kind: incident.EventTick, At: e.opts.Clock.Now()}}); err != nil {
+				return incident.Event{}, err
+			}
+		}
 	}
 	now := e.opts.Clock.Now()
-	resolved := verify.Result{Check: "alert_resolved", Kind: "alert_resolved", Status: verify.StatusInconclusive, At: now,
-		Message: "Alertmanager has not reported every alert resolved (it may never: this check alone never decides)"}
-	if inc.AllAlertsResolved() {
-		resolved.Status, resolved.Message = verify.StatusPass, "Alertmanager reported every alert resolved"
-	}
-	results = append(results, resolved)
-	overall := verify.Overall(results)
-	inc.Verifications = append(inc.Verifications, incident.Verification{At: now, Rung: inc.Rung, Overall: overall, Results: results})
-	var failed []string
+	return incident.Event{Kind: incident.EventVerified, At: now, Verification: &incident.Verification{
+		At: now, Rung: w.inc.Rung, Overall: overall(results), Results: results}}, nil
+}
+
+// overall is the verdict of the checks; the alert check counts only when
+// it says the alert still fires, which the lifecycle weighs against the
+// alert's grace.
+func overall(results []verify.Result) verify.Status {
+	var checks []verify.Result
 	for _, r := range results {
-		if r.Status != verify.StatusPass {
-			failed = append(failed, r.Check+": "+r.Message)
+		if r.Kind != incident.KindAlertCheck {
+			checks = append(checks, r)
 		}
 	}
-	if len(failed) > 0 && overall != verify.StatusPass {
-		inc.Log(now, "verification of rung %d: %s: %s", inc.Rung, overall, strings.Join(failed, "; "))
-	} else {
-		inc.Log(now, "verification of rung %d: %s", inc.Rung, overall)
+	return verify.Overall(checks)
+}
+
+// alertCheck says whether the incident's alerts still fire: resolved when
+// Alertmanager's notifications said so; otherwise as Alertmanager's API
+// answers, when the checks passed and an AlertState is configured.
+func (e *Engine) alertCheck(ctx context.Context, inc *incident.Incident, checks verify.Status) verify.Result {
+	now := e.opts.Clock.Now()
+	r := verify.Result{Check: "alert", Kind: incident.KindAlertCheck, At: now}
+	if inc.AllAlertsResolved() {
+		r.Status, r.Message = verify.StatusPass, "Alertmanager reported every alert resolved"
+		return r
 	}
-	if overall == verify.StatusPass {
-		if err := e.save(ctx, inc); err != nil {
-			return err
+	if e.opts.AlertState == nil || checks != verify.StatusPass {
+		r.Status, r.Message = verify.StatusInconclusive, "Alertmanager has not reported every alert resolved"
+		return r
+	}
+	var firing []incident.Alert
+	for _, a := range inc.Alerts {
+		if a.ResolvedAt.IsZero() {
+			firing = append(firing, a)
 		}
-		if ok, err := e.runTasks(ctx, inc); err != nil || !ok {
-			return err
-		}
-		return e.resolve(ctx, inc, "verified recovered")
 	}
-	inc.Rung++
-	inc.State = incident.StateActing
-	if err := e.save(ctx, inc); err != nil {
-		return err
-	}
-	e.announce(ctx, inc, fmt.Sprintf("verification %s: %s", overall, strings.Join(failed, "; ")))
-	return nil
+	return e.opts.AlertState.AlertState(ctx, firing)
 }
 
 // AnnotationPostRollbackTasks on a workload names, comma-separated, the
 // post-rollback tasks (from the tasks configuration) to run after its
-// rollback is verified.
+// rollback.
 const AnnotationPostRollbackTasks = "autorollback.io/post-rollback-tasks"
 
-// runTasks runs the post-rollback tasks the workload names, each once per
-// incident, and reports whether all succeeded. A failure escalates: the
-// service is back, but what the task was to clean up is not.
-func (e *Engine) runTasks(ctx context.Context, inc *incident.Versioned) (bool, error) {
+// runTasks runs the post-rollback tasks of a phase that the workload names,
+// each once per incident.
+func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase incident.TaskPhase) (incident.Event, error) {
+	ev := incident.Event{Kind: incident.EventTasksRan, Phase: phase}
 	w, err := e.opts.Live.Facts(ctx, inc.Target)
-	if err != nil || w == nil {
-		return w == nil && err == nil, err
+	if err != nil {
+		return ev, err
 	}
 	done := map[string]bool{}
 	for _, t := range inc.Tasks {
 		done[t.Name] = true
 	}
-	for _, name := range strings.Split(w.Annotations[AnnotationPostRollbackTasks], ",") {
+	var names []string
+	if w != nil {
+		names = strings.Split(w.Annotations[AnnotationPostRollbackTasks], ",")
+	}
+	for _, name := range names {
 		name = strings.TrimSpace(name)
 		if name == "" || done[name] {
 			continue
@@ -473,200 +561,105 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Versioned) (bool, e
 		now := e.opts.Clock.Now()
 		task, ok := e.opts.Tasks[name]
 		if !ok {
-			inc.Tasks = append(inc.Tasks, incident.Task{Name: name, Started: now, Ended: now, Result: "failed",
-				Message: "no task of that name in the tasks configuration"})
-			return false, e.taskFailed(ctx, inc, name, "not configured")
+			if phase == incident.PhaseAfterAction {
+				ev.Tasks = append(ev.Tasks, incident.Task{Name: name, Started: now, Ended: now, Result: "failed",
+					Message: "no task of that name in the tasks configuration"})
+			}
+			continue
+		}
+		if taskPhase(task) != phase {
+			continue
 		}
 		req := actuator.Request{Target: inc.Target, Incident: inc.Rollout, DryRun: inc.DryRun}
 		job, err := e.opts.Actor.RunTask(ctx, req, task)
 		if ctx.Err() != nil {
-			return false, ctx.Err()
+			return ev, ctx.Err()
 		}
 		t := incident.Task{Name: name, Job: job, Started: now, Ended: e.opts.Clock.Now(), Result: "succeeded"}
 		if err != nil {
 			t.Result, t.Message = "failed", err.Error()
-			inc.Tasks = append(inc.Tasks, t)
-			return false, e.taskFailed(ctx, inc, name, err.Error())
 		}
-		inc.Tasks = append(inc.Tasks, t)
-		inc.Log(t.Ended, "post-rollback task %s succeeded (job %s)", name, job)
-		if err := e.save(ctx, inc); err != nil {
-			return false, err
-		}
+		ev.Tasks = append(ev.Tasks, t)
 	}
-	return true, nil
+	ev.At = e.opts.Clock.Now()
+	return ev, nil
 }
 
-func (e *Engine) taskFailed(ctx context.Context, inc *incident.Versioned, name, why string) error {
-	now := e.opts.Clock.Now()
-	inc.State = incident.StateEscalated
-	inc.Log(now, "post-rollback task %s failed: %s; escalating", name, why)
-	if err := e.save(ctx, inc); err != nil {
-		return err
+// taskPhase is when a task runs; afterAction unless it says otherwise.
+func taskPhase(t actuator.Task) incident.TaskPhase {
+	if t.Phase == string(incident.PhaseAfterRecovery) {
+		return incident.PhaseAfterRecovery
 	}
-	e.escalateNow(ctx, inc, fmt.Sprintf("post-rollback task %s failed", name))
-	return nil
+	return incident.PhaseAfterAction
 }
 
-// verifyPaging runs the verification while keeping the people ladder on
-// its clock: a verification can take minutes, and a page must not wait for
-// it.
-func (e *Engine) verifyPaging(ctx context.Context, inc *incident.Versioned) ([]verify.Result, error) {
-	done := make(chan []verify.Result, 1)
-	vctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { done <- e.opts.Verifier.Verify(vctx, inc.Target) }()
-	for {
-		var due <-chan time.Time
-		if next, ok := e.opts.Escalator.Ladder().Next(inc.StartedAt, inc.AttemptedLevels()); ok {
-			due = e.opts.Clock.After(max(next.Sub(e.opts.Clock.Now()), 0))
-		}
-		select {
-		case results := <-done:
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return results, nil
-		case <-due:
-			if err := e.pageDue(ctx, inc); err != nil {
-				return nil, err
-			}
-		}
-	}
-}
-
-// resolve closes the incident, stops the clock and resolves open pages.
-func (e *Engine) resolve(ctx context.Context, inc *incident.Versioned, why string) error {
-	now := e.opts.Clock.Now()
-	inc.State, inc.ResolvedAt = incident.StateResolved, now
-	inc.Log(now, "resolved: %s", why)
-	if err := e.save(ctx, inc); err != nil {
-		return err
-	}
+// resolved does the bookkeeping of an incident that just resolved.
+func (e *Engine) resolved(inc *incident.Incident) {
 	e.m.openIncidents.Dec()
 	e.open.remove(inc.Target, inc.ID)
 	for _, a := range inc.Actions {
 		if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied {
-			e.m.actionToRecovery.Observe(now.Sub(a.At).Seconds())
+			e.m.actionToRecovery.Observe(inc.ResolvedAt.Sub(a.At).Seconds())
 			break
 		}
 	}
-	var levels []string
-	for level := range inc.PagedLevels() {
-		levels = append(levels, level)
-	}
-	if err := e.opts.Escalator.Resolve(ctx, e.escalateIncident(inc), levels); err != nil {
-		e.logger.Warn("resolve pages", "incident", inc.ID, "err", err)
-	}
-	e.announce(ctx, inc, fmt.Sprintf("resolved after %s: %s", now.Sub(inc.StartedAt).Round(time.Second), why))
-	e.logger.Info("incident resolved", "incident", inc.ID, "why", why)
-	return nil
+	e.logger.Info("incident resolved", "incident", inc.ID)
 }
 
-// pageDue sends the ladder's pages whose time has come.
-func (e *Engine) pageDue(ctx context.Context, inc *incident.Versioned) error {
-	for _, step := range e.opts.Escalator.Ladder().Due(inc.StartedAt, e.opts.Clock.Now(), inc.AttemptedLevels()) {
-		if err := e.page(ctx, inc, step, fmt.Sprintf("still open after %s", step.After.Duration)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// escalateNow pages the ladder's first level at once, when the automatic
-// part is over (or was never allowed) and its time has not come yet.
-func (e *Engine) escalateNow(ctx context.Context, inc *incident.Versioned, why string) {
-	ladder := e.opts.Escalator.Ladder()
-	if len(ladder) == 0 || inc.AttemptedLevels()[ladder[0].Level] {
-		return
-	}
-	if err := e.page(ctx, inc, ladder[0], why); err != nil {
-		e.logger.Error("page", "incident", inc.ID, "level", ladder[0].Level, "err", err)
-	}
-}
-
-// page sends the page of a ladder step. The page is recorded as sending
-// before it goes out, so that a daemon stopping halfway leaves a trace, and
-// the next attempt does not page that level twice (settleInterruptedPages).
-func (e *Engine) page(ctx context.Context, inc *incident.Versioned, step escalate.Step, why string) error {
-	now := e.opts.Clock.Now()
-	inc.Pages = append(inc.Pages, incident.Page{At: now, Level: step.Level, Sending: true})
-	if err := e.save(ctx, inc); err != nil {
-		inc.Pages = inc.Pages[:len(inc.Pages)-1]
-		return err
-	}
-	m := e.message(inc, escalate.Page, fmt.Sprintf("%s: %s", inc.Target, why))
-	m.Level = step.Level
-	p := &inc.Pages[len(inc.Pages)-1]
-	p.Sending = false
-	if err := e.opts.Escalator.Page(ctx, step, m); err != nil {
+// page sends the page of a ladder level and returns who received it.
+func (e *Engine) page(ctx context.Context, inc *incident.Incident, f incident.Effect) incident.Event {
+	step, _ := e.opts.Escalator.Ladder().Step(f.Level)
+	m := e.message(inc, escalate.Page, fmt.Sprintf("%s: %s", inc.Target, f.Summary))
+	m.Level = f.Level
+	p := incident.Page{Level: f.Level}
+	d, err := e.opts.Escalator.Page(ctx, step, m)
+	switch {
+	case err != nil:
 		p.Error = err.Error()
-		inc.Log(now, "page %s failed: %v", step.Level, err)
-	} else {
-		inc.Log(now, "paged %s: %s", step.Level, why)
+	case len(d.Receivers) == 0:
+		p.NoReceiver = true
+	default:
+		p.Receivers = d.Receivers
 	}
-	return e.save(ctx, inc)
+	return incident.Event{Kind: incident.EventPaged, At: e.opts.Clock.Now(), Page: &p}
 }
 
-// settleInterruptedPages finishes the pages an earlier attempt left sending:
-// they may or may not have reached anybody. Each goes out again only to the
-// notifiers that fold a repeat into the first (PagerDuty); the others are
-// not paged again, since a second page is what must not happen, and the
-// ladder's next level follows on its clock. An announcement says so.
-func (e *Engine) settleInterruptedPages(ctx context.Context, inc *incident.Versioned) error {
-	var interrupted []string
-	for i := range inc.Pages {
-		if p := &inc.Pages[i]; p.Sending {
-			p.Sending, p.DeliveryUnknown = false, true
-			interrupted = append(interrupted, p.Level)
+// resendPage finishes a page an earlier attempt left sending: it may or may
+// not have reached anybody. It goes out again only to the notifiers that
+// fold a repeat into the first (PagerDuty); the others are not paged again,
+// since a second page is what must not happen, and the ladder's next level
+// follows on its clock. An announcement says so.
+func (e *Engine) resendPage(ctx context.Context, inc *incident.Incident, level string) {
+	step, _ := e.opts.Escalator.Ladder().Step(level)
+	var safe, skipped []string
+	for _, n := range step.Notifiers {
+		if e.opts.Escalator.Deduplicates(n) {
+			safe = append(safe, n)
+		} else {
+			skipped = append(skipped, n)
 		}
 	}
-	if len(interrupted) == 0 {
-		return nil
-	}
-	now := e.opts.Clock.Now()
-	for _, level := range interrupted {
-		var safe, skipped []string
-		var step escalate.Step
-		for _, s := range e.opts.Escalator.Ladder() {
-			if s.Level == level {
-				step = s
-			}
-		}
-		for _, n := range step.Notifiers {
-			if e.opts.Escalator.Deduplicates(n) {
-				safe = append(safe, n)
-			} else {
-				skipped = append(skipped, n)
-			}
-		}
-		inc.Log(now, "the page of %s was interrupted: delivery unknown", level)
-		if len(safe) > 0 {
-			step.Notifiers = safe
-			m := e.message(inc, escalate.Page, fmt.Sprintf("%s: page of %s sent again after an interruption", inc.Target, level))
-			m.Level = level
-			if err := e.opts.Escalator.Page(ctx, step, m); err != nil {
-				inc.Log(now, "page %s sent again to %s failed: %v", level, strings.Join(safe, ", "), err)
-			} else {
-				inc.Log(now, "page %s sent again to %s, which deduplicate it", level, strings.Join(safe, ", "))
-			}
-		}
-		if len(skipped) > 0 {
-			inc.Log(now, "page %s not sent again to %s, which would page twice", level, strings.Join(skipped, ", "))
-			e.announce(ctx, inc, fmt.Sprintf("the page of %s was interrupted by a restart and may not have reached %s; it is not sent again, to page nobody twice",
-				level, strings.Join(skipped, ", ")))
+	if len(safe) > 0 {
+		step.Notifiers = safe
+		m := e.message(inc, escalate.Page, fmt.Sprintf("%s: page of %s sent again after an interruption", inc.Target, level))
+		m.Level = level
+		if _, err := e.opts.Escalator.Page(ctx, step, m); err != nil {
+			e.logger.Warn("page sent again after an interruption", "incident", inc.ID, "level", level, "err", err)
 		}
 	}
-	return e.save(ctx, inc)
+	if len(skipped) > 0 {
+		e.announce(ctx, inc, fmt.Sprintf("the page of %s was interrupted by a restart and may not have reached %s; it is not sent again, to page nobody twice",
+			level, strings.Join(skipped, ", ")))
+	}
 }
 
-func (e *Engine) announce(ctx context.Context, inc *incident.Versioned, summary string) {
+func (e *Engine) announce(ctx context.Context, inc *incident.Incident, summary string) {
 	if err := e.opts.Escalator.Announce(ctx, e.message(inc, escalate.Announce, fmt.Sprintf("%s: %s", inc.Target, summary))); err != nil {
 		e.logger.Warn("announce", "incident", inc.ID, "err", err)
 	}
 }
 
-func (e *Engine) escalateIncident(inc *incident.Versioned) escalate.Incident {
+func (e *Engine) escalateIncident(inc *incident.Incident) escalate.Incident {
 	return escalate.Incident{
 		ID: inc.ID, Target: inc.Target, StartedAt: inc.StartedAt,
 		Alertname: inc.Alerts[0].Name, Rule: inc.Decision.Rule, Criterion: inc.Decision.Criterion,
@@ -676,7 +669,7 @@ func (e *Engine) escalateIncident(inc *incident.Versioned) escalate.Incident {
 
 // message builds a notification with the why, the revisions and the latest
 // verification.
-func (e *Engine) message(inc *incident.Versioned, kind escalate.MessageKind, summary string) escalate.Message {
+func (e *Engine) message(inc *incident.Incident, kind escalate.MessageKind, summary string) escalate.Message {
 	d := inc.Decision
 	details := []string{
 		fmt.Sprintf("decision: %s (%s), rule %s (%s): %s", d.Outcome, d.Reason, d.Rule, d.Criterion, d.Message),

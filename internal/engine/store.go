@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -27,7 +28,11 @@ const (
 	kindAlert      = "alert"
 	stateLabel     = "autorollback.io/state"
 	outcomeLabel   = "autorollback.io/outcome"
-	recordDataKey  = "record.json"
+	// incidentLabel names the ConfigMap of the incident the record's
+	// alert was handed to, so that a leader resuming the incident finds
+	// the alerts that joined it after its last save.
+	incidentLabel = "autorollback.io/incident-object"
+	recordDataKey = "record.json"
 
 	statePending = "pending" // accepted, not yet decided
 	stateDecided = "decided" // decided, not yet handed to its incident
@@ -51,6 +56,9 @@ type Record struct {
 	ExternalURL string           `json:"externalURL,omitempty"`
 	Decision    *policy.Decision `json:"decision,omitempty"`
 	DecidedAt   time.Time        `json:"decidedAt,omitzero"`
+	// Plan is what a rollback decision pins, from the facts it was taken
+	// on, for the incident that carries it out.
+	Plan *incident.Plan `json:"plan,omitempty"`
 	// Incident is the incident the decision was handed to; empty for
 	// decisions that open none (ignore, refuse).
 	Incident string `json:"incident,omitempty"`
@@ -157,6 +165,9 @@ func (s *store) encode(rec *Record, base *corev1.ConfigMap) (*corev1.ConfigMap, 
 	cm.Labels = map[string]string{managedByLabel: managedBy, kindLabel: kindAlert, stateLabel: state}
 	if outcome != "" {
 		cm.Labels[outcomeLabel] = outcome
+	}
+	if rec.Incident != "" {
+		cm.Labels[incidentLabel] = incident.ObjectName(rec.Incident)
 	}
 	cm.Annotations = map[string]string{"autorollback.io/alert-key": rec.Key, "autorollback.io/target": rec.Target.String()}
 	cm.Data = map[string]string{recordDataKey: string(data)}

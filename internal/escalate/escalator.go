@@ -142,13 +142,13 @@ func (e *Escalator) Announce(ctx context.Context, m Message) error {
 // delivered, failure when any did not, skipped when the step has no
 // notifiers (nobody is paged; a warning is logged). Paging a level again
 // is safe: PagerDuty deduplicates it into the open incident.
-func (e *Escalator) Page(ctx context.Context, step Step, m Message) error {
+func (e *Escalator) Page(ctx context.Context, step Step, m Message) (Delivery, error) {
 	m.Kind, m.Level = Page, step.Level
 	if len(step.Notifiers) == 0 {
 		e.m.escalations.WithLabelValues(step.Level, resultSkipped).Inc()
 		e.log.Warn("escalation level has no notifiers: nobody was paged",
 			"level", step.Level, "incident", m.Incident.ID)
-		return nil
+		return Delivery{}, nil
 	}
 	err := e.fanout(ctx, step.Notifiers, func(*notifier) []Message { return []Message{e.prepare(m)} })
 	result := resultSuccess
@@ -157,7 +157,15 @@ func (e *Escalator) Page(ctx context.Context, step Step, m Message) error {
 		err = fmt.Errorf("page %s for incident %s: %w", step.Level, m.Incident.ID, err)
 	}
 	e.m.escalations.WithLabelValues(step.Level, result).Inc()
-	return err
+	if err != nil {
+		return Delivery{}, err
+	}
+	return Delivery{Receivers: slices.Clone(step.Notifiers)}, nil
+}
+
+// Delivery says who received a page: no receivers means nobody was paged.
+type Delivery struct {
+	Receivers []string
 }
 
 // Deduplicates reports whether the named notifier folds a repeated page
@@ -179,7 +187,7 @@ func (e *Escalator) Resolve(ctx context.Context, inc Incident, levels []string) 
 	perNotifier := map[string][]string{} // notifier -> levels, in the order given
 	var names []string
 	for _, level := range dedupe(levels) {
-		step, ok := e.ladder.step(level)
+		step, ok := e.ladder.Step(level)
 		if !ok {
 			errs = append(errs, fmt.Errorf("resolve level %q: not in the ladder", level))
 			continue

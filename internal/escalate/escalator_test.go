@@ -154,7 +154,7 @@ func TestPagePartialFailure(t *testing.T) {
 	pd := newFakeServer(t, accepted)
 	chat := newFakeServer(t, reply{status: 500, body: "internal_error"})
 	h := newHarness(t, twoNotifiers(t, pd.URL, chat.URL+slackPath))
-	err := h.Page(context.Background(), h.Ladder()[1], pageMessage())
+	_, err := h.Page(context.Background(), h.Ladder()[1], pageMessage())
 	want := `page lead for incident inc-7f3a: notifier "chat" (slack): HTTP 500 Internal Server Error: internal_error (gave up after 1 attempt)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("Page error\ngot:  %v\nwant: %s", err, want)
@@ -185,7 +185,7 @@ func TestPagePartialFailure(t *testing.T) {
 
 func TestPageLevelWithoutNotifiers(t *testing.T) {
 	h := newHarness(t, escalate.DefaultConfig())
-	if err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	if v := sample(t, h.reg, "autorollbackd_escalations_total", map[string]string{"level": "oncall", "result": "skipped"}); v != 1 {
@@ -203,7 +203,7 @@ func TestPageLevelWithoutNotifiers(t *testing.T) {
 func TestPageUnknownNotifier(t *testing.T) {
 	h := newHarness(t, escalate.DefaultConfig())
 	step := escalate.Step{Level: "oncall", Notifiers: []string{"ghost"}}
-	err := h.Page(context.Background(), step, pageMessage())
+	_, err := h.Page(context.Background(), step, pageMessage())
 	if want := `page oncall for incident inc-7f3a: no notifier named "ghost"`; err == nil || err.Error() != want {
 		t.Errorf("Page error\ngot:  %v\nwant: %s", err, want)
 	}
@@ -237,7 +237,7 @@ func TestCancelledWhileWaitingToRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = e.Page(ctx, e.Ladder()[0], pageMessage())
+	_, err = e.Page(ctx, e.Ladder()[0], pageMessage())
 	want := `page oncall for incident inc-7f3a: notifier "pd-oncall" (pagerduty): HTTP 503 Service Unavailable (context canceled while waiting to retry after 1 attempt)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("Page error\ngot:  %v\nwant: %s", err, want)

@@ -53,8 +53,8 @@ func (l Ladder) Levels() []string {
 	return out
 }
 
-// step returns the step of a level.
-func (l Ladder) step(level string) (Step, bool) {
+// Step returns the step of a level, and false when the ladder has none.
+func (l Ladder) Step(level string) (Step, bool) {
 	for _, s := range l {
 		if s.Level == level {
 			return s, true

@@ -31,30 +31,46 @@ const (
 	// StateEscalated: nothing automatic is left or allowed; people are paged
 	// on the runbook's clock until the alerts resolve.
 	StateEscalated State = "escalated"
-	// StateResolved: verified recovered, or every alert resolved.
+	// StateResolving: recovered; its pages are being resolved at the
+	// notifiers. The clock has stopped.
+	StateResolving State = "resolving"
+	// StateResolved: verified recovered, or every alert resolved, and its
+	// pages resolved.
 	StateResolved State = "resolved"
 )
 
+// SchemaVersion is the version of the incident record this daemon writes.
+// Version 2 added the attempt count, the alert grace, the resolving state
+// and the receivers of each page; version 1 records read as version 2.
+const SchemaVersion = 2
+
 // Incident is the record of one incident.
 type Incident struct {
-	ID string `json:"id"`
+	SchemaVersion int    `json:"schemaVersion"`
+	ID            string `json:"id"`
 	// Rollout identifies the bad rollout (workload and suspect revision);
 	// the actuator records it on the workload.
-	Rollout   string     `json:"rollout"`
-	Target    policy.Ref `json:"target"`
-	State     State      `json:"state"`
-	StartedAt time.Time  `json:"startedAt"` // the first alert's startsAt: the runbook's clock starts here
+	Rollout string     `json:"rollout"`
+	Target  policy.Ref `json:"target"`
+	// Revision is the workload's revision when the incident opened: the
+	// suspect rollout.
+	Revision int64 `json:"revision,omitempty"`
+	State    State `json:"state"`
+	// StartedAt is when the runbook's clock starts: the first alert's
+	// startsAt, but never before the suspect rollout began.
+	StartedAt time.Time `json:"startedAt"`
 	// Decision is the decision that opened the incident.
 	Decision policy.Decision `json:"decision"`
-	// Plan: the revision the decision was about and the targets, newest
-	// first; Rung is the index of the target being tried. After the targets
-	// comes the scale bounce, when allowed.
-	From        int64                `json:"from,omitempty"`
-	Targets     []int64              `json:"targets,omitempty"`
-	FeatureFlag *actuator.FlagChange `json:"featureFlag,omitempty"`
-	ScaleBounce bool                 `json:"scaleBounce,omitempty"`
-	Rung        int                  `json:"rung"`
-	DryRun      bool                 `json:"dryRun,omitempty"`
+	Plan
+	// Rung is the index of the automatic rung being tried (RungAction).
+	Rung   int  `json:"rung"`
+	DryRun bool `json:"dryRun,omitempty"`
+	// Attempts counts the failed attempts at the current rung whose
+	// failure may pass; it survives restarts.
+	Attempts int `json:"attempts,omitempty"`
+	// AlertsFiringSince is set while every check of the current rung
+	// passed but an alert still fires: the alert's grace runs from here.
+	AlertsFiringSince time.Time `json:"alertsFiringSince,omitzero"`
 
 	Alerts        []Alert        `json:"alerts"`
 	Actions       []Action       `json:"actions,omitempty"`
@@ -68,6 +84,17 @@ type Incident struct {
 	GeneratorURL string `json:"generatorURL,omitempty"`
 }
 
+// Plan is what a rollback decision pins: the revision the decision was
+// about and the revisions to go back to, newest first. A feature flag, when
+// the workload and alert name one, replaces the revisions; the scale bounce
+// follows them when allowed.
+type Plan struct {
+	From        int64                `json:"from,omitempty"`
+	Targets     []int64              `json:"targets,omitempty"`
+	FeatureFlag *actuator.FlagChange `json:"featureFlag,omitempty"`
+	ScaleBounce bool                 `json:"scaleBounce,omitempty"`
+}
+
 // Alert is an alert that belongs to the incident.
 type Alert struct {
 	Key         string    `json:"key"`
@@ -77,6 +104,10 @@ type Alert struct {
 	// ReceivedAt is when the webhook accepted it.
 	ReceivedAt time.Time `json:"receivedAt"`
 	ResolvedAt time.Time `json:"resolvedAt,omitzero"`
+	// Labels identify the alert to Alertmanager's API, which the
+	// ExternalURL of its notification names.
+	Labels      map[string]string `json:"labels,omitempty"`
+	ExternalURL string            `json:"externalURL,omitempty"`
 }
 
 // Action is one action taken.
@@ -109,6 +140,10 @@ type Page struct {
 	Sending bool `json:"sending,omitempty"`
 	// DeliveryUnknown marks such an interrupted page.
 	DeliveryUnknown bool `json:"deliveryUnknown,omitempty"`
+	// Receivers are the notifiers that accepted the page.
+	Receivers []string `json:"receivers,omitempty"`
+	// NoReceiver: the level has no notifier, and nobody was paged.
+	NoReceiver bool `json:"noReceiver,omitempty"`
 }
 
 // Task is a post-rollback task (a Job) and its outcome.
@@ -140,7 +175,7 @@ func (i *Incident) Open() bool { return i.State != StateResolved }
 func (i *Incident) PagedLevels() map[string]bool {
 	sent := map[string]bool{}
 	for _, p := range i.Pages {
-		if p.Error == "" && !p.Sending {
+		if p.Error == "" && !p.Sending && !p.NoReceiver {
 			sent[p.Level] = true
 		}
 	}
