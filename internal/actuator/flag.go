@@ -36,6 +36,10 @@ const (
 	// AnnotationRestartedAt is the pod template annotation `kubectl rollout
 	// restart` sets; changing it makes the controller replace every pod.
 	AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
+	// AnnotationOwnRestartAt records on the workload the restartedAt value
+	// of the daemon's own restart, so that the revision it makes is not
+	// taken for a new rollout.
+	AnnotationOwnRestartAt = "autorollback.io/restarted-at"
 )
 
 // FlagChange names one key of a ConfigMap in the target's namespace and the
@@ -309,7 +313,9 @@ func (a *Actuator) restartLiveWorkload(ctx context.Context, req Request, w *live
 	body, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{
 			"resourceVersion": w.meta.ResourceVersion,
-			"annotations":     map[string]string{AnnotationRestartedFor: restartedFor},
+			// Every action arms the policy's cooldown.
+			"annotations": map[string]string{AnnotationRestartedFor: restartedFor, AnnotationRolledBackAt: now.UTC().Format(time.RFC3339),
+				AnnotationOwnRestartAt: at},
 		},
 		"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{
 			"annotations": map[string]string{AnnotationRestartedAt: at},

@@ -111,6 +111,8 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 		return a.patchLiveWorkload(ctx, req, w, scalePatch(w.meta.ResourceVersion, 0, map[string]*string{
 			AnnotationScaleRestoreReplicas: new(strconv.Itoa(int(restore))),
 			AnnotationScaleIncident:        &req.Incident,
+			// Every action arms the policy's cooldown.
+			AnnotationRolledBackAt: new(a.clock.Now().UTC().Format(time.RFC3339)),
 		}))
 	})
 	switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -458,6 +459,13 @@ func (e *Engine) fromForRung(ctx context.Context, inc *incident.Incident) (int64
 		return 0, fmt.Errorf("read %s: %w", inc.Target, apierrors.NewNotFound(appsResource(inc.Target.Kind), inc.Target.Name))
 	}
 	prev := inc.Targets[inc.Rung-1]
+	if w.Annotations[actuator.AnnotationIncident] == inc.Rollout && w.Annotations[actuator.AnnotationRolledBackTo] == fmt.Sprint(inc.Targets[inc.Rung]) {
+		// This rung's own rollback, applied by an attempt that stopped
+		// before recording it: the actuator recognises it from here.
+		if from, err := strconv.ParseInt(w.Annotations[actuator.AnnotationRolledBackFrom], 10, 64); err == nil {
+			return from, nil
+		}
+	}
 	if w.Annotations[actuator.AnnotationIncident] != inc.Rollout || w.Annotations[actuator.AnnotationRolledBackTo] != fmt.Sprint(prev) {
 		return 0, fmt.Errorf("%w: the last change to %s is not this incident's rollback to revision %d", actuator.ErrChanged, inc.Target, prev)
 	}

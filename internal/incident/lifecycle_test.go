@@ -196,9 +196,9 @@ func TestNext(t *testing.T) {
 			},
 		},
 		{
-			name: "an applied rollback is verified, after the afterAction tasks (item 9)",
-			inc:  rollingBack(),
-			ev:   Event{Kind: EventActed, At: at(time.Minute), Action: ptr(applied(0, actuator.KindRollback, time.Minute))},
+			name:  "an applied rollback is verified, after the afterAction tasks (item 9)",
+			inc:   rollingBack(),
+			ev:    Event{Kind: EventActed, At: at(time.Minute), Action: ptr(applied(0, actuator.KindRollback, time.Minute))},
 			state: StateVerifying, effects: []string{"save", "announce", "run_tasks:afterAction", "verify"},
 		},
 		{
@@ -262,9 +262,9 @@ func TestNext(t *testing.T) {
 			},
 		},
 		{
-			name: "item 2: the alert still fires after the grace: still down, the next rung (N-2)",
-			inc: with(verifying(0, time.Minute), func(i *Incident) { i.AlertsFiringSince = at(time.Minute) }),
-			ev:  Event{Kind: EventVerified, At: at(7 * time.Minute), Verification: checks(verify.StatusFail, verify.StatusPass)},
+			name:  "item 2: the alert still fires after the grace: still down, the next rung (N-2)",
+			inc:   with(verifying(0, time.Minute), func(i *Incident) { i.AlertsFiringSince = at(time.Minute) }),
+			ev:    Event{Kind: EventVerified, At: at(7 * time.Minute), Verification: checks(verify.StatusFail, verify.StatusPass)},
 			state: StateActing, rung: 1, effects: []string{"save", "announce", "act:rollback"},
 		},
 		{
@@ -278,21 +278,21 @@ func TestNext(t *testing.T) {
 			state: StateActing, rung: 1, effects: []string{"save", "announce", "act:rollback"},
 		},
 		{
-			name: "a failed verification of the last revision takes the scale bounce when allowed",
-			inc:  with(verifying(1, time.Minute), func(i *Incident) { i.ScaleBounce = true }),
-			ev:   Event{Kind: EventVerified, At: at(2 * time.Minute), Verification: checks(verify.StatusInconclusive, verify.StatusFail)},
+			name:  "a failed verification of the last revision takes the scale bounce when allowed",
+			inc:   with(verifying(1, time.Minute), func(i *Incident) { i.ScaleBounce = true }),
+			ev:    Event{Kind: EventVerified, At: at(2 * time.Minute), Verification: checks(verify.StatusInconclusive, verify.StatusFail)},
 			state: StateActing, rung: 2, effects: []string{"save", "announce", "act:scale_bounce"},
 		},
 		{
-			name: "a failed verification of the last rung: people take over",
-			inc:  verifying(1, time.Minute),
-			ev:   Event{Kind: EventVerified, At: at(2 * time.Minute), Verification: checks(verify.StatusInconclusive, verify.StatusFail)},
+			name:  "a failed verification of the last rung: people take over",
+			inc:   verifying(1, time.Minute),
+			ev:    Event{Kind: EventVerified, At: at(2 * time.Minute), Verification: checks(verify.StatusInconclusive, verify.StatusFail)},
 			state: StateEscalated, rung: 2, effects: []string{"save", "announce", "save", "save", "page:oncall"},
 		},
 		{
-			name: "item 9: a failed afterAction task pages now, and verification goes on",
-			inc:  verifying(0, time.Minute),
-			ev:   Event{Kind: EventTasksRan, At: at(2 * time.Minute), Phase: PhaseAfterAction, Tasks: []Task{{Name: "flush", Result: "failed"}}},
+			name:  "item 9: a failed afterAction task pages now, and verification goes on",
+			inc:   verifying(0, time.Minute),
+			ev:    Event{Kind: EventTasksRan, At: at(2 * time.Minute), Phase: PhaseAfterAction, Tasks: []Task{{Name: "flush", Result: "failed"}}},
 			state: StateVerifying, effects: []string{"save", "save", "page:oncall"},
 		},
 		{
@@ -309,9 +309,9 @@ func TestNext(t *testing.T) {
 			},
 		},
 		{
-			name: "a failed afterRecovery task escalates",
-			inc:  verifying(0, time.Minute),
-			ev:   Event{Kind: EventTasksRan, At: at(2 * time.Minute), Phase: PhaseAfterRecovery, Tasks: []Task{{Name: "flush", Result: "failed"}}},
+			name:  "a failed afterRecovery task escalates",
+			inc:   verifying(0, time.Minute),
+			ev:    Event{Kind: EventTasksRan, At: at(2 * time.Minute), Phase: PhaseAfterRecovery, Tasks: []Task{{Name: "flush", Result: "failed"}}},
 			state: StateEscalated, effects: []string{"save", "save", "page:oncall"},
 		},
 		{
@@ -369,7 +369,7 @@ func TestNext(t *testing.T) {
 		},
 		{
 			name: "a rollback joining after the automatic rungs failed does not start them again",
-			inc: with(verifying(1, time.Minute), func(i *Incident) { i.State = StateEscalated }),
+			inc:  with(verifying(1, time.Minute), func(i *Incident) { i.State = StateEscalated }),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Down"},
 				Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
 			state: StateEscalated, rung: 1, effects: []string{"save", "release_budget"},

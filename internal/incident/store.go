@@ -46,6 +46,9 @@ type Store struct {
 type Versioned struct {
 	*Incident
 	resourceVersion string
+	// data is the record as last read or written, to tell a change of
+	// the incident by another writer from one of the ConfigMap's metadata.
+	data string
 }
 
 // targetKey is a label value naming a workload.
@@ -55,6 +58,7 @@ func targetKey(r policy.Ref) string {
 }
 
 func (s *Store) encode(inc *Incident, rv string) (*corev1.ConfigMap, error) {
+	inc.SchemaVersion = SchemaVersion
 	data, err := json.Marshal(inc)
 	if err != nil {
 		return nil, fmt.Errorf("encode incident %s: %w", inc.ID, err)
@@ -77,7 +81,10 @@ func decode(cm *corev1.ConfigMap) (*Versioned, error) {
 	if err := json.Unmarshal([]byte(cm.Data[dataKey]), &inc); err != nil {
 		return nil, fmt.Errorf("decode incident %s: %w", cm.Name, err)
 	}
-	return &Versioned{Incident: &inc, resourceVersion: cm.ResourceVersion}, nil
+	if inc.SchemaVersion > SchemaVersion {
+		return nil, fmt.Errorf("decode incident %s: schema version %d is newer than this daemon's %d", cm.Name, inc.SchemaVersion, SchemaVersion)
+	}
+	return &Versioned{Incident: &inc, resourceVersion: cm.ResourceVersion, data: cm.Data[dataKey]}, nil
 }
 
 // Create records a new incident; ErrExists when it is already there.
@@ -93,7 +100,7 @@ func (s *Store) Create(ctx context.Context, inc *Incident) (*Versioned, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record incident %s: %w", inc.ID, err)
 	}
-	return &Versioned{Incident: inc, resourceVersion: out.ResourceVersion}, nil
+	return &Versioned{Incident: inc, resourceVersion: out.ResourceVersion, data: cm.Data[dataKey]}, nil
 }
 
 // Get reads the incident with id.
@@ -113,19 +120,38 @@ func (s *Store) getObject(ctx context.Context, name string) (*Versioned, error) 
 }
 
 // Update writes v back. It fails with a Conflict API error when the
-// incident changed since v was read: the caller reads it again.
+// incident changed since v was read: the caller reads it again. A change
+// of the ConfigMap alone (a label or annotation somebody added) is no
+// conflict: the incident is written over it.
 func (s *Store) Update(ctx context.Context, v *Versioned) error {
 	cm, err := s.encode(v.Incident, v.resourceVersion)
 	if err != nil {
 		return err
 	}
-	out, err := s.Client.CoreV1().ConfigMaps(s.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
-	if err != nil {
-		return fmt.Errorf("update incident %s: %w", v.ID, err)
+	cms := s.Client.CoreV1().ConfigMaps(s.Namespace)
+	for attempt := 0; ; attempt++ {
+		out, err := cms.Update(ctx, cm, metav1.UpdateOptions{})
+		if err == nil {
+			v.resourceVersion, v.data = out.ResourceVersion, cm.Data[dataKey]
+			return nil
+		}
+		if !apierrors.IsConflict(err) || attempt == maxMetadataConflicts {
+			return fmt.Errorf("update incident %s: %w", v.ID, err)
+		}
+		cur, getErr := cms.Get(ctx, cm.Name, metav1.GetOptions{})
+		if getErr != nil {
+			return fmt.Errorf("update incident %s: %w (and read it again: %w)", v.ID, err, getErr)
+		}
+		if cur.Data[dataKey] != v.data {
+			return fmt.Errorf("update incident %s: written by another writer: %w", v.ID, err)
+		}
+		cm.ResourceVersion = cur.ResourceVersion
 	}
-	v.resourceVersion = out.ResourceVersion
-	return nil
 }
+
+// maxMetadataConflicts bounds the conflicts Update writes over when only
+// the ConfigMap's metadata changed.
+const maxMetadataConflicts = 5
 
 // List returns incidents, newest first; open limits them to open ones.
 func (s *Store) List(ctx context.Context, open bool) ([]*Versioned, error) {

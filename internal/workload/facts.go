@@ -13,6 +13,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -33,6 +34,11 @@ const (
 	// RolledBackAtAnnotation records when autorollbackd last rolled the
 	// workload back (RFC 3339).
 	RolledBackAtAnnotation = "autorollback.io/rolled-back-at"
+	// RestartedAtAnnotation records, on a workload, the pod template's
+	// kubectl.kubernetes.io/restartedAt value that autorollbackd's own
+	// restart (after a feature flag rollback) wrote.
+	RestartedAtAnnotation = "autorollback.io/restarted-at"
+	templateRestartedAt   = "kubectl.kubernetes.io/restartedAt"
 
 	argoTrackingAnnotation = "argocd.argoproj.io/tracking-id"
 	argoInstanceLabel      = "argocd.argoproj.io/instance"
@@ -63,14 +69,14 @@ func DeploymentFacts(d *appsv1.Deployment, rss []*appsv1.ReplicaSet) *policy.Wor
 		revs = append(revs, Revision{Number: n, Name: rs.Name, Created: rs.CreationTimestamp.Time})
 	}
 	current, _ := strconv.ParseInt(d.Annotations[RevisionAnnotation], 10, 64)
-	w := facts(policy.KindDeployment, &d.ObjectMeta, current, revs)
+	w := facts(policy.KindDeployment, &d.ObjectMeta, &d.Spec.Template, current, revs)
 	w.Paused = d.Spec.Paused
 	return w
 }
 
 // StatefulSetFacts derives the facts of s from its ControllerRevisions.
 func StatefulSetFacts(s *appsv1.StatefulSet, crs []*appsv1.ControllerRevision) *policy.Workload {
-	return facts(policy.KindStatefulSet, &s.ObjectMeta, currentRevision(s.Status.UpdateRevision, s, crs), controllerRevisions(s, crs))
+	return facts(policy.KindStatefulSet, &s.ObjectMeta, &s.Spec.Template, currentRevision(s.Status.UpdateRevision, s, crs), controllerRevisions(s, crs))
 }
 
 // DaemonSetFacts derives the facts of ds from its ControllerRevisions. A
@@ -81,7 +87,7 @@ func DaemonSetFacts(ds *appsv1.DaemonSet, crs []*appsv1.ControllerRevision) *pol
 	for _, r := range revs {
 		current = max(current, r.Number)
 	}
-	return facts(policy.KindDaemonSet, &ds.ObjectMeta, current, revs)
+	return facts(policy.KindDaemonSet, &ds.ObjectMeta, &ds.Spec.Template, current, revs)
 }
 
 func controllerRevisions(owner metav1.Object, crs []*appsv1.ControllerRevision) []Revision {
@@ -107,7 +113,12 @@ func currentRevision(name string, owner metav1.Object, crs []*appsv1.ControllerR
 // time stands for when its rollout began: Kubernetes records no other
 // timestamp for it. A rollback to an old revision therefore looks like an
 // old rollout, which makes the recent-rollout guard escalate rather than act.
-func facts(kind policy.Kind, meta *metav1.ObjectMeta, current int64, revs []Revision) *policy.Workload {
+//
+// A current revision that is autorollbackd's own restart (after a feature
+// flag rollback) is no rollout: the suspect is still the revision it
+// restarted, which is then neither the rollout's start nor a revision to go
+// back to, since it runs the same template.
+func facts(kind policy.Kind, meta *metav1.ObjectMeta, tmpl *corev1.PodTemplateSpec, current int64, revs []Revision) *policy.Workload {
 	w := &policy.Workload{
 		Ref:         policy.Ref{Kind: kind, Namespace: meta.Namespace, Name: meta.Name},
 		Labels:      meta.Labels,
@@ -115,9 +126,15 @@ func facts(kind policy.Kind, meta *metav1.ObjectMeta, current int64, revs []Revi
 		Revision:    current,
 	}
 	slices.SortFunc(revs, func(a, b Revision) int { return cmp.Compare(b.Number, a.Number) })
-	for _, r := range revs {
+	ourRestart := meta.Annotations[RestartedAtAnnotation] != "" && tmpl.Annotations[templateRestartedAt] == meta.Annotations[RestartedAtAnnotation]
+	for i, r := range revs {
+		if ourRestart && r.Number < current && (i == 0 || revs[i-1].Number >= current) {
+			// The revision the restart restarted.
+			w.RolloutStartedAt = r.Created
+			continue
+		}
 		switch {
-		case r.Number == current && w.RolloutStartedAt.IsZero():
+		case r.Number == current && w.RolloutStartedAt.IsZero() && !ourRestart:
 			w.RolloutStartedAt = r.Created
 		case r.Number < current:
 			if w.PreviousRevision == 0 {
