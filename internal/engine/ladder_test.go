@@ -97,7 +97,8 @@ func TestPostRollbackTasks(t *testing.T) {
 	tasks := func(_ *verify.Config, _ *escalate.Config, o *Options) {
 		o.Tasks = map[string]actuator.Task{
 			"flush-cache": {Name: "flush-cache", Job: job(nil), Timeout: time.Minute},
-			"stuck":       {Name: "stuck", Job: job(map[string]string{"no-such": "node"}), Timeout: 2 * time.Second},
+			"stuck":       {Name: "stuck", Job: job(map[string]string{"no-such": "node"}), Timeout: 2 * time.Second, Phase: "afterRecovery"},
+			"stuck-early": {Name: "stuck-early", Job: job(map[string]string{"no-such": "node"}), Timeout: 2 * time.Second},
 		}
 	}
 	for _, tc := range []struct {
@@ -106,7 +107,8 @@ func TestPostRollbackTasks(t *testing.T) {
 		results     []string
 	}{
 		{"succeeds and resolves", "flush-cache", incident.StateResolved, []string{"succeeded"}},
-		{"fails and escalates", "flush-cache, stuck", incident.StateEscalated, []string{"succeeded", "failed"}},
+		{"fails after recovery and escalates", "flush-cache, stuck", incident.StateEscalated, []string{"succeeded", "failed"}},
+		{"fails after the action, pages, and the incident still resolves", "stuck-early", incident.StateResolved, []string{"failed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, optedIn, map[string]string{AnnotationPostRollbackTasks: tc.tasks})
@@ -123,11 +125,11 @@ func TestPostRollbackTasks(t *testing.T) {
 			if !slices.Equal(results, tc.results) {
 				t.Fatalf("task results = %v, want %v\n%s", results, tc.results, inc.Render())
 			}
-			if tc.state == incident.StateEscalated {
-				// The page follows the escalation's record.
+			if failed := tc.results[len(tc.results)-1] == "failed"; failed {
+				// The page follows the failure's record.
 				testenv.Eventually(t, 10*time.Second, "one page about the failed task", func(context.Context) (bool, string) {
 					pages := e.messages.find("page")
-					return len(pages) == 1 && strings.Contains(fmt.Sprint(pages[0]["summary"]), "post-rollback task stuck failed"), fmt.Sprint(pages)
+					return len(pages) == 1 && strings.Contains(fmt.Sprint(pages[0]["summary"]), "post-rollback task stuck"), fmt.Sprint(pages)
 				})
 			}
 		})

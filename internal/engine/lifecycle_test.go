@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
+	"github.com/autorollbackd/autorollbackd/internal/webhook"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
+)
+
+// A non-critical alert opens a fix-forward incident; a service_down alert on
+// the same workload minutes later must roll back, not just join it.
+func TestRollbackDecisionTakesOverAFixForwardIncident(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	slow := firing(f.ns, "non-critical", time.Now(), map[string]string{"impact": "non_critical", "alertname": "EventServiceSlow"})
+	if _, err := e.Accept(ctx, slow); err != nil {
+		t.Fatal(err)
+	}
+	first := e.waitIncident(t, slow, incident.StateEscalated)
+	if first.Decision.Outcome != policy.OutcomeFixForward {
+		t.Fatalf("first decision %s, want fix_forward", first.Decision.Outcome)
+	}
+	down := firing(f.ns, "down", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(ctx, down); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, down, incident.StateResolved)
+	if inc.ID != first.ID {
+		t.Fatalf("the service_down alert opened %s; want it to join %s", inc.ID, first.ID)
+	}
+	if inc.Decision.Outcome != policy.OutcomeRollback || len(inc.Actions) != 1 || inc.Actions[0].Result == nil ||
+		inc.Actions[0].Result.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("decision %s, actions %+v; want the incident to take the rollback over and apply it\n%s", inc.Decision.Outcome, inc.Actions, inc.Render())
+	}
+	f.waitRevision(t, "3")
+	if image, _ := f.image(t); image != "event-service:v1" {
+		t.Fatalf("image = %s, want event-service:v1", image)
+	}
+}
+
+// A second bad rollout that lands while the incident of the first is still
+// open is a new episode: it gets an incident, and a rollback, of its own.
+func TestNewerRolloutStartsANewEpisode(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	slow := firing(f.ns, "episode-1", time.Now(), map[string]string{"impact": "non_critical", "alertname": "EventServiceSlow"})
+	if _, err := e.Accept(ctx, slow); err != nil {
+		t.Fatal(err)
+	}
+	first := e.waitIncident(t, slow, incident.StateEscalated)
+	f.rollout(t, "event-service:v3-bad", "3")
+	down := firing(f.ns, "episode-2", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(ctx, down); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, down, incident.StateResolved)
+	if inc.ID == first.ID || inc.Revision != 3 {
+		t.Fatalf("incident %s of revision %d; want a new one about revision 3 (the first is %s)", inc.ID, inc.Revision, first.ID)
+	}
+	if len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.From != 3 || inc.Actions[0].Result.To != 2 {
+		t.Fatalf("actions %+v; want a rollback from 3 to 2\n%s", inc.Actions, inc.Render())
+	}
+}
+
+// An alert back-dated by hours (here: it started before the rollout, which
+// the policy escalates) must not page the whole ladder at once: the clock
+// starts no earlier than the suspect rollout.
+func TestClockStartsNoEarlierThanTheRollout(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, ec *escalate.Config, _ *Options) {
+		ec.Ladder = []escalate.Step{
+			{After: metav1.Duration{Duration: time.Second}, Level: "oncall", Notifiers: []string{"people"}},
+			{After: metav1.Duration{Duration: 2 * time.Second}, Level: "lead", Notifiers: []string{"people"}},
+			{After: metav1.Duration{Duration: time.Hour}, Level: "war_room", Notifiers: []string{"people"}},
+		}
+	})
+	n := firing(f.ns, "back-dated", f.rolloutAt.Add(-3*time.Hour), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	var inc *incident.Incident
+	testenv.Eventually(t, 30*time.Second, "the lead paged", func(ctx context.Context) (bool, string) {
+		var err error
+		if inc, err = e.incidentOf(ctx, n); err != nil {
+			return false, err.Error()
+		}
+		return inc.PagedLevels()["lead"], inc.Render()
+	})
+	if inc.StartedAt.Before(f.rolloutAt.Truncate(time.Second)) {
+		t.Errorf("clock started at %s, before the rollout at %s", inc.StartedAt, f.rolloutAt)
+	}
+	for _, p := range inc.Pages {
+		if p.Level == "war_room" {
+			t.Fatalf("the war room was paged for an alert back-dated by hours\n%s", inc.Render())
+		}
+	}
+}
+
+// A feature flag rollback arms the cooldown, and the restart it causes is
+// not a fresh rollout: a later alert is not blamed on it.
+func TestFlagRollbackArmsCooldownAndItsRestartIsNoRollout(t *testing.T) {
+	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config"})
+	ctx := context.Background()
+	if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "event-service-config"},
+		Data:       map[string]string{"FEATURE_NEW_PRICING": "true"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	n := firing(f.ns, "flag-cooldown", time.Now(), map[string]string{"impact": "critical_flow_broken", LabelFeatureFlag: "FEATURE_NEW_PRICING"})
+	if _, err := e.Accept(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	e.waitIncident(t, n, incident.StateResolved)
+	f.waitRevision(t, "3")
+	d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, "event-service", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rss, err := f.c.Client.AppsV1().ReplicaSets(f.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var owned []*appsv1.ReplicaSet
+	for i := range rss.Items {
+		owned = append(owned, &rss.Items[i])
+	}
+	w := workload.DeploymentFacts(d, owned)
+	if w.LastAutoRollbackAt.IsZero() {
+		t.Errorf("the flag rollback did not arm the cooldown: annotations %v", d.Annotations)
+	}
+	if w.Revision != 3 || !w.RolloutStartedAt.Equal(f.rolloutAt.Truncate(time.Second)) || !slices.Equal(w.Older, []int64{1}) {
+		t.Errorf("facts: revision %d started %s, older %v; want revision 3 seen as the rollout of revision 2 (started %s), going back to 1",
+			w.Revision, w.RolloutStartedAt, w.Older, f.rolloutAt)
+	}
+	again := firing(f.ns, "after-flag", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	if dec := e.waitDecision(t, again); dec.Outcome != policy.OutcomeEscalate || dec.Reason != policy.ReasonCooldown {
+		t.Fatalf("decision after the flag rollback %s/%s, want escalate/cooldown\n%s", dec.Outcome, dec.Reason, dec)
+	}
+}
+
+// A post-rollback task of the default phase runs right after the rollback,
+// even when verification then fails: the state a rollback leaves behind
+// needs cleaning either way.
+func TestAfterActionTaskRunsWhenVerificationFails(t *testing.T) {
+	f := newFixture(t, optedIn, map[string]string{AnnotationPostRollbackTasks: "flush-cache"})
+	// The last known good never becomes ready: verification fails.
+	f.rollout(t, "event-service:v1.2-unready", "3", unschedulable)
+	f.rollout(t, "event-service:v3-bad", "4")
+	e := f.startEngine(t, policy.DefaultConfig(), 1, shortClock(3*time.Second), func(_ *verify.Config, _ *escalate.Config, o *Options) {
+		o.MaxRollbackDepth = 1
+		o.Tasks = map[string]actuator.Task{"flush-cache": {Name: "flush-cache", Timeout: time.Minute, Job: batchv1.JobSpec{
+			Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+				Containers: []corev1.Container{{Name: "flush", Image: "redis:7"}}}}}}}
+	})
+	n := firing(f.ns, "task-on-failure", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, n, incident.StateEscalated)
+	if len(inc.Verifications) == 0 || inc.Verifications[0].Overall == verify.StatusPass {
+		t.Fatalf("verifications %+v, want a failed one\n%s", inc.Verifications, inc.Render())
+	}
+	if len(inc.Tasks) != 1 || inc.Tasks[0].Name != "flush-cache" || inc.Tasks[0].Result != "succeeded" {
+		t.Fatalf("tasks %+v; want flush-cache run after the rollback though verification failed\n%s", inc.Tasks, inc.Render())
+	}
+}
+
+// No notifier on the ladder: the timeline says nobody was paged.
+func TestNoNotifierIsNoReceiverNotPaged(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, ec *escalate.Config, _ *Options) {
+		ec.Ladder = []escalate.Step{{After: metav1.Duration{Duration: time.Second}, Level: "oncall"}}
+	})
+	n := firing(f.ns, "nobody", time.Now(), map[string]string{"impact": "service_down"})
+	// The policy escalates a paused rollout at once.
+	if _, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(context.Background(), "event-service", types.MergePatchType,
+		[]byte(`{"spec":{"paused":true}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "paused in the cache", func(ctx context.Context) (bool, string) {
+		w, err := e.opts.Cache.Facts(ctx, policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"})
+		return err == nil && w != nil && w.Paused, fmt.Sprint(err)
+	})
+	if _, err := e.Accept(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	var inc *incident.Incident
+	testenv.Eventually(t, 30*time.Second, "on-call's page recorded", func(ctx context.Context) (bool, string) {
+		var err error
+		if inc, err = e.incidentOf(ctx, n); err != nil {
+			return false, err.Error()
+		}
+		return len(inc.Pages) == 1 && !inc.Pages[0].Sending, inc.Render()
+	})
+	if !inc.Pages[0].NoReceiver || inc.PagedLevels()["oncall"] {
+		t.Fatalf("page %+v; want no_receiver, and on-call not counted as paged\n%s", inc.Pages[0], inc.Render())
+	}
+	for _, l := range inc.Timeline {
+		if strings.HasPrefix(l.What, "paged oncall") {
+			t.Fatalf("the timeline says %q though nobody was paged", l.What)
+		}
+	}
+}
+
+// incidentOf reads the incident of n's alert as it is now.
+func (r *running) incidentOf(ctx context.Context, n *webhook.Notification) (*incident.Incident, error) {
+	a := n.Alerts[0]
+	rec, err := r.Record(ctx, AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt}))
+	if err != nil {
+		return nil, err
+	}
+	if rec.Incident == "" {
+		return nil, fmt.Errorf("no incident yet: %s", rec.state())
+	}
+	v, err := r.opts.Incidents.Get(ctx, rec.Incident)
+	if err != nil {
+		return nil, err
+	}
+	return v.Incident, nil
+}
