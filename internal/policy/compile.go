@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
@@ -40,6 +41,7 @@ type rule struct {
 	matchers labels.Matchers
 	when     cel.Program // nil without a condition
 	target   target
+	window   time.Duration // the rule's recentRolloutWindow, else the global one
 }
 
 // target is how to find the workload in an alert's labels.
@@ -143,6 +145,18 @@ func Compile(cfg Config) (*Policy, error) {
 				c.add(key+".when", err)
 			}
 			cr.when = prg
+		}
+		cr.window = cfg.RecentRolloutWindow.Duration
+		if w := r.RecentRolloutWindow; w != nil {
+			switch {
+			case w.Duration <= 0:
+				c.bad(key+".recentRolloutWindow", "must be a positive duration, got %s", w.Duration)
+			case r.Outcome != OutcomeRollback:
+				// The guards run only before a rollback: the window would
+				// silently do nothing.
+				c.bad(key+".recentRolloutWindow", "only applies to rules with outcome rollback, got outcome %s", r.Outcome)
+			}
+			cr.window = w.Duration
 		}
 		cr.target = c.ruleTarget(key+".target", r.Target, p.defaultTarget)
 		p.rules = append(p.rules, cr)

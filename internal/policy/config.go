@@ -70,6 +70,9 @@ type Rule struct {
 	Outcome   Outcome `json:"outcome" mapstructure:"outcome"`
 	// When is an optional CEL condition that must also be true.
 	When string `json:"when,omitempty" mapstructure:"when"`
+	// RecentRolloutWindow, when set, replaces Config.RecentRolloutWindow
+	// for the alerts this rule decides. Only for outcome rollback.
+	RecentRolloutWindow *metav1.Duration `json:"recentRolloutWindow,omitempty" mapstructure:"recentRolloutWindow"`
 	// Target optionally overrides how the workload is found.
 	Target RuleTarget `json:"target,omitzero" mapstructure:"target"`
 }
@@ -149,6 +152,9 @@ func (c Config) clone() Config {
 	c.Rules = slices.Clone(c.Rules)
 	for i := range c.Rules {
 		c.Rules[i].Matchers = slices.Clone(c.Rules[i].Matchers)
+		if w := c.Rules[i].RecentRolloutWindow; w != nil {
+			c.Rules[i].RecentRolloutWindow = &metav1.Duration{Duration: w.Duration}
+		}
 	}
 	return c
 }
