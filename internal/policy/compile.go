@@ -151,9 +151,9 @@ func Compile(cfg Config) (*Policy, error) {
 			switch {
 			case w.Duration <= 0:
 				c.bad(key+".recentRolloutWindow", "must be a positive duration, got %s", w.Duration)
-			case r.Outcome != OutcomeRollback:
+			case r.Outcome == OutcomeFixForward || r.Outcome == OutcomeIgnore:
 				// The guards run only before a rollback: the window would
-				// silently do nothing.
+				// silently do nothing. (A bad outcome is reported above.)
 				c.bad(key+".recentRolloutWindow", "only applies to rules with outcome rollback, got outcome %s", r.Outcome)
 			}
 			cr.window = w.Duration

@@ -92,6 +92,10 @@ func TestCompileErrors(t *testing.T) {
 			`rules[0].recentRolloutWindow: must be a positive duration, got -1h0m0s`},
 		{"rule window on a rule that does not roll back", func(c *policy.Config) { c.Rules[4].RecentRolloutWindow = ptr(dur(time.Hour)) },
 			`rules[4].recentRolloutWindow: only applies to rules with outcome rollback, got outcome fix_forward`},
+		{"bad outcome on a rule with a window is reported once", func(c *policy.Config) {
+			c.Rules[0].RecentRolloutWindow = ptr(dur(time.Hour))
+			c.Rules[0].Outcome = "revert"
+		}, `rules[0].outcome: must be rollback, fix_forward or ignore, got "revert"`},
 		{"zero cooldown", func(c *policy.Config) { c.Cooldown = dur(0) },
 			`cooldown: must be a positive duration, got 0s`},
 		{"negative cooldown", func(c *policy.Config) { c.Cooldown = dur(-time.Minute) },
@@ -167,6 +171,13 @@ func TestCompileAccepts(t *testing.T) {
 	}
 }
 
+// lateFound are the criteria the default policy gives a recent-rollout
+// window of their own.
+var lateFound = map[string]time.Duration{
+	"data_corruption":        24 * time.Hour,
+	"security_vulnerability": 24 * time.Hour,
+}
+
 func TestDefaultConfigEncodesTheRunbook(t *testing.T) {
 	cfg := policy.DefaultConfig()
 	want := map[string]policy.Outcome{
@@ -189,6 +200,18 @@ func TestDefaultConfigEncodesTheRunbook(t *testing.T) {
 		if len(r.Matchers) != 1 || r.Matchers[0] != `impact="`+r.Criterion+`"` {
 			t.Errorf("rule %s: matchers %q", r.Name, r.Matchers)
 		}
+		// Harm that is found late gets a day to be tied to the rollout;
+		// outages show at once and keep the global hour.
+		var window time.Duration
+		if r.RecentRolloutWindow != nil {
+			window = r.RecentRolloutWindow.Duration
+		}
+		if want := lateFound[r.Criterion]; window != want {
+			t.Errorf("rule %s: recentRolloutWindow %v, want %v (0: the global one)", r.Name, window, want)
+		}
+	}
+	if cfg.RecentRolloutWindow.Duration != time.Hour {
+		t.Errorf("recentRolloutWindow = %v, want 1h", cfg.RecentRolloutWindow.Duration)
 	}
 	if cfg.OptInLabel != policy.DefaultOptInLabel || cfg.DefaultOutcome != policy.OutcomeIgnore || cfg.DryRun || cfg.Freeze {
 		t.Errorf("unexpected defaults: %+v", cfg)

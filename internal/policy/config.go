@@ -94,6 +94,12 @@ type RuleTarget struct {
 // runbook: roll back when a service is down, data is being corrupted, a
 // security vulnerability is out or a critical business flow is broken; fix
 // forward when the issue is isolated to a non-critical feature.
+//
+// Data corruption and security vulnerabilities get a 24h recent-rollout
+// window: they are found by integrity checks, scanners and reports hours
+// after the deploy that caused them, and the bad revision does harm for as
+// long as it runs. Outages and broken flows show on request metrics within
+// minutes, so they keep the global hour.
 func DefaultConfig() Config {
 	d := func(x time.Duration) metav1.Duration { return metav1.Duration{Duration: x} }
 	rule := func(criterion string, outcome Outcome) Rule {
@@ -103,6 +109,10 @@ func DefaultConfig() Config {
 			Criterion: criterion,
 			Outcome:   outcome,
 		}
+	}
+	foundLate := func(r Rule) Rule {
+		r.RecentRolloutWindow = &metav1.Duration{Duration: 24 * time.Hour}
+		return r
 	}
 	return Config{
 		OptInLabel: DefaultOptInLabel,
@@ -125,8 +135,8 @@ func DefaultConfig() Config {
 		},
 		Rules: []Rule{
 			rule("service_down", OutcomeRollback),
-			rule("data_corruption", OutcomeRollback),
-			rule("security_vulnerability", OutcomeRollback),
+			foundLate(rule("data_corruption", OutcomeRollback)),
+			foundLate(rule("security_vulnerability", OutcomeRollback)),
 			rule("critical_flow_broken", OutcomeRollback),
 			rule("non_critical", OutcomeFixForward),
 		},

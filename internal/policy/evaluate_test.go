@@ -247,6 +247,21 @@ func evalRows() []evalRow {
 		{name: "a rule window at its edge is recent",
 			cfg: ruleWindow("data-corruption", 24*time.Hour), in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(24 * time.Hour)(in) },
 			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "data-corruption"},
+		// The default policy gives the criteria whose harm is found late a
+		// day; outages keep the global hour.
+		{name: "default: data corruption 3h after the rollout rolls back", in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(3 * time.Hour)(in) },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "data-corruption",
+			msgContain: "within the 24h0m0s window of rule data-corruption"},
+		{name: "default: security vulnerability 20h after the rollout rolls back", in: func(in *policy.Input) { impact("security_vulnerability")(in); rolloutAgo(20 * time.Hour)(in) },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "security-vulnerability"},
+		{name: "default: data corruption 25h after the rollout escalates", in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(25 * time.Hour)(in) },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "data-corruption", failed: "recent rollout",
+			msgContain: "outside the 24h0m0s window of rule data-corruption"},
+		{name: "default: service down 3h after the rollout escalates", in: rolloutAgo(3 * time.Hour),
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "service-down", failed: "recent rollout",
+			msgContain: "outside the 1h0m0s window"},
+		{name: "default: critical flow broken 3h after the rollout escalates", in: func(in *policy.Input) { impact("critical_flow_broken")(in); rolloutAgo(3 * time.Hour)(in) },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "critical-flow-broken", failed: "recent rollout"},
 		{name: "the rule window of a rule whose condition is false does not apply",
 			cfg: func(c *policy.Config) {
 				c.Rules = append([]policy.Rule{{
