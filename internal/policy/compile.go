@@ -42,6 +42,9 @@ type rule struct {
 	when     cel.Program // nil without a condition
 	target   target
 	window   time.Duration // the rule's recentRolloutWindow, else the global one
+	// windowName names window in decisions, built once here rather than
+	// for every alert.
+	windowName string
 }
 
 // target is how to find the workload in an alert's labels.
@@ -158,6 +161,7 @@ func Compile(cfg Config) (*Policy, error) {
 			}
 			cr.window = w.Duration
 		}
+		cr.windowName = windowName(cr.window, r)
 		cr.target = c.ruleTarget(key+".target", r.Target, p.defaultTarget)
 		p.rules = append(p.rules, cr)
 	}
@@ -166,6 +170,15 @@ func Compile(cfg Config) (*Policy, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// windowName names a recent-rollout window and, when it is the rule's own,
+// the rule, so that a decision says which setting to change.
+func windowName(window time.Duration, r Rule) string {
+	if r.RecentRolloutWindow != nil {
+		return "the " + window.String() + " window of rule " + r.Name
+	}
+	return "the " + window.String() + " window"
 }
 
 // Config returns a copy of the configuration p was compiled from.

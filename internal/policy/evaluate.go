@@ -367,13 +367,11 @@ func (e *evaluation) window() time.Duration {
 	return e.p.cfg.RecentRolloutWindow.Duration
 }
 
-// windowName names the window that applies and, when it is a rule's own,
-// the rule, so that a decision says which setting to change.
 func (e *evaluation) windowName() string {
-	if r := e.rule(); r != nil && r.RecentRolloutWindow != nil {
-		return "the " + r.window.String() + " window of rule " + r.Name
+	if r := e.rule(); r != nil {
+		return r.windowName
 	}
-	return "the " + e.window().String() + " window"
+	return windowName(e.p.cfg.RecentRolloutWindow.Duration, Rule{})
 }
 
 func (e *evaluation) alertAfterCheck(escalate recordFunc) {
