@@ -32,6 +32,8 @@ func TestCheckConfigRejects(t *testing.T) {
 		{"unknown key", "kubernetes:\n  qpss: 5\n", "autorollbackd check-config: kubernetes.qpss: unknown key\n"},
 		{"wrong type", "kubernetes:\n  burst: many\n", "autorollbackd check-config: kubernetes.burst: cannot parse value as 'int'"},
 		{"bad duration", "server:\n  writeTimeout: soon\n", `autorollbackd check-config: server.writeTimeout: must be a duration such as "30s" or "5m"`},
+		{"zero rule window", ruleWithWindow("0s"), "autorollbackd check-config: policy.rules[0].recentRolloutWindow: must be a positive duration, got 0s\n"},
+		{"bad rule window", ruleWithWindow("soon"), `autorollbackd check-config: policy.rules[0].recentRolloutWindow: must be a duration such as "30s" or "5m"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := execute(t, nil, "check-config", writeFile(t, tc.body))
@@ -48,6 +50,23 @@ func TestCheckConfigRejects(t *testing.T) {
 				t.Errorf("stdout = %q, want nothing on error", stdout)
 			}
 		})
+	}
+}
+
+// ruleWithWindow is a configuration with one rule whose recentRolloutWindow
+// is window.
+func ruleWithWindow(window string) string {
+	return "policy:\n  rules:\n  - name: data-corruption\n    matchers: ['impact=\"data_corruption\"']\n" +
+		"    criterion: data_corruption\n    outcome: rollback\n    recentRolloutWindow: " + window + "\n"
+}
+
+func TestCheckConfigAcceptsARuleWindow(t *testing.T) {
+	code, stdout, stderr := execute(t, nil, "check-config", writeFile(t, ruleWithWindow("24h")))
+	if code != ExitOK {
+		t.Fatalf("exit code = %d, stderr %q", code, stderr)
+	}
+	if !strings.Contains(stdout, "    recentRolloutWindow: 24h0m0s\n") {
+		t.Errorf("stdout lacks the rule's window:\n%s", stdout)
 	}
 }
 

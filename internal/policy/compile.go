@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
@@ -40,6 +41,10 @@ type rule struct {
 	matchers labels.Matchers
 	when     cel.Program // nil without a condition
 	target   target
+	window   time.Duration // the rule's recentRolloutWindow, else the global one
+	// windowName names window in decisions, built once here rather than
+	// for every alert.
+	windowName string
 }
 
 // target is how to find the workload in an alert's labels.
@@ -144,6 +149,19 @@ func Compile(cfg Config) (*Policy, error) {
 			}
 			cr.when = prg
 		}
+		cr.window = cfg.RecentRolloutWindow.Duration
+		if w := r.RecentRolloutWindow; w != nil {
+			switch {
+			case w.Duration <= 0:
+				c.bad(key+".recentRolloutWindow", "must be a positive duration, got %s", w.Duration)
+			case r.Outcome == OutcomeFixForward || r.Outcome == OutcomeIgnore:
+				// The guards run only before a rollback: the window would
+				// silently do nothing. (A bad outcome is reported above.)
+				c.bad(key+".recentRolloutWindow", "only applies to rules with outcome rollback, got outcome %s", r.Outcome)
+			}
+			cr.window = w.Duration
+		}
+		cr.windowName = windowName(cr.window, r)
 		cr.target = c.ruleTarget(key+".target", r.Target, p.defaultTarget)
 		p.rules = append(p.rules, cr)
 	}
@@ -152,6 +170,15 @@ func Compile(cfg Config) (*Policy, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// windowName names a recent-rollout window and, when it is the rule's own,
+// the rule, so that a decision says which setting to change.
+func windowName(window time.Duration, r Rule) string {
+	if r.RecentRolloutWindow != nil {
+		return "the " + window.String() + " window of rule " + r.Name
+	}
+	return "the " + window.String() + " window"
 }
 
 // Config returns a copy of the configuration p was compiled from.

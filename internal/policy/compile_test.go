@@ -86,6 +86,16 @@ func TestCompileErrors(t *testing.T) {
 			`optInLabel: must be a label key: name part must be non-empty; name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`},
 		{"zero window", func(c *policy.Config) { c.RecentRolloutWindow = dur(0) },
 			`recentRolloutWindow: must be a positive duration, got 0s`},
+		{"zero rule window", func(c *policy.Config) { c.Rules[2].RecentRolloutWindow = ptr(dur(0)) },
+			`rules[2].recentRolloutWindow: must be a positive duration, got 0s`},
+		{"negative rule window", func(c *policy.Config) { c.Rules[0].RecentRolloutWindow = ptr(dur(-time.Hour)) },
+			`rules[0].recentRolloutWindow: must be a positive duration, got -1h0m0s`},
+		{"rule window on a rule that does not roll back", func(c *policy.Config) { c.Rules[4].RecentRolloutWindow = ptr(dur(time.Hour)) },
+			`rules[4].recentRolloutWindow: only applies to rules with outcome rollback, got outcome fix_forward`},
+		{"bad outcome on a rule with a window is reported once", func(c *policy.Config) {
+			c.Rules[0].RecentRolloutWindow = ptr(dur(time.Hour))
+			c.Rules[0].Outcome = "revert"
+		}, `rules[0].outcome: must be rollback, fix_forward or ignore, got "revert"`},
 		{"zero cooldown", func(c *policy.Config) { c.Cooldown = dur(0) },
 			`cooldown: must be a positive duration, got 0s`},
 		{"negative cooldown", func(c *policy.Config) { c.Cooldown = dur(-time.Minute) },
@@ -146,6 +156,10 @@ func TestCompileAccepts(t *testing.T) {
 		{"rule target with only a namespace label", func(c *policy.Config) {
 			c.Rules[0].Target = policy.RuleTarget{NamespaceLabel: "kubernetes_namespace"}
 		}},
+		{"rule windows longer and shorter than the global one", func(c *policy.Config) {
+			c.Rules[0].RecentRolloutWindow = ptr(dur(time.Minute))
+			c.Rules[1].RecentRolloutWindow = ptr(dur(72 * time.Hour))
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := policy.DefaultConfig()
@@ -155,6 +169,13 @@ func TestCompileAccepts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// lateFound are the criteria the default policy gives a recent-rollout
+// window of their own.
+var lateFound = map[string]time.Duration{
+	"data_corruption":        24 * time.Hour,
+	"security_vulnerability": 24 * time.Hour,
 }
 
 func TestDefaultConfigEncodesTheRunbook(t *testing.T) {
@@ -179,6 +200,18 @@ func TestDefaultConfigEncodesTheRunbook(t *testing.T) {
 		if len(r.Matchers) != 1 || r.Matchers[0] != `impact="`+r.Criterion+`"` {
 			t.Errorf("rule %s: matchers %q", r.Name, r.Matchers)
 		}
+		// Harm that is found late gets a day to be tied to the rollout;
+		// outages show at once and keep the global hour.
+		var window time.Duration
+		if r.RecentRolloutWindow != nil {
+			window = r.RecentRolloutWindow.Duration
+		}
+		if want := lateFound[r.Criterion]; window != want {
+			t.Errorf("rule %s: recentRolloutWindow %v, want %v (0: the global one)", r.Name, window, want)
+		}
+	}
+	if cfg.RecentRolloutWindow.Duration != time.Hour {
+		t.Errorf("recentRolloutWindow = %v, want 1h", cfg.RecentRolloutWindow.Duration)
 	}
 	if cfg.OptInLabel != policy.DefaultOptInLabel || cfg.DefaultOutcome != policy.OutcomeIgnore || cfg.DryRun || cfg.Freeze {
 		t.Errorf("unexpected defaults: %+v", cfg)
@@ -191,6 +224,7 @@ func TestConfigRoundTrip(t *testing.T) {
 	cfg := policy.DefaultConfig()
 	cfg.Rules[0].When = `alert.labels.severity == "critical"`
 	cfg.Rules[0].Target = policy.RuleTarget{Kind: policy.KindDeployment, NameTemplate: "{{ .Labels.app }}"}
+	cfg.Rules[0].RecentRolloutWindow = ptr(dur(90 * time.Minute))
 	raw, err := yaml.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +281,7 @@ func TestDocsListEveryCode(t *testing.T) {
 	for _, key := range []string{"dryRun", "freeze", "optInLabel", "namespaces.allow", "namespaces.deny", "recentRolloutWindow",
 		"clockSkew", "cooldown", "budget.perWorkloadPerHour", "budget.globalPerHour", "defaultOutcome",
 		"defaultTarget.namespaceLabel", "defaultTarget.kindLabels", "rules[].name", "rules[].matchers", "rules[].criterion",
-		"rules[].outcome", "rules[].when", "rules[].target.kind", "rules[].target.namespaceLabel", "rules[].target.nameLabel",
+		"rules[].outcome", "rules[].when", "rules[].recentRolloutWindow", "rules[].target.kind", "rules[].target.namespaceLabel", "rules[].target.nameLabel",
 		"rules[].target.namespaceTemplate", "rules[].target.nameTemplate"} {
 		if !strings.Contains(doc, "`"+key+"`") {
 			t.Errorf("docs/policy.md does not document key `%s`", key)
@@ -270,6 +304,30 @@ func TestPolicyConfigIsACopy(t *testing.T) {
 		t.Errorf("the policy's config changed through a copy")
 	}
 	if d := p.Evaluate(baseInput()); d.Outcome != policy.OutcomeRollback {
+		t.Errorf("after mutating copies: %s", d)
+	}
+}
+
+// TestRuleWindowIsACopy changes a rule's window through the Config a policy
+// was compiled from and through the one it hands out; the policy keeps its
+// own.
+func TestRuleWindowIsACopy(t *testing.T) {
+	cfg := policy.DefaultConfig()
+	cfg.Rules[1].RecentRolloutWindow = ptr(dur(24 * time.Hour))
+	p, err := policy.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Rules[1].RecentRolloutWindow.Duration = time.Minute
+	p.Config().Rules[1].RecentRolloutWindow.Duration = time.Minute
+
+	if got := p.Config().Rules[1].RecentRolloutWindow; got == nil || got.Duration != 24*time.Hour {
+		t.Errorf("Config().Rules[1].RecentRolloutWindow = %v, want 24h", got)
+	}
+	in := baseInput()
+	impact("data_corruption")(&in)
+	rolloutAgo(3 * time.Hour)(&in)
+	if d := p.Evaluate(in); d.Outcome != policy.OutcomeRollback {
 		t.Errorf("after mutating copies: %s", d)
 	}
 }

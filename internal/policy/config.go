@@ -70,6 +70,9 @@ type Rule struct {
 	Outcome   Outcome `json:"outcome" mapstructure:"outcome"`
 	// When is an optional CEL condition that must also be true.
 	When string `json:"when,omitempty" mapstructure:"when"`
+	// RecentRolloutWindow, when set, replaces Config.RecentRolloutWindow
+	// for the alerts this rule decides. Only for outcome rollback.
+	RecentRolloutWindow *metav1.Duration `json:"recentRolloutWindow,omitempty" mapstructure:"recentRolloutWindow"`
 	// Target optionally overrides how the workload is found.
 	Target RuleTarget `json:"target,omitzero" mapstructure:"target"`
 }
@@ -91,6 +94,12 @@ type RuleTarget struct {
 // runbook: roll back when a service is down, data is being corrupted, a
 // security vulnerability is out or a critical business flow is broken; fix
 // forward when the issue is isolated to a non-critical feature.
+//
+// Data corruption and security vulnerabilities get a 24h recent-rollout
+// window: they are found by integrity checks, scanners and reports hours
+// after the deploy that caused them, and the bad revision does harm for as
+// long as it runs. Outages and broken flows show on request metrics within
+// minutes, so they keep the global hour.
 func DefaultConfig() Config {
 	d := func(x time.Duration) metav1.Duration { return metav1.Duration{Duration: x} }
 	rule := func(criterion string, outcome Outcome) Rule {
@@ -100,6 +109,10 @@ func DefaultConfig() Config {
 			Criterion: criterion,
 			Outcome:   outcome,
 		}
+	}
+	foundLate := func(r Rule) Rule {
+		r.RecentRolloutWindow = &metav1.Duration{Duration: 24 * time.Hour}
+		return r
 	}
 	return Config{
 		OptInLabel: DefaultOptInLabel,
@@ -122,8 +135,8 @@ func DefaultConfig() Config {
 		},
 		Rules: []Rule{
 			rule("service_down", OutcomeRollback),
-			rule("data_corruption", OutcomeRollback),
-			rule("security_vulnerability", OutcomeRollback),
+			foundLate(rule("data_corruption", OutcomeRollback)),
+			foundLate(rule("security_vulnerability", OutcomeRollback)),
 			rule("critical_flow_broken", OutcomeRollback),
 			rule("non_critical", OutcomeFixForward),
 		},
@@ -149,6 +162,9 @@ func (c Config) clone() Config {
 	c.Rules = slices.Clone(c.Rules)
 	for i := range c.Rules {
 		c.Rules[i].Matchers = slices.Clone(c.Rules[i].Matchers)
+		if w := c.Rules[i].RecentRolloutWindow; w != nil {
+			c.Rules[i].RecentRolloutWindow = &metav1.Duration{Duration: w.Duration}
+		}
 	}
 	return c
 }

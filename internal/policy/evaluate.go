@@ -336,17 +336,42 @@ func (e *evaluation) fixForwardCheck(fixForward recordFunc) {
 }
 
 func (e *evaluation) recentCheck(escalate recordFunc) {
-	w, window := e.w, e.p.cfg.RecentRolloutWindow.Duration
+	w, window := e.w, e.window()
 	if w.RolloutStartedAt.IsZero() {
 		escalate(checkRecent, ReasonNoRecentRollout, false, "revision %d has no known rollout start", w.Revision)
 		return
 	}
 	since := e.in.Now.Sub(w.RolloutStartedAt)
 	if since <= window {
-		escalate(checkRecent, ReasonNoRecentRollout, true, "revision %d started rolling out %s, within the %s window", w.Revision, ago(since), window)
+		escalate(checkRecent, ReasonNoRecentRollout, true, "revision %d started rolling out %s, within %s", w.Revision, ago(since), e.windowName())
 	} else {
-		escalate(checkRecent, ReasonNoRecentRollout, false, "revision %d started rolling out %s, outside the %s window", w.Revision, ago(since), window)
+		escalate(checkRecent, ReasonNoRecentRollout, false, "revision %d started rolling out %s, outside %s", w.Revision, ago(since), e.windowName())
 	}
+}
+
+// rule is the rule whose outcome is being guarded: the one that matched,
+// or the one whose condition failed.
+func (e *evaluation) rule() *rule {
+	if e.matched != nil {
+		return e.matched
+	}
+	return e.errored
+}
+
+// window is the recent-rollout window that applies: the rule's own, else
+// the global one.
+func (e *evaluation) window() time.Duration {
+	if r := e.rule(); r != nil {
+		return r.window
+	}
+	return e.p.cfg.RecentRolloutWindow.Duration
+}
+
+func (e *evaluation) windowName() string {
+	if r := e.rule(); r != nil {
+		return r.windowName
+	}
+	return windowName(e.p.cfg.RecentRolloutWindow.Duration, Rule{})
 }
 
 func (e *evaluation) alertAfterCheck(escalate recordFunc) {
@@ -410,8 +435,8 @@ func (e *evaluation) decide() Decision {
 			if d.DryRun {
 				verb = "dry run, would roll back"
 			}
-			d.Message = fmt.Sprintf("%s %s: %s and revision %d started rolling out %s",
-				verb, t, why, e.w.Revision, ago(e.in.Now.Sub(e.w.RolloutStartedAt)))
+			d.Message = fmt.Sprintf("%s %s: %s and revision %d started rolling out %s, within %s",
+				verb, t, why, e.w.Revision, ago(e.in.Now.Sub(e.w.RolloutStartedAt)), e.windowName())
 		case OutcomeFixForward:
 			d.Message = fmt.Sprintf("fix forward instead of rolling back %s: %s", t, why)
 		default:

@@ -65,6 +65,30 @@ func impact(v string) func(*policy.Input) {
 	return func(in *policy.Input) { in.Alert.Labels["impact"] = v }
 }
 
+// rolloutAgo moves the rollout back by d, with the alert a minute old, so
+// that only the recent-rollout guard can object.
+func rolloutAgo(d time.Duration) func(*policy.Input) {
+	return func(in *policy.Input) {
+		in.Workload.RolloutStartedAt = now.Add(-d)
+		in.Alert.StartsAt = now.Add(-time.Minute)
+	}
+}
+
+// ruleWindow gives the named rule its own recentRolloutWindow.
+func ruleWindow(name string, d time.Duration) func(*policy.Config) {
+	return func(c *policy.Config) {
+		for i := range c.Rules {
+			if c.Rules[i].Name == name {
+				c.Rules[i].RecentRolloutWindow = ptr(dur(d))
+				return
+			}
+		}
+		panic("no rule " + name)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
 func annotate(k, v string) func(*policy.Input) {
 	return func(in *policy.Input) { in.Workload.Annotations[k] = v }
 }
@@ -200,6 +224,51 @@ func evalRows() []evalRow {
 		{name: "rollout just outside the window", in: func(in *policy.Input) { in.Workload.RolloutStartedAt = now.Add(-time.Hour - time.Nanosecond) },
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "service-down", failed: "recent rollout"},
 		{name: "rollout start unknown", in: func(in *policy.Input) { in.Workload.RolloutStartedAt = time.Time{} },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "service-down", failed: "recent rollout"},
+
+		// A rule's own recentRolloutWindow replaces the global one for the
+		// alerts it matches, and the decision names the window that applied.
+		{name: "data corruption 3h after the rollout rolls back within its rule's 24h window",
+			cfg: ruleWindow("data-corruption", 24*time.Hour), in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(3 * time.Hour)(in) },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "data-corruption",
+			msgContain: "roll back Deployment production/event-service: rule data-corruption (data_corruption) matched and revision 7 started rolling out 3h0m0s ago, within the 24h0m0s window of rule data-corruption"},
+		{name: "service down 3h after the rollout escalates with the global window when another rule has its own",
+			cfg: ruleWindow("data-corruption", 24*time.Hour), in: rolloutAgo(3 * time.Hour),
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "service-down", failed: "recent rollout",
+			msgContain: "escalate instead of rolling back Deployment production/event-service: revision 7 started rolling out 3h0m0s ago, outside the 1h0m0s window"},
+		{name: "data corruption beyond its rule's window escalates naming that window",
+			cfg: ruleWindow("data-corruption", 2*time.Hour), in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(3 * time.Hour)(in) },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "data-corruption", failed: "recent rollout",
+			msgContain: "revision 7 started rolling out 3h0m0s ago, outside the 2h0m0s window of rule data-corruption"},
+		{name: "a rule window shorter than the global one escalates a rollout the global one would blame",
+			cfg:     ruleWindow("service-down", 3*time.Minute),
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "service-down", failed: "recent rollout",
+			msgContain: "revision 7 started rolling out 4m0s ago, outside the 3m0s window of rule service-down"},
+		{name: "a rule window at its edge is recent",
+			cfg: ruleWindow("data-corruption", 24*time.Hour), in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(24 * time.Hour)(in) },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "data-corruption"},
+		// The default policy gives the criteria whose harm is found late a
+		// day; outages keep the global hour.
+		{name: "default: data corruption 3h after the rollout rolls back", in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(3 * time.Hour)(in) },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "data-corruption",
+			msgContain: "within the 24h0m0s window of rule data-corruption"},
+		{name: "default: security vulnerability 20h after the rollout rolls back", in: func(in *policy.Input) { impact("security_vulnerability")(in); rolloutAgo(20 * time.Hour)(in) },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "security-vulnerability"},
+		{name: "default: data corruption 25h after the rollout escalates", in: func(in *policy.Input) { impact("data_corruption")(in); rolloutAgo(25 * time.Hour)(in) },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "data-corruption", failed: "recent rollout",
+			msgContain: "outside the 24h0m0s window of rule data-corruption"},
+		{name: "default: service down 3h after the rollout escalates", in: rolloutAgo(3 * time.Hour),
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "service-down", failed: "recent rollout",
+			msgContain: "outside the 1h0m0s window"},
+		{name: "default: critical flow broken 3h after the rollout escalates", in: func(in *policy.Input) { impact("critical_flow_broken")(in); rolloutAgo(3 * time.Hour)(in) },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "critical-flow-broken", failed: "recent rollout"},
+		{name: "the rule window of a rule whose condition is false does not apply",
+			cfg: func(c *policy.Config) {
+				c.Rules = append([]policy.Rule{{
+					Name: "backend-down", Matchers: []string{`impact="service_down"`}, Criterion: "service_down",
+					Outcome: policy.OutcomeRollback, When: `workload.labels.tier == "frontend"`, RecentRolloutWindow: ptr(dur(24 * time.Hour)),
+				}}, c.Rules...)
+			}, in: rolloutAgo(3 * time.Hour),
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonNoRecentRollout, rule: "service-down", failed: "recent rollout"},
 		{name: "alert predates rollout", in: func(in *policy.Input) { in.Alert.StartsAt = now.Add(-30 * time.Minute) },
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonAlertPredatesRollout, rule: "service-down", failed: "alert after rollout"},
@@ -389,7 +458,7 @@ func TestEvaluateMessages(t *testing.T) {
 		want string
 	}{
 		{"rollback", nil,
-			"roll back Deployment production/event-service: rule service-down (service_down) matched and revision 7 started rolling out 4m0s ago"},
+			"roll back Deployment production/event-service: rule service-down (service_down) matched and revision 7 started rolling out 4m0s ago, within the 1h0m0s window"},
 		{"outside window", func(in *policy.Input) { in.Workload.RolloutStartedAt = now.Add(-3 * time.Hour) },
 			"escalate instead of rolling back Deployment production/event-service: revision 7 started rolling out 3h0m0s ago, outside the 1h0m0s window"},
 		{"predates", func(in *policy.Input) { in.Alert.StartsAt = now.Add(-30 * time.Minute) },
