@@ -242,3 +242,55 @@ func (r *running) incidentOf(ctx context.Context, n *webhook.Notification) (*inc
 	}
 	return v.Incident, nil
 }
+
+// A daemon that stopped right after the second rung's rollback, before
+// recording it: the next one finds the rollback on the workload and records
+// it applied, never "changed".
+func TestLaterRungInterruptedBeforeItsRecordIsRecordedApplied(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	f.rollout(t, "event-service:v3-bad", "3")
+	stopped := f.startEngine(t, policy.DefaultConfig(), 0)
+	ctx := context.Background()
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	req := actuator.Request{Target: target, Incident: RolloutID(target, 3), Why: "the stopped attempt"}
+	first, err := stopped.opts.Actor.Rollback(ctx, req, 3, 2)
+	if err != nil || first.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("rung 0 = %+v, %v", first, err)
+	}
+	f.waitRevision(t, "4")
+	if res, err := stopped.opts.Actor.Rollback(ctx, req, 4, 1); err != nil || res.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("rung 1 = %+v, %v", res, err)
+	}
+	f.waitRevision(t, "5")
+	_, generation := f.image(t)
+
+	startsAt := time.Now()
+	inc := stopped.newIncident(&Record{Key: "interrupted-rung-1@1",
+		Alert:  policy.Alert{Fingerprint: "interrupted-rung-1", StartsAt: startsAt, Labels: map[string]string{"alertname": "EventServiceDown"}},
+		Target: target, ReceivedAt: startsAt,
+		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: policy.ReasonCriterionMet}},
+		&policy.Workload{Revision: 3, Older: []int64{2, 1}}, startsAt)
+	// Rung 0 is recorded, and its verification failed; rung 1 is not.
+	inc.Actions = []incident.Action{{At: startsAt, Rung: 0, Kind: actuator.KindRollback, Result: &first}}
+	inc.Verifications = []incident.Verification{{At: startsAt, Rung: 0, Overall: verify.StatusFail}}
+	inc.Rung = 1
+	if _, err := stopped.opts.Incidents.Create(ctx, inc); err != nil {
+		t.Fatal(err)
+	}
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	testenv.Eventually(t, 60*time.Second, "incident resolved", func(ctx context.Context) (bool, string) {
+		v, err := e.opts.Incidents.Get(ctx, inc.ID)
+		if err != nil {
+			return false, err.Error()
+		}
+		inc = v.Incident
+		return inc.State == incident.StateResolved, string(inc.State) + "\n" + inc.Render()
+	})
+	if len(inc.Actions) != 2 || inc.Actions[1].Result == nil || inc.Actions[1].Result.Outcome != actuator.OutcomeApplied ||
+		!inc.Actions[1].Result.Resumed || inc.Actions[1].Result.To != 1 {
+		t.Fatalf("actions = %+v; want rung 1's rollback to 1 recorded applied, resumed\n%s", inc.Actions, inc.Render())
+	}
+	if _, g := f.image(t); g != generation {
+		t.Fatalf("the workload was written again: generation %d -> %d", generation, g)
+	}
+}
