@@ -179,6 +179,9 @@ func Run(ctx context.Context, opts Options) error {
 		MaxRollbackDepth: cfg.Engine.MaxRollbackDepth,
 		MaxPending:       cfg.Engine.MaxPending,
 		Retention:        cfg.Engine.Retention.Duration,
+		AlertGrace:       cfg.Engine.AlertGrace.Duration,
+		PageGroupWait:    cfg.Engine.PageGroupWait.Duration,
+		PageGroupEvery:   cfg.Engine.PageGroupInterval.Duration,
 		Logger:           logger,
 		Registry:         reg,
 	})

@@ -108,6 +108,15 @@ type Engine struct {
 	AllowScaleBounce bool `json:"allowScaleBounce" mapstructure:"allowScaleBounce"`
 	// IncidentWorkers is how many incidents are worked on at once.
 	IncidentWorkers int `json:"incidentWorkers" mapstructure:"incidentWorkers"`
+	// AlertGrace is how long after an action the triggering alerts may
+	// keep firing, every other check passing, before the service counts as
+	// still down.
+	AlertGrace metav1.Duration `json:"alertGrace" mapstructure:"alertGrace"`
+	// PageGroupWait and PageGroupInterval group the pages of escalations
+	// for the same reason, as Alertmanager's group_wait and
+	// group_interval do.
+	PageGroupWait     metav1.Duration `json:"pageGroupWait" mapstructure:"pageGroupWait"`
+	PageGroupInterval metav1.Duration `json:"pageGroupInterval" mapstructure:"pageGroupInterval"`
 }
 
 // Server configures the HTTP server that serves the webhook, probes and metrics.
@@ -161,11 +170,14 @@ func Default() Config {
 		Log:     Log{Level: "info", Format: "json"},
 		Webhook: webhook.DefaultConfig(),
 		Engine: Engine{
-			Workers:          2,
-			MaxPending:       1000,
-			Retention:        d(72 * time.Hour),
-			MaxRollbackDepth: 2,
-			IncidentWorkers:  32,
+			Workers:           2,
+			MaxPending:        1000,
+			Retention:         d(72 * time.Hour),
+			MaxRollbackDepth:  2,
+			IncidentWorkers:   32,
+			AlertGrace:        d(5 * time.Minute),
+			PageGroupWait:     d(10 * time.Second),
+			PageGroupInterval: d(5 * time.Minute),
 		},
 		LeaderElection: LeaderElection{
 			Enabled:       true,
@@ -199,6 +211,9 @@ func (c *Config) Validate() error {
 		"server.shutdownTimeout":       c.Server.ShutdownTimeout,
 		"kubernetes.startupTimeout":    c.Kubernetes.StartupTimeout,
 		"engine.retention":             c.Engine.Retention,
+		"engine.alertGrace":            c.Engine.AlertGrace,
+		"engine.pageGroupWait":         c.Engine.PageGroupWait,
+		"engine.pageGroupInterval":     c.Engine.PageGroupInterval,
 		"leaderElection.leaseDuration": c.LeaderElection.LeaseDuration,
 		"leaderElection.renewDeadline": c.LeaderElection.RenewDeadline,
 		"leaderElection.retryPeriod":   c.LeaderElection.RetryPeriod,

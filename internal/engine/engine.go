@@ -107,6 +107,10 @@ type Options struct {
 	// still fire once the other checks passed; without it only resolved
 	// notifications tell.
 	AlertState AlertState
+	// PageGroupWait and PageGroupEvery group the pages of escalations for
+	// the same reason: the first waits PageGroupWait for others, which
+	// join it for PageGroupEvery after.
+	PageGroupWait, PageGroupEvery time.Duration
 	// AlertGrace is how long after an action the triggering alerts may
 	// keep firing, all other checks passing, before the service counts as
 	// still down and the next rung is taken.
@@ -160,6 +164,12 @@ func (o *Options) validate() error {
 	if o.AlertGrace <= 0 {
 		o.AlertGrace = DefaultAlertGrace
 	}
+	if o.PageGroupWait <= 0 {
+		o.PageGroupWait = DefaultPageGroupWait
+	}
+	if o.PageGroupEvery <= 0 {
+		o.PageGroupEvery = DefaultPageGroupEvery
+	}
 	if o.Retention <= 0 {
 		errs = append(errs, fmt.Errorf("engine: Retention must be positive, got %s", o.Retention))
 	}
@@ -172,8 +182,12 @@ func (o *Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// DefaultAlertGrace is the default of Options.AlertGrace.
-const DefaultAlertGrace = 5 * time.Minute
+// Defaults of Options.
+const (
+	DefaultAlertGrace     = 5 * time.Minute
+	DefaultPageGroupWait  = 10 * time.Second
+	DefaultPageGroupEvery = 5 * time.Minute
+)
 
 // Engine decides recorded alerts and works their incidents.
 type Engine struct {
@@ -201,6 +215,8 @@ type Engine struct {
 	targets keymutex.KeyMutex
 	// mail carries joining alerts to their incident's worker.
 	mail mailbox
+	// groups folds the pages of a storm of escalations into one.
+	groups *pageGroups
 }
 
 // queues hold the work of one Run. Run shuts them down when it ends (the
@@ -247,6 +263,7 @@ func New(opts Options) (*Engine, error) {
 		open:   &openIncidents{},
 		// Hashed: two workloads may share a lock, which only orders them.
 		targets: keymutex.NewHashed(64),
+		groups:  &pageGroups{clock: opts.Clock, wait: opts.PageGroupWait, interval: opts.PageGroupEvery},
 	}
 	e.q.Store(newQueues(opts.Clock))
 	return e, nil

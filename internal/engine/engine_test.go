@@ -184,6 +184,8 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 		Cache: cache, Live: workload.Live{Client: f.c.Client}, Actor: act, MaxRollbackDepth: 2,
 		Incidents:  &incident.Store{Client: f.c.Client, Namespace: f.ns},
 		MaxPending: 100, Retention: time.Hour, IncidentWorkers: 2,
+		// Grouped pages wait for others only briefly in tests.
+		PageGroupWait: 200 * time.Millisecond,
 		Logger: logger, Registry: reg,
 	}
 	for _, s := range setups {

@@ -614,24 +614,6 @@ func (e *Engine) resolved(inc *incident.Incident) {
 	e.logger.Info("incident resolved", "incident", inc.ID)
 }
 
-// page sends the page of a ladder level and returns who received it.
-func (e *Engine) page(ctx context.Context, inc *incident.Incident, f incident.Effect) incident.Event {
-	step, _ := e.opts.Escalator.Ladder().Step(f.Level)
-	m := e.message(inc, escalate.Page, fmt.Sprintf("%s: %s", inc.Target, f.Summary))
-	m.Level = f.Level
-	p := incident.Page{Level: f.Level}
-	d, err := e.opts.Escalator.Page(ctx, step, m)
-	switch {
-	case err != nil:
-		p.Error = err.Error()
-	case len(d.Receivers) == 0:
-		p.NoReceiver = true
-	default:
-		p.Receivers = d.Receivers
-	}
-	return incident.Event{Kind: incident.EventPaged, At: e.opts.Clock.Now(), Page: &p}
-}
-
 // resendPage finishes a page an earlier attempt left sending: it may or may
 // not have reached anybody. It goes out again only to the notifiers that
 // fold a repeat into the first (PagerDuty); the others are not paged again,

@@ -294,3 +294,94 @@ func TestLaterRungInterruptedBeforeItsRecordIsRecordedApplied(t *testing.T) {
 		t.Fatalf("the workload was written again: generation %d -> %d", generation, g)
 	}
 }
+
+// A storm of escalations for one reason pages once, listing the workloads:
+// with a budget of one rollback an hour, the first of five workloads rolls
+// back and the other four escalate budget_exhausted in one page.
+func TestStormOfEscalationsPagesOnce(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	ctx := context.Background()
+	names := []string{"event-service"}
+	for i := range 4 {
+		name := fmt.Sprintf("svc-%d", i)
+		names = append(names, name)
+		d := f.deployment.DeepCopy()
+		d.ObjectMeta = metav1.ObjectMeta{Name: name, Namespace: f.ns, Labels: optedIn}
+		d.Spec.Selector.MatchLabels = map[string]string{"app": name}
+		d.Spec.Template.Labels = map[string]string{"app": name}
+		d.Spec.Template.Spec.Containers[0].Image = "svc:v1"
+		if _, err := f.c.Client.AppsV1().Deployments(f.ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 30*time.Second, name+" at revision 1", func(ctx context.Context) (bool, string) {
+			d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, name, metav1.GetOptions{})
+			return err == nil && d.Annotations[workload.RevisionAnnotation] == "1", fmt.Sprint(err)
+		})
+		if _, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(ctx, name, types.MergePatchType,
+			[]byte(`{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"svc:v2-bad"}]}}}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := policy.DefaultConfig()
+	cfg.Budget.GlobalPerHour = 1
+	e := f.startEngine(t, cfg, 1, func(_ *verify.Config, ec *escalate.Config, o *Options) {
+		o.PageGroupWait = 2 * time.Second
+		ec.Ladder = []escalate.Step{{After: metav1.Duration{Duration: time.Hour}, Level: "oncall", Notifiers: []string{"people"}}}
+	})
+	for _, name := range names {
+		testenv.Eventually(t, 30*time.Second, name+" at revision 2 in the cache", func(ctx context.Context) (bool, string) {
+			w, err := e.opts.Cache.Facts(ctx, policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: name})
+			return err == nil && w != nil && w.Revision == 2, fmt.Sprint(err)
+		})
+	}
+	var storm []*webhook.Notification
+	for _, name := range names {
+		n := firing(f.ns, "storm-"+name, time.Now(), map[string]string{"impact": "service_down", "deployment": name})
+		if _, err := e.Accept(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		storm = append(storm, n)
+	}
+	var escalated []*incident.Incident
+	for _, n := range storm {
+		testenv.Eventually(t, 30*time.Second, "the incident's page recorded", func(ctx context.Context) (bool, string) {
+			inc, err := e.incidentOf(ctx, n)
+			if err != nil {
+				return false, err.Error()
+			}
+			if inc.Decision.Outcome == policy.OutcomeRollback {
+				return true, ""
+			}
+			if len(inc.Pages) == 1 && !inc.Pages[0].Sending {
+				escalated = append(escalated, inc)
+				return true, ""
+			}
+			return false, inc.Render()
+		})
+	}
+	if len(escalated) != 4 {
+		t.Fatalf("%d escalations, want 4", len(escalated))
+	}
+	pages := e.messages.find("page")
+	if len(pages) != 1 {
+		t.Fatalf("the notifier got %d pages: %v; want one", len(pages), pages)
+	}
+	// Those that came within the group's wait are listed; the later ones
+	// joined the page already sent.
+	leaders := 0
+	for _, inc := range escalated {
+		p := inc.Pages[0]
+		if len(p.Receivers) != 1 || p.Error != "" {
+			t.Errorf("incident %s: page %+v, want it received by people", inc.ID, p)
+		}
+		if p.Group == "" {
+			leaders++
+			if !strings.Contains(fmt.Sprint(pages[0]["summary"]), inc.Target.Name) {
+				t.Errorf("the page does not name its own workload %s: %v", inc.Target.Name, pages[0]["summary"])
+			}
+		}
+	}
+	if leaders != 1 {
+		t.Errorf("%d incidents sent a page of their own, want 1", leaders)
+	}
+}

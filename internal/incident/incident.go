@@ -144,6 +144,9 @@ type Page struct {
 	Receivers []string `json:"receivers,omitempty"`
 	// NoReceiver: the level has no notifier, and nobody was paged.
 	NoReceiver bool `json:"noReceiver,omitempty"`
+	// Group is the incident whose page this one joined: one page for many
+	// escalations of the same reason. The joining incident sent nothing.
+	Group string `json:"group,omitempty"`
 }
 
 // Task is a post-rollback task (a Job) and its outcome.
@@ -175,7 +178,7 @@ func (i *Incident) Open() bool { return i.State != StateResolved }
 func (i *Incident) PagedLevels() map[string]bool {
 	sent := map[string]bool{}
 	for _, p := range i.Pages {
-		if p.Error == "" && !p.Sending && !p.NoReceiver {
+		if p.Error == "" && !p.Sending && !p.NoReceiver && p.Group == "" {
 			sent[p.Level] = true
 		}
 	}

@@ -549,12 +549,16 @@ func (i *Incident) paged(ev Event) []Effect {
 		if cur.Level != p.Level || !cur.Sending {
 			continue
 		}
-		cur.Sending, cur.Error, cur.Receivers, cur.NoReceiver = false, p.Error, p.Receivers, p.NoReceiver
+		cur.Sending, cur.Error, cur.Receivers, cur.NoReceiver, cur.Group = false, p.Error, p.Receivers, p.NoReceiver, p.Group
 		switch {
+		case p.Error != "" && p.Group != "":
+			i.Log(ev.At, "the group page of %s for %s failed: %s", p.Group, p.Level, p.Error)
 		case p.Error != "":
 			i.Log(ev.At, "page %s failed: %s", p.Level, p.Error)
 		case p.NoReceiver:
 			i.Log(ev.At, "no receiver for %s: nobody was paged", p.Level)
+		case p.Group != "":
+			i.Log(ev.At, "paged %s in one page with incident %s and others of the same reason (%s)", p.Level, p.Group, strings.Join(p.Receivers, ", "))
 		default:
 			i.Log(ev.At, "paged %s (%s)", p.Level, strings.Join(p.Receivers, ", "))
 		}
