@@ -186,7 +186,7 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 		MaxPending: 100, Retention: time.Hour, IncidentWorkers: 2,
 		// Grouped pages wait for others only briefly in tests.
 		PageGroupWait: 200 * time.Millisecond,
-		Logger: logger, Registry: reg,
+		Logger:        logger, Registry: reg,
 	}
 	for _, s := range setups {
 		s(&vcfg, &ecfg, &opts)
@@ -335,9 +335,12 @@ func TestDecisions(t *testing.T) {
 			if d.DryRun != cfg.DryRun {
 				t.Errorf("dry run = %v, want %v", d.DryRun, cfg.DryRun)
 			}
-			if got := testutil.ToFloat64(e.m.decisions.WithLabelValues(string(tc.outcome), string(tc.reason))); got != 1 {
-				t.Errorf("decisions_total{%s,%s} = %v, want 1", tc.outcome, tc.reason, got)
-			}
+			// The decision is counted once its record is written, just
+			// after the record shows it.
+			testenv.Eventually(t, 10*time.Second, "the decision counted", func(context.Context) (bool, string) {
+				got := testutil.ToFloat64(e.m.decisions.WithLabelValues(string(tc.outcome), string(tc.reason)))
+				return got == 1, fmt.Sprintf("decisions_total{%s,%s} = %v, want 1", tc.outcome, tc.reason, got)
+			})
 		})
 	}
 }
