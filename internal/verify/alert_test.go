@@ -421,3 +421,26 @@ func TestAlertStateHTTPConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestAlertStateCancelledAfterEvidence keeps the evidence of an active
+// alert when the caller gives up while asking about the next one.
+func TestAlertStateCancelledAfterEvidence(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	other := map[string]string{"alertname": "EventServiceSlow", "namespace": "production"}
+	srv := httptest.NewServer(&fakeAM{answer: func(w http.ResponseWriter, r *http.Request) {
+		if slices.Contains(r.URL.Query()["filter"], `alertname="EventServiceDown"`) {
+			_ = json.NewEncoder(w).Encode([]map[string]any{gettable(downLabels, "active")})
+			return
+		}
+		cancel()
+		<-r.Context().Done()
+	}})
+	t.Cleanup(srv.Close)
+	v, _ := alertVerifier(t, nil)
+	r := v.AlertState(ctx, AlertQuery{ExternalURL: srv.URL, Alerts: []AlertRef{{Labels: downLabels}, {Labels: other}}})
+	want := `1 of 2 alerts still active in Alertmanager at ` + srv.URL + `: EventServiceDown{namespace="production", severity="critical"} (active since 2026-12-02T14:02:03Z).`
+	if r.Status != StatusFail || r.Message != want {
+		t.Errorf("AlertState() = %s: %s\nwant fail: %s", r.Status, r.Message, want)
+	}
+}
