@@ -370,7 +370,17 @@ func TestAlertStateHTTPConfig(t *testing.T) {
 	}{
 		{
 			name:   "bearer token",
-			config: promconfig.HTTPClientConfig{Authorization: &promconfig.Authorization{Type: "Bearer", Credentials: "t0ken"}},
+			config: promconfig.HTTPClientConfig{Authorization: &promconfig.Authorization{Credentials: "t0ken"}},
+			check: func(r *http.Request) string {
+				if got := r.Header.Get("Authorization"); got != "Bearer t0ken" {
+					return "Authorization: " + got
+				}
+				return ""
+			},
+		},
+		{
+			name:   "bearer_token as written in Go, not decoded",
+			config: promconfig.HTTPClientConfig{BearerToken: "t0ken"},
 			check: func(r *http.Request) string {
 				if got := r.Header.Get("Authorization"); got != "Bearer t0ken" {
 					return "Authorization: " + got
