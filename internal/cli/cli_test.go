@@ -112,3 +112,30 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: code %d, stdout %q", code, stdout)
 	}
 }
+
+func TestCheckConfigRedactsAlertmanagerSecrets(t *testing.T) {
+	f := writeFile(t, `verify:
+  alertmanager:
+    url: https://alertmanager.example.com
+    httpConfig:
+      authorization:
+        credentials: am-bearer-token
+      http_headers:
+        X-Tenant-Key:
+          secrets: [am-header-secret]
+`)
+	code, stdout, stderr := execute(t, nil, "check-config", f)
+	if code != ExitOK {
+		t.Fatalf("exit code = %d, stderr %q", code, stderr)
+	}
+	for _, secret := range []string{"am-bearer-token", "am-header-secret"} {
+		if strings.Contains(stdout, secret) {
+			t.Errorf("check-config printed the secret %q:\n%s", secret, stdout)
+		}
+	}
+	for _, want := range []string{"credentials: <secret>", "- <secret>", "url: https://alertmanager.example.com"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout)
+		}
+	}
+}

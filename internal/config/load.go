@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+	promconfig "github.com/prometheus/common/config"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"go.yaml.in/yaml/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -62,7 +65,7 @@ func Load(src Source) (*Config, error) {
 
 	var cfg Config
 	err := v.UnmarshalExact(&cfg, func(dc *mapstructure.DecoderConfig) {
-		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(durationHook, mapstructure.StringToSliceHookFunc(","))
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(durationHook, httpClientConfigHook, mapstructure.StringToSliceHookFunc(","))
 		dc.ErrorUnused = true
 		// Values from the environment and flags are strings; weak typing
 		// turns "50" into 50 but still rejects "fast" for a number.
@@ -159,6 +162,54 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 		return nil, fmt.Errorf("must be a duration such as \"30s\" or \"5m\": %w", err)
 	}
 	return metav1.Duration{Duration: d}, nil
+}
+
+var httpClientConfigType = reflect.TypeFor[promconfig.HTTPClientConfig]()
+
+// httpClientConfigHook decodes a Prometheus http_config block with
+// Prometheus' own rules: its snake_case keys, its defaults and its
+// validation, and an unknown key is an error. From the environment the
+// block is one YAML (or JSON) string.
+func httpClientConfigHook(from, to reflect.Type, data any) (any, error) {
+	if to != httpClientConfigType {
+		return data, nil
+	}
+	var raw []byte
+	switch d := data.(type) {
+	case promconfig.HTTPClientConfig:
+		return d, nil
+	case string:
+		raw = []byte(d)
+	default:
+		var err error
+		if raw, err = yaml.Marshal(d); err != nil {
+			return nil, fmt.Errorf("Prometheus http_config: %w", err)
+		}
+	}
+	var c promconfig.HTTPClientConfig
+	if err := yaml.UnmarshalStrict(raw, &c); err != nil {
+		return nil, fmt.Errorf("Prometheus http_config: %s", yamlProblems(err))
+	}
+	return c, nil
+}
+
+// yamlNoise is what a YAML error says that means nothing to a user here:
+// the line numbers are of the block re-encoded, not of the file, and the
+// types are Prometheus' internals.
+var yamlNoise = strings.NewReplacer("yaml: unmarshal errors:", "", " in type config.plain", "", "config.plain", "http_config")
+
+var yamlLine = regexp.MustCompile(`(?m)^\s*line \d+: `)
+
+// yamlProblems folds a YAML decoding error into one line, "; " between
+// problems.
+func yamlProblems(err error) string {
+	var out []string
+	for line := range strings.Lines(yamlLine.ReplaceAllString(yamlNoise.Replace(err.Error()), "")) {
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 var errUnknownKey = errors.New("unknown key")

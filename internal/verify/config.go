@@ -12,6 +12,7 @@ import (
 	"text/template"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -35,6 +36,30 @@ type Config struct {
 	PrometheusURL string        `json:"prometheusURL" mapstructure:"prometheusURL"`
 	HTTP          []HTTPCheck   `json:"http" mapstructure:"http"`
 	PromQL        []PromQLCheck `json:"promql" mapstructure:"promql"`
+	// Alertmanager is where the alert check asks whether the alerts that
+	// opened an incident are still active.
+	Alertmanager AlertmanagerConfig `json:"alertmanager" mapstructure:"alertmanager"`
+	// AlertResolveGrace is how long after an action the alerts that opened
+	// the incident have to resolve: still active after it, the service is
+	// still down. Zero means 5m.
+	AlertResolveGrace metav1.Duration `json:"alertResolveGrace" mapstructure:"alertResolveGrace"`
+}
+
+// AlertmanagerConfig says where and how the alert check reaches
+// Alertmanager's API. Keys left at their zero value take the defaults: the
+// externalURL of the notification, timeout 10s, Prometheus' default
+// http_config.
+type AlertmanagerConfig struct {
+	// URL, when set, is asked instead of the externalURL of the
+	// notification, for example http://alertmanager.monitoring.svc:9093.
+	URL string `json:"url" mapstructure:"url"`
+	// Timeout bounds one AlertState call, all its requests together.
+	Timeout metav1.Duration `json:"timeout" mapstructure:"timeout"`
+	// HTTPConfig is Prometheus' http_config block (authorization,
+	// basic_auth, oauth2, tls_config, proxy_url, http_headers, ...), with
+	// its snake_case keys. Its secrets print as <secret>. Nil means
+	// Prometheus' defaults.
+	HTTPConfig *promconfig.HTTPClientConfig `json:"httpConfig" mapstructure:"httpConfig"`
 }
 
 // WaitCheck configures a check that polls the cluster until it passes or
@@ -115,14 +140,16 @@ type PromQLCheck struct {
 
 // Per-check defaults applied to keys left unset.
 const (
-	defaultHTTPMethod       = "GET"
-	defaultHTTPExpectStatus = 200
-	defaultHTTPTimeout      = 5 * time.Second
-	defaultHTTPRetries      = 3
-	defaultHTTPInterval     = 2 * time.Second
-	defaultPromConsecutive  = 3
-	defaultPromInterval     = 10 * time.Second
-	defaultPromTimeout      = 5 * time.Minute
+	defaultHTTPMethod          = "GET"
+	defaultHTTPExpectStatus    = 200
+	defaultHTTPTimeout         = 5 * time.Second
+	defaultHTTPRetries         = 3
+	defaultHTTPInterval        = 2 * time.Second
+	defaultPromConsecutive     = 3
+	defaultPromInterval        = 10 * time.Second
+	defaultPromTimeout         = 5 * time.Minute
+	defaultAlertmanagerTimeout = 10 * time.Second
+	defaultAlertResolveGrace   = 5 * time.Minute
 )
 
 // DefaultConfig returns the verify section used for every key not set: the
@@ -130,12 +157,26 @@ const (
 // PromQL checks.
 func DefaultConfig() Config {
 	return Config{
-		Rollout:      WaitCheck{Enabled: true, Timeout: metav1.Duration{Duration: 120 * time.Second}},
-		Pods:         WaitCheck{Enabled: true, Timeout: metav1.Duration{Duration: 120 * time.Second}},
-		PollInterval: metav1.Duration{Duration: 2 * time.Second},
-		HTTP:         []HTTPCheck{},
-		PromQL:       []PromQLCheck{},
+		Rollout:           WaitCheck{Enabled: true, Timeout: metav1.Duration{Duration: 120 * time.Second}},
+		Pods:              WaitCheck{Enabled: true, Timeout: metav1.Duration{Duration: 120 * time.Second}},
+		PollInterval:      metav1.Duration{Duration: 2 * time.Second},
+		HTTP:              []HTTPCheck{},
+		PromQL:            []PromQLCheck{},
+		Alertmanager:      AlertmanagerConfig{Timeout: metav1.Duration{Duration: defaultAlertmanagerTimeout}},
+		AlertResolveGrace: metav1.Duration{Duration: defaultAlertResolveGrace},
 	}
+}
+
+// withDefaults returns c with the defaults applied to the alert check's
+// keys left at their zero value.
+func (c Config) withDefaults() Config {
+	if c.Alertmanager.Timeout.Duration == 0 {
+		c.Alertmanager.Timeout.Duration = defaultAlertmanagerTimeout
+	}
+	if c.AlertResolveGrace.Duration == 0 {
+		c.AlertResolveGrace.Duration = defaultAlertResolveGrace
+	}
+	return c
 }
 
 // withDefaults returns c with the defaults applied to the keys of each check
@@ -237,6 +278,22 @@ func (c Config) validate(needURL bool) error {
 		}
 	} else if needURL && len(c.PromQL) > 0 {
 		bad("prometheusURL", "must be set when promql checks are configured")
+	}
+	c = c.withDefaults()
+	positive("alertResolveGrace", c.AlertResolveGrace.Duration)
+	positive("alertmanager.timeout", c.Alertmanager.Timeout.Duration)
+	if c.Alertmanager.URL != "" {
+		if err := checkURL(c.Alertmanager.URL); err != nil {
+			bad("alertmanager.url", "%v", err)
+		}
+	}
+	if hc := c.Alertmanager.HTTPConfig; hc != nil {
+		// Validate normalises (bearer_token becomes authorization), so it
+		// runs on a copy.
+		cp := *hc
+		if err := cp.Validate(); err != nil {
+			bad("alertmanager.httpConfig", "%v", err)
+		}
 	}
 
 	seen := map[string]bool{}

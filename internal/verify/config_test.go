@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -22,7 +23,8 @@ func TestDefaultConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"rollout":{"enabled":true,"timeout":"2m0s"},"pods":{"enabled":true,"timeout":"2m0s"},"pollInterval":"2s","prometheusURL":"","http":[],"promql":[]}`
+	want := `{"rollout":{"enabled":true,"timeout":"2m0s"},"pods":{"enabled":true,"timeout":"2m0s"},"pollInterval":"2s","prometheusURL":"","http":[],"promql":[],` +
+		`"alertmanager":{"url":"","timeout":"10s","httpConfig":null},"alertResolveGrace":"5m0s"}`
 	if string(got) != want {
 		t.Errorf("DefaultConfig() as JSON =\n%s\nwant\n%s", got, want)
 	}
@@ -39,6 +41,10 @@ func TestCheckDefaults(t *testing.T) {
 	p := PromQLCheck{Name: "e", Query: "up", Op: "<"}.withDefaults()
 	if p.Consecutive != 3 || p.Interval.Duration != 10*time.Second || p.Timeout.Duration != 5*time.Minute || p.NoData != NoDataInconclusive || p.Threshold != 0 {
 		t.Errorf("PromQLCheck defaults = %+v", p)
+	}
+	c := Config{}.withDefaults()
+	if c.Alertmanager.Timeout.Duration != 10*time.Second || c.AlertResolveGrace.Duration != 5*time.Minute {
+		t.Errorf("Config defaults: alertmanager.timeout %s, alertResolveGrace %s", c.Alertmanager.Timeout.Duration, c.AlertResolveGrace.Duration)
 	}
 }
 
@@ -177,6 +183,36 @@ func TestValidate(t *testing.T) {
 				"promql[1].threshold: must be a finite number, got NaN",
 				"promql[1].timeout: must be a positive duration, got -1s",
 			},
+		},
+		{
+			name: "alertmanager keys out of range",
+			cfg: valid(func(c *Config) {
+				c.Alertmanager.URL = "alertmanager:9093"
+				c.Alertmanager.Timeout = dur(-time.Second)
+				c.AlertResolveGrace = dur(-time.Minute)
+			}),
+			want: []string{
+				"alertResolveGrace: must be a positive duration, got -1m0s",
+				`alertmanager.timeout: must be a positive duration, got -1s`,
+				`alertmanager.url: must be an http or https URL, got "alertmanager:9093"`,
+			},
+		},
+		{
+			name: "alertmanager keys left at zero take the defaults",
+			cfg: valid(func(c *Config) {
+				c.Alertmanager = AlertmanagerConfig{}
+				c.AlertResolveGrace = dur(0)
+			}),
+		},
+		{
+			name: "alertmanager httpConfig with two kinds of authentication",
+			cfg: valid(func(c *Config) {
+				c.Alertmanager.HTTPConfig = &promconfig.HTTPClientConfig{
+					BasicAuth:   &promconfig.BasicAuth{Username: "u", Password: "p"},
+					BearerToken: "t",
+				}
+			}),
+			want: []string{"alertmanager.httpConfig: at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured"},
 		},
 		{
 			name: "promql timeout too short for the streak",

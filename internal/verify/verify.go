@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	promconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
@@ -55,16 +56,17 @@ const (
 	KindPods    = "pods"
 	KindHTTP    = "http"
 	KindPromQL  = "promql"
+	KindAlert   = "alert"
 )
 
 // Kinds returns all kinds of check, for initialising metric label values at
 // zero. The slice is fresh on every call.
-func Kinds() []string { return []string{KindRollout, KindPods, KindHTTP, KindPromQL} }
+func Kinds() []string { return []string{KindRollout, KindPods, KindHTTP, KindPromQL, KindAlert} }
 
 // Result is one check's verdict.
 type Result struct {
-	Check   string    `json:"check"`   // "rollout", "pods", "http:<name>", "promql:<name>"
-	Kind    string    `json:"kind"`    // bounded metric label: rollout | pods | http | promql
+	Check   string    `json:"check"`   // "rollout", "pods", "http:<name>", "promql:<name>", "alert"
+	Kind    string    `json:"kind"`    // bounded metric label: rollout | pods | http | promql | alert
 	Status  Status    `json:"status"`  // pass | fail | inconclusive
 	Message string    `json:"message"` // one human sentence with the facts
 	At      time.Time `json:"at"`      // when the verdict was reached
@@ -132,9 +134,12 @@ type Verifier struct {
 	prom            PromAPI
 	http            []*httpCheck
 	promql          []*promCheck
-	logger          *slog.Logger
-	clock           clock.WithTicker
-	metrics         metrics
+	// alertmanager asks Alertmanager's API, as alertmanager.httpConfig
+	// says.
+	alertmanager *http.Client
+	logger       *slog.Logger
+	clock        clock.WithTicker
+	metrics      metrics
 }
 
 type metrics struct {
@@ -181,6 +186,7 @@ func New(o Options) (*Verifier, error) {
 	if err := cfg.validate(o.Prometheus == nil); err != nil {
 		return nil, fmt.Errorf("new verifier: %w", err)
 	}
+	cfg = cfg.withDefaults()
 	needsClient := cfg.Rollout.Enabled || cfg.Pods.Enabled
 	for _, h := range cfg.HTTP {
 		needsClient = needsClient || !h.BearerTokenSecret.IsZero()
@@ -238,7 +244,14 @@ func New(o Options) (*Verifier, error) {
 		}
 		v.promql = append(v.promql, c)
 	}
+	hc := promconfig.DefaultHTTPClientConfig
+	if cfg.Alertmanager.HTTPConfig != nil {
+		hc = *cfg.Alertmanager.HTTPConfig
+	}
 	var err error
+	if v.alertmanager, err = promconfig.NewClientFromConfig(hc, "verify_alertmanager"); err != nil {
+		return nil, fmt.Errorf("new verifier: %w", &KeyError{Key: "alertmanager.httpConfig", Err: err})
+	}
 	if v.metrics, err = newMetrics(o.Registry); err != nil {
 		return nil, fmt.Errorf("new verifier: %w", err)
 	}
@@ -288,14 +301,15 @@ func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
 	results := make([]Result, len(checks))
 	var wg sync.WaitGroup
 	for i, c := range checks {
-		wg.Go(func() { results[i] = v.run(ctx, target, c) })
+		wg.Go(func() { results[i] = v.run(ctx, c, "namespace", target.Namespace, "workload", target.Name) })
 	}
 	wg.Wait()
 	return results
 }
 
-// run runs one check and records its result in the metrics and the log.
-func (v *Verifier) run(ctx context.Context, target policy.Ref, c check) Result {
+// run runs one check and records its result in the metrics and the log,
+// with attrs (key-value pairs) saying what was checked.
+func (v *Verifier) run(ctx context.Context, c check, attrs ...any) Result {
 	start := v.clock.Now()
 	status, msg := c.run(ctx)
 	at := v.clock.Now()
@@ -305,8 +319,8 @@ func (v *Verifier) run(ctx context.Context, target policy.Ref, c check) Result {
 	if status != StatusPass {
 		level = slog.LevelWarn
 	}
-	v.logger.Log(ctx, level, "verification check finished", "check", c.name, "kind", c.kind, "result", string(status),
-		"namespace", target.Namespace, "workload", target.Name, "duration", at.Sub(start), "detail", msg)
+	attrs = append([]any{"check", c.name, "kind", c.kind, "result", string(status)}, attrs...)
+	v.logger.Log(ctx, level, "verification check finished", append(attrs, "duration", at.Sub(start), "detail", msg)...)
 	return Result{Check: c.name, Kind: c.kind, Status: status, Message: msg, At: at}
 }
 

@@ -102,6 +102,9 @@ func TestVerifyOrderAndMetrics(t *testing.T) {
 	expected := `
 # HELP autorollbackd_verifications_total Verification checks run, by kind of check and result.
 # TYPE autorollbackd_verifications_total counter
+autorollbackd_verifications_total{kind="alert",result="fail"} 0
+autorollbackd_verifications_total{kind="alert",result="inconclusive"} 0
+autorollbackd_verifications_total{kind="alert",result="pass"} 0
 autorollbackd_verifications_total{kind="http",result="fail"} 0
 autorollbackd_verifications_total{kind="http",result="inconclusive"} 0
 autorollbackd_verifications_total{kind="http",result="pass"} 2
@@ -131,7 +134,7 @@ autorollbackd_verifications_total{kind="rollout",result="pass"} 0
 			counts[m.GetLabel()[0].GetValue()] = m.GetHistogram().GetSampleCount()
 		}
 	}
-	if want := map[string]uint64{"rollout": 0, "pods": 0, "http": 2, "promql": 2}; !equalMaps(counts, want) {
+	if want := map[string]uint64{"rollout": 0, "pods": 0, "http": 2, "promql": 2, "alert": 0}; !equalMaps(counts, want) {
 		t.Errorf("autorollbackd_verification_duration_seconds sample counts = %v, want %v", counts, want)
 	}
 }
