@@ -108,10 +108,6 @@ type Engine struct {
 	AllowScaleBounce bool `json:"allowScaleBounce" mapstructure:"allowScaleBounce"`
 	// IncidentWorkers is how many incidents are worked on at once.
 	IncidentWorkers int `json:"incidentWorkers" mapstructure:"incidentWorkers"`
-	// AlertGrace is how long after an action the triggering alerts may
-	// keep firing, every other check passing, before the service counts as
-	// still down.
-	AlertGrace metav1.Duration `json:"alertGrace" mapstructure:"alertGrace"`
 	// PageGroupWait and PageGroupInterval group the pages of escalations
 	// for the same reason, as Alertmanager's group_wait and
 	// group_interval do.
@@ -175,7 +171,6 @@ func Default() Config {
 			Retention:         d(72 * time.Hour),
 			MaxRollbackDepth:  2,
 			IncidentWorkers:   32,
-			AlertGrace:        d(5 * time.Minute),
 			PageGroupWait:     d(10 * time.Second),
 			PageGroupInterval: d(5 * time.Minute),
 		},
@@ -211,7 +206,6 @@ func (c *Config) Validate() error {
 		"server.shutdownTimeout":       c.Server.ShutdownTimeout,
 		"kubernetes.startupTimeout":    c.Kubernetes.StartupTimeout,
 		"engine.retention":             c.Engine.Retention,
-		"engine.alertGrace":            c.Engine.AlertGrace,
 		"engine.pageGroupWait":         c.Engine.PageGroupWait,
 		"engine.pageGroupInterval":     c.Engine.PageGroupInterval,
 		"leaderElection.leaseDuration": c.LeaderElection.LeaseDuration,

@@ -72,9 +72,9 @@ const (
 
 // AlertState asks Alertmanager whether alerts still fire: a result of Kind
 // "alert" that passes when none does, fails when one still does, and is
-// inconclusive when Alertmanager cannot tell.
+// inconclusive when Alertmanager cannot tell; *verify.Verifier is one.
 type AlertState interface {
-	AlertState(ctx context.Context, alerts []incident.Alert) verify.Result
+	AlertState(ctx context.Context, q verify.AlertQuery) verify.Result
 }
 
 // FactSource reads what the policy needs to know about a workload. It

@@ -33,6 +33,10 @@ func transient(reason string) bool {
 	return reason == "error" || reason == "conflict" || reason == "settling"
 }
 
+// alertPoll is how often Alertmanager is asked whether an incident's alerts
+// still fire while the alert's grace runs.
+const alertPoll = 15 * time.Second
+
 // errRetry asks for the incident to be worked on again after a back-off.
 var errRetry = errors.New("action failed for a reason that may pass; retrying")
 
@@ -314,7 +318,15 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	if err := w.run(ctx, append(resolved, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})); err != nil {
 		return time.Time{}, err
 	}
-	return w.rules.Wake(w.inc.Incident), nil
+	wake := w.rules.Wake(w.inc.Incident)
+	if w.inc.State == incident.StateVerifying && !w.inc.AlertsFiringSince.IsZero() {
+		// Alertmanager is asked again well within the grace, so that a
+		// recovery is seen without waiting for its resolved notification.
+		if soon := e.opts.Clock.Now().Add(min(alertPoll, w.rules.AlertGrace/4)); wake.IsZero() || soon.Before(wake) {
+			wake = soon
+		}
+	}
+	return wake, nil
 }
 
 // run applies events and carries out their effects, feeding each effect's
@@ -366,7 +378,7 @@ func (w *worker) do(ctx context.Context, f incident.Effect) ([]incident.Event, e
 	case incident.EffectAct:
 		return []incident.Event{e.act(ctx, inc.Incident, f)}, nil
 	case incident.EffectVerify:
-		ev, err := w.verify(ctx)
+		ev, err := w.verify(ctx, f.AlertOnly)
 		if err != nil {
 			return nil, err
 		}
@@ -475,8 +487,14 @@ func (e *Engine) fromForRung(ctx context.Context, inc *incident.Incident) (int64
 // verify runs the checks of the current rung while keeping the people
 // ladder on its clock (a verification can take minutes, and a page must not
 // wait for it), then asks whether the incident's alerts still fire.
-func (w *worker) verify(ctx context.Context) (incident.Event, error) {
+func (w *worker) verify(ctx context.Context, alertOnly bool) (incident.Event, error) {
 	e := w.e
+	if alertOnly {
+		now := e.opts.Clock.Now()
+		results := []verify.Result{e.alertCheck(ctx, w.inc.Incident, verify.StatusPass)}
+		return incident.Event{Kind: incident.EventVerified, At: now, Verification: &incident.Verification{
+			At: now, Rung: w.inc.Rung, Overall: verify.StatusPass, Results: results}}, nil
+	}
 	done := make(chan []verify.Result, 1)
 	vctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -531,13 +549,37 @@ func (e *Engine) alertCheck(ctx context.Context, inc *incident.Incident, checks 
 		r.Status, r.Message = verify.StatusInconclusive, "Alertmanager has not reported every alert resolved"
 		return r
 	}
-	var firing []incident.Alert
+	// Each Alertmanager that sent an alert is asked about it; one still
+	// firing anywhere is still down.
+	var urls []string
+	queries := map[string]*verify.AlertQuery{}
 	for _, a := range inc.Alerts {
-		if a.ResolvedAt.IsZero() {
-			firing = append(firing, a)
+		if !a.ResolvedAt.IsZero() {
+			continue
+		}
+		q, ok := queries[a.ExternalURL]
+		if !ok {
+			q = &verify.AlertQuery{ExternalURL: a.ExternalURL}
+			queries[a.ExternalURL] = q
+			urls = append(urls, a.ExternalURL)
+		}
+		q.Alerts = append(q.Alerts, verify.AlertRef{Fingerprint: a.Fingerprint, Labels: a.Labels})
+	}
+	var results []verify.Result
+	for _, u := range urls {
+		res := e.opts.AlertState.AlertState(ctx, *queries[u])
+		if res.Status == verify.StatusFail {
+			return res
+		}
+		results = append(results, res)
+	}
+	for _, res := range results {
+		if res.Status == verify.StatusInconclusive {
+			return res
 		}
 	}
-	return e.opts.AlertState.AlertState(ctx, firing)
+	r.Status, r.Message = verify.StatusPass, "Alertmanager reports none of the incident's alerts active"
+	return r
 }
 
 // AnnotationPostRollbackTasks on a workload names, comma-separated, the

@@ -104,6 +104,9 @@ type Effect struct {
 	Levels  []string
 	Summary string
 	Phase   TaskPhase
+	// AlertOnly: with EffectVerify, the other checks passed already; ask
+	// only whether the alerts still fire.
+	AlertOnly bool
 }
 
 // TaskPhase is when a post-rollback task runs.
@@ -272,7 +275,9 @@ func (i *Incident) start(ev Event, r Rules) []Effect {
 	case StateActing:
 		fx = append(fx, i.act(ev.At, r)...)
 	case StateVerifying:
-		fx = append(fx, Effect{Kind: EffectVerify, Rung: i.Rung})
+		// Once the checks passed and only the alert was waited on, only the
+		// alert is asked again.
+		fx = append(fx, Effect{Kind: EffectVerify, Rung: i.Rung, AlertOnly: !i.AlertsFiringSince.IsZero()})
 	case StateEscalated:
 		if i.AllAlertsResolved() {
 			fx = append(fx, i.resolve(ev.At, "every alert resolved")...)
@@ -425,7 +430,7 @@ func (i *Incident) verified(ev Event, r Rules) []Effect {
 
 // KindAlertCheck is the Kind of the verification result that says whether
 // the incident's alerts still fire.
-const KindAlertCheck = "alert"
+const KindAlertCheck = verify.KindAlert
 
 func alertResult(results []verify.Result) (verify.Result, bool) {
 	for _, r := range results {
