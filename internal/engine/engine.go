@@ -52,7 +52,7 @@ type Verifier interface {
 // Escalator tells people; *escalate.Escalator is one.
 type Escalator interface {
 	Announce(ctx context.Context, m escalate.Message) error
-	Page(ctx context.Context, step escalate.Step, m escalate.Message) error
+	Page(ctx context.Context, step escalate.Step, m escalate.Message) (escalate.Delivery, error)
 	Resolve(ctx context.Context, inc escalate.Incident, levels []string) error
 	Ladder() escalate.Ladder
 	// Deduplicates reports whether a page sent twice to the named notifier

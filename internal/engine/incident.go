@@ -599,11 +599,16 @@ func (e *Engine) page(ctx context.Context, inc *incident.Versioned, step escalat
 	m.Level = step.Level
 	p := &inc.Pages[len(inc.Pages)-1]
 	p.Sending = false
-	if err := e.opts.Escalator.Page(ctx, step, m); err != nil {
+	d, err := e.opts.Escalator.Page(ctx, step, m)
+	p.Receivers, p.NoReceiver = d.Receivers, d.NoReceiver
+	switch {
+	case err != nil:
 		p.Error = err.Error()
 		inc.Log(now, "page %s failed: %v", step.Level, err)
-	} else {
-		inc.Log(now, "paged %s: %s", step.Level, why)
+	case d.NoReceiver:
+		inc.Log(now, "no receiver for %s: nobody was paged", step.Level)
+	default:
+		inc.Log(now, "paged %s: %s (to %s)", step.Level, why, strings.Join(d.Receivers, ", "))
 	}
 	return e.save(ctx, inc)
 }
@@ -645,10 +650,10 @@ func (e *Engine) settleInterruptedPages(ctx context.Context, inc *incident.Versi
 			step.Notifiers = safe
 			m := e.message(inc, escalate.Page, fmt.Sprintf("%s: page of %s sent again after an interruption", inc.Target, level))
 			m.Level = level
-			if err := e.opts.Escalator.Page(ctx, step, m); err != nil {
+			if d, err := e.opts.Escalator.Page(ctx, step, m); err != nil {
 				inc.Log(now, "page %s sent again to %s failed: %v", level, strings.Join(safe, ", "), err)
 			} else {
-				inc.Log(now, "page %s sent again to %s, which deduplicate it", level, strings.Join(safe, ", "))
+				inc.Log(now, "page %s sent again to %s, which deduplicate it", level, strings.Join(d.Receivers, ", "))
 			}
 		}
 		if len(skipped) > 0 {

@@ -33,7 +33,7 @@ func TestEventsStrings(t *testing.T) {
 	h := newHarness(t, eventsConfig(), func(o *escalate.Options) { o.Events = rec })
 	ctx := context.Background()
 
-	if err := h.Page(ctx, h.Ladder()[0], pageMessage()); err != nil {
+	if _, err := h.Page(ctx, h.Ladder()[0], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	if err := h.Announce(ctx, escalate.Message{Incident: incident(), Summary: "Rolled back Deployment production/event-service from revision 7 to 6"}); err != nil {
@@ -76,7 +76,7 @@ func TestEventsMessageIsCut(t *testing.T) {
 	h := newHarness(t, eventsConfig(), func(o *escalate.Options) { o.Events = rec })
 	m := pageMessage()
 	m.Details = []string{strings.Repeat("x", 2000)}
-	if err := h.Page(context.Background(), h.Ladder()[0], m); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[0], m); err != nil {
 		t.Fatal(err)
 	}
 	got := <-rec.Events
@@ -111,12 +111,12 @@ func TestEventsInvolvedObject(t *testing.T) {
 	}})
 	rec := &refRecorder{}
 	h := newHarness(t, eventsConfig(), func(o *escalate.Options) { o.Events = rec; o.Client = client })
-	if err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
 		t.Fatal(err)
 	}
 	m := pageMessage()
 	m.Incident.Target.Name = "gone"
-	if err := h.Page(context.Background(), h.Ladder()[0], m); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[0], m); err != nil {
 		t.Fatal(err)
 	}
 	want := []corev1.ObjectReference{

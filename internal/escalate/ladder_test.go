@@ -164,7 +164,7 @@ func runLadder(t *testing.T, e *escalate.Escalator, begin, end time.Time, sent m
 		time.Sleep(time.Until(next))
 		for _, step := range ladder.Due(begin, time.Now(), sent) {
 			m := escalate.Message{Incident: in, Summary: "Deployment production/event-service still failing after rollback"}
-			if err := e.Page(context.Background(), step, m); err != nil {
+			if _, err := e.Page(context.Background(), step, m); err != nil {
 				t.Errorf("Page %s: %v", step.Level, err)
 			}
 			sent[step.Level] = true

@@ -73,7 +73,7 @@ func TestPagerDutyPageExactEvent(t *testing.T) {
 	srv := newFakeServer(t, accepted)
 	h := newHarness(t, pdConfig(t, srv.URL, nil))
 	step := h.Ladder()[0]
-	if err := h.Page(context.Background(), step, pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), step, pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	got := srv.got()
@@ -101,7 +101,7 @@ func TestPagerDutySamePageTwiceSameDedupKey(t *testing.T) {
 	h := newHarness(t, pdConfig(t, srv.URL, nil))
 	step := h.Ladder()[0]
 	for range 2 {
-		if err := h.Page(context.Background(), step, pageMessage()); err != nil {
+		if _, err := h.Page(context.Background(), step, pageMessage()); err != nil {
 			t.Fatalf("Page: %v", err)
 		}
 	}
@@ -113,7 +113,7 @@ func TestPagerDutySamePageTwiceSameDedupKey(t *testing.T) {
 	assertJSON(t, got[1].body, wantTrigger) // same dedup_key: PagerDuty keeps one incident
 
 	// The next level is a separate PagerDuty incident with its own key.
-	if err := h.Page(context.Background(), h.Ladder()[1], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[1], pageMessage()); err != nil {
 		t.Fatalf("Page lead: %v", err)
 	}
 	if b := string(srv.got()[2].body); !strings.Contains(b, `"dedup_key":"autorollbackd/inc-7f3a/lead"`) {
@@ -125,7 +125,7 @@ func TestPagerDutyRetriesServerErrors(t *testing.T) {
 	fail := reply{status: http.StatusInternalServerError, body: "upstream broke"}
 	srv := newFakeServer(t, accepted, fail, fail)
 	h := newHarness(t, pdConfig(t, srv.URL, nil))
-	if err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	got := srv.got()
@@ -146,7 +146,7 @@ func TestPagerDutyRetriesServerErrors(t *testing.T) {
 func TestPagerDutyGivesUpAfterRetries(t *testing.T) {
 	srv := newFakeServer(t, reply{status: http.StatusBadGateway, body: "<html>bad gateway</html>"})
 	h := newHarness(t, pdConfig(t, srv.URL, intp(2)))
-	err := h.Page(context.Background(), h.Ladder()[0], pageMessage())
+	_, err := h.Page(context.Background(), h.Ladder()[0], pageMessage())
 	want := `page oncall for incident inc-7f3a: notifier "pd-oncall" (pagerduty): HTTP 502 Bad Gateway: <html>bad gateway</html> (gave up after 3 attempts)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("Page error\ngot:  %v\nwant: %s", err, want)
@@ -174,7 +174,7 @@ func TestPagerDutyHonoursRetryAfter(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newFakeServer(t, accepted, tc.first)
 			h := newHarness(t, pdConfig(t, srv.URL, nil))
-			if err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
+			if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
 				t.Fatalf("Page: %v", err)
 			}
 			if n := len(srv.got()); n != 2 {
@@ -198,7 +198,10 @@ func TestPagerDutyRetryAfterOnFakeClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- e.Page(context.Background(), e.Ladder()[0], pageMessage()) }()
+	go func() {
+		_, err := e.Page(context.Background(), e.Ladder()[0], pageMessage())
+		done <- err
+	}()
 
 	// Wait for the notifier to start waiting on the fake clock; this polls
 	// the state of the fake clock, it does not sleep for a fixed time.
@@ -229,7 +232,7 @@ func TestPagerDutyBadRequestNotRetried(t *testing.T) {
 	srv := newFakeServer(t, reply{status: 400, header: map[string]string{"Content-Type": "application/json"},
 		body: `{"status":"invalid event","message":"Event object is invalid","errors":["Length of 'routing_key' is incorrect (should be 32 characters)"]}`})
 	h := newHarness(t, pdConfig(t, srv.URL, nil))
-	err := h.Page(context.Background(), h.Ladder()[0], pageMessage())
+	_, err := h.Page(context.Background(), h.Ladder()[0], pageMessage())
 	want := `page oncall for incident inc-7f3a: notifier "pd-oncall" (pagerduty): HTTP 400 Bad Request: {"status":"invalid event","message":"Event object is invalid","errors":["Length of 'routing_key' is incorrect (should be 32 characters)"]} (not retried)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("Page error\ngot:  %v\nwant: %s", err, want)
@@ -251,7 +254,7 @@ func TestPagerDutyBadRequestNotRetried(t *testing.T) {
 func TestPagerDutyResolveSameDedupKey(t *testing.T) {
 	srv := newFakeServer(t, accepted)
 	h := newHarness(t, pdConfig(t, srv.URL, nil))
-	if err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	if err := h.Resolve(context.Background(), incident(), []string{"oncall"}); err != nil {
@@ -333,7 +336,7 @@ func TestPagerDutySeverityAndIncidentDashboard(t *testing.T) {
 	h := newHarness(t, cfg)
 	m := pageMessage()
 	m.Incident.DashboardURL = "https://grafana.example/d/other" // wins over the configured one
-	if err := h.Page(context.Background(), h.Ladder()[0], m); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[0], m); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	b := string(srv.got()[0].body)

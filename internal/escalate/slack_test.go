@@ -35,7 +35,7 @@ var slackOK = reply{status: 200, body: "ok"}
 func TestSlackPageExactBody(t *testing.T) {
 	srv := newFakeServer(t, slackOK)
 	h := newHarness(t, slackConfig(t, srv.URL+slackPath, nil))
-	if err := h.Page(context.Background(), h.Ladder()[2], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[2], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	got := srv.got()
@@ -123,7 +123,7 @@ func TestSlackAnnounceAndResolve(t *testing.T) {
 func TestSlackErrorStatusRetriedThenSucceeds(t *testing.T) {
 	srv := newFakeServer(t, slackOK, reply{status: 500, body: "internal_error"})
 	h := newHarness(t, slackConfig(t, srv.URL+slackPath, nil))
-	if err := h.Page(context.Background(), h.Ladder()[2], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[2], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	got := srv.got()
@@ -169,7 +169,7 @@ func TestSlackFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newFakeServer(t, tc.replies[len(tc.replies)-1], tc.replies...)
 			h := newHarness(t, slackConfig(t, srv.URL+slackPath, intp(tc.retries)))
-			err := h.Page(context.Background(), h.Ladder()[2], pageMessage())
+			_, err := h.Page(context.Background(), h.Ladder()[2], pageMessage())
 			if err == nil || err.Error() != tc.wantErr {
 				t.Fatalf("Page error\ngot:  %v\nwant: %s", err, tc.wantErr)
 			}
@@ -220,7 +220,7 @@ func TestSlackURLNeverInErrors(t *testing.T) {
 			cfg := slackConfig(t, url, intp(1))
 			cfg.Notifiers[0].Timeout = d(50 * time.Millisecond)
 			h := newHarness(t, cfg)
-			err := h.Page(context.Background(), h.Ladder()[2], pageMessage())
+			_, err := h.Page(context.Background(), h.Ladder()[2], pageMessage())
 			if err == nil {
 				t.Fatal("Page succeeded against a dead URL")
 			}

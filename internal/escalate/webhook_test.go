@@ -26,7 +26,7 @@ func webhookConfig(t *testing.T, url, tokenFile string) escalate.Config {
 func TestWebhookExactBodyAndBearer(t *testing.T) {
 	srv := newFakeServer(t, reply{status: http.StatusNoContent})
 	h := newHarness(t, webhookConfig(t, srv.URL+"/hooks/autorollbackd", secretFile(t, bearerToken)))
-	if err := h.Page(context.Background(), h.Ladder()[1], pageMessage()); err != nil {
+	if _, err := h.Page(context.Background(), h.Ladder()[1], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
 	got := srv.got()
@@ -103,7 +103,7 @@ func TestWebhookAnnounceWithoutTokenOrDetails(t *testing.T) {
 func TestWebhookClientErrorNotRetried(t *testing.T) {
 	srv := newFakeServer(t, reply{status: http.StatusUnauthorized, body: "bad token " + bearerToken})
 	h := newHarness(t, webhookConfig(t, srv.URL, secretFile(t, bearerToken)))
-	err := h.Page(context.Background(), h.Ladder()[1], pageMessage())
+	_, err := h.Page(context.Background(), h.Ladder()[1], pageMessage())
 	// A receiver that echoes the token does not get it into our error.
 	want := `page lead for incident inc-7f3a: notifier "ticketing" (webhook): HTTP 401 Unauthorized: bad token <secret> (not retried)`
 	if err == nil || err.Error() != want {

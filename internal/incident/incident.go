@@ -109,6 +109,11 @@ type Page struct {
 	Sending bool `json:"sending,omitempty"`
 	// DeliveryUnknown marks such an interrupted page.
 	DeliveryUnknown bool `json:"deliveryUnknown,omitempty"`
+	// Receivers are the notifiers that accepted the page.
+	Receivers []string `json:"receivers,omitempty"`
+	// NoReceiver marks a level that has no notifiers: it was reached on
+	// the clock, but nobody was paged.
+	NoReceiver bool `json:"noReceiver,omitempty"`
 }
 
 // Task is a post-rollback task (a Job) and its outcome.
