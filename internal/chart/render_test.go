@@ -20,6 +20,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
 // apiVersions are the Prometheus Operator APIs that turn on the
@@ -895,5 +897,64 @@ func receiverSnippet(fullname, ns, secret string) []string {
 		"max_alerts: 0",
 		"authorization:",
 		"credentials_file: /etc/alertmanager/secrets/" + secret + "/token",
+	}
+}
+
+// notes renders the chart's NOTES as helm install prints them, in a dry
+// run: nothing is installed, but helm install wants a reachable cluster
+// even then, and helm template does not render NOTES.
+func notes(t *testing.T, args ...string) string {
+	t.Helper()
+	c := testenv.Require(t)
+	args = append([]string{"install", "ard", chartDir, "--namespace", "ops", "--dry-run=client", "--kubeconfig", c.Kubeconfig}, args...)
+	out, err := helm(t, 2*time.Minute, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	_, n, ok := strings.Cut(out, "NOTES:")
+	if !ok {
+		t.Fatalf("helm %s printed no NOTES:\n%s", strings.Join(args, " "), out)
+	}
+	return n
+}
+
+// TestNotesWarnOfLaddersWithoutNotifiers: the install notes say when the
+// escalation ladder pages nobody, which the defaults do.
+func TestNotesWarnOfLaddersWithoutNotifiers(t *testing.T) {
+	t.Parallel()
+	var defaults []string
+	for _, s := range escalate.DefaultConfig().Ladder {
+		defaults = append(defaults, s.Level)
+	}
+	const hook = `{"name":"hook","type":"webhook","webhook":{"url":"https://hooks.example/autorollbackd"}}`
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string // the warning's first line; empty: no warning
+	}{
+		{"defaults", nil,
+			"WARNING: the escalation ladder pages nobody at level(s) " + strings.Join(defaults, ", ") + ".\nBy default they have no notifiers"},
+		{"one level without notifiers",
+			[]string{"--set-json", `config.escalation={"notifiers":[` + hook + `],"ladder":[{"after":"5m","level":"oncall","notifiers":["hook"]},{"after":"10m","level":"lead"}]}`},
+			"WARNING: the escalation ladder pages nobody at level(s) lead.\nThey have no notifiers"},
+		{"empty ladder", []string{"--set-json", `config.escalation={"ladder":[]}`},
+			"WARNING: the escalation ladder pages nobody: config.escalation.ladder is\nempty"},
+		{"every level wired",
+			[]string{"--set-json", `config.escalation={"notifiers":[` + hook + `],"ladder":[{"after":"5m","level":"oncall","notifiers":["hook"]}]}`},
+			""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			n := notes(t, tc.args...)
+			if tc.want == "" {
+				if strings.Contains(n, "pages nobody") {
+					t.Errorf("NOTES warn of a ladder whose every level has notifiers:\n%s", n)
+				}
+				return
+			}
+			if !strings.Contains(n, tc.want) {
+				t.Errorf("NOTES lack the warning %q:\n%s", tc.want, n)
+			}
+		})
 	}
 }

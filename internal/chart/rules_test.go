@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"sigs.k8s.io/yaml"
 )
@@ -151,6 +152,7 @@ func TestRules(t *testing.T) {
 		"AutoRollbackFailed":             `increase(autorollbackd_actions_total{result="failed",dry_run="false"}[10m]) > 0`,
 		"AutoRollbackVerificationFailed": `increase(autorollbackd_verifications_total{result="fail"}[10m]) > 0`,
 		"AutoRollbackEscalated":          `increase(autorollbackd_escalations_total{result="success"}[10m]) > 0`,
+		"AutoRollbackPageNoReceiver":     `increase(autorollbackd_escalations_total{result="no_receiver"}[10m]) > 0`,
 		"AutoRollbackWebhookRejecting":   `sum by (namespace, job) (rate(autorollbackd_webhook_requests_total{code=~"4..|5.."}[5m])) > 0.1`,
 		"AutoRollbackNotReady":           `up{job=~".*autorollbackd.*"} == 0`,
 		"AutoRollbackConfigReloadFailed": `autorollbackd_config_last_reload_successful == 0`,
@@ -159,6 +161,11 @@ func TestRules(t *testing.T) {
 		"AutoRollbackWebhookRejecting":   "10m",
 		"AutoRollbackNotReady":           "5m",
 		"AutoRollbackConfigReloadFailed": "5m",
+	}
+	// Alerts that need a decision from whoever receives them link to the
+	// section of the docs that says what to do.
+	wantRunbook := map[string]string{
+		"AutoRollbackPageNoReceiver": "escalation.md#when-nobody-is-paged",
 	}
 	seen := map[string]bool{}
 	for _, g := range rf.Groups {
@@ -183,6 +190,12 @@ func TestRules(t *testing.T) {
 			}
 			if u := unknownMetrics(r.Expr); len(u) != 0 {
 				t.Errorf("%s: metrics the daemon does not export: %v", r.Alert, u)
+			}
+			if u, w := r.Annotations["runbook_url"], wantRunbook[r.Alert]; w != "" {
+				if u != docsURL+w {
+					t.Errorf("%s: runbook_url %q, want %q", r.Alert, u, docsURL+w)
+				}
+				checkDocAnchor(t, w)
 			}
 		}
 	}
@@ -227,6 +240,45 @@ func TestRules(t *testing.T) {
 			t.Errorf("%s: want unit tests where it fires (%v) and where it does not (%v)", name, firing[name], quiet[name])
 		}
 	}
+}
+
+// docsURL is where the docs of the default branch are published.
+const docsURL = "https://github.com/autorollbackd/autorollbackd/blob/main/docs/"
+
+// checkDocAnchor fails unless the docs page of ref (page.md#anchor) has a
+// heading whose GitHub anchor is anchor.
+func checkDocAnchor(t *testing.T, ref string) {
+	t.Helper()
+	page, anchor, _ := strings.Cut(ref, "#")
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", page))
+	if err != nil {
+		t.Errorf("runbook %s: %v", ref, err)
+		return
+	}
+	var anchors []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if heading, ok := strings.CutPrefix(strings.TrimLeft(line, "#"), " "); ok && strings.HasPrefix(line, "#") {
+			anchors = append(anchors, githubAnchor(heading))
+		}
+	}
+	if !slices.Contains(anchors, anchor) {
+		t.Errorf("runbook %s: docs/%s has no heading with anchor %q (has %q)", ref, page, anchor, anchors)
+	}
+}
+
+// githubAnchor is the anchor GitHub gives a heading: lower case, spaces to
+// hyphens, punctuation other than hyphens and underscores dropped.
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // dashboard is the part of a Grafana dashboard the tests read.

@@ -139,3 +139,54 @@ func TestCheckConfigRedactsAlertmanagerSecrets(t *testing.T) {
 		}
 	}
 }
+
+// A ladder that pages nobody is valid (it is the default) but almost never
+// meant: check-config says so on stderr and still exits 0.
+func TestCheckConfigWarnsOfLevelsWithoutNotifiers(t *testing.T) {
+	const wired = `escalation:
+  notifiers:
+  - name: hook
+    type: webhook
+    webhook:
+      url: https://hooks.example/autorollbackd
+`
+	for _, tc := range []struct {
+		name, body string
+		want       []string // lines on stderr
+	}{
+		{"defaults", "log:\n  level: info\n", []string{
+			"autorollbackd check-config: warning: escalation.ladder[0].notifiers: level oncall has no notifiers: nobody is paged at that level",
+			"autorollbackd check-config: warning: escalation.ladder[1].notifiers: level lead has no notifiers: nobody is paged at that level",
+			"autorollbackd check-config: warning: escalation.ladder[2].notifiers: level war_room has no notifiers: nobody is paged at that level",
+		}},
+		{"empty ladder", "escalation:\n  ladder: []\n", []string{
+			"autorollbackd check-config: warning: escalation.ladder: empty: nobody is ever paged",
+		}},
+		{"one level without notifiers", wired + `  ladder:
+  - {after: 5m, level: oncall, notifiers: [hook]}
+  - {after: 10m, level: lead}
+`, []string{
+			"autorollbackd check-config: warning: escalation.ladder[1].notifiers: level lead has no notifiers: nobody is paged at that level",
+		}},
+		{"every level wired", wired + `  ladder:
+  - {after: 5m, level: oncall, notifiers: [hook]}
+`, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := execute(t, nil, "check-config", writeFile(t, tc.body))
+			if code != ExitOK {
+				t.Fatalf("exit code = %d, want %d; stderr %q", code, ExitOK, stderr)
+			}
+			want := ""
+			for _, l := range tc.want {
+				want += l + "\n"
+			}
+			if stderr != want {
+				t.Errorf("stderr\ngot:\n%s\nwant:\n%s", stderr, want)
+			}
+			if !strings.Contains(stdout, "configuration OK") {
+				t.Errorf("stdout = %q, want the effective configuration", stdout)
+			}
+		})
+	}
+}

@@ -281,6 +281,12 @@ func (c *Config) Validate() error {
 	return sortedJoin(errs)
 }
 
+// Warnings returns what is valid but probably a mistake, each naming its
+// key, for check-config to show: escalation levels that page nobody.
+func (c *Config) Warnings() []error {
+	return prefixed("escalation", errors.Join(c.Escalation.Warnings()...))
+}
+
 // prefixed puts section in front of the keys named by a section's errors.
 func prefixed(section string, err error) []error {
 	if err == nil {

@@ -183,6 +183,23 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Warnings returns what is valid but pages nobody: an empty ladder, or
+// each step without notifiers. The default configuration is such a ladder.
+// They are *KeyError, keys relative to the section, in ladder order.
+func (c Config) Warnings() []error {
+	if len(c.Ladder) == 0 {
+		return []error{keyErr("ladder", "empty: nobody is ever paged")}
+	}
+	var warns []error
+	for i, s := range c.Ladder {
+		if len(s.Notifiers) == 0 {
+			warns = append(warns, keyErr(fmt.Sprintf("ladder[%d].notifiers", i),
+				"level %s has no notifiers: nobody is paged at that level", s.Level))
+		}
+	}
+	return warns
+}
+
 // checkRefs checks a list of notifier names.
 func checkRefs(key string, refs []string, names map[string]bool) []error {
 	var errs []error

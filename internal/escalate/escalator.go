@@ -134,38 +134,51 @@ func (e *Escalator) Notifier(name string) (Notifier, bool) {
 // notifier delivered (or none is configured).
 func (e *Escalator) Announce(ctx context.Context, m Message) error {
 	m.Kind, m.Level = Announce, ""
-	return e.fanout(ctx, e.cfg.Announce, func(*notifier) []Message { return []Message{e.prepare(m)} })
+	return errors.Join(e.fanout(ctx, e.cfg.Announce, func(*notifier) []Message { return []Message{e.prepare(m)} })...)
+}
+
+// Delivery is who received a page.
+type Delivery struct {
+	// Receivers are the notifiers of the step that accepted the page, in
+	// the step's order. A notifier that failed is not among them.
+	Receivers []string
+	// NoReceiver is true when the step names no notifier, so nobody was
+	// paged: the level is reached, but no person is told. It is never true
+	// when a notifier was tried, even if every one failed (that is an
+	// error).
+	NoReceiver bool
 }
 
 // Page sends m, as a page of step's level, to every notifier of the step at
-// once, and counts autorollbackd_escalations_total: success when all
-// delivered, failure when any did not, skipped when the step has no
-// notifiers (nobody is paged; a warning is logged). Paging a level again
-// is safe: PagerDuty deduplicates it into the open incident.
+// once, and returns the notifiers that accepted it. It counts
+// autorollbackd_escalations_total: success when all delivered, failure when
+// any did not (the error names each), no_receiver when the step has no
+// notifiers (nobody is paged; Delivery.NoReceiver is set and a warning is
+// logged). Paging a level again is safe: PagerDuty deduplicates it into the
+// open incident.
 func (e *Escalator) Page(ctx context.Context, step Step, m Message) (Delivery, error) {
 	m.Kind, m.Level = Page, step.Level
 	if len(step.Notifiers) == 0 {
-		e.m.escalations.WithLabelValues(step.Level, resultSkipped).Inc()
+		e.m.escalations.WithLabelValues(step.Level, resultNoReceiver).Inc()
 		e.log.Warn("escalation level has no notifiers: nobody was paged",
 			"level", step.Level, "incident", m.Incident.ID)
-		return Delivery{}, nil
+		return Delivery{NoReceiver: true}, nil
 	}
-	err := e.fanout(ctx, step.Notifiers, func(*notifier) []Message { return []Message{e.prepare(m)} })
+	errs := e.fanout(ctx, step.Notifiers, func(*notifier) []Message { return []Message{e.prepare(m)} })
+	var d Delivery
+	for i, name := range step.Notifiers {
+		if errs[i] == nil {
+			d.Receivers = append(d.Receivers, name)
+		}
+	}
 	result := resultSuccess
+	err := errors.Join(errs...)
 	if err != nil {
 		result = resultFailure
 		err = fmt.Errorf("page %s for incident %s: %w", step.Level, m.Incident.ID, err)
 	}
 	e.m.escalations.WithLabelValues(step.Level, result).Inc()
-	if err != nil {
-		return Delivery{}, err
-	}
-	return Delivery{Receivers: slices.Clone(step.Notifiers)}, nil
-}
-
-// Delivery says who received a page: no receivers means nobody was paged.
-type Delivery struct {
-	Receivers []string
+	return d, err
 }
 
 // Deduplicates reports whether the named notifier folds a repeated page
@@ -187,7 +200,7 @@ func (e *Escalator) Resolve(ctx context.Context, inc Incident, levels []string) 
 	perNotifier := map[string][]string{} // notifier -> levels, in the order given
 	var names []string
 	for _, level := range dedupe(levels) {
-		step, ok := e.ladder.Step(level)
+		step, ok := e.ladder.step(level)
 		if !ok {
 			errs = append(errs, fmt.Errorf("resolve level %q: not in the ladder", level))
 			continue
@@ -203,7 +216,7 @@ func (e *Escalator) Resolve(ctx context.Context, inc Incident, levels []string) 
 	if inc.Alertname != "" {
 		summary = "Resolved: " + inc.Alertname + " on " + inc.Target.String()
 	}
-	err := e.fanout(ctx, names, func(n *notifier) []Message {
+	err := errors.Join(e.fanout(ctx, names, func(n *notifier) []Message {
 		var ms []Message
 		for _, level := range perNotifier[n.name] {
 			ms = append(ms, e.prepare(Message{
@@ -212,7 +225,7 @@ func (e *Escalator) Resolve(ctx context.Context, inc Incident, levels []string) 
 			}))
 		}
 		return ms
-	})
+	})...)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -235,8 +248,9 @@ func (e *Escalator) prepare(m Message) Message {
 
 // fanout delivers, to each named notifier concurrently, the messages msgs
 // returns for it, in order. A slow or retrying notifier does not hold up the
-// others. The failures are joined in the order of names.
-func (e *Escalator) fanout(ctx context.Context, names []string, msgs func(*notifier) []Message) error {
+// others. It returns each notifier's failures, nil when it delivered
+// everything, at the index of its name.
+func (e *Escalator) fanout(ctx context.Context, names []string, msgs func(*notifier) []Message) []error {
 	errs := make([]error, len(names))
 	var wg sync.WaitGroup
 	for i, name := range names {
@@ -263,7 +277,7 @@ func (e *Escalator) fanout(ctx context.Context, names []string, msgs func(*notif
 		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errs
 }
 
 func dedupe(in []string) []string {

@@ -101,16 +101,16 @@ func twoNotifiers(t *testing.T, pdURL, slackURL string) escalate.Config {
 func TestMetricsStartAtZero(t *testing.T) {
 	h := newHarness(t, twoNotifiers(t, "https://pd.example", "https://hooks.example"+slackPath))
 	want := `
-# HELP autorollbackd_escalations_total Pages of a ladder level: success when every notifier of the step delivered, failure when one did not, skipped when the level has no notifiers.
+# HELP autorollbackd_escalations_total Pages of a ladder level: success when every notifier of the step delivered, failure when one did not, no_receiver when the level has no notifiers and nobody was paged.
 # TYPE autorollbackd_escalations_total counter
 autorollbackd_escalations_total{level="lead",result="failure"} 0
-autorollbackd_escalations_total{level="lead",result="skipped"} 0
+autorollbackd_escalations_total{level="lead",result="no_receiver"} 0
 autorollbackd_escalations_total{level="lead",result="success"} 0
 autorollbackd_escalations_total{level="oncall",result="failure"} 0
-autorollbackd_escalations_total{level="oncall",result="skipped"} 0
+autorollbackd_escalations_total{level="oncall",result="no_receiver"} 0
 autorollbackd_escalations_total{level="oncall",result="success"} 0
 autorollbackd_escalations_total{level="war_room",result="failure"} 0
-autorollbackd_escalations_total{level="war_room",result="skipped"} 0
+autorollbackd_escalations_total{level="war_room",result="no_receiver"} 0
 autorollbackd_escalations_total{level="war_room",result="success"} 0
 # HELP autorollbackd_notification_attempts_total Delivery attempts, retries included, by notifier and notifier type.
 # TYPE autorollbackd_notification_attempts_total counter
@@ -188,8 +188,8 @@ func TestPageLevelWithoutNotifiers(t *testing.T) {
 	if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
 		t.Fatalf("Page: %v", err)
 	}
-	if v := sample(t, h.reg, "autorollbackd_escalations_total", map[string]string{"level": "oncall", "result": "skipped"}); v != 1 {
-		t.Errorf("skipped = %v, want 1", v)
+	if v := sample(t, h.reg, "autorollbackd_escalations_total", map[string]string{"level": "oncall", "result": "no_receiver"}); v != 1 {
+		t.Errorf("no_receiver = %v, want 1", v)
 	}
 	if !strings.Contains(h.logs.String(), "nobody was paged") {
 		t.Errorf("no warning logged:\n%s", h.logs)

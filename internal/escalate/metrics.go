@@ -10,7 +10,9 @@ import (
 const (
 	resultSuccess = "success"
 	resultFailure = "failure"
-	resultSkipped = "skipped" // a page of a level that has no notifiers
+	// resultNoReceiver is a page of a level that has no notifiers: nobody
+	// was paged.
+	resultNoReceiver = "no_receiver"
 )
 
 type metrics struct {
@@ -41,7 +43,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"type"}),
 		escalations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "autorollbackd", Name: "escalations_total",
-			Help: "Pages of a ladder level: success when every notifier of the step delivered, failure when one did not, skipped when the level has no notifiers.",
+			Help: "Pages of a ladder level: success when every notifier of the step delivered, failure when one did not, no_receiver when the level has no notifiers and nobody was paged.",
 		}, []string{"level", "result"}),
 	}
 	var err error
@@ -73,7 +75,7 @@ func (m *metrics) initialise(c Config) {
 		m.duration.WithLabelValues(n.Type)
 	}
 	for _, s := range c.Ladder {
-		for _, r := range []string{resultSuccess, resultFailure, resultSkipped} {
+		for _, r := range []string{resultSuccess, resultFailure, resultNoReceiver} {
 			m.escalations.WithLabelValues(s.Level, r)
 		}
 	}

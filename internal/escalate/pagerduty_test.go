@@ -198,7 +198,10 @@ func TestPagerDutyRetryAfterOnFakeClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { _, err := e.Page(context.Background(), e.Ladder()[0], pageMessage()); done <- err }()
+	go func() {
+		_, err := e.Page(context.Background(), e.Ladder()[0], pageMessage())
+		done <- err
+	}()
 
 	// Wait for the notifier to start waiting on the fake clock; this polls
 	// the state of the fake clock, it does not sleep for a fixed time.
