@@ -189,60 +189,6 @@ func TestAfterActionTaskRunsWhenVerificationFails(t *testing.T) {
 	}
 }
 
-// No notifier on the ladder: the timeline says nobody was paged.
-func TestNoNotifierIsNoReceiverNotPaged(t *testing.T) {
-	f := newFixture(t, optedIn, nil)
-	e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, ec *escalate.Config, _ *Options) {
-		ec.Ladder = []escalate.Step{{After: metav1.Duration{Duration: time.Second}, Level: "oncall"}}
-	})
-	n := firing(f.ns, "nobody", time.Now(), map[string]string{"impact": "service_down"})
-	// The policy escalates a paused rollout at once.
-	if _, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(context.Background(), "event-service", types.MergePatchType,
-		[]byte(`{"spec":{"paused":true}}`), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 10*time.Second, "paused in the cache", func(ctx context.Context) (bool, string) {
-		w, err := e.opts.Cache.Facts(ctx, policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"})
-		return err == nil && w != nil && w.Paused, fmt.Sprint(err)
-	})
-	if _, err := e.Accept(context.Background(), n); err != nil {
-		t.Fatal(err)
-	}
-	var inc *incident.Incident
-	testenv.Eventually(t, 30*time.Second, "on-call's page recorded", func(ctx context.Context) (bool, string) {
-		var err error
-		if inc, err = e.incidentOf(ctx, n); err != nil {
-			return false, err.Error()
-		}
-		return len(inc.Pages) == 1 && !inc.Pages[0].Sending, inc.Render()
-	})
-	if !inc.Pages[0].NoReceiver || inc.PagedLevels()["oncall"] {
-		t.Fatalf("page %+v; want no_receiver, and on-call not counted as paged\n%s", inc.Pages[0], inc.Render())
-	}
-	for _, l := range inc.Timeline {
-		if strings.HasPrefix(l.What, "paged oncall") {
-			t.Fatalf("the timeline says %q though nobody was paged", l.What)
-		}
-	}
-}
-
-// incidentOf reads the incident of n's alert as it is now.
-func (r *running) incidentOf(ctx context.Context, n *webhook.Notification) (*incident.Incident, error) {
-	a := n.Alerts[0]
-	rec, err := r.Record(ctx, AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt}))
-	if err != nil {
-		return nil, err
-	}
-	if rec.Incident == "" {
-		return nil, fmt.Errorf("no incident yet: %s", rec.state())
-	}
-	v, err := r.opts.Incidents.Get(ctx, rec.Incident)
-	if err != nil {
-		return nil, err
-	}
-	return v.Incident, nil
-}
-
 // A daemon that stopped right after the second rung's rollback, before
 // recording it: the next one finds the rollback on the workload and records
 // it applied, never "changed".
@@ -384,4 +330,21 @@ func TestStormOfEscalationsPagesOnce(t *testing.T) {
 	if leaders != 1 {
 		t.Errorf("%d incidents sent a page of their own, want 1", leaders)
 	}
+}
+
+// incidentOf reads the incident of n's alert as it is now.
+func (r *running) incidentOf(ctx context.Context, n *webhook.Notification) (*incident.Incident, error) {
+	a := n.Alerts[0]
+	rec, err := r.Record(ctx, AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt}))
+	if err != nil {
+		return nil, err
+	}
+	if rec.Incident == "" {
+		return nil, fmt.Errorf("no incident yet: %s", rec.state())
+	}
+	v, err := r.opts.Incidents.Get(ctx, rec.Incident)
+	if err != nil {
+		return nil, err
+	}
+	return v.Incident, nil
 }

@@ -104,7 +104,7 @@ func (e *Engine) groupedPage(ctx context.Context, inc *incident.Incident, f inci
 		}
 		p := pg.page
 		p.Group = pg.leader
-		return incident.Event{Kind: incident.EventPaged, At: e.opts.Clock.Now(), Page: &p}
+		return incident.Event{Kind: incident.EventPaged, At: e.opts.Clock.Now(), Page: &p, Why: f.Summary}
 	}
 	select {
 	case <-e.opts.Clock.After(e.groups.wait):
@@ -142,13 +142,9 @@ func (e *Engine) sendPage(ctx context.Context, inc *incident.Incident, level, su
 	m.Level = level
 	p := incident.Page{Level: level}
 	d, err := e.opts.Escalator.Page(ctx, step, m)
-	switch {
-	case err != nil:
+	p.Receivers, p.NoReceiver = d.Receivers, d.NoReceiver
+	if err != nil {
 		p.Error = err.Error()
-	case len(d.Receivers) == 0:
-		p.NoReceiver = true
-	default:
-		p.Receivers = d.Receivers
 	}
-	return incident.Event{Kind: incident.EventPaged, At: e.opts.Clock.Now(), Page: &p}
+	return incident.Event{Kind: incident.EventPaged, At: e.opts.Clock.Now(), Page: &p, Why: summary}
 }

@@ -200,7 +200,7 @@ func (e *Escalator) Resolve(ctx context.Context, inc Incident, levels []string) 
 	perNotifier := map[string][]string{} // notifier -> levels, in the order given
 	var names []string
 	for _, level := range dedupe(levels) {
-		step, ok := e.ladder.step(level)
+		step, ok := e.ladder.Step(level)
 		if !ok {
 			errs = append(errs, fmt.Errorf("resolve level %q: not in the ladder", level))
 			continue

@@ -61,8 +61,10 @@ type Event struct {
 
 	Verification *Verification
 	Page         *Page
-	Phase        TaskPhase
-	Tasks        []Task
+	// Why is what a page said.
+	Why   string
+	Phase TaskPhase
+	Tasks []Task
 }
 
 // EffectKind names what the worker must do.
@@ -565,7 +567,7 @@ func (i *Incident) paged(ev Event) []Effect {
 		case p.Group != "":
 			i.Log(ev.At, "paged %s in one page with incident %s and others of the same reason (%s)", p.Level, p.Group, strings.Join(p.Receivers, ", "))
 		default:
-			i.Log(ev.At, "paged %s (%s)", p.Level, strings.Join(p.Receivers, ", "))
+			i.Log(ev.At, "paged %s: %s (to %s)", p.Level, ev.Why, strings.Join(p.Receivers, ", "))
 		}
 		return []Effect{{Kind: EffectSave}}
 	}

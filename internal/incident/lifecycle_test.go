@@ -187,10 +187,10 @@ func TestNext(t *testing.T) {
 			inc: with(fixingForward(), func(i *Incident) {
 				i.Pages = []Page{{At: at(5 * time.Minute), Level: "oncall", Sending: true}}
 			}),
-			ev:    Event{Kind: EventPaged, At: at(5 * time.Minute), Page: &Page{Level: "oncall", Receivers: []string{"pagerduty"}}},
+			ev:    Event{Kind: EventPaged, At: at(5 * time.Minute), Page: &Page{Level: "oncall", Receivers: []string{"pagerduty"}}, Why: "still open after 5m"},
 			state: StateEscalated, effects: []string{"save"},
 			check: func(t *testing.T, _, after *Incident, _ []Effect) {
-				if last := after.Timeline[len(after.Timeline)-1].What; last != "paged oncall (pagerduty)" {
+				if last := after.Timeline[len(after.Timeline)-1].What; last != "paged oncall: still open after 5m (to pagerduty)" {
 					t.Errorf("timeline %q", last)
 				}
 			},
