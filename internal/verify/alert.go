@@ -107,9 +107,9 @@ func alertFilter(ls map[string]string) ([]string, error) {
 // for an alert none of the others proved active. One call sends one GET
 // per distinct alert, all bounded together by alertmanager.timeout and ctx.
 func (v *Verifier) AlertState(ctx context.Context, q AlertQuery) Result {
-	return v.run(ctx, check{KindAlert, KindAlert, func(ctx context.Context) (Status, string) {
+	return v.run(ctx, check{KindAlert, KindAlert, func(ctx context.Context, _ time.Time) (Status, string) {
 		return v.checkAlerts(ctx, q)
-	}}, "alerts", len(q.Alerts))
+	}}, time.Time{}, "alerts", len(q.Alerts))
 }
 
 // AlertResolveGrace is how long after an action the alerts have to

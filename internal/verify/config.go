@@ -23,6 +23,8 @@ import (
 // HTTPCheck and PromQLCheck to the keys left unset.
 type Config struct {
 	// Rollout judges the workload's status as `kubectl rollout status` does.
+	// Its timeout also bounds how early the later checks may give up when
+	// the rollout check is off or did not pass: see Verifier.Verify.
 	Rollout WaitCheck `json:"rollout" mapstructure:"rollout"`
 	// Pods requires every pod of the workload's current revision to be
 	// Running and Ready, and at least the desired number of them.
@@ -36,6 +38,12 @@ type Config struct {
 	PrometheusURL string        `json:"prometheusURL" mapstructure:"prometheusURL"`
 	HTTP          []HTTPCheck   `json:"http" mapstructure:"http"`
 	PromQL        []PromQLCheck `json:"promql" mapstructure:"promql"`
+	// InconclusiveIsPass lets an inconclusive check count as a pass: the
+	// next stage runs after it, and the overall verdict is pass when no
+	// check failed and at least one passed. Off by default: the overall
+	// verdict is pass only when every check passed, and verification stops
+	// at the first check that did not pass.
+	InconclusiveIsPass bool `json:"inconclusiveIsPass" mapstructure:"inconclusiveIsPass"`
 	// Alertmanager is where the alert check asks whether the alerts that
 	// opened an incident are still active.
 	Alertmanager AlertmanagerConfig `json:"alertmanager" mapstructure:"alertmanager"`
@@ -265,6 +273,8 @@ func (c Config) validate(needURL bool) error {
 	}
 	if c.Rollout.Enabled {
 		positive("rollout.timeout", c.Rollout.Timeout.Duration)
+	} else if d := c.Rollout.Timeout.Duration; d < 0 {
+		bad("rollout.timeout", "must not be negative, got %s", d)
 	}
 	if c.Pods.Enabled {
 		positive("pods.timeout", c.Pods.Timeout.Duration)

@@ -23,7 +23,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"rollout":{"enabled":true,"timeout":"2m0s"},"pods":{"enabled":true,"timeout":"2m0s"},"pollInterval":"2s","prometheusURL":"","http":[],"promql":[],` +
+	want := `{"rollout":{"enabled":true,"timeout":"2m0s"},"pods":{"enabled":true,"timeout":"2m0s"},"pollInterval":"2s","prometheusURL":"","http":[],"promql":[],"inconclusiveIsPass":false,` +
 		`"alertmanager":{"url":"","timeout":"10s","httpConfig":null},"alertResolveGrace":"5m0s"}`
 	if string(got) != want {
 		t.Errorf("DefaultConfig() as JSON =\n%s\nwant\n%s", got, want)
@@ -86,6 +86,11 @@ func TestValidate(t *testing.T) {
 				"pollInterval: must be a positive duration, got 0s",
 				"rollout.timeout: must be a positive duration, got 0s",
 			},
+		},
+		{
+			name: "a disabled rollout check's timeout is still a floor, not negative",
+			cfg:  valid(func(c *Config) { c.Rollout = WaitCheck{Timeout: dur(-time.Second)} }),
+			want: []string{"rollout.timeout: must not be negative, got -1s"},
 		},
 		{
 			name: "prometheusURL not a URL",

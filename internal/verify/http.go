@@ -56,36 +56,49 @@ type attempt struct {
 }
 
 // checkHTTP sends the request up to 1+retries times, interval apart, and
-// passes on the first expected answer. Otherwise the last attempt decides:
-// a wrong status, a body that does not match or a transport error fail; a
-// bearer token that cannot be read is inconclusive (nothing was asked of
-// the service).
-func (v *Verifier) checkHTTP(ctx context.Context, c *httpCheck, target policy.Ref) (Status, string) {
+// passes on the first expected answer. While floor has not passed it keeps
+// trying beyond that. Otherwise the last attempt decides: a wrong status, a
+// body that does not match or a transport error fail; a bearer token that
+// cannot be read is inconclusive (nothing was asked of the service).
+func (v *Verifier) checkHTTP(ctx context.Context, c *httpCheck, target policy.Ref, floor time.Time) (Status, string) {
 	data := templateData{Name: target.Name, Namespace: target.Namespace, Kind: string(target.Kind)}
 	rawURL, err := execute(c.url, data)
 	if err != nil {
 		return StatusInconclusive, fmt.Sprintf("Could not build the URL: %v.", err)
 	}
 	attempts := 1 + *c.Retries
+	// which names attempt i in messages.
+	which := func(i int) string {
+		if i <= attempts {
+			return fmt.Sprintf("attempt %d of %d", i, attempts)
+		}
+		return fmt.Sprintf("attempt %d, after the %d configured", i, attempts)
+	}
+	rolloutTimeout := v.cfg.Rollout.Timeout.Duration
 	var last attempt
-	for i := 1; i <= attempts; i++ {
+	for i := 1; ; i++ {
 		last = v.httpAttempt(ctx, c, target, rawURL)
 		if ctx.Err() != nil {
-			return StatusInconclusive, fmt.Sprintf("Verification was cancelled during attempt %d of %d: %s.", i, attempts, last.message)
+			return StatusInconclusive, fmt.Sprintf("Verification was cancelled during %s: %s.", which(i), last.message)
 		}
 		if last.status == StatusPass {
-			return StatusPass, fmt.Sprintf("%s (attempt %d of %d).", last.message, i, attempts)
+			if i > attempts {
+				return StatusPass, fmt.Sprintf("%s (%s: rollout.timeout %s had not yet passed).", last.message, which(i), rolloutTimeout)
+			}
+			return StatusPass, fmt.Sprintf("%s (%s).", last.message, which(i))
 		}
 		v.logger.Debug("http check attempt failed", "check", c.Name, "namespace", target.Namespace, "workload", target.Name,
 			"attempt", i, "attempts", attempts, "detail", last.message)
-		if i == attempts {
-			break
+		if i >= attempts && !v.clock.Now().Before(floor) {
+			if i > attempts {
+				return last.status, fmt.Sprintf("%s (%s: kept trying until rollout.timeout %s had passed).", last.message, which(i), rolloutTimeout)
+			}
+			return last.status, fmt.Sprintf("%s (%s).", last.message, which(i))
 		}
 		if !v.sleep(ctx, c.Interval.Duration) {
-			return StatusInconclusive, fmt.Sprintf("Verification was cancelled after attempt %d of %d: %s.", i, attempts, last.message)
+			return StatusInconclusive, fmt.Sprintf("Verification was cancelled after %s: %s.", which(i), last.message)
 		}
 	}
-	return last.status, fmt.Sprintf("%s (attempt %d of %d).", last.message, attempts, attempts)
 }
 
 // httpAttempt sends the request once, bounded by the check's timeout.

@@ -329,6 +329,10 @@ func TestKubeUnreadyDeploymentTimesOut(t *testing.T) {
 	}
 	expect(t, res["rollout"], StatusFail,
 		`Rollout not finished within 3s: Waiting for deployment "stuck" rollout to finish: 0 of 2 updated replicas are available...`)
+	expect(t, res["pods"], StatusInconclusive, "Not run: rollout failed first.")
+
+	// The pods check alone names the pods that are not ready.
+	res = byCheck(t, e.verifier(0, timeout).Verify(t.Context(), e.ref(policy.KindDeployment, "stuck")), "pods")
 	msg := res["pods"].Message
 	wantPrefix := fmt.Sprintf("Pods not ready within 3s: 0 of 2 desired pods of the deployment at revision %s are Running and Ready; not ready: ", hash)
 	if res["pods"].Status != StatusFail || !strings.HasPrefix(msg, wantPrefix) {
@@ -364,6 +368,9 @@ func TestKubeBadRolloutKeepsOldPodsReady(t *testing.T) {
 	res := byCheck(t, v.Verify(t.Context(), e.ref(policy.KindDeployment, "svc")), "rollout", "pods")
 	expect(t, res["rollout"], StatusFail,
 		`Rollout not finished within 2s: Waiting for deployment "svc" rollout to finish: 1 out of 2 new replicas have been updated...`)
+	expect(t, res["pods"], StatusInconclusive, "Not run: rollout failed first.")
+
+	res = byCheck(t, e.verifier(0, 2*time.Second).Verify(t.Context(), e.ref(policy.KindDeployment, "svc")), "pods")
 	msg := res["pods"].Message
 	wantPrefix := fmt.Sprintf("Pods not ready within 2s: 0 of 2 desired pods of the deployment at revision %s are Running and Ready; not ready: svc-%s-", hash2, hash2)
 	if res["pods"].Status != StatusFail || !strings.HasPrefix(msg, wantPrefix) || strings.Contains(msg, hash1) {
@@ -462,6 +469,8 @@ func TestKubeWorkloadNotFound(t *testing.T) {
 	}
 	ref := e.ref(policy.KindDeployment, "absent")
 	expect(t, res["rollout"], StatusFail, fmt.Sprintf(`%s does not exist: get deployment %s/absent: deployments.apps "absent" not found.`, ref, e.ns))
+	expect(t, res["pods"], StatusInconclusive, "Not run: rollout failed first.")
+	res = byCheck(t, e.verifier(0, time.Minute).Verify(t.Context(), ref), "pods")
 	expect(t, res["pods"], StatusFail, fmt.Sprintf(`%s does not exist: get deployment %s/absent: deployments.apps "absent" not found.`, ref, e.ns))
 }
 
@@ -473,9 +482,8 @@ func TestKubeCancelledIsInconclusive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
 	res := byCheck(t, e.verifier(time.Minute, time.Minute).Verify(ctx, e.ref(policy.KindDeployment, "cancel")), "rollout", "pods")
-	for _, r := range res {
-		if r.Status != StatusInconclusive || !strings.HasPrefix(r.Message, "Verification was cancelled before") {
-			t.Errorf("%s = %s %q, want inconclusive: cancelled", r.Check, r.Status, r.Message)
-		}
+	if r := res["rollout"]; r.Status != StatusInconclusive || !strings.HasPrefix(r.Message, "Verification was cancelled before") {
+		t.Errorf("rollout = %s %q, want inconclusive: cancelled", r.Status, r.Message)
 	}
+	expect(t, res["pods"], StatusInconclusive, "Not run: verification was cancelled.")
 }

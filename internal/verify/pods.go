@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -274,9 +275,10 @@ func joinNonEmpty(sep string, parts ...string) string {
 
 // checkPods polls the pods of the workload's current revision until they
 // are all Running and Ready and at least the desired number (pass), or the
-// timeout passes (fail, naming the pods that are not ready and why).
-func (v *Verifier) checkPods(ctx context.Context, target policy.Ref) (Status, string) {
-	return v.wait(ctx, target, v.cfg.Pods.Timeout.Duration, podsWords, func(ctx context.Context) (string, Status, bool, error) {
+// timeout passes (fail, naming the pods that are not ready and why). It
+// does not give up before floor.
+func (v *Verifier) checkPods(ctx context.Context, target policy.Ref, floor time.Time) (Status, string) {
+	return v.wait(ctx, target, v.cfg.Pods.Timeout.Duration, floor, podsWords, func(ctx context.Context) (string, Status, bool, error) {
 		msg, ok, err := v.judgeCurrentPods(ctx, target)
 		return msg, StatusPass, ok, err
 	})

@@ -120,13 +120,15 @@ func evaluate(v model.Value, op string, threshold float64) (evalKind, string) {
 // an evaluation without data (unless noData says pass) and a query error,
 // since neither proves anything. When the timeout passes, the check fails
 // if the last evaluation with a verdict failed; otherwise (never any data,
-// only query errors, or a streak still too short) it is inconclusive.
-func (v *Verifier) checkPromQL(ctx context.Context, c *promCheck, target policy.Ref) (Status, string) {
+// only query errors, or a streak still too short) it is inconclusive. The
+// timeout is extended until floor when that is later.
+func (v *Verifier) checkPromQL(ctx context.Context, c *promCheck, target policy.Ref, floor time.Time) (Status, string) {
 	query, err := execute(c.query, templateData{Name: target.Name, Namespace: target.Namespace, Kind: string(target.Kind)})
 	if err != nil {
 		return StatusInconclusive, fmt.Sprintf("Could not build the query: %v.", err)
 	}
-	ctx, cancel := v.withTimeout(ctx, c.Timeout.Duration)
+	timeout, within := v.limit(c.Timeout.Duration, floor)
+	ctx, cancel := v.withTimeout(ctx, timeout)
 	defer cancel()
 
 	var (
@@ -191,20 +193,19 @@ func (v *Verifier) checkPromQL(ctx context.Context, c *promCheck, target policy.
 		}
 		return StatusInconclusive, fmt.Sprintf("Verification was cancelled after %d evaluations; last: %s.", evals, lastDetail)
 	}
-	timeout := c.Timeout.Duration
 	switch {
 	case evals == 0:
-		return StatusInconclusive, fmt.Sprintf("No evaluation finished within %s.", timeout)
+		return StatusInconclusive, fmt.Sprintf("No evaluation finished within %s.", within)
 	case verdict == evalFail && last == evalFail:
-		return StatusFail, fmt.Sprintf("%s not met within %s (%d evaluations): %s.", c.condition(), timeout, evals, lastDetail)
+		return StatusFail, fmt.Sprintf("%s not met within %s (%d evaluations): %s.", c.condition(), within, evals, lastDetail)
 	case verdict == evalFail:
-		return StatusFail, fmt.Sprintf("%s not met within %s (%d evaluations): last data: %s; then %s.", c.condition(), timeout, evals, verdictDetail, lastDetail)
+		return StatusFail, fmt.Sprintf("%s not met within %s (%d evaluations): last data: %s; then %s.", c.condition(), within, evals, verdictDetail, lastDetail)
 	case !sawData && verdict == evalNone:
-		return StatusInconclusive, fmt.Sprintf("No data within %s (%d evaluations): %s.", timeout, evals, lastDetail)
+		return StatusInconclusive, fmt.Sprintf("No data within %s (%d evaluations): %s.", within, evals, lastDetail)
 	case last == evalPass:
-		return StatusInconclusive, fmt.Sprintf("%s held in only %d of the %d consecutive evaluations required within %s: %s.", c.condition(), streak, c.Consecutive, timeout, lastDetail)
+		return StatusInconclusive, fmt.Sprintf("%s held in only %d of the %d consecutive evaluations required within %s: %s.", c.condition(), streak, c.Consecutive, within, lastDetail)
 	}
-	return StatusInconclusive, fmt.Sprintf("%s not proven within %s (%d evaluations): last: %s.", c.condition(), timeout, evals, lastDetail)
+	return StatusInconclusive, fmt.Sprintf("%s not proven within %s (%d evaluations): last: %s.", c.condition(), within, evals, lastDetail)
 }
 
 // condition renders the condition for messages, for example

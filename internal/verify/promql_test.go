@@ -288,11 +288,17 @@ func TestPromQLQueryTimeout(t *testing.T) {
 }
 
 func ExampleOverall() {
-	fmt.Println(Overall([]Result{{Status: StatusPass}, {Status: StatusInconclusive}}))
-	fmt.Println(Overall([]Result{{Status: StatusPass}, {Status: StatusFail}}))
+	rollout := Result{Check: "rollout", Kind: KindRollout, Status: StatusPass}
+	live := Result{Check: "http:live", Kind: KindHTTP, Status: StatusPass}
+	fmt.Println(Overall([]Result{rollout, live}))
+	live.Status = StatusInconclusive
+	fmt.Println(Overall([]Result{rollout, live}))
+	live.Status = StatusFail
+	fmt.Println(Overall([]Result{rollout, live}))
 	fmt.Println(Overall(nil))
 	// Output:
 	// pass
+	// inconclusive
 	// fail
 	// inconclusive
 }

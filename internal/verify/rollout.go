@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -158,7 +159,7 @@ func (v *Verifier) judgeRollout(ctx context.Context, target policy.Ref) (string,
 // kubectl's last waiting message; inconclusive when the workload could
 // never be read).
 func (v *Verifier) checkRollout(ctx context.Context, target policy.Ref) (Status, string) {
-	return v.wait(ctx, target, v.cfg.Rollout.Timeout.Duration, rolloutWords, func(ctx context.Context) (string, Status, bool, error) {
+	return v.wait(ctx, target, v.cfg.Rollout.Timeout.Duration, time.Time{}, rolloutWords, func(ctx context.Context) (string, Status, bool, error) {
 		msg, state, err := v.judgeRollout(ctx, target)
 		if err != nil {
 			return "", "", false, err

@@ -5,12 +5,16 @@
 // the pods are running, curl the health endpoints and an API call, and
 // check that the error rate comes down.
 //
-// Each check ends with a Result that is pass, fail or inconclusive, and
-// says why in one sentence. Fail means the evidence shows the service did
-// not recover; inconclusive means the evidence could not be had (a check
-// was cancelled, a query never returned data, a token could not be read),
-// and is never counted as a pass. The engine (internal/engine) escalates on
-// anything but an Overall pass.
+// The checks run in the runbook's order, each stage only after the one
+// before passed: rollout, pods, the http checks, the promql checks. Each
+// check ends with a Result that is pass, fail or inconclusive, and says why
+// in one sentence. Fail means the evidence shows the service did not
+// recover; inconclusive means the evidence could not be had (a check was
+// cancelled, a query never returned data, a token could not be read), and
+// is counted as a pass only with Config.InconclusiveIsPass. Verification
+// stops at the first check that fails (or, by default, that is
+// inconclusive): the overall verdict can no longer be pass. The engine
+// (internal/engine) escalates on anything but an overall pass.
 package verify
 
 import (
@@ -72,23 +76,54 @@ type Result struct {
 	At      time.Time `json:"at"`      // when the verdict was reached
 }
 
-// Overall combines results: fail if any result failed; pass if at least one
-// passed and none failed; else (no results, or all inconclusive)
-// inconclusive.
-func Overall(results []Result) Status {
-	passed := false
+// Overall combines results as the default configuration does
+// (inconclusiveIsPass off): fail if any check failed; pass if there was a
+// check and every check passed; else inconclusive. Only results of the
+// check kinds (Kinds) count: a result of another kind, such as a signal a
+// caller records next to the checks, never decides. Verifier.Overall
+// applies the Verifier's configuration.
+func Overall(results []Result) Status { return overall(results, false) }
+
+// Overall combines results under the Verifier's configuration: as the
+// package's Overall, except that with inconclusiveIsPass an inconclusive
+// check does not stop a pass (at least one check must still pass).
+func (v *Verifier) Overall(results []Result) Status {
+	return overall(results, v.cfg.InconclusiveIsPass)
+}
+
+func overall(results []Result, inconclusiveIsPass bool) Status {
+	var passed, inconclusive bool
 	for _, r := range results {
+		if !isCheckKind(r.Kind) {
+			continue
+		}
 		switch r.Status {
 		case StatusFail:
 			return StatusFail
 		case StatusPass:
 			passed = true
+		default:
+			inconclusive = true
 		}
 	}
-	if passed {
+	if passed && (!inconclusive || inconclusiveIsPass) {
 		return StatusPass
 	}
 	return StatusInconclusive
+}
+
+func isCheckKind(kind string) bool {
+	switch kind {
+	case KindRollout, KindPods, KindHTTP, KindPromQL:
+		return true
+	}
+	return false
+}
+
+// counts reports whether a check's status lets verification go on to the
+// next stage: a pass, or an inconclusive with inconclusiveIsPass.
+func (v *Verifier) counts(s Status) bool {
+	return s == StatusPass || (s == StatusInconclusive && v.cfg.InconclusiveIsPass)
 }
 
 // PromAPI is the one method of the Prometheus HTTP API client that the
@@ -258,60 +293,170 @@ func New(o Options) (*Verifier, error) {
 	return v, nil
 }
 
-// check is one check to run for a target.
+// check is one check to run for a target. floor is the earliest time it
+// may give up (zero: no floor); see Verify.
 type check struct {
 	name, kind string
-	run        func(ctx context.Context) (Status, string)
+	run        func(ctx context.Context, floor time.Time) (Status, string)
 }
 
-// Verify runs every configured check for the workload concurrently, each
-// bounded by its own timeout and by ctx, and returns all results in a stable
-// order: rollout, pods, the http checks in config order, then the promql
-// checks in config order. A check that ctx ends before its verdict is
-// inconclusive. Verify returns when every check has its verdict.
+// stage is checks that start together, once every stage before has passed.
+type stage []check
+
+// Verify runs the configured checks for the workload in the runbook's
+// order and returns their results in that order: rollout, pods, the http
+// checks in config order, then the promql checks in config order. Each
+// stage starts only when the one before passed: the rollout check; the pods
+// check; each http check, one after another; the promql checks, together
+// (each observes over time; one after another would multiply the wait).
+//
+// Verification stops at the first check that fails, or that is
+// inconclusive unless inconclusiveIsPass is set: the overall verdict can no
+// longer be pass. The checks after it are not run and are reported as
+// inconclusive, "Not run: http:live failed first."; the other promql checks
+// still running are stopped and reported inconclusive, "Stopped because
+// promql:error-ratio failed: ...". Not-run checks are not counted in the
+// metrics.
+//
+// Each check is bounded by its own timeout and by ctx; a check that ctx
+// ends before its verdict is inconclusive. Unless the rollout check passed
+// (it is off, or inconclusive with inconclusiveIsPass), no later check
+// gives up before rollout.timeout has passed since Verify began: a check
+// whose own timeout or retries run out earlier keeps trying until then, so
+// that a rollout that is slow but good is not judged failed.
 func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
-	var checks []check
+	var floor time.Time
+	if d := v.cfg.Rollout.Timeout.Duration; d > 0 {
+		floor = v.clock.Now().Add(d)
+	}
+	var results []Result
+	var stop string // why the stages left are not run
+	var notRun []string
+	for _, s := range v.stages(target) {
+		if stop != "" {
+			at := v.clock.Now()
+			for _, c := range s {
+				results = append(results, Result{Check: c.name, Kind: c.kind, Status: StatusInconclusive, Message: "Not run: " + stop + ".", At: at})
+				notRun = append(notRun, c.name)
+			}
+			continue
+		}
+		rs := v.runStage(ctx, target, s, floor)
+		results = append(results, rs...)
+		if s[0].kind == KindRollout && rs[0].Status == StatusPass {
+			floor = time.Time{}
+		}
+		stop = v.stopReason(ctx, rs)
+	}
+	if len(notRun) > 0 {
+		v.logger.Log(ctx, slog.LevelWarn, "verification stopped early", "namespace", target.Namespace, "workload", target.Name,
+			"reason", stop, "not_run", notRun)
+	}
+	return results
+}
+
+// stages returns the configured checks for target, stage by stage.
+func (v *Verifier) stages(target policy.Ref) []stage {
+	var stages []stage
 	if v.cfg.Rollout.Enabled {
-		checks = append(checks, check{KindRollout, KindRollout, func(ctx context.Context) (Status, string) {
+		stages = append(stages, stage{{KindRollout, KindRollout, func(ctx context.Context, _ time.Time) (Status, string) {
 			if !workloadRef(target) {
 				return StatusInconclusive, fmt.Sprintf("Cannot judge the rollout of %s: not a Deployment, StatefulSet or DaemonSet with a namespace and name.", target)
 			}
 			return v.checkRollout(ctx, target)
-		}})
+		}}})
 	}
 	if v.cfg.Pods.Enabled {
-		checks = append(checks, check{KindPods, KindPods, func(ctx context.Context) (Status, string) {
+		stages = append(stages, stage{{KindPods, KindPods, func(ctx context.Context, floor time.Time) (Status, string) {
 			if !workloadRef(target) {
 				return StatusInconclusive, fmt.Sprintf("Cannot check the pods of %s: not a Deployment, StatefulSet or DaemonSet with a namespace and name.", target)
 			}
-			return v.checkPods(ctx, target)
-		}})
+			return v.checkPods(ctx, target, floor)
+		}}})
 	}
 	for _, h := range v.http {
-		checks = append(checks, check{KindHTTP + ":" + h.Name, KindHTTP, func(ctx context.Context) (Status, string) {
-			return v.checkHTTP(ctx, h, target)
-		}})
+		stages = append(stages, stage{{KindHTTP + ":" + h.Name, KindHTTP, func(ctx context.Context, floor time.Time) (Status, string) {
+			return v.checkHTTP(ctx, h, target, floor)
+		}}})
 	}
+	var promql stage
 	for _, p := range v.promql {
-		checks = append(checks, check{KindPromQL + ":" + p.Name, KindPromQL, func(ctx context.Context) (Status, string) {
-			return v.checkPromQL(ctx, p, target)
+		promql = append(promql, check{KindPromQL + ":" + p.Name, KindPromQL, func(ctx context.Context, floor time.Time) (Status, string) {
+			return v.checkPromQL(ctx, p, target, floor)
 		}})
 	}
+	if len(promql) > 0 {
+		stages = append(stages, promql)
+	}
+	return stages
+}
 
-	results := make([]Result, len(checks))
+// stopped is the cause of a stage's context ended because one of its
+// checks did not pass.
+type stopped struct {
+	check  string
+	status Status
+}
+
+func (s *stopped) Error() string { return s.check + " " + verdictWords(s.status) }
+
+// verdictWords is how a verdict reads in a message about another check.
+func verdictWords(s Status) string {
+	if s == StatusFail {
+		return "failed"
+	}
+	return "was " + string(s)
+}
+
+// runStage runs the checks of a stage together and returns their results
+// in order. The first that does not pass stops the others.
+func (v *Verifier) runStage(ctx context.Context, target policy.Ref, s stage, floor time.Time) []Result {
+	if len(s) == 1 {
+		return []Result{v.run(ctx, s[0], floor, "namespace", target.Namespace, "workload", target.Name)}
+	}
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	results := make([]Result, len(s))
 	var wg sync.WaitGroup
-	for i, c := range checks {
-		wg.Go(func() { results[i] = v.run(ctx, c, "namespace", target.Namespace, "workload", target.Name) })
+	for i, c := range s {
+		wg.Go(func() {
+			results[i] = v.run(sctx, c, floor, "namespace", target.Namespace, "workload", target.Name)
+			if !v.counts(results[i].Status) {
+				cancel(&stopped{check: c.name, status: results[i].Status})
+			}
+		})
 	}
 	wg.Wait()
 	return results
 }
 
+// stopReason says why verification stops after a stage with these
+// results, or "" when it goes on.
+func (v *Verifier) stopReason(ctx context.Context, results []Result) string {
+	for _, r := range results {
+		if r.Status == StatusFail {
+			return r.Check + " failed first"
+		}
+	}
+	if ctx.Err() != nil {
+		return "verification was cancelled"
+	}
+	for _, r := range results {
+		if !v.counts(r.Status) {
+			return r.Check + " " + verdictWords(r.Status) + " first"
+		}
+	}
+	return ""
+}
+
 // run runs one check and records its result in the metrics and the log,
 // with attrs (key-value pairs) saying what was checked.
-func (v *Verifier) run(ctx context.Context, c check, attrs ...any) Result {
+func (v *Verifier) run(ctx context.Context, c check, floor time.Time, attrs ...any) Result {
 	start := v.clock.Now()
-	status, msg := c.run(ctx)
+	status, msg := c.run(ctx, floor)
+	if s := (*stopped)(nil); status == StatusInconclusive && errors.As(context.Cause(ctx), &s) && s.check != c.name {
+		msg = fmt.Sprintf("Stopped because %s: %s", s, msg)
+	}
 	at := v.clock.Now()
 	v.metrics.verifications.WithLabelValues(c.kind, string(status)).Inc()
 	v.metrics.duration.WithLabelValues(c.kind).Observe(at.Sub(start).Seconds())
@@ -322,6 +467,15 @@ func (v *Verifier) run(ctx context.Context, c check, attrs ...any) Result {
 	attrs = append([]any{"check", c.name, "kind", c.kind, "result", string(status)}, attrs...)
 	v.logger.Log(ctx, level, "verification check finished", append(attrs, "duration", at.Sub(start), "detail", msg)...)
 	return Result{Check: c.name, Kind: c.kind, Status: status, Message: msg, At: at}
+}
+
+// limit returns how long a check starting now may take: its own timeout,
+// or longer when floor is later, and how messages name that limit.
+func (v *Verifier) limit(own time.Duration, floor time.Time) (time.Duration, string) {
+	if rest := floor.Sub(v.clock.Now()); !floor.IsZero() && rest > own {
+		return rest, "rollout.timeout " + v.cfg.Rollout.Timeout.Duration.String()
+	}
+	return own, own.String()
 }
 
 func workloadRef(r policy.Ref) bool {
@@ -389,11 +543,12 @@ type waitWords struct {
 type judgeFunc func(ctx context.Context) (msg string, status Status, done bool, err error)
 
 // wait calls judge at once and then every poll interval until it reaches a
-// verdict, the workload turns out not to exist (fail), or the timeout (or
-// ctx) ends it. At the timeout the last message read is the reason for a
+// verdict, the workload turns out not to exist (fail), or the timeout (own,
+// or until floor when that is later; or ctx) ends it. At the timeout the last message read is the reason for a
 // fail; without one (every poll failed) the result is inconclusive, as it
 // is when the caller's ctx ends first.
-func (v *Verifier) wait(ctx context.Context, target policy.Ref, timeout time.Duration, words waitWords, judge judgeFunc) (Status, string) {
+func (v *Verifier) wait(ctx context.Context, target policy.Ref, own time.Duration, floor time.Time, words waitWords, judge judgeFunc) (Status, string) {
+	timeout, within := v.limit(own, floor)
 	pctx, cancel := v.withTimeout(ctx, timeout)
 	defer cancel()
 	ticker := v.clock.NewTicker(v.cfg.PollInterval.Duration)
@@ -428,13 +583,13 @@ polling:
 	case context.Cause(pctx) != errTimeout:
 		return StatusInconclusive, fmt.Sprintf("Verification was cancelled before %s could be read.", words.read)
 	case lastMsg == "" && lastErr != nil:
-		return StatusInconclusive, fmt.Sprintf("Could not read %s within %s: %v.", words.read, timeout, lastErr)
+		return StatusInconclusive, fmt.Sprintf("Could not read %s within %s: %v.", words.read, within, lastErr)
 	case lastMsg == "":
-		return StatusInconclusive, fmt.Sprintf("Could not read %s within %s.", words.read, timeout)
+		return StatusInconclusive, fmt.Sprintf("Could not read %s within %s.", words.read, within)
 	case lastErr != nil:
-		return StatusFail, fmt.Sprintf("%s within %s: %s (then: %v)", words.deadline, timeout, lastMsg, lastErr)
+		return StatusFail, fmt.Sprintf("%s within %s: %s (then: %v)", words.deadline, within, lastMsg, lastErr)
 	}
-	return StatusFail, fmt.Sprintf("%s within %s: %s", words.deadline, timeout, lastMsg)
+	return StatusFail, fmt.Sprintf("%s within %s: %s", words.deadline, within, lastMsg)
 }
 
 func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -19,10 +19,13 @@ func TestOverall(t *testing.T) {
 	r := func(statuses ...Status) []Result {
 		var out []Result
 		for _, s := range statuses {
-			out = append(out, Result{Status: s})
+			out = append(out, Result{Kind: KindHTTP, Status: s})
 		}
 		return out
 	}
+	// signal is a result of a kind no check has, such as the engine's
+	// alert_resolved.
+	signal := func(s Status) Result { return Result{Check: "alert_resolved", Kind: "alert_resolved", Status: s} }
 	tests := []struct {
 		name    string
 		results []Result
@@ -31,11 +34,14 @@ func TestOverall(t *testing.T) {
 		{"no results", nil, StatusInconclusive},
 		{"one pass", r(StatusPass), StatusPass},
 		{"all pass", r(StatusPass, StatusPass, StatusPass), StatusPass},
-		{"pass and inconclusive", r(StatusInconclusive, StatusPass), StatusPass},
+		{"pass and inconclusive is inconclusive", r(StatusInconclusive, StatusPass), StatusInconclusive},
 		{"one fail", r(StatusFail), StatusFail},
 		{"fail wins over pass", r(StatusPass, StatusFail, StatusPass), StatusFail},
 		{"fail wins over inconclusive", r(StatusInconclusive, StatusFail), StatusFail},
 		{"all inconclusive", r(StatusInconclusive, StatusInconclusive), StatusInconclusive},
+		{"an inconclusive signal does not decide", append(r(StatusPass), signal(StatusInconclusive)), StatusPass},
+		{"a passing signal does not decide", append(r(StatusInconclusive), signal(StatusPass)), StatusInconclusive},
+		{"a signal alone does not decide", []Result{signal(StatusPass)}, StatusInconclusive},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,10 +53,12 @@ func TestOverall(t *testing.T) {
 }
 
 // httpOnly returns a config with the rollout and pods checks off, so that
-// no cluster is needed.
+// no cluster is needed, and rollout.timeout 0s, so that the other checks
+// keep their own timeouts (see TestVerifyRolloutTimeoutIsAFloor).
 func httpOnly(checks ...HTTPCheck) Config {
 	c := DefaultConfig()
 	c.Rollout.Enabled, c.Pods.Enabled = false, false
+	c.Rollout.Timeout = dur(0)
 	c.HTTP = checks
 	return c
 }
@@ -63,7 +71,7 @@ func TestVerifyOrderAndMetrics(t *testing.T) {
 		HTTPCheck{Name: "second", URL: ok.URL + "/b"},
 	)
 	cfg.PromQL = []PromQLCheck{
-		{Name: "no-data", Query: "missing", Op: "<", Threshold: 1, Consecutive: 1, Interval: dur(10 * time.Millisecond), Timeout: dur(50 * time.Millisecond)},
+		{Name: "no-data", Query: "missing", Op: "<", Threshold: 1, Consecutive: 1, Interval: dur(10 * time.Millisecond), Timeout: dur(200 * time.Millisecond)},
 		{Name: "fine", Query: "fine", Op: "<", Threshold: 1, Consecutive: 1},
 	}
 	reg := prometheus.NewRegistry()
