@@ -93,6 +93,8 @@ func TestUsageErrors(t *testing.T) {
 		{"missing file", []string{"check-config"}, "autorollbackd check-config: accepts 1 arg(s), received 0 (see 'autorollbackd check-config --help')\n"},
 		{"unknown command", []string{"rollback-everything"}, "autorollbackd: unknown command \"rollback-everything\" (see 'autorollbackd --help')\n"},
 		{"no command", nil, "autorollbackd: a subcommand is required (see 'autorollbackd --help')\n"},
+		{"revert-flag without an incident", []string{"incidents", "revert-flag"},
+			"autorollbackd incidents revert-flag: accepts 1 arg(s), received 0 (see 'autorollbackd incidents revert-flag --help')\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := execute(t, nil, tc.args...)

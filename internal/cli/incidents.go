@@ -18,16 +18,17 @@ import (
 func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
 	var open bool
 	cmd := &cobra.Command{
-		Use:   "incidents [list | show ID]",
-		Short: "List incidents, or show one as a readable timeline",
+		Use:   "incidents [list | show ID | revert-flag ID]",
+		Short: "List incidents, show one as a readable timeline, or turn back on the feature flag one turned off",
 		Long: "Read the incident records from the cluster (the namespace of engine.namespace, else the kubeconfig context's)\n" +
-			"and list them, newest first, or print one incident's timeline: alerts, decisions, actions, verification, pages.",
+			"and list them, newest first, or print one incident's timeline: alerts, decisions, actions, verification, pages.\n" +
+			"revert-flag turns back on the feature flag an incident turned off; see 'incidents revert-flag --help'.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case len(args) == 0, len(args) == 1 && args[0] == "list", len(args) == 2 && args[0] == "show":
 				return nil
 			}
-			return usageError{fmt.Errorf("want no argument, list, or show ID; got %q", args)}
+			return usageError{fmt.Errorf("want no argument, list, show ID or revert-flag ID; got %q", args)}
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd, g.configFile, env)
@@ -61,22 +62,33 @@ func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&open, "open", false, "List only incidents that are not resolved (default false).")
+	cmd.AddCommand(newRevertFlagCommand(g, env))
 	return cmd
 }
 
 func incidentStore(ctx context.Context, cfg *config.Config) (*incident.Store, error) {
-	rc, ns, err := kube.RESTConfig(cfg.Kubernetes)
+	cs, ns, err := clusterClient(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
+	return &incident.Store{Client: cs, Namespace: cmp.Or(cfg.Engine.Namespace, ns)}, nil
+}
+
+// clusterClient returns a client for the configured cluster, checked to
+// reach it, and the namespace of the client configuration.
+func clusterClient(ctx context.Context, cfg *config.Config) (kubernetes.Interface, string, error) {
+	rc, ns, err := kube.RESTConfig(cfg.Kubernetes)
+	if err != nil {
+		return nil, "", err
+	}
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("create Kubernetes client: %w", err)
+		return nil, "", fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if _, err := kube.Ping(pingCtx, cs, rc.Host); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return &incident.Store{Client: cs, Namespace: cmp.Or(cfg.Engine.Namespace, ns)}, nil
+	return cs, ns, nil
 }
