@@ -47,6 +47,9 @@ type Actor interface {
 // Verifier proves a workload recovered; *verify.Verifier is one.
 type Verifier interface {
 	Verify(ctx context.Context, target policy.Ref) []verify.Result
+	// Overall is the verdict of the checks' results (those of kinds the
+	// verifier runs; the alert check's result is weighed by the lifecycle).
+	Overall(results []verify.Result) verify.Status
 }
 
 // Escalator tells people; *escalate.Escalator is one.

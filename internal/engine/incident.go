@@ -510,7 +510,7 @@ func (w *worker) verify(ctx context.Context, alertOnly bool) (incident.Event, er
 			if ctx.Err() != nil {
 				return incident.Event{}, ctx.Err()
 			}
-			results = append(r, e.alertCheck(ctx, w.inc.Incident, verify.Overall(r)))
+			results = append(r, e.alertCheck(ctx, w.inc.Incident, e.opts.Verifier.Overall(r)))
 		case <-due:
 			if err := w.run(ctx, []incident.Event{{Kind: incident.EventTick, At: e.opts.Clock.Now()}}); err != nil {
 				return incident.Event{}, err
@@ -519,20 +519,7 @@ func (w *worker) verify(ctx context.Context, alertOnly bool) (incident.Event, er
 	}
 	now := e.opts.Clock.Now()
 	return incident.Event{Kind: incident.EventVerified, At: now, Verification: &incident.Verification{
-		At: now, Rung: w.inc.Rung, Overall: overall(results), Results: results}}, nil
-}
-
-// overall is the verdict of the checks; the alert check counts only when
-// it says the alert still fires, which the lifecycle weighs against the
-// alert's grace.
-func overall(results []verify.Result) verify.Status {
-	var checks []verify.Result
-	for _, r := range results {
-		if r.Kind != incident.KindAlertCheck {
-			checks = append(checks, r)
-		}
-	}
-	return verify.Overall(checks)
+		At: now, Rung: w.inc.Rung, Overall: e.opts.Verifier.Overall(results), Results: results}}, nil
 }
 
 // alertCheck says whether the incident's alerts still fire: resolved when
