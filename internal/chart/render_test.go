@@ -551,6 +551,7 @@ var workloadPerms = slices.Concat(
 	expand("apps", []string{"replicasets", "controllerrevisions"}, []string{"get", "list", "watch"}),
 	expand("", []string{"configmaps"}, []string{"get", "patch"}),
 	expand("", []string{"pods"}, []string{"get", "list", "watch"}),
+	expand("", []string{"pods/log"}, []string{"get"}),
 	expand("batch", []string{"jobs"}, []string{"get", "create"}),
 	expand("", []string{"events"}, []string{"create", "patch"}),
 	expand("events.k8s.io", []string{"events"}, []string{"create", "patch"}),
