@@ -369,7 +369,9 @@ func TestCollectDaemonSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	update(e, func(ctx context.Context) (*appsv1.DaemonSet, error) { return api.Get(ctx, "agent", metav1.GetOptions{}) },
+	update(e, func(ctx context.Context) (*appsv1.DaemonSet, error) {
+		return api.Get(ctx, "agent", metav1.GetOptions{})
+	},
 		func(ctx context.Context, d *appsv1.DaemonSet) error {
 			_, err := api.Update(ctx, d, metav1.UpdateOptions{})
 			return err
