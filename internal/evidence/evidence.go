@@ -391,12 +391,12 @@ func readLog(ctx context.Context, client kubernetes.Interface, namespace, pod, c
 	return l
 }
 
-// tail keeps the last n lines of r, and of those at most the last max
-// bytes, from a line boundary where there is one. A line longer than max is
-// kept in part, its end. It reads r to its end, at most maxLogRead bytes;
+// tail keeps the last n lines of r, and of those at most the last
+// maxBytes, from a line boundary where there is one. A line longer than
+// that is kept in part, its end. It reads r to its end, at most maxLogRead bytes;
 // what it read until an error is kept with the error.
-func tail(r io.Reader, n, max int) (Log, error) {
-	buf := tailBuffer{max: max}
+func tail(r io.Reader, n, maxBytes int) (Log, error) {
+	buf := tailBuffer{max: maxBytes}
 	read, err := io.Copy(&buf, io.LimitReader(r, maxLogRead))
 	text := strings.TrimSuffix(buf.text(), "\n")
 	l := Log{Truncated: buf.dropped}
