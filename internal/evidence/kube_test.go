@@ -249,7 +249,7 @@ func TestCollectDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("revision 3:\n%s", bad.Render())
+	t.Logf("revision 3, collected in %s:\n%s", time.Since(before).Round(time.Millisecond), bad.Render())
 	if got, want := podNames(bad), pods[hash3+" Pending"]; !slices.Equal(got, want) {
 		t.Errorf("pods of revision 3 = %v, want exactly the Pending ones %v", got, want)
 	}
@@ -267,11 +267,12 @@ func TestCollectDeployment(t *testing.T) {
 	}
 	checkLogs(t, bad, served)
 
+	start := time.Now()
 	good, err := Collect(t.Context(), e.c.Client, ref, 2, Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("revision 2:\n%s", good.Render())
+	t.Logf("revision 2, collected in %s:\n%s", time.Since(start).Round(time.Millisecond), good.Render())
 	if got, want := podNames(good), pods[hash2+" Running"]; !slices.Equal(got, want) {
 		t.Errorf("pods of revision 2 = %v, want exactly the Running ones %v", got, want)
 	}
