@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
@@ -217,6 +218,14 @@ func TestFitPodsOverTotal(t *testing.T) {
 	}
 }
 
+func podNamesOf(pods []Pod) []string {
+	var names []string
+	for _, p := range pods {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
 func mustCompactJSON(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := json.Marshal(v)
@@ -249,6 +258,13 @@ func TestCollectLimits(t *testing.T) {
 			hash = "good"
 		}
 		p := pod(fmt.Sprintf("web-%s-%02d", hash, i), i%2 == 0, 0)
+		if i == 1 {
+			p.Status.ContainerStatuses[0].RestartCount = 2 // the first pod recorded
+		}
+		if i == 3 {
+			p.Spec.NodeName = "" // the second
+			p.Status.Phase = corev1.PodPending
+		}
 		p.Namespace = "ns"
 		p.Labels = map[string]string{"app": "web", "pod-template-hash": hash}
 		p.OwnerReferences = []metav1.OwnerReference{{UID: types.UID("rs-" + hash), Controller: &yes}}
@@ -265,13 +281,37 @@ func TestCollectLimits(t *testing.T) {
 		t.Fatalf("found %d, kept %d, hash %q, truncation %+v; want 20 found, 4 kept, hash bad, 16 counted as not recorded",
 			s.PodsFound, len(s.Pods), s.Hash, s.Truncated)
 	}
-	for _, p := range s.Pods {
+	if got := podNamesOf(s.Pods); !slices.Equal(got, []string{"web-bad-01", "web-bad-03", "web-bad-07", "web-bad-09"}) {
+		t.Errorf("pods recorded = %v, want the restarted one, then the other not ready ones by name", got)
+	}
+	for i, p := range s.Pods {
 		if !strings.HasPrefix(p.Name, "web-bad-") || p.Ready {
 			t.Errorf("pod %s (ready %v) recorded; want only the bad revision's, not ready ones first", p.Name, p.Ready)
 		}
-		if logs := p.Containers[0].Logs; len(logs) != 1 || !slices.Equal(logs[0].Lines, []string{"fake logs"}) {
-			t.Errorf("pod %s logs = %+v, want the fake clientset's one line", p.Name, logs)
+		want := []Log{{Lines: []string{"fake logs"}}}
+		switch i {
+		case 0:
+			want = []Log{{Previous: true, Lines: []string{"fake logs"}}, {Lines: []string{"fake logs"}}}
+		case 1:
+			want = []Log{{Error: "not read: the pod is not scheduled to a node"}}
 		}
+		if got := p.Containers[0].Logs; mustJSON(t, got) != mustJSON(t, want) {
+			t.Errorf("pod %s logs = %+v, want %+v", p.Name, got, want)
+		}
+	}
+	// What was asked of the API server: each scheduled pod's log, the
+	// previous one of the restarted container, the last 50 lines.
+	var asked []string
+	for _, a := range client.Actions() {
+		if a.GetSubresource() != "log" {
+			continue
+		}
+		opts := a.(k8stesting.GenericAction).GetValue().(*corev1.PodLogOptions)
+		asked = append(asked, fmt.Sprintf("%s previous=%v tail=%d limit=%d", opts.Container, opts.Previous, *opts.TailLines, *opts.LimitBytes))
+	}
+	slices.Sort(asked)
+	if want := []string{"app previous=false tail=50 limit=1048576", "app previous=false tail=50 limit=1048576", "app previous=false tail=50 limit=1048576", "app previous=true tail=50 limit=1048576"}; !slices.Equal(asked, want) {
+		t.Errorf("log requests = %v, want %v", asked, want)
 	}
 
 	s, err = Collect(t.Context(), client, ref, 2, Limits{TotalBytes: 3000})
