@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 )
@@ -78,6 +79,9 @@ type Incident struct {
 	Pages         []Page         `json:"pages,omitempty"`
 	Tasks         []Task         `json:"tasks,omitempty"`
 	Timeline      []Entry        `json:"timeline"`
+	// Evidence is what the pods of the suspect revision showed before the
+	// first action replaced them.
+	Evidence *evidence.Snapshot `json:"evidence,omitempty"`
 
 	ResolvedAt time.Time `json:"resolvedAt,omitzero"`
 	// Links for people.
@@ -231,7 +235,8 @@ func ObjectName(id string) string {
 	return "autorollbackd-incident-" + hex.EncodeToString(sum[:10])
 }
 
-// Render prints the incident as a readable timeline.
+// Render prints the incident as a readable timeline, followed by the
+// evidence kept of the suspect revision's pods, if any.
 func (i *Incident) Render() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "incident %s\n", i.ID)
@@ -250,6 +255,9 @@ func (i *Incident) Render() string {
 	sort.SliceStable(entries, func(a, c int) bool { return entries[a].At.Before(entries[c].At) })
 	for _, e := range entries {
 		fmt.Fprintf(&b, "  %s  +%-8s %s\n", e.At.UTC().Format("15:04:05"), e.At.Sub(i.StartedAt).Round(time.Second), e.What)
+	}
+	if i.Evidence != nil {
+		b.WriteString(i.Evidence.Render())
 	}
 	return b.String()
 }

@@ -15,14 +15,15 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Labels and annotations the workload controllers set.
 const (
-	podTemplateHashLabel = appsv1.DefaultDeploymentUniqueLabelKey // "pod-template-hash", on ReplicaSets and their pods
-	revisionHashLabel    = appsv1.ControllerRevisionHashLabelKey  // "controller-revision-hash", on StatefulSet and DaemonSet pods
-	revisionAnnotation   = "deployment.kubernetes.io/revision"    // on Deployments and ReplicaSets
-	maxPodsNamed         = 5                                      // not-ready pods named in a message
+	podTemplateHashLabel = workload.PodTemplateHashLabel // "pod-template-hash", on ReplicaSets and their pods
+	revisionHashLabel    = workload.RevisionHashLabel    // "controller-revision-hash", on StatefulSet and DaemonSet pods
+	revisionAnnotation   = workload.RevisionAnnotation   // on Deployments and ReplicaSets
+	maxPodsNamed         = 5                             // not-ready pods named in a message
 )
 
 // podSet is what the pods check needs to know about a workload: which pods
@@ -81,10 +82,7 @@ func (v *Verifier) currentPods(ctx context.Context, target policy.Ref) (podSet, 
 			ps.waiting = "the deployment has no ReplicaSet yet"
 			return ps, nil
 		}
-		ps.owner = newest.UID
-		ps.revision = newest.Labels[podTemplateHashLabel]
-		ps.selector, err = withLabel(sel, podTemplateHashLabel, ps.revision)
-		return ps, err
+		return ps.of(workload.ReplicaSetPods(d, newest))
 
 	case policy.KindStatefulSet:
 		s, err := apps.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
@@ -110,12 +108,7 @@ func (v *Verifier) currentPods(ctx context.Context, target policy.Ref) (podSet, 
 			ps.waiting = "the statefulset has no revision yet"
 			return ps, nil
 		}
-		sel, err := metav1.LabelSelectorAsSelector(s.Spec.Selector)
-		if err != nil {
-			return podSet{}, fmt.Errorf("parse selector of statefulset %s/%s: %w", ns, name, err)
-		}
-		ps.selector, err = withLabel(sel, revisionHashLabel, ps.revision)
-		return ps, err
+		return ps.of(workload.StatefulSetPods(s, ps.revision))
 
 	case policy.KindDaemonSet:
 		d, err := apps.DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
@@ -146,15 +139,7 @@ func (v *Verifier) currentPods(ctx context.Context, target policy.Ref) (podSet, 
 			ps.waiting = "the daemonset has no ControllerRevision yet"
 			return ps, nil
 		}
-		// The DaemonSet controller labels pods with the revision's hash,
-		// which it also puts on the ControllerRevision (and at the end of
-		// its name).
-		ps.revision = newest.Labels[revisionHashLabel]
-		if ps.revision == "" {
-			ps.revision = strings.TrimPrefix(newest.Name, d.Name+"-")
-		}
-		ps.selector, err = withLabel(sel, revisionHashLabel, ps.revision)
-		return ps, err
+		return ps.of(workload.DaemonSetPods(d, newest))
 	}
 	return podSet{}, fmt.Errorf("cannot check the pods of kind %q", target.Kind)
 }
@@ -175,12 +160,13 @@ func controlledBy(refs []metav1.OwnerReference, uid types.UID) bool {
 	return false
 }
 
-func withLabel(sel labels.Selector, key, value string) (labels.Selector, error) {
-	req, err := labels.NewRequirement(key, "=", []string{value})
+// of fills in the owner, selector and revision of ps from set.
+func (ps podSet) of(set workload.PodSet, err error) (podSet, error) {
 	if err != nil {
-		return nil, fmt.Errorf("select pods with %s=%s: %w", key, value, err)
+		return podSet{}, fmt.Errorf("pods of the %s: %w", ps.kind, err)
 	}
-	return sel.Add(*req), nil
+	ps.owner, ps.selector, ps.revision = set.Owner, set.Selector, set.Hash
+	return ps, nil
 }
 
 // judgePods decides whether the pods of one revision are all Running and

@@ -98,7 +98,8 @@ http, or https when the daemon serves TLS (server.tls.certFile).
 {{/*
 The rules the daemon needs on workloads, wherever they live: read and patch
 the workloads (rollback, restart, scale), read their revisions and pods
-(decide, verify), turn feature flags off, run post-rollback Jobs, and tell
+(decide, verify) and the logs of a bad revision's pods (the incident's
+evidence), turn feature flags off, run post-rollback Jobs, and tell
 `kubectl describe` through Events. Never delete, never Secrets.
 */}}
 {{- define "autorollbackd.workloadRules" -}}
@@ -114,6 +115,9 @@ the workloads (rollback, restart, scale), read their revisions and pods
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create"]

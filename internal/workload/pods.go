@@ -1,0 +1,170 @@
+package workload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+)
+
+// Labels the workload controllers put on the pods of a revision.
+const (
+	// PodTemplateHashLabel is on a Deployment's ReplicaSets and their pods.
+	PodTemplateHashLabel = appsv1.DefaultDeploymentUniqueLabelKey
+	// RevisionHashLabel is on StatefulSet and DaemonSet pods and on their
+	// ControllerRevisions.
+	RevisionHashLabel = appsv1.ControllerRevisionHashLabelKey
+)
+
+// ErrNoRevision is returned by Live.RevisionPods when the workload has no
+// recorded revision with the number asked for.
+var ErrNoRevision = errors.New("no such revision")
+
+// PodSet names the pods of one revision of a workload: those Selector
+// selects whose controller is Owner.
+type PodSet struct {
+	// Owner is the controller of the pods: the ReplicaSet of a Deployment's
+	// revision, or the StatefulSet or DaemonSet itself.
+	Owner types.UID
+	// Selector is the workload's selector plus the revision's label.
+	Selector labels.Selector
+	// Hash is the value of the revision's label on its pods
+	// (pod-template-hash or controller-revision-hash).
+	Hash string
+}
+
+// Has reports whether p is one of the set's pods.
+func (s PodSet) Has(p *corev1.Pod) bool {
+	ref := metav1.GetControllerOfNoCopy(p)
+	return ref != nil && ref.UID == s.Owner && s.Selector.Matches(labels.Set(p.Labels))
+}
+
+// ReplicaSetPods returns the pods of rs, a ReplicaSet of d: they carry its
+// pod-template-hash and rs is their controller.
+func ReplicaSetPods(d *appsv1.Deployment, rs *appsv1.ReplicaSet) (PodSet, error) {
+	return podSet(d.Spec.Selector, rs.UID, PodTemplateHashLabel, rs.Labels[PodTemplateHashLabel])
+}
+
+// StatefulSetPods returns the pods of s at the ControllerRevision named
+// revision (a status's currentRevision or updateRevision): the StatefulSet
+// controller labels its pods with the revision's name.
+func StatefulSetPods(s *appsv1.StatefulSet, revision string) (PodSet, error) {
+	return podSet(s.Spec.Selector, s.UID, RevisionHashLabel, revision)
+}
+
+// DaemonSetPods returns the pods of ds at cr: the DaemonSet controller
+// labels its pods with the revision's hash, which it also puts on the
+// ControllerRevision (and at the end of its name).
+func DaemonSetPods(ds *appsv1.DaemonSet, cr *appsv1.ControllerRevision) (PodSet, error) {
+	hash := cr.Labels[RevisionHashLabel]
+	if hash == "" {
+		hash = strings.TrimPrefix(cr.Name, ds.Name+"-")
+	}
+	return podSet(ds.Spec.Selector, ds.UID, RevisionHashLabel, hash)
+}
+
+func podSet(selector *metav1.LabelSelector, owner types.UID, key, value string) (PodSet, error) {
+	sel, err := metav1.LabelSelectorAsSelector(selector)
+	if err != nil {
+		return PodSet{}, fmt.Errorf("parse selector: %w", err)
+	}
+	req, err := labels.NewRequirement(key, "=", []string{value})
+	if err != nil {
+		return PodSet{}, fmt.Errorf("select pods with %s=%s: %w", key, value, err)
+	}
+	return PodSet{Owner: owner, Selector: sel.Add(*req), Hash: value}, nil
+}
+
+// RevisionPods returns the pods of ref at the revision numbered revision
+// (the number Facts reports): for a Deployment, the ReplicaSet whose
+// revision annotation is that number; for a StatefulSet or DaemonSet, the
+// ControllerRevision with that number. A revision the workload does not
+// have is ErrNoRevision.
+func (l Live) RevisionPods(ctx context.Context, ref policy.Ref, revision int64) (PodSet, error) {
+	apps := l.Client.AppsV1()
+	switch ref.Kind {
+	case policy.KindDeployment:
+		d, err := apps.Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
+		}
+		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+		if err != nil {
+			return PodSet{}, fmt.Errorf("read selector of %s: %w", ref, err)
+		}
+		list, err := apps.ReplicaSets(ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		if err != nil {
+			return PodSet{}, fmt.Errorf("list ReplicaSets of %s: %w", ref, err)
+		}
+		var found *appsv1.ReplicaSet
+		for i := range list.Items {
+			rs := &list.Items[i]
+			n, err := strconv.ParseInt(rs.Annotations[RevisionAnnotation], 10, 64)
+			if err != nil || n != revision || !metav1.IsControlledBy(rs, d) {
+				continue
+			}
+			if found == nil || rs.CreationTimestamp.After(found.CreationTimestamp.Time) {
+				found = rs
+			}
+		}
+		if found == nil {
+			return PodSet{}, fmt.Errorf("pods of %s at revision %d: %w", ref, revision, ErrNoRevision)
+		}
+		ps, err := ReplicaSetPods(d, found)
+		return named(ref, ps, err)
+	case policy.KindStatefulSet:
+		s, err := apps.StatefulSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
+		}
+		cr, err := l.revisionNumbered(ctx, ref, s, s.Spec.Selector, revision)
+		if err != nil {
+			return PodSet{}, err
+		}
+		ps, err := StatefulSetPods(s, cr.Name)
+		return named(ref, ps, err)
+	case policy.KindDaemonSet:
+		ds, err := apps.DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if err != nil {
+			return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
+		}
+		cr, err := l.revisionNumbered(ctx, ref, ds, ds.Spec.Selector, revision)
+		if err != nil {
+			return PodSet{}, err
+		}
+		ps, err := DaemonSetPods(ds, cr)
+		return named(ref, ps, err)
+	}
+	return PodSet{}, fmt.Errorf("pods of %s: unsupported kind %q", ref, ref.Kind)
+}
+
+// named names ref in the error of a PodSet constructor.
+func named(ref policy.Ref, s PodSet, err error) (PodSet, error) {
+	if err != nil {
+		return PodSet{}, fmt.Errorf("pods of %s: %w", ref, err)
+	}
+	return s, nil
+}
+
+// revisionNumbered returns owner's ControllerRevision numbered revision.
+func (l Live) revisionNumbered(ctx context.Context, ref policy.Ref, owner metav1.Object, selector *metav1.LabelSelector, revision int64) (*appsv1.ControllerRevision, error) {
+	crs, err := l.controllerRevisions(ctx, ref, selector)
+	if err != nil {
+		return nil, err
+	}
+	for _, cr := range crs {
+		if cr.Revision == revision && metav1.IsControlledBy(cr, owner) {
+			return cr, nil
+		}
+	}
+	return nil, fmt.Errorf("pods of %s at revision %d: %w", ref, revision, ErrNoRevision)
+}
