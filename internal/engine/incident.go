@@ -14,6 +14,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -375,6 +376,8 @@ func (w *worker) do(ctx context.Context, f incident.Effect) ([]incident.Event, e
 		e.budget.unused(inc.ID)
 	case incident.EffectAnnounce:
 		e.announce(ctx, inc.Incident, f.Summary)
+	case incident.EffectKeepEvidence:
+		return []incident.Event{e.keepEvidence(ctx, inc.Incident)}, nil
 	case incident.EffectAct:
 		return []incident.Event{e.act(ctx, inc.Incident, f)}, nil
 	case incident.EffectVerify:
@@ -453,6 +456,25 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 		e.budget.add(inc.Target, now, inc.ID)
 	}
 	return incident.Event{Kind: incident.EventActed, At: now, Action: &a}
+}
+
+// evidenceTimeout bounds the snapshot taken before the first action, which
+// must never hold the action up for long.
+const evidenceTimeout = 5 * time.Second
+
+// keepEvidence snapshots the suspect revision's pods. A failure is
+// recorded and never stops the action.
+func (e *Engine) keepEvidence(ctx context.Context, inc *incident.Incident) incident.Event {
+	ectx, cancel := context.WithTimeout(ctx, evidenceTimeout)
+	defer cancel()
+	snap, err := evidence.Collect(ectx, e.opts.Client, inc.Target, inc.From, evidence.Limits{})
+	ev := incident.Event{Kind: incident.EventEvidenceKept, At: e.opts.Clock.Now()}
+	if err != nil {
+		ev.Error = err.Error()
+	} else {
+		ev.Evidence = &snap
+	}
+	return ev
 }
 
 // fromForRung returns the revision the current rung rolls back from: the

@@ -348,3 +348,46 @@ func (r *running) incidentOf(ctx context.Context, n *webhook.Notification) (*inc
 	}
 	return v.Incident, nil
 }
+
+// The bad revision's pods are kept in the incident before the rollback
+// replaces them.
+func TestEvidenceIsKeptBeforeTheRollback(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	ctx := context.Background()
+	testenv.Eventually(t, 30*time.Second, "revision 2's pods available", func(ctx context.Context) (bool, string) {
+		d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, "event-service", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		s := d.Status
+		return s.ObservedGeneration >= d.Generation && s.UpdatedReplicas == 2 && s.AvailableReplicas == 2 && s.Replicas == 2, fmt.Sprintf("%+v", s)
+	})
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	n := firing(f.ns, "evidence", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	ev := inc.Evidence
+	if ev == nil || ev.Revision != 2 || ev.PodsFound != 2 || len(ev.Pods) != 2 {
+		t.Fatalf("evidence %+v; want revision 2's two pods\n%s", ev, inc.Render())
+	}
+	rss, err := f.c.Client.AppsV1().ReplicaSets(f.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hash string
+	for _, rs := range rss.Items {
+		if rs.Spec.Template.Spec.Containers[0].Image == "event-service:v2-bad" {
+			hash = rs.Labels["pod-template-hash"]
+		}
+	}
+	for _, p := range ev.Pods {
+		if !strings.Contains(p.Name, hash) || p.Phase != corev1.PodRunning {
+			t.Errorf("pod %s (%s): want a Running pod of the bad ReplicaSet (hash %s)", p.Name, p.Phase, hash)
+		}
+	}
+	if !strings.Contains(inc.Render(), "evidence") {
+		t.Errorf("incidents show does not print the evidence:\n%s", inc.Render())
+	}
+}

@@ -18,7 +18,7 @@ import (
 func TestRenderEvidence(t *testing.T) {
 	start := time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC)
 	target := policy.Ref{Kind: policy.KindDeployment, Namespace: "production", Name: "event-service"}
-	inc := &Incident{ID: "deployment-production-event-service-r2-20261202t140000z", Target: target, State: StateActing, StartedAt: start, From: 2}
+	inc := &Incident{ID: "deployment-production-event-service-r2-20261202t140000z", Target: target, State: StateActing, StartedAt: start, Plan: Plan{From: 2}}
 	inc.Log(start.Add(3*time.Second), "Rolling back from revision 2 to 1.")
 	without := inc.Render()
 	if strings.Contains(without, "evidence") {

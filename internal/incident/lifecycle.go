@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 )
@@ -44,6 +45,9 @@ const (
 	EventPagesResolved EventKind = "pages_resolved"
 	// EventTasksRan: the post-rollback tasks of a phase ended (Tasks).
 	EventTasksRan EventKind = "tasks_ran"
+	// EventEvidenceKept: the bad revision's pods were snapshot (Evidence),
+	// or could not be (Error).
+	EventEvidenceKept EventKind = "evidence_kept"
 )
 
 // Event is one input to Next. At is the current time.
@@ -65,6 +69,9 @@ type Event struct {
 	Why   string
 	Phase TaskPhase
 	Tasks []Task
+
+	Evidence *evidence.Snapshot
+	Error    string
 }
 
 // EffectKind names what the worker must do.
@@ -87,6 +94,9 @@ const (
 	EffectResolvePages EffectKind = "resolve_pages"
 	// EffectAnnounce: tell the announcement notifiers Summary.
 	EffectAnnounce EffectKind = "announce"
+	// EffectKeepEvidence: snapshot the pods of the suspect revision, before
+	// the first action replaces them.
+	EffectKeepEvidence EffectKind = "keep_evidence"
 	// EffectRunTasks: run the post-rollback tasks of Phase.
 	EffectRunTasks EffectKind = "run_tasks"
 	// EffectRetry: the action failed for a reason that may pass; the
@@ -231,6 +241,13 @@ func Next(inc *Incident, ev Event, r Rules) (*Incident, []Effect) {
 		fx = n.pagesResolved(ev)
 	case EventTasksRan:
 		fx = n.tasksRan(ev, r)
+	case EventEvidenceKept:
+		if ev.Evidence != nil {
+			n.Evidence = ev.Evidence
+			n.Log(ev.At, "kept evidence of revision %d: %d of %d pods", ev.Evidence.Revision, len(ev.Evidence.Pods), ev.Evidence.PodsFound)
+		} else {
+			n.Log(ev.At, "evidence of revision %d not kept: %s", n.From, ev.Error)
+		}
 	default:
 		panic(fmt.Sprintf("incident: unknown event %q", ev.Kind))
 	}
@@ -304,7 +321,13 @@ func (i *Incident) act(now time.Time, r Rules) []Effect {
 		i.Log(now, "no automatic rung left: people take over on the runbook's clock")
 		return append(append(fx, Effect{Kind: EffectSave}), i.escalateNow(now, r, "no automatic rollback rung left")...)
 	}
-	return []Effect{{Kind: EffectAct, Rung: i.Rung, Action: kind}}
+	act := Effect{Kind: EffectAct, Rung: i.Rung, Action: kind}
+	if len(i.Actions) == 0 && i.Evidence == nil {
+		// The runbook asks to review the failed deployment's logs, which
+		// the first action erases within seconds.
+		return []Effect{{Kind: EffectKeepEvidence}, act}
+	}
+	return []Effect{act}
 }
 
 // RungAction returns the action of rung n: the feature flag, or one

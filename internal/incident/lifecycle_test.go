@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 )
@@ -101,14 +102,41 @@ func TestNext(t *testing.T) {
 		check   func(t *testing.T, before, after *Incident, fx []Effect)
 	}{
 		{
-			name: "start acting: the first rung rolls back",
+			name: "item 10: start acting: evidence is kept, then the first rung rolls back",
 			inc:  rollingBack(), ev: Event{Kind: EventStart, At: at(time.Minute)},
-			state: StateActing, effects: []string{"act:rollback"},
+			state: StateActing, effects: []string{"keep_evidence", "act:rollback"},
+		},
+		{
+			name: "item 10: evidence is kept once: a retried first rung acts at once",
+			inc:  with(rollingBack(), func(i *Incident) { i.Evidence = &evidence.Snapshot{Revision: 5} }),
+			ev:   Event{Kind: EventStart, At: at(time.Minute)}, state: StateActing, effects: []string{"act:rollback"},
+		},
+		{
+			name:  "item 10: the evidence joins the incident, saved with the action",
+			inc:   rollingBack(),
+			ev:    Event{Kind: EventEvidenceKept, At: at(time.Minute), Evidence: &evidence.Snapshot{Revision: 5, PodsFound: 2, Pods: []evidence.Pod{{Name: "a"}, {Name: "b"}}}},
+			state: StateActing,
+			check: func(t *testing.T, _, after *Incident, _ []Effect) {
+				if after.Evidence == nil || after.Timeline[len(after.Timeline)-1].What != "kept evidence of revision 5: 2 of 2 pods" {
+					t.Errorf("evidence %v, timeline %v", after.Evidence, after.Timeline)
+				}
+			},
+		},
+		{
+			name:  "item 10: evidence that could not be kept is said, and the action goes on",
+			inc:   rollingBack(),
+			ev:    Event{Kind: EventEvidenceKept, At: at(time.Minute), Error: "no such revision"},
+			state: StateActing,
+			check: func(t *testing.T, _, after *Incident, _ []Effect) {
+				if after.Evidence != nil || after.Timeline[len(after.Timeline)-1].What != "evidence of revision 5 not kept: no such revision" {
+					t.Errorf("evidence %v, timeline %v", after.Evidence, after.Timeline)
+				}
+			},
 		},
 		{
 			name: "start with a feature flag: the flag is the first rung",
 			inc:  with(rollingBack(), func(i *Incident) { i.FeatureFlag = &actuator.FlagChange{ConfigMap: "c", Key: "k"} }),
-			ev:   Event{Kind: EventStart, At: at(time.Minute)}, state: StateActing, effects: []string{"act:feature_flag"},
+			ev:   Event{Kind: EventStart, At: at(time.Minute)}, state: StateActing, effects: []string{"keep_evidence", "act:feature_flag"},
 		},
 		{
 			name: "start acting with no rung: people take over at once and the budget place goes back",
@@ -344,7 +372,7 @@ func TestNext(t *testing.T) {
 			inc:  fixingForward(),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Down"},
 				Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
-			state: StateActing, effects: []string{"save", "act:rollback"},
+			state: StateActing, effects: []string{"save", "keep_evidence", "act:rollback"},
 			check: func(t *testing.T, _, after *Incident, _ []Effect) {
 				if after.Decision.Outcome != policy.OutcomeRollback || !slices.Equal(after.Targets, []int64{4, 3}) {
 					t.Errorf("decision %s, targets %v", after.Decision.Outcome, after.Targets)
@@ -358,7 +386,7 @@ func TestNext(t *testing.T) {
 			}),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "a@2", Name: "Down"},
 				Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
-			state: StateActing, effects: []string{"save", "act:rollback"},
+			state: StateActing, effects: []string{"save", "keep_evidence", "act:rollback"},
 		},
 		{
 			name: "a rollback joining an incident already rolling back joins, and gives its budget place back",
