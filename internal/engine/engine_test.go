@@ -191,9 +191,12 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 	for _, s := range setups {
 		s(&vcfg, &ecfg, &opts)
 	}
-	if opts.Verifier, err = verify.New(verify.Options{Config: vcfg, Client: f.c.Client, Logger: logger, Registry: reg}); err != nil {
+	ver, err := verify.New(verify.Options{Config: vcfg, Client: f.c.Client, Logger: logger, Registry: reg})
+	if err != nil {
 		t.Fatal(err)
 	}
+	// As the daemon does: the verifier also asks Alertmanager.
+	opts.Verifier, opts.AlertState = ver, ver
 	if opts.Escalator, err = escalate.New(escalate.Options{Config: ecfg, Logger: logger, Registry: reg}); err != nil {
 		t.Fatal(err)
 	}
