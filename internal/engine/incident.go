@@ -520,7 +520,10 @@ func (w *worker) verify(ctx context.Context, alertOnly bool) (incident.Event, er
 	done := make(chan []verify.Result, 1)
 	vctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { done <- e.opts.Verifier.Verify(vctx, w.inc.Target) }()
+	// The worker goes on applying ticks to w.inc meanwhile: the goroutine
+	// gets its own copy of the target.
+	target := w.inc.Target
+	go func() { done <- e.opts.Verifier.Verify(vctx, target) }()
 	var results []verify.Result
 	for results == nil {
 		var due <-chan time.Time

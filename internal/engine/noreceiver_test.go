@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"slices"
 	"strings"
 	"testing"
@@ -41,9 +42,15 @@ func TestLevelWithoutNotifiersRecordsNoReceiver(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, optedIn, nil)
-			e := f.startEngine(t, policy.DefaultConfig(), 1, tc.setup)
-			// An alert that predates the rollout escalates, and an hour old
-			// it has every level of the ladder due at once.
+			// The ladder's levels and notifiers as set up, on a clock of
+			// seconds: the clock starts at the rollout, not before.
+			seconds := func(_ *verify.Config, e *escalate.Config, _ *Options) {
+				for i := range e.Ladder {
+					e.Ladder[i].After = metav1.Duration{Duration: time.Duration(i+1) * time.Second}
+				}
+			}
+			e := f.startEngine(t, policy.DefaultConfig(), 1, tc.setup, seconds)
+			// An alert that predates the rollout escalates.
 			n := firing(f.ns, "no-receiver", f.rolloutAt.Add(-time.Hour), map[string]string{"impact": "service_down"})
 			if _, err := e.Accept(context.Background(), n); err != nil {
 				t.Fatal(err)
