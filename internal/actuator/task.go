@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ type Task struct {
 	// Phase is when the engine runs the task: "afterAction" (also when
 	// empty) or "afterRecovery".
 	Phase string
+	// FromWorkload runs the Job's containers as the workload's own, the
+	// way `kubectl exec deployment/NAME -- CMD` runs a command in the
+	// workload's container: see fromWorkload.
+	FromWorkload bool
 }
 
 // ErrTaskFailed: the task's Job failed or did not finish in time.
@@ -45,6 +50,13 @@ func (a *Actuator) RunTask(ctx context.Context, req Request, t Task) (string, er
 			Annotations: map[string]string{AnnotationIncident: req.Incident, "autorollback.io/workload": req.Target.String()},
 		},
 		Spec: *t.Job.DeepCopy(),
+	}
+	if t.FromWorkload {
+		w, err := a.readLiveWorkload(ctx, req.Target)
+		if err != nil {
+			return name, fmt.Errorf("start task %s for %s: read its pod template: %w", t.Name, req.Target, err)
+		}
+		fromWorkload(&job.Spec.Template.Spec, &w.template.Spec)
 	}
 	var opts metav1.CreateOptions
 	if req.DryRun {
@@ -88,6 +100,36 @@ func (a *Actuator) RunTask(ctx context.Context, req Request, t Task) (string, er
 		return name, fmt.Errorf("task %s for %s: %w", t.Name, req.Target, err)
 	}
 	return name, nil
+}
+
+// fromWorkload gives each container of the task's pod that names no image
+// the workload's container of the same name, or else its first: its image,
+// and its env and envFrom before the task's own (which win). The pod takes
+// the workload's service account unless it names one. Only these are taken:
+// the workload's probes, ports and volumes are for serving, not for a
+// one-off command.
+func fromWorkload(task, w *corev1.PodSpec) {
+	if len(w.Containers) == 0 {
+		return
+	}
+	for i := range task.Containers {
+		c := &task.Containers[i]
+		if c.Image != "" {
+			continue
+		}
+		src := w.Containers[0]
+		for _, wc := range w.Containers {
+			if wc.Name == c.Name {
+				src = wc
+			}
+		}
+		c.Image = src.Image
+		c.Env = append(slices.Clone(src.Env), c.Env...)
+		c.EnvFrom = append(slices.Clone(src.EnvFrom), c.EnvFrom...)
+	}
+	if task.ServiceAccountName == "" {
+		task.ServiceAccountName = w.ServiceAccountName
+	}
 }
 
 // taskJobName is a valid, stable Job name for a task of an incident.

@@ -69,3 +69,52 @@ func TestTaskJobName(t *testing.T) {
 		}
 	}
 }
+
+// The runbook's `kubectl exec deployment/event-service -- npm run
+// queue:clear` runs in the service's own container: a task that takes the
+// workload's pod template runs with its image, env, envFrom and service
+// account, the task's own env winning.
+func TestRunTaskFromWorkload(t *testing.T) {
+	f := newRollbackFixture(t)
+	ctx := context.Background()
+	f.deployment(t, "event-service", "event-service:v1")
+	d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, "event-service", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.ServiceAccountName = "default"
+	d.Spec.Template.Spec.Containers[0].Env = append(d.Spec.Template.Spec.Containers[0].Env,
+		corev1.EnvVar{Name: "REDIS_URL", Value: "redis://redis:6379"}, corev1.EnvVar{Name: "QUEUE", Value: "events"})
+	d.Spec.Template.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "event-service-config"}, Optional: new(true)}}}
+	if _, err := f.c.Client.AppsV1().Deployments(f.ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	req := f.request(policy.KindDeployment, "event-service", "deployment/x/event-service@2")
+	task := Task{Name: "queue-clear", Timeout: time.Minute, FromWorkload: true, Job: batchv1.JobSpec{
+		Template: corev1.PodTemplateSpec{Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "app", Command: []string{"npm", "run", "queue:clear"},
+				Env: []corev1.EnvVar{{Name: "QUEUE", Value: "stuck"}}}}}}}}
+	name, err := f.act.RunTask(ctx, req, task)
+	if err != nil {
+		t.Fatalf("RunTask = %v", err)
+	}
+	job, err := f.c.Client.BatchV1().Jobs(f.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := job.Spec.Template.Spec
+	c := spec.Containers[0]
+	env := map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value // later entries win, as in a pod
+	}
+	if c.Image != "event-service:v1" || env["REDIS_URL"] != "redis://redis:6379" || env["QUEUE"] != "stuck" ||
+		len(c.EnvFrom) != 1 || c.EnvFrom[0].ConfigMapRef.Name != "event-service-config" || spec.ServiceAccountName != "default" ||
+		strings.Join(c.Command, " ") != "npm run queue:clear" {
+		t.Fatalf("job container %+v, service account %q; want the workload's image, env, envFrom and service account with the task's command and env", c, spec.ServiceAccountName)
+	}
+	if job.Status.Succeeded < 1 {
+		t.Fatalf("job %s did not succeed: %+v", name, job.Status)
+	}
+}

@@ -161,7 +161,7 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return fmt.Errorf("task %s: %w", t.Name, err)
 		}
-		tasks[t.Name] = actuator.Task{Name: t.Name, Job: spec, Timeout: t.Timeout.Duration, Phase: t.Phase}
+		tasks[t.Name] = actuator.Task{Name: t.Name, Job: spec, Timeout: t.Timeout.Duration, Phase: t.Phase, FromWorkload: t.FromWorkload}
 	}
 	eng, err := engine.New(engine.Options{
 		Client:           cs,

@@ -51,6 +51,10 @@ type Task struct {
 	// rollback and before its verification, or afterRecovery, once the
 	// rollback is verified.
 	Phase string `json:"phase,omitempty" mapstructure:"phase"`
+	// FromWorkload runs the Job's containers that name no image as the
+	// workload's own container: its image, env and envFrom, and its
+	// service account.
+	FromWorkload bool `json:"fromWorkload,omitempty" mapstructure:"fromWorkload"`
 	// Job is a batch/v1 JobSpec.
 	Job map[string]any `json:"job" mapstructure:"job"`
 }
