@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	incidentpkg "github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -139,42 +141,15 @@ type (
 		Actions int    `json:"actions"`
 		Pages   int    `json:"pages"`
 	}
-	incident struct {
-		ID     string `json:"id"`
-		State  string `json:"state"`
-		Target struct {
-			Kind, Namespace, Name string
-		} `json:"target"`
-		Alerts  []struct{ Key string } `json:"alerts"`
-		Actions []struct {
-			At     time.Time `json:"at"`
-			Kind   string    `json:"kind"`
-			Rung   int       `json:"rung"`
-			Error  string    `json:"error"`
-			Reason string    `json:"reason"`
-			Result *struct {
-				Outcome  string `json:"outcome"`
-				From, To int64
-				Message  string `json:"message"`
-			} `json:"result"`
-		} `json:"actions"`
-		Pages []struct {
-			Level   string `json:"level"`
-			Error   string `json:"error"`
-			Sending bool   `json:"sending"`
-		} `json:"pages"`
-		Timeline []struct {
-			At   time.Time `json:"at"`
-			What string    `json:"what"`
-		} `json:"timeline"`
-	}
+	// incident is the daemon's own record type, as the API serves it.
+	incident struct{ incidentpkg.Incident }
 )
 
 // applied counts the actions that changed the workload.
 func (i *incident) applied() int {
 	n := 0
 	for _, a := range i.Actions {
-		if a.Result != nil && a.Result.Outcome == "applied" {
+		if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied {
 			n++
 		}
 	}

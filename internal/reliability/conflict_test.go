@@ -151,7 +151,7 @@ func rollbackUnderLabelWriter(t *testing.T, c *testenv.Cluster, d *daemon, ns, n
 			return false, fmt.Sprint(len(list), " incidents ", err)
 		}
 		inc = list[0]
-		return inc.State == "resolved", inc.State + " " + inc.actions()
+		return inc.State == "resolved", string(inc.State) + " " + inc.actions()
 	})
 	if inc.applied() != 1 || len(inc.Actions) != 1 {
 		t.Errorf("incident %s actions %s, want exactly one applied rollback", inc.ID, inc.actions())
@@ -246,7 +246,7 @@ func personRollsOut(t *testing.T, c *testenv.Cluster) {
 		if err != nil || len(list) != 1 {
 			return false, fmt.Sprint(len(list), " incidents ", err)
 		}
-		return list[0].State == "acting" && len(list[0].Actions) == 0, list[0].State + " " + list[0].actions()
+		return list[0].State == "acting" && len(list[0].Actions) == 0, string(list[0].State) + " " + list[0].actions()
 	})
 	// And a person rolls out a fix, which the controller then picks up.
 	fix := "svc:v3-person"
@@ -266,7 +266,7 @@ func personRollsOut(t *testing.T, c *testenv.Cluster) {
 			return false, fmt.Sprint(len(list), " incidents ", err)
 		}
 		inc = list[0]
-		return inc.State != "acting", inc.State + " " + inc.actions()
+		return inc.State != "acting", string(inc.State) + " " + inc.actions()
 	})
 	if inc.State != "escalated" || len(inc.Actions) != 1 || inc.Actions[0].Result != nil || inc.Actions[0].Reason != "changed" {
 		t.Errorf("incident %s is %s with actions %s; want escalated after one failed action with reason changed", inc.ID, inc.State, inc.actions())

@@ -404,7 +404,7 @@ func hostileAlertnameRollsBack(t *testing.T, c *testenv.Cluster, d *daemon, ns s
 			return false, fmt.Sprint(len(list), " incidents ", err)
 		}
 		inc = list[0]
-		return inc.State != "acting", inc.State + " " + clipped(inc.actions(), 300)
+		return inc.State != "acting", string(inc.State) + " " + clipped(inc.actions(), 300)
 	})
 	if inc.applied() != 1 {
 		t.Errorf("incident of the 400 KB alert name is %s with actions %s; want the rollback applied", inc.State, clipped(inc.actions(), 400))

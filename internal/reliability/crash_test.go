@@ -280,7 +280,7 @@ func (r *crashRig) trial(t *testing.T, ns string, kill func(first *daemon, post 
 			return false, fmt.Sprintf("%d incidents", len(list))
 		}
 		res.inc = list[0]
-		return res.inc.State == "resolved", res.inc.State + " " + res.inc.actions()
+		return res.inc.State == "resolved", string(res.inc.State) + " " + res.inc.actions()
 	})
 	res.err = rolledBackOnce(ctx, r.c.Client, ns, "svc")
 	res.pages = r.people.count(res.inc.ID, "page", "oncall")

@@ -172,7 +172,7 @@ func outageTrial(t *testing.T, c *testenv.Cluster, leaderElection map[string]any
 			return false, fmt.Sprint(len(list), err)
 		}
 		inc = list[0]
-		return inc.State == "resolved", inc.State + " " + inc.actions()
+		return inc.State == "resolved", string(inc.State) + " " + inc.actions()
 	})
 	if inc.applied() != 1 || len(inc.Actions) != 1 {
 		t.Errorf("incident %s actions %s, want exactly one applied rollback", inc.ID, inc.actions())
