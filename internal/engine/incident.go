@@ -144,9 +144,23 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 }
 
 func alertOf(rec *Record) incident.Alert {
-	return incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"],
-		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt, Labels: rec.Alert.Labels, ExternalURL: rec.ExternalURL}
+	a := incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"],
+		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt, ExternalURL: rec.ExternalURL}
+	size := 0
+	for k, v := range rec.Alert.Labels {
+		size += len(k) + len(v)
+	}
+	// Labels only find the alert in Alertmanager again, which its
+	// fingerprint does too; a hostile label set must not fill the
+	// incident's ConfigMap.
+	if size <= maxKeptLabelBytes {
+		a.Labels = rec.Alert.Labels
+	}
+	return a
 }
+
+// maxKeptLabelBytes bounds the labels an incident keeps of each alert.
+const maxKeptLabelBytes = 8 << 10
 
 // planFor pins the plan of a rollback decision: the suspect revision, the
 // revisions to go back to (newest first, up to MaxRollbackDepth, never
