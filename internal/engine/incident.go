@@ -43,18 +43,11 @@ var errRetry = errors.New("action failed for a reason that may pass; retrying")
 
 // rules returns what the lifecycle needs of the configuration.
 func (e *Engine) rules() incident.Rules {
-	steps := func(l escalate.Ladder) []incident.Step {
-		out := make([]incident.Step, len(l))
-		for i, s := range l {
-			out[i] = incident.Step{Level: s.Level, After: s.After.Duration}
-		}
-		return out
-	}
-	ladder := steps(e.opts.Escalator.Ladder())
+	ladder := e.opts.Escalator.Ladder()
 	r := incident.Rules{
 		MaxAttempts: maxActionAttempts,
 		AlertGrace:  e.opts.AlertGrace,
-		Ladders: map[incident.LadderKind][]incident.Step{
+		Ladders: map[incident.LadderKind]escalate.Ladder{
 			incident.LadderRollback: ladder,
 			incident.LadderEscalate: ladder,
 			// Fixing forward, the owners hear of it at once; on-call is

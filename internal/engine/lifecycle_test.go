@@ -391,3 +391,67 @@ func TestEvidenceIsKeptBeforeTheRollback(t *testing.T) {
 		t.Errorf("incidents show does not print the evidence:\n%s", inc.Render())
 	}
 }
+
+// Fixing forward, only the ladder's first level is paged: the runbook's
+// clock is for a service that is down.
+func TestFixForwardPagesOnlyTheFirstLevel(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, ec *escalate.Config, _ *Options) {
+		// Both levels are due the moment the incident opens.
+		ec.Ladder = []escalate.Step{
+			{After: metav1.Duration{Duration: 0}, Level: "oncall", Notifiers: []string{"people"}},
+			{After: metav1.Duration{Duration: time.Millisecond}, Level: "lead", Notifiers: []string{"people"}},
+		}
+	})
+	n := firing(f.ns, "fix-forward-ladder", time.Now(), map[string]string{"impact": "non_critical"})
+	if _, err := e.Accept(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	var inc *incident.Incident
+	testenv.Eventually(t, 30*time.Second, "on-call paged", func(ctx context.Context) (bool, string) {
+		var err error
+		if inc, err = e.incidentOf(ctx, n); err != nil {
+			return false, err.Error()
+		}
+		return inc.PagedLevels()["oncall"], inc.Render()
+	})
+	// A page due in the same pass as on-call's would be recorded with it.
+	if len(inc.Pages) != 1 || inc.Decision.Outcome != policy.OutcomeFixForward {
+		t.Fatalf("pages %+v; want on-call only for a fix forward\n%s", inc.Pages, inc.Render())
+	}
+}
+
+// Fixing forward under the owners' annotation, then the annotation goes (it
+// expired, or they removed it): the next alert that calls for a rollback
+// takes the incident over.
+func TestRollbackAfterTheFixForwardAnnotationGoes(t *testing.T) {
+	f := newFixture(t, optedIn, map[string]string{policy.AnnotationFixForward: "true"})
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	first := firing(f.ns, "annotated", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, first, incident.StateEscalated)
+	if inc.Decision.Reason != policy.ReasonFixForwardAnnotation {
+		t.Fatalf("first decision %s/%s, want fix_forward/fix_forward_annotation", inc.Decision.Outcome, inc.Decision.Reason)
+	}
+	if _, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(ctx, "event-service", types.MergePatchType,
+		[]byte(`{"metadata":{"annotations":{"autorollback.io/fix-forward":null}}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "the annotation gone from the cache", func(ctx context.Context) (bool, string) {
+		w, err := e.opts.Cache.Facts(ctx, policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"})
+		return err == nil && w != nil && w.Annotations[policy.AnnotationFixForward] == "", fmt.Sprint(err)
+	})
+	second := firing(f.ns, "after-annotation", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	inc = e.waitIncident(t, second, incident.StateResolved)
+	if inc.Decision.Outcome != policy.OutcomeRollback || len(inc.Actions) != 1 || len(inc.Alerts) != 2 {
+		t.Fatalf("decision %s, %d actions, %d alerts; want the fix-forward incident taken over by one rollback\n%s",
+			inc.Decision.Outcome, len(inc.Actions), len(inc.Alerts), inc.Render())
+	}
+	f.waitRevision(t, "3")
+}

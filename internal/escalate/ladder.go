@@ -44,15 +44,6 @@ func (l Ladder) Next(start time.Time, sent map[string]bool) (time.Time, bool) {
 	return next, found
 }
 
-// Levels returns the levels of the ladder in order.
-func (l Ladder) Levels() []string {
-	out := make([]string, len(l))
-	for i, s := range l {
-		out[i] = s.Level
-	}
-	return out
-}
-
 // Step returns the step of a level, and false when the ladder has none.
 func (l Ladder) Step(level string) (Step, bool) {
 	for _, s := range l {

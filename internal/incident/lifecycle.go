@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -134,18 +135,11 @@ const (
 	PhaseAfterRecovery TaskPhase = "afterRecovery"
 )
 
-// Step is one level of an escalation ladder, as far as the lifecycle needs
-// it: when it is due after the incident's start.
-type Step struct {
-	Level string
-	After time.Duration
-}
-
 // Rules are what Next needs beyond the incident itself.
 type Rules struct {
 	// Ladders are the people ladders by the outcome the incident has; see
 	// LadderOf. A missing outcome has no ladder: nobody is paged on a clock.
-	Ladders map[LadderKind][]Step
+	Ladders map[LadderKind]escalate.Ladder
 	// MaxAttempts bounds the attempts at one rung whose failures may pass.
 	MaxAttempts int
 	// AlertGrace is how long after an action the triggering alerts may keep
@@ -184,18 +178,12 @@ func (i *Incident) LadderOf() LadderKind {
 }
 
 // Ladder returns the steps that run for the incident.
-func (r Rules) Ladder(i *Incident) []Step { return r.Ladders[i.LadderOf()] }
+func (r Rules) Ladder(i *Incident) escalate.Ladder { return r.Ladders[i.LadderOf()] }
 
 // NextPage returns when the incident's next page falls due, and false when
 // none is left.
 func (r Rules) NextPage(i *Incident) (time.Time, bool) {
-	attempted := i.AttemptedLevels()
-	for _, s := range r.Ladder(i) {
-		if !attempted[s.Level] {
-			return i.StartedAt.Add(s.After), true
-		}
-	}
-	return time.Time{}, false
+	return r.Ladder(i).Next(i.StartedAt, i.AttemptedLevels())
 }
 
 // Wake returns when the worker should next take the incident up on its own:
@@ -543,13 +531,9 @@ func (i *Incident) pagesDue(now time.Time, r Rules) []Effect {
 	if !i.Open() || i.State == StateResolving {
 		return nil
 	}
-	attempted := i.AttemptedLevels()
 	var fx []Effect
-	for _, s := range r.Ladder(i) {
-		if attempted[s.Level] || now.Before(i.StartedAt.Add(s.After)) {
-			continue
-		}
-		fx = append(fx, i.sendPage(now, s.Level, fmt.Sprintf("still open after %s", s.After))...)
+	for _, s := range r.Ladder(i).Due(i.StartedAt, now, i.AttemptedLevels()) {
+		fx = append(fx, i.sendPage(now, s.Level, fmt.Sprintf("still open after %s", s.After.Duration))...)
 	}
 	return fx
 }

@@ -6,7 +6,10 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -16,13 +19,19 @@ var t0 = time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)
 
 func at(d time.Duration) time.Time { return t0.Add(d) }
 
+var runbookLadder = escalate.Ladder{
+	{After: metav1.Duration{Duration: 5 * time.Minute}, Level: "oncall"},
+	{After: metav1.Duration{Duration: 10 * time.Minute}, Level: "lead"},
+	{After: metav1.Duration{Duration: 15 * time.Minute}, Level: "war_room"},
+}
+
 var rules = Rules{
 	MaxAttempts: 3,
 	AlertGrace:  5 * time.Minute,
-	Ladders: map[LadderKind][]Step{
-		LadderRollback:   {{"oncall", 5 * time.Minute}, {"lead", 10 * time.Minute}, {"war_room", 15 * time.Minute}},
-		LadderEscalate:   {{"oncall", 5 * time.Minute}, {"lead", 10 * time.Minute}, {"war_room", 15 * time.Minute}},
-		LadderFixForward: {{"oncall", 5 * time.Minute}},
+	Ladders: map[LadderKind]escalate.Ladder{
+		LadderRollback:   runbookLadder,
+		LadderEscalate:   runbookLadder,
+		LadderFixForward: runbookLadder[:1],
 	},
 }
 
