@@ -146,6 +146,12 @@ func TestWebhookToResolvedIncident(t *testing.T) {
 		code, body, err := get(ctx, "http://"+d.addr+"/readyz")
 		return err == nil && code == http.StatusOK, fmt.Sprintf("%d %q %v", code, body, err)
 	})
+	// Ready is not leading: until it leads, the replica answers 503 so that
+	// Alertmanager retries.
+	testenv.Eventually(t, 30*time.Second, "the replica leads", func(context.Context) (bool, string) {
+		v := metricValue(t, d.addr, "autorollbackd_leader")
+		return v == "1", v
+	})
 
 	body := payload(t, ns, "event-service", "fp-e2e-1")
 	if code, resp := post(t, url, "wrong-token", body); code != http.StatusUnauthorized {
