@@ -34,6 +34,47 @@ func transient(reason string) bool {
 	return reason == "error" || reason == "conflict" || reason == "settling"
 }
 
+// redecideInterval is how often the policy is asked again about the firing
+// alerts of an incident that fixes forward under the owners' annotation.
+const redecideInterval = 15 * time.Second
+
+// redecide asks the policy again about the incident's first firing alert,
+// on the cached facts, and returns the event of a rollback decision, or nil
+// when the decision still fixes forward (or the alert's labels were not
+// kept, so that its rule cannot be matched again).
+func (e *Engine) redecide(ctx context.Context, inc *incident.Incident) (*incident.Event, error) {
+	var a *incident.Alert
+	for k := range inc.Alerts {
+		if inc.Alerts[k].ResolvedAt.IsZero() && inc.Alerts[k].Labels != nil {
+			a = &inc.Alerts[k]
+			break
+		}
+	}
+	if a == nil {
+		return nil, nil
+	}
+	facts, err := e.opts.Cache.Facts(ctx, inc.Target)
+	if err != nil || facts == nil {
+		return nil, err
+	}
+	rec := &Record{Key: a.Key, Target: inc.Target, ReceivedAt: a.ReceivedAt, ExternalURL: a.ExternalURL,
+		Alert: policy.Alert{Fingerprint: a.Fingerprint, Status: "firing", Labels: a.Labels, StartsAt: a.StartsAt}}
+	now := e.opts.Clock.Now()
+	d, place := e.budget.decide(inc.Target, now, func(u policy.Usage) policy.Decision {
+		return e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: inc.Target, Workload: facts, Usage: u, Now: now})
+	})
+	if d.Outcome != policy.OutcomeRollback {
+		place.release()
+		return nil, nil
+	}
+	place.keep(inc.ID)
+	rec.Decision = &d
+	e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
+	e.logger.Info("decided again", "incident", inc.ID, "namespace", inc.Target.Namespace, "workload", inc.Target.Name,
+		"decision", d.Outcome, "reason", d.Reason, "message", d.Message)
+	return &incident.Event{Kind: incident.EventRedecided, At: now, Decision: &d, Plan: e.planFor(rec, facts)}, nil
+}
+
 // alertPoll is how often Alertmanager is asked whether an incident's alerts
 // still fire while the alert's grace runs.
 const alertPoll = 15 * time.Second
@@ -309,10 +350,10 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	w := &worker{e: e, inc: inc, rules: e.rules()}
-	evs := e.mail.take(id)
-	if err := w.run(ctx, evs); err != nil {
+	joins := e.mail.take(id)
+	if err := w.run(ctx, joins); err != nil {
 		// The joins were not all saved: they come back with the next pass.
-		for _, ev := range evs {
+		for _, ev := range joins {
 			if !w.inc.HasAlert(ev.Alert.Key) {
 				e.mail.post(id, ev)
 			}
@@ -323,10 +364,25 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	if err := w.run(ctx, append(resolved, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})); err != nil {
+	evs := resolved
+	if w.inc.Redecides() {
+		ev, err := e.redecide(ctx, w.inc.Incident)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if ev != nil {
+			evs = append(evs, *ev)
+		}
+	}
+	if err := w.run(ctx, append(evs, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})); err != nil {
 		return time.Time{}, err
 	}
 	wake := w.rules.Wake(w.inc.Incident)
+	if w.inc.Redecides() {
+		if soon := e.opts.Clock.Now().Add(redecideInterval); wake.IsZero() || soon.Before(wake) {
+			wake = soon
+		}
+	}
 	if w.inc.State == incident.StateVerifying && !w.inc.AlertsFiringSince.IsZero() {
 		// Alertmanager is asked again well within the grace, so that a
 		// recovery is seen without waiting for its resolved notification.
@@ -338,16 +394,17 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 }
 
 // run applies events and carries out their effects, feeding each effect's
-// result back in, until nothing is left to do.
+// result back in, until nothing is left to do. The results of an event's
+// effects are applied before the next event given: each event's
+// consequences are complete before the next one looks at the incident.
 func (w *worker) run(ctx context.Context, evs []incident.Event) error {
 	for len(evs) > 0 {
 		ev := evs[0]
-		evs = evs[1:]
 		more, err := w.apply(ctx, ev)
 		if err != nil {
 			return err
 		}
-		evs = append(evs, more...)
+		evs = append(more, evs[1:]...)
 	}
 	return nil
 }

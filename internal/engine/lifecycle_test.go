@@ -455,3 +455,55 @@ func TestRollbackAfterTheFixForwardAnnotationGoes(t *testing.T) {
 	}
 	f.waitRevision(t, "3")
 }
+
+// The owners said they fix forward until a time; the time passes and the
+// same alert still fires: the incident rolls back, with no new alert.
+func TestRollbackWhenTheFixForwardAnnotationExpires(t *testing.T) {
+	until := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339)
+	f := newFixture(t, optedIn, map[string]string{policy.AnnotationFixForward: until})
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	n := firing(f.ns, "until", time.Now(), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.waitDecision(t, n); d.Reason != policy.ReasonFixForwardAnnotation {
+		t.Fatalf("first decision %s/%s, want fix_forward/fix_forward_annotation", d.Outcome, d.Reason)
+	}
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	if inc.Decision.Outcome != policy.OutcomeRollback || len(inc.Actions) != 1 || len(inc.Alerts) != 1 {
+		t.Fatalf("decision %s, %d actions, %d alerts; want the same alert's incident rolled back once the annotation expired\n%s",
+			inc.Decision.Outcome, len(inc.Actions), len(inc.Alerts), inc.Render())
+	}
+	f.waitRevision(t, "3")
+}
+
+// An incident whose alert resolves resolves its pages once: the resolution
+// and everything it causes are done before the worker looks at the
+// incident's state again.
+func TestAlertResolvedResolvesPagesOnce(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, ec *escalate.Config, _ *Options) {
+		ec.Ladder = []escalate.Step{{After: metav1.Duration{Duration: 0}, Level: "oncall", Notifiers: []string{"people"}}}
+	})
+	ctx := context.Background()
+	n := firing(f.ns, "resolves", time.Now(), map[string]string{"impact": "non_critical"})
+	if _, err := e.Accept(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "on-call paged", func(ctx context.Context) (bool, string) {
+		inc, err := e.incidentOf(ctx, n)
+		if err != nil {
+			return false, err.Error()
+		}
+		return inc.PagedLevels()["oncall"], inc.Render()
+	})
+	resolved := firing(f.ns, "resolves", n.Alerts[0].StartsAt, map[string]string{"impact": "non_critical"})
+	resolved.Alerts[0].Status, resolved.Alerts[0].EndsAt = "resolved", time.Now()
+	if _, err := e.Accept(ctx, resolved); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	if got := len(e.messages.find("resolve")); got != 1 {
+		t.Fatalf("the notifier got %d resolves, want 1\n%s", got, inc.Render())
+	}
+}

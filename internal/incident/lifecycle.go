@@ -46,6 +46,10 @@ const (
 	EventPagesResolved EventKind = "pages_resolved"
 	// EventTasksRan: the post-rollback tasks of a phase ended (Tasks).
 	EventTasksRan EventKind = "tasks_ran"
+	// EventRedecided: the policy, asked again about a firing alert of an
+	// incident that fixes forward, decided Decision (with Plan for a
+	// rollback): the owners' fix-forward annotation expired or went.
+	EventRedecided EventKind = "redecided"
 	// EventEvidenceKept: the bad revision's pods were snapshot (Evidence),
 	// or could not be (Error).
 	EventEvidenceKept EventKind = "evidence_kept"
@@ -219,6 +223,8 @@ func Next(inc *Incident, ev Event, r Rules) (*Incident, []Effect) {
 		fx = n.join(ev, r)
 	case EventAlertResolved:
 		fx = n.alertResolved(ev, r)
+	case EventRedecided:
+		fx = n.redecided(ev, r)
 	case EventActed:
 		fx = n.acted(ev, r)
 	case EventVerified:
@@ -608,6 +614,31 @@ func (i *Incident) join(ev Event, r Rules) []Effect {
 		i.Log(ev.At, "outcome escalated from %s (%s) to %s: %s", was.Outcome, was.Reason, d.Outcome, d.Message)
 	}
 	return append([]Effect{{Kind: EffectSave}}, i.act(ev.At, r)...)
+}
+
+// redecided takes a new rollback decision about the incident's own alerts,
+// as join does for a new alert's.
+func (i *Incident) redecided(ev Event, r Rules) []Effect {
+	d := *ev.Decision
+	if d.Outcome != policy.OutcomeRollback || ev.Plan == nil || !i.takesOver(d) {
+		return []Effect{{Kind: EffectReleaseBudget}}
+	}
+	was := i.Decision
+	i.Decision, i.DryRun = d, d.DryRun
+	i.Plan = *ev.Plan
+	i.Rung, i.Attempts = 0, 0
+	i.State = StateActing
+	i.Log(ev.At, "decided again while the alert fires: outcome escalated from %s (%s) to %s: %s", was.Outcome, was.Reason, d.Outcome, d.Message)
+	return append([]Effect{{Kind: EffectSave}}, i.act(ev.At, r)...)
+}
+
+// Redecides reports whether the incident fixes forward for a reason the
+// owners set on the workload, which may pass while its alerts fire: the
+// policy is asked again then.
+func (i *Incident) Redecides() bool {
+	return i.State == StateEscalated && len(i.Actions) == 0 && i.Decision.Outcome == policy.OutcomeFixForward &&
+		(i.Decision.Reason == policy.ReasonFixForwardAnnotation || i.Decision.Reason == policy.ReasonRollbackUnsafe) &&
+		!i.AllAlertsResolved()
 }
 
 // takesOver reports whether a rollback decision replaces the incident's

@@ -398,6 +398,27 @@ func TestNext(t *testing.T) {
 			state: StateActing, effects: []string{"save", "keep_evidence", "act:rollback"},
 		},
 		{
+			name: "item 1: the fix-forward annotation expired: decided again while the alert fires, the incident rolls back",
+			inc: with(fixingForward(), func(i *Incident) {
+				i.Decision = decision(policy.OutcomeFixForward, policy.ReasonFixForwardAnnotation)
+			}),
+			ev:    Event{Kind: EventRedecided, At: at(time.Minute), Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
+			state: StateActing, effects: []string{"save", "keep_evidence", "act:rollback"},
+			check: func(t *testing.T, _, after *Incident, _ []Effect) {
+				if len(after.Alerts) != 1 || after.Decision.Outcome != policy.OutcomeRollback {
+					t.Errorf("alerts %d, decision %s", len(after.Alerts), after.Decision.Outcome)
+				}
+			},
+		},
+		{
+			name: "decided again to fix forward: nothing changes, the budget place goes back",
+			inc: with(fixingForward(), func(i *Incident) {
+				i.Decision = decision(policy.OutcomeFixForward, policy.ReasonFixForwardAnnotation)
+			}),
+			ev:    Event{Kind: EventRedecided, At: at(time.Minute), Decision: ptr(decision(policy.OutcomeFixForward, policy.ReasonFixForwardAnnotation))},
+			state: StateEscalated, effects: []string{"release_budget"},
+		},
+		{
 			name: "a rollback joining an incident already rolling back joins, and gives its budget place back",
 			inc:  verifying(0, time.Minute),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Down"},
@@ -466,6 +487,27 @@ func TestRungs(t *testing.T) {
 		}
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("plan %+v: rungs %v, want %v", tc.plan, got, tc.want)
+		}
+	}
+}
+
+func TestRedecides(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		inc  *Incident
+		want bool
+	}{
+		{"fix forward under the annotation", with(fixingForward(), func(i *Incident) { i.Decision.Reason = policy.ReasonFixForwardAnnotation }), true},
+		{"rollback-unsafe", with(fixingForward(), func(i *Incident) { i.Decision.Reason = policy.ReasonRollbackUnsafe }), true},
+		{"a non-critical alert's rule", fixingForward(), false},
+		{"every alert resolved", with(fixingForward(), func(i *Incident) {
+			i.Decision.Reason = policy.ReasonFixForwardAnnotation
+			i.Alerts[0].ResolvedAt = t0
+		}), false},
+		{"rolling back", rollingBack(), false},
+	} {
+		if got := tc.inc.Redecides(); got != tc.want {
+			t.Errorf("%s: Redecides() = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }
