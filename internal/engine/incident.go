@@ -330,6 +330,49 @@ func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
 	return true
 }
 
+// redirect hands alerts that were to join an incident that closed
+// meanwhile back to their decision, which then opens an incident of their
+// own: a decision is never absorbed by an incident that is over.
+func (e *Engine) redirect(ctx context.Context, id string, joins []incident.Event) error {
+	for k, ev := range joins {
+		if err := e.unjoin(ctx, id, ev.Alert.Key); err != nil {
+			for _, left := range joins[k:] {
+				e.mail.post(id, left)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// unjoin clears the record's incident, if it is still id, and queues the
+// record for its incident again.
+func (e *Engine) unjoin(ctx context.Context, id, key string) error {
+	for {
+		rec, cm, err := e.store.get(ctx, recordName(key))
+		if apierrors.IsNotFound(errors.Unwrap(err)) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if rec.Incident != id {
+			return nil
+		}
+		rec.Incident = ""
+		_, err = e.store.update(ctx, rec, cm)
+		if apierrors.IsConflict(errors.Unwrap(err)) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		e.logger.Info("alert was to join an incident that is over; it opens its own", "incident", id, "key", key)
+		e.alerts().Add(recordName(key))
+		return nil
+	}
+}
+
 // worker carries out the effects of one incident's transitions. It is the
 // incident's only writer.
 type worker struct {
@@ -343,14 +386,16 @@ type worker struct {
 func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	inc, err := e.takeIncident(ctx, id)
 	if errors.Is(err, incident.ErrNotFound) {
-		e.mail.take(id)
-		return time.Time{}, nil
+		return time.Time{}, e.redirect(ctx, id, e.mail.take(id))
 	}
 	if err != nil {
 		return time.Time{}, err
 	}
-	w := &worker{e: e, inc: inc, rules: e.rules()}
 	joins := e.mail.take(id)
+	if !inc.Open() || inc.State == incident.StateResolving {
+		return time.Time{}, e.redirect(ctx, id, joins)
+	}
+	w := &worker{e: e, inc: inc, rules: e.rules()}
 	if err := w.run(ctx, joins); err != nil {
 		// The joins were not all saved: they come back with the next pass.
 		for _, ev := range joins {

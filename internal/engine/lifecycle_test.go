@@ -507,3 +507,48 @@ func TestAlertResolvedResolvesPagesOnce(t *testing.T) {
 		t.Fatalf("the notifier got %d resolves, want 1\n%s", got, inc.Render())
 	}
 }
+
+// An alert decided to join an incident that resolved meanwhile is not
+// absorbed by it: it opens an incident of its own, which rolls back.
+func TestJoinOfAnIncidentThatIsOverOpensANewOne(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	startsAt := time.Now()
+	over := e.newIncident(&Record{Key: "over@1", Target: target, ReceivedAt: startsAt,
+		Alert:    policy.Alert{Fingerprint: "over", StartsAt: startsAt, Labels: map[string]string{"alertname": "EventServiceSlow"}},
+		Decision: &policy.Decision{Outcome: policy.OutcomeFixForward, Reason: policy.ReasonCriterionMet}}, nil, startsAt)
+	over.State, over.ResolvedAt = incident.StateResolved, startsAt
+	if _, err := e.opts.Incidents.Create(ctx, over); err != nil {
+		t.Fatal(err)
+	}
+	facts, err := e.opts.Cache.Facts(ctx, target)
+	if err != nil || facts == nil {
+		t.Fatalf("facts %v, %v", facts, err)
+	}
+	n := firing(f.ns, "late-join", time.Now(), map[string]string{"impact": "service_down"})
+	a := n.Alerts[0]
+	rec := &Record{Key: AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt}), Target: target, ReceivedAt: time.Now(),
+		Alert:    policy.Alert{Fingerprint: a.Fingerprint, Status: "firing", StartsAt: a.StartsAt, Labels: map[string]string(a.Labels)},
+		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: policy.ReasonCriterionMet}, Incident: over.ID}
+	rec.Plan = e.planFor(rec, facts)
+	if _, err := e.store.create(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	// As if it was decided while the incident was still open.
+	e.mail.post(over.ID, incident.Event{Kind: incident.EventAlertJoined, At: time.Now(), Alert: alertOf(rec), Decision: rec.Decision, Plan: rec.Plan})
+	e.incidents().Add(over.ID)
+	var inc *incident.Incident
+	testenv.Eventually(t, 60*time.Second, "a new incident resolved", func(ctx context.Context) (bool, string) {
+		var err error
+		if inc, err = e.incidentOf(ctx, n); err != nil {
+			return false, err.Error()
+		}
+		return inc.ID != over.ID && inc.State == incident.StateResolved, inc.Render()
+	})
+	if len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("incident %s with actions %+v; want a new incident that rolled back\n%s", inc.ID, inc.Actions, inc.Render())
+	}
+	f.waitRevision(t, "3")
+}
