@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
@@ -78,16 +79,21 @@ func TestRunTaskFromWorkload(t *testing.T) {
 	f := newRollbackFixture(t)
 	ctx := context.Background()
 	f.deployment(t, "event-service", "event-service:v1")
-	d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, "event-service", metav1.GetOptions{})
+	// The controller writes the Deployment too: retry on its conflicts.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, "event-service", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		d.Spec.Template.Spec.ServiceAccountName = "default"
+		d.Spec.Template.Spec.Containers[0].Env = append(d.Spec.Template.Spec.Containers[0].Env,
+			corev1.EnvVar{Name: "REDIS_URL", Value: "redis://redis:6379"}, corev1.EnvVar{Name: "QUEUE", Value: "events"})
+		d.Spec.Template.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "event-service-config"}, Optional: new(true)}}}
+		_, err = f.c.Client.AppsV1().Deployments(f.ns).Update(ctx, d, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	d.Spec.Template.Spec.ServiceAccountName = "default"
-	d.Spec.Template.Spec.Containers[0].Env = append(d.Spec.Template.Spec.Containers[0].Env,
-		corev1.EnvVar{Name: "REDIS_URL", Value: "redis://redis:6379"}, corev1.EnvVar{Name: "QUEUE", Value: "events"})
-	d.Spec.Template.Spec.Containers[0].EnvFrom = []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
-		LocalObjectReference: corev1.LocalObjectReference{Name: "event-service-config"}, Optional: new(true)}}}
-	if _, err := f.c.Client.AppsV1().Deployments(f.ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	req := f.request(policy.KindDeployment, "event-service", "deployment/x/event-service@2")
