@@ -147,18 +147,29 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 		return open.ID, false, nil
 	}
 	inc := e.newIncident(rec, w, now)
-	for {
+	base := inc.ID
+	for n := 2; ; n++ {
 		v, err := e.opts.Incidents.Create(ctx, inc)
 		if errors.Is(err, incident.ErrExists) {
-			// Opened by an earlier attempt that stopped before its record
-			// said so: the alert belongs to it.
-			if old, err := e.opts.Incidents.Get(ctx, inc.ID); err == nil && old.HasAlert(rec.Key) {
-				e.open.set(inc.Target, inc.ID)
-				return inc.ID, false, nil
-			} else if err != nil {
+			old, err := e.opts.Incidents.Get(ctx, inc.ID)
+			switch {
+			case err != nil:
 				return "", false, err
+			case old.HasAlert(rec.Key):
+				// Opened by an earlier attempt that stopped before its
+				// record said so: the alert belongs to it.
+				if old.Open() {
+					e.open.set(inc.Target, inc.ID)
+				}
+				return inc.ID, false, nil
+			case old.Open():
+				e.open.set(inc.Target, inc.ID)
+				return e.openIncident(ctx, rec, w, old)
 			}
-			return "", false, fmt.Errorf("open incident %s: another incident of that id exists without this alert", inc.ID)
+			// An incident of the same workload, revision and start that is
+			// over: this one is another episode.
+			inc.ID = fmt.Sprintf("%s-%d", base, n)
+			continue
 		}
 		if err != nil {
 			return "", false, err

@@ -552,3 +552,29 @@ func TestJoinOfAnIncidentThatIsOverOpensANewOne(t *testing.T) {
 	}
 	f.waitRevision(t, "3")
 }
+
+// Two episodes of one workload and revision whose first alerts started in
+// the same second: the second is not absorbed by the first, over already.
+func TestNewEpisodeWithTheSameStartIsItsOwnIncident(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	startsAt := time.Now().Truncate(time.Second)
+	over := e.newIncident(&Record{Key: "first@1", Target: target, ReceivedAt: startsAt,
+		Alert:    policy.Alert{Fingerprint: "first", StartsAt: startsAt, Labels: map[string]string{"alertname": "EventServiceSlow"}},
+		Decision: &policy.Decision{Outcome: policy.OutcomeFixForward, Reason: policy.ReasonCriterionMet}},
+		&policy.Workload{Revision: 2}, startsAt)
+	over.State, over.ResolvedAt = incident.StateResolved, startsAt
+	if _, err := e.opts.Incidents.Create(ctx, over); err != nil {
+		t.Fatal(err)
+	}
+	n := firing(f.ns, "second", startsAt.Add(500*time.Millisecond), map[string]string{"impact": "service_down"})
+	if _, err := e.Accept(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	if inc.ID != over.ID+"-2" || len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("incident %s with actions %+v; want %s-2, rolled back\n%s", inc.ID, inc.Actions, over.ID, inc.Render())
+	}
+}
