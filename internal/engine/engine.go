@@ -575,9 +575,11 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 			place.release()
 			return err
 		}
-		if created || (open != nil && len(open.Actions) == 0) {
+		if created || (open != nil && open.TakesOver(*rec.Decision)) {
 			// A rollback joining an incident that has not acted takes it
-			// over; the incident gives the place back if it does not.
+			// over. Should another alert take it over first, this place
+			// stays counted for the hour: the budget errs on the side of
+			// fewer rollbacks.
 			place.keep(rec.Incident)
 		} else {
 			place.release()

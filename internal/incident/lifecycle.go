@@ -600,10 +600,10 @@ func (i *Incident) join(ev Event, r Rules) []Effect {
 	if d.Outcome != policy.OutcomeRollback || ev.Plan == nil {
 		return []Effect{{Kind: EffectSave}}
 	}
-	if !i.takesOver(d) {
+	if !i.TakesOver(d) {
 		// Already rolling back, or past the automatic part: the alert joins
 		// and the rollback it asks for is the one under way.
-		return []Effect{{Kind: EffectSave}, {Kind: EffectReleaseBudget}}
+		return []Effect{{Kind: EffectSave}}
 	}
 	was := i.Decision
 	i.Decision, i.DryRun = d, d.DryRun
@@ -620,7 +620,7 @@ func (i *Incident) join(ev Event, r Rules) []Effect {
 // as join does for a new alert's.
 func (i *Incident) redecided(ev Event, r Rules) []Effect {
 	d := *ev.Decision
-	if d.Outcome != policy.OutcomeRollback || ev.Plan == nil || !i.takesOver(d) {
+	if d.Outcome != policy.OutcomeRollback || ev.Plan == nil || !i.TakesOver(d) {
 		return []Effect{{Kind: EffectReleaseBudget}}
 	}
 	was := i.Decision
@@ -641,10 +641,10 @@ func (i *Incident) Redecides() bool {
 		!i.AllAlertsResolved()
 }
 
-// takesOver reports whether a rollback decision replaces the incident's
+// TakesOver reports whether a rollback decision replaces the incident's
 // own: only while nothing was done yet.
-func (i *Incident) takesOver(d policy.Decision) bool {
-	if len(i.Actions) > 0 || i.State != StateEscalated {
+func (i *Incident) TakesOver(d policy.Decision) bool {
+	if d.Outcome != policy.OutcomeRollback || len(i.Actions) > 0 || i.State != StateEscalated {
 		return false
 	}
 	return i.Decision.Outcome != policy.OutcomeRollback || (i.DryRun && !d.DryRun)

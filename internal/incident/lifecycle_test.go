@@ -419,18 +419,18 @@ func TestNext(t *testing.T) {
 			state: StateEscalated, effects: []string{"release_budget"},
 		},
 		{
-			name: "a rollback joining an incident already rolling back joins, and gives its budget place back",
+			name: "a rollback joining an incident already rolling back joins; the engine kept no budget place for it",
 			inc:  verifying(0, time.Minute),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Down"},
 				Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
-			state: StateVerifying, effects: []string{"save", "release_budget"},
+			state: StateVerifying, effects: []string{"save"},
 		},
 		{
 			name: "a rollback joining after the automatic rungs failed does not start them again",
 			inc:  with(verifying(1, time.Minute), func(i *Incident) { i.State = StateEscalated }),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Down"},
 				Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
-			state: StateEscalated, rung: 1, effects: []string{"save", "release_budget"},
+			state: StateEscalated, rung: 1, effects: []string{"save"},
 		},
 		{
 			name: "a fix-forward alert joining a fix-forward incident only joins",
