@@ -404,7 +404,12 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	}
 	joins := e.mail.take(id)
 	if !inc.Open() || inc.State == incident.StateResolving {
-		return time.Time{}, e.redirect(ctx, id, joins)
+		// Over: its alerts' resolutions are still recorded below, but
+		// new alerts go elsewhere.
+		if err := e.redirect(ctx, id, joins); err != nil {
+			return time.Time{}, err
+		}
+		joins = nil
 	}
 	w := &worker{e: e, inc: inc, rules: e.rules()}
 	if err := w.run(ctx, joins); err != nil {

@@ -531,7 +531,7 @@ func TestJoinOfAnIncidentThatIsOverOpensANewOne(t *testing.T) {
 	a := n.Alerts[0]
 	rec := &Record{Key: AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt}), Target: target, ReceivedAt: time.Now(),
 		Alert:    policy.Alert{Fingerprint: a.Fingerprint, Status: "firing", StartsAt: a.StartsAt, Labels: map[string]string(a.Labels)},
-		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: policy.ReasonCriterionMet}, Incident: over.ID}
+		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: policy.ReasonCriterionMet}, DecidedAt: time.Now(), Incident: over.ID}
 	rec.Plan = e.planFor(rec, facts)
 	if _, err := e.store.create(ctx, rec); err != nil {
 		t.Fatal(err)
