@@ -147,29 +147,24 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 		return open.ID, false, nil
 	}
 	inc := e.newIncident(rec, w, now)
-	base := inc.ID
-	for n := 2; ; n++ {
+	for {
 		v, err := e.opts.Incidents.Create(ctx, inc)
 		if errors.Is(err, incident.ErrExists) {
+			// Opened by an earlier attempt that stopped before its record
+			// said so, or an episode of the same rollout and start: the
+			// alert belongs to it, even when it is over. Never a second
+			// action on the same rollout.
 			old, err := e.opts.Incidents.Get(ctx, inc.ID)
-			switch {
-			case err != nil:
+			if err != nil {
 				return "", false, err
-			case old.HasAlert(rec.Key):
-				// Opened by an earlier attempt that stopped before its
-				// record said so: the alert belongs to it.
-				if old.Open() {
-					e.open.set(inc.Target, inc.ID)
-				}
-				return inc.ID, false, nil
-			case old.Open():
-				e.open.set(inc.Target, inc.ID)
-				return e.openIncident(ctx, rec, w, old)
 			}
-			// An incident of the same workload, revision and start that is
-			// over: this one is another episode.
-			inc.ID = fmt.Sprintf("%s-%d", base, n)
-			continue
+			if old.Open() {
+				e.open.set(inc.Target, inc.ID)
+			}
+			if old.HasAlert(rec.Key) {
+				return inc.ID, false, nil
+			}
+			return e.openIncident(ctx, rec, w, old)
 		}
 		if err != nil {
 			return "", false, err
@@ -341,49 +336,6 @@ func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
 	return true
 }
 
-// redirect hands alerts that were to join an incident that closed
-// meanwhile back to their decision, which then opens an incident of their
-// own: a decision is never absorbed by an incident that is over.
-func (e *Engine) redirect(ctx context.Context, id string, joins []incident.Event) error {
-	for k, ev := range joins {
-		if err := e.unjoin(ctx, id, ev.Alert.Key); err != nil {
-			for _, left := range joins[k:] {
-				e.mail.post(id, left)
-			}
-			return err
-		}
-	}
-	return nil
-}
-
-// unjoin clears the record's incident, if it is still id, and queues the
-// record for its incident again.
-func (e *Engine) unjoin(ctx context.Context, id, key string) error {
-	for {
-		rec, cm, err := e.store.get(ctx, recordName(key))
-		if apierrors.IsNotFound(errors.Unwrap(err)) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if rec.Incident != id {
-			return nil
-		}
-		rec.Incident = ""
-		_, err = e.store.update(ctx, rec, cm)
-		if apierrors.IsConflict(errors.Unwrap(err)) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		e.logger.Info("alert was to join an incident that is over; it opens its own", "incident", id, "key", key)
-		e.alerts().Add(recordName(key))
-		return nil
-	}
-}
-
 // worker carries out the effects of one incident's transitions. It is the
 // incident's only writer.
 type worker struct {
@@ -397,20 +349,13 @@ type worker struct {
 func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	inc, err := e.takeIncident(ctx, id)
 	if errors.Is(err, incident.ErrNotFound) {
-		return time.Time{}, e.redirect(ctx, id, e.mail.take(id))
+		e.mail.take(id)
+		return time.Time{}, nil
 	}
 	if err != nil {
 		return time.Time{}, err
 	}
 	joins := e.mail.take(id)
-	if !inc.Open() || inc.State == incident.StateResolving {
-		// Over: its alerts' resolutions are still recorded below, but
-		// new alerts go elsewhere.
-		if err := e.redirect(ctx, id, joins); err != nil {
-			return time.Time{}, err
-		}
-		joins = nil
-	}
 	w := &worker{e: e, inc: inc, rules: e.rules()}
 	if err := w.run(ctx, joins); err != nil {
 		// The joins were not all saved: they come back with the next pass.
