@@ -51,6 +51,22 @@ func (f *fixture) image(t *testing.T) (string, int64) {
 	return d.Spec.Template.Spec.Containers[0].Image, d.Generation
 }
 
+// waitResolved waits until the incident with id is resolved, and returns
+// it.
+func (r *running) waitResolved(t *testing.T, id string) *incident.Incident {
+	t.Helper()
+	var inc *incident.Incident
+	testenv.Eventually(t, 60*time.Second, "incident resolved", func(ctx context.Context) (bool, string) {
+		v, err := r.opts.Incidents.Get(ctx, id)
+		if err != nil {
+			return false, err.Error()
+		}
+		inc = v.Incident
+		return inc.State == incident.StateResolved, string(inc.State) + "\n" + inc.Render()
+	})
+	return inc
+}
+
 // waitIncident waits until the incident of n's alert is in one of the
 // given states, and returns it.
 func (r *running) waitIncident(t *testing.T, n *webhook.Notification, states ...incident.State) *incident.Incident {
@@ -168,14 +184,7 @@ func TestRollbackInterruptedBeforeItsRecordIsRecordedApplied(t *testing.T) {
 	}
 	// The next daemon resumes the incident.
 	e := f.startEngine(t, policy.DefaultConfig(), 1)
-	testenv.Eventually(t, 60*time.Second, "incident resolved", func(ctx context.Context) (bool, string) {
-		v, err := e.opts.Incidents.Get(ctx, inc.ID)
-		if err != nil {
-			return false, err.Error()
-		}
-		inc = v.Incident
-		return inc.State == incident.StateResolved, string(inc.State) + "\n" + inc.Render()
-	})
+	inc = e.waitResolved(t, inc.ID)
 	if len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.Outcome != actuator.OutcomeApplied || !inc.Actions[0].Result.Resumed {
 		t.Fatalf("actions = %+v; want one applied rollback, resumed\n%s", inc.Actions, inc.Render())
 	}

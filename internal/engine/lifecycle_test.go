@@ -224,14 +224,7 @@ func TestLaterRungInterruptedBeforeItsRecordIsRecordedApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := f.startEngine(t, policy.DefaultConfig(), 1)
-	testenv.Eventually(t, 60*time.Second, "incident resolved", func(ctx context.Context) (bool, string) {
-		v, err := e.opts.Incidents.Get(ctx, inc.ID)
-		if err != nil {
-			return false, err.Error()
-		}
-		inc = v.Incident
-		return inc.State == incident.StateResolved, string(inc.State) + "\n" + inc.Render()
-	})
+	inc = e.waitResolved(t, inc.ID)
 	if len(inc.Actions) != 2 || inc.Actions[1].Result == nil || inc.Actions[1].Result.Outcome != actuator.OutcomeApplied ||
 		!inc.Actions[1].Result.Resumed || inc.Actions[1].Result.To != 1 {
 		t.Fatalf("actions = %+v; want rung 1's rollback to 1 recorded applied, resumed\n%s", inc.Actions, inc.Render())
