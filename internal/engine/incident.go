@@ -622,7 +622,7 @@ func (w *worker) verify(ctx context.Context, alertOnly bool) (incident.Event, er
 // answers, when the checks passed and an AlertState is configured.
 func (e *Engine) alertCheck(ctx context.Context, inc *incident.Incident, checks verify.Status) verify.Result {
 	now := e.opts.Clock.Now()
-	r := verify.Result{Check: "alert", Kind: incident.KindAlertCheck, At: now}
+	r := verify.Result{Check: "alert", Kind: verify.KindAlert, At: now}
 	if inc.AllAlertsResolved() {
 		r.Status, r.Message = verify.StatusPass, "Alertmanager reported every alert resolved"
 		return r

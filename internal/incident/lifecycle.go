@@ -163,11 +163,6 @@ const (
 	LadderDryRun     LadderKind = "dryRun"
 )
 
-// LadderKinds returns every ladder kind; the slice is fresh on every call.
-func LadderKinds() []LadderKind {
-	return []LadderKind{LadderRollback, LadderEscalate, LadderFixForward, LadderDryRun}
-}
-
 // LadderOf returns the kind of ladder that runs for the incident.
 func (i *Incident) LadderOf() LadderKind {
 	switch {
@@ -343,17 +338,6 @@ func (i *Incident) RungAction(n int) (actuator.Kind, bool) {
 	return "", false
 }
 
-// Rungs returns the number of automatic rungs.
-func (i *Incident) Rungs() int {
-	n := 0
-	for {
-		if _, ok := i.RungAction(n); !ok {
-			return n
-		}
-		n++
-	}
-}
-
 func (i *Incident) acted(ev Event, r Rules) []Effect {
 	a := *ev.Action
 	now := ev.At
@@ -413,7 +397,7 @@ func (i *Incident) verified(ev Event, r Rules) []Effect {
 	overall := v.Overall
 	var failed []string
 	for _, res := range v.Results {
-		if res.Status != verify.StatusPass && !(res.Kind == KindAlertCheck && res.Status == verify.StatusInconclusive) {
+		if res.Status != verify.StatusPass && !(res.Kind == verify.KindAlert && res.Status == verify.StatusInconclusive) {
 			failed = append(failed, res.Check+": "+res.Message)
 		}
 	}
@@ -447,13 +431,9 @@ func (i *Incident) verified(ev Event, r Rules) []Effect {
 		i.act(now, r)...)
 }
 
-// KindAlertCheck is the Kind of the verification result that says whether
-// the incident's alerts still fire.
-const KindAlertCheck = verify.KindAlert
-
 func alertResult(results []verify.Result) (verify.Result, bool) {
 	for _, r := range results {
-		if r.Kind == KindAlertCheck {
+		if r.Kind == verify.KindAlert {
 			return r, true
 		}
 	}

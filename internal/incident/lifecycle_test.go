@@ -77,7 +77,7 @@ func checks(alert verify.Status, others ...verify.Status) *Verification {
 	var rest []verify.Result
 	rest = append(rest, v.Results...)
 	v.Overall = verify.Overall(rest)
-	v.Results = append(v.Results, verify.Result{Check: "alert", Kind: KindAlertCheck, Status: alert, Message: "alert Down " + string(alert)})
+	v.Results = append(v.Results, verify.Result{Check: "alert", Kind: verify.KindAlert, Status: alert, Message: "alert Down " + string(alert)})
 	return v
 }
 
@@ -481,8 +481,11 @@ func TestRungs(t *testing.T) {
 	} {
 		inc := &Incident{Plan: tc.plan}
 		var got []actuator.Kind
-		for n := range inc.Rungs() {
-			k, _ := inc.RungAction(n)
+		for n := 0; ; n++ {
+			k, ok := inc.RungAction(n)
+			if !ok {
+				break
+			}
 			got = append(got, k)
 		}
 		if !slices.Equal(got, tc.want) {
