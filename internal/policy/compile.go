@@ -91,6 +91,10 @@ func Compile(cfg Config) (*Policy, error) {
 		p.allow[ns] = true
 	}
 
+	if l := cfg.Origin.Label; l != "" && !validLabelName(l) {
+		c.bad("origin.label", "must be a UTF-8 label name, got %q", l)
+	}
+
 	if d := cfg.RecentRolloutWindow.Duration; d <= 0 {
 		c.bad("recentRolloutWindow", "must be a positive duration, got %s", d)
 	}

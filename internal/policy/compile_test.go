@@ -84,6 +84,8 @@ func TestCompileErrors(t *testing.T) {
 			`namespaces.deny[3]: must be a namespace name: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`},
 		{"bad opt-in label", func(c *policy.Config) { c.OptInLabel = "" },
 			`optInLabel: must be a label key: name part must be non-empty; name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`},
+		{"origin label not UTF-8", func(c *policy.Config) { c.Origin.Label = "name\xffspace" },
+			`origin.label: must be a UTF-8 label name, got "name\xffspace"`},
 		{"zero window", func(c *policy.Config) { c.RecentRolloutWindow = dur(0) },
 			`recentRolloutWindow: must be a positive duration, got 0s`},
 		{"zero rule window", func(c *policy.Config) { c.Rules[2].RecentRolloutWindow = ptr(dur(0)) },
@@ -147,6 +149,8 @@ func TestCompileAccepts(t *testing.T) {
 		{"no rules", func(c *policy.Config) { c.Rules = nil }},
 		{"fix_forward default", func(c *policy.Config) { c.DefaultOutcome = policy.OutcomeFixForward }},
 		{"allow list", func(c *policy.Config) { c.Namespaces.Allow = []string{"production"} }},
+		{"origin label", func(c *policy.Config) { c.Origin.Label = "namespace" }},
+		{"UTF-8 origin label", func(c *policy.Config) { c.Origin.Label = "origin.namespace" }},
 		{"matchers of every type", func(c *policy.Config) {
 			c.Rules[0].Matchers = []string{`severity=~"critical|page"`, `env!="staging"`, `team!~"^$"`, `impact=service_down`}
 		}},
@@ -278,7 +282,7 @@ func TestDocsListEveryCode(t *testing.T) {
 			t.Errorf("docs/policy.md does not mention outcome `%s`", o)
 		}
 	}
-	for _, key := range []string{"dryRun", "freeze", "optInLabel", "namespaces.allow", "namespaces.deny", "recentRolloutWindow",
+	for _, key := range []string{"dryRun", "freeze", "optInLabel", "namespaces.allow", "namespaces.deny", "origin.label", "recentRolloutWindow",
 		"clockSkew", "cooldown", "budget.perWorkloadPerHour", "budget.globalPerHour", "defaultOutcome",
 		"defaultTarget.namespaceLabel", "defaultTarget.kindLabels", "rules[].name", "rules[].matchers", "rules[].criterion",
 		"rules[].outcome", "rules[].when", "rules[].recentRolloutWindow", "rules[].target.kind", "rules[].target.namespaceLabel", "rules[].target.nameLabel",

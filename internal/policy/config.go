@@ -19,6 +19,7 @@ type Config struct {
 	// OptInLabel is the workload label that must be "true".
 	OptInLabel string     `json:"optInLabel" mapstructure:"optInLabel"`
 	Namespaces Namespaces `json:"namespaces" mapstructure:"namespaces"`
+	Origin     OriginRule `json:"origin" mapstructure:"origin"`
 	// RecentRolloutWindow: roll back only if the current revision started
 	// rolling out within this window.
 	RecentRolloutWindow metav1.Duration `json:"recentRolloutWindow" mapstructure:"recentRolloutWindow"`
@@ -41,6 +42,16 @@ type Config struct {
 type Namespaces struct {
 	Allow []string `json:"allow" mapstructure:"allow"` // empty: every namespace not denied
 	Deny  []string `json:"deny" mapstructure:"deny"`
+}
+
+// OriginRule binds an alert to the namespace it was raised in.
+type OriginRule struct {
+	// Label is the alert label that holds the namespace the alert comes
+	// from, such as the one the Prometheus Operator's
+	// enforcedNamespaceLabel sets. When set, it must equal the target's
+	// namespace, or be listed in the target's
+	// AnnotationAllowedOriginNamespaces. Empty: no such rule.
+	Label string `json:"label" mapstructure:"label"`
 }
 
 // Budget limits automatic rollbacks per rolling hour.

@@ -2,17 +2,22 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Names of the checks, in the order Evaluate runs them.
 const (
 	checkTarget       = "target resolved"
 	checkNamespace    = "namespace allowed"
+	checkSender       = "sender allowed"
 	checkExists       = "workload exists"
 	checkOptIn        = "opted in"
+	checkOrigin       = "alert origin"
+	checkMatchers     = "alert matchers"
 	checkFiring       = "alert firing"
 	checkRule         = "rule"
 	checkFreeze       = "freeze"
@@ -33,9 +38,10 @@ const (
 //
 // The checks run in a fixed order and all of them are recorded, but the
 // first that fails decides:
-//  1. the target checks (resolved, namespace allowed, exists, opted in),
-//     which refuse: a workload that is not ours is never acted on, not even
-//     to fix forward;
+//  1. the target checks (resolved, namespace allowed, sender allowed,
+//     exists, opted in, alert origin, alert matchers), which refuse: a
+//     workload that is not ours, or an alert that may not act on it, is
+//     never acted on, not even to fix forward;
 //  2. the alert is firing, else ignore;
 //  3. the first rule whose matchers all match and whose condition is true
 //     gives the outcome; none gives the default outcome; a condition that
@@ -56,10 +62,12 @@ func (p *Policy) Evaluate(in Input) Decision {
 }
 
 // Screen runs the target checks of Evaluate alone: the alert names a
-// workload, in an allowed namespace, that exists and is opted in. They are
-// the only checks that refuse, and they read no more of the workload than
-// its existence, revision and labels, so Screen is what intake needs to
-// refuse an alert without the cost of the rules and guards.
+// workload, in an allowed namespace its sender may target, that exists and
+// is opted in, and the alert may act on it by its origin label and the
+// workload's alert matchers. They are the only checks that refuse, and they
+// read no more of the workload than its existence, revision, labels and
+// annotations, so Screen is what intake needs to refuse an alert without
+// the cost of the rules and guards.
 //
 // When a target check fails, Outcome, Reason, Message and Target are those
 // Evaluate gives for the same Input; Checks holds the target checks only,
@@ -85,8 +93,8 @@ func (p *Policy) Screen(in Input) Decision {
 // How many checks Evaluate records at most, and how many of them are
 // target checks.
 const (
-	checkCount       = 16
-	targetCheckCount = 4
+	checkCount       = 19
+	targetCheckCount = 7
 )
 
 // step is a check and the outcome it gives when it is the first to fail.
@@ -120,7 +128,7 @@ func (e *evaluation) add(name string, reason Reason, outcome Outcome, passed boo
 // Screen runs them for every alert at intake.
 func (e *evaluation) targetChecks() {
 	t := e.in.Target
-	refuse := func(name string, reason Reason, passed bool, detail string) {
+	var refuse refuseFunc = func(name string, reason Reason, passed bool, detail string) {
 		e.add(name, reason, OutcomeRefuse, passed, detail)
 	}
 
@@ -151,6 +159,8 @@ func (e *evaluation) targetChecks() {
 		refuse(checkNamespace, ReasonNamespaceDenied, true, "namespace "+ns+" is not denied")
 	}
 
+	e.senderCheck(refuse)
+
 	switch {
 	case e.w == nil:
 		refuse(checkExists, ReasonWorkloadNotFound, false, t.String()+" does not exist")
@@ -176,6 +186,129 @@ func (e *evaluation) targetChecks() {
 			refuse(checkOptIn, ReasonNotOptedIn, false, "label "+label+" is "+strconv.Quote(v)+`, not "true"`)
 		}
 	}
+
+	e.originCheck(refuse)
+	e.alertMatchersCheck(refuse)
+}
+
+type refuseFunc func(name string, reason Reason, passed bool, detail string)
+
+// senderCheck holds the target's namespace to the namespaces the sender's
+// credential may target.
+func (e *evaluation) senderCheck(refuse refuseFunc) {
+	o, ns := e.in.Origin, e.in.Target.Namespace
+	who := "the sender"
+	if o.Sender != "" {
+		who = "sender " + strconv.Quote(o.Sender)
+	}
+	switch {
+	case len(o.Namespaces) == 0 || slices.Contains(o.Namespaces, "*"):
+		refuse(checkSender, ReasonOriginMismatch, true, who+" may target any namespace")
+	case ns == "":
+		refuse(checkSender, ReasonOriginMismatch, false, "unknown: no namespace")
+	case slices.Contains(o.Namespaces, ns):
+		refuse(checkSender, ReasonOriginMismatch, true, who+" may target namespace "+ns)
+	default:
+		refuse(checkSender, ReasonOriginMismatch, false, who+" may not target namespace "+ns+", only "+strings.Join(o.Namespaces, ", "))
+	}
+}
+
+// originCheck holds the alert's origin label, when policy.origin.label is
+// set, to the target's namespace, or to the namespaces the workload's
+// AnnotationAllowedOriginNamespaces lists. An alert without the label is
+// of unknown origin, and refused.
+func (e *evaluation) originCheck(refuse refuseFunc) {
+	label, ns := e.p.cfg.Origin.Label, e.in.Target.Namespace
+	if label == "" {
+		refuse(checkOrigin, ReasonOriginMismatch, true, "no origin label is set (policy.origin.label)")
+		return
+	}
+	from := e.in.Alert.Labels[label]
+	if from == "" {
+		refuse(checkOrigin, ReasonOriginMismatch, false, "the alert has no label "+label+": its origin is unknown")
+		return
+	}
+	detail := "the alert comes from namespace " + printable(from) + " (label " + label + ")"
+	if from == ns {
+		refuse(checkOrigin, ReasonOriginMismatch, true, detail)
+		return
+	}
+	var allowed string
+	var annotated bool
+	if e.w != nil {
+		allowed, annotated = e.w.Annotations[AnnotationAllowedOriginNamespaces]
+	}
+	switch {
+	case annotated && listed(allowed, from):
+		refuse(checkOrigin, ReasonOriginMismatch, true, detail+", which annotation "+AnnotationAllowedOriginNamespaces+" of the workload allows")
+	case annotated:
+		refuse(checkOrigin, ReasonOriginMismatch, false, detail+", not "+ns+", and annotation "+AnnotationAllowedOriginNamespaces+" does not list it")
+	default:
+		refuse(checkOrigin, ReasonOriginMismatch, false, detail+", not "+ns)
+	}
+}
+
+// listed reports whether the comma-separated list has ns as an element.
+func listed(list, ns string) bool {
+	for s := range strings.SplitSeq(list, ",") {
+		if strings.TrimSpace(s) == ns {
+			return true
+		}
+	}
+	return false
+}
+
+// printable returns a namespace as it is when it is a valid one, else
+// quoted: label values come from the alert and may hold anything.
+func printable(ns string) string {
+	if len(ns) <= 63 && isDNS1123Label(ns) {
+		return ns
+	}
+	return strconv.Quote(ns)
+}
+
+// alertMatchersCheck holds the alert's labels to the matchers of the
+// workload's AnnotationAlertMatchers. A value that does not parse, or
+// that has no matcher, admits no alert: doubt does not act.
+func (e *evaluation) alertMatchersCheck(refuse refuseFunc) {
+	if e.w == nil {
+		refuse(checkMatchers, ReasonAlertNotAllowed, false, unknownNoWorkload)
+		return
+	}
+	v := strings.TrimSpace(e.w.Annotations[AnnotationAlertMatchers])
+	if v == "" {
+		refuse(checkMatchers, ReasonAlertNotAllowed, true, "no "+AnnotationAlertMatchers+" annotation")
+		return
+	}
+	ms, err := e.p.alertMatchers(v)
+	switch {
+	case err != nil:
+		refuse(checkMatchers, ReasonAlertNotAllowed, false, "annotation "+AnnotationAlertMatchers+" cannot be parsed, so no alert may act: "+oneLine(err.Error(), 200))
+		return
+	case len(ms) == 0:
+		refuse(checkMatchers, ReasonAlertNotAllowed, false, "annotation "+AnnotationAlertMatchers+" lists no matchers, so no alert may act; remove it to admit every alert")
+		return
+	}
+	for _, m := range ms {
+		if !m.Matches(e.in.Alert.Labels[m.Name]) {
+			refuse(checkMatchers, ReasonAlertNotAllowed, false, "the alert does not match "+oneLine(m.String(), 200)+" of annotation "+AnnotationAlertMatchers)
+			return
+		}
+	}
+	refuse(checkMatchers, ReasonAlertNotAllowed, true, "the alert matches annotation "+AnnotationAlertMatchers)
+}
+
+// oneLine shortens s to at most n bytes, at a rune boundary, and escapes
+// its line feeds, for a check's detail: the text comes from an annotation,
+// which may be long and span lines.
+func oneLine(s string, n int) string {
+	if len(s) > n {
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n] + "…"
+	}
+	return strings.ReplaceAll(s, "\n", `\n`)
 }
 
 func (e *evaluation) firingCheck() {

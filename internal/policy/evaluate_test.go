@@ -93,6 +93,20 @@ func annotate(k, v string) func(*policy.Input) {
 	return func(in *policy.Input) { in.Workload.Annotations[k] = v }
 }
 
+func alertLabel(k, v string) func(*policy.Input) {
+	return func(in *policy.Input) { in.Alert.Labels[k] = v }
+}
+
+// sender gives the input an origin: the named sender, which may target the
+// namespaces.
+func sender(name string, namespaces ...string) func(*policy.Input) {
+	return func(in *policy.Input) { in.Origin = policy.Origin{Sender: name, Namespaces: namespaces} }
+}
+
+func originLabel(label string) func(*policy.Config) {
+	return func(c *policy.Config) { c.Origin.Label = label }
+}
+
 func evalRows() []evalRow {
 	ns := func(n string) func(*policy.Input) {
 		return func(in *policy.Input) {
@@ -179,6 +193,75 @@ func evalRows() []evalRow {
 		{name: "refuse wins over a rule error", cfg: whenRule(`workload.labels.team == "web"`, policy.OutcomeRollback),
 			in:      func(in *policy.Input) { delete(in.Workload.Labels, policy.DefaultOptInLabel) },
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonNotOptedIn, rule: "frontend-down", failed: "opted in"},
+
+		// Where the alert comes from: the sender's namespaces, the origin
+		// label, the workload's alert matchers. They refuse, for every outcome.
+		{name: "sender may not target the namespace", in: sender("team-a", "team-a", "staging"),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "sender allowed",
+			msgContain: `refuse to act on Deployment production/event-service: sender "team-a" may not target namespace production, only team-a, staging`},
+		{name: "sender may target the namespace", in: sender("team-a", "staging", "production"),
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "sender may target any namespace", in: sender("platform", "*"),
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "unknown sender with namespaces", in: sender("", "staging"),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "sender allowed",
+			msgContain: "the sender may not target namespace production, only staging"},
+		{name: "sender refused even to fix forward", in: func(in *policy.Input) { impact("non_critical")(in); sender("team-a", "team-a")(in) },
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "non-critical", failed: "sender allowed"},
+		{name: "denied namespace wins over the sender", in: func(in *policy.Input) { ns("kube-system")(in); sender("team-a", "team-a")(in) },
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonNamespaceDenied, rule: "service-down", failed: "namespace allowed"},
+		{name: "origin label equals the target namespace", cfg: originLabel("namespace"),
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "origin label names another namespace", cfg: originLabel("origin_namespace"), in: alertLabel("origin_namespace", "team-a"),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "alert origin",
+			msgContain: "refuse to act on Deployment production/event-service: the alert comes from namespace team-a (label origin_namespace), not production"},
+		{name: "origin label missing", cfg: originLabel("origin_namespace"),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "alert origin",
+			msgContain: "the alert has no label origin_namespace: its origin is unknown"},
+		{name: "origin label empty", cfg: originLabel("origin_namespace"), in: alertLabel("origin_namespace", ""),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "alert origin"},
+		{name: "origin label missing refuses even fix forward", cfg: originLabel("origin_namespace"), in: impact("non_critical"),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "non-critical", failed: "alert origin"},
+		{name: "another origin the workload allows", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) {
+			alertLabel("origin_namespace", "team-a")(in)
+			annotate(policy.AnnotationAllowedOriginNamespaces, "team-b, team-a")(in)
+		}, outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "another origin the workload does not list", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) {
+			alertLabel("origin_namespace", "team-a")(in)
+			annotate(policy.AnnotationAllowedOriginNamespaces, "team-b,team-c,team-a-old")(in)
+		}, outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "alert origin",
+			msgContain: "not production, and annotation autorollback.io/allowed-origin-namespaces does not list it"},
+		{name: "the allowed origins are no wildcard", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) {
+			alertLabel("origin_namespace", "team-a")(in)
+			annotate(policy.AnnotationAllowedOriginNamespaces, "*")(in)
+		}, outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "alert origin"},
+		{name: "not opted in wins over the origin", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) { delete(in.Workload.Labels, policy.DefaultOptInLabel) },
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonNotOptedIn, rule: "service-down", failed: "opted in"},
+		{name: "alert matchers admit the alert", in: func(in *policy.Input) {
+			annotate(policy.AnnotationAlertMatchers, `{team="payments", severity=~"critical|page"}`)(in)
+			alertLabel("team", "payments")(in)
+		}, outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "alert matchers without braces", in: func(in *policy.Input) {
+			annotate(policy.AnnotationAlertMatchers, `severity="critical",team!="web"`)(in)
+		}, outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "alert matchers refuse the alert", in: annotate(policy.AnnotationAlertMatchers, `{severity="critical",team="payments"}`),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
+			msgContain: `refuse to act on Deployment production/event-service: the alert does not match team="payments" of annotation autorollback.io/alert-matchers`},
+		{name: "alert matchers refuse even fix forward", in: func(in *policy.Input) {
+			impact("non_critical")(in)
+			annotate(policy.AnnotationAlertMatchers, `team="payments"`)(in)
+		}, outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "non-critical", failed: "alert matchers"},
+		{name: "unparseable alert matchers refuse", in: annotate(policy.AnnotationAlertMatchers, `{team=~"("}`),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
+			msgContain: "annotation autorollback.io/alert-matchers cannot be parsed, so no alert may act: error parsing regexp: missing closing ): `^(?:()$`"},
+		{name: "alert matchers of bad syntax refuse", in: annotate(policy.AnnotationAlertMatchers, `team`),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
+			msgContain: "cannot be parsed, so no alert may act: bad matcher format: team"},
+		{name: "alert matchers that list none refuse", in: annotate(policy.AnnotationAlertMatchers, "{}"),
+			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
+			msgContain: "annotation autorollback.io/alert-matchers lists no matchers, so no alert may act"},
+		{name: "empty alert matchers are not set", in: annotate(policy.AnnotationAlertMatchers, ""),
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
 
 		{name: "resolved alert", in: func(in *policy.Input) { in.Alert.Status = "resolved" },
 			outcome: policy.OutcomeIgnore, reason: policy.ReasonAlertResolved, rule: "service-down", failed: "alert firing"},
@@ -384,7 +467,8 @@ func TestEvaluateCoversEveryReason(t *testing.T) {
 
 func TestEvaluateRecordsEveryCheck(t *testing.T) {
 	all := []string{
-		"target resolved", "namespace allowed", "workload exists", "opted in", "alert firing", "rule",
+		"target resolved", "namespace allowed", "sender allowed", "workload exists", "opted in", "alert origin", "alert matchers",
+		"alert firing", "rule",
 		"freeze", "fix-forward annotation", "rollback-unsafe annotation", "not managed by GitOps", "not paused",
 		"previous revision", "recent rollout", "alert after rollout", "cooldown", "budget",
 	}
@@ -440,7 +524,7 @@ func TestEvaluateRecordsEveryCheck(t *testing.T) {
 			t.Errorf("checks = %q\nwant %q", got, all)
 		}
 		for _, c := range d.Checks {
-			needsWorkload := !slices.Contains([]string{"target resolved", "namespace allowed", "alert firing", "rule", "freeze", "budget"}, c.Name)
+			needsWorkload := !slices.Contains([]string{"target resolved", "namespace allowed", "sender allowed", "alert origin", "alert firing", "rule", "freeze", "budget"}, c.Name)
 			if needsWorkload && c.Passed {
 				t.Errorf("check %q passed without a workload: %s", c.Name, c.Detail)
 			}
@@ -494,8 +578,11 @@ rule:     service-down (service_down)
 checks:
   ✓ target resolved: the alert names Deployment production/event-service
   ✓ namespace allowed: namespace production is not denied
+  ✓ sender allowed: the sender may target any namespace
   ✓ workload exists: Deployment production/event-service exists at revision 7
   ✓ opted in: label autorollback.io/enabled is "true"
+  ✓ alert origin: no origin label is set (policy.origin.label)
+  ✓ alert matchers: no autorollback.io/alert-matchers annotation
   ✓ alert firing: the alert is firing
   ✓ rule: rule service-down (service_down) matched: rollback
   ✓ freeze: rollbacks are not frozen

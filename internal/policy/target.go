@@ -7,6 +7,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/prometheus/alertmanager/pkg/labels"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 )
 
@@ -172,4 +173,9 @@ func (r *rule) matches(labels map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// alertMatchers parses the value of a workload's AnnotationAlertMatchers.
+func (p *Policy) alertMatchers(v string) ([]*labels.Matcher, error) {
+	return labels.ParseMatchers(v)
 }

@@ -52,7 +52,9 @@ const (
 	ReasonNamespaceDenied      Reason = "namespace_denied"
 	ReasonWorkloadNotFound     Reason = "workload_not_found"
 	ReasonNotOptedIn           Reason = "not_opted_in"
-	ReasonAlertResolved        Reason = "alert_resolved" // the alert is resolved: nothing to roll back or fix
+	ReasonOriginMismatch       Reason = "origin_mismatch"   // the alert comes from outside the target's namespace
+	ReasonAlertNotAllowed      Reason = "alert_not_allowed" // the workload's alert-matchers annotation does not admit the alert
+	ReasonAlertResolved        Reason = "alert_resolved"    // the alert is resolved: nothing to roll back or fix
 	ReasonFrozen               Reason = "frozen"
 	ReasonFixForwardAnnotation Reason = "fix_forward_annotation"
 	ReasonRollbackUnsafe       Reason = "rollback_unsafe"
@@ -70,7 +72,8 @@ const (
 func Reasons() []Reason {
 	return []Reason{
 		ReasonCriterionMet, ReasonNoMatchingRule, ReasonRuleError,
-		ReasonNoTarget, ReasonNamespaceDenied, ReasonWorkloadNotFound, ReasonNotOptedIn,
+		ReasonNoTarget, ReasonNamespaceDenied, ReasonOriginMismatch, ReasonWorkloadNotFound, ReasonNotOptedIn,
+		ReasonAlertNotAllowed,
 		ReasonAlertResolved,
 		ReasonFrozen, ReasonFixForwardAnnotation, ReasonRollbackUnsafe, ReasonGitOpsManaged,
 		ReasonPaused, ReasonNoHistory, ReasonNoRecentRollout, ReasonAlertPredatesRollout,
@@ -89,6 +92,14 @@ const (
 	// data issues, for example after an irreversible migration. Any
 	// non-empty value counts as set.
 	AnnotationRollbackUnsafe = "autorollback.io/rollback-unsafe"
+	// AnnotationAllowedOriginNamespaces on a workload lists, comma-separated,
+	// the namespaces other than its own whose alerts may act on it when
+	// policy.origin.label is set.
+	AnnotationAllowedOriginNamespaces = "autorollback.io/allowed-origin-namespaces"
+	// AnnotationAlertMatchers on a workload holds Alertmanager matchers, as
+	// in {team="payments",severity="critical"}, that an alert must all
+	// satisfy to act on the workload.
+	AnnotationAlertMatchers = "autorollback.io/alert-matchers"
 	// DefaultOptInLabel is the workload label that must be "true" before the
 	// daemon acts on the workload at all.
 	DefaultOptInLabel = "autorollback.io/enabled"
@@ -164,9 +175,20 @@ type Usage struct {
 	Global   int // of all workloads
 }
 
+// Origin is who sent the alert, as the webhook authenticated it.
+type Origin struct {
+	// Sender is the name of the credential the alert came with; "" when
+	// unknown.
+	Sender string `json:"sender,omitempty"`
+	// Namespaces are the namespaces the sender may target. Nil or empty,
+	// or one of them "*": any namespace.
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
 // Input is everything Evaluate decides on.
 type Input struct {
 	Alert    Alert
+	Origin   Origin
 	Target   Ref       // from Resolve; zero when Resolve failed
 	Workload *Workload // nil when the workload does not exist
 	Usage    Usage
