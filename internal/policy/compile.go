@@ -14,6 +14,7 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"k8s.io/apimachinery/pkg/api/validate/content"
+	"k8s.io/utils/lru"
 )
 
 // KeyError is a problem with one key of the policy section. Key is relative
@@ -34,6 +35,9 @@ type Policy struct {
 	rules         []*rule
 	defaultTarget target
 	deny, allow   map[string]bool
+	// matchers caches parsed AnnotationAlertMatchers values, by value;
+	// a cache, not state: a decision does not depend on it.
+	matchers *lru.Cache
 }
 
 type rule struct {
@@ -70,7 +74,7 @@ var criterionRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 func Compile(cfg Config) (*Policy, error) {
 	cfg = cfg.clone()
 	c := &compiler{}
-	p := &Policy{cfg: cfg, deny: map[string]bool{}, allow: map[string]bool{}}
+	p := &Policy{cfg: cfg, deny: map[string]bool{}, allow: map[string]bool{}, matchers: lru.New(matchersCacheSize)}
 
 	if msgs := content.IsLabelKey(cfg.OptInLabel); len(msgs) > 0 {
 		c.bad("optInLabel", "must be a label key: %s", strings.Join(msgs, "; "))

@@ -99,3 +99,25 @@ func BenchmarkScreen(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkScreenAlertMatchers screens an alert that the workload's
+// alert-matchers annotation, with a regular expression, admits: the
+// annotation is read for every alert at intake.
+func BenchmarkScreenAlertMatchers(b *testing.B) {
+	cfg := policy.DefaultConfig()
+	cfg.Origin.Label = "namespace"
+	p, err := policy.Compile(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := baseInput()
+	in.Alert.Labels["team"] = "payments"
+	in.Workload.Annotations[policy.AnnotationAlertMatchers] = `{team="payments", severity=~"critical|page"}`
+	in.Origin = policy.Origin{Sender: "payments", Namespaces: []string{"payments", "production"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := p.Screen(in); d.Outcome != "" {
+			b.Fatalf("%s", d)
+		}
+	}
+}

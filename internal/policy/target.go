@@ -175,7 +175,30 @@ func (r *rule) matches(labels map[string]string) bool {
 	return true
 }
 
+// The parsed values of AnnotationAlertMatchers that a Policy keeps: a few
+// per team that uses it, and each short. Screen reads the annotation for
+// every alert at intake, and parsing it, with its regular expressions,
+// costs ten times what the rest of Screen does.
+const (
+	matchersCacheSize     = 512
+	matchersCacheMaxBytes = 1024 // longer values are parsed every time
+)
+
+type parsedMatchers struct {
+	ms  []*labels.Matcher
+	err error
+}
+
 // alertMatchers parses the value of a workload's AnnotationAlertMatchers.
 func (p *Policy) alertMatchers(v string) ([]*labels.Matcher, error) {
-	return labels.ParseMatchers(v)
+	if len(v) > matchersCacheMaxBytes {
+		return labels.ParseMatchers(v)
+	}
+	if got, ok := p.matchers.Get(v); ok {
+		pm := got.(parsedMatchers)
+		return pm.ms, pm.err
+	}
+	ms, err := labels.ParseMatchers(v)
+	p.matchers.Add(v, parsedMatchers{ms: ms, err: err})
+	return ms, err
 }
