@@ -1,8 +1,11 @@
 package escalate
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"time"
+	"unicode/utf8"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
@@ -58,11 +61,25 @@ type Incident struct {
 	DashboardURL string `json:"dashboardURL"`
 }
 
+// PagerDuty accepts dedup keys of up to 255 characters.
+const maxDedupKey = 255
+
 // DedupKey is the PagerDuty dedup_key of the page of an incident at a
 // level: "autorollbackd/<incident ID>/<level>". One incident opens at most
 // one PagerDuty incident per level, however often the page is sent.
+//
+// A key that would be longer than 255 bytes keeps its first 190 bytes and
+// ends in "~" and the hex SHA-256 of the whole key, 255 bytes in all. Two
+// different incidents or levels keep different keys, and the key of a long
+// ID cannot equal that of a short one, since "~" is in no incident ID.
 func DedupKey(incidentID, level string) string {
-	return "autorollbackd/" + incidentID + "/" + level
+	k := "autorollbackd/" + incidentID + "/" + level
+	if len(k) <= maxDedupKey {
+		return k
+	}
+	sum := sha256.Sum256([]byte(k))
+	h := "~" + hex.EncodeToString(sum[:])
+	return cut(k, maxDedupKey-len(h)) + h
 }
 
 // link is a labelled URL of a message.
@@ -131,9 +148,18 @@ func truncate(s string, n int) string {
 		return s
 	}
 	const ellipsis = "…"
-	cut := n - len(ellipsis)
-	for cut > 0 && (s[cut]&0xC0) == 0x80 {
-		cut--
+	return cut(s, n-len(ellipsis)) + ellipsis
+}
+
+// cut returns the longest prefix of s of at most n bytes that ends on a rune
+// boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s[:cut] + ellipsis
+	n = max(n, 0)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -2,7 +2,9 @@ package escalate
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -14,8 +16,23 @@ import (
 // DefaultPagerDutyURL is the base URL of PagerDuty's Events API v2.
 const DefaultPagerDutyURL = "https://events.pagerduty.com"
 
-// PagerDuty limits the summary to 1024 characters.
-const pagerDutyMaxSummary = 1024
+// Limits of PagerDuty's Events API v2, and the bounds kept within them.
+// Lengths are in bytes, so that a string within a limit of characters stays
+// within it.
+const (
+	// pagerDutyMaxEvent is the largest event PagerDuty accepts.
+	pagerDutyMaxEvent = 512 << 10
+	// pagerDutyMaxSummary is PagerDuty's limit of the summary.
+	pagerDutyMaxSummary = 1024
+	// pagerDutyMaxField bounds every other text field: source, component,
+	// group, class, link texts and the incident's facts in custom_details.
+	pagerDutyMaxField = 1024
+	// pagerDutyMaxDetail bounds one line of custom_details.details.
+	pagerDutyMaxDetail = 2048
+	// pagerDutyMaxHref bounds a link: a longer one is left out, since a
+	// cut URL leads somewhere else.
+	pagerDutyMaxHref = 8 << 10
+)
 
 var pagerDutySeverities = []string{"critical", "error", "warning", "info"}
 
@@ -76,7 +93,10 @@ func (p *pagerDuty) send(ctx context.Context, m Message) error {
 	var err error
 	switch m.Kind {
 	case Page:
-		_, err = p.client.ManageEventWithContext(ctx, p.trigger(m))
+		var ev *pagerduty.V2Event
+		if ev, err = p.trigger(m); err == nil {
+			_, err = p.client.ManageEventWithContext(ctx, ev)
+		}
 	case Resolve:
 		_, err = p.client.ManageEventWithContext(ctx, &pagerduty.V2Event{
 			RoutingKey: p.routingKey,
@@ -84,7 +104,10 @@ func (p *pagerDuty) send(ctx context.Context, m Message) error {
 			DedupKey:   DedupKey(m.Incident.ID, m.Level),
 		})
 	case Announce:
-		_, err = p.client.CreateChangeEventWithContext(ctx, p.change(m))
+		var ev pagerduty.ChangeEvent
+		if ev, err = p.change(m); err == nil {
+			_, err = p.client.CreateChangeEventWithContext(ctx, ev)
+		}
 	default:
 		return errors.New("unknown message kind " + string(m.Kind))
 	}
@@ -98,70 +121,91 @@ func (p *pagerDuty) send(ctx context.Context, m Message) error {
 
 // trigger builds the event of a page. Its dedup key makes a re-sent page
 // update the open PagerDuty incident instead of opening another.
-func (p *pagerDuty) trigger(m Message) *pagerduty.V2Event {
+func (p *pagerDuty) trigger(m Message) (*pagerduty.V2Event, error) {
 	in := m.Incident
-	source := in.Target.String()
-	if in.Target.IsZero() {
-		source = "autorollbackd"
-	}
-	return &pagerduty.V2Event{
+	ev := &pagerduty.V2Event{
 		RoutingKey: p.routingKey,
 		Action:     "trigger",
 		DedupKey:   DedupKey(in.ID, m.Level),
 		Client:     "autorollbackd",
-		ClientURL:  in.DashboardURL,
-		Links:      p.links(m),
+		ClientURL:  pagerDutyHref(in.DashboardURL),
 		Payload: &pagerduty.V2Payload{
 			Summary:   truncate("["+m.Level+"] "+m.Summary, pagerDutyMaxSummary),
-			Source:    source,
+			Source:    pagerDutySource(in),
 			Severity:  p.severity,
 			Timestamp: p.clock.Now().UTC().Format(time.RFC3339),
-			Component: in.Target.Name,
-			Group:     in.Target.Namespace,
-			Class:     in.Alertname,
-			Details:   customDetails(m),
+			Component: truncate(in.Target.Name, pagerDutyMaxField),
+			Group:     truncate(in.Target.Namespace, pagerDutyMaxField),
+			Class:     truncate(in.Alertname, pagerDutyMaxField),
 		},
 	}
+	for _, l := range pagerDutyLinks(m) {
+		ev.Links = append(ev.Links, map[string]string{"href": l.href, "text": l.text})
+	}
+	d := customDetails(m)
+	ev.Payload.Details = d
+	if err := fitDetails(d, m.Details, func() ([]byte, error) { return json.Marshal(ev) }); err != nil {
+		return nil, err
+	}
+	return ev, nil
 }
 
 // change builds the change event of an announcement.
-func (p *pagerDuty) change(m Message) pagerduty.ChangeEvent {
-	source := m.Incident.Target.String()
-	if m.Incident.Target.IsZero() {
-		source = "autorollbackd"
-	}
-	var links []pagerduty.ChangeEventLink
-	for _, l := range m.links() {
-		links = append(links, pagerduty.ChangeEventLink{Href: l.href, Text: l.text})
-	}
-	return pagerduty.ChangeEvent{
+func (p *pagerDuty) change(m Message) (pagerduty.ChangeEvent, error) {
+	ev := pagerduty.ChangeEvent{
 		RoutingKey: p.routingKey,
 		Payload: pagerduty.ChangeEventPayload{
-			Summary:       truncate(m.Summary, pagerDutyMaxSummary),
-			Source:        source,
-			Timestamp:     p.clock.Now().UTC().Format(time.RFC3339),
-			CustomDetails: customDetails(m),
+			Summary:   truncate(m.Summary, pagerDutyMaxSummary),
+			Source:    pagerDutySource(m.Incident),
+			Timestamp: p.clock.Now().UTC().Format(time.RFC3339),
 		},
-		Links: links,
 	}
+	for _, l := range pagerDutyLinks(m) {
+		ev.Links = append(ev.Links, pagerduty.ChangeEventLink{Href: l.href, Text: l.text})
+	}
+	d := customDetails(m)
+	ev.Payload.CustomDetails = d
+	if err := fitDetails(d, m.Details, func() ([]byte, error) { return json.Marshal(ev) }); err != nil {
+		return pagerduty.ChangeEvent{}, err
+	}
+	return ev, nil
 }
 
-func (p *pagerDuty) links(m Message) []any {
-	var out []any
+func pagerDutySource(in Incident) string {
+	if in.Target.IsZero() {
+		return "autorollbackd"
+	}
+	return truncate(in.Target.String(), pagerDutyMaxField)
+}
+
+// pagerDutyHref returns href, or "" when it is longer than PagerDuty links
+// are kept.
+func pagerDutyHref(href string) string {
+	if len(href) > pagerDutyMaxHref {
+		return ""
+	}
+	return href
+}
+
+// pagerDutyLinks returns the message's links that are not too long.
+func pagerDutyLinks(m Message) []link {
+	var out []link
 	for _, l := range m.links() {
-		out = append(out, map[string]string{"href": l.href, "text": l.text})
+		if href := pagerDutyHref(l.href); href != "" {
+			out = append(out, link{href, truncate(l.text, pagerDutyMaxField)})
+		}
 	}
 	return out
 }
 
 // customDetails are the incident's facts as PagerDuty shows them under
-// "Custom Details"; empty facts are left out.
+// "Custom Details"; empty facts are left out. fitDetails adds the details.
 func customDetails(m Message) map[string]any {
 	in := m.Incident
 	d := map[string]any{}
 	set := func(k, v string) {
 		if v != "" {
-			d[k] = v
+			d[k] = truncate(v, pagerDutyMaxField)
 		}
 	}
 	set("incident", in.ID)
@@ -175,8 +219,61 @@ func customDetails(m Message) map[string]any {
 	if !in.StartedAt.IsZero() {
 		set("started_at", in.StartedAt.UTC().Format(time.RFC3339))
 	}
-	if len(m.Details) > 0 {
-		d["details"] = m.Details
-	}
 	return d
+}
+
+// fitDetails sets d["details"] to the lines of details, each cut to
+// pagerDutyMaxDetail, that fit in an event of pagerDutyMaxEvent bytes;
+// encode encodes the event that holds d. Lines are kept in order until the
+// next one would not fit; a last line then says how many were left out.
+// The result depends on the event alone, so a page sent again is the same
+// event. Every other field is bounded, so the details always find room;
+// the error is for an event that is too large without any.
+func fitDetails(d map[string]any, details []string, encode func() ([]byte, error)) error {
+	if len(details) == 0 {
+		return checkEventSize(encode)
+	}
+	d["details"] = []string{}
+	base, err := encode()
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	// Each line adds its JSON string and a comma.
+	size := func(line string) int {
+		b, _ := json.Marshal(line) // a string always encodes
+		return len(b) + 1
+	}
+	lines := make([]string, len(details))
+	total := len(base)
+	for i, l := range details {
+		lines[i] = truncate(l, pagerDutyMaxDetail)
+		total += size(lines[i])
+	}
+	if total > pagerDutyMaxEvent {
+		// Room for the note of what was left out, at its longest.
+		total = len(base) + size(leftOut(len(lines)))
+		kept := 0
+		for kept < len(lines) && total+size(lines[kept]) <= pagerDutyMaxEvent {
+			total += size(lines[kept])
+			kept++
+		}
+		lines = append(lines[:kept:kept], leftOut(len(details)-kept))
+	}
+	d["details"] = lines
+	return checkEventSize(encode)
+}
+
+func leftOut(n int) string {
+	return fmt.Sprintf("… %d more lines left out to fit PagerDuty's event size limit", n)
+}
+
+func checkEventSize(encode func() ([]byte, error)) error {
+	b, err := encode()
+	if err != nil {
+		return fmt.Errorf("encode event: %w", err)
+	}
+	if len(b) > pagerDutyMaxEvent {
+		return fmt.Errorf("event of %d bytes is over PagerDuty's limit of %d", len(b), pagerDutyMaxEvent)
+	}
+	return nil
 }
