@@ -2,6 +2,7 @@ package escalate_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -232,6 +233,76 @@ func TestSlackURLNeverInErrors(t *testing.T) {
 			mustNotContain(t, "logs", h.logs.String(), url, slackPath, "s3cr3tT0k3nXYZ")
 			if !strings.Contains(h.logs.String(), "notification attempt failed; retrying") {
 				t.Errorf("the failed attempt was not logged:\n%s", h.logs)
+			}
+		})
+	}
+}
+
+// TestSlackEscapesMarkup: alert text and URLs come from the alert's sender.
+// Their &, < and > are escaped, so that they cannot mention a channel or
+// forge a link, and a | in a URL is percent-encoded, so that it cannot end
+// the URL and make the rest the link's text. A link that is not http(s), or
+// that would not fit whole, is left out.
+func TestSlackEscapesMarkup(t *testing.T) {
+	srv := newFakeServer(t, slackOK)
+	h := newHarness(t, slackConfig(t, srv.URL+slackPath, nil))
+	for _, tc := range []struct {
+		name, generatorURL, wantLinks string
+	}{
+		{
+			"pipe and markup in the URL",
+			`http://prometheus.example/graph?g0.expr=rate(x{code=~"5..|4.."}[5m])>0&g0.tab=1|<https://evil.example|Click here>`,
+			`<http://prometheus.example/graph?g0.expr=rate(x{code=~"5..%7C4.."}[5m])&gt;0&amp;g0.tab=1%7C&lt;https://evil.example%7CClick here&gt;|Alert source> · <https://grafana.example/d/event-service|Dashboard>`,
+		},
+		{"not http", `javascript:alert(1)//|x`, `<https://grafana.example/d/event-service|Dashboard>`},
+		{"too long to fit whole", "https://prometheus.example/graph?g0.expr=" + strings.Repeat("x", 3000), `<https://grafana.example/d/event-service|Dashboard>`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := pageMessage()
+			m.Incident.GeneratorURL = tc.generatorURL
+			m.Incident.Alertname = "<!channel> & <https://evil.example|Click>"
+			m.Incident.Rule = strings.Repeat("r", 2500)
+			m.Summary = "down <@U0123> <!here>"
+			m.Details = []string{strings.Repeat("&", 1000)}
+			if _, err := h.Page(context.Background(), h.Ladder()[2], m); err != nil {
+				t.Fatalf("Page: %v", err)
+			}
+			got := srv.got()
+			var body struct {
+				Text   string `json:"text"`
+				Blocks []struct {
+					Type string `json:"type"`
+					Text struct {
+						Text string `json:"text"`
+					} `json:"text"`
+					Fields []struct {
+						Text string `json:"text"`
+					} `json:"fields"`
+					Elements []struct {
+						Text string `json:"text"`
+					} `json:"elements"`
+				} `json:"blocks"`
+			}
+			if err := json.Unmarshal(got[len(got)-1].body, &body); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(body.Blocks); n != 4 {
+				t.Fatalf("%d blocks, want 4", n)
+			}
+			if want := ":rotating_light: *Escalation to war_room: Deployment production/event-service*\ndown &lt;@U0123&gt; &lt;!here&gt;"; body.Blocks[0].Text.Text != want {
+				t.Errorf("headline %q, want %q", body.Blocks[0].Text.Text, want)
+			}
+			if want := "*Alert*\n&lt;!channel&gt; &amp; &lt;https://evil.example|Click&gt;"; body.Blocks[1].Fields[1].Text != want {
+				t.Errorf("alert field %q, want %q", body.Blocks[1].Fields[1].Text, want)
+			}
+			if f := body.Blocks[1].Fields[2].Text; len(f) > 2000 || !strings.HasPrefix(f, "*Rule*\nrrr") {
+				t.Errorf("rule field of %d bytes starts %.10q, want at most 2000 bytes, Slack's limit of a field", len(f), f)
+			}
+			if d := body.Blocks[2].Text.Text; len(d) > 3000 || !strings.HasSuffix(d, "&amp;…") {
+				t.Errorf("details of %d bytes end in %q, want at most 3000 bytes, cut after a whole &amp;", len(d), d[max(len(d)-12, 0):])
+			}
+			if l := body.Blocks[3].Elements[0].Text; l != tc.wantLinks {
+				t.Errorf("links\ngot:  %.300s\nwant: %s", l, tc.wantLinks)
 			}
 		})
 	}
