@@ -260,7 +260,7 @@ func TestNotifierLookup(t *testing.T) {
 	if err := n.Notify(context.Background(), escalate.Message{Kind: escalate.Announce, Incident: incident(), Summary: "test message"}); err != nil {
 		t.Fatal(err)
 	}
-	if ev := <-rec.Events; !strings.HasPrefix(ev, "Normal AutoRollbackAnnounced test message | ") {
+	if ev := <-rec.Events; ev != "Normal AutoRollbackAnnounced Incident inc-7f3a was updated; the details are in the incident record map[autorollback.io/incident:inc-7f3a]" {
 		t.Errorf("Event %q", ev)
 	}
 	if _, ok := h.Notifier("ghost"); ok {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,6 +36,12 @@ const eventMaxMessage = 1024
 // eventsNotifier records a Kubernetes Event on the workload, so the story
 // shows in `kubectl describe` and `kubectl events`. The recorder sends
 // asynchronously: a recorded Event counts as delivered.
+//
+// The workload's namespace belongs to its team, while a message's summary
+// and details may quote API server errors (which name the daemon's service
+// account and namespace) and objects of the daemon's namespace. So the
+// Event carries a fixed message (eventMessage) and the message itself goes
+// to the daemon's log; the incident record keeps it too.
 type eventsNotifier struct {
 	rec    record.EventRecorder
 	client kubernetes.Interface // optional: looks up the UID
@@ -70,6 +75,9 @@ func (e *eventsNotifier) send(ctx context.Context, m Message) error {
 	if m.Level != "" {
 		ann[EventAnnotationLevel] = m.Level
 	}
+	e.log.Info("recording an Event on the workload; the message is here, the Event has a fixed one",
+		"namespace", t.Namespace, "workload", t.Name, "incident", m.Incident.ID, "reason", reason,
+		"summary", m.Summary, "details", m.Details)
 	e.rec.AnnotatedEventf(ref, ann, eventType, reason, "%s", eventMessage(m))
 	return nil
 }
@@ -105,19 +113,19 @@ func (e *eventsNotifier) uid(ctx context.Context, t policy.Ref) types.UID {
 	return obj.GetUID()
 }
 
-// eventMessage is one line: the level of a page, the summary, the details
-// and the links, cut to what the API server accepts.
+// eventMessage is the fixed message of the Event of m: what kind of
+// message it was, the level and the incident's ID, and nothing of the
+// summary, details or links.
 func eventMessage(m Message) string {
-	var b strings.Builder
-	if m.Kind == Page {
-		fmt.Fprintf(&b, "Escalated to %s: ", m.Level)
+	id := m.Incident.ID
+	var s string
+	switch m.Kind {
+	case Page:
+		s = fmt.Sprintf("Escalated to %s: people were paged for incident %s; the details are in the incident record", m.Level, id)
+	case Resolve:
+		s = fmt.Sprintf("Incident %s is over; its %s page is resolved", id, m.Level)
+	default:
+		s = fmt.Sprintf("Incident %s was updated; the details are in the incident record", id)
 	}
-	b.WriteString(m.Summary)
-	if len(m.Details) > 0 {
-		b.WriteString(" | " + strings.Join(m.Details, "; "))
-	}
-	for _, l := range m.links() {
-		b.WriteString(" | " + l.text + ": " + l.href)
-	}
-	return truncate(b.String(), eventMaxMessage)
+	return truncate(s, eventMaxMessage)
 }
