@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
 )
@@ -44,7 +46,7 @@ func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("show incident %s: %w", args[1], err)
 				}
-				fmt.Fprint(env.Stdout, v.Render())
+				fmt.Fprint(env.Stdout, terminalSafe(v.Render()))
 				return nil
 			}
 			list, err := s.List(cmd.Context(), open)
@@ -55,7 +57,9 @@ func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
 			fmt.Fprintln(tw, "ID\tWORKLOAD\tSTATE\tDECISION\tSTARTED\tDURATION")
 			for _, v := range list {
 				end := cmp.Or(v.ResolvedAt, time.Now())
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%s\t%s\n", v.ID, v.Target, v.State, v.Decision.Outcome, v.Decision.Reason,
+				cell := evidence.Clean // one line: a line break or tab would break the table
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%s\t%s\n", cell(v.ID), cell(v.Target.String()), cell(string(v.State)),
+					cell(string(v.Decision.Outcome)), cell(string(v.Decision.Reason)),
 					v.StartedAt.UTC().Format(time.RFC3339), end.Sub(v.StartedAt).Round(time.Second))
 			}
 			return tw.Flush()
@@ -91,4 +95,18 @@ func clusterClient(ctx context.Context, cfg *config.Config) (kubernetes.Interfac
 		return nil, "", err
 	}
 	return cs, ns, nil
+}
+
+// terminalSafe makes text from an incident record safe to print on a
+// terminal. Alert labels, annotations and URLs come from whoever sent the
+// alert, and an escape sequence in them (ESC [ ... to clear the screen or
+// move the cursor, ESC ] ... BEL to set the title or write to the
+// clipboard) would act on the reader's terminal. Each line is cleaned as
+// evidence.Clean cleans untrusted text; the line breaks are kept.
+func terminalSafe(text string) string {
+	lines := strings.Split(text, "\n")
+	for i, l := range lines {
+		lines[i] = evidence.Clean(l)
+	}
+	return strings.Join(lines, "\n")
 }
