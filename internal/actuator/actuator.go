@@ -191,7 +191,11 @@ func (a *Actuator) report(obj runtime.Object, req Request, kind Kind, res Result
 		a.actions.WithLabelValues(string(kind), "failed", dry).Inc()
 		log.Error("action failed", "reason", FailureReason(err), "err", err)
 		if obj != nil {
-			a.recorder.Eventf(obj, corev1.EventTypeWarning, EventRollbackFailed, "%s failed: %v", kind, err)
+			// The workload's namespace belongs to a tenant: the API
+			// server's error text (other names, addresses) stays in the
+			// daemon's log and the incident record.
+			a.recorder.Eventf(obj, corev1.EventTypeWarning, EventRollbackFailed,
+				"%s failed (%s); the details are in autorollbackd's log and incident record", kind, FailureReason(err))
 		}
 	case res.Outcome == OutcomeNoop || res.Outcome == OutcomeDryRun:
 		result := OutcomeNoop

@@ -477,9 +477,13 @@ func TestFeatureFlagFailures(t *testing.T) {
 		if !strings.HasPrefix(err.Error(), fmt.Sprintf("roll back feature flag %s/event-service-config FEATURE_NEW_PRICING: ", e.ns)) {
 			t.Errorf("error lacks context: %v", err)
 		}
-		ev := e.waitEvent(t, "event-service", EventRollbackFailed, "not found")
+		ev := e.waitEvent(t, "event-service", EventRollbackFailed, "(not_found)")
 		if ev.Type != corev1.EventTypeWarning {
 			t.Errorf("event type = %s", ev.Type)
+		}
+		// The Event is in the tenant's namespace: no API error text.
+		if strings.Contains(ev.Message, "configmaps") || strings.Contains(ev.Message, "event-service-config") {
+			t.Errorf("event message carries the API error: %q", ev.Message)
 		}
 		if got := flagTestCounter(t, e.reg, KindFeatureFlag, "failed", false); got != 1 {
 			t.Errorf(`exposed actions_total{kind="feature_flag",result="failed"} = %v, want 1`, got)
