@@ -199,10 +199,10 @@ func Run(ctx context.Context, opts Options) error {
 	lead := newLeadership(cfg.LeaderElection, electing, recordNamespace, logger, reg)
 	intake := webhook.IntakeFunc(func(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
 		if !ready.Load() {
-			return webhook.Receipt{}, fmt.Errorf("informer caches not synced yet: %w", webhook.ErrUnavailable)
+			return webhook.Receipt{}, fmt.Errorf("informer caches not synced yet: %w", webhook.ErrNotReady)
 		}
 		if !lead.isLeader.Load() {
-			return webhook.Receipt{}, fmt.Errorf("this replica is not the leader: %w", webhook.ErrUnavailable)
+			return webhook.Receipt{}, fmt.Errorf("this replica is not the leader: %w", webhook.ErrNotLeader)
 		}
 		return eng.Accept(ctx, n)
 	})

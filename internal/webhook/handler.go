@@ -17,9 +17,10 @@ import (
 // Intake takes accepted notifications. Accept returns once the notification
 // is durably accepted (recorded in the cluster) or acted on, and must be
 // quick: Alertmanager waits for it. It returns an error wrapping
-// ErrUnavailable when the daemon cannot take work now (queue full, not the
-// leader, API server unreachable), which answers 503 so that Alertmanager
-// retries; any other error answers 500, which Alertmanager retries too.
+// ErrUnavailable, preferably one of its reasons (ErrQueueFull, ErrNotLeader,
+// ErrNotReady, ErrClusterUnavailable), when the daemon cannot take work now,
+// which answers 503 so that Alertmanager retries; any other error answers
+// 500, which Alertmanager retries too. Neither body carries the error's text.
 type Intake interface {
 	Accept(ctx context.Context, n *Notification) (Receipt, error)
 }
@@ -32,6 +33,30 @@ func (f IntakeFunc) Accept(ctx context.Context, n *Notification) (Receipt, error
 
 // ErrUnavailable is wrapped by Intake errors that mean "retry later".
 var ErrUnavailable = errors.New("unavailable")
+
+// Reasons the daemon cannot take work now. Each is an ErrUnavailable
+// (errors.Is), and its fixed text is all a 503 tells the sender of the error
+// that wraps it: the rest of an Intake error can carry the Kubernetes API
+// server's messages, which only the log may see.
+var (
+	ErrNotReady           error = &unavailable{"not ready"}
+	ErrNotLeader          error = &unavailable{"not the leader"}
+	ErrQueueFull          error = &unavailable{"queue full"}
+	ErrClusterUnavailable error = &unavailable{"Kubernetes API unavailable"}
+)
+
+type unavailable struct{ reason string }
+
+func (e *unavailable) Error() string        { return e.reason }
+func (e *unavailable) Is(target error) bool { return target == ErrUnavailable }
+
+// unavailableMsg is the body of a 503 for err, an ErrUnavailable.
+func unavailableMsg(err error) string {
+	if u, ok := errors.AsType[*unavailable](err); ok {
+		return "cannot take alerts now (" + u.reason + "), retry"
+	}
+	return "cannot take alerts now, retry"
+}
 
 // Receipt summarises what happened to the alerts of a notification, for the
 // response body.
@@ -142,7 +167,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, ErrUnavailable):
 		w.Header().Set("Retry-After", retryAfter)
-		reject(w, r, h.logger, requestError(http.StatusServiceUnavailable, reasonUnavailable, "cannot take alerts now, retry: %v", err), err)
+		reject(w, r, h.logger, requestError(http.StatusServiceUnavailable, reasonUnavailable, "%s", unavailableMsg(err)), err)
 		return
 	case err != nil:
 		// The sender learns nothing of the daemon's insides; the log does.

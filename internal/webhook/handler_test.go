@@ -206,7 +206,7 @@ func TestHandlerStatusCodes(t *testing.T) {
 		{name: "empty body", req: req{}, code: 400, body: `{"error":"empty body"}`},
 
 		{name: "intake unavailable", req: req{body: firing}, intake: unavailable, code: 503, intaken: true,
-			body:   `{"error":"cannot take alerts now, retry: queue full: unavailable"}`,
+			body:   `{"error":"cannot take alerts now, retry"}`,
 			header: map[string]string{"Retry-After": "10"}},
 		{name: "intake failure", req: req{body: firing}, intake: broken, code: 500, intaken: true,
 			body: `{"error":"internal error"}`},
@@ -560,5 +560,66 @@ autorollbackd_webhook_requests_total{code="503"} 0
 	if err := testutil.GatherAndCompare(e.reg, strings.NewReader(want),
 		"autorollbackd_webhook_requests_total", "autorollbackd_webhook_auth_failures_total"); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestHandlerUnavailableSaysOnlyAFixedReason: a 503 body names the reason
+// from a fixed list and never the error text, which can carry the Kubernetes
+// API server's messages; the log keeps the whole error.
+func TestHandlerUnavailableSaysOnlyAFixedReason(t *testing.T) {
+	const apiText = `configmaps "ar-53bad9c6" is forbidden: User "system:serviceaccount:autorollbackd:autorollbackd" cannot create resource`
+	tests := []struct {
+		name string
+		err  error
+		body string
+	}{
+		{"not ready", fmt.Errorf("informer caches not synced yet: %w", ErrNotReady),
+			`{"error":"cannot take alerts now (not ready), retry"}`},
+		{"not the leader", fmt.Errorf("replica autorollbackd-1 is not the leader: %w", ErrNotLeader),
+			`{"error":"cannot take alerts now (not the leader), retry"}`},
+		{"queue full", fmt.Errorf("1000 alerts are waiting for a decision: %w", ErrQueueFull),
+			`{"error":"cannot take alerts now (queue full), retry"}`},
+		{"cluster unavailable", fmt.Errorf("record alert: %s: %w", apiText, ErrClusterUnavailable),
+			`{"error":"cannot take alerts now (Kubernetes API unavailable), retry"}`},
+		{"unavailable, no reason", fmt.Errorf("record alert: %s: %w", apiText, ErrUnavailable),
+			`{"error":"cannot take alerts now, retry"}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf syncBuffer
+			dir := t.TempDir()
+			writeFile(t, filepath.Join(dir, "token"), []byte(testToken))
+			cfg := DefaultConfig()
+			cfg.Auth.BearerTokenFile = filepath.Join(dir, "token")
+			auth, err := NewAuthenticator(cfg.Auth, discard())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer auth.Close()
+			h, err := NewHandler(cfg, auth, IntakeFunc(func(context.Context, *Notification) (Receipt, error) {
+				return Receipt{}, tc.err
+			}), slogTo(&buf), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(fixture(t, "firing.json")))
+			r.Header.Set("Content-Type", "application/json")
+			r.Header.Set("Authorization", bearer(testToken))
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != 503 || w.Body.String() != tc.body+"\n" {
+				t.Errorf("got %d %s, want 503 %s", w.Code, w.Body, tc.body)
+			}
+			if w.Header().Get("Retry-After") != retryAfter {
+				t.Errorf("Retry-After = %q", w.Header().Get("Retry-After"))
+			}
+			logged, err := json.Marshal(tc.err.Error())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(buf.String(), `"err":`+string(logged)) {
+				t.Errorf("the log lacks the whole error %s:\n%s", logged, buf.String())
+			}
+		})
 	}
 }
