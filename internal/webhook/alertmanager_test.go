@@ -44,7 +44,7 @@ receivers:
     webhook_configs:
       - url: %s
         send_resolved: true
-        max_alerts: 0
+        max_alerts: 1000
         http_config:
           authorization:
             credentials_file: %s

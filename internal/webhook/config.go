@@ -9,6 +9,12 @@ import (
 // DefaultBearerTokenFile is where the chart mounts the webhook token Secret.
 const DefaultBearerTokenFile = "/etc/autorollbackd/webhook/token"
 
+// DefaultMaxBodyBytes is the default webhook.maxBodyBytes: 4 MiB, over three
+// times a group of 1,000 kube-prometheus-stack alerts (1.26 MB, see
+// TestDefaultBodyLimitTakesAThousandAlerts), so that the max_alerts: 1000
+// the documentation recommends never meets a 413.
+const DefaultMaxBodyBytes = 4 << 20
+
 // Config is the `webhook:` section of the configuration.
 type Config struct {
 	// MaxBodyBytes bounds the request body; a larger one is refused with 413.
@@ -52,7 +58,7 @@ type TLSConfig struct {
 // DefaultConfig returns the webhook section used for every key not set.
 func DefaultConfig() Config {
 	return Config{
-		MaxBodyBytes: 1 << 20,
+		MaxBodyBytes: DefaultMaxBodyBytes,
 		Auth:         AuthConfig{BearerTokenFile: DefaultBearerTokenFile},
 	}
 }

@@ -8,8 +8,8 @@ import (
 
 func TestDefaultConfig(t *testing.T) {
 	c := DefaultConfig()
-	if c.MaxBodyBytes != 1048576 {
-		t.Errorf("maxBodyBytes = %d, want 1048576", c.MaxBodyBytes)
+	if c.MaxBodyBytes != 4194304 {
+		t.Errorf("maxBodyBytes = %d, want 4194304", c.MaxBodyBytes)
 	}
 	if c.Auth.BearerTokenFile != "/etc/autorollbackd/webhook/token" {
 		t.Errorf("bearerTokenFile = %q", c.Auth.BearerTokenFile)
@@ -25,7 +25,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"maxBodyBytes":1048576,"auth":{"insecureDisableAuth":false,"bearerTokenFile":"/etc/autorollbackd/webhook/token","basicAuth":{"username":"","passwordFile":""},"requireClientCert":false}}`
+	want := `{"maxBodyBytes":4194304,"auth":{"insecureDisableAuth":false,"bearerTokenFile":"/etc/autorollbackd/webhook/token","basicAuth":{"username":"","passwordFile":""},"requireClientCert":false}}`
 	if string(b) != want {
 		t.Errorf("JSON keys:\n got %s\nwant %s", b, want)
 	}

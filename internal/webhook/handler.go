@@ -1,10 +1,12 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -135,7 +137,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.ContentLength > h.maxBody {
-		reject(w, r, h.logger, requestError(http.StatusRequestEntityTooLarge, reasonTooLarge, "body larger than %d bytes", h.maxBody), nil)
+		// Read the head only, to say in the log which group was lost.
+		head, _ := io.ReadAll(io.LimitReader(r.Body, min(h.maxBody, maxHead)))
+		h.tooLarge(w, r, head)
 		return
 	}
 	// MaxBytesReader gets the server's own ResponseWriter so that it can
@@ -144,7 +148,16 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	if rec, ok := w.(*recorder); ok {
 		rw = rec.ResponseWriter
 	}
-	n, err := Decode(http.MaxBytesReader(rw, r.Body, h.maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, h.maxBody))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			h.tooLarge(w, r, body)
+			return
+		}
+		reject(w, r, h.logger, requestError(http.StatusBadRequest, reasonBadJSON, "read body: %v", err), nil)
+		return
+	}
+	n, err := decodeBody(body)
 	if err != nil {
 		e, ok := errors.AsType[*RequestError](err)
 		if !ok {
@@ -159,7 +172,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		h.metrics.alerts.WithLabelValues(a.Status).Inc()
 	}
 	if n.TruncatedAlerts > 0 {
-		h.logger.Warn("Alertmanager truncated the notification: set max_alerts: 0 in its webhook_configs",
+		h.logger.Warn("Alertmanager truncated the notification (max_alerts in its webhook_configs); the alerts past the limit are not seen",
 			"truncated_alerts", n.TruncatedAlerts, "group_key", n.GroupKey, "remote", r.RemoteAddr)
 	}
 
@@ -185,6 +198,75 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// maxHead bounds what is read of a refused body to describe it.
+const maxHead = 64 << 10
+
+// tooLarge refuses a body over the limit with 413. Alertmanager does not
+// retry a 4xx, so the group is lost: the log says which one as well as it
+// can from head, the start of the body. Alertmanager writes groupKey and
+// groupLabels after the alerts, where a refused body is never read; the
+// receiver, the status and the first alert's labels come first. Reading on
+// to the end for the group key would take the very input the limit refuses.
+func (h *handler) tooLarge(w http.ResponseWriter, r *http.Request, head []byte) {
+	var attrs []any
+	if r.ContentLength >= 0 {
+		attrs = append(attrs, "content_length", r.ContentLength)
+	}
+	attrs = append(attrs, describeHead(head[:min(len(head), maxHead)])...)
+	reject(w, r, h.logger, requestError(http.StatusRequestEntityTooLarge, reasonTooLarge, "body larger than %d bytes", h.maxBody), nil, attrs...)
+}
+
+// describeHead returns, as log attributes, the groupKey, receiver and status
+// of the notification that head starts, and the alertname and namespace of
+// its first alert, as far as head has them.
+func describeHead(head []byte) []any {
+	var attrs []any
+	dec := json.NewDecoder(bytes.NewReader(head))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return attrs
+		}
+		key, _ := t.(string)
+		switch key {
+		case "groupKey", "receiver", "status":
+			var v string
+			if dec.Decode(&v) != nil {
+				return attrs
+			}
+			name := key
+			if key == "groupKey" {
+				name = "group_key"
+			}
+			attrs = append(attrs, name, clip(v, 200))
+		case "alerts":
+			if t, err := dec.Token(); err != nil || t != json.Delim('[') || !dec.More() {
+				return attrs
+			}
+			var first struct{ Labels map[string]string }
+			if dec.Decode(&first) != nil {
+				return attrs
+			}
+			for _, l := range []string{"alertname", "namespace"} {
+				if v, ok := first.Labels[l]; ok {
+					attrs = append(attrs, l, clip(v, 200))
+				}
+			}
+			// The other alerts are of no interest and likely cut off.
+			return attrs
+		default:
+			var skip json.RawMessage
+			if dec.Decode(&skip) != nil {
+				return attrs
+			}
+		}
+	}
+	return attrs
+}
+
 func checkContentType(ct string) *RequestError {
 	if ct == "" {
 		return requestError(http.StatusUnsupportedMediaType, reasonUnsupportedMedia, "content type: missing, want application/json")
@@ -207,9 +289,10 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// reject logs a refused request and answers it with e. cause, when not nil,
-// is logged instead of e: it may say more than the sender should see.
-func reject(w http.ResponseWriter, r *http.Request, logger *slog.Logger, e *RequestError, cause error) {
+// reject logs a refused request, with attrs, and answers it with e. cause,
+// when not nil, is logged instead of e: it may say more than the sender
+// should see.
+func reject(w http.ResponseWriter, r *http.Request, logger *slog.Logger, e *RequestError, cause error, attrs ...any) {
 	if rec, ok := w.(*recorder); ok {
 		rec.reason = e.Reason
 	}
@@ -225,7 +308,7 @@ func reject(w http.ResponseWriter, r *http.Request, logger *slog.Logger, e *Requ
 		logged = cause
 	}
 	logger.Log(r.Context(), level, "webhook request refused",
-		"err", logged, "reason", e.Reason, "code", e.Status, "remote", r.RemoteAddr)
+		append([]any{"err", logged, "reason", e.Reason, "code", e.Status, "remote", r.RemoteAddr}, attrs...)...)
 	writeJSON(w, e.Status, errorBody{Error: e.Msg})
 }
 

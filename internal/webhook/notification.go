@@ -81,6 +81,11 @@ func Decode(r io.Reader) (*Notification, error) {
 		}
 		return nil, requestError(http.StatusBadRequest, reasonBadJSON, "read body: %v", err)
 	}
+	return decodeBody(body)
+}
+
+// decodeBody is Decode of a body already read.
+func decodeBody(body []byte) (*Notification, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return nil, requestError(http.StatusBadRequest, reasonBadJSON, "empty body")
 	}
