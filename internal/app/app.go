@@ -195,6 +195,16 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer auth.Close()
+	// The incidents API has its own read credential: no credential that
+	// sends alerts reads incidents.
+	apiAuth, err := webhook.NewAPIAuthenticator(cfg.API.Auth, auth, logger)
+	if err != nil {
+		return err
+	}
+	defer apiAuth.Close()
+	if err := webhook.RegisterAPIMetrics(reg, apiAuth); err != nil {
+		return err
+	}
 	var ready atomic.Bool
 	lead := newLeadership(cfg.LeaderElection, electing, recordNamespace, logger, reg)
 	intake := webhook.IntakeFunc(func(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
@@ -218,8 +228,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	mux := newMux(reg, &ready)
 	mux.Handle("/webhook", hook)
-	mux.Handle("/api/v1/incidents", auth.Wrap(incident.Handler(incidents, logger)))
-	mux.Handle("/api/v1/incidents/", auth.Wrap(incident.Handler(incidents, logger)))
+	incidentsAPI := apiAuth.Wrap(incident.Handler(incidents, logger))
+	mux.Handle("/api/v1/incidents", incidentsAPI)
+	mux.Handle("/api/v1/incidents/", incidentsAPI)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Duration,

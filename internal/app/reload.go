@@ -117,6 +117,7 @@ func (r *reloader) reload(trigger string) {
 		"kubernetes": reflect.DeepEqual(cfg.Kubernetes, r.running.Kubernetes),
 		"log":        reflect.DeepEqual(cfg.Log, r.running.Log),
 		"webhook":    reflect.DeepEqual(cfg.Webhook, r.running.Webhook),
+		"api":        reflect.DeepEqual(cfg.API, r.running.API),
 		"engine":     reflect.DeepEqual(cfg.Engine, r.running.Engine),
 	} {
 		if !same {

@@ -31,6 +31,7 @@ type Config struct {
 	Kubernetes     Kubernetes      `json:"kubernetes" mapstructure:"kubernetes"`
 	Log            Log             `json:"log" mapstructure:"log"`
 	Webhook        webhook.Config  `json:"webhook" mapstructure:"webhook"`
+	API            API             `json:"api" mapstructure:"api"`
 	Engine         Engine          `json:"engine" mapstructure:"engine"`
 	LeaderElection LeaderElection  `json:"leaderElection" mapstructure:"leaderElection"`
 	Policy         policy.Config   `json:"policy" mapstructure:"policy"`
@@ -78,6 +79,14 @@ func (t Task) JobSpec() (batchv1.JobSpec, error) {
 		return spec, fmt.Errorf("template.spec.restartPolicy: must be Never or OnFailure for a Job, got %q", rp)
 	}
 	return spec, nil
+}
+
+// API configures the read API, /api/v1/incidents.
+type API struct {
+	// Auth is how readers authenticate, apart from the webhook: a
+	// credential that sends alerts does not read incidents, and the other
+	// way round.
+	Auth webhook.Credential `json:"auth" mapstructure:"auth"`
 }
 
 // LeaderElection configures the Lease that makes one replica the one that
@@ -169,6 +178,7 @@ func Default() Config {
 		},
 		Log:     Log{Level: "info", Format: "json"},
 		Webhook: webhook.DefaultConfig(),
+		API:     API{Auth: webhook.DefaultAPICredential()},
 		Engine: Engine{
 			Workers:           2,
 			MaxPending:        1000,
@@ -258,6 +268,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixed("server.tls", c.Server.TLS.Validate())...)
 	errs = append(errs, prefixed("webhook", c.Webhook.Validate())...)
 	errs = append(errs, prefixed("webhook", c.Webhook.ValidateTLS(c.Server.TLS))...)
+	errs = append(errs, prefixed("api", c.API.Auth.Validate())...)
+	errs = append(errs, prefixed("api", c.API.Auth.ValidateTLS(c.Server.TLS))...)
+	errs = append(errs, c.apiApart()...)
 	_, err := policy.Compile(c.Policy)
 	errs = append(errs, prefixed("policy", err)...)
 	errs = append(errs, prefixed("verify", c.Verify.Validate())...)
@@ -283,6 +296,47 @@ func (c *Config) Validate() error {
 		}
 	}
 	return sortedJoin(errs)
+}
+
+// apiApart refuses an api.auth that shares a file or the client
+// certificates with webhook.auth: the credential that sends alerts would
+// read incidents. The secrets themselves are compared when they are read.
+func (c *Config) apiApart() []error {
+	a, w := c.API.Auth, c.Webhook.Auth
+	if a.InsecureDisableAuth || w.InsecureDisableAuth {
+		return nil
+	}
+	const why = "a credential that sends alerts must not read incidents"
+	files := map[string]string{}
+	add := func(path, key string) {
+		if path != "" {
+			files[path] = key
+		}
+	}
+	add(w.BearerTokenFile, "webhook.auth.bearerTokenFile")
+	add(w.BasicAuth.PasswordFile, "webhook.auth.basicAuth.passwordFile")
+	certs := ""
+	if w.RequireClientCert {
+		certs = "webhook.auth.requireClientCert"
+	}
+	for i, s := range w.Senders {
+		key := fmt.Sprintf("webhook.auth.senders[%d]", i)
+		add(s.BearerTokenFile, key+".bearerTokenFile")
+		add(s.BasicAuth.PasswordFile, key+".basicAuth.passwordFile")
+		if s.ClientCertSubject != "" && certs == "" {
+			certs = key + ".clientCertSubject"
+		}
+	}
+	var errs []error
+	for key, path := range map[string]string{"api.auth.bearerTokenFile": a.BearerTokenFile, "api.auth.basicAuth.passwordFile": a.BasicAuth.PasswordFile} {
+		if other, ok := files[path]; ok && path != "" {
+			errs = append(errs, &KeyError{Key: key, Err: fmt.Errorf("also the file of %s; %s", other, why)})
+		}
+	}
+	if a.RequireClientCert && certs != "" {
+		errs = append(errs, &KeyError{Key: "api.auth.requireClientCert", Err: fmt.Errorf("accepts every certificate of server.tls.clientCAFile, which %s takes too; %s", certs, why)})
+	}
+	return errs
 }
 
 // Warnings returns what is valid but probably a mistake, each naming its

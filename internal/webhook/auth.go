@@ -2,35 +2,58 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 )
 
-// Authenticator checks webhook requests against the configured methods:
-// bearer token, basic auth, verified client certificate. Secrets live in
+// Authenticator checks requests against the configured methods: bearer
+// token, basic auth, verified client certificate, each either the single
+// credential of its section or one of the named senders. Secrets live in
 // files, are re-read when they change and are held only as SHA-256 digests.
 // It is safe for concurrent use.
 type Authenticator struct {
-	disabled   bool
+	section string // webhook.auth or api.auth, naming keys in errors and logs
+	refused string // the log message of a refusal
+	// disabled passes every request, as anonymous.
+	disabled bool
+	// off refuses every request with 404 and this message.
+	off string
+	// exclude refuses, request by request, a credential it accepts too.
+	exclude *Authenticator
+	// clientCert accepts any verified client certificate as shared.
 	clientCert bool
-	username   [32]byte
-	token      *secretFile
-	password   *secretFile
+	shared     *credential // the single credential; nil when it has no method
+	creds      []*credential
 	challenges []string
 	logger     *slog.Logger
 
 	failures atomic.Uint64
 	reloads  reloadStats
 	watcher  *watcher
+}
+
+// credential is the single credential of a section or one sender, and the
+// identity it proves.
+type credential struct {
+	sender   Sender
+	key      string // where it is configured, such as webhook.auth.senders[0]
+	token    *secretFile
+	username [32]byte
+	password *secretFile
+	subject  string
 }
 
 // secretFile is one secret read from a file, kept as the digest of its
@@ -46,10 +69,12 @@ type authOptions struct {
 	useFSNotify bool
 }
 
-// NewAuthenticator reads the configured secret files and starts watching
-// them. A missing, unreadable or empty file is an error naming its key and
-// path; after the start, a failed re-read keeps the last good secret and is
-// logged. Close stops the watching.
+// NewAuthenticator returns the authenticator of webhook.auth. It reads the
+// configured secret files and starts watching them. A missing, unreadable
+// or empty file is an error naming its key and path, and so is a token that
+// two credentials share (it could not say who sent a request); after the
+// start, a failed re-read keeps the last good secret and is logged. Close
+// stops the watching.
 func NewAuthenticator(cfg AuthConfig, logger *slog.Logger) (*Authenticator, error) {
 	return newAuthenticator(cfg, logger, authOptions{interval: defaultRefreshInterval, useFSNotify: true})
 }
@@ -61,47 +86,141 @@ func newAuthenticator(cfg AuthConfig, logger *slog.Logger, opts authOptions) (*A
 	if errs := cfg.validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("new webhook authenticator: %w", sortedJoin(errs))
 	}
-	logger = logger.With("component", "webhook")
-	a := &Authenticator{logger: logger}
+	a, err := build(webhookSection, cfg, logger.With("component", "webhook"), opts)
+	if err != nil {
+		return nil, fmt.Errorf("new webhook authenticator: %w", err)
+	}
+	return a, nil
+}
+
+// section describes what an Authenticator guards, for its logs and errors.
+type section struct {
+	key    string // the configuration key
+	name   string // in log messages
+	grants string // what a request that passes may do
+}
+
+var (
+	webhookSection = section{key: "webhook.auth", name: "webhook", grants: "send alerts"}
+	apiSection     = section{key: "api.auth", name: "API", grants: "read incidents"}
+)
+
+// build makes the authenticator of a valid configuration.
+func build(sec section, cfg AuthConfig, logger *slog.Logger, opts authOptions) (*Authenticator, error) {
+	section := sec.key
+	a := &Authenticator{section: section, logger: logger, refused: sec.name + " request refused"}
 	if cfg.InsecureDisableAuth {
 		a.disabled = true
-		logger.Warn("webhook authentication is disabled (webhook.auth.insecureDisableAuth: true): anyone who reaches the endpoint can send alerts")
+		logger.Warn(fmt.Sprintf("%s authentication is disabled (%s.insecureDisableAuth: true): anyone who reaches the endpoint can %s", sec.name, section, sec.grants))
 		return a, nil
 	}
 
-	var files []string
-	var errs []error
-	if cfg.BearerTokenFile != "" {
-		a.token = &secretFile{key: "webhook.auth.bearerTokenFile", path: cfg.BearerTokenFile}
-		a.challenges = append(a.challenges, `Bearer realm="autorollbackd"`)
-	}
-	if cfg.BasicAuth.Username != "" {
-		a.username = sha256.Sum256([]byte(cfg.BasicAuth.Username))
-		a.password = &secretFile{key: "webhook.auth.basicAuth.passwordFile", path: cfg.BasicAuth.PasswordFile}
-		a.challenges = append(a.challenges, `Basic realm="autorollbackd", charset="UTF-8"`)
-	}
-	for _, s := range []*secretFile{a.token, a.password} {
-		if s == nil {
-			continue
+	if c := cfg.Credential; !c.empty() {
+		a.shared = &credential{sender: Sender{Name: SenderDefault}, key: section}
+		if c.BearerTokenFile != "" {
+			a.shared.token = &secretFile{key: section + ".bearerTokenFile", path: c.BearerTokenFile}
 		}
-		files = append(files, s.path)
-		if _, err := s.load(); err != nil {
+		if c.BasicAuth.Username != "" {
+			a.shared.username = sha256.Sum256([]byte(c.BasicAuth.Username))
+			a.shared.password = &secretFile{key: section + ".basicAuth.passwordFile", path: c.BasicAuth.PasswordFile}
+		}
+		a.clientCert = c.RequireClientCert
+		a.creds = append(a.creds, a.shared)
+	}
+	for i, s := range cfg.Senders {
+		c := &credential{key: fmt.Sprintf("%s.senders[%d]", section, i), subject: s.ClientCertSubject}
+		c.sender = Sender{Name: s.Name}
+		if !slices.Contains(s.Namespaces, "*") {
+			c.sender.Namespaces = slices.Clone(s.Namespaces)
+		}
+		if s.BearerTokenFile != "" {
+			c.token = &secretFile{key: c.key + ".bearerTokenFile", path: s.BearerTokenFile}
+		}
+		if s.BasicAuth.Username != "" {
+			c.username = sha256.Sum256([]byte(s.BasicAuth.Username))
+			c.password = &secretFile{key: c.key + ".basicAuth.passwordFile", path: s.BasicAuth.PasswordFile}
+		}
+		a.creds = append(a.creds, c)
+	}
+
+	var errs []error
+	for _, f := range a.secretFiles() {
+		if _, err := f.load(); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("new webhook authenticator: %w", err)
+		return nil, err
 	}
-	if cfg.RequireClientCert {
-		a.clientCert = true
+	if err := a.distinctTokens(); err != nil {
+		return nil, err
+	}
+	if a.has(func(c *credential) bool { return c.token != nil }) {
+		a.challenges = append(a.challenges, `Bearer realm="autorollbackd"`)
+	}
+	if a.has(func(c *credential) bool { return c.password != nil }) {
+		a.challenges = append(a.challenges, `Basic realm="autorollbackd", charset="UTF-8"`)
+	}
+	if a.clientCert || a.has(func(c *credential) bool { return c.subject != "" }) {
 		// RFC 9110 wants a challenge with every 401; there is no standard
 		// scheme for client certificates, so name it plainly.
 		a.challenges = append(a.challenges, `ClientCertificate realm="autorollbackd"`)
 	}
-	if len(files) > 0 {
-		a.watcher = watchFiles(files, opts.interval, opts.useFSNotify, a.reload, logger)
+	var paths []string
+	for _, f := range a.secretFiles() {
+		paths = append(paths, f.path)
+	}
+	if len(paths) > 0 {
+		a.watcher = watchFiles(paths, opts.interval, opts.useFSNotify, a.reload, logger)
 	}
 	return a, nil
+}
+
+func (a *Authenticator) has(f func(*credential) bool) bool { return slices.ContainsFunc(a.creds, f) }
+
+// secretFiles returns every secret file of every credential.
+func (a *Authenticator) secretFiles() []*secretFile {
+	var out []*secretFile
+	for _, c := range a.creds {
+		for _, f := range []*secretFile{c.token, c.password} {
+			if f != nil {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// distinctTokens refuses two credentials with the same bearer token: a
+// request with it could not say which sender it comes from.
+func (a *Authenticator) distinctTokens() error {
+	seen := map[[32]byte]string{}
+	var errs []error
+	for _, c := range a.creds {
+		if c.token == nil {
+			continue
+		}
+		d := *c.token.digest.Load()
+		if other, ok := seen[d]; ok {
+			errs = append(errs, &KeyError{Key: c.token.key, Err: fmt.Errorf("holds the same token as %s", other)})
+			continue
+		}
+		seen[d] = c.token.key
+	}
+	return errors.Join(errs...)
+}
+
+// senderNames returns the names of the senders a request may be
+// identified as.
+func (a *Authenticator) senderNames() []string {
+	if a.disabled {
+		return []string{SenderAnonymous}
+	}
+	var out []string
+	for _, c := range a.creds {
+		out = append(out, c.sender.Name)
+	}
+	return out
 }
 
 // load reads the file and reports whether the secret changed.
@@ -123,26 +242,23 @@ func (s *secretFile) load() (bool, error) {
 	return true, nil
 }
 
-// matches compares in constant time. Comparing digests rather than the
-// values keeps the secret's length out of the timing too.
-func (s *secretFile) matches(given string) bool {
-	d := sha256.Sum256([]byte(given))
-	return subtle.ConstantTimeCompare(d[:], s.digest.Load()[:]) == 1
+// matches compares the digest of a given secret with the secret in
+// constant time. Comparing digests rather than the values keeps the
+// secret's length out of the timing too.
+func (s *secretFile) matches(given [32]byte) int {
+	return subtle.ConstantTimeCompare(given[:], s.digest.Load()[:])
 }
 
 func (a *Authenticator) reload() {
-	for _, s := range []*secretFile{a.token, a.password} {
-		if s == nil {
-			continue
-		}
+	for _, s := range a.secretFiles() {
 		changed, err := s.load()
 		switch {
 		case err != nil:
 			a.reloads.failure.Add(1)
-			a.logger.Error("cannot re-read webhook secret, keeping the last good one", "err", err, "file", s.path)
+			a.logger.Error("cannot re-read secret, keeping the last good one", "err", err, "file", s.path)
 		case changed:
 			a.reloads.success.Add(1)
-			a.logger.Info("webhook secret reloaded", "key", s.key, "file", s.path)
+			a.logger.Info("secret reloaded", "key", s.key, "file", s.path)
 		}
 	}
 }
@@ -154,65 +270,143 @@ func (a *Authenticator) Close() error {
 		return nil
 	}
 	if err := a.watcher.Close(); err != nil {
-		return fmt.Errorf("stop watching webhook secrets: %w", err)
+		return fmt.Errorf("stop watching %s secrets: %w", a.section, err)
 	}
 	return nil
+}
+
+type senderKey struct{}
+
+// SenderFromContext returns the sender that Wrap authenticated the request
+// of ctx as, and false outside Wrap.
+func SenderFromContext(ctx context.Context) (Sender, bool) {
+	s, ok := ctx.Value(senderKey{}).(Sender)
+	return s, ok
 }
 
 // Wrap returns h behind authentication. A request that passes none of the
 // configured methods gets 401 with a WWW-Authenticate challenge per method
 // and a one-line JSON error, and h never sees it (so its body is never read).
-// With authentication disabled Wrap returns h itself.
+// h finds the sender in the request's context (SenderFromContext); with
+// authentication disabled every request passes, as SenderAnonymous.
 func (a *Authenticator) Wrap(h http.Handler) http.Handler {
-	if a.disabled {
-		return h
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		msg, ok := a.check(r)
-		if ok {
-			h.ServeHTTP(w, r)
+		if a.off != "" {
+			writeJSON(w, http.StatusNotFound, errorBody{Error: a.off})
 			return
 		}
-		a.failures.Add(1)
-		for _, c := range a.challenges {
-			w.Header().Add("WWW-Authenticate", c)
+		sender := Sender{Name: SenderAnonymous}
+		if !a.disabled {
+			c, msg := a.identify(r)
+			if c != nil && a.excluded(r) {
+				c, msg = nil, "invalid credentials"
+			}
+			if c == nil {
+				a.failures.Add(1)
+				for _, ch := range a.challenges {
+					w.Header().Add("WWW-Authenticate", ch)
+				}
+				refuse(w, r, a.logger, a.refused, requestError(http.StatusUnauthorized, reasonUnauthorized, "%s", msg), nil)
+				return
+			}
+			sender = c.sender
 		}
-		reject(w, r, a.logger, requestError(http.StatusUnauthorized, reasonUnauthorized, "%s", msg), nil)
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), senderKey{}, sender)))
 	})
 }
 
-// check reports whether r is authenticated, and if not, why.
-func (a *Authenticator) check(r *http.Request) (string, bool) {
-	if a.clientCert && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return "", true
+// identify returns the credential r passes, or nil and why none.
+//
+// A verified client certificate that names a sender's clientCertSubject, or
+// any verified one with requireClientCert, decides; the Authorization
+// header is then not looked at, so a request that passes by certificate
+// passes as before whatever else it carries. Otherwise the Authorization
+// header decides. The server asks every client for a certificate, so a
+// certificate that matches nothing is no credential and is ignored.
+func (a *Authenticator) identify(r *http.Request) (*credential, string) {
+	var certificate bool // a verified certificate that no sender's subject names
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		certificate = a.has(func(c *credential) bool { return c.subject != "" })
+		leaf := r.TLS.VerifiedChains[0][0]
+		var matches []*credential
+		for _, c := range a.creds {
+			if c.subject != "" && certificateNames(leaf, c.subject) {
+				matches = append(matches, c)
+			}
+		}
+		switch {
+		case len(matches) == 1:
+			return matches[0], ""
+		case len(matches) > 1:
+			a.logger.Error("a client certificate matches several senders; refused", "senders", senderList(matches), "subject", leaf.Subject.String())
+			return nil, "client certificate matches several senders"
+		case a.clientCert:
+			return a.shared, ""
+		}
 	}
+
 	h := r.Header.Get("Authorization")
 	if h == "" {
-		if a.clientCert && a.token == nil && a.password == nil {
-			return "client certificate required", false
+		switch {
+		case certificate:
+			return nil, "client certificate matches no sender"
+		case !a.has(func(c *credential) bool { return c.token != nil || c.password != nil }):
+			return nil, "client certificate required"
 		}
-		return "authentication required", false
+		return nil, "authentication required"
 	}
-	scheme, cred, _ := strings.Cut(h, " ")
+	scheme, given, _ := strings.Cut(h, " ")
+	var matches []*credential
 	switch {
-	case a.token != nil && strings.EqualFold(scheme, "Bearer"):
-		if a.token.matches(strings.TrimSpace(cred)) {
-			return "", true
+	case strings.EqualFold(scheme, "Bearer") && a.has(func(c *credential) bool { return c.token != nil }):
+		d := sha256.Sum256([]byte(strings.TrimSpace(given)))
+		// Every token is compared, so that timing does not tell which
+		// matched or how many were tried.
+		for _, c := range a.creds {
+			if c.token != nil && c.token.matches(d) == 1 {
+				matches = append(matches, c)
+			}
 		}
-	case a.password != nil && strings.EqualFold(scheme, "Basic"):
+	case strings.EqualFold(scheme, "Basic") && a.has(func(c *credential) bool { return c.password != nil }):
 		user, pass, ok := r.BasicAuth()
-		u := sha256.Sum256([]byte(user))
-		// Both comparisons always run, so timing does not tell which failed.
-		userOK := subtle.ConstantTimeCompare(u[:], a.username[:])
-		passOK := 0
-		if a.password.matches(pass) {
-			passOK = 1
-		}
-		if ok && userOK&passOK == 1 {
-			return "", true
+		u, p := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(pass))
+		// Both comparisons always run, for every credential, so timing does
+		// not tell which failed.
+		for _, c := range a.creds {
+			if c.password == nil {
+				continue
+			}
+			if ok && subtle.ConstantTimeCompare(u[:], c.username[:])&c.password.matches(p) == 1 {
+				matches = append(matches, c)
+			}
 		}
 	default:
-		return "unsupported authorization scheme " + strconv.Quote(clip(scheme, 20)), false
+		return nil, "unsupported authorization scheme " + strconv.Quote(clip(scheme, 20))
 	}
-	return "invalid credentials", false
+	switch len(matches) {
+	case 0:
+		return nil, "invalid credentials"
+	case 1:
+		return matches[0], ""
+	}
+	// Refused at the start; possible only after a rotation.
+	a.logger.Error("a credential matches several senders; refused", "senders", senderList(matches))
+	return nil, "invalid credentials"
+}
+
+// certificateNames reports whether name is the certificate's subject
+// common name or one of its DNS or URI subject alternative names.
+func certificateNames(cert *x509.Certificate, name string) bool {
+	if cert.Subject.CommonName == name || slices.Contains(cert.DNSNames, name) {
+		return true
+	}
+	return slices.ContainsFunc(cert.URIs, func(u *url.URL) bool { return u.String() == name })
+}
+
+func senderList(cs []*credential) string {
+	var names []string
+	for _, c := range cs {
+		names = append(names, c.sender.Name)
+	}
+	return strings.Join(names, ", ")
 }

@@ -74,10 +74,10 @@ func withMetrics(t *testing.T, a *Authenticator) *prometheus.Registry {
 
 func TestAuthenticatorRotationKubernetesSecret(t *testing.T) {
 	vol := newSecretVolume(t, map[string][]byte{"token": []byte("token-one\n"), "password": []byte("password-one")})
-	a, err := NewAuthenticator(AuthConfig{
+	a, err := NewAuthenticator(AuthConfig{Credential: Credential{
 		BearerTokenFile: vol.path("token"),
 		BasicAuth:       BasicAuthConfig{Username: "am", PasswordFile: vol.path("password")},
-	}, discard())
+	}}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestAuthenticatorRotationKubernetesSecret(t *testing.T) {
 func TestAuthenticatorRotationOverwrite(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
 	writeFile(t, path, []byte("token-one"))
-	a, err := NewAuthenticator(AuthConfig{BearerTokenFile: path}, discard())
+	a, err := NewAuthenticator(AuthConfig{Credential: Credential{BearerTokenFile: path}}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestAuthenticatorRotationOverwrite(t *testing.T) {
 func TestAuthenticatorTimerFallback(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
 	writeFile(t, path, []byte("token-one"))
-	a, err := newAuthenticator(AuthConfig{BearerTokenFile: path}, discard(), authOptions{interval: 20 * time.Millisecond})
+	a, err := newAuthenticator(AuthConfig{Credential: Credential{BearerTokenFile: path}}, discard(), authOptions{interval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestAuthenticatorKeepsLastGoodSecret(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "token")
 	writeFile(t, path, []byte("token-one"))
-	a, err := NewAuthenticator(AuthConfig{BearerTokenFile: path}, discard())
+	a, err := NewAuthenticator(AuthConfig{Credential: Credential{BearerTokenFile: path}}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,16 +182,16 @@ func TestNewAuthenticatorErrors(t *testing.T) {
 		cfg  AuthConfig
 		want string
 	}{
-		{"missing token file", AuthConfig{BearerTokenFile: missing},
+		{"missing token file", AuthConfig{Credential: Credential{BearerTokenFile: missing}},
 			"new webhook authenticator: webhook.auth.bearerTokenFile: read secret: open " + missing + ": no such file or directory"},
-		{"empty token file", AuthConfig{BearerTokenFile: empty},
+		{"empty token file", AuthConfig{Credential: Credential{BearerTokenFile: empty}},
 			"new webhook authenticator: webhook.auth.bearerTokenFile: read secret: " + empty + " is empty"},
-		{"missing password file", AuthConfig{BearerTokenFile: token, BasicAuth: BasicAuthConfig{Username: "am", PasswordFile: missing}},
+		{"missing password file", AuthConfig{Credential: Credential{BearerTokenFile: token, BasicAuth: BasicAuthConfig{Username: "am", PasswordFile: missing}}},
 			"new webhook authenticator: webhook.auth.basicAuth.passwordFile: read secret: open " + missing + ": no such file or directory"},
-		{"invalid config", AuthConfig{BasicAuth: BasicAuthConfig{Username: "am"}},
+		{"invalid config", AuthConfig{Credential: Credential{BasicAuth: BasicAuthConfig{Username: "am"}}},
 			"new webhook authenticator: auth.basicAuth.passwordFile: required with auth.basicAuth.username"},
 		{"nothing configured", AuthConfig{},
-			"new webhook authenticator: auth: no authentication configured: set bearerTokenFile, basicAuth or requireClientCert, or insecureDisableAuth: true"},
+			"new webhook authenticator: auth: no authentication configured: set bearerTokenFile, basicAuth, requireClientCert or senders, or insecureDisableAuth: true"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -209,7 +209,7 @@ func TestNewAuthenticatorErrors(t *testing.T) {
 
 func TestAuthenticatorDisabled(t *testing.T) {
 	var buf syncBuffer
-	a, err := NewAuthenticator(AuthConfig{InsecureDisableAuth: true, BearerTokenFile: "/does/not/exist"}, slogTo(&buf))
+	a, err := NewAuthenticator(AuthConfig{Credential: Credential{InsecureDisableAuth: true, BearerTokenFile: "/does/not/exist"}}, slogTo(&buf))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestAuthenticatorDisabled(t *testing.T) {
 }
 
 func TestAuthenticatorClientCertOnly(t *testing.T) {
-	a, err := NewAuthenticator(AuthConfig{RequireClientCert: true}, discard())
+	a, err := NewAuthenticator(AuthConfig{Credential: Credential{RequireClientCert: true}}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestAuthenticatorClientCertOnly(t *testing.T) {
 func TestAuthenticatorCloseStopsWatching(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
 	writeFile(t, path, []byte("token-one"))
-	a, err := NewAuthenticator(AuthConfig{BearerTokenFile: path}, discard())
+	a, err := NewAuthenticator(AuthConfig{Credential: Credential{BearerTokenFile: path}}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -123,10 +124,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rec.reason != "" {
 		h.metrics.rejected.WithLabelValues(rec.reason).Inc()
 	}
+	if rec.sender != "" {
+		h.metrics.senders.WithLabelValues(rec.sender, strconv.Itoa(code)).Inc()
+	}
 	h.metrics.duration.Observe(time.Since(start).Seconds())
 }
 
 func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
+	if rec, ok := w.(*recorder); ok {
+		if s, ok := SenderFromContext(r.Context()); ok {
+			rec.sender = s.Name
+		}
+	}
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		reject(w, r, h.logger, requestError(http.StatusMethodNotAllowed, reasonMethodNotAllowed, "method %s not allowed, want POST", clip(r.Method, 20)), nil)
@@ -167,6 +176,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	n.Sender, _ = SenderFromContext(r.Context())
+	n.Sender.Namespaces = slices.Clone(n.Sender.Namespaces)
+
 	h.metrics.notifications.WithLabelValues(n.Status).Inc()
 	for _, a := range n.Alerts {
 		h.metrics.alerts.WithLabelValues(a.Status).Inc()
@@ -187,7 +199,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		reject(w, r, h.logger, requestError(http.StatusInternalServerError, reasonInternal, "internal error"), err)
 		return
 	}
-	h.logger.Info("notification accepted", "group_key", n.GroupKey, "status", n.Status, "alerts", len(n.Alerts),
+	h.logger.Info("notification accepted", "group_key", n.GroupKey, "sender", n.Sender.Name, "status", n.Status, "alerts", len(n.Alerts),
 		"accepted", receipt.Accepted, "duplicates", receipt.Duplicates, "resolved", receipt.Resolved, "refused", receipt.Refused)
 	writeJSON(w, http.StatusOK, acceptedBody{
 		Status:     "accepted",
@@ -289,10 +301,16 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// reject logs a refused request, with attrs, and answers it with e. cause,
-// when not nil, is logged instead of e: it may say more than the sender
-// should see.
+// reject logs a refused webhook request, with attrs, and answers it with
+// e. cause, when not nil, is logged instead of e: it may say more than the
+// sender should see.
 func reject(w http.ResponseWriter, r *http.Request, logger *slog.Logger, e *RequestError, cause error, attrs ...any) {
+	refuse(w, r, logger, "webhook request refused", e, cause, attrs...)
+}
+
+// refuse is reject with the log message msg. The log names the sender when
+// the request was authenticated.
+func refuse(w http.ResponseWriter, r *http.Request, logger *slog.Logger, msg string, e *RequestError, cause error, attrs ...any) {
 	if rec, ok := w.(*recorder); ok {
 		rec.reason = e.Reason
 	}
@@ -307,8 +325,11 @@ func reject(w http.ResponseWriter, r *http.Request, logger *slog.Logger, e *Requ
 	if cause != nil {
 		logged = cause
 	}
-	logger.Log(r.Context(), level, "webhook request refused",
-		append([]any{"err", logged, "reason", e.Reason, "code", e.Status, "remote", r.RemoteAddr}, attrs...)...)
+	base := []any{"err", logged, "reason", e.Reason, "code", e.Status, "remote", r.RemoteAddr}
+	if s, ok := SenderFromContext(r.Context()); ok {
+		base = append(base, "sender", s.Name)
+	}
+	logger.Log(r.Context(), level, msg, append(base, attrs...)...)
 	writeJSON(w, e.Status, errorBody{Error: e.Msg})
 }
 
@@ -324,11 +345,13 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-// recorder remembers the status code and the refusal reason for metrics.
+// recorder remembers the status code, the refusal reason and the sender
+// for metrics.
 type recorder struct {
 	http.ResponseWriter
 	code   int
 	reason string
+	sender string
 }
 
 func (r *recorder) WriteHeader(code int) {

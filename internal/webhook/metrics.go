@@ -3,6 +3,7 @@ package webhook
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"sync"
@@ -20,6 +21,7 @@ type metrics struct {
 	rejected      *prometheus.CounterVec
 	notifications *prometheus.CounterVec
 	alerts        *prometheus.CounterVec
+	senders       *prometheus.CounterVec
 	duration      prometheus.Histogram
 }
 
@@ -42,6 +44,10 @@ func newMetrics(reg prometheus.Registerer, auth *Authenticator) (*metrics, error
 			Name: "autorollbackd_alerts_received_total",
 			Help: "Alerts in valid Alertmanager notifications, by status.",
 		}, []string{"status"}),
+		senders: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "autorollbackd_webhook_sender_requests_total",
+			Help: "Authenticated webhook requests by sender (webhook.auth.senders; default is the single credential of webhook.auth) and status code.",
+		}, []string{"sender", "code"}),
 		duration: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "autorollbackd_webhook_request_duration_seconds",
 			Help:    "Time to answer a webhook request.",
@@ -61,6 +67,13 @@ func newMetrics(reg prometheus.Registerer, auth *Authenticator) (*metrics, error
 	}
 	for _, r := range reasons {
 		m.rejected.WithLabelValues(r)
+	}
+	for _, s := range auth.senderNames() {
+		for _, c := range knownCodes {
+			if c != http.StatusUnauthorized {
+				m.senders.WithLabelValues(s, strconv.Itoa(c))
+			}
+		}
 	}
 	for _, s := range []string{"firing", "resolved"} {
 		m.notifications.WithLabelValues(s)

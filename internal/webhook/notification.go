@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,26 @@ type Notification struct {
 	Version         string `json:"version"`
 	GroupKey        string `json:"groupKey"`
 	TruncatedAlerts uint64 `json:"truncatedAlerts"`
+	// Sender is who sent the notification, from the credential that
+	// authenticated the request; never from the body.
+	Sender Sender `json:"-"`
+}
+
+// Sender is an authenticated sender of notifications.
+type Sender struct {
+	// Name is the sender's name in webhook.auth.senders, SenderDefault for
+	// the single credential of webhook.auth, SenderAnonymous with
+	// authentication off.
+	Name string
+	// Namespaces are the namespaces the sender may send alerts about; nil
+	// or empty means any (SenderDefault, SenderAnonymous, or a sender with
+	// namespaces: ["*"]).
+	Namespaces []string
+}
+
+// Allows reports whether the sender may send alerts about namespace.
+func (s Sender) Allows(namespace string) bool {
+	return len(s.Namespaces) == 0 || slices.Contains(s.Namespaces, namespace)
 }
 
 // Rejection reasons: the values of RequestError.Reason and of the reason

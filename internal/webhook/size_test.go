@@ -176,7 +176,7 @@ func TestHandlerLogsTooLarge(t *testing.T) {
 				t.Fatalf("got %d %s, want 413", resp.StatusCode, body)
 			}
 			line := logLine(t, buf.String(), "webhook request refused")
-			want := map[string]any{"level": "WARN", "reason": "too_large", "code": 413.0, "err": "body larger than 8192 bytes"}
+			want := map[string]any{"level": "WARN", "reason": "too_large", "code": 413.0, "err": "body larger than 8192 bytes", "sender": "default"}
 			for k, v := range tc.want {
 				want[k] = v
 			}

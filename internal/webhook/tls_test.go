@@ -68,6 +68,12 @@ func newTestCA(t *testing.T, name string) *testCA {
 // 127.0.0.1) or a client.
 func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM []byte, serialNumber *big.Int) {
 	t.Helper()
+	return ca.issueWith(t, name, server, nil)
+}
+
+// issueWith is issue with the template changed by edit, if not nil.
+func (ca *testCA) issueWith(t *testing.T, name string, server bool, edit func(*x509.Certificate)) (certPEM, keyPEM []byte, serialNumber *big.Int) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +89,9 @@ func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM
 	if server {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	}
+	if edit != nil {
+		edit(tmpl)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -205,7 +214,7 @@ func (e *mtlsEnv) roots() *x509.CertPool {
 }
 
 func TestMTLS(t *testing.T) {
-	e := newMTLSEnv(t, AuthConfig{RequireClientCert: true})
+	e := newMTLSEnv(t, AuthConfig{Credential: Credential{RequireClientCert: true}})
 	good := e.ca.clientCert(t, "alertmanager")
 	stranger := newTestCA(t, "other-ca").clientCert(t, "alertmanager")
 
@@ -234,7 +243,7 @@ func TestMTLS(t *testing.T) {
 func TestMTLSOrBearer(t *testing.T) {
 	token := filepath.Join(t.TempDir(), "token")
 	writeFile(t, token, []byte(testToken))
-	e := newMTLSEnv(t, AuthConfig{RequireClientCert: true, BearerTokenFile: token})
+	e := newMTLSEnv(t, AuthConfig{Credential: Credential{RequireClientCert: true, BearerTokenFile: token}})
 	good := e.ca.clientCert(t, "alertmanager")
 	if code, _, err := e.post(t, e.roots(), &good); err != nil || code != http.StatusOK {
 		t.Errorf("client certificate: got %d, %v; want 200", code, err)
@@ -245,7 +254,7 @@ func TestMTLSOrBearer(t *testing.T) {
 }
 
 func TestServerTLSRotation(t *testing.T) {
-	e := newMTLSEnv(t, AuthConfig{RequireClientCert: true})
+	e := newMTLSEnv(t, AuthConfig{Credential: Credential{RequireClientCert: true}})
 	client := e.ca.clientCert(t, "alertmanager")
 
 	// A new server certificate, swapped in the way the kubelet does.
@@ -274,7 +283,7 @@ func TestServerTLSRotation(t *testing.T) {
 }
 
 func TestServerTLSKeepsLastGood(t *testing.T) {
-	e := newMTLSEnv(t, AuthConfig{RequireClientCert: true})
+	e := newMTLSEnv(t, AuthConfig{Credential: Credential{RequireClientCert: true}})
 	client := e.ca.clientCert(t, "alertmanager")
 	// A key that does not match the certificate: keep serving the old pair.
 	_, otherKey, _ := e.ca.issue(t, "other", true)

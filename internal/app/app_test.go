@@ -1,0 +1,228 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
+	"github.com/autorollbackd/autorollbackd/internal/webhook"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
+
+const (
+	webhookToken = "webhook-token"
+	teamAToken   = "team-a-token"
+	readToken    = "read-token"
+)
+
+// logBuffer collects the daemon's JSON log lines.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// listening returns the address the daemon logged it listens on, if it has.
+func (b *logBuffer) listening() string {
+	for line := range strings.Lines(b.String()) {
+		var rec struct{ Msg, Address string }
+		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "HTTP server listening" {
+			return rec.Address
+		}
+	}
+	return ""
+}
+
+// daemon runs Run with cfg against the local control plane until the test
+// ends, and returns its base URL once it is ready.
+func daemon(t *testing.T, cfg *config.Config) (string, *logBuffer) {
+	t.Helper()
+	c := testenv.Require(t)
+	cfg.Kubernetes.Kubeconfig = c.Kubeconfig
+	cfg.Engine.Namespace = c.Namespace(t)
+	cfg.Server.ListenAddress = "127.0.0.1:0"
+	cfg.LeaderElection.LeaseDuration = metav1.Duration{Duration: 4 * time.Second}
+	cfg.LeaderElection.RenewDeadline = metav1.Duration{Duration: 3 * time.Second}
+	cfg.LeaderElection.RetryPeriod = metav1.Duration{Duration: 500 * time.Millisecond}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{
+			Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+			Reload: func() (*config.Config, error) { return cfg, nil },
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("Run did not return within 30s of the cancel")
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	var base string
+	testenv.Eventually(t, 60*time.Second, "the daemon to be ready", func(ctx context.Context) (bool, string) {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned early: %v\n%s", err, logs.String())
+		default:
+		}
+		if base == "" {
+			addr := logs.listening()
+			if addr == "" {
+				return false, "not listening yet"
+			}
+			base = "http://" + addr
+		}
+		code, body := call(t, ctx, http.MethodGet, base+"/readyz", "", nil)
+		return code == http.StatusOK, body
+	})
+	return base, logs
+}
+
+// call sends one request with the bearer token (none if empty) and returns
+// the status and body; a transport error is status 0.
+func call(t *testing.T, ctx context.Context, method, url, token string, body []byte) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
+}
+
+// writeTokens writes each token into a file of dir named after it.
+func writeTokens(t *testing.T, dir string, tokens ...string) {
+	t.Helper()
+	for _, tok := range tokens {
+		if err := os.WriteFile(filepath.Join(dir, tok), []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func resolvedNotification(t *testing.T) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../webhook/testdata/resolved.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestIncidentsAPIHasItsOwnCredential: the read token reads incidents and
+// sends no alerts; no credential that sends alerts reads incidents.
+func TestIncidentsAPIHasItsOwnCredential(t *testing.T) {
+	dir := t.TempDir()
+	writeTokens(t, dir, webhookToken, teamAToken, readToken)
+	cfg := config.Default()
+	cfg.Webhook.Auth.BearerTokenFile = filepath.Join(dir, webhookToken)
+	cfg.Webhook.Auth.Senders = []webhook.SenderConfig{{Name: "team-a", BearerTokenFile: filepath.Join(dir, teamAToken), Namespaces: []string{"team-a"}}}
+	cfg.API.Auth.BearerTokenFile = filepath.Join(dir, readToken)
+	base, _ := daemon(t, &cfg)
+	ctx := context.Background()
+	notification := resolvedNotification(t)
+
+	for _, tc := range []struct {
+		name, method, path, token string
+		body                      []byte
+		code                      int
+	}{
+		{"read token reads incidents", http.MethodGet, "/api/v1/incidents", readToken, nil, 200},
+		{"read token reads one incident", http.MethodGet, "/api/v1/incidents/none", readToken, nil, 404},
+		{"webhook token does not read incidents", http.MethodGet, "/api/v1/incidents", webhookToken, nil, 401},
+		{"webhook token does not read one incident", http.MethodGet, "/api/v1/incidents/none", webhookToken, nil, 401},
+		{"sender token does not read incidents", http.MethodGet, "/api/v1/incidents", teamAToken, nil, 401},
+		{"no token reads nothing", http.MethodGet, "/api/v1/incidents", "", nil, 401},
+		{"read token does not send alerts", http.MethodPost, "/webhook", readToken, notification, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, body := call(t, ctx, tc.method, base+tc.path, tc.token, tc.body); code != tc.code {
+				t.Errorf("got %d %s, want %d", code, body, tc.code)
+			}
+		})
+	}
+	// The webhook token sends alerts, once this replica leads.
+	testenv.Eventually(t, 30*time.Second, "the webhook token's notification to be accepted", func(ctx context.Context) (bool, string) {
+		code, body := call(t, ctx, http.MethodPost, base+"/webhook", webhookToken, notification)
+		return code == 200, body
+	})
+}
+
+// TestIncidentsAPIOffWithoutItsToken: an install that predates api.auth
+// has no read token where the default expects it: the daemon takes alerts,
+// and the incidents API answers 404 naming the key, to any credential.
+func TestIncidentsAPIOffWithoutItsToken(t *testing.T) {
+	if _, err := os.Stat(webhook.DefaultAPIBearerTokenFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Skipf("this machine has %s (%v): the API would be on", webhook.DefaultAPIBearerTokenFile, err)
+	}
+	dir := t.TempDir()
+	writeTokens(t, dir, webhookToken)
+	cfg := config.Default()
+	cfg.Webhook.Auth.BearerTokenFile = filepath.Join(dir, webhookToken)
+	base, logs := daemon(t, &cfg)
+	ctx := context.Background()
+
+	want := `{"error":"the incidents API is off: api.auth is not configured, and its default api.auth.bearerTokenFile /etc/autorollbackd/api/token does not exist"}`
+	for _, token := range []string{webhookToken, ""} {
+		if code, body := call(t, ctx, http.MethodGet, base+"/api/v1/incidents", token, nil); code != 404 || body != want {
+			t.Errorf("token %q: got %d %s\nwant 404 %s", token, code, body, want)
+		}
+	}
+	if !strings.Contains(logs.String(), `"msg":"the incidents API is off`) {
+		t.Error("no warning logged at start")
+	}
+	testenv.Eventually(t, 30*time.Second, "the webhook token's notification to be accepted", func(ctx context.Context) (bool, string) {
+		code, body := call(t, ctx, http.MethodPost, base+"/webhook", webhookToken, resolvedNotification(t))
+		return code == 200, body
+	})
+}
