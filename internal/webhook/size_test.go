@@ -228,3 +228,22 @@ func BenchmarkDecodeThousandAlerts(b *testing.B) {
 		}
 	}
 }
+
+// TestAlertmanagerWritesGroupKeyLast backs tooLarge's choice: in what a
+// real Alertmanager sent, groupKey and groupLabels follow the alerts, and
+// receiver and status precede them.
+func TestAlertmanagerWritesGroupKeyLast(t *testing.T) {
+	body := fixture(t, "firing.json")
+	at := func(key string) int { return bytes.Index(body, []byte(`"`+key+`":`)) }
+	alerts := at("alerts")
+	for _, k := range []string{"groupKey", "groupLabels"} {
+		if at(k) < alerts {
+			t.Errorf("%s at %d, before the alerts at %d", k, at(k), alerts)
+		}
+	}
+	for _, k := range []string{"receiver", "status"} {
+		if at(k) < 0 || at(k) > alerts {
+			t.Errorf("%s at %d, not before the alerts at %d", k, at(k), alerts)
+		}
+	}
+}
