@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -70,7 +72,8 @@ func waitRevision(t *testing.T, c *testenv.Cluster, ns, name, rev string) {
 }
 
 // payload is a firing notification, as Alertmanager sends it, about the
-// deployment `name` in ns, starting now.
+// deployment `name` in ns, starting now. Its fingerprint is derived from
+// the one given, as 16 hex digits like Alertmanager's.
 func payload(t *testing.T, ns, name, fingerprint string) string {
 	t.Helper()
 	raw, err := os.ReadFile("../../internal/webhook/testdata/firing.json")
@@ -85,7 +88,8 @@ func payload(t *testing.T, ns, name, fingerprint string) string {
 	a := alerts[0].(map[string]any)
 	labels := a["labels"].(map[string]any)
 	labels["namespace"], labels["deployment"] = ns, name
-	a["fingerprint"] = fingerprint
+	sum := sha256.Sum256([]byte(fingerprint))
+	a["fingerprint"] = hex.EncodeToString(sum[:8])
 	a["startsAt"] = time.Now().UTC().Format(time.RFC3339Nano)
 	n["alerts"] = []any{a}
 	out, err := json.Marshal(n)

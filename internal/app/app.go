@@ -178,6 +178,7 @@ func Run(ctx context.Context, opts Options) error {
 		Tasks:            tasks,
 		MaxRollbackDepth: cfg.Engine.MaxRollbackDepth,
 		MaxPending:       cfg.Engine.MaxPending,
+		MaxRecords:       cfg.Engine.MaxRecords,
 		Retention:        cfg.Engine.Retention.Duration,
 		AlertState:       ver,
 		AlertGrace:       ver.AlertResolveGrace(),

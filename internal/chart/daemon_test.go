@@ -131,7 +131,7 @@ policy: {namespaces: {allow: [%s]}}
 	})
 	body := fmt.Sprintf(`{"version":"4","status":"firing","receiver":"autorollbackd","groupKey":"{}:{alertname=\"EventServiceDown\"}",
 "alerts":[{"status":"firing","labels":{"alertname":"EventServiceDown","impact":"service_down","namespace":%q,"deployment":"event-service"},
-"annotations":{},"startsAt":%q,"fingerprint":"sa-1"}]}`, nsA, time.Now().UTC().Format(time.RFC3339Nano))
+"annotations":{},"startsAt":%q,"fingerprint":"0000000000005a01"}]}`, nsA, time.Now().UTC().Format(time.RFC3339Nano))
 	var code int
 	testenv.Eventually(t, 60*time.Second, "the webhook accepts the alert (once leading)", func(ctx context.Context) (bool, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/webhook", strings.NewReader(body))

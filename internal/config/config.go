@@ -109,6 +109,9 @@ type Engine struct {
 	// MaxPending is how many accepted alerts may wait for a decision before
 	// the webhook answers 503 so that Alertmanager retries.
 	MaxPending int `json:"maxPending" mapstructure:"maxPending"`
+	// MaxRecords is how many alert records may be kept before the webhook
+	// answers 503 to alerts it would have to record.
+	MaxRecords int `json:"maxRecords" mapstructure:"maxRecords"`
 	// Retention is how long decided records are kept; a re-sent alert is
 	// recognised as a duplicate for that long.
 	Retention metav1.Duration `json:"retention" mapstructure:"retention"`
@@ -182,6 +185,7 @@ func Default() Config {
 		Engine: Engine{
 			Workers:           2,
 			MaxPending:        1000,
+			MaxRecords:        5000,
 			Retention:         d(72 * time.Hour),
 			MaxRollbackDepth:  2,
 			IncidentWorkers:   32,
@@ -264,6 +268,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.MaxPending < 1 {
 		bad("engine.maxPending", "must be at least 1, got %d", c.Engine.MaxPending)
+	}
+	if c.Engine.MaxRecords < 1 {
+		bad("engine.maxRecords", "must be at least 1, got %d", c.Engine.MaxRecords)
 	}
 	errs = append(errs, prefixed("server.tls", c.Server.TLS.Validate())...)
 	errs = append(errs, prefixed("webhook", c.Webhook.Validate())...)

@@ -133,12 +133,19 @@ type Options struct {
 	// MaxPending is how many recorded alerts may wait for a decision before
 	// the webhook answers 503 so that Alertmanager retries later.
 	MaxPending int
+	// MaxRecords is how many alert records may be kept before the webhook
+	// answers 503 to alerts it would have to record; zero means
+	// DefaultMaxRecords.
+	MaxRecords int
 	// Retention is how long decided records are kept; a re-sent alert
 	// within it is still recognised as a duplicate.
 	Retention time.Duration
-	Logger    *slog.Logger
-	Registry  prometheus.Registerer
-	Clock     clock.WithTicker
+	// PageSize bounds the records one List request reads; zero means
+	// incident.DefaultPageSize.
+	PageSize int64
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	Clock    clock.WithTicker
 }
 
 func (o *Options) validate() error {
@@ -163,6 +170,12 @@ func (o *Options) validate() error {
 	}
 	if o.MaxPending < 1 {
 		errs = append(errs, fmt.Errorf("engine: MaxPending must be at least 1, got %d", o.MaxPending))
+	}
+	if o.MaxRecords < 0 {
+		errs = append(errs, fmt.Errorf("engine: MaxRecords must not be negative, got %d", o.MaxRecords))
+	}
+	if o.MaxRecords == 0 {
+		o.MaxRecords = DefaultMaxRecords
 	}
 	if o.AlertGrace <= 0 {
 		o.AlertGrace = DefaultAlertGrace
@@ -190,6 +203,7 @@ const (
 	DefaultAlertGrace     = 5 * time.Minute
 	DefaultPageGroupWait  = 10 * time.Second
 	DefaultPageGroupEvery = 5 * time.Minute
+	DefaultMaxRecords     = 5000
 )
 
 // Engine decides recorded alerts and works their incidents.
@@ -203,6 +217,9 @@ type Engine struct {
 	// seen remembers recently recorded alert keys so re-sends are answered
 	// without an API call; the record in the cluster stays the authority.
 	seen *lru.Cache
+	// records is how many alert records the cluster holds, as last
+	// counted, plus those recorded since.
+	records atomic.Int64
 	// budget counts the rollbacks applied in the last hour.
 	budget *budget
 	// open holds the open incident of each workload.
@@ -258,7 +275,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts:   opts,
-		store:  &store{client: opts.Client, namespace: opts.Namespace},
+		store:  &store{client: opts.Client, namespace: opts.Namespace, pageSize: opts.PageSize},
 		logger: opts.Logger.With("component", "engine"),
 		m:      newMetrics(opts.Registry),
 		seen:   lru.New(10000),
@@ -276,7 +293,8 @@ func New(opts Options) (*Engine, error) {
 // returns only after every actionable alert is recorded in the cluster, so a
 // crash after the webhook's 2xx loses nothing. Resolved alerts, duplicates
 // and alerts naming workloads the daemon may not touch are counted and not
-// recorded.
+// recorded; so are alerts that cannot be recorded faithfully (a fingerprint
+// Alertmanager would not send, labels too large to keep).
 func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
 	// A stalled API server must turn into a 503 Alertmanager can retry, not
 	// a request that hangs until Alertmanager gives up on it.
@@ -291,6 +309,13 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	p := e.opts.Policy()
 	now := e.opts.Clock.Now()
 	for _, wa := range n.Alerts {
+		log := e.logger.With("fingerprint", clip(wa.Fingerprint, 64), "alertname", clip(wa.Labels["alertname"], 256))
+		if !validFingerprint(wa.Fingerprint) {
+			r.Refused++
+			e.m.invalid.WithLabelValues(invalidFingerprint).Inc()
+			log.Warn("alert refused: its fingerprint is not 16 lower-case hex digits, as Alertmanager writes them", "reason", invalidFingerprint)
+			continue
+		}
 		a := policy.Alert{
 			Fingerprint:  wa.Fingerprint,
 			Status:       wa.Status,
@@ -308,7 +333,14 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			}
 			continue
 		}
-		log := e.logger.With("fingerprint", a.Fingerprint, "alertname", a.Labels["alertname"])
+		if size := labelBytes(a.Labels); size > maxLabelBytes {
+			r.Refused++
+			e.m.invalid.WithLabelValues(labelsTooLarge).Inc()
+			log.Warn("alert refused: its labels are too large to record exactly, and the policy decides on them",
+				"reason", labelsTooLarge, "bytes", size, "limit", maxLabelBytes)
+			continue
+		}
+		name := recordName(key)
 		if _, ok := e.seen.Get(key); ok {
 			r.Duplicates++
 			e.m.duplicates.Inc()
@@ -337,14 +369,38 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			Key: key, Alert: a, Target: target, ReceivedAt: now,
 			Receiver: n.Receiver, GroupKey: n.GroupKey, ExternalURL: n.ExternalURL,
 		}
-		cm, err := e.store.create(ctx, rec)
+		rec.trim()
+		if rec.Truncated > 0 {
+			e.m.truncated.Inc()
+			log.Info("alert's annotations cut to keep its record small", "dropped_bytes", rec.Truncated)
+		}
+		var cm *corev1.ConfigMap
+		if kept := e.records.Load(); kept >= int64(e.opts.MaxRecords) {
+			// Full: only an alert already recorded is taken.
+			_, _, err = e.store.get(ctx, name)
+			if apierrors.IsNotFound(errors.Unwrap(err)) {
+				e.m.recordsFull.Inc()
+				log.Warn("alert records full; answering 503", "records", kept, "limit", e.opts.MaxRecords)
+				return r, fmt.Errorf("%d alert records are kept, the limit (engine.maxRecords): %w", kept, webhook.ErrUnavailable)
+			}
+			if err == nil {
+				err = errExists
+			}
+		} else {
+			cm, err = e.store.create(ctx, rec)
+		}
 		switch {
-		case rejected(err):
-			// The API server refuses this record for what it holds (an
-			// absurdly large fingerprint, say): retrying cannot help, and a
-			// 503 would have Alertmanager retry forever.
+		case errors.Is(err, errTooLarge):
 			r.Refused++
-			log.Warn("alert cannot be recorded; refused", "err", err)
+			e.m.invalid.WithLabelValues(recordTooLarge).Inc()
+			log.Warn("alert refused: its record would be too large", "reason", recordTooLarge, "err", err)
+		case rejected(err):
+			// The API server refuses this record for what it holds:
+			// retrying cannot help, and a 503 would have Alertmanager
+			// retry forever.
+			r.Refused++
+			e.m.invalid.WithLabelValues(recordRejected).Inc()
+			log.Warn("alert cannot be recorded; refused", "reason", recordRejected, "err", err)
 		case errors.Is(err, errExists):
 			r.Duplicates++
 			e.m.duplicates.Inc()
@@ -352,15 +408,17 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			// An earlier attempt may have written the record and then timed
 			// out before queueing it; queueing again is harmless, because a
 			// record already handed over is left alone.
-			queue.Add(recordName(key))
+			queue.Add(name)
 			log.Debug("duplicate alert", "key", key)
 		case err != nil:
 			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
 		default:
 			r.Accepted++
+			e.records.Add(1)
+			e.m.records.Inc()
 			e.seen.Add(key, struct{}{})
 			e.handoff.Store(cm.Name, recordHandoff{rec: rec, cm: cm})
-			queue.Add(recordName(key))
+			queue.Add(name)
 			log.Info("alert recorded", "key", key, "namespace", target.Namespace, "workload", target.Name)
 		}
 	}
@@ -442,29 +500,32 @@ func (e *Engine) takeRecord(ctx context.Context, name string) (*Record, *corev1.
 
 const resumeInterval = 2 * time.Second
 
-// resume queues the undecided alert records and the open incidents, and
-// counts the budget spent from every incident.
+// resume queues the undecided alert records and the open incidents, counts
+// the records and the budget spent from every incident. It reads records
+// and incidents a page at a time.
 func (e *Engine) resume(ctx context.Context, q *queues) error {
-	var pending []Record
-	for _, state := range []string{statePending, stateDecided} {
-		recs, err := e.store.list(ctx, map[string]string{stateLabel: state})
-		if err != nil {
-			return fmt.Errorf("resume %s alerts: %w", state, err)
+	var total, pending int64
+	err := e.store.each(ctx, recordSelector(nil), func(rec *Record, _ *corev1.ConfigMap) error {
+		total++
+		if rec.state() != stateDone {
+			pending++
+			e.seen.Add(rec.Key, struct{}{})
+			q.alerts.Add(recordName(rec.Key))
 		}
-		pending = append(pending, recs...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("resume alerts: %w", err)
 	}
+	e.countRecords(total)
 	all, err := e.opts.Incidents.List(ctx, false)
 	if err != nil {
 		return fmt.Errorf("resume open incidents: %w", err)
 	}
 	e.budget.reset(all, e.opts.Clock.Now())
 	e.open.reset(all)
-	for _, rec := range pending {
-		e.seen.Add(rec.Key, struct{}{})
-		q.alerts.Add(recordName(rec.Key))
-	}
-	if len(pending) > 0 {
-		e.logger.Info("resuming pending alerts", "count", len(pending))
+	if pending > 0 {
+		e.logger.Info("resuming pending alerts", "count", pending)
 	}
 	open := 0
 	for _, inc := range all {
@@ -472,15 +533,15 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 			continue
 		}
 		open++
-		joined, err := e.store.list(ctx, map[string]string{incidentLabel: incident.ObjectName(inc.ID)})
-		if err != nil {
-			return fmt.Errorf("resume alerts of incident %s: %w", inc.ID, err)
-		}
-		for _, rec := range joined {
+		err := e.store.each(ctx, recordSelector(map[string]string{incidentLabel: incident.ObjectName(inc.ID)}), func(rec *Record, _ *corev1.ConfigMap) error {
 			if !inc.HasAlert(rec.Key) && rec.Decision != nil {
 				e.mail.post(inc.ID, incident.Event{Kind: incident.EventAlertJoined, At: rec.DecidedAt,
-					Alert: alertOf(&rec), Decision: rec.Decision, Plan: rec.Plan})
+					Alert: alertOf(rec), Decision: rec.Decision, Plan: rec.Plan})
 			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("resume alerts of incident %s: %w", inc.ID, err)
 		}
 		q.incidents.Add(inc.ID)
 	}
@@ -489,6 +550,12 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 		e.logger.Info("resuming open incidents", "count", open)
 	}
 	return nil
+}
+
+// countRecords sets the number of alert records kept, as counted.
+func (e *Engine) countRecords(n int64) {
+	e.records.Store(n)
+	e.m.records.Set(float64(n))
 }
 
 func (e *Engine) processNext(ctx context.Context, q *queues) bool {
@@ -629,27 +696,31 @@ func RolloutID(target policy.Ref, revision int64) string {
 }
 
 // collectGarbage deletes decided alert records and resolved incidents older
-// than the retention.
+// than the retention, and counts the records kept.
 func (e *Engine) collectGarbage(ctx context.Context) {
 	now := e.opts.Clock.Now()
 	if _, err := e.opts.Incidents.DeleteResolvedBefore(ctx, now.Add(-e.opts.Retention)); err != nil {
 		e.logger.Warn("collect old incidents", "err", err)
 	}
-	recs, err := e.store.list(ctx, map[string]string{stateLabel: stateDone})
+	var kept int64
+	err := e.store.each(ctx, recordSelector(nil), func(r *Record, _ *corev1.ConfigMap) error {
+		kept++
+		if r.state() != stateDone || now.Sub(r.DecidedAt) < e.opts.Retention {
+			return nil
+		}
+		if err := e.store.delete(ctx, r.Key); err != nil {
+			e.logger.Warn("collect old record", "key", r.Key, "err", err)
+			return nil
+		}
+		kept--
+		e.seen.Remove(r.Key)
+		return nil
+	})
 	if err != nil {
 		e.logger.Warn("collect old records", "err", err)
 		return
 	}
-	for _, r := range recs {
-		if now.Sub(r.DecidedAt) < e.opts.Retention {
-			continue
-		}
-		if err := e.store.delete(ctx, r.Key); err != nil {
-			e.logger.Warn("collect old record", "key", r.Key, "err", err)
-			continue
-		}
-		e.seen.Remove(r.Key)
-	}
+	e.countRecords(kept)
 }
 
 // Record returns the record of the alert with the given key.
@@ -666,7 +737,19 @@ type metrics struct {
 	decisions        *prometheus.CounterVec
 	duplicates       prometheus.Counter
 	unavailable      prometheus.Counter
+	recordsFull      prometheus.Counter
+	records          prometheus.Gauge
+	invalid          *prometheus.CounterVec
+	truncated        prometheus.Counter
 }
+
+// Reasons of autorollbackd_alerts_invalid_total.
+const (
+	invalidFingerprint = "invalid_fingerprint"
+	labelsTooLarge     = "labels_too_large"
+	recordTooLarge     = "record_too_large"
+	recordRejected     = "rejected_by_api"
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
@@ -702,6 +785,25 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "autorollbackd", Name: "intake_backpressure_total",
 			Help: "Notifications turned away with 503 because too many alerts were waiting for a decision.",
 		}),
+		recordsFull: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "intake_records_full_total",
+			Help: "Notifications turned away with 503 because engine.maxRecords alert records were kept.",
+		}),
+		records: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: "autorollbackd", Name: "alert_records",
+			Help: "Alert records kept in the cluster, as last counted by the leader (at most engine.maxRecords).",
+		}),
+		invalid: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "alerts_invalid_total",
+			Help: "Alerts refused because they cannot be recorded faithfully, by reason.",
+		}, []string{"reason"}),
+		truncated: f.NewCounter(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "alerts_truncated_total",
+			Help: "Alerts recorded with their annotations, names or URLs cut to keep the record small.",
+		}),
+	}
+	for _, r := range []string{invalidFingerprint, labelsTooLarge, recordTooLarge, recordRejected} {
+		m.invalid.WithLabelValues(r)
 	}
 	for _, o := range policy.Outcomes() {
 		for _, r := range policy.Reasons() {

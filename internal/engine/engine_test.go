@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,7 +224,10 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 	return &running{Engine: e, reg: reg, messages: box}
 }
 
-func firing(ns, fingerprint string, startsAt time.Time, labels map[string]string) *webhook.Notification {
+// firing is a notification of one firing alert about the fixture's
+// Deployment in ns. Its fingerprint is derived from the name given (see
+// fingerprintOf).
+func firing(ns, name string, startsAt time.Time, labels map[string]string) *webhook.Notification {
 	l := template.KV{"alertname": "EventServiceDown", "namespace": ns, "deployment": "event-service"}
 	for k, v := range labels {
 		l[k] = v
@@ -233,10 +238,21 @@ func firing(ns, fingerprint string, startsAt time.Time, labels map[string]string
 			Receiver: "autorollbackd", Status: "firing",
 			Alerts: template.Alerts{{
 				Status: "firing", Labels: l, Annotations: template.KV{"summary": "500 on all endpoints"},
-				StartsAt: startsAt, Fingerprint: fingerprint, GeneratorURL: "http://prometheus.local/graph",
+				StartsAt: startsAt, Fingerprint: fingerprintOf(name), GeneratorURL: "http://prometheus.local/graph",
 			}},
 		},
 	}
+}
+
+// fingerprintOf returns name when it is a fingerprint as Alertmanager
+// writes one, else one derived from it, so that tests can name their
+// alerts.
+func fingerprintOf(name string) string {
+	if validFingerprint(name) {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:8])
 }
 
 func (r *running) waitDecision(t *testing.T, n *webhook.Notification) policy.Decision {

@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,6 +67,120 @@ type Record struct {
 	Incident string `json:"incident,omitempty"`
 	// ResolvedAt is when Alertmanager reported the alert resolved.
 	ResolvedAt time.Time `json:"resolvedAt,omitzero"`
+	// Truncated counts the bytes of annotations, names and URLs left out
+	// to keep the record small; each value cut ends in truncationMark.
+	Truncated int `json:"truncatedBytes,omitempty"`
+}
+
+// Bounds of what a record keeps of an alert, so that a few hundred large
+// alerts can neither fill etcd nor make the next leader's List of them
+// too big for its memory.
+//
+// The policy decides on an alert's labels (its rules' matchers, the target
+// workload), so a record keeps them exactly, or the alert is refused:
+// deciding on cut labels would be deciding on another alert. Annotations
+// are prose for people; they are cut to size, and the cut is marked.
+const (
+	maxLabelBytes           = 16 << 10
+	maxAnnotationValueBytes = 4 << 10
+	maxAnnotationBytes      = 16 << 10
+	// Annotation names longer than this are dropped with their values.
+	maxAnnotationNameBytes = 256
+	// Receiver and group key are cut to this; a longer URL is dropped,
+	// since a cut one would lead nowhere.
+	maxFieldBytes = 4 << 10
+	// maxRecordBytes bounds a record's encoding, escapes included; a
+	// larger one is refused.
+	maxRecordBytes = 128 << 10
+)
+
+// truncationMark ends a value that was cut.
+const truncationMark = "…[truncated]"
+
+// errTooLarge refuses a record whose encoding exceeds maxRecordBytes.
+var errTooLarge = errors.New("record too large")
+
+// validFingerprint reports whether fp is a fingerprint as Alertmanager
+// writes one: 16 lower-case hex digits.
+func validFingerprint(fp string) bool {
+	if len(fp) != 16 {
+		return false
+	}
+	for _, c := range []byte(fp) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// labelBytes is the size of a label set: names and values.
+func labelBytes(m map[string]string) int {
+	n := 0
+	for k, v := range m {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// trim cuts what the record keeps of the alert's annotations, and of the
+// names and URLs of its notification, to the bounds above, and counts the
+// bytes left out in Truncated. Annotations are taken in name order, so the
+// same alert is always cut the same way.
+func (r *Record) trim() {
+	if len(r.Alert.Annotations) > 0 {
+		names := make([]string, 0, len(r.Alert.Annotations))
+		for k := range r.Alert.Annotations {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		kept := make(map[string]string, len(names))
+		room := maxAnnotationBytes
+		for _, k := range names {
+			v := r.Alert.Annotations[k]
+			if len(k) > maxAnnotationNameBytes || (len(k)+len(v) > room && len(k)+len(truncationMark) > room) {
+				r.Truncated += len(k) + len(v)
+				continue
+			}
+			cut, n := clipMarked(v, min(maxAnnotationValueBytes, room-len(k)))
+			kept[k] = cut
+			room -= len(k) + len(cut)
+			r.Truncated += n
+		}
+		r.Alert.Annotations = kept
+	}
+	var n int
+	r.Receiver, n = clipMarked(r.Receiver, maxFieldBytes)
+	r.Truncated += n
+	r.GroupKey, n = clipMarked(r.GroupKey, maxFieldBytes)
+	r.Truncated += n
+	for _, u := range []*string{&r.Alert.GeneratorURL, &r.ExternalURL} {
+		if len(*u) > maxFieldBytes {
+			r.Truncated += len(*u)
+			*u = ""
+		}
+	}
+}
+
+// clipMarked returns s cut to at most n bytes, on a character boundary and
+// ending in truncationMark when cut, and how many bytes of s it left out.
+func clipMarked(s string, n int) (string, int) {
+	if len(s) <= n {
+		return s, 0
+	}
+	keep := max(n-len(truncationMark), 0)
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	return s[:keep] + truncationMark, len(s) - keep
+}
+
+// clip shortens s to at most n bytes for a log line or message.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // AlertKey identifies an alert across re-sends: Alertmanager keeps the
@@ -83,6 +200,8 @@ func recordName(key string) string {
 type store struct {
 	client    kubernetes.Interface
 	namespace string
+	// pageSize bounds the records one List request reads.
+	pageSize int64
 }
 
 var errExists = errors.New("record exists")
@@ -110,11 +229,19 @@ func (s *store) get(ctx context.Context, name string) (*Record, *corev1.ConfigMa
 	if err != nil {
 		return nil, nil, fmt.Errorf("read record %s: %w", name, err)
 	}
+	rec, err := decodeRecord(cm)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, cm, nil
+}
+
+func decodeRecord(cm *corev1.ConfigMap) (*Record, error) {
 	var rec Record
 	if err := json.Unmarshal([]byte(cm.Data[recordDataKey]), &rec); err != nil {
-		return nil, nil, fmt.Errorf("decode record %s: %w", name, err)
+		return nil, fmt.Errorf("decode record %s: %w", cm.Name, err)
 	}
-	return &rec, cm, nil
+	return &rec, nil
 }
 
 // state is where the record stands.
@@ -154,6 +281,9 @@ func (s *store) encode(rec *Record, base *corev1.ConfigMap) (*corev1.ConfigMap, 
 	if err != nil {
 		return nil, fmt.Errorf("encode record %s: %w", rec.Key, err)
 	}
+	if len(data) > maxRecordBytes {
+		return nil, fmt.Errorf("encode record %s: %d bytes, over the limit of %d: %w", rec.Key, len(data), maxRecordBytes, errTooLarge)
+	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: recordName(rec.Key), Namespace: s.namespace}}
 	if base != nil {
 		cm = base.DeepCopy()
@@ -174,25 +304,40 @@ func (s *store) encode(rec *Record, base *corev1.ConfigMap) (*corev1.ConfigMap, 
 	return cm, nil
 }
 
+// recordSelector selects the alert records whose labels match the given
+// ones.
+func recordSelector(match map[string]string) labels.Selector {
+	set := labels.Set{managedByLabel: managedBy, kindLabel: kindAlert}
+	for k, v := range match {
+		set[k] = v
+	}
+	return labels.SelectorFromSet(set)
+}
+
+// each calls fn with each record sel selects, reading them a page at a
+// time.
+func (s *store) each(ctx context.Context, sel labels.Selector, fn func(*Record, *corev1.ConfigMap) error) error {
+	err := incident.EachConfigMap(ctx, s.client, s.namespace, sel, s.pageSize, func(cm *corev1.ConfigMap) error {
+		rec, err := decodeRecord(cm)
+		if err != nil {
+			return err
+		}
+		return fn(rec, cm)
+	})
+	if err != nil {
+		return fmt.Errorf("list records: %w", err)
+	}
+	return nil
+}
+
 // list returns the records whose labels match the given ones.
 func (s *store) list(ctx context.Context, match map[string]string) ([]Record, error) {
-	sel := labels.Set{managedByLabel: managedBy, kindLabel: kindAlert}
-	for k, v := range match {
-		sel[k] = v
-	}
-	list, err := s.client.CoreV1().ConfigMaps(s.namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-	if err != nil {
-		return nil, fmt.Errorf("list records: %w", err)
-	}
-	out := make([]Record, 0, len(list.Items))
-	for _, cm := range list.Items {
-		var rec Record
-		if err := json.Unmarshal([]byte(cm.Data[recordDataKey]), &rec); err != nil {
-			return nil, fmt.Errorf("decode record %s: %w", cm.Name, err)
-		}
-		out = append(out, rec)
-	}
-	return out, nil
+	var out []Record
+	err := s.each(ctx, recordSelector(match), func(rec *Record, _ *corev1.ConfigMap) error {
+		out = append(out, *rec)
+		return nil
+	})
+	return out, err
 }
 
 // delete removes a record.

@@ -1,6 +1,7 @@
 package incident
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,7 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/pager"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
@@ -39,6 +43,9 @@ var ErrNotFound = errors.New("no such incident")
 type Store struct {
 	Client    kubernetes.Interface
 	Namespace string
+	// PageSize bounds the incidents one List request reads; zero means
+	// DefaultPageSize.
+	PageSize int64
 }
 
 // Versioned is an incident as read, with the version that a later Update
@@ -165,26 +172,52 @@ func (s *Store) list(ctx context.Context, open bool, match map[string]string) ([
 	}
 	selector := labels.SelectorFromSet(sel)
 	if open {
-		req, err := labels.NewRequirement(stateLabel, "!=", []string{string(StateResolved)})
+		req, err := labels.NewRequirement(stateLabel, selection.NotEquals, []string{string(StateResolved)})
 		if err != nil {
 			return nil, fmt.Errorf("select open incidents: %w", err)
 		}
 		selector = selector.Add(*req)
 	}
-	cms, err := s.Client.CoreV1().ConfigMaps(s.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
+	var out []*Versioned
+	err := EachConfigMap(ctx, s.Client, s.Namespace, selector, s.PageSize, func(cm *corev1.ConfigMap) error {
+		v, err := decode(cm)
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list incidents: %w", err)
 	}
-	out := make([]*Versioned, 0, len(cms.Items))
-	for i := range cms.Items {
-		v, err := decode(&cms.Items[i])
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
 	sort.Slice(out, func(a, b int) bool { return out[a].StartedAt.After(out[b].StartedAt) })
 	return out, nil
+}
+
+// DefaultPageSize is how many objects one List request reads: a page of
+// records at their largest stays a few MiB.
+const DefaultPageSize = 100
+
+// EachConfigMap calls fn with each ConfigMap in namespace matching
+// selector, reading them pageSize at a time (DefaultPageSize when zero or
+// less), so that however many there are, one request and the memory it
+// takes stay bounded. When the server expires the continue token of a long
+// walk, it fails rather than falling back to one unpaginated List.
+func EachConfigMap(ctx context.Context, client kubernetes.Interface, namespace string, selector labels.Selector, pageSize int64, fn func(*corev1.ConfigMap) error) error {
+	p := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) {
+		return client.CoreV1().ConfigMaps(namespace).List(ctx, opts)
+	}))
+	p.PageSize = cmp.Or(max(pageSize, 0), DefaultPageSize)
+	// The page being handled and the one being read: no more.
+	p.PageBufferSize = 0
+	p.FullListIfExpired = false
+	return p.EachListItem(ctx, metav1.ListOptions{LabelSelector: selector.String()}, func(obj runtime.Object) error {
+		cm, ok := obj.(*corev1.ConfigMap)
+		if !ok {
+			return fmt.Errorf("list ConfigMaps: got %T", obj)
+		}
+		return fn(cm)
+	})
 }
 
 // DeleteResolvedBefore deletes incidents resolved before the given time and

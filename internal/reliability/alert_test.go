@@ -3,6 +3,8 @@ package reliability
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,17 @@ import (
 	incidentpkg "github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
+
+// fingerprint returns name when it is a fingerprint as Alertmanager writes
+// one (16 lower-case hex digits), else one derived from it: the daemon
+// refuses any other.
+func fingerprint(name string) string {
+	if len(name) == 16 && strings.Trim(name, "0123456789abcdef") == "" {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:8])
+}
 
 // alert names the one firing alert of a notification: EventServiceDown with
 // impact service_down about a Deployment, which the default policy rolls
@@ -47,7 +60,7 @@ func notification(t testing.TB, a alert, groupKey string) []byte {
 	labels := first["labels"].(map[string]any)
 	labels["namespace"], labels["deployment"] = a.Namespace, a.Deployment
 	labels["pod"] = a.Deployment + "-0"
-	first["fingerprint"] = a.Fingerprint
+	first["fingerprint"] = fingerprint(a.Fingerprint)
 	first["startsAt"] = a.StartsAt.UTC().Format(time.RFC3339Nano)
 	n["alerts"] = []any{first}
 	common := n["commonLabels"].(map[string]any)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -47,9 +49,9 @@ func TestBadInputCorpus(t *testing.T) {
 	c := testenv.Require(t)
 	ctx := context.Background()
 	ns := c.Namespace(t)
-	// Opted-in workloads: two that hostile but well-formed alerts name, and
-	// one for the valid alert at the end.
-	manyTwoRevisions(t, c.Client, ns, []string{"fp-victim", "name-victim", "final"}, 3)
+	// Opted-in workloads: three that hostile but well-formed alerts name,
+	// and one for the valid alert at the end.
+	manyTwoRevisions(t, c.Client, ns, []string{"fp-victim", "name-victim", "note-victim", "final"}, 4)
 	dir := t.TempDir()
 	cfg := baseConfig(dir, ns, ns).with(config{"server": map[string]any{"readHeaderTimeout": "1s", "readTimeout": "3s"}})
 	d := startDaemon(t, "autorollbackd", c.Kubeconfig, cfg.write(t, dir))
@@ -101,8 +103,11 @@ func TestBadInputCorpus(t *testing.T) {
 		}
 	})
 
-	t.Run("400 KB alertname still rolls back", func(t *testing.T) {
+	t.Run("15 KB alertname still rolls back", func(t *testing.T) {
 		hostileAlertnameRollsBack(t, c, d, ns)
+	})
+	t.Run("records stay small", func(t *testing.T) {
+		recordsStaySmall(t, c, ns)
 	})
 
 	// Then the daemon is healthy and still takes a valid alert.
@@ -201,7 +206,7 @@ func badInputs(t *testing.T, ns string) []badInput {
 		return valid(func(_, a map[string]any) {
 			a["labels"].(map[string]any)["namespace"] = ns
 			a["labels"].(map[string]any)["deployment"] = deployment
-			a["fingerprint"] = "corpus-" + deployment
+			a["fingerprint"] = fingerprint("corpus-" + deployment)
 			if mutate != nil {
 				mutate(a)
 			}
@@ -217,7 +222,7 @@ func badInputs(t *testing.T, ns string) []badInput {
 		list := make([]any, 0, 1000)
 		for i := range 1000 {
 			list = append(list, map[string]any{
-				"status": "firing", "startsAt": a["startsAt"], "fingerprint": fmt.Sprintf("ghost-%d", i),
+				"status": "firing", "startsAt": a["startsAt"], "fingerprint": fingerprint(fmt.Sprintf("ghost-%d", i)),
 				"labels": map[string]any{"alertname": "EventServiceDown", "impact": "service_down", "namespace": ns, "deployment": fmt.Sprintf("ghost-%d", i)},
 			})
 		}
@@ -293,18 +298,33 @@ func badInputs(t *testing.T, ns string) []badInput {
 		{name: "a denied namespace", body: valid(func(_, a map[string]any) {
 			a["labels"].(map[string]any)["namespace"] = "kube-system"
 		}), want: 200, wantBody: `"refused":1`},
-		// Well-formed but absurd alerts about an opted-in workload. A record
-		// the API server can never store must not be answered "retry": the
-		// alert key (fingerprint@startsAt) goes into an annotation, which
-		// the API server limits to 256 KiB. The alert is refused on its own,
-		// so the other alerts of the notification still count.
+		// Well-formed but absurd alerts about an opted-in workload. An alert
+		// that cannot be recorded as sent must not be answered "retry": it
+		// is refused on its own, so the other alerts of the notification
+		// still count. A fingerprint is 16 lower-case hex digits, as
+		// Alertmanager writes it.
 		{name: "300 KB fingerprint for an opted-in workload", body: here("fp-victim", func(a map[string]any) {
 			a["fingerprint"] = strings.Repeat("f", 300<<10)
 		}), want: 200, wantBody: `"refused":1`},
-		// A long alert name is accepted, and must not stop the rollback (see
-		// hostileAlertnameRollsBack).
-		{name: "400 KB alertname for an opted-in workload", body: here("name-victim", func(a map[string]any) {
+		{name: "fingerprint that is not hex for an opted-in workload", body: here("fp-victim", func(a map[string]any) {
+			a["fingerprint"] = "not-a-fingerprint"
+		}), want: 200, wantBody: `"refused":1`},
+		{name: "upper-case hex fingerprint for an opted-in workload", body: here("fp-victim", func(a map[string]any) {
+			a["fingerprint"] = "53BAD9C6811959EA"
+		}), want: 200, wantBody: `"refused":1`},
+		// Labels the policy decides on are kept exactly or not at all.
+		{name: "400 KB alertname for an opted-in workload", body: here("fp-victim", func(a map[string]any) {
 			a["labels"].(map[string]any)["alertname"] = strings.Repeat("N", 400<<10)
+		}), want: 200, wantBody: `"refused":1`},
+		// A long alert name within the limit is accepted, and must not stop
+		// the rollback (see hostileAlertnameRollsBack).
+		{name: "15 KB alertname for an opted-in workload", body: here("name-victim", func(a map[string]any) {
+			a["labels"].(map[string]any)["alertname"] = strings.Repeat("N", 15<<10)
+		}), want: 200, wantBody: `"accepted":1`},
+		// Annotations are cut to size; the alert is recorded and acted on
+		// (see recordsStaySmall).
+		{name: "900 KB annotation for an opted-in workload", body: here("note-victim", func(a map[string]any) {
+			a["annotations"].(map[string]any)["description"] = strings.Repeat("x", 900<<10)
 		}), want: 200, wantBody: `"accepted":1`},
 		{name: "resolved alert never seen", body: valid(func(n, a map[string]any) {
 			n["status"], a["status"], a["endsAt"] = "resolved", "resolved", time.Now().UTC().Format(time.RFC3339)
@@ -393,7 +413,7 @@ func readLine(r io.Reader) (string, error) {
 	return b.String(), nil
 }
 
-// hostileAlertnameRollsBack checks the incident of the corpus' 400 KB
+// hostileAlertnameRollsBack checks the incident of the corpus' 15 KB
 // alert name: the policy says roll back, and the alert's name is no reason
 // not to.
 func hostileAlertnameRollsBack(t *testing.T, c *testenv.Cluster, d *daemon, ns string) {
@@ -411,6 +431,36 @@ func hostileAlertnameRollsBack(t *testing.T, c *testenv.Cluster, d *daemon, ns s
 	}
 	if err := rolledBackOnce(context.Background(), c.Client, ns, "name-victim"); err != nil {
 		t.Error(err)
+	}
+}
+
+// recordsStaySmall checks the records the corpus left: the 900 KB
+// annotation was recorded, cut, in a record of a few KiB, and no record is
+// larger than the daemon's bound of 128 KiB.
+func recordsStaySmall(t *testing.T, c *testenv.Cluster, ns string) {
+	cms, err := c.Client.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "autorollback.io/record=alert"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, cm := range cms.Items {
+		size := 0
+		for _, v := range cm.Data {
+			size += len(v)
+		}
+		if size > 128<<10 {
+			t.Errorf("record %s holds %d bytes, over 128 KiB", cm.Name, size)
+		}
+		if strings.Contains(cm.Data["record.json"], `"deployment":"note-victim"`) {
+			found = true
+			if size > 32<<10 {
+				t.Errorf("the record of the 900 KB annotation holds %d bytes, want under 32 KiB", size)
+			}
+			t.Logf("the record of the 900 KB annotation holds %d bytes", size)
+		}
+	}
+	if !found {
+		t.Errorf("no record of the alert with the 900 KB annotation among %d records", len(cms.Items))
 	}
 }
 

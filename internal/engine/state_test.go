@@ -1,0 +1,332 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/testenv"
+	"github.com/autorollbackd/autorollbackd/internal/verify"
+	"github.com/autorollbackd/autorollbackd/internal/webhook"
+)
+
+var serviceDown = map[string]string{"impact": "service_down"}
+
+// keyOf is the key of n's first alert.
+func keyOf(n *webhook.Notification) string {
+	a := n.Alerts[0]
+	return AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt})
+}
+
+// recordSize is what a record's ConfigMap holds: its data, labels and
+// annotations.
+func recordSize(cm *corev1.ConfigMap) int {
+	n := 0
+	for _, m := range []map[string]string{cm.Data, cm.Labels, cm.Annotations} {
+		for k, v := range m {
+			n += len(k) + len(v)
+		}
+	}
+	return n
+}
+
+// TestRecordKeepsAlertWithinBounds: an alert with a 900 KB annotation is
+// recorded in a small record, its annotations cut and the cut marked, its
+// labels exactly as sent, and it is still decided.
+func TestRecordKeepsAlertWithinBounds(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	n := firing(f.ns, "large-annotations", time.Now(), map[string]string{"impact": "service_down", "team": strings.Repeat("t", 2000)})
+	a := &n.Alerts[0]
+	a.Annotations["description"] = strings.Repeat("d", 900<<10)
+	a.Annotations["runbook_url"] = "https://runbooks.example.com/service-rollback"
+	a.Annotations["zz_notes"] = strings.Repeat("é", 3000) // 6,000 bytes, two to a character
+	a.GeneratorURL = "http://prometheus.local/graph?g0.expr=" + strings.Repeat("x", 8<<10)
+	n.GroupKey = strings.Repeat("g", 10<<10)
+	r, err := e.Accept(ctx, n)
+	if err != nil || r != (webhook.Receipt{Accepted: 1}) {
+		t.Fatalf("receipt = %+v, %v; want one accepted", r, err)
+	}
+	d := e.waitDecision(t, n)
+	if d.Outcome != policy.OutcomeRollback {
+		t.Errorf("decision = %s, want rollback", d)
+	}
+
+	cm, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, recordName(keyOf(n)), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := recordSize(cm)
+	t.Logf("an alert with a 900 KB annotation made a record of %d bytes", size)
+	if size > 32<<10 {
+		t.Errorf("record holds %d bytes, want under 32 KiB", size)
+	}
+	rec, _, err := e.store.get(ctx, cm.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Alert.Annotations["description"]; len(got) > maxAnnotationValueBytes || !strings.HasSuffix(got, truncationMark) {
+		t.Errorf("description kept: %d bytes ending %q; want at most %d, ending in %q", len(got), got[max(len(got)-20, 0):], maxAnnotationValueBytes, truncationMark)
+	}
+	if got := rec.Alert.Annotations["runbook_url"]; got != "https://runbooks.example.com/service-rollback" {
+		t.Errorf("a short annotation was changed to %q", got)
+	}
+	if got := rec.Alert.Annotations["zz_notes"]; !strings.HasSuffix(got, truncationMark) || !utf8.ValidString(got) {
+		t.Errorf("a multi-byte annotation was not cut on a character boundary, with the mark: %q", got[max(len(got)-20, 0):])
+	}
+	if rec.Alert.GeneratorURL != "" {
+		t.Errorf("an 8 KiB generator URL was kept (%d bytes); a cut URL leads nowhere, so it is dropped", len(rec.Alert.GeneratorURL))
+	}
+	if !strings.HasSuffix(rec.GroupKey, truncationMark) || len(rec.GroupKey) > maxFieldBytes {
+		t.Errorf("group key kept: %d bytes", len(rec.GroupKey))
+	}
+	if rec.Truncated < 900<<10 {
+		t.Errorf("truncatedBytes = %d, want at least the 900 KB cut", rec.Truncated)
+	}
+	if len(rec.Alert.Labels) != len(a.Labels) || rec.Alert.Labels["team"] != a.Labels["team"] {
+		t.Errorf("labels were changed: %d kept of %d", len(rec.Alert.Labels), len(a.Labels))
+	}
+	if got := testutil.ToFloat64(e.m.truncated); got != 1 {
+		t.Errorf("alerts_truncated_total = %v, want 1", got)
+	}
+}
+
+// TestAlertsThatCannotBeRecordedFaithfullyAreRefused: a fingerprint that is
+// not one Alertmanager writes, and labels too large to keep exactly, refuse
+// the alert (never a 503, which Alertmanager would retry for ever), with a
+// reason counted; nothing is recorded.
+func TestAlertsThatCannotBeRecordedFaithfullyAreRefused(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 0)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		mutate func(*webhook.Notification)
+		reason string
+	}{
+		{"fingerprint not hex", func(n *webhook.Notification) { n.Alerts[0].Fingerprint = "not-a-fingerprint" }, invalidFingerprint},
+		{"fingerprint in upper case", func(n *webhook.Notification) { n.Alerts[0].Fingerprint = "53BAD9C6811959EA" }, invalidFingerprint},
+		{"fingerprint of 17 digits", func(n *webhook.Notification) { n.Alerts[0].Fingerprint = "53bad9c6811959ea0" }, invalidFingerprint},
+		{"300 KB fingerprint", func(n *webhook.Notification) { n.Alerts[0].Fingerprint = strings.Repeat("f", 300<<10) }, invalidFingerprint},
+		{"resolved with a bad fingerprint", func(n *webhook.Notification) {
+			n.Alerts[0].Fingerprint, n.Alerts[0].Status = "x", "resolved"
+		}, invalidFingerprint},
+		{"20 KB label", func(n *webhook.Notification) { n.Alerts[0].Labels["detail"] = strings.Repeat("l", 20<<10) }, labelsTooLarge},
+		{"2,000 labels", func(n *webhook.Notification) {
+			for i := range 2000 {
+				n.Alerts[0].Labels[fmt.Sprintf("label_%04d", i)] = "value"
+			}
+		}, labelsTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := firing(f.ns, "refused-"+tc.name, time.Now(), serviceDown)
+			tc.mutate(n)
+			before := testutil.ToFloat64(e.m.invalid.WithLabelValues(tc.reason))
+			r, err := e.Accept(ctx, n)
+			if err != nil || r != (webhook.Receipt{Refused: 1}) {
+				t.Fatalf("receipt = %+v, %v; want one refused", r, err)
+			}
+			if got := testutil.ToFloat64(e.m.invalid.WithLabelValues(tc.reason)) - before; got != 1 {
+				t.Errorf("alerts_invalid_total{reason=%q} rose by %v, want 1", tc.reason, got)
+			}
+		})
+	}
+	recs, err := e.store.list(ctx, nil)
+	if err != nil || len(recs) != 0 {
+		t.Fatalf("records = %d, %v; want none", len(recs), err)
+	}
+	// Labels just under the limit are kept.
+	n := firing(f.ns, "labels-at-the-limit", time.Now(), serviceDown)
+	n.Alerts[0].Labels["detail"] = strings.Repeat("l", maxLabelBytes-labelBytes(n.Alerts[0].Labels)-len("detail"))
+	if r, err := e.Accept(ctx, n); err != nil || r != (webhook.Receipt{Accepted: 1}) {
+		t.Fatalf("labels of exactly %d bytes: receipt = %+v, %v; want accepted", maxLabelBytes, r, err)
+	}
+}
+
+// TestRecordsAreCapped: once engine.maxRecords records are kept, an alert
+// that would need a record is answered 503 (and counted), one already
+// recorded is still a duplicate; a new leader counts the records it finds.
+func TestRecordsAreCapped(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	capped := func(_ *verify.Config, _ *escalate.Config, o *Options) { o.MaxRecords = 2 }
+	// No workers: nothing is decided or collected, the records stay.
+	e := f.startEngine(t, policy.DefaultConfig(), 0, capped)
+	ctx := context.Background()
+	first := firing(f.ns, "cap-1", time.Now(), serviceDown)
+	for _, n := range []*webhook.Notification{first, firing(f.ns, "cap-2", time.Now(), serviceDown)} {
+		if r, err := e.Accept(ctx, n); err != nil || r.Accepted != 1 {
+			t.Fatalf("Accept = %+v, %v; want accepted", r, err)
+		}
+	}
+	_, err := e.Accept(ctx, firing(f.ns, "cap-3", time.Now(), serviceDown))
+	if !errors.Is(err, webhook.ErrUnavailable) || !strings.Contains(err.Error(), "engine.maxRecords") {
+		t.Fatalf("Accept beyond the cap = %v, want ErrUnavailable naming engine.maxRecords", err)
+	}
+	if got := testutil.ToFloat64(e.m.recordsFull); got != 1 {
+		t.Errorf("intake_records_full_total = %v, want 1", got)
+	}
+	// The other replica, which never saw the first alert, finds it
+	// recorded.
+	other := f.startEngine(t, policy.DefaultConfig(), 0, capped)
+	other.records.Store(2)
+	if r, err := other.Accept(ctx, first); err != nil || r != (webhook.Receipt{Duplicates: 1}) {
+		t.Fatalf("a re-send while full: %+v, %v; want a duplicate", r, err)
+	}
+	recs, err := e.store.list(ctx, nil)
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("records = %d, %v; want 2", len(recs), err)
+	}
+
+	// A new leader counts what it finds when it resumes.
+	leader := f.startEngine(t, policy.DefaultConfig(), 1, capped)
+	testenv.Eventually(t, 30*time.Second, "the new leader counted the records", func(context.Context) (bool, string) {
+		got := testutil.ToFloat64(leader.m.records)
+		return got == 2, fmt.Sprintf("alert_records = %v", got)
+	})
+	if _, err := leader.Accept(ctx, firing(f.ns, "cap-4", time.Now(), serviceDown)); !errors.Is(err, webhook.ErrUnavailable) {
+		t.Fatalf("the new leader took an alert beyond the cap: %v", err)
+	}
+}
+
+// requestLog records the List requests of ConfigMaps a client sends.
+type requestLog struct {
+	mu    sync.Mutex
+	lists []string // their query strings
+}
+
+func (l *requestLog) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripper(func(req *http.Request) (*http.Response, error) {
+		if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, "/configmaps") {
+			l.mu.Lock()
+			l.lists = append(l.lists, req.URL.RawQuery)
+			l.mu.Unlock()
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+// paged returns how many of the List requests asked for pages of limit
+// and went on from a continue token, and how many asked for no limit.
+func (l *requestLog) paged(limit int) (continued, unlimited int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, q := range l.lists {
+		switch {
+		case !strings.Contains(q, "limit="):
+			unlimited++
+		case strings.Contains(q, fmt.Sprintf("limit=%d", limit)) && strings.Contains(q, "continue="):
+			continued++
+		}
+	}
+	return continued, unlimited
+}
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// TestListsArePaged: resuming, collecting garbage and listing incidents
+// read records and incidents a page at a time, never in one unbounded
+// List, and find all of them across the pages.
+func TestListsArePaged(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	ctx := context.Background()
+	// A stopped replica accepted seven alerts; the resolved incidents of
+	// five earlier episodes are kept.
+	stopped := f.startEngine(t, policy.DefaultConfig(), 0)
+	var sent []*webhook.Notification
+	for i := range 7 {
+		n := firing(f.ns, fmt.Sprintf("paged-%d", i), time.Now(), serviceDown)
+		if r, err := stopped.Accept(ctx, n); err != nil || r.Accepted != 1 {
+			t.Fatalf("Accept = %+v, %v", r, err)
+		}
+		sent = append(sent, n)
+	}
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	for i := range 5 {
+		// Resolved within the retention, so kept.
+		start := time.Now().Add(-time.Duration(i+2) * time.Minute)
+		inc := &incident.Incident{ID: incident.NewID(target, 1, start), Target: target, State: incident.StateResolved,
+			StartedAt: start, ResolvedAt: start.Add(time.Minute), Decision: policy.Decision{Outcome: policy.OutcomeEscalate}}
+		if _, err := stopped.opts.Incidents.Create(ctx, inc); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	log := &requestLog{}
+	cfg := rest.CopyConfig(f.c.REST)
+	cfg.WrapTransport = log.wrap
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 2
+	e := f.startEngine(t, policy.DefaultConfig(), 2, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+		o.Client, o.PageSize = client, page
+		o.Incidents = &incident.Store{Client: client, Namespace: f.ns, PageSize: page}
+	})
+	for _, n := range sent {
+		e.waitDecision(t, n)
+	}
+	testenv.Eventually(t, 30*time.Second, "the records counted", func(context.Context) (bool, string) {
+		got := testutil.ToFloat64(e.m.records)
+		return got == 7, fmt.Sprintf("alert_records = %v", got)
+	})
+	all, err := e.opts.Incidents.List(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 6 {
+		t.Errorf("incidents listed = %d, want the 5 resolved and the one the alerts opened", len(all))
+	}
+	continued, unlimited := log.paged(page)
+	t.Logf("%d List requests of ConfigMaps, %d of them pages after the first", len(log.lists), continued)
+	if unlimited > 0 {
+		t.Errorf("%d List requests without a limit: %q", unlimited, log.lists)
+	}
+	// 7 records and 6 incidents, 2 a page: several pages each.
+	if continued < 6 {
+		t.Errorf("%d List requests went on from a continue token, want at least 6: %q", continued, log.lists)
+	}
+}
+
+func TestClipMarked(t *testing.T) {
+	for _, tc := range []struct {
+		s       string
+		n       int
+		want    string
+		dropped int
+	}{
+		{"short", 10, "short", 0},
+		{strings.Repeat("a", 20), 20, strings.Repeat("a", 20), 0},
+		{strings.Repeat("a", 30), 20, strings.Repeat("a", 20-len(truncationMark)) + truncationMark, 30 - (20 - len(truncationMark))},
+		// A two-byte character is never split.
+		{"a" + strings.Repeat("é", 20), 2 + len(truncationMark), "a" + truncationMark, 40},
+		// No room for the mark: nothing of the value is kept.
+		{strings.Repeat("a", 30), 3, truncationMark, 30},
+	} {
+		got, dropped := clipMarked(tc.s, tc.n)
+		if got != tc.want || dropped != tc.dropped {
+			t.Errorf("clipMarked(%q, %d) = %q, %d; want %q, %d", tc.s, tc.n, got, dropped, tc.want, tc.dropped)
+		}
+		if !utf8.ValidString(got) {
+			t.Errorf("clipMarked(%q, %d) = %q: not UTF-8", tc.s, tc.n, got)
+		}
+	}
+}
