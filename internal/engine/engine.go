@@ -220,6 +220,9 @@ type Engine struct {
 	// records is how many alert records the cluster holds, as last
 	// counted, plus those recorded since.
 	records atomic.Int64
+	// resolveFailures counts, by alert key, the notifications answered 503
+	// in a row because the alert's resolution could not be recorded.
+	resolveFailures *lru.Cache
 	// budget counts the rollbacks applied in the last hour.
 	budget *budget
 	// open holds the open incident of each workload.
@@ -279,8 +282,10 @@ func New(opts Options) (*Engine, error) {
 		logger: opts.Logger.With("component", "engine"),
 		m:      newMetrics(opts.Registry),
 		seen:   lru.New(10000),
-		budget: &budget{},
-		open:   &openIncidents{},
+		// Only keys whose resolution failed are kept, briefly.
+		resolveFailures: lru.New(1000),
+		budget:          &budget{},
+		open:            &openIncidents{},
 		// Hashed: two workloads may share a lock, which only orders them.
 		targets: keymutex.NewHashed(64),
 		groups:  &pageGroups{clock: opts.Clock, wait: opts.PageGroupWait, interval: opts.PageGroupEvery},
@@ -308,6 +313,9 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	}
 	p := e.opts.Policy()
 	now := e.opts.Clock.Now()
+	// A resolution that failed for a reason that may pass; the other
+	// alerts are still taken, and the notification answered 503 after.
+	var retry error
 	for _, wa := range n.Alerts {
 		log := e.logger.With("fingerprint", clip(wa.Fingerprint, 64), "alertname", clip(wa.Labels["alertname"], 256))
 		if !validFingerprint(wa.Fingerprint) {
@@ -328,8 +336,12 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		key := AlertKey(a)
 		if a.Status == "resolved" {
 			r.Resolved++
-			if err := e.alertResolved(ctx, key, wa.EndsAt); err != nil {
-				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+			err := e.alertResolved(ctx, key, wa.EndsAt)
+			switch {
+			case err == nil:
+				e.resolveFailures.Remove(key)
+			case !e.giveUpResolution(key, err, log) && retry == nil:
+				retry = err
 			}
 			continue
 		}
@@ -383,7 +395,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 				log.Warn("alert records full; answering 503", "records", kept, "limit", e.opts.MaxRecords)
 				return r, fmt.Errorf("%d alert records are kept, the limit (engine.maxRecords): %w", kept, webhook.ErrUnavailable)
 			}
-			if err == nil {
+			if err == nil || errors.Is(err, errCorrupt) {
 				err = errExists
 			}
 		} else {
@@ -422,7 +434,49 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			log.Info("alert recorded", "key", key, "namespace", target.Namespace, "workload", target.Name)
 		}
 	}
+	if retry != nil {
+		return r, fmt.Errorf("%w: %w", retry, webhook.ErrUnavailable)
+	}
 	return r, nil
+}
+
+// maxResolveAttempts bounds the notifications answered 503 in a row
+// because one alert's resolution could not be recorded. A resolution only
+// feeds verification, which also asks Alertmanager; Alertmanager re-sends a
+// failed notification until it succeeds, so without the bound one record
+// that can never be written would turn every notification of its group
+// into a 503, for ever.
+const maxResolveAttempts = 10
+
+// giveUpResolution decides about a resolution that could not be recorded:
+// it gives up on it (logs, counts, and reports true) when retrying cannot
+// help (the record is corrupt, or the API server refused the write for
+// what it holds) or after maxResolveAttempts failures in a row; otherwise
+// it counts the failure and reports false, for a 503.
+func (e *Engine) giveUpResolution(key string, err error, log *slog.Logger) bool {
+	var reason string
+	switch {
+	case errors.Is(err, errCorrupt):
+		reason = resolutionCorrupt
+	case rejected(err):
+		reason = resolutionRejected
+	default:
+		n := 1
+		if v, ok := e.resolveFailures.Get(key); ok {
+			n += v.(int)
+		}
+		if n < maxResolveAttempts {
+			e.resolveFailures.Add(key, n)
+			log.Warn("record the alert's resolution; answering 503 for a retry", "attempt", n, "of", maxResolveAttempts, "err", err)
+			return false
+		}
+		reason = resolutionRetriesExhausted
+	}
+	e.resolveFailures.Remove(key)
+	e.m.resolutionsDropped.WithLabelValues(reason).Inc()
+	log.Error("alert resolution not recorded; giving up on it: its incident learns of it from Alertmanager, or not at all",
+		"key", key, "reason", reason, "err", err)
+	return true
 }
 
 // intakeTimeout bounds the API calls of one notification's intake.
@@ -502,7 +556,8 @@ const resumeInterval = 2 * time.Second
 
 // resume queues the undecided alert records and the open incidents, counts
 // the records and the budget spent from every incident. It reads records
-// and incidents a page at a time.
+// and incidents a page at a time; one that cannot be decoded is moved aside
+// (quarantined) and the others are resumed.
 func (e *Engine) resume(ctx context.Context, q *queues) error {
 	var total, pending int64
 	err := e.store.each(ctx, recordSelector(nil), func(rec *Record, _ *corev1.ConfigMap) error {
@@ -513,15 +568,16 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 			q.alerts.Add(recordName(rec.Key))
 		}
 		return nil
-	})
+	}, e.quarantineRecord(ctx))
 	if err != nil {
 		return fmt.Errorf("resume alerts: %w", err)
 	}
 	e.countRecords(total)
-	all, err := e.opts.Incidents.List(ctx, false)
+	all, bad, err := e.opts.Incidents.Scan(ctx, false)
 	if err != nil {
 		return fmt.Errorf("resume open incidents: %w", err)
 	}
+	e.quarantineIncidents(ctx, bad)
 	e.budget.reset(all, e.opts.Clock.Now())
 	e.open.reset(all)
 	if pending > 0 {
@@ -539,7 +595,7 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 					Alert: alertOf(rec), Decision: rec.Decision, Plan: rec.Plan})
 			}
 			return nil
-		})
+		}, e.quarantineRecord(ctx))
 		if err != nil {
 			return fmt.Errorf("resume alerts of incident %s: %w", inc.ID, err)
 		}
@@ -556,6 +612,37 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 func (e *Engine) countRecords(n int64) {
 	e.records.Store(n)
 	e.m.records.Set(float64(n))
+}
+
+// quarantineRecord returns what a walk over the records does with one it
+// cannot decode: move it aside.
+func (e *Engine) quarantineRecord(ctx context.Context) func(*corev1.ConfigMap, error) {
+	return func(cm *corev1.ConfigMap, why error) { e.quarantine(ctx, kindAlert, cm, why) }
+}
+
+// quarantineIncidents moves aside the incidents that cannot be decoded,
+// and leaves those a newer daemon wrote.
+func (e *Engine) quarantineIncidents(ctx context.Context, bad []incident.Unreadable) {
+	for _, u := range bad {
+		if u.Newer {
+			e.logger.Warn("incident written by a newer daemon; left alone", "object", u.Object.Name, "err", u.Err)
+			continue
+		}
+		e.quarantine(ctx, incident.KindIncident, u.Object, u.Err)
+	}
+}
+
+// quarantine moves a record or incident that cannot be decoded aside, for
+// people to look at, so that it stops nothing else.
+func (e *Engine) quarantine(ctx context.Context, kind string, cm *corev1.ConfigMap, why error) {
+	moved, err := incident.Quarantine(ctx, e.opts.Client, cm, why)
+	if err != nil {
+		e.logger.Error("quarantine an unreadable "+kind+" record; it is skipped until the next try", "object", cm.Name, "err", err)
+		return
+	}
+	e.m.quarantined.WithLabelValues(kind).Inc()
+	e.logger.Error("quarantined an unreadable "+kind+" record: moved aside for people to look at; nothing else waits on it",
+		"object", cm.Name, "quarantined_as", moved, "err", why)
 }
 
 func (e *Engine) processNext(ctx context.Context, q *queues) bool {
@@ -584,6 +671,10 @@ func (e *Engine) processNext(ctx context.Context, q *queues) bool {
 func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 	rec, cm, err := e.takeRecord(ctx, name)
 	if apierrors.IsNotFound(errors.Unwrap(err)) {
+		return nil
+	}
+	if errors.Is(err, errCorrupt) {
+		e.quarantine(ctx, kindAlert, cm, err)
 		return nil
 	}
 	if err != nil {
@@ -696,14 +787,17 @@ func RolloutID(target policy.Ref, revision int64) string {
 }
 
 // collectGarbage deletes decided alert records and resolved incidents older
-// than the retention, and counts the records kept.
+// than the retention, counts the records kept, and moves aside those that
+// cannot be decoded.
 func (e *Engine) collectGarbage(ctx context.Context) {
 	now := e.opts.Clock.Now()
-	if _, err := e.opts.Incidents.DeleteResolvedBefore(ctx, now.Add(-e.opts.Retention)); err != nil {
+	_, bad, err := e.opts.Incidents.DeleteResolvedBefore(ctx, now.Add(-e.opts.Retention))
+	if err != nil {
 		e.logger.Warn("collect old incidents", "err", err)
 	}
+	e.quarantineIncidents(ctx, bad)
 	var kept int64
-	err := e.store.each(ctx, recordSelector(nil), func(r *Record, _ *corev1.ConfigMap) error {
+	err = e.store.each(ctx, recordSelector(nil), func(r *Record, _ *corev1.ConfigMap) error {
 		kept++
 		if r.state() != stateDone || now.Sub(r.DecidedAt) < e.opts.Retention {
 			return nil
@@ -715,7 +809,7 @@ func (e *Engine) collectGarbage(ctx context.Context) {
 		kept--
 		e.seen.Remove(r.Key)
 		return nil
-	})
+	}, e.quarantineRecord(ctx))
 	if err != nil {
 		e.logger.Warn("collect old records", "err", err)
 		return
@@ -730,17 +824,19 @@ func (e *Engine) Record(ctx context.Context, key string) (*Record, error) {
 }
 
 type metrics struct {
-	openIncidents    prometheus.Gauge
-	decisionDuration prometheus.Histogram
-	actionToRecovery prometheus.Histogram
-	alertToAction    prometheus.Histogram
-	decisions        *prometheus.CounterVec
-	duplicates       prometheus.Counter
-	unavailable      prometheus.Counter
-	recordsFull      prometheus.Counter
-	records          prometheus.Gauge
-	invalid          *prometheus.CounterVec
-	truncated        prometheus.Counter
+	openIncidents      prometheus.Gauge
+	decisionDuration   prometheus.Histogram
+	actionToRecovery   prometheus.Histogram
+	alertToAction      prometheus.Histogram
+	decisions          *prometheus.CounterVec
+	duplicates         prometheus.Counter
+	unavailable        prometheus.Counter
+	recordsFull        prometheus.Counter
+	records            prometheus.Gauge
+	invalid            *prometheus.CounterVec
+	truncated          prometheus.Counter
+	quarantined        *prometheus.CounterVec
+	resolutionsDropped *prometheus.CounterVec
 }
 
 // Reasons of autorollbackd_alerts_invalid_total.
@@ -749,6 +845,13 @@ const (
 	labelsTooLarge     = "labels_too_large"
 	recordTooLarge     = "record_too_large"
 	recordRejected     = "rejected_by_api"
+)
+
+// Reasons of autorollbackd_alert_resolutions_dropped_total.
+const (
+	resolutionCorrupt          = "corrupt_record"
+	resolutionRejected         = "rejected_by_api"
+	resolutionRetriesExhausted = "retries_exhausted"
 )
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -801,9 +904,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "autorollbackd", Name: "alerts_truncated_total",
 			Help: "Alerts recorded with their annotations, names or URLs cut to keep the record small.",
 		}),
+		quarantined: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "records_quarantined_total",
+			Help: "Alert and incident records that could not be decoded and were moved aside, by kind.",
+		}, []string{"kind"}),
+		resolutionsDropped: f.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "autorollbackd", Name: "alert_resolutions_dropped_total",
+			Help: "Resolved alerts whose resolution could not be recorded and was given up on, by reason.",
+		}, []string{"reason"}),
 	}
 	for _, r := range []string{invalidFingerprint, labelsTooLarge, recordTooLarge, recordRejected} {
 		m.invalid.WithLabelValues(r)
+	}
+	for _, k := range []string{kindAlert, incident.KindIncident} {
+		m.quarantined.WithLabelValues(k)
+	}
+	for _, r := range []string{resolutionCorrupt, resolutionRejected, resolutionRetriesExhausted} {
+		m.resolutionsDropped.WithLabelValues(r)
 	}
 	for _, o := range policy.Outcomes() {
 		for _, r := range policy.Reasons() {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,10 +13,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
@@ -304,6 +308,235 @@ func TestListsArePaged(t *testing.T) {
 	if continued < 6 {
 		t.Errorf("%d List requests went on from a continue token, want at least 6: %q", continued, log.lists)
 	}
+}
+
+// quarantined returns the ConfigMaps moved aside in ns, by the name they
+// had.
+func quarantined(t *testing.T, c kubernetes.Interface, ns string) map[string]corev1.ConfigMap {
+	t.Helper()
+	list, err := c.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: incident.QuarantinedLabel + "=true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]corev1.ConfigMap{}
+	for _, cm := range list.Items {
+		out[cm.Annotations[incident.QuarantinedFromAnnotation]] = cm
+	}
+	return out
+}
+
+// TestCorruptRecordsAreQuarantined: records and incidents that cannot be
+// decoded are moved aside, counted and kept for people; the daemon resumes
+// without them and acts on the next alert. An incident written by a newer
+// daemon is left alone.
+func TestCorruptRecordsAreQuarantined(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	ctx := context.Background()
+	recordLabels := func(state string) map[string]string {
+		return map[string]string{managedByLabel: managedBy, kindLabel: kindAlert, stateLabel: state}
+	}
+	incidentLabels := map[string]string{managedByLabel: managedBy, kindLabel: incident.KindIncident, "autorollback.io/incident-state": "acting"}
+	other, err := json.Marshal(Record{Key: "0123456789abcdef@2026-01-01T00:00:00Z"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "other"}
+	newerID := incident.NewID(target, 1, time.Now())
+	newer, err := json.Marshal(map[string]any{"schemaVersion": incident.SchemaVersion + 1, "id": newerID, "target": target, "state": "acting"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt := map[string]*corev1.ConfigMap{
+		"pending record cut short": {ObjectMeta: metav1.ObjectMeta{Name: "autorollbackd-alert-cut-short", Labels: recordLabels(statePending)},
+			Data: map[string]string{recordDataKey: `{"key":"0123456789abcdef@2026`}},
+		"done record of the wrong type": {ObjectMeta: metav1.ObjectMeta{Name: "autorollbackd-alert-wrong-type", Labels: recordLabels(stateDone)},
+			Data: map[string]string{recordDataKey: `[]`}},
+		"record under another's name": {ObjectMeta: metav1.ObjectMeta{Name: "autorollbackd-alert-misnamed", Labels: recordLabels(statePending)},
+			Data: map[string]string{recordDataKey: string(other)}},
+		"incident not JSON": {ObjectMeta: metav1.ObjectMeta{Name: "autorollbackd-incident-not-json", Labels: incidentLabels},
+			Data: map[string]string{"incident.json": "not json"}},
+	}
+	for _, cm := range corrupt {
+		if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	newerCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: incident.ObjectName(newerID), Labels: incidentLabels},
+		Data: map[string]string{"incident.json": string(newer)}}
+	if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, newerCM, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	n := firing(f.ns, "after-corruption", time.Now(), serviceDown)
+	if r, err := e.Accept(ctx, n); err != nil || r.Accepted != 1 {
+		t.Fatalf("Accept = %+v, %v", r, err)
+	}
+	if d := e.waitDecision(t, n); d.Outcome != policy.OutcomeRollback {
+		t.Fatalf("decision = %s, want rollback", d)
+	}
+	f.waitRevision(t, "3")
+
+	testenv.Eventually(t, 10*time.Second, "the corrupt records quarantined", func(context.Context) (bool, string) {
+		a, i := testutil.ToFloat64(e.m.quarantined.WithLabelValues(kindAlert)), testutil.ToFloat64(e.m.quarantined.WithLabelValues(incident.KindIncident))
+		return a == 3 && i == 1, fmt.Sprintf("records_quarantined_total: alert %v, incident %v; want 3 and 1", a, i)
+	})
+	moved := quarantined(t, f.c.Client, f.ns)
+	for what, cm := range corrupt {
+		q, ok := moved[cm.Name]
+		if !ok {
+			t.Errorf("%s: no quarantined copy of %s", what, cm.Name)
+			continue
+		}
+		if q.Data[recordDataKey]+q.Data["incident.json"] != cm.Data[recordDataKey]+cm.Data["incident.json"] {
+			t.Errorf("%s: the quarantined copy holds %q, want what was there", what, q.Data)
+		}
+		if q.Annotations[incident.QuarantineReasonAnnotation] == "" {
+			t.Errorf("%s: the quarantined copy says not why", what)
+		}
+		if q.Labels[kindLabel] != "" || q.Labels[stateLabel] != "" {
+			t.Errorf("%s: the quarantined copy keeps the labels that select records: %v", what, q.Labels)
+		}
+		if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, cm.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("%s: the original %s is still there (%v)", what, cm.Name, err)
+		}
+	}
+	if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, newerCM.Name, metav1.GetOptions{}); err != nil {
+		t.Errorf("the incident a newer daemon wrote was not left alone: %v", err)
+	}
+	if incs, err := e.opts.Incidents.List(ctx, false); err != nil || len(incs) != 1 {
+		t.Errorf("incidents listed = %d, %v; want the one the alert opened", len(incs), err)
+	}
+}
+
+// denyUpdates makes the API server refuse every update of the ConfigMap
+// name in ns, with reason, through a ValidatingAdmissionPolicy, and waits
+// until it does.
+func denyUpdates(t *testing.T, c *testenv.Cluster, ns, name string, reason metav1.StatusReason) {
+	t.Helper()
+	ctx := context.Background()
+	policyName := "deny-" + ns + "-" + strings.ToLower(string(reason))
+	inNamespace := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: ns}}
+	vap := &admissionv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: policyName},
+		Spec: admissionv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionv1.Fail),
+			MatchConstraints: &admissionv1.MatchResources{
+				NamespaceSelector: inNamespace,
+				ResourceRules: []admissionv1.NamedRuleWithOperations{{
+					ResourceNames: []string{name},
+					RuleWithOperations: admissionv1.RuleWithOperations{
+						Operations: []admissionv1.OperationType{admissionv1.Update},
+						Rule:       admissionv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}},
+					},
+				}},
+			},
+			Validations: []admissionv1.Validation{{Expression: "false", Message: "updates of this record are denied by the test", Reason: &reason}},
+		},
+	}
+	binding := &admissionv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: policyName},
+		Spec: admissionv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName: policyName, ValidationActions: []admissionv1.ValidationAction{admissionv1.Deny},
+			MatchResources: &admissionv1.MatchResources{NamespaceSelector: inNamespace},
+		},
+	}
+	adm := c.Client.AdmissionregistrationV1()
+	if _, err := adm.ValidatingAdmissionPolicies().Create(ctx, vap, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = adm.ValidatingAdmissionPolicies().Delete(context.Background(), policyName, metav1.DeleteOptions{}) })
+	if _, err := adm.ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = adm.ValidatingAdmissionPolicyBindings().Delete(context.Background(), policyName, metav1.DeleteOptions{})
+	})
+	testenv.Eventually(t, 30*time.Second, "the API server refuses updates of "+name, func(ctx context.Context) (bool, string) {
+		cm, err := c.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		// Should it pass, before the policy is in force, it changes
+		// nothing the record holds.
+		cm.Annotations["autorollback.io/probe"] = time.Now().String()
+		_, err = c.Client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{})
+		return apierrors.ReasonForError(err) == reason, fmt.Sprintf("update: %v", err)
+	})
+}
+
+// TestResolutionThatCannotBeRecordedIsGivenUp: a resolved alert whose
+// record cannot be written never turns its notifications into 503s for
+// ever. When retrying cannot help (the record is corrupt, or the API server
+// refuses the write for what it holds) the resolution is given up at once;
+// for any other failure after maxResolveAttempts 503s. Either way it is
+// logged and counted, and the other alerts of the notification are taken.
+func TestResolutionThatCannotBeRecordedIsGivenUp(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	ctx := context.Background()
+	e := f.startEngine(t, policy.DefaultConfig(), 0)
+	resolved := func(n *webhook.Notification) *webhook.Notification {
+		r := *n
+		r.Alerts = append(r.Alerts[:0:0], n.Alerts...)
+		r.Status, r.Alerts[0].Status, r.Alerts[0].EndsAt = "resolved", "resolved", time.Now()
+		return &r
+	}
+	dropped := func(reason string) float64 { return testutil.ToFloat64(e.m.resolutionsDropped.WithLabelValues(reason)) }
+
+	t.Run("corrupt record", func(t *testing.T) {
+		n := firing(f.ns, "resolve-corrupt", time.Now(), serviceDown)
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: recordName(keyOf(n)),
+			Labels: map[string]string{managedByLabel: managedBy, kindLabel: kindAlert, stateLabel: stateDone}},
+			Data: map[string]string{recordDataKey: "{"}}
+		if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// With it, a firing alert of another workload's episode.
+		both := resolved(n)
+		both.Alerts = append(both.Alerts, firing(f.ns, "resolve-corrupt-other", time.Now(), serviceDown).Alerts[0])
+		r, err := e.Accept(ctx, both)
+		if err != nil || r != (webhook.Receipt{Resolved: 1, Accepted: 1}) {
+			t.Fatalf("receipt = %+v, %v; want one resolved, one accepted, and no 503", r, err)
+		}
+		if got := dropped(resolutionCorrupt); got != 1 {
+			t.Errorf("alert_resolutions_dropped_total{reason=%q} = %v, want 1", resolutionCorrupt, got)
+		}
+	})
+
+	t.Run("refused by the API server for what it holds", func(t *testing.T) {
+		n := firing(f.ns, "resolve-invalid", time.Now(), serviceDown)
+		if r, err := e.Accept(ctx, n); err != nil || r.Accepted != 1 {
+			t.Fatalf("Accept = %+v, %v", r, err)
+		}
+		denyUpdates(t, f.c, f.ns, recordName(keyOf(n)), metav1.StatusReasonInvalid)
+		r, err := e.Accept(ctx, resolved(n))
+		if err != nil || r != (webhook.Receipt{Resolved: 1}) {
+			t.Fatalf("receipt = %+v, %v; want one resolved and no 503", r, err)
+		}
+		if got := dropped(resolutionRejected); got != 1 {
+			t.Errorf("alert_resolutions_dropped_total{reason=%q} = %v, want 1", resolutionRejected, got)
+		}
+	})
+
+	t.Run("failing for another reason", func(t *testing.T) {
+		n := firing(f.ns, "resolve-forbidden", time.Now(), serviceDown)
+		if r, err := e.Accept(ctx, n); err != nil || r.Accepted != 1 {
+			t.Fatalf("Accept = %+v, %v", r, err)
+		}
+		denyUpdates(t, f.c, f.ns, recordName(keyOf(n)), metav1.StatusReasonForbidden)
+		for attempt := 1; attempt < maxResolveAttempts; attempt++ {
+			if _, err := e.Accept(ctx, resolved(n)); !errors.Is(err, webhook.ErrUnavailable) {
+				t.Fatalf("attempt %d: %v, want a 503 (ErrUnavailable) while it may still pass", attempt, err)
+			}
+		}
+		r, err := e.Accept(ctx, resolved(n))
+		if err != nil || r != (webhook.Receipt{Resolved: 1}) {
+			t.Fatalf("attempt %d: receipt = %+v, %v; want it given up, without a 503", maxResolveAttempts, r, err)
+		}
+		if got := dropped(resolutionRetriesExhausted); got != 1 {
+			t.Errorf("alert_resolutions_dropped_total{reason=%q} = %v, want 1", resolutionRetriesExhausted, got)
+		}
+	})
 }
 
 func TestClipMarked(t *testing.T) {

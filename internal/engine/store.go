@@ -223,7 +223,8 @@ func (s *store) create(ctx context.Context, rec *Record) (*corev1.ConfigMap, err
 	return out, nil
 }
 
-// get reads a record and the ConfigMap holding it.
+// get reads a record and the ConfigMap holding it. A record that cannot be
+// decoded is an error wrapping errCorrupt, returned with its ConfigMap.
 func (s *store) get(ctx context.Context, name string) (*Record, *corev1.ConfigMap, error) {
 	cm, err := s.client.CoreV1().ConfigMaps(s.namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
@@ -231,15 +232,22 @@ func (s *store) get(ctx context.Context, name string) (*Record, *corev1.ConfigMa
 	}
 	rec, err := decodeRecord(cm)
 	if err != nil {
-		return nil, nil, err
+		return nil, cm, err
 	}
 	return rec, cm, nil
 }
 
+// errCorrupt marks a record that cannot be decoded: reading it again
+// cannot help.
+var errCorrupt = errors.New("record cannot be decoded")
+
 func decodeRecord(cm *corev1.ConfigMap) (*Record, error) {
 	var rec Record
 	if err := json.Unmarshal([]byte(cm.Data[recordDataKey]), &rec); err != nil {
-		return nil, fmt.Errorf("decode record %s: %w", cm.Name, err)
+		return nil, fmt.Errorf("decode record %s: %w: %w", cm.Name, errCorrupt, err)
+	}
+	if recordName(rec.Key) != cm.Name {
+		return nil, fmt.Errorf("decode record %s: %w: it holds alert %q, whose record is another", cm.Name, errCorrupt, clip(rec.Key, 100))
 	}
 	return &rec, nil
 }
@@ -315,12 +323,14 @@ func recordSelector(match map[string]string) labels.Selector {
 }
 
 // each calls fn with each record sel selects, reading them a page at a
-// time.
-func (s *store) each(ctx context.Context, sel labels.Selector, fn func(*Record, *corev1.ConfigMap) error) error {
+// time, and corrupt with each ConfigMap among them that cannot be decoded;
+// those never stop the walk.
+func (s *store) each(ctx context.Context, sel labels.Selector, fn func(*Record, *corev1.ConfigMap) error, corrupt func(*corev1.ConfigMap, error)) error {
 	err := incident.EachConfigMap(ctx, s.client, s.namespace, sel, s.pageSize, func(cm *corev1.ConfigMap) error {
 		rec, err := decodeRecord(cm)
 		if err != nil {
-			return err
+			corrupt(cm, err)
+			return nil
 		}
 		return fn(rec, cm)
 	})
@@ -330,13 +340,14 @@ func (s *store) each(ctx context.Context, sel labels.Selector, fn func(*Record, 
 	return nil
 }
 
-// list returns the records whose labels match the given ones.
+// list returns the records whose labels match the given ones, leaving out
+// those that cannot be decoded.
 func (s *store) list(ctx context.Context, match map[string]string) ([]Record, error) {
 	var out []Record
 	err := s.each(ctx, recordSelector(match), func(rec *Record, _ *corev1.ConfigMap) error {
 		out = append(out, *rec)
 		return nil
-	})
+	}, func(*corev1.ConfigMap, error) {})
 	return out, err
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,11 +34,17 @@ const (
 	dataKey        = "incident.json"
 )
 
+// KindIncident is the value of the autorollback.io/record label on incident
+// ConfigMaps.
+const KindIncident = kindIncident
+
 // ErrExists is returned by Create when the incident is already recorded.
 var ErrExists = errors.New("incident exists")
 
 // ErrNotFound is returned when no incident has the given id.
 var ErrNotFound = errors.New("no such incident")
+
+var errNewerSchema = errors.New("written by a newer daemon")
 
 // Store keeps incidents as ConfigMaps in one namespace.
 type Store struct {
@@ -89,7 +96,10 @@ func decode(cm *corev1.ConfigMap) (*Versioned, error) {
 		return nil, fmt.Errorf("decode incident %s: %w", cm.Name, err)
 	}
 	if inc.SchemaVersion > SchemaVersion {
-		return nil, fmt.Errorf("decode incident %s: schema version %d is newer than this daemon's %d", cm.Name, inc.SchemaVersion, SchemaVersion)
+		return nil, fmt.Errorf("decode incident %s: schema version %d is newer than this daemon's %d: %w", cm.Name, inc.SchemaVersion, SchemaVersion, errNewerSchema)
+	}
+	if inc.ID == "" || ObjectName(inc.ID) != cm.Name {
+		return nil, fmt.Errorf("decode incident %s: it holds incident %q, whose ConfigMap is another", cm.Name, clip(inc.ID, 100))
 	}
 	return &Versioned{Incident: &inc, resourceVersion: cm.ResourceVersion, data: cm.Data[dataKey]}, nil
 }
@@ -160,12 +170,30 @@ func (s *Store) Update(ctx context.Context, v *Versioned) error {
 // the ConfigMap's metadata changed.
 const maxMetadataConflicts = 5
 
-// List returns incidents, newest first; open limits them to open ones.
+// List returns the incidents, newest first; open limits them to open ones.
+// Incidents it cannot read are left out: see Scan.
 func (s *Store) List(ctx context.Context, open bool) ([]*Versioned, error) {
-	return s.list(ctx, open, nil)
+	list, _, err := s.Scan(ctx, open)
+	return list, err
 }
 
-func (s *Store) list(ctx context.Context, open bool, match map[string]string) ([]*Versioned, error) {
+// Unreadable is an incident ConfigMap that could not be decoded.
+type Unreadable struct {
+	Object *corev1.ConfigMap
+	Err    error
+	// Newer is set when a newer daemon wrote it (during a rolling
+	// upgrade, say): it is not corrupt, and must be left alone.
+	Newer bool
+}
+
+// Scan returns the incidents, newest first (open limits them to open ones),
+// and apart from them those that cannot be decoded, so that one corrupt
+// ConfigMap never hides the others. It reads them PageSize at a time.
+func (s *Store) Scan(ctx context.Context, open bool) ([]*Versioned, []Unreadable, error) {
+	return s.scan(ctx, open, nil)
+}
+
+func (s *Store) scan(ctx context.Context, open bool, match map[string]string) ([]*Versioned, []Unreadable, error) {
 	sel := labels.Set{managedByLabel: managedBy, kindLabel: kindIncident}
 	for k, v := range match {
 		sel[k] = v
@@ -174,24 +202,31 @@ func (s *Store) list(ctx context.Context, open bool, match map[string]string) ([
 	if open {
 		req, err := labels.NewRequirement(stateLabel, selection.NotEquals, []string{string(StateResolved)})
 		if err != nil {
-			return nil, fmt.Errorf("select open incidents: %w", err)
+			return nil, nil, fmt.Errorf("select open incidents: %w", err)
 		}
 		selector = selector.Add(*req)
 	}
-	var out []*Versioned
+	var (
+		out []*Versioned
+		bad []Unreadable
+	)
 	err := EachConfigMap(ctx, s.Client, s.Namespace, selector, s.PageSize, func(cm *corev1.ConfigMap) error {
 		v, err := decode(cm)
-		if err != nil {
-			return err
+		switch {
+		case errors.Is(err, errNewerSchema):
+			bad = append(bad, Unreadable{Object: cm, Err: err, Newer: true})
+		case err != nil:
+			bad = append(bad, Unreadable{Object: cm, Err: err})
+		default:
+			out = append(out, v)
 		}
-		out = append(out, v)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list incidents: %w", err)
+		return nil, nil, fmt.Errorf("list incidents: %w", err)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].StartedAt.After(out[b].StartedAt) })
-	return out, nil
+	return out, bad, nil
 }
 
 // DefaultPageSize is how many objects one List request reads: a page of
@@ -220,12 +255,60 @@ func EachConfigMap(ctx context.Context, client kubernetes.Interface, namespace s
 	})
 }
 
+// QuarantinedLabel marks a record or incident ConfigMap that could not be
+// decoded, moved aside for people to look at. It carries none of the
+// labels the daemon selects its records by, so nothing reads it again.
+const QuarantinedLabel = "autorollback.io/quarantined"
+
+// Annotations of a quarantined ConfigMap: where it was, and why it was
+// moved.
+const (
+	QuarantinedFromAnnotation  = "autorollback.io/quarantined-from"
+	QuarantineReasonAnnotation = "autorollback.io/quarantine-reason"
+	quarantineReasonMax        = 1 << 10
+)
+
+// Quarantine moves cm, a record or incident that cannot be decoded, aside:
+// it copies it under a new name, labelled QuarantinedLabel=true and without
+// the labels that select records, and deletes the original, so that its
+// name is free for the alert or incident it should have held. It returns
+// the copy's name. The delete carries cm's UID and resourceVersion: a
+// ConfigMap rewritten since it was read is left in place.
+func Quarantine(ctx context.Context, client kubernetes.Interface, cm *corev1.ConfigMap, why error) (string, error) {
+	sum := sha256.Sum256([]byte(cm.Name + "/" + string(cm.UID)))
+	name := "autorollbackd-quarantined-" + hex.EncodeToString(sum[:10])
+	reason := clip(why.Error(), quarantineReasonMax)
+	annotations := map[string]string{}
+	for k, v := range cm.Annotations {
+		annotations[k] = v
+	}
+	annotations[QuarantinedFromAnnotation] = cm.Name
+	annotations[QuarantineReasonAnnotation] = reason
+	moved := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: cm.Namespace, Annotations: annotations,
+			Labels: map[string]string{managedByLabel: managedBy, QuarantinedLabel: "true"},
+		},
+		Data: cm.Data, BinaryData: cm.BinaryData,
+	}
+	cms := client.CoreV1().ConfigMaps(cm.Namespace)
+	if _, err := cms.Create(ctx, moved, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("quarantine %s as %s: %w", cm.Name, name, err)
+	}
+	pre := metav1.Preconditions{UID: &cm.UID, ResourceVersion: &cm.ResourceVersion}
+	err := cms.Delete(ctx, cm.Name, metav1.DeleteOptions{Preconditions: &pre})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return "", fmt.Errorf("quarantine %s: delete the original: %w", cm.Name, err)
+	}
+	return name, nil
+}
+
 // DeleteResolvedBefore deletes incidents resolved before the given time and
-// returns how many it deleted.
-func (s *Store) DeleteResolvedBefore(ctx context.Context, before time.Time) (int, error) {
-	list, err := s.list(ctx, false, map[string]string{stateLabel: string(StateResolved)})
+// returns how many it deleted, and the resolved ones it could not read.
+func (s *Store) DeleteResolvedBefore(ctx context.Context, before time.Time) (int, []Unreadable, error) {
+	list, bad, err := s.scan(ctx, false, map[string]string{stateLabel: string(StateResolved)})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	n := 0
 	for _, v := range list {
@@ -234,9 +317,17 @@ func (s *Store) DeleteResolvedBefore(ctx context.Context, before time.Time) (int
 		}
 		err := s.Client.CoreV1().ConfigMaps(s.Namespace).Delete(ctx, ObjectName(v.ID), metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return n, fmt.Errorf("delete incident %s: %w", v.ID, err)
+			return n, bad, fmt.Errorf("delete incident %s: %w", v.ID, err)
 		}
 		n++
 	}
-	return n, nil
+	return n, bad, nil
+}
+
+// clip shortens s to at most n bytes, on a character boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
 }
