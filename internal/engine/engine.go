@@ -140,6 +140,11 @@ type Options struct {
 	// Retention is how long decided records are kept; a re-sent alert
 	// within it is still recognised as a duplicate.
 	Retention time.Duration
+	// Resync is how often the undecided records and open incidents are
+	// listed again, to take up those no worker has queued: written by
+	// another replica around a change of leader, after this one resumed.
+	// Zero means DefaultResync.
+	Resync time.Duration
 	// PageSize bounds the records one List request reads; zero means
 	// incident.DefaultPageSize.
 	PageSize int64
@@ -177,6 +182,9 @@ func (o *Options) validate() error {
 	if o.MaxRecords == 0 {
 		o.MaxRecords = DefaultMaxRecords
 	}
+	if o.Resync <= 0 {
+		o.Resync = DefaultResync
+	}
 	if o.AlertGrace <= 0 {
 		o.AlertGrace = DefaultAlertGrace
 	}
@@ -204,6 +212,7 @@ const (
 	DefaultPageGroupWait  = 10 * time.Second
 	DefaultPageGroupEvery = 5 * time.Minute
 	DefaultMaxRecords     = 5000
+	DefaultResync         = 30 * time.Second
 )
 
 // Engine decides recorded alerts and works their incidents.
@@ -214,8 +223,9 @@ type Engine struct {
 	logger *slog.Logger
 	m      *metrics
 
-	// seen remembers recently recorded alert keys so re-sends are answered
-	// without an API call; the record in the cluster stays the authority.
+	// seen remembers recently recorded alert keys, with whether their
+	// record was seen decided (seenDone), so re-sends are answered without
+	// an API call; the record in the cluster stays the authority.
 	seen *lru.Cache
 	// records is how many alert records the cluster holds, as last
 	// counted, plus those recorded since.
@@ -250,6 +260,9 @@ type queues struct {
 	// incidents holds incident ids; an incident is worked on by one worker
 	// at a time, and comes back when its next page is due.
 	incidents workqueue.TypedRateLimitingInterface[string]
+	// known holds the ids of the incidents this Run has queued, so that a
+	// resync queues only those it did not know of.
+	known sync.Map
 }
 
 func newQueues(clk clock.WithTicker) *queues {
@@ -353,9 +366,14 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			continue
 		}
 		name := recordName(key)
-		if _, ok := e.seen.Get(key); ok {
+		if v, ok := e.seen.Get(key); ok {
 			r.Duplicates++
 			e.m.duplicates.Inc()
+			if v != seenDone {
+				// Its record may have been queued on the queue of a Run
+				// that ended; queueing again is harmless.
+				queue.Add(name)
+			}
 			continue
 		}
 		target, err := p.Resolve(a)
@@ -416,7 +434,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		case errors.Is(err, errExists):
 			r.Duplicates++
 			e.m.duplicates.Inc()
-			e.seen.Add(key, struct{}{})
+			e.seen.Add(key, seenPending)
 			// An earlier attempt may have written the record and then timed
 			// out before queueing it; queueing again is harmless, because a
 			// record already handed over is left alone.
@@ -428,7 +446,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			r.Accepted++
 			e.records.Add(1)
 			e.m.records.Inc()
-			e.seen.Add(key, struct{}{})
+			e.seen.Add(key, seenPending)
 			e.handoff.Store(cm.Name, recordHandoff{rec: rec, cm: cm})
 			queue.Add(name)
 			log.Info("alert recorded", "key", key, "namespace", target.Namespace, "workload", target.Name)
@@ -439,6 +457,14 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	}
 	return r, nil
 }
+
+// What seen holds of an alert key.
+type seenState uint8
+
+const (
+	seenPending seenState = iota // recorded; its decision may not be
+	seenDone                     // its record was seen done
+)
 
 // maxResolveAttempts bounds the notifications answered 503 in a row
 // because one alert's resolution could not be recorded. A resolution only
@@ -528,6 +554,9 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	wg.Go(func() {
 		wait.UntilWithContext(ctx, e.collectGarbage, time.Minute)
 	})
+	wg.Go(func() {
+		wait.UntilWithContext(ctx, func(ctx context.Context) { e.resync(ctx, q) }, e.opts.Resync)
+	})
 	<-ctx.Done()
 	// Shut the queues before waiting, so the workers' Get returns.
 	q.shutDown()
@@ -564,7 +593,7 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 		total++
 		if rec.state() != stateDone {
 			pending++
-			e.seen.Add(rec.Key, struct{}{})
+			e.seen.Add(rec.Key, seenPending)
 			q.alerts.Add(recordName(rec.Key))
 		}
 		return nil
@@ -599,6 +628,7 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 		if err != nil {
 			return fmt.Errorf("resume alerts of incident %s: %w", inc.ID, err)
 		}
+		q.known.Store(inc.ID, struct{}{})
 		q.incidents.Add(inc.ID)
 	}
 	e.m.openIncidents.Set(float64(open))
@@ -606,6 +636,43 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 		e.logger.Info("resuming open incidents", "count", open)
 	}
 	return nil
+}
+
+// resync queues the undecided records and the open incidents that no worker
+// of this Run has queued. Resuming finds what was in the cluster when this
+// replica began to lead; but the replica that led before may still finish
+// a webhook request it took then (its HTTP server drains them on shutdown,
+// after it gave up the lease), and its record lands after the List.
+// Alertmanager got a 2xx for it and will not re-send it soon.
+func (e *Engine) resync(ctx context.Context, q *queues) {
+	err := e.store.each(ctx, recordSelector(nil, statePending, stateDecided), func(rec *Record, _ *corev1.ConfigMap) error {
+		name := recordName(rec.Key)
+		if q.alerts.NumRequeues(name) > 0 {
+			return nil // failed before, and waits for its retry
+		}
+		e.seen.Add(rec.Key, seenPending)
+		q.alerts.Add(name)
+		return nil
+	}, e.quarantineRecord(ctx))
+	if err != nil {
+		e.logger.Warn("resync undecided alerts", "err", err)
+	}
+	open, bad, err := e.opts.Incidents.Scan(ctx, true)
+	if err != nil {
+		e.logger.Warn("resync open incidents", "err", err)
+		return
+	}
+	e.quarantineIncidents(ctx, bad)
+	for _, inc := range open {
+		if _, known := q.known.LoadOrStore(inc.ID, struct{}{}); known {
+			continue
+		}
+		if e.open.get(inc.Target) == "" {
+			e.open.set(inc.Target, inc.ID)
+		}
+		e.logger.Info("found an open incident no worker had taken up", "incident", inc.ID)
+		q.incidents.Add(inc.ID)
+	}
 }
 
 // countRecords sets the number of alert records kept, as counted.
@@ -681,6 +748,7 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 		return err
 	}
 	if rec.state() == stateDone {
+		e.seen.Add(rec.Key, seenDone)
 		return nil
 	}
 	if !rec.Target.IsZero() {
@@ -742,6 +810,7 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 		} else {
 			place.release()
 		}
+		q.known.Store(rec.Incident, struct{}{})
 		q.incidents.Add(rec.Incident)
 	} else {
 		place.release()
@@ -751,6 +820,7 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 		// finds what it wrote.
 		return fmt.Errorf("record decision: %w", err)
 	}
+	e.seen.Add(rec.Key, seenDone)
 	if decided {
 		d := rec.Decision
 		e.m.decisionDuration.Observe(took.Seconds())

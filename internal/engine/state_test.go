@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -445,7 +446,9 @@ func denyUpdates(t *testing.T, c *testenv.Cluster, ns, name string, reason metav
 	if _, err := adm.ValidatingAdmissionPolicies().Create(ctx, vap, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = adm.ValidatingAdmissionPolicies().Delete(context.Background(), policyName, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		_ = adm.ValidatingAdmissionPolicies().Delete(context.Background(), policyName, metav1.DeleteOptions{})
+	})
 	if _, err := adm.ValidatingAdmissionPolicyBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -537,6 +540,139 @@ func TestResolutionThatCannotBeRecordedIsGivenUp(t *testing.T) {
 			t.Errorf("alert_resolutions_dropped_total{reason=%q} = %v, want 1", resolutionRetriesExhausted, got)
 		}
 	})
+}
+
+// waitRunning waits until r's Run decides alerts: its resume is over and
+// its workers run. The probe alert matches no rule, so it opens no
+// incident.
+func (r *running) waitRunning(t *testing.T, f *fixture, name string) {
+	t.Helper()
+	probe := firing(f.ns, name, time.Now(), map[string]string{"impact": "informational"})
+	if res, err := r.Accept(context.Background(), probe); err != nil || res.Accepted != 1 {
+		t.Fatalf("probe: %+v, %v", res, err)
+	}
+	if d := r.waitDecision(t, probe); d.Outcome != policy.OutcomeIgnore {
+		t.Fatalf("probe decision = %s, want ignore", d)
+	}
+}
+
+// TestLeaderTakesUpAlertRecordedAfterItResumed: the replica that led before
+// may still finish a webhook request it took then, and record its alert
+// after the new leader listed the records when it resumed. Alertmanager got
+// a 2xx and will not re-send it soon; the new leader still decides it.
+func TestLeaderTakesUpAlertRecordedAfterItResumed(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	leader := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+		o.Resync = 200 * time.Millisecond
+	})
+	leader.waitRunning(t, f, "probe")
+	// The old leader: its Run is over, its HTTP server drains.
+	old := f.startEngine(t, policy.DefaultConfig(), 0)
+	n := firing(f.ns, "late", time.Now(), serviceDown)
+	if r, err := old.Accept(context.Background(), n); err != nil || r.Accepted != 1 {
+		t.Fatalf("Accept = %+v, %v", r, err)
+	}
+	if d := leader.waitDecision(t, n); d.Outcome != policy.OutcomeRollback {
+		t.Fatalf("decision = %s, want rollback", d)
+	}
+	f.waitRevision(t, "3")
+}
+
+// TestLeaderTakesUpIncidentOpenedAfterItResumed: likewise an incident the
+// old leader opened after the new one resumed is worked on.
+func TestLeaderTakesUpIncidentOpenedAfterItResumed(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	ctx := context.Background()
+	leader := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+		o.Resync = 200 * time.Millisecond
+	})
+	leader.waitRunning(t, f, "probe")
+	n := firing(f.ns, "opened-late", time.Now(), serviceDown)
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	inc := leader.newIncident(&Record{Key: keyOf(n), Target: target, ReceivedAt: time.Now(),
+		Alert:    policy.Alert{Fingerprint: n.Alerts[0].Fingerprint, StartsAt: n.Alerts[0].StartsAt, Labels: map[string]string{"alertname": "EventServiceDown"}},
+		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: policy.ReasonCriterionMet}},
+		&policy.Workload{Revision: 2, Older: []int64{1}}, time.Now())
+	if _, err := leader.opts.Incidents.Create(ctx, inc); err != nil {
+		t.Fatal(err)
+	}
+	f.waitRevision(t, "3")
+	leader.waitResolved(t, inc.ID)
+}
+
+// gatedFacts holds the first Facts call after it is armed until released.
+type gatedFacts struct {
+	FactSource
+	armed            atomic.Bool
+	entered, release chan struct{}
+}
+
+func (g *gatedFacts) Facts(ctx context.Context, ref policy.Ref) (*policy.Workload, error) {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.release
+	}
+	return g.FactSource.Facts(ctx, ref)
+}
+
+// TestResentAlertIsQueuedAgainAfterATermEnded: a replica loses its lease
+// and wins it again (an API server hiccup) while a webhook request is
+// between reading the queue and recording its alert. The record lands after
+// the new term resumed, and is queued on the ended term's queue, which
+// drops it. A re-send must queue it again, although the replica remembers
+// the alert as seen.
+func TestResentAlertIsQueuedAgainAfterATermEnded(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	gate := &gatedFacts{entered: make(chan struct{}), release: make(chan struct{})}
+	// Only the re-send may save it here: no resync in the test's time.
+	e := f.startEngine(t, policy.DefaultConfig(), 0, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+		gate.FactSource = o.Cache
+		o.Cache, o.Resync = gate, time.Hour
+	})
+	term := func() (stop func()) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx, 1) }()
+		var once sync.Once
+		stop = func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+		}
+		t.Cleanup(stop)
+		return stop
+	}
+	endFirst := term()
+	e.waitRunning(t, f, "probe-1")
+
+	n := firing(f.ns, "between-terms", time.Now(), serviceDown)
+	gate.armed.Store(true)
+	accepted := make(chan error, 1)
+	go func() {
+		r, err := e.Accept(context.Background(), n)
+		if err == nil && r.Accepted != 1 {
+			err = fmt.Errorf("receipt %+v, want one accepted", r)
+		}
+		accepted <- err
+	}()
+	<-gate.entered
+	endFirst()
+	term()
+	e.waitRunning(t, f, "probe-2")
+	close(gate.release)
+	if err := <-accepted; err != nil {
+		t.Fatalf("the alert held between the terms: %v", err)
+	}
+	// Alertmanager re-sends it at its repeat interval.
+	if r, err := e.Accept(context.Background(), n); err != nil || r != (webhook.Receipt{Duplicates: 1}) {
+		t.Fatalf("re-send: %+v, %v; want a duplicate", r, err)
+	}
+	if d := e.waitDecision(t, n); d.Outcome != policy.OutcomeRollback {
+		t.Fatalf("decision = %s, want rollback", d)
+	}
 }
 
 func TestClipMarked(t *testing.T) {

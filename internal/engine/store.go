@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/incident"
@@ -313,13 +314,21 @@ func (s *store) encode(rec *Record, base *corev1.ConfigMap) (*corev1.ConfigMap, 
 }
 
 // recordSelector selects the alert records whose labels match the given
-// ones.
-func recordSelector(match map[string]string) labels.Selector {
+// ones, and with states, those in one of them.
+func recordSelector(match map[string]string, states ...string) labels.Selector {
 	set := labels.Set{managedByLabel: managedBy, kindLabel: kindAlert}
 	for k, v := range match {
 		set[k] = v
 	}
-	return labels.SelectorFromSet(set)
+	sel := labels.SelectorFromSet(set)
+	if len(states) > 0 {
+		req, err := labels.NewRequirement(stateLabel, selection.In, states)
+		if err != nil {
+			panic(fmt.Sprintf("select records in states %v: %v", states, err)) // the states are constants
+		}
+		sel = sel.Add(*req)
+	}
+	return sel
 }
 
 // each calls fn with each record sel selects, reading them a page at a
