@@ -186,8 +186,9 @@ func TestRecordsAreCapped(t *testing.T) {
 	if got := testutil.ToFloat64(e.m.recordsFull); got != 1 {
 		t.Errorf("intake_records_full_total = %v, want 1", got)
 	}
-	// The other replica, which never saw the first alert, finds it
-	// recorded.
+	// Another replica, which never saw the first alert, finds it recorded.
+	// It runs no workers, so it did not count the records; it is told the
+	// count it would have found.
 	other := f.startEngine(t, policy.DefaultConfig(), 0, capped)
 	other.records.Store(2)
 	if r, err := other.Accept(ctx, first); err != nil || r != (webhook.Receipt{Duplicates: 1}) {
