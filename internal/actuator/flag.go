@@ -50,7 +50,10 @@ type FlagChange struct {
 	Value     string `json:"value"`
 }
 
-func (f FlagChange) validate() error {
+// Validate reports why f cannot be acted on: a ConfigMap name that is no
+// DNS subdomain, a key that is no ConfigMap key, or a key too long to be
+// recorded in the annotations the rollback writes.
+func (f FlagChange) Validate() error {
 	if msgs := validation.IsDNS1123Subdomain(f.ConfigMap); len(msgs) > 0 {
 		return fmt.Errorf("invalid ConfigMap name %q: %s", f.ConfigMap, strings.Join(msgs, "; "))
 	}
@@ -134,7 +137,7 @@ type flagPlan struct {
 // the flag changes.
 func (a *Actuator) featureFlag(ctx context.Context, req Request, f FlagChange, revert bool) (runtime.Object, Result, error) {
 	res := Result{Kind: KindFeatureFlag}
-	if err := f.validate(); err != nil {
+	if err := f.Validate(); err != nil {
 		return nil, res, err
 	}
 	if req.Incident == "" {

@@ -240,7 +240,7 @@ func TestDryRunDecidesAndActsInDryRunOnly(t *testing.T) {
 }
 
 func TestFeatureFlagInsteadOfUndo(t *testing.T) {
-	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config"})
+	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config", AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
 	ctx := context.Background()
 	if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "event-service-config"},

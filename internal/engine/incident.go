@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,10 +203,17 @@ func alertOf(rec *Record) incident.Alert {
 // maxKeptLabelBytes bounds the labels an incident keeps of each alert.
 const maxKeptLabelBytes = 8 << 10
 
+// AnnotationFeatureFlags on a workload lists, comma-separated, the keys of
+// its flag ConfigMap (AnnotationFeatureFlagConfigMap) that an alert may
+// name in its feature_flag label. An alert label alone never chooses which
+// key is written: a key the workload does not list gives no flag rung.
+const AnnotationFeatureFlags = "autorollback.io/feature-flags"
+
 // planFor pins the plan of a rollback decision: the suspect revision, the
 // revisions to go back to (newest first, up to MaxRollbackDepth, never
-// wrapping around), a feature flag instead when the workload and alert name
-// one, and whether the scale bounce may follow. Nil for other decisions.
+// wrapping around), a feature flag instead when the alert names one the
+// workload allows, and whether the scale bounce may follow. Nil for other
+// decisions.
 func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
 	if rec.Decision == nil || rec.Decision.Outcome != policy.OutcomeRollback || w == nil {
 		return nil
@@ -215,10 +223,47 @@ func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
 		Targets:     w.Older[:min(len(w.Older), e.opts.MaxRollbackDepth)],
 		ScaleBounce: e.opts.AllowScaleBounce && w.Annotations[AnnotationAllowScaleBounce] == "true",
 	}
-	if cm, flag := w.Annotations[AnnotationFeatureFlagConfigMap], rec.Alert.Labels[LabelFeatureFlag]; cm != "" && flag != "" {
-		p.FeatureFlag = &actuator.FlagChange{ConfigMap: cm, Key: flag, Value: FeatureFlagOff}
+	if key := rec.Alert.Labels[LabelFeatureFlag]; key != "" {
+		f := actuator.FlagChange{ConfigMap: w.Annotations[AnnotationFeatureFlagConfigMap], Key: key, Value: FeatureFlagOff}
+		if why := flagRefusal(w, f); why != "" {
+			p.FeatureFlagSkipped = fmt.Sprintf("the alert names feature flag %q, but %s; rolling back revisions instead", key, why)
+		} else {
+			p.FeatureFlag = &f
+		}
 	}
 	return p
+}
+
+// flagRefusal says why the workload w does not allow the flag change f, or
+// returns "" when it does: f must name the ConfigMap w names, a key w lists
+// in AnnotationFeatureFlags, and the value that turns a flag off.
+func flagRefusal(w *policy.Workload, f actuator.FlagChange) string {
+	cm := w.Annotations[AnnotationFeatureFlagConfigMap]
+	switch {
+	case cm == "":
+		return fmt.Sprintf("%s has no %s annotation", w.Ref, AnnotationFeatureFlagConfigMap)
+	case f.ConfigMap != cm:
+		return fmt.Sprintf("%s names its flag ConfigMap %q, not %q", w.Ref, cm, f.ConfigMap)
+	case f.Value != FeatureFlagOff:
+		return fmt.Sprintf("the value %q is not %q, which turns a flag off", f.Value, FeatureFlagOff)
+	case !slices.Contains(flagKeys(w.Annotations[AnnotationFeatureFlags]), f.Key):
+		return fmt.Sprintf("%s does not list it in its %s annotation", w.Ref, AnnotationFeatureFlags)
+	}
+	if err := f.Validate(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+// flagKeys returns the keys a workload's AnnotationFeatureFlags lists.
+func flagKeys(list string) []string {
+	var keys []string
+	for k := range strings.SplitSeq(list, ",") {
+		if k = strings.TrimSpace(k); k != "" {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // newIncident opens an incident for a decision. The runbook's clock starts
@@ -258,6 +303,7 @@ func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *in
 	}
 	inc.State = incident.StateActing
 	inc.Plan = *rec.Plan
+	inc.LogPlan(now)
 	return inc
 }
 

@@ -118,7 +118,7 @@ func TestClockStartsNoEarlierThanTheRollout(t *testing.T) {
 // A feature flag rollback arms the cooldown, and the restart it causes is
 // not a fresh rollout: a later alert is not blamed on it.
 func TestFlagRollbackArmsCooldownAndItsRestartIsNoRollout(t *testing.T) {
-	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config"})
+	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config", AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
 	ctx := context.Background()
 	if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "event-service-config"},

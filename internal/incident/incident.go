@@ -90,13 +90,23 @@ type Incident struct {
 
 // Plan is what a rollback decision pins: the revision the decision was
 // about and the revisions to go back to, newest first. A feature flag, when
-// the workload and alert name one, replaces the revisions; the scale bounce
-// follows them when allowed.
+// the alert names one the workload allows, replaces the revisions; the
+// scale bounce follows them when allowed.
 type Plan struct {
 	From        int64                `json:"from,omitempty"`
 	Targets     []int64              `json:"targets,omitempty"`
 	FeatureFlag *actuator.FlagChange `json:"featureFlag,omitempty"`
-	ScaleBounce bool                 `json:"scaleBounce,omitempty"`
+	// FeatureFlagSkipped says why the feature flag the alert named is not
+	// the first rung.
+	FeatureFlagSkipped string `json:"featureFlagSkipped,omitempty"`
+	ScaleBounce        bool   `json:"scaleBounce,omitempty"`
+}
+
+// LogPlan records in the timeline what of the plan is not plain to see.
+func (i *Incident) LogPlan(at time.Time) {
+	if i.FeatureFlagSkipped != "" {
+		i.Log(at, "no feature flag rung: %s", i.FeatureFlagSkipped)
+	}
 }
 
 // Alert is an alert that belongs to the incident.

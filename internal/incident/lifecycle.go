@@ -593,6 +593,7 @@ func (i *Incident) join(ev Event, r Rules) []Effect {
 	if i.ResolvedAt.IsZero() {
 		i.Log(ev.At, "outcome escalated from %s (%s) to %s: %s", was.Outcome, was.Reason, d.Outcome, d.Message)
 	}
+	i.LogPlan(ev.At)
 	return append([]Effect{{Kind: EffectSave}}, i.act(ev.At, r)...)
 }
 
@@ -609,6 +610,7 @@ func (i *Incident) redecided(ev Event, r Rules) []Effect {
 	i.Rung, i.Attempts = 0, 0
 	i.State = StateActing
 	i.Log(ev.At, "decided again while the alert fires: outcome escalated from %s (%s) to %s: %s", was.Outcome, was.Reason, d.Outcome, d.Message)
+	i.LogPlan(ev.At)
 	return append([]Effect{{Kind: EffectSave}}, i.act(ev.At, r)...)
 }
 
