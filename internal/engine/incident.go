@@ -533,7 +533,10 @@ func (e *Engine) save(ctx context.Context, inc *incident.Versioned) error {
 	return e.opts.Incidents.Update(writeCtx, inc)
 }
 
-// act carries out the rung f names and returns what came of it.
+// act carries out the rung f names and returns what came of it. The
+// incident is only a record, which anyone who may write ConfigMaps in the
+// daemon's namespace could have written: before anything changes, the live
+// workload is checked against the policy in force (see recheck).
 func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Effect) incident.Event {
 	d := inc.Decision
 	req := actuator.Request{
@@ -541,22 +544,33 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 		Incident:    inc.Rollout,
 		Fingerprint: inc.Alerts[0].Fingerprint,
 		Why:         fmt.Sprintf("alert %s, rule %s (%s)", inc.Alerts[0].Name, d.Rule, d.Criterion),
-		DryRun:      inc.DryRun,
 	}
 	var (
 		res actuator.Result
 		err error
 	)
-	switch f.Action {
-	case actuator.KindFeatureFlag:
-		res, err = e.opts.Actor.RollbackFeatureFlag(ctx, req, *inc.FeatureFlag)
-	case actuator.KindRollback:
-		var from int64
-		if from, err = e.fromForRung(ctx, inc); err == nil {
-			res, err = e.opts.Actor.Rollback(ctx, req, from, inc.Targets[f.Rung])
-		}
+	w, no, err := e.recheck(ctx, inc, f.Action)
+	switch {
+	case err != nil:
+	case no != nil:
+		now := e.opts.Clock.Now()
+		e.logger.Warn("action refused: the policy in force would not take it", "incident", inc.ID, "namespace", inc.Target.Namespace,
+			"workload", inc.Target.Name, "action", f.Action, "reason", no.reason, "message", no.message)
+		return incident.Event{Kind: incident.EventActed, At: now, Action: &incident.Action{At: now, Rung: f.Rung, Kind: f.Action,
+			Reason: incident.RefusedPrefix + no.reason, Error: no.message}}
 	default:
-		res, err = e.opts.Actor.ScaleBounce(ctx, req)
+		req.DryRun = dryRun(inc, e.opts.Policy())
+		switch f.Action {
+		case actuator.KindFeatureFlag:
+			res, err = e.opts.Actor.RollbackFeatureFlag(ctx, req, *inc.FeatureFlag)
+		case actuator.KindRollback:
+			var from int64
+			if from, err = e.fromForRung(inc, w); err == nil {
+				res, err = e.opts.Actor.Rollback(ctx, req, from, inc.Targets[f.Rung])
+			}
+		default:
+			res, err = e.opts.Actor.ScaleBounce(ctx, req)
+		}
 	}
 	now := e.opts.Clock.Now()
 	a := incident.Action{At: now, Rung: f.Rung, Kind: f.Action}
@@ -574,17 +588,88 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 	return incident.Event{Kind: incident.EventActed, At: now, Action: &a}
 }
 
+// refusal is why the policy in force would not take an action now.
+type refusal struct {
+	// reason is bounded: a policy.Reason, or reasonFlagNotAllowed.
+	reason  string
+	message string
+}
+
+// reasonFlagNotAllowed: the flag change an incident holds is not one the
+// live workload allows.
+const reasonFlagNotAllowed = "flag_not_allowed"
+
+// dryRun says whether an action goes out as a dry run: when the incident
+// was decided as one (its people were told so, and its ladder pages
+// nobody), or when the policy in force says so.
+func dryRun(inc *incident.Incident, p *policy.Policy) bool {
+	return inc.DryRun || p.Config().DryRun
+}
+
+// recheck reads the incident's workload from the API server and asks the
+// policy in force whether an action of the given kind (empty for a
+// post-rollback task) may be taken on it now: the target checks
+// (policy.Policy.Screen: namespace allowed, workload exists, opted in),
+// rollbacks not frozen, and for a feature flag, the change is one the live
+// workload allows (flagRefusal). It returns the live workload, and the
+// refusal, or nil when the action may go ahead; an error only when the
+// workload could not be read.
+func (e *Engine) recheck(ctx context.Context, inc *incident.Incident, kind actuator.Kind) (*policy.Workload, *refusal, error) {
+	w, err := e.opts.Live.Facts(ctx, inc.Target)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := e.opts.Policy()
+	if no := screen(p, inc.Target, w, e.opts.Clock.Now()); no != nil {
+		return w, no, nil
+	}
+	if p.Config().Freeze {
+		return w, &refusal{reason: string(policy.ReasonFrozen), message: "rollbacks are frozen (policy.freeze)"}, nil
+	}
+	if kind == actuator.KindFeatureFlag {
+		if inc.FeatureFlag == nil {
+			return w, &refusal{reason: reasonFlagNotAllowed, message: "the incident names no feature flag"}, nil
+		}
+		if why := flagRefusal(w, *inc.FeatureFlag); why != "" {
+			return w, &refusal{reason: reasonFlagNotAllowed, message: fmt.Sprintf("key %q of ConfigMap %q: %s",
+				inc.FeatureFlag.Key, inc.FeatureFlag.ConfigMap, why)}, nil
+		}
+	}
+	return w, nil, nil
+}
+
+// screen runs the policy's target checks on the live workload w of target.
+func screen(p *policy.Policy, target policy.Ref, w *policy.Workload, now time.Time) *refusal {
+	if d := p.Screen(policy.Input{Target: target, Workload: w, Now: now}); d.Outcome == policy.OutcomeRefuse {
+		return &refusal{reason: string(d.Reason), message: d.Message}
+	}
+	return nil
+}
+
 // evidenceTimeout bounds the snapshot taken before the first action, which
 // must never hold the action up for long.
 const evidenceTimeout = 5 * time.Second
 
 // keepEvidence snapshots the suspect revision's pods. A failure is
 // recorded and never stops the action.
+//
+// The snapshot copies pods' logs into the daemon's namespace: it is taken
+// only of a workload that passes the policy's target checks now, or an
+// incident written by someone else could read any workload's logs.
 func (e *Engine) keepEvidence(ctx context.Context, inc *incident.Incident) incident.Event {
 	ectx, cancel := context.WithTimeout(ctx, evidenceTimeout)
 	defer cancel()
-	snap, err := evidence.Collect(ectx, e.opts.Client, inc.Target, inc.From, evidence.Limits{})
-	ev := incident.Event{Kind: incident.EventEvidenceKept, At: e.opts.Clock.Now()}
+	ev := incident.Event{Kind: incident.EventEvidenceKept}
+	w, err := e.opts.Live.Facts(ectx, inc.Target)
+	var snap evidence.Snapshot
+	if err == nil {
+		if no := screen(e.opts.Policy(), inc.Target, w, e.opts.Clock.Now()); no != nil {
+			err = fmt.Errorf("not taken: %s%s: %s", incident.RefusedPrefix, no.reason, no.message)
+		} else {
+			snap, err = evidence.Collect(ectx, e.opts.Client, inc.Target, inc.From, evidence.Limits{})
+		}
+	}
+	ev.At = e.opts.Clock.Now()
 	if err != nil {
 		ev.Error = err.Error()
 	} else {
@@ -595,15 +680,11 @@ func (e *Engine) keepEvidence(ctx context.Context, inc *incident.Incident) incid
 
 // fromForRung returns the revision the current rung rolls back from: the
 // suspect revision for the first, and for later ones the revision the
-// previous rung produced, provided nothing but that rung changed the
-// workload since.
-func (e *Engine) fromForRung(ctx context.Context, inc *incident.Incident) (int64, error) {
+// previous rung produced, provided nothing but that rung changed the live
+// workload w since.
+func (e *Engine) fromForRung(inc *incident.Incident, w *policy.Workload) (int64, error) {
 	if inc.Rung == 0 {
 		return inc.From, nil
-	}
-	w, err := e.opts.Live.Facts(ctx, inc.Target)
-	if err != nil {
-		return 0, err
 	}
 	if w == nil {
 		return 0, fmt.Errorf("read %s: %w", inc.Target, apierrors.NewNotFound(appsResource(inc.Target.Kind), inc.Target.Name))
@@ -731,6 +812,13 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase inc
 	if w != nil {
 		names = strings.Split(w.Annotations[AnnotationPostRollbackTasks], ",")
 	}
+	// Checked once a task is due, as an action is: a task is a Job in the
+	// workload's namespace.
+	var (
+		checked  bool
+		no       *refusal
+		asDryRun bool
+	)
 	for _, name := range names {
 		name = strings.TrimSpace(name)
 		if name == "" || done[name] {
@@ -748,7 +836,22 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase inc
 		if taskPhase(task) != phase {
 			continue
 		}
-		req := actuator.Request{Target: inc.Target, Incident: inc.Rollout, DryRun: inc.DryRun}
+		if !checked {
+			checked = true
+			p := e.opts.Policy()
+			if no = screen(p, inc.Target, w, now); no == nil && p.Config().Freeze {
+				no = &refusal{reason: string(policy.ReasonFrozen), message: "rollbacks are frozen (policy.freeze)"}
+			}
+			asDryRun = dryRun(inc, p)
+		}
+		if no != nil {
+			e.logger.Warn("post-rollback task refused: the policy in force would not run it", "incident", inc.ID,
+				"namespace", inc.Target.Namespace, "workload", inc.Target.Name, "task", name, "reason", no.reason)
+			ev.Tasks = append(ev.Tasks, incident.Task{Name: name, Started: now, Ended: now, Result: incident.TaskRefused,
+				Message: incident.RefusedPrefix + no.reason + ": " + no.message})
+			continue
+		}
+		req := actuator.Request{Target: inc.Target, Incident: inc.Rollout, DryRun: asDryRun}
 		job, err := e.opts.Actor.RunTask(ctx, req, task)
 		if ctx.Err() != nil {
 			return ev, ctx.Err()
@@ -840,6 +943,8 @@ func (e *Engine) message(inc *incident.Incident, kind escalate.MessageKind, summ
 			details = append(details, fmt.Sprintf("action %d: %s, revision %d to %d: %s", a.Rung, a.Kind, a.Result.From, a.Result.To, a.Result.Outcome))
 		case a.Result != nil:
 			details = append(details, fmt.Sprintf("action %d: %s: %s", a.Rung, a.Kind, a.Result.Outcome))
+		case a.Refused():
+			details = append(details, fmt.Sprintf("action %d: %s refused (%s): %s", a.Rung, a.Kind, a.Reason, a.Error))
 		default:
 			details = append(details, fmt.Sprintf("action %d: %s failed (%s)", a.Rung, a.Kind, a.Reason))
 		}

@@ -124,7 +124,13 @@ type Alert struct {
 	ExternalURL string            `json:"externalURL,omitempty"`
 }
 
-// Action is one action taken.
+// RefusedPrefix begins the Reason of an action or task the policy in force
+// refused when it was due, followed by the policy's reason (for example
+// "policy_refused: not_opted_in"): the incident's record is only data, and
+// the live workload is checked again before anything changes.
+const RefusedPrefix = "policy_refused: "
+
+// Action is one action taken, or refused.
 type Action struct {
 	At     time.Time        `json:"at"`
 	Rung   int              `json:"rung"`
@@ -169,9 +175,15 @@ type Task struct {
 	Job     string    `json:"job"`
 	Started time.Time `json:"started"`
 	Ended   time.Time `json:"ended,omitzero"`
-	Result  string    `json:"result"` // running, succeeded, failed, timed_out
+	Result  string    `json:"result"` // running, succeeded, failed, timed_out, refused
 	Message string    `json:"message,omitempty"`
 }
+
+// TaskRefused is the Result of a task the policy in force refused to run.
+const TaskRefused = "refused"
+
+// Refused reports whether the policy in force refused the action.
+func (a Action) Refused() bool { return strings.HasPrefix(a.Reason, RefusedPrefix) }
 
 // Entry is one line of the timeline.
 type Entry struct {

@@ -354,6 +354,12 @@ func (i *Incident) acted(ev Event, r Rules) []Effect {
 			fx = append(fx, Effect{Kind: EffectReleaseBudget})
 		}
 		i.State = StateEscalated
+		if a.Refused() {
+			// Doubt escalates: people decide what the daemon may not.
+			i.Log(now, "%s refused (%s): %s; escalating", a.Kind, a.Reason, a.Error)
+			fx = append(fx, Effect{Kind: EffectSave}, Effect{Kind: EffectAnnounce, Summary: fmt.Sprintf("%s refused: %s", a.Kind, a.Error)})
+			return append(fx, i.escalateNow(now, r, fmt.Sprintf("%s refused: %s", a.Kind, a.Reason))...)
+		}
 		i.Log(now, "%s failed (%s): %s; escalating", a.Kind, a.Reason, a.Error)
 		fx = append(fx, Effect{Kind: EffectSave})
 		return append(fx, i.escalateNow(now, r, fmt.Sprintf("%s failed: %s", a.Kind, a.Reason))...)
