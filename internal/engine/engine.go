@@ -623,6 +623,9 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 				e.mail.post(inc.ID, incident.Event{Kind: incident.EventAlertJoined, At: rec.DecidedAt,
 					Alert: alertOf(rec), Decision: rec.Decision, Plan: rec.Plan})
 			}
+			if !rec.ResolvedAt.IsZero() {
+				e.mail.post(inc.ID, incident.Event{Kind: incident.EventAlertResolved, At: rec.ResolvedAt, Key: rec.Key})
+			}
 			return nil
 		}, e.quarantineRecord(ctx))
 		if err != nil {

@@ -120,6 +120,17 @@ func (m *mailbox) post(id string, ev incident.Event) {
 	m.joins[id] = append(m.joins[id], ev)
 }
 
+// requeue puts events taken but not saved back before any posted since,
+// in their order: a resolution must not come before its alert's join.
+func (m *mailbox) requeue(id string, evs []incident.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.joins == nil {
+		m.joins = map[string][]incident.Event{}
+	}
+	m.joins[id] = append(slices.Clip(evs), m.joins[id]...)
+}
+
 func (m *mailbox) take(id string) []incident.Event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -163,6 +174,11 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 				e.open.set(inc.Target, inc.ID)
 			}
 			if old.HasAlert(rec.Key) {
+				if !rec.ResolvedAt.IsZero() {
+					// Resolved after this alert opened the incident and
+					// before its record said so.
+					e.mail.post(inc.ID, incident.Event{Kind: incident.EventAlertResolved, At: rec.ResolvedAt, Key: rec.Key})
+				}
 				return inc.ID, false, nil
 			}
 			return e.openIncident(ctx, rec, w, old)
@@ -186,7 +202,7 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 
 func alertOf(rec *Record) incident.Alert {
 	a := incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"],
-		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt, ExternalURL: rec.ExternalURL}
+		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt, ResolvedAt: rec.ResolvedAt, ExternalURL: rec.ExternalURL}
 	size := 0
 	for k, v := range rec.Alert.Labels {
 		size += len(k) + len(v)
@@ -291,10 +307,10 @@ func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *in
 		StartedAt:     start,
 		Decision:      *d,
 		DryRun:        d.DryRun,
-		Alerts:        []incident.Alert{alertOf(rec)},
 		GeneratorURL:  rec.Alert.GeneratorURL,
 		State:         incident.StateEscalated,
 	}
+	inc.AddAlert(alertOf(rec))
 	inc.Log(rec.Alert.StartsAt, "alert %s started firing", rec.Alert.Labels["alertname"])
 	inc.Log(rec.ReceivedAt, "webhook received the alert")
 	inc.Log(now, "decision: %s (%s): %s", d.Outcome, d.Reason, d.Message)
@@ -308,9 +324,10 @@ func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *in
 }
 
 // alertResolved records that Alertmanager resolved an alert, on the alert's
-// own record, and wakes its incident. Only the incident's worker writes the
-// incident; it reads resolutions from the alert records. Resolution feeds
-// verification and never acts by itself.
+// own record, and hands the resolution to its incident. Only the
+// incident's worker writes the incident; a resolution lost to a restart is
+// found on the record when the next leader resumes the incident.
+// Resolution feeds verification and never acts by itself.
 func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time) error {
 	for {
 		rec, cm, err := e.store.get(ctx, recordName(key))
@@ -321,6 +338,9 @@ func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time
 			return err
 		}
 		if !rec.ResolvedAt.IsZero() {
+			// Perhaps by an attempt whose answer was lost: handed over
+			// again, the incident counts it once.
+			e.handOverResolution(rec)
 			return nil
 		}
 		rec.ResolvedAt = endsAt
@@ -331,33 +351,20 @@ func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time
 		if err != nil {
 			return err
 		}
-		if rec.Incident != "" {
-			e.incidents().Add(rec.Incident)
-		}
+		e.handOverResolution(rec)
 		return nil
 	}
 }
 
-// resolutions returns an event for each alert of the incident that its
-// record says Alertmanager resolved.
-func (e *Engine) resolutions(ctx context.Context, inc *incident.Incident) ([]incident.Event, error) {
-	var evs []incident.Event
-	for _, a := range inc.Alerts {
-		if !a.ResolvedAt.IsZero() {
-			continue
-		}
-		rec, _, err := e.store.get(ctx, recordName(a.Key))
-		if apierrors.IsNotFound(errors.Unwrap(err)) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if !rec.ResolvedAt.IsZero() {
-			evs = append(evs, incident.Event{Kind: incident.EventAlertResolved, At: rec.ResolvedAt, Key: a.Key})
-		}
+// handOverResolution hands the resolution on rec to its incident, and
+// wakes it. A record not handed over yet carries its resolution to the
+// incident when it is.
+func (e *Engine) handOverResolution(rec *Record) {
+	if rec.Incident == "" {
+		return
 	}
-	return evs, nil
+	e.mail.post(rec.Incident, incident.Event{Kind: incident.EventAlertResolved, At: rec.ResolvedAt, Key: rec.Key})
+	e.incidents().Add(rec.Incident)
 }
 
 func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
@@ -388,6 +395,8 @@ type worker struct {
 	e     *Engine
 	inc   *incident.Versioned
 	rules incident.Rules
+	// dirty: an EffectSaveSoon is not written yet.
+	dirty bool
 }
 
 // work moves an incident forward as far as it can now and returns when it
@@ -404,19 +413,13 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	joins := e.mail.take(id)
 	w := &worker{e: e, inc: inc, rules: e.rules()}
 	if err := w.run(ctx, joins); err != nil {
-		// The joins were not all saved: they come back with the next pass.
-		for _, ev := range joins {
-			if !w.inc.HasAlert(ev.Alert.Key) {
-				e.mail.post(id, ev)
-			}
-		}
+		// The joins and resolutions may not all be saved: they come back
+		// with the next pass, which reads the incident again and counts
+		// each once.
+		e.mail.requeue(id, joins)
 		return time.Time{}, err
 	}
-	resolved, err := e.resolutions(ctx, w.inc.Incident)
-	if err != nil {
-		return time.Time{}, err
-	}
-	evs := resolved
+	var evs []incident.Event
 	if w.inc.Redecides() {
 		ev, err := e.redecide(ctx, w.inc.Incident)
 		if err != nil {
@@ -458,6 +461,12 @@ func (w *worker) run(ctx context.Context, evs []incident.Event) error {
 		}
 		evs = append(more, evs[1:]...)
 	}
+	if w.dirty {
+		if err := w.e.save(ctx, w.inc); err != nil {
+			return err
+		}
+		w.dirty = false
+	}
 	return nil
 }
 
@@ -485,7 +494,10 @@ func (w *worker) do(ctx context.Context, f incident.Effect) ([]incident.Event, e
 	e, inc := w.e, w.inc
 	switch f.Kind {
 	case incident.EffectSave:
+		w.dirty = false
 		return nil, e.save(ctx, inc)
+	case incident.EffectSaveSoon:
+		w.dirty = true
 	case incident.EffectRetry:
 		return nil, errRetry
 	case incident.EffectReleaseBudget:
@@ -759,7 +771,8 @@ func (e *Engine) alertCheck(ctx context.Context, inc *incident.Incident, checks 
 		return r
 	}
 	// Each Alertmanager that sent an alert is asked about it; one still
-	// firing anywhere is still down.
+	// firing anywhere is still down. Only the alerts kept whole can be
+	// asked about.
 	var urls []string
 	queries := map[string]*verify.AlertQuery{}
 	for _, a := range inc.Alerts {
@@ -787,7 +800,16 @@ func (e *Engine) alertCheck(ctx context.Context, inc *incident.Incident, checks 
 			return res
 		}
 	}
-	r.Status, r.Message = verify.StatusPass, "Alertmanager reports none of the incident's alerts active"
+	switch n := inc.FiringNotKept(); {
+	case n < 0:
+		r.Status, r.Message = verify.StatusInconclusive, fmt.Sprintf(
+			"Alertmanager reports none of the alerts kept active; more than %d alerts joined, and the others cannot be asked about", incident.MaxAlertsTracked)
+	case n > 0:
+		r.Status, r.Message = verify.StatusInconclusive, fmt.Sprintf(
+			"Alertmanager reports none of the alerts kept active; %d more not kept whole cannot be asked about", n)
+	default:
+		r.Status, r.Message = verify.StatusPass, "Alertmanager reports none of the incident's alerts active"
+	}
 	return r
 }
 

@@ -43,7 +43,10 @@ const (
 // SchemaVersion is the version of the incident record this daemon writes.
 // Version 2 added the attempt count, the alert grace, the resolving state
 // and the receivers of each page; version 1 records read as version 2.
-const SchemaVersion = 2
+// Version 3 counts the alerts and keeps only some of them whole (Alerts,
+// AlertsJoined, AlertsResolved, alertLedger); a version-2 record, which
+// kept every alert whole, is counted when it is next worked on.
+const SchemaVersion = 3
 
 // Incident is the record of one incident.
 type Incident struct {
@@ -73,7 +76,20 @@ type Incident struct {
 	// passed but an alert still fires: the alert's grace runs from here.
 	AlertsFiringSince time.Time `json:"alertsFiringSince,omitzero"`
 
-	Alerts        []Alert        `json:"alerts"`
+	// Alerts are the alerts kept whole: the first to join, then those still
+	// firing, up to MaxAlertsKept.
+	Alerts []Alert `json:"alerts"`
+	// AlertsJoined and AlertsResolved count the alerts that joined the
+	// incident and their resolutions by Alertmanager, each once.
+	AlertsJoined   int `json:"alertsJoined,omitempty"`
+	AlertsResolved int `json:"alertsResolved,omitempty"`
+	// Ledger tells the counted alerts apart.
+	Ledger ledger `json:"alertLedger,omitempty"`
+	// AlertsOverflow: more than MaxAlertsTracked alerts joined. Those
+	// beyond were not counted, and the incident no longer resolves from
+	// its alerts alone.
+	AlertsOverflow bool `json:"alertsOverflow,omitempty"`
+
 	Actions       []Action       `json:"actions,omitempty"`
 	Verifications []Verification `json:"verifications,omitempty"`
 	Pages         []Page         `json:"pages,omitempty"`
@@ -222,28 +238,6 @@ func (i *Incident) AttemptedLevels() map[string]bool {
 	return sent
 }
 
-// HasAlert reports whether the alert with the given key belongs to the
-// incident.
-func (i *Incident) HasAlert(key string) bool {
-	for _, a := range i.Alerts {
-		if a.Key == key {
-			return true
-		}
-	}
-	return false
-}
-
-// AllAlertsResolved reports whether every alert of the incident has been
-// resolved by Alertmanager.
-func (i *Incident) AllAlertsResolved() bool {
-	for _, a := range i.Alerts {
-		if a.ResolvedAt.IsZero() {
-			return false
-		}
-	}
-	return len(i.Alerts) > 0
-}
-
 // NewID names a new incident of a workload at a revision, begun at start.
 // The id is safe in a URL path: kind-namespace-name-rREVISION-TIME.
 func NewID(target policy.Ref, revision int64, start time.Time) string {
@@ -269,6 +263,13 @@ func (i *Incident) Render() string {
 		fmt.Fprintf(&b, "  resolved:  %s (after %s)\n", i.ResolvedAt.UTC().Format(time.RFC3339), i.ResolvedAt.Sub(i.StartedAt).Round(time.Second))
 	}
 	fmt.Fprintf(&b, "  decision:  %s (%s): %s\n", i.Decision.Outcome, i.Decision.Reason, i.Decision.Message)
+	if i.counted() {
+		more := ""
+		if i.AlertsOverflow {
+			more = fmt.Sprintf(", and more than the %d it can count", MaxAlertsTracked)
+		}
+		fmt.Fprintf(&b, "  alerts:    %d joined, %d resolved%s (%d kept whole)\n", i.AlertsJoined, i.AlertsResolved, more, len(i.Alerts))
+	}
 	if i.GeneratorURL != "" {
 		fmt.Fprintf(&b, "  alert:     %s\n", i.GeneratorURL)
 	}

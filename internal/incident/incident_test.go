@@ -2,6 +2,8 @@ package incident
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,5 +50,80 @@ func TestRenderEvidence(t *testing.T) {
 `
 	if got != want {
 		t.Errorf("Render() =\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestAlertLedgerRoundTrip: the counts and the ledger survive the record's
+// JSON, so that an alert handed over again after a restart is still told
+// apart.
+func TestAlertLedgerRoundTrip(t *testing.T) {
+	inc := &Incident{SchemaVersion: SchemaVersion, ID: "i", State: StateEscalated}
+	for k := range 50 {
+		inc.AddAlert(Alert{Key: fmt.Sprintf("k%d", k), Name: "Down"})
+	}
+	inc.resolveAlert("k3", time.Unix(0, 0))
+	inc.resolveAlert("k30", time.Unix(0, 0))
+	data, err := json.Marshal(inc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Incident
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.AlertsJoined != 50 || back.AlertsResolved != 2 || !slices.Equal(back.Ledger, inc.Ledger) {
+		t.Fatalf("after JSON: %d joined, %d resolved, ledger equal %v", back.AlertsJoined, back.AlertsResolved, slices.Equal(back.Ledger, inc.Ledger))
+	}
+	for _, key := range []string{"k0", "k30", "k49"} {
+		if !back.HasAlert(key) {
+			t.Errorf("alert %s lost", key)
+		}
+	}
+	if back.HasAlert("k50") {
+		t.Error("an alert that never joined belongs to the incident")
+	}
+	if added, _ := back.AddAlert(Alert{Key: "k40"}); added {
+		t.Error("an alert counted before the JSON was counted again")
+	}
+	if ok, _ := back.resolveAlert("k30", time.Unix(0, 0)); ok {
+		t.Error("a resolution counted before the JSON was counted again")
+	}
+	for _, bad := range []string{`"alertLedger":"AAAA"`, `"alertLedger":"!"`, `"alertLedger":"AAAAAAAAAAIAAAAAAAAAAQ=="`} {
+		if err := json.Unmarshal([]byte(`{"schemaVersion":3,`+bad+`}`), &back); err == nil {
+			t.Errorf("%s decoded without error", bad)
+		}
+	}
+}
+
+// TestVersion2RecordIsRead: a record of schema version 2 kept every alert
+// whole and no counts; it still answers for its alerts, and is counted
+// when next worked on.
+func TestVersion2RecordIsRead(t *testing.T) {
+	v2 := `{"schemaVersion":2,"id":"deployment-production-event-service-r2-20261202t140000z","rollout":"deployment/production/event-service@2",
+		"target":{"kind":"Deployment","namespace":"production","name":"event-service"},"revision":2,"state":"escalated",
+		"startedAt":"2026-12-02T14:00:00Z","decision":{"outcome":"escalate","reason":"gitops_managed","target":{"kind":"Deployment","namespace":"production","name":"event-service"},"checks":null,"message":"escalate"},
+		"rung":0,"alerts":[{"key":"a@1","fingerprint":"a","alertname":"EventServiceDown","startsAt":"2026-12-02T14:00:00Z","receivedAt":"2026-12-02T14:00:01Z","resolvedAt":"2026-12-02T14:05:00Z"},
+		{"key":"b@1","fingerprint":"b","alertname":"EventServiceDown","startsAt":"2026-12-02T14:00:00Z","receivedAt":"2026-12-02T14:00:02Z"}],
+		"timeline":[]}`
+	var inc Incident
+	if err := json.Unmarshal([]byte(v2), &inc); err != nil {
+		t.Fatal(err)
+	}
+	if !inc.HasAlert("a@1") || !inc.HasAlert("b@1") || inc.HasAlert("c@1") {
+		t.Error("the alerts of a version-2 record are not its own")
+	}
+	if inc.AllAlertsResolved() {
+		t.Error("b@1 still fires, but every alert counts as resolved")
+	}
+	after, fx := Next(&inc, Event{Kind: EventAlertResolved, At: time.Date(2026, 12, 2, 14, 6, 0, 0, time.UTC), Key: "b@1"}, Rules{})
+	if after.State != StateResolving || after.AlertsJoined != 2 || after.AlertsResolved != 2 || len(fx) == 0 {
+		t.Fatalf("state %s, %d joined, %d resolved, effects %v", after.State, after.AlertsJoined, after.AlertsResolved, fx)
+	}
+	data, err := json.Marshal(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"alertsJoined":2`) {
+		t.Errorf("written again without its counts: %s", data)
 	}
 }

@@ -32,8 +32,11 @@ const (
 	EventTick EventKind = "tick"
 	// EventAlertJoined: another alert about the workload was decided and
 	// handed to this incident (Alert, Decision, and Plan for a rollback).
+	// An alert handed over again is counted once; a resolution it carries
+	// (Alert.ResolvedAt) is counted, once.
 	EventAlertJoined EventKind = "alert_joined"
-	// EventAlertResolved: Alertmanager reported an alert resolved (Key).
+	// EventAlertResolved: Alertmanager reported an alert resolved (Key),
+	// counted once however often it is handed over.
 	EventAlertResolved EventKind = "alert_resolved"
 	// EventActed: the current rung's action ended (Action; Retryable when
 	// its error may pass).
@@ -86,6 +89,12 @@ type EffectKind string
 const (
 	// EffectSave: write the incident now, before the effects after it.
 	EffectSave EffectKind = "save"
+	// EffectSaveSoon: the incident changed in a way that may wait: the
+	// worker writes it before it stops, if no EffectSave does first. For
+	// alerts joining and resolving, which their records in the cluster
+	// hand to the incident again after a restart, so that a storm of them
+	// is one write and not one each.
+	EffectSaveSoon EffectKind = "save_soon"
 	// EffectAct: carry out the rung Rung (Action says of which kind).
 	EffectAct EffectKind = "act"
 	// EffectVerify: run the checks of the rung just acted on.
@@ -252,6 +261,8 @@ func (i *Incident) clone() *Incident {
 	n.Tasks = slices.Clone(i.Tasks)
 	n.Timeline = slices.Clone(i.Timeline)
 	n.Targets = slices.Clone(i.Targets)
+	n.Ledger = slices.Clone(i.Ledger)
+	n.countAlerts()
 	return &n
 }
 
@@ -573,23 +584,36 @@ func (i *Incident) paged(ev Event) []Effect {
 	return nil
 }
 
-// join adds an alert's decision to the incident. A rollback decision on an
-// incident that has not acted yet (it was fixing forward or escalated)
-// takes its plan: the incident escalates its outcome and acts.
+// join counts an alert and adds its decision to the incident. A rollback
+// decision on an incident that has not acted yet (it was fixing forward or
+// escalated) takes its plan: the incident escalates its outcome and acts.
 func (i *Incident) join(ev Event, r Rules) []Effect {
 	d := *ev.Decision
-	if i.HasAlert(ev.Alert.Key) {
+	wasResolved := i.AlertsResolved
+	added, kept := i.AddAlert(ev.Alert)
+	if !added {
+		// Handed over again, perhaps now resolved.
+		if ev.Alert.ResolvedAt.IsZero() {
+			return nil
+		}
+		if counted, name := i.resolveAlert(ev.Alert.Key, ev.Alert.ResolvedAt); counted {
+			return i.alertsResolved(ev.Alert.ResolvedAt, name, name != "", r)
+		}
 		return nil
 	}
-	i.Alerts = append(i.Alerts, ev.Alert)
-	i.Log(ev.At, "alert %s joined: %s (%s)", ev.Alert.Name, d.Outcome, d.Reason)
-	if d.Outcome != policy.OutcomeRollback || ev.Plan == nil {
-		return []Effect{{Kind: EffectSave}}
+	switch {
+	case kept:
+		i.Log(ev.At, "alert %s joined: %s (%s)", ev.Alert.Name, d.Outcome, d.Reason)
+	case alertMilestone(i.AlertsJoined):
+		i.Log(ev.At, "%d alerts have joined; the incident keeps %d of them whole", i.AlertsJoined, len(i.Alerts))
 	}
-	if !i.TakesOver(d) {
+	if d.Outcome != policy.OutcomeRollback || ev.Plan == nil || !i.TakesOver(d) {
 		// Already rolling back, or past the automatic part: the alert joins
 		// and the rollback it asks for is the one under way.
-		return []Effect{{Kind: EffectSave}}
+		if i.AlertsResolved != wasResolved {
+			return i.alertsResolved(ev.Alert.ResolvedAt, ev.Alert.Name, kept, r)
+		}
+		return []Effect{{Kind: EffectSaveSoon}}
 	}
 	was := i.Decision
 	i.Decision, i.DryRun = d, d.DryRun
@@ -638,20 +662,23 @@ func (i *Incident) TakesOver(d policy.Decision) bool {
 	return i.Decision.Outcome != policy.OutcomeRollback || (i.DryRun && !d.DryRun)
 }
 
-// alertResolved marks an alert resolved; once all are, an incident that
-// has nothing automatic in flight resolves.
+// alertResolved counts an alert's resolution; once every alert is
+// resolved, an incident that has nothing automatic in flight resolves.
 func (i *Incident) alertResolved(ev Event, r Rules) []Effect {
-	for k := range i.Alerts {
-		a := &i.Alerts[k]
-		if a.Key != ev.Key || !a.ResolvedAt.IsZero() {
-			continue
-		}
-		a.ResolvedAt = ev.At
-		i.Log(ev.At, "alert %s resolved", a.Name)
-		if i.State == StateEscalated && i.AllAlertsResolved() {
-			return i.resolve(ev.At, "every alert resolved")
-		}
-		return []Effect{{Kind: EffectSave}}
+	counted, name := i.resolveAlert(ev.Key, ev.At)
+	if !counted {
+		return nil
 	}
-	return nil
+	return i.alertsResolved(ev.At, name, name != "", r)
+}
+
+// alertsResolved follows a resolution just counted.
+func (i *Incident) alertsResolved(at time.Time, name string, kept bool, r Rules) []Effect {
+	if kept {
+		i.Log(at, "alert %s resolved", name)
+	}
+	if i.State == StateEscalated && i.AllAlertsResolved() {
+		return i.resolve(at, "every alert resolved")
+	}
+	return []Effect{{Kind: EffectSaveSoon}}
 }

@@ -1,6 +1,8 @@
 package incident
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -374,7 +376,7 @@ func TestNext(t *testing.T) {
 		{
 			name: "a resolved alert while verifying is one more signal, not a resolution",
 			inc:  verifying(0, time.Minute), ev: Event{Kind: EventAlertResolved, At: at(3 * time.Minute), Key: "a@1"},
-			state: StateVerifying, effects: []string{"save"},
+			state: StateVerifying, effects: []string{"save_soon"},
 		},
 		{
 			name: "item 1: service_down joining a fix-forward incident takes it over and rolls back",
@@ -423,21 +425,88 @@ func TestNext(t *testing.T) {
 			inc:  verifying(0, time.Minute),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Down"},
 				Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
-			state: StateVerifying, effects: []string{"save"},
+			state: StateVerifying, effects: []string{"save_soon"},
 		},
 		{
 			name: "a rollback joining after the automatic rungs failed does not start them again",
 			inc:  with(verifying(1, time.Minute), func(i *Incident) { i.State = StateEscalated }),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Down"},
 				Decision: ptr(decision(policy.OutcomeRollback, policy.ReasonCriterionMet)), Plan: &rollbackPlan},
-			state: StateEscalated, rung: 1, effects: []string{"save"},
+			state: StateEscalated, rung: 1, effects: []string{"save_soon"},
 		},
 		{
 			name: "a fix-forward alert joining a fix-forward incident only joins",
 			inc:  fixingForward(),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "b@1", Name: "Slow"},
 				Decision: ptr(decision(policy.OutcomeFixForward, policy.ReasonCriterionMet))},
-			state: StateEscalated, effects: []string{"save"},
+			state: StateEscalated, effects: []string{"save_soon"},
+		},
+		{
+			name: "item 8: an alert handed over again is counted once",
+			inc:  alerting(fixingForward(), 3, 0),
+			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "k2", Name: "Slow"},
+				Decision: ptr(decision(policy.OutcomeFixForward, policy.ReasonCriterionMet))},
+			state: StateEscalated,
+			check: counts(3, 0, 3),
+		},
+		{
+			name: "item 8: an alert joining already resolved counts its resolution with it",
+			inc:  alerting(fixingForward(), 3, 0),
+			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "new", Name: "Slow", ResolvedAt: at(time.Minute)},
+				Decision: ptr(decision(policy.OutcomeFixForward, policy.ReasonCriterionMet))},
+			state: StateEscalated, effects: []string{"save_soon"},
+			check: counts(4, 1, 4),
+		},
+		{
+			name: "item 8: an alert handed over again, now resolved, counts its resolution once",
+			inc:  alerting(fixingForward(), 3, 2),
+			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "k2", Name: "Slow", ResolvedAt: at(time.Minute)},
+				Decision: ptr(decision(policy.OutcomeFixForward, policy.ReasonCriterionMet))},
+			state: StateResolving, effects: []string{"save", "resolve_pages"},
+			check: counts(3, 3, 3),
+		},
+		{
+			name: "item 8: a resolution handed over again is counted once",
+			inc:  alerting(fixingForward(), 3, 1),
+			ev:   Event{Kind: EventAlertResolved, At: at(time.Minute), Key: "k0"}, state: StateEscalated,
+			check: counts(3, 1, 3),
+		},
+		{
+			name: "item 8: a resolution of no alert of the incident is not counted",
+			inc:  alerting(fixingForward(), 3, 1),
+			ev:   Event{Kind: EventAlertResolved, At: at(time.Minute), Key: "other"}, state: StateEscalated,
+			check: counts(3, 1, 3),
+		},
+		{
+			name: "item 8: alerts beyond those kept whole are counted, and kept ones that resolve make room",
+			inc:  alerting(fixingForward(), 3*MaxAlertsKept, 0),
+			ev:   Event{Kind: EventAlertResolved, At: at(time.Minute), Key: "k7"}, state: StateEscalated,
+			effects: []string{"save_soon"},
+			check: func(t *testing.T, before, after *Incident, fx []Effect) {
+				counts(3*MaxAlertsKept, 1, MaxAlertsKept-1)(t, before, after, fx)
+				if after.HasAlert("k7") != true || !after.HasAlert(fmt.Sprintf("k%d", 3*MaxAlertsKept-1)) {
+					t.Error("an alert not kept whole no longer belongs to the incident")
+				}
+				if after.Timeline[len(after.Timeline)-1].What != "alert Slow resolved" {
+					t.Errorf("timeline ends %q", after.Timeline[len(after.Timeline)-1].What)
+				}
+			},
+		},
+		{
+			name:  "item 8: the last resolution, of an alert not kept whole, resolves the incident",
+			inc:   alerting(fixingForward(), 3*MaxAlertsKept, 3*MaxAlertsKept-1),
+			ev:    Event{Kind: EventAlertResolved, At: at(time.Minute), Key: fmt.Sprintf("k%d", 3*MaxAlertsKept-1)},
+			state: StateResolving, effects: []string{"save", "resolve_pages"},
+			check: counts(3*MaxAlertsKept, 3*MaxAlertsKept, alertsKeptFirst),
+		},
+		{
+			name: "item 8: a version-2 record, every alert kept whole, is counted and resolves on its last alert",
+			inc: &Incident{SchemaVersion: 2, ID: "i", State: StateEscalated, StartedAt: t0,
+				Decision: decision(policy.OutcomeFixForward, policy.ReasonCriterionMet),
+				Alerts:   []Alert{{Key: "a@1", Name: "Slow", ResolvedAt: t0}, {Key: "b@1", Name: "Slow"}, {Key: "a@1", Name: "Slow"}}},
+			ev:    Event{Kind: EventAlertResolved, At: at(time.Minute), Key: "b@1"},
+			state: StateResolving, effects: []string{"save", "resolve_pages"},
+			check: counts(2, 2, 2),
 		},
 		{
 			name: "an alert already in the incident joins once",
@@ -467,6 +536,30 @@ func TestNext(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// alerting has n alerts k0, k1 ... join inc, of which the first resolved
+// are resolved.
+func alerting(inc *Incident, n, resolved int) *Incident {
+	inc.Alerts, inc.AlertsJoined = nil, 0
+	for k := range n {
+		inc.AddAlert(Alert{Key: fmt.Sprintf("k%d", k), Name: "Slow"})
+	}
+	for k := range resolved {
+		inc.resolveAlert(fmt.Sprintf("k%d", k), t0)
+	}
+	return inc
+}
+
+// counts checks the incident's alert counts and how many it keeps whole.
+func counts(joined, resolved, kept int) func(t *testing.T, _, after *Incident, _ []Effect) {
+	return func(t *testing.T, _, after *Incident, _ []Effect) {
+		t.Helper()
+		if after.AlertsJoined != joined || after.AlertsResolved != resolved || len(after.Alerts) != kept {
+			t.Errorf("alerts: %d joined, %d resolved, %d kept whole; want %d, %d, %d",
+				after.AlertsJoined, after.AlertsResolved, len(after.Alerts), joined, resolved, kept)
+		}
+	}
+}
 
 func TestRungs(t *testing.T) {
 	for _, tc := range []struct {
@@ -513,4 +606,50 @@ func TestRedecides(t *testing.T) {
 			t.Errorf("%s: Redecides() = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+}
+
+// TestManyAlertsStayBounded: a DaemonSet's per-node alerts, thousands of
+// them, join one incident one by one and resolve; the record stays small,
+// each join and resolution is counted once, and the last resolution
+// resolves the incident.
+func TestManyAlertsStayBounded(t *testing.T) {
+	const n = 5000
+	inc := fixingForward()
+	inc.Alerts = nil
+	var fx []Effect
+	for k := range n {
+		ev := Event{Kind: EventAlertJoined, At: at(time.Second), Decision: ptr(decision(policy.OutcomeFixForward, policy.ReasonCriterionMet)),
+			Alert: Alert{Key: fmt.Sprintf("node-%d@1", k), Name: "NodeAgentDown", Labels: map[string]string{"node": fmt.Sprintf("node-%d", k)}}}
+		inc, _ = Next(inc, ev, rules)
+		// Handed over twice: the second is no join.
+		if inc, fx = Next(inc, ev, rules); len(fx) != 0 {
+			t.Fatalf("a join handed over again has effects %q", kinds(fx))
+		}
+	}
+	full, err := json.Marshal(inc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range n {
+		ev := Event{Kind: EventAlertResolved, At: at(time.Minute), Key: fmt.Sprintf("node-%d@1", k)}
+		inc, fx = Next(inc, ev, rules)
+		if inc, _ = Next(inc, ev, rules); inc.State == StateResolving && k < n-1 {
+			t.Fatalf("resolving after %d of %d resolutions", k+1, n)
+		}
+	}
+	if inc.State != StateResolving || !slices.Equal(kinds(fx), []string{"save", "resolve_pages"}) {
+		t.Fatalf("after the last resolution: state %s, effects %q", inc.State, kinds(fx))
+	}
+	if inc.AlertsJoined != n || inc.AlertsResolved != n || len(inc.Alerts) != alertsKeptFirst {
+		t.Errorf("%d joined, %d resolved, %d kept whole; want %d, %d, %d", inc.AlertsJoined, inc.AlertsResolved, len(inc.Alerts), n, n, alertsKeptFirst)
+	}
+	// The ledger is 8 bytes an alert (in base64, 32/3); the rest is bounded.
+	if bound := n*32/3 + 16<<10; len(full) > bound {
+		t.Errorf("the record of %d alerts is %d bytes, over %d", n, len(full), bound)
+	}
+	// A line for each alert kept whole, one a power of ten.
+	if len(inc.Timeline) > 2*MaxAlertsKept+10 {
+		t.Errorf("timeline of %d lines:\n%s", len(inc.Timeline), inc.Render())
+	}
+	t.Logf("%d alerts: record %d bytes, timeline %d lines", n, len(full), len(inc.Timeline))
 }
