@@ -550,12 +550,12 @@ func (e *Engine) save(ctx context.Context, inc *incident.Versioned) error {
 // daemon's namespace could have written: before anything changes, the live
 // workload is checked against the policy in force (see recheck).
 func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Effect) incident.Event {
-	d := inc.Decision
+	d, first := inc.Decision, inc.FirstAlert()
 	req := actuator.Request{
 		Target:      inc.Target,
 		Incident:    inc.Rollout,
-		Fingerprint: inc.Alerts[0].Fingerprint,
-		Why:         fmt.Sprintf("alert %s, rule %s (%s)", inc.Alerts[0].Name, d.Rule, d.Criterion),
+		Fingerprint: first.Fingerprint,
+		Why:         fmt.Sprintf("alert %s, rule %s (%s)", first.Name, d.Rule, d.Criterion),
 	}
 	var (
 		res actuator.Result
@@ -592,8 +592,8 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 	}
 	a.Result = &res
 	switch {
-	case res.Outcome == actuator.OutcomeApplied && f.Rung == 0 && !res.Resumed:
-		e.m.alertToAction.Observe(now.Sub(inc.Alerts[0].ReceivedAt).Seconds())
+	case res.Outcome == actuator.OutcomeApplied && f.Rung == 0 && !res.Resumed && !first.ReceivedAt.IsZero():
+		e.m.alertToAction.Observe(now.Sub(first.ReceivedAt).Seconds())
 	case (res.Outcome == actuator.OutcomeApplied || res.Resumed) && f.Rung > 0:
 		e.budget.add(inc.Target, now, inc.ID)
 	}
@@ -947,7 +947,7 @@ func (e *Engine) announce(ctx context.Context, inc *incident.Incident, summary s
 func (e *Engine) escalateIncident(inc *incident.Incident) escalate.Incident {
 	return escalate.Incident{
 		ID: inc.ID, Target: inc.Target, StartedAt: inc.StartedAt,
-		Alertname: inc.Alerts[0].Name, Rule: inc.Decision.Rule, Criterion: inc.Decision.Criterion,
+		Alertname: inc.FirstAlert().Name, Rule: inc.Decision.Rule, Criterion: inc.Decision.Criterion,
 		GeneratorURL: inc.GeneratorURL,
 	}
 }

@@ -138,6 +138,7 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		cfg         func(cfg *policy.Config, ns string)
 		plan        incident.Plan
 		record      bool // forge a decided alert record rather than an incident
+		noAlerts    bool // an incident that holds no alert
 		reason      string
 		evidence    bool // the target passes the target checks: evidence is kept
 	}{
@@ -152,6 +153,13 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 			labels: map[string]string{"team": "events"},
 			plan:   incident.Plan{From: 2, ScaleBounce: true},
 			reason: "policy_refused: not_opted_in",
+		},
+		{
+			name:     "an incident that holds no alert rolls back a workload not opted in",
+			labels:   map[string]string{"team": "events"},
+			plan:     incident.Plan{From: 2, Targets: []int64{1}},
+			noAlerts: true,
+			reason:   "policy_refused: not_opted_in",
 		},
 		{
 			name:   "a decided record rolls back a workload not opted in",
@@ -233,6 +241,9 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 				id = incident.NewID(target, 2, now)
 			} else {
 				inc := stopped.newIncident(rec, &policy.Workload{Ref: target, Revision: 2}, now)
+				if tc.noAlerts {
+					inc.Alerts, inc.AlertsJoined, inc.Ledger = nil, 0, nil
+				}
 				if _, err := stopped.opts.Incidents.Create(ctx, inc); err != nil {
 					t.Fatal(err)
 				}

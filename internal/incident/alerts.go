@@ -172,6 +172,16 @@ func (i *Incident) resolveAlert(key string, at time.Time) (resolved bool, name s
 	return true, name
 }
 
+// FirstAlert returns the first alert to join the incident, which names it;
+// the zero Alert for a record that holds none (one not written by the
+// daemon).
+func (i *Incident) FirstAlert() Alert {
+	if len(i.Alerts) == 0 {
+		return Alert{}
+	}
+	return i.Alerts[0]
+}
+
 // HasAlert reports whether the alert with the given key belongs to the
 // incident, kept whole or not.
 func (i *Incident) HasAlert(key string) bool {
