@@ -83,6 +83,9 @@ type WaitCheck struct {
 type HTTPCheck struct {
 	// Name identifies the check; its result is named "http:<name>".
 	Name string `json:"name" mapstructure:"name"`
+	// Scope chooses the workloads the check runs for; namespaces is
+	// required with bearerTokenSecret.
+	Scope `mapstructure:",squash"`
 	// URL is a Go text/template over {Name, Namespace, Kind} of the
 	// workload, for example http://{{.Name}}.{{.Namespace}}.svc/health/live.
 	URL    string `json:"url" mapstructure:"url"`
@@ -103,6 +106,19 @@ type HTTPCheck struct {
 	// whose key holds a token sent as `Authorization: Bearer`. The token is
 	// read at check time and never logged.
 	BearerTokenSecret SecretKeyRef `json:"bearerTokenSecret,omitzero" mapstructure:"bearerTokenSecret"`
+}
+
+// Scope chooses the workloads an http or promql check runs for: those in
+// one of Namespaces whose own labels (metadata.labels) match Selector. A
+// key left empty selects every workload. For any other workload the check
+// is not run and has no result.
+type Scope struct {
+	// Namespaces lists the namespaces of the workloads the check runs for.
+	Namespaces []string `json:"namespaces,omitempty" mapstructure:"namespaces"`
+	// Selector is a label selector on the workload's labels, as
+	// `kubectl get -l` takes it, for example
+	// "app.kubernetes.io/part-of=shop,tier!=batch".
+	Selector string `json:"selector,omitempty" mapstructure:"selector"`
 }
 
 // SecretKeyRef names one key of a Secret in the workload's namespace.
@@ -132,6 +148,8 @@ const (
 type PromQLCheck struct {
 	// Name identifies the check; its result is named "promql:<name>".
 	Name string `json:"name" mapstructure:"name"`
+	// Scope chooses the workloads the check runs for.
+	Scope `mapstructure:",squash"`
 	// Query is a Go text/template over {Name, Namespace, Kind} of the
 	// workload; it must return a scalar or an instant vector.
 	Query string `json:"query" mapstructure:"query"`
@@ -347,7 +365,14 @@ func (c Config) validate(needURL bool) error {
 			for _, msg := range validation.IsConfigMapKey(s.Key) {
 				bad(key("bearerTokenSecret.key"), "%s", msg)
 			}
+			// Labels do not do: whoever may edit a workload sets its
+			// labels, and would get the token. Who may create workloads in
+			// a namespace is the cluster's RBAC to say.
+			if len(h.Namespaces) == 0 {
+				bad(key("namespaces"), "must be set when bearerTokenSecret is: a check with credentials must name the namespaces of the workloads it may send them to (a selector alone does not do, since whoever edits a workload sets its labels)")
+			}
 		}
+		h.Scope.validate(key, bad)
 	}
 
 	seen = map[string]bool{}
@@ -389,8 +414,22 @@ func (c Config) validate(needURL bool) error {
 		default:
 			bad(key("noData"), "must be one of inconclusive, pass, fail; got %q", p.NoData)
 		}
+		p.Scope.validate(key, bad)
 	}
 	return sortedJoin(errs)
+}
+
+// validate reports bad namespace names and a selector that does not
+// parse, under the keys key names.
+func (s Scope) validate(key func(string) string, bad func(key, format string, args ...any)) {
+	for j, ns := range s.Namespaces {
+		for _, msg := range validation.IsDNS1123Label(ns) {
+			bad(key(fmt.Sprintf("namespaces[%d]", j)), "%s", msg)
+		}
+	}
+	if _, err := s.compile(); err != nil {
+		bad(key("selector"), "must be a label selector such as \"app=web,tier!=batch\": %v", err)
+	}
 }
 
 // checkURL accepts an absolute http or https URL with a host.

@@ -155,10 +155,39 @@ func TestValidate(t *testing.T) {
 			name: "bearer token secret with a bad name and no key",
 			cfg: valid(func(c *Config) {
 				c.HTTP[0].BearerTokenSecret = SecretKeyRef{Name: "API_Token"}
+				c.HTTP[0].Namespaces = []string{"production"}
 			}),
 			want: []string{
 				"http[0].bearerTokenSecret.key: a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
 				"http[0].bearerTokenSecret.name: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+			},
+		},
+		{
+			name: "a check with credentials names its namespaces",
+			cfg: valid(func(c *Config) {
+				c.HTTP[0].BearerTokenSecret = SecretKeyRef{Name: "api-token", Key: "token"}
+				c.HTTP[0].Scope = Scope{Namespaces: []string{"production", "staging"}, Selector: "app.kubernetes.io/part-of=shop"}
+			}),
+		},
+		{
+			name: "a check with credentials and no namespaces",
+			cfg: valid(func(c *Config) {
+				c.HTTP[0].BearerTokenSecret = SecretKeyRef{Name: "api-token", Key: "token"}
+				c.HTTP[0].Selector = "team=a"
+			}),
+			want: []string{"http[0].namespaces: must be set when bearerTokenSecret is: a check with credentials must name the namespaces of the workloads it may send them to (a selector alone does not do, since whoever edits a workload sets its labels)"},
+		},
+		{
+			name: "scope keys out of range",
+			cfg: valid(func(c *Config) {
+				c.HTTP[0].Scope = Scope{Namespaces: []string{"production", "Team_A"}, Selector: "tier in (web"}
+				c.PromQL[0].Scope = Scope{Namespaces: []string{""}, Selector: "tier notin web"}
+			}),
+			want: []string{
+				"http[0].namespaces[1]: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+				`http[0].selector: must be a label selector such as "app=web,tier!=batch": unable to parse requirement: found '', expected: ',' or ')'`,
+				"promql[0].namespaces[0]: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+				`promql[0].selector: must be a label selector such as "app=web,tier!=batch": unable to parse requirement: found 'web' expected: '('`,
 			},
 		},
 		{

@@ -25,6 +25,7 @@ const maxBodyBytes = 1 << 20
 // regular expression compiled.
 type httpCheck struct {
 	HTTPCheck
+	scope  scope
 	url    *template.Template
 	body   *regexp.Regexp // nil: any body
 	client *http.Client

@@ -262,7 +262,7 @@ func TestHTTPBearerToken(t *testing.T) {
 			logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 			cfg := httpOnly(HTTPCheck{
 				Name: "api", URL: srv.URL + "/api/v1/events?limit=1", BodyRegex: `"events":\[`,
-				Retries: ptr(0), BearerTokenSecret: tc.secret,
+				Retries: ptr(0), BearerTokenSecret: tc.secret, Scope: Scope{Namespaces: []string{ns}},
 			})
 			v, err := New(Options{Config: cfg, Client: c.Client, Logger: logger})
 			if err != nil {

@@ -16,7 +16,7 @@ func TestInconclusiveIsPass(t *testing.T) {
 	srv := httptest.NewServer(rec)
 	t.Cleanup(srv.Close)
 	cfg := httpOnly(
-		HTTPCheck{Name: "api", URL: srv.URL + "/api", Retries: ptr(0), BearerTokenSecret: SecretKeyRef{Name: "absent", Key: "token"}},
+		HTTPCheck{Name: "api", URL: srv.URL + "/api", Retries: ptr(0), BearerTokenSecret: SecretKeyRef{Name: "absent", Key: "token"}, Scope: Scope{Namespaces: []string{web.Namespace}}},
 		HTTPCheck{Name: "live", URL: srv.URL + "/health/live", Retries: ptr(0)},
 	)
 	cfg.InconclusiveIsPass = true

@@ -129,7 +129,7 @@ func TestVerifyStopsAtInconclusive(t *testing.T) {
 	t.Cleanup(srv.Close)
 	cfg := httpOnly(
 		// The Secret does not exist: the request is not sent, inconclusive.
-		HTTPCheck{Name: "api", URL: srv.URL + "/api", Retries: ptr(0), BearerTokenSecret: SecretKeyRef{Name: "absent", Key: "token"}},
+		HTTPCheck{Name: "api", URL: srv.URL + "/api", Retries: ptr(0), BearerTokenSecret: SecretKeyRef{Name: "absent", Key: "token"}, Scope: Scope{Namespaces: []string{web.Namespace}}},
 		HTTPCheck{Name: "live", URL: srv.URL + "/health/live", Retries: ptr(0)},
 	)
 	v, err := New(Options{Config: cfg, Client: fake.NewClientset()})

@@ -21,6 +21,7 @@ const minQueryTimeout = 5 * time.Second
 // compiled.
 type promCheck struct {
 	PromQLCheck
+	scope scope
 	query *template.Template
 }
 

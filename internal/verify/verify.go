@@ -15,6 +15,10 @@
 // stops at the first check that fails (or, by default, that is
 // inconclusive): the overall verdict can no longer be pass. The engine
 // (internal/engine) escalates on anything but an overall pass.
+//
+// An http or promql check runs only for the workloads its Scope selects,
+// so that one team's check, and its credentials, never meet another
+// team's workload.
 package verify
 
 import (
@@ -33,6 +37,7 @@ import (
 	promconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
@@ -224,10 +229,13 @@ func New(o Options) (*Verifier, error) {
 	cfg = cfg.withDefaults()
 	needsClient := cfg.Rollout.Enabled || cfg.Pods.Enabled
 	for _, h := range cfg.HTTP {
-		needsClient = needsClient || !h.BearerTokenSecret.IsZero()
+		needsClient = needsClient || !h.BearerTokenSecret.IsZero() || h.Selector != ""
+	}
+	for _, p := range cfg.PromQL {
+		needsClient = needsClient || p.Selector != ""
 	}
 	if needsClient && o.Client == nil {
-		return nil, errors.New("new verifier: Options.Client is required for the rollout and pods checks and for bearer tokens from Secrets")
+		return nil, errors.New("new verifier: Options.Client is required for the rollout and pods checks, for bearer tokens from Secrets and for checks with a selector")
 	}
 	v := &Verifier{
 		cfg:             cfg,
@@ -262,6 +270,9 @@ func New(o Options) (*Verifier, error) {
 		if c.url, err = parseTemplate("url", h.URL); err != nil {
 			return nil, fmt.Errorf("new verifier: http check %s: %w", h.Name, err) // unreachable: validated
 		}
+		if c.scope, err = h.Scope.compile(); err != nil {
+			return nil, fmt.Errorf("new verifier: http check %s: %w", h.Name, err) // unreachable: validated
+		}
 		if h.BodyRegex != "" {
 			c.body = regexp.MustCompile(h.BodyRegex) // validated
 		}
@@ -275,6 +286,9 @@ func New(o Options) (*Verifier, error) {
 		c := &promCheck{PromQLCheck: p}
 		var err error
 		if c.query, err = parseTemplate("query", p.Query); err != nil {
+			return nil, fmt.Errorf("new verifier: promql check %s: %w", p.Name, err) // unreachable: validated
+		}
+		if c.scope, err = p.Scope.compile(); err != nil {
 			return nil, fmt.Errorf("new verifier: promql check %s: %w", p.Name, err) // unreachable: validated
 		}
 		v.promql = append(v.promql, c)
@@ -305,7 +319,9 @@ type stage []check
 
 // Verify runs the configured checks for the workload in the runbook's
 // order and returns their results in that order: rollout, pods, the http
-// checks in config order, then the promql checks in config order. Each
+// checks in config order, then the promql checks in config order. Of the
+// http and promql checks only those whose Scope selects the workload run;
+// the others have no result, so they can neither fail nor pass it. Each
 // stage starts only when the one before passed: the rollout check; the pods
 // check; each http check, one after another; the promql checks, together
 // (each observes over time; one after another would multiply the wait).
@@ -332,14 +348,14 @@ func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
 	var results []Result
 	var stop string // why the stages left are not run
 	var notRun []string
-	for _, s := range v.stages(target) {
+	run := func(s stage) {
 		if stop != "" {
 			at := v.clock.Now()
 			for _, c := range s {
 				results = append(results, Result{Check: c.name, Kind: c.kind, Status: StatusInconclusive, Message: "Not run: " + stop + ".", At: at})
 				notRun = append(notRun, c.name)
 			}
-			continue
+			return
 		}
 		rs := v.runStage(ctx, target, s, floor)
 		results = append(results, rs...)
@@ -348,6 +364,15 @@ func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
 		}
 		stop = v.stopReason(ctx, rs)
 	}
+	for _, s := range v.kubeStages(target) {
+		run(s)
+	}
+	// The scoped checks are chosen only now: when the rollout and pods
+	// checks passed, the workload whose labels a selector needs was just
+	// read.
+	for _, s := range v.scopedStages(ctx, target) {
+		run(s)
+	}
 	if len(notRun) > 0 {
 		v.logger.Log(ctx, slog.LevelWarn, "verification stopped early", "namespace", target.Namespace, "workload", target.Name,
 			"reason", stop, "not_run", notRun)
@@ -355,8 +380,8 @@ func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
 	return results
 }
 
-// stages returns the configured checks for target, stage by stage.
-func (v *Verifier) stages(target policy.Ref) []stage {
+// kubeStages returns the rollout and pods checks, as configured.
+func (v *Verifier) kubeStages(target policy.Ref) []stage {
 	var stages []stage
 	if v.cfg.Rollout.Enabled {
 		stages = append(stages, stage{{KindRollout, KindRollout, func(ctx context.Context, _ time.Time) (Status, string) {
@@ -374,19 +399,53 @@ func (v *Verifier) stages(target policy.Ref) []stage {
 			return v.checkPods(ctx, target, floor)
 		}}})
 	}
+	return stages
+}
+
+// scopedStages returns the http and promql checks that select target (see
+// Scope), stage by stage. A check that selects on labels that cannot be
+// read is not run but reported inconclusive: it might have applied, and
+// then its verdict is missing.
+func (v *Verifier) scopedStages(ctx context.Context, target policy.Ref) []stage {
+	var stages []stage
+	wl := &workloadLabels{read: func(ctx context.Context) (labels.Set, error) { return v.readLabels(ctx, target) }}
+	var leftOut []string
+	// pick returns the check, or false when it does not select target.
+	pick := func(name, kind string, s scope, run func(ctx context.Context, floor time.Time) (Status, string)) (check, bool) {
+		sel, err := s.selects(ctx, target, wl)
+		switch sel {
+		case unselected:
+			leftOut = append(leftOut, name)
+			return check{}, false
+		case unknown:
+			msg := fmt.Sprintf("Not run: could not read the labels of %s to tell whether the check selects it: %v.", target, err)
+			run = func(context.Context, time.Time) (Status, string) { return StatusInconclusive, msg }
+		}
+		return check{name, kind, run}, true
+	}
 	for _, h := range v.http {
-		stages = append(stages, stage{{KindHTTP + ":" + h.Name, KindHTTP, func(ctx context.Context, floor time.Time) (Status, string) {
+		c, ok := pick(KindHTTP+":"+h.Name, KindHTTP, h.scope, func(ctx context.Context, floor time.Time) (Status, string) {
 			return v.checkHTTP(ctx, h, target, floor)
-		}}})
+		})
+		if ok {
+			stages = append(stages, stage{c})
+		}
 	}
 	var promql stage
 	for _, p := range v.promql {
-		promql = append(promql, check{KindPromQL + ":" + p.Name, KindPromQL, func(ctx context.Context, floor time.Time) (Status, string) {
+		c, ok := pick(KindPromQL+":"+p.Name, KindPromQL, p.scope, func(ctx context.Context, floor time.Time) (Status, string) {
 			return v.checkPromQL(ctx, p, target, floor)
-		}})
+		})
+		if ok {
+			promql = append(promql, c)
+		}
 	}
 	if len(promql) > 0 {
 		stages = append(stages, promql)
+	}
+	if len(leftOut) > 0 {
+		v.logger.Debug("checks that do not select the workload are left out", "namespace", target.Namespace, "workload", target.Name,
+			"checks", leftOut)
 	}
 	return stages
 }
