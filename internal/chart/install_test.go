@@ -41,14 +41,19 @@ func install(t *testing.T, c *testenv.Cluster, name, ns string, set ...string) *
 	return r
 }
 
-// upgrade installs or upgrades the release with the given --set values,
-// waits until the Deployment is available and returns helm's output.
+// upgrade installs or upgrades the release with the given --set values
+// (or helm flags, such as --set-json=k=v, as they are), waits until the
+// Deployment is available and returns helm's output.
 func (r *release) upgrade(t *testing.T, set ...string) string {
 	t.Helper()
 	args := append([]string{"upgrade", "--install", r.name, chartDir, "--wait", "--timeout", "3m",
 		"--set", "image.repository=example.invalid/autorollbackd"}, r.kubeflags...)
 	for _, s := range set {
-		args = append(args, "--set", s)
+		if strings.HasPrefix(s, "--") {
+			args = append(args, s)
+		} else {
+			args = append(args, "--set", s)
+		}
 	}
 	out, err := helm(t, 4*time.Minute, args...)
 	if err != nil {
@@ -102,7 +107,8 @@ func (r *release) check(t *testing.T, allow bool, cases [][]string) {
 
 // TestInstallNamespaced installs with rbac.scope=namespaced for one
 // workload namespace and checks the ServiceAccount's permissions against
-// the API server, then upgrades and checks that the generated webhook token
+// the API server, then upgrades with feature flags and tasks and checks
+// that they add exactly their permissions, that the generated webhook token
 // survives and that a config change rolls the pods.
 func TestInstallNamespaced(t *testing.T) {
 	t.Parallel()
@@ -119,10 +125,8 @@ func TestInstallNamespaced(t *testing.T) {
 		{"watch", "daemonsets", "-n", nsA},
 		{"list", "replicasets", "-n", nsA},
 		{"list", "controllerrevisions.apps", "-n", nsA},
-		{"patch", "configmaps", "-n", nsA},
 		{"list", "pods", "-n", nsA},
 		{"get", "pods", "--subresource=log", "-n", nsA},
-		{"create", "jobs.batch", "-n", nsA},
 		{"create", "events", "-n", nsA},
 		{"patch", "events.events.k8s.io", "-n", nsA},
 		{"create", "configmaps", "-n", rel},
@@ -137,6 +141,11 @@ func TestInstallNamespaced(t *testing.T) {
 		{"update", "deployments", "-n", nsA},
 		{"create", "deployments", "-n", nsA},
 		{"delete", "configmaps", "-n", nsA},
+		// Neither feature flags nor tasks are configured.
+		{"patch", "configmaps", "-n", nsA},
+		{"get", "configmaps", "-n", nsA},
+		{"create", "jobs.batch", "-n", nsA},
+		{"get", "jobs.batch", "-n", nsA},
 		{"delete", "pods", "-n", nsA},
 		{"get", "secrets", "-n", nsA},
 		{"get", "secrets/probe-token", "-n", nsA},
@@ -155,8 +164,10 @@ func TestInstallNamespaced(t *testing.T) {
 		{"patch", "deployments", "--subresource=scale", "-n", nsA},
 	})
 
-	// Upgrade with a changed configuration: the token generated at install
-	// is kept (lookup), the pods roll (checksum/config).
+	// Upgrade with feature flags, a task and a changed configuration: the
+	// token generated at install is kept (lookup), the pods roll
+	// (checksum/config), and the new permissions are exactly the flag
+	// ConfigMap by name and Jobs, in nsA only.
 	ctx := context.Background()
 	secret := "ard-ns-autorollbackd-webhook"
 	before, err := c.Client.CoreV1().Secrets(rel).Get(ctx, secret, metav1.GetOptions{})
@@ -174,6 +185,9 @@ func TestInstallNamespaced(t *testing.T) {
 		"rbac.scope=namespaced",
 		"rbac.namespaces={"+nsA+"}",
 		"rbac.secretNames={probe-token}",
+		"featureFlags.enabled=true",
+		"featureFlags.configMapNames={event-service-flags}",
+		"--set-json=config.tasks=["+taskJSON+"]",
 		"config.log.level=debug")
 	after, err := c.Client.CoreV1().Secrets(rel).Get(ctx, secret, metav1.GetOptions{})
 	if err != nil {
@@ -190,10 +204,27 @@ func TestInstallNamespaced(t *testing.T) {
 	if oldSum == newSum || rolled.Generation == deploy.Generation {
 		t.Errorf("a config change did not roll the pods: checksum %s -> %s, generation %d -> %d", oldSum, newSum, deploy.Generation, rolled.Generation)
 	}
+	r.check(t, true, [][]string{
+		{"get", "configmaps/event-service-flags", "-n", nsA},
+		{"patch", "configmaps/event-service-flags", "-n", nsA},
+		{"create", "jobs.batch", "-n", nsA},
+		{"get", "jobs.batch", "-n", nsA},
+	})
+	r.check(t, false, [][]string{
+		{"patch", "configmaps/kube-proxy", "-n", nsA},
+		{"patch", "configmaps", "-n", nsA},
+		{"update", "configmaps/event-service-flags", "-n", nsA},
+		{"patch", "configmaps/event-service-flags", "-n", outside},
+		{"create", "jobs.batch", "-n", outside},
+		{"delete", "jobs.batch", "-n", nsA},
+		{"create", "pods", "-n", nsA},
+	})
 }
 
 // TestInstallCluster installs with rbac.scope=cluster: workloads in any
-// namespace may be patched, never deleted, and Secrets stay out of reach.
+// namespace may be patched, never deleted; no ConfigMap outside the release
+// namespace may be written and no Job created, without feature flags and
+// tasks; Secrets stay out of reach.
 func TestInstallCluster(t *testing.T) {
 	t.Parallel()
 	c := testenv.Require(t)
@@ -224,6 +255,11 @@ func TestInstallCluster(t *testing.T) {
 		{"get", "secrets", "-n", rel},
 		{"list", "secrets", "--all-namespaces"},
 		{"create", "configmaps", "-n", anywhere},
+		{"patch", "configmaps", "-n", anywhere},
+		{"patch", "configmaps", "-n", "kube-system"},
+		{"get", "configmaps", "-n", anywhere},
+		{"create", "jobs.batch", "-n", anywhere},
+		{"create", "jobs.batch", "-n", "kube-system"},
 		{"create", "leases.coordination.k8s.io", "-n", anywhere},
 		{"create", "clusterrolebindings"},
 		{"create", "pods", "--subresource=exec", "-n", anywhere},

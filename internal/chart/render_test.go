@@ -37,6 +37,7 @@ type mode struct {
 	name   string
 	values string // file under ci/, empty for the defaults
 	args   []string
+	grants grants
 }
 
 var modes = []mode{
@@ -47,6 +48,8 @@ var modes = []mode{
 	{name: "networkpolicy", values: "networkpolicy-values.yaml"},
 	{name: "servicemonitor", values: "servicemonitor-values.yaml", args: apiVersions},
 	{name: "servicemonitor-without-api", values: "servicemonitor-values.yaml"},
+	{name: "featureflags-tasks", values: "featureflags-tasks-values.yaml",
+		grants: grants{flags: true, flagConfigMaps: []string{"event-service-config"}, tasks: true}},
 }
 
 func (m mode) helmArgs() []string {
@@ -101,7 +104,7 @@ func TestRender(t *testing.T) {
 			checkStrict(t, objs)
 			checkDeployment(t, objs)
 			checkConfig(t, objs, m.name == "namespaced")
-			checkRBAC(t, objs)
+			checkRBAC(t, objs, m.grants)
 			checkService(t, objs)
 			checkPDB(t, objs, true)
 			checkDashboardConfigMap(t, objs)
@@ -546,18 +549,40 @@ func expand(group string, resources, verbs []string) []perm {
 	return out
 }
 
+// grants is what the values turn on in the workload namespaces beyond
+// rollbacks: feature flags (featureFlags.enabled, by name with
+// featureFlags.configMapNames) and post-rollback tasks (config.tasks).
+type grants struct {
+	flags          bool
+	flagConfigMaps []string
+	tasks          bool
+}
+
 // workloadPerms is what the daemon needs in a workload namespace, from
 // docs/actions.md and its informers: nothing more.
-var workloadPerms = slices.Concat(
-	expand("apps", []string{"deployments", "statefulsets", "daemonsets"}, []string{"get", "list", "watch", "patch"}),
-	expand("apps", []string{"replicasets", "controllerrevisions"}, []string{"get", "list", "watch"}),
-	expand("", []string{"configmaps"}, []string{"get", "patch"}),
-	expand("", []string{"pods"}, []string{"get", "list", "watch"}),
-	expand("", []string{"pods/log"}, []string{"get"}),
-	expand("batch", []string{"jobs"}, []string{"get", "create"}),
-	expand("", []string{"events"}, []string{"create", "patch"}),
-	expand("events.k8s.io", []string{"events"}, []string{"create", "patch"}),
-)
+func (g grants) workloadPerms() map[perm]bool {
+	ps := slices.Concat(
+		expand("apps", []string{"deployments", "statefulsets", "daemonsets"}, []string{"get", "list", "watch", "patch"}),
+		expand("apps", []string{"replicasets", "controllerrevisions"}, []string{"get", "list", "watch"}),
+		expand("", []string{"pods"}, []string{"get", "list", "watch"}),
+		expand("", []string{"pods/log"}, []string{"get"}),
+		expand("", []string{"events"}, []string{"create", "patch"}),
+		expand("events.k8s.io", []string{"events"}, []string{"create", "patch"}),
+	)
+	if g.flags {
+		names := g.flagConfigMaps
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, n := range names {
+			ps = append(ps, perm{"", "configmaps", "get", n}, perm{"", "configmaps", "patch", n})
+		}
+	}
+	if g.tasks {
+		ps = append(ps, expand("batch", []string{"jobs"}, []string{"get", "create"})...)
+	}
+	return permSet(ps)
+}
 
 // ownPerms is what the daemon needs in its own namespace.
 func ownPerms(leaseName string, secretNames ...string) []perm {
@@ -603,17 +628,17 @@ func diffPerms(t *testing.T, what string, got, want map[perm]bool) {
 }
 
 // checkRBAC asserts the least privilege of every mode: the exact rules in
-// the workload scope and in the daemon's namespace, bindings to the
-// daemon's ServiceAccount only, and the invariants that must hold whatever
-// the values: no wildcard, no delete of workloads, Secrets only by name and
-// only in the daemon's namespace.
-func checkRBAC(t *testing.T, objs objects) {
+// the workload scope (what g turns on, no more) and in the daemon's
+// namespace, bindings to the daemon's ServiceAccount only, and the
+// invariants that must hold whatever the values: no wildcard, no delete of
+// workloads, Secrets only by name and only in the daemon's namespace.
+func checkRBAC(t *testing.T, objs objects, g grants) {
 	t.Helper()
 	var allRules []rbacv1.PolicyRule
 	for _, o := range objs.all("ClusterRole") {
 		var cr rbacv1.ClusterRole
 		decode(t, o, &cr)
-		diffPerms(t, "ClusterRole "+cr.Name, perms(t, cr.Rules), permSet(workloadPerms))
+		diffPerms(t, "ClusterRole "+cr.Name, perms(t, cr.Rules), g.workloadPerms())
 		allRules = append(allRules, cr.Rules...)
 		for p := range perms(t, cr.Rules) {
 			if p.resource == "secrets" {
@@ -654,7 +679,7 @@ func checkRBAC(t *testing.T, objs objects) {
 		if len(clusterRoles) != 0 {
 			t.Errorf("Role %s in cluster scope", key)
 		}
-		diffPerms(t, "Role "+key, perms(t, r.Rules), permSet(workloadPerms))
+		diffPerms(t, "Role "+key, perms(t, r.Rules), g.workloadPerms())
 	}
 
 	// Invariants over every rule.
@@ -757,6 +782,43 @@ func TestRenderRBACScopes(t *testing.T) {
 	})
 }
 
+// taskJSON is one post-rollback task, for --set-json config.tasks=[...].
+const taskJSON = `{"name":"queue-clear","timeout":"2m","job":{"template":{"spec":{"restartPolicy":"Never","containers":[{"name":"clear","image":"busybox","command":["true"]}]}}}}`
+
+// TestRenderRBACGrantsOnlyWhatIsConfigured: ConfigMap writes in the workload
+// namespaces come only with featureFlags.enabled (by name when names are
+// given) and Job create only with config.tasks, in either scope.
+func TestRenderRBACGrantsOnlyWhatIsConfigured(t *testing.T) {
+	t.Parallel()
+	namespaced := []string{"--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={production,staging}"}
+	flags := []string{"--set", "featureFlags.enabled=true"}
+	named := []string{"--set", "featureFlags.enabled=true", "--set", "featureFlags.configMapNames={event-service-config,billing-flags}"}
+	tasks := []string{"--set-json", "config.tasks=[" + taskJSON + "]"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want grants
+	}{
+		{"cluster, defaults", nil, grants{}},
+		{"namespaced, defaults", namespaced, grants{}},
+		{"cluster, no tasks", []string{"--set-json", "config.tasks=[]"}, grants{}},
+		{"cluster, feature flags", flags, grants{flags: true}},
+		{"namespaced, feature flags by name", slices.Concat(namespaced, named), grants{flags: true, flagConfigMaps: []string{"event-service-config", "billing-flags"}}},
+		{"cluster, tasks", tasks, grants{tasks: true}},
+		{"namespaced, tasks", slices.Concat(namespaced, tasks), grants{tasks: true}},
+		{"cluster, feature flags by name and tasks", slices.Concat(named, tasks), grants{flags: true, flagConfigMaps: []string{"event-service-config", "billing-flags"}, tasks: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			objs := render(t, tc.args...)
+			if n := len(objs.all("ClusterRole")) + len(objs.all("Role")); n < 2 {
+				t.Fatalf("want workload and own roles, got %d", n)
+			}
+			checkRBAC(t, objs, tc.want)
+		})
+	}
+}
+
 // TestRenderChecksum: the pods roll when config.yaml changes, and only then.
 func TestRenderChecksum(t *testing.T) {
 	t.Parallel()
@@ -854,6 +916,8 @@ func TestRenderRefuses(t *testing.T) {
 		{"namespaced without namespaces", []string{"--set", "rbac.scope=namespaced"}, "namespaces"},
 		{"bad namespace", []string{"--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={Prod_1}"}, "namespaces"},
 		{"short token", []string{"--set", "webhook.token=short"}, "token"},
+		{"bad flag ConfigMap name", []string{"--set", "featureFlags.configMapNames={Flags_1}"}, "configMapNames"},
+		{"feature flags not a bool", []string{"--set-string", "featureFlags.enabled=yes"}, "featureFlags"},
 		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
 		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
 		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom=null"}, "networkPolicy.ingressFrom"},

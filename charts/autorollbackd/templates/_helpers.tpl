@@ -96,11 +96,19 @@ http, or https when the daemon serves TLS (server.tls.certFile).
 {{- end }}
 
 {{/*
+Whether config.tasks lists post-rollback tasks: "true" or empty.
+*/}}
+{{- define "autorollbackd.tasks" -}}
+{{- if dig "tasks" list (.Values.config | default dict) }}true{{ end }}
+{{- end }}
+
+{{/*
 The rules the daemon needs on workloads, wherever they live: read and patch
 the workloads (rollback, restart, scale), read their revisions and pods
 (decide, verify) and the logs of a bad revision's pods (the incident's
-evidence), turn feature flags off, run post-rollback Jobs, and tell
-`kubectl describe` through Events. Never delete, never Secrets.
+evidence), and tell `kubectl describe` through Events. Only when the values
+turn them on: turn feature flags off (ConfigMaps) and run post-rollback
+tasks (Jobs). Never delete, never Secrets.
 */}}
 {{- define "autorollbackd.workloadRules" -}}
 - apiGroups: ["apps"]
@@ -110,21 +118,32 @@ evidence), turn feature flags off, run post-rollback Jobs, and tell
   resources: ["replicasets", "controllerrevisions"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
-  resources: ["configmaps"]
-  verbs: ["get", "patch"]
-- apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch"]
 - apiGroups: [""]
   resources: ["pods/log"]
   verbs: ["get"]
-- apiGroups: ["batch"]
-  resources: ["jobs"]
-  verbs: ["get", "create"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.featureFlags.enabled }}
+# featureFlags.enabled: turn a flag off in its ConfigMap.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  {{- with .Values.featureFlags.configMapNames }}
+  resourceNames:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  verbs: ["get", "patch"]
+{{- end }}
+{{- if include "autorollbackd.tasks" . }}
+# config.tasks: run post-rollback tasks. A Job's name is made per incident,
+# so it cannot be limited by name.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
+{{- end }}
 {{- end }}
