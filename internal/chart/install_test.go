@@ -3,12 +3,15 @@ package chart
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
@@ -43,7 +46,8 @@ func install(t *testing.T, c *testenv.Cluster, name, ns string, set ...string) *
 
 // upgrade installs or upgrades the release with the given --set values
 // (or helm flags, such as --set-json=k=v, as they are), waits until the
-// Deployment is available and returns helm's output.
+// Deployment is available and returns helm's output. It gives no token: a
+// real install generates them.
 func (r *release) upgrade(t *testing.T, set ...string) string {
 	t.Helper()
 	args := append([]string{"upgrade", "--install", r.name, chartDir, "--wait", "--timeout", "3m",
@@ -108,8 +112,8 @@ func (r *release) check(t *testing.T, allow bool, cases [][]string) {
 // TestInstallNamespaced installs with rbac.scope=namespaced for one
 // workload namespace and checks the ServiceAccount's permissions against
 // the API server, then upgrades with feature flags and tasks and checks
-// that they add exactly their permissions, that the generated webhook token
-// survives and that a config change rolls the pods.
+// that they add exactly their permissions, that the generated tokens
+// survive and that a config change rolls the pods.
 func TestInstallNamespaced(t *testing.T) {
 	t.Parallel()
 	c := testenv.Require(t)
@@ -165,17 +169,24 @@ func TestInstallNamespaced(t *testing.T) {
 	})
 
 	// Upgrade with feature flags, a task and a changed configuration: the
-	// token generated at install is kept (lookup), the pods roll
+	// tokens generated at install are kept (lookup), the pods roll
 	// (checksum/config), and the new permissions are exactly the flag
 	// ConfigMap by name and Jobs, in nsA only.
 	ctx := context.Background()
-	secret := "ard-ns-autorollbackd-webhook"
-	before, err := c.Client.CoreV1().Secrets(rel).Get(ctx, secret, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	secrets := []string{"ard-ns-autorollbackd-webhook", "ard-ns-autorollbackd-api"}
+	before := map[string]string{}
+	for _, name := range secrets {
+		s, err := c.Client.CoreV1().Secrets(rel).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[name] = string(s.Data["token"])
+		if len(s.Data["token"]) != 32 {
+			t.Errorf("generated token of %s: %d bytes, want 32", name, len(s.Data["token"]))
+		}
 	}
-	if len(before.Data["token"]) != 32 {
-		t.Errorf("generated token: %d bytes, want 32", len(before.Data["token"]))
+	if before[secrets[0]] == before[secrets[1]] {
+		t.Errorf("the webhook and the API got the same token")
 	}
 	deploy, err := c.Client.AppsV1().Deployments(rel).Get(ctx, "ard-ns-autorollbackd", metav1.GetOptions{})
 	if err != nil {
@@ -189,12 +200,14 @@ func TestInstallNamespaced(t *testing.T) {
 		"featureFlags.configMapNames={event-service-flags}",
 		"--set-json=config.tasks=["+taskJSON+"]",
 		"config.log.level=debug")
-	after, err := c.Client.CoreV1().Secrets(rel).Get(ctx, secret, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(after.Data["token"]) != string(before.Data["token"]) {
-		t.Errorf("helm upgrade replaced the generated webhook token; Alertmanager's copy would stop working")
+	for _, name := range secrets {
+		s, err := c.Client.CoreV1().Secrets(rel).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(s.Data["token"]) != before[name] {
+			t.Errorf("helm upgrade replaced the generated token of %s; every copy of it would stop working", name)
+		}
 	}
 	rolled, err := c.Client.AppsV1().Deployments(rel).Get(ctx, "ard-ns-autorollbackd", metav1.GetOptions{})
 	if err != nil {
@@ -221,18 +234,31 @@ func TestInstallNamespaced(t *testing.T) {
 	})
 }
 
-// TestInstallCluster installs with rbac.scope=cluster: workloads in any
-// namespace may be patched, never deleted; no ConfigMap outside the release
-// namespace may be written and no Job created, without feature flags and
-// tasks; Secrets stay out of reach.
+// TestInstallCluster installs with rbac.scope=cluster into a namespace
+// that --create-namespace creates, after the render: the tokens are
+// generated all the same. Workloads in any namespace may be patched, never
+// deleted; no ConfigMap outside the release namespace may be written and
+// no Job created, without feature flags and tasks; Secrets stay out of
+// reach.
 func TestInstallCluster(t *testing.T) {
 	t.Parallel()
 	c := testenv.Require(t)
-	rel, anywhere := c.Namespace(t), c.Namespace(t)
-	r := install(t, c, "ard-cl", rel, "rbac.scope=cluster")
-	for _, want := range receiverSnippet("ard-cl-autorollbackd", rel, "ard-cl-autorollbackd-webhook") {
-		if !strings.Contains(r.notes, want) {
-			t.Errorf("NOTES lack %q:\n%s", want, r.notes)
+	anywhere := c.Namespace(t)
+	rel := freshNamespace(t, c)
+	r := install(t, c, "ard-cl", rel, "rbac.scope=cluster", "--create-namespace")
+	want := slices.Concat(receiverSnippet("ard-cl-autorollbackd", rel, "ard-cl-autorollbackd-webhook"), readerSnippet(rel, "ard-cl-autorollbackd-api"))
+	for _, w := range want {
+		if !strings.Contains(r.notes, w) {
+			t.Errorf("NOTES lack %q:\n%s", w, r.notes)
+		}
+	}
+	for _, name := range []string{"ard-cl-autorollbackd-webhook", "ard-cl-autorollbackd-api"} {
+		s, err := c.Client.CoreV1().Secrets(rel).Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Data["token"]) != 32 {
+			t.Errorf("generated token of %s: %d bytes, want 32", name, len(s.Data["token"]))
 		}
 	}
 
@@ -265,6 +291,20 @@ func TestInstallCluster(t *testing.T) {
 		{"create", "pods", "--subresource=exec", "-n", anywhere},
 		{"list", "namespaces"},
 	})
+}
+
+// freshNamespace names a namespace that does not exist yet and deletes it
+// when t ends.
+func freshNamespace(t *testing.T, c *testenv.Cluster) string {
+	t.Helper()
+	ns := fmt.Sprintf("t-fresh-%d", rand.Uint32())
+	t.Cleanup(func() {
+		err := c.Client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Logf("delete namespace %s: %v", ns, err)
+		}
+	})
+	return ns
 }
 
 // TestServerDryRun sends every documented mode to the API server as a

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -82,9 +83,11 @@ type object struct {
 type objects []object
 
 // render runs helm template with the release name ard in namespace ops and
-// returns the parsed objects.
+// returns the parsed objects. It gives the webhook and API tokens, which
+// an offline render needs (tokenArgs); args may override them.
 func render(t testing.TB, args ...string) objects {
 	t.Helper()
+	args = append(slices.Clone(tokenArgs), args...)
 	out, err := helm(t, 2*time.Minute, append([]string{"template", "ard", chartDir, "--namespace", "ops"}, args...)...)
 	if err != nil {
 		t.Fatalf("helm template %s: %v\n%s", strings.Join(args, " "), err, out)

@@ -31,6 +31,12 @@ var apiVersions = []string{
 	"--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
 }
 
+// The tokens of renders that cannot reach the cluster, where the chart
+// refuses to generate them (TestRenderTokens).
+const hookToken, readToken = "hook-token-0123456789", "read-token-0123456789"
+
+var tokenArgs = []string{"--set", "webhook.token=" + hookToken, "--set", "api.token=" + readToken}
+
 // mode is one documented way to install the chart, with the values file
 // from charts/autorollbackd/ci that documents it.
 type mode struct {
@@ -52,12 +58,14 @@ var modes = []mode{
 		grants: grants{flags: true, flagConfigMaps: []string{"event-service-config"}, tasks: true}},
 }
 
+// helmArgs are the mode's values, with the tokens an offline render needs.
 func (m mode) helmArgs() []string {
 	var args []string
 	if m.values != "" {
 		args = append(args, "--values", filepath.Join(chartDir, "ci", m.values))
 	}
-	return append(args, m.args...)
+	args = append(args, m.args...)
+	return append(args, tokenArgs...)
 }
 
 func TestLint(t *testing.T) {
@@ -85,6 +93,7 @@ func TestLint(t *testing.T) {
 			if m.values != "" {
 				args = append(args, "--values", filepath.Join(chartDir, "ci", m.values))
 			}
+			args = append(args, tokenArgs...)
 			out, err := helm(t, 2*time.Minute, args...)
 			if err != nil || !strings.Contains(out, "0 chart(s) failed") {
 				t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -115,12 +124,14 @@ func TestRender(t *testing.T) {
 			switch m.name {
 			case "existing-secret":
 				if len(secrets) != 0 {
-					t.Errorf("with webhook.existingSecret the chart must not create a Secret, got %d", len(secrets))
+					t.Errorf("with webhook.existingSecret and api.existingSecret the chart must not create a Secret, got %d", len(secrets))
 				}
-				checkWebhookVolume(t, objs, "alertmanager-autorollbackd-token")
+				checkSecretVolume(t, objs, "webhook", "/etc/autorollbackd/webhook", "alertmanager-autorollbackd-token")
+				checkSecretVolume(t, objs, "api", "/etc/autorollbackd/api", "autorollbackd-api-token")
 			default:
-				checkGeneratedToken(t, objs)
-				checkWebhookVolume(t, objs, "ard-autorollbackd-webhook")
+				checkTokenSecrets(t, objs, map[string]string{"ard-autorollbackd-webhook": hookToken, "ard-autorollbackd-api": readToken})
+				checkSecretVolume(t, objs, "webhook", "/etc/autorollbackd/webhook", "ard-autorollbackd-webhook")
+				checkSecretVolume(t, objs, "api", "/etc/autorollbackd/api", "ard-autorollbackd-api")
 			}
 			if m.name == "networkpolicy" {
 				checkNetworkPolicy(t, objs)
@@ -292,17 +303,27 @@ func checkDeployment(t *testing.T, objs objects) {
 	}
 }
 
-func checkWebhookVolume(t *testing.T, objs objects, secret string) {
+// checkSecretVolume: the volume is the Secret, mounted where the daemon
+// reads it.
+func checkSecretVolume(t *testing.T, objs objects, volume, mountPath, secret string) {
 	t.Helper()
-	for _, v := range deployment(t, objs).Spec.Template.Spec.Volumes {
-		if v.Name == "webhook" {
+	pod := deployment(t, objs).Spec.Template.Spec
+	mounted := false
+	for _, vm := range pod.Containers[0].VolumeMounts {
+		mounted = mounted || (vm.Name == volume && vm.MountPath == mountPath)
+	}
+	if !mounted {
+		t.Errorf("volume %s is not mounted at %s", volume, mountPath)
+	}
+	for _, v := range pod.Volumes {
+		if v.Name == volume {
 			if v.Secret == nil || v.Secret.SecretName != secret {
-				t.Errorf("webhook volume: got %+v, want Secret %s", v, secret)
+				t.Errorf("%s volume: got %+v, want Secret %s", volume, v, secret)
 			}
 			return
 		}
 	}
-	t.Errorf("no webhook volume")
+	t.Errorf("no %s volume", volume)
 }
 
 func checkNotifierSecrets(t *testing.T, objs objects, names ...string) {
@@ -325,15 +346,21 @@ func checkNotifierSecrets(t *testing.T, objs objects, names ...string) {
 	}
 }
 
-func checkGeneratedToken(t *testing.T, objs objects) {
+// checkTokenSecrets: the chart creates exactly these Secrets, each with
+// its token under the key token.
+func checkTokenSecrets(t *testing.T, objs objects, want map[string]string) {
 	t.Helper()
-	var s corev1.Secret
-	decode(t, objs.one(t, "Secret"), &s)
-	if s.Name != "ard-autorollbackd-webhook" {
-		t.Errorf("webhook Secret name: got %q", s.Name)
+	got := map[string]string{}
+	for _, o := range objs.all("Secret") {
+		var s corev1.Secret
+		decode(t, o, &s)
+		got[s.Name] = string(s.Data["token"])
+		if len(s.Data) != 1 {
+			t.Errorf("Secret %s: keys %v, want token only", s.Name, slices.Sorted(maps.Keys(s.Data)))
+		}
 	}
-	if !regexp.MustCompile(`^[A-Za-z0-9]{32}$`).Match(s.Data["token"]) {
-		t.Errorf("generated token: got %q, want 32 random alphanumerics", s.Data["token"])
+	if !maps.Equal(got, want) {
+		t.Errorf("Secrets and their tokens: got %v, want %v", got, want)
 	}
 }
 
@@ -819,6 +846,67 @@ func TestRenderRBACGrantsOnlyWhatIsConfigured(t *testing.T) {
 	}
 }
 
+// TestRenderTokens: an offline render (helm template, as Argo CD and
+// kustomize's helmCharts run it) never makes up a token. Without the tokens
+// or existing Secrets it fails, naming the values; with them, every render
+// is the same.
+func TestRenderTokens(t *testing.T) {
+	t.Parallel()
+	template := func(args ...string) (string, error) {
+		return helm(t, 2*time.Minute, append([]string{"template", "ard", chartDir, "--namespace", "ops"}, args...)...)
+	}
+	t.Run("refused without tokens", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range []struct {
+			args          []string
+			want, notWant []string
+		}{
+			{nil, []string{"webhook.existingSecret", "webhook.token", "api.existingSecret", "api.token", "cannot reach the cluster"}, nil},
+			{[]string{"--set", "webhook.token=" + hookToken}, []string{"api.existingSecret", "api.token"}, []string{"webhook.token"}},
+			{[]string{"--set", "webhook.existingSecret=hook", "--set", "api.token="}, []string{"api.existingSecret", "api.token"}, []string{"webhook.token"}},
+			{[]string{"--set", "api.existingSecret=reader"}, []string{"webhook.existingSecret", "webhook.token"}, []string{"api.token"}},
+		} {
+			out, err := template(tc.args...)
+			if err == nil {
+				t.Errorf("helm template %v rendered without a token or an existing Secret: a token made up offline changes on every render", tc.args)
+				continue
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("helm template %v: the error does not name %s:\n%s", tc.args, w, out)
+				}
+			}
+			for _, w := range tc.notWant {
+				if strings.Contains(out, w) {
+					t.Errorf("helm template %v: the error names %s, which is set:\n%s", tc.args, w, out)
+				}
+			}
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"tokens", tokenArgs},
+		{"existing Secrets", []string{"--set", "webhook.existingSecret=hook", "--set", "api.existingSecret=reader"}},
+	} {
+		t.Run("stable with "+tc.name, func(t *testing.T) {
+			t.Parallel()
+			first, err := template(tc.args...)
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, first)
+			}
+			second, err := template(tc.args...)
+			if err != nil {
+				t.Fatalf("helm template: %v\n%s", err, second)
+			}
+			if first != second {
+				t.Errorf("two renders of the same values differ")
+			}
+		})
+	}
+}
+
 // TestRenderChecksum: the pods roll when config.yaml changes, and only then.
 func TestRenderChecksum(t *testing.T) {
 	t.Parallel()
@@ -850,13 +938,10 @@ func TestRenderReplicasAndPDB(t *testing.T) {
 
 func TestRenderValues(t *testing.T) {
 	t.Parallel()
-	t.Run("token given", func(t *testing.T) {
+	t.Run("tokens given", func(t *testing.T) {
 		t.Parallel()
-		var s corev1.Secret
-		decode(t, render(t, "--set", "webhook.token=0123456789abcdef0123").one(t, "Secret"), &s)
-		if got := string(s.Data["token"]); got != "0123456789abcdef0123" {
-			t.Errorf("token: got %q", got)
-		}
+		objs := render(t, "--set", "webhook.token=0123456789abcdef0123", "--set", "api.token=abcdef01234567890123")
+		checkTokenSecrets(t, objs, map[string]string{"ard-autorollbackd-webhook": "0123456789abcdef0123", "ard-autorollbackd-api": "abcdef01234567890123"})
 	})
 	t.Run("config merges over the chart's", func(t *testing.T) {
 		t.Parallel()
@@ -916,6 +1001,9 @@ func TestRenderRefuses(t *testing.T) {
 		{"namespaced without namespaces", []string{"--set", "rbac.scope=namespaced"}, "namespaces"},
 		{"bad namespace", []string{"--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={Prod_1}"}, "namespaces"},
 		{"short token", []string{"--set", "webhook.token=short"}, "token"},
+		{"short API token", []string{"--set", "api.token=short"}, "/api/token"},
+		{"one token for both", []string{"--set", "webhook.token=" + hookToken, "--set", "api.token=" + hookToken}, "api.token must differ from webhook.token"},
+		{"one Secret for both", []string{"--set", "webhook.existingSecret=shared", "--set", "api.existingSecret=shared"}, "api.existingSecret must differ from webhook.existingSecret"},
 		{"bad flag ConfigMap name", []string{"--set", "featureFlags.configMapNames={Flags_1}"}, "configMapNames"},
 		{"feature flags not a bool", []string{"--set-string", "featureFlags.enabled=yes"}, "featureFlags"},
 		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
@@ -925,7 +1013,7 @@ func TestRenderRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			args := append([]string{"template", "ard", chartDir, "--namespace", "ops"}, tc.args...)
+			args := slices.Concat([]string{"template", "ard", chartDir, "--namespace", "ops"}, tokenArgs, tc.args)
 			out, err := helm(t, 2*time.Minute, args...)
 			if err == nil {
 				t.Fatalf("helm %s succeeded, want an error", strings.Join(args, " "))
@@ -945,10 +1033,20 @@ func TestInstallDoc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range receiverSnippet("autorollbackd", "autorollbackd", "autorollbackd-webhook") {
-		if !strings.Contains(string(doc), want) {
-			t.Errorf("docs/install.md lacks %q", want)
+	want := slices.Concat(receiverSnippet("autorollbackd", "autorollbackd", "autorollbackd-webhook"), readerSnippet("autorollbackd", "autorollbackd-api"))
+	for _, w := range want {
+		if !strings.Contains(string(doc), w) {
+			t.Errorf("docs/install.md lacks %q", w)
 		}
+	}
+}
+
+// readerSnippet is what the NOTES and docs/install.md must tell about the
+// incidents API's read token.
+func readerSnippet(ns, secret string) []string {
+	return []string{
+		"TOKEN=$(kubectl get secret -n " + ns + " " + secret + " -o jsonpath='{.data.token}' | base64 -d)",
+		`curl -s -H "Authorization: Bearer $TOKEN" localhost:8080/api/v1/incidents`,
 	}
 }
 
@@ -971,7 +1069,7 @@ func receiverSnippet(fullname, ns, secret string) []string {
 func notes(t *testing.T, args ...string) string {
 	t.Helper()
 	c := testenv.Require(t)
-	args = append([]string{"install", "ard", chartDir, "--namespace", "ops", "--dry-run=client", "--kubeconfig", c.Kubeconfig}, args...)
+	args = slices.Concat([]string{"install", "ard", chartDir, "--namespace", "ops", "--dry-run=client", "--kubeconfig", c.Kubeconfig}, tokenArgs, args)
 	out, err := helm(t, 2*time.Minute, args...)
 	if err != nil {
 		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)

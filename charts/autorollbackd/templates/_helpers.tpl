@@ -59,6 +59,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- .Values.webhook.existingSecret | default (printf "%s-webhook" (include "autorollbackd.fullname" .)) }}
 {{- end }}
 
+{{- define "autorollbackd.apiSecretName" -}}
+{{- .Values.api.existingSecret | default (printf "%s-api" (include "autorollbackd.fullname" .)) }}
+{{- end }}
+
 {{/*
 The daemon's config.yaml: .Values.config on top of what only the chart knows
 (the release namespace, a Lease name of the release's own, and in namespaced
@@ -146,4 +150,36 @@ tasks (Jobs). Never delete, never Secrets.
   resources: ["jobs"]
   verbs: ["get", "create"]
 {{- end }}
+{{- end }}
+
+{{/*
+"true" when this render reaches the cluster: helm install and upgrade (and
+Flux's helm-controller, which runs them), or --dry-run=server. helm
+template, helm lint, a client-side --dry-run and Argo CD render offline,
+where lookup returns an empty map. Listing Services works even in a
+namespace that does not exist yet (--create-namespace creates it after the
+render): the answer is then an empty list, still not an empty map.
+*/}}
+{{- define "autorollbackd.clusterReachable" -}}
+{{- if lookup "v1" "Service" .Release.Namespace "" }}true{{ end }}
+{{- end }}
+
+{{/*
+The token of a Secret the chart creates, from (dict "root" $ "name" <Secret>
+"token" <value>): the value, else the token the Secret already holds (an
+earlier install's), else a new random one where the render reaches the
+cluster; else empty, and the caller refuses to render. A token generated
+offline would change on every render and lock its senders out, and one
+derived from the release's name or values would be no secret.
+*/}}
+{{- define "autorollbackd.token" -}}
+{{- $token := .token }}
+{{- if not $token }}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .name }}
+{{- $token = dig "data" "token" "" $existing | b64dec }}
+{{- end }}
+{{- if and (not $token) (include "autorollbackd.clusterReachable" .root) }}
+{{- $token = randAlphaNum 32 }}
+{{- end }}
+{{- $token }}
 {{- end }}
