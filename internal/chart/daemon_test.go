@@ -102,6 +102,7 @@ contexts:
 current-context: sa
 `, c.REST.Host, base64.StdEncoding.EncodeToString(ca), tok.Status.Token))
 	write(t, filepath.Join(dir, "token"), "hook-token\n")
+	write(t, filepath.Join(dir, "api-token"), "read-token\n")
 	addr, err := testenv.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -109,10 +110,11 @@ current-context: sa
 	// The configuration the chart renders, with local paths.
 	write(t, filepath.Join(dir, "config.yaml"), fmt.Sprintf(`server: {listenAddress: %q}
 webhook: {auth: {bearerTokenFile: %s}}
+api: {auth: {bearerTokenFile: %s}}
 engine: {namespace: %s}
 leaderElection: {leaseName: ard-sa-autorollbackd}
 policy: {namespaces: {allow: [%s]}}
-`, addr, filepath.Join(dir, "token"), rel, nsA))
+`, addr, filepath.Join(dir, "token"), filepath.Join(dir, "api-token"), rel, nsA))
 	bin := filepath.Join(dir, "autorollbackd")
 	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/autorollbackd").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
@@ -147,7 +149,7 @@ policy: {namespaces: {allow: [%s]}}
 	})
 	testenv.Eventually(t, 60*time.Second, "the incident resolves", func(ctx context.Context) (bool, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/v1/incidents", nil)
-		req.Header.Set("Authorization", "Bearer hook-token")
+		req.Header.Set("Authorization", "Bearer read-token")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false, err.Error()

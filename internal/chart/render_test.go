@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -394,6 +395,9 @@ func checkConfig(t *testing.T, objs objects, namespaced bool) {
 	if cfg.Webhook.Auth.BearerTokenFile != "/etc/autorollbackd/webhook/token" {
 		t.Errorf("webhook.auth.bearerTokenFile: got %q, want where the Secret is mounted", cfg.Webhook.Auth.BearerTokenFile)
 	}
+	if got := loadedKey(t, cfg, "api", "auth", "bearerTokenFile"); got != "/etc/autorollbackd/api/token" {
+		t.Errorf("api.auth.bearerTokenFile: got %v, want where the Secret is mounted", got)
+	}
 	if cfg.Engine.Namespace != "ops" {
 		t.Errorf("engine.namespace: got %q, want the release namespace", cfg.Engine.Namespace)
 	}
@@ -411,6 +415,25 @@ func checkConfig(t *testing.T, objs objects, namespaced bool) {
 	} else if _, ok := m["policy"]; ok {
 		t.Errorf("config.yaml has a policy section; the daemon's default policy is the runbook's:\n%s", raw)
 	}
+}
+
+// loadedKey returns a key of the configuration the daemon loaded, by its
+// path in config.yaml; nil when the daemon has no such key.
+func loadedKey(t *testing.T, cfg *config.Config, path ...string) any {
+	t.Helper()
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range path {
+		m, _ := v.(map[string]any)
+		v = m[k]
+	}
+	return v
 }
 
 func checkService(t *testing.T, objs objects) {
