@@ -1080,7 +1080,7 @@ func receiverSnippet(fullname, ns, secret string) []string {
 		"kubectl get secret -n " + ns + " " + secret + " -o jsonpath='{.data.token}' | base64 -d",
 		"- url: http://" + fullname + "." + ns + ".svc:8080/webhook",
 		"send_resolved: true",
-		"max_alerts: 0",
+		"max_alerts: 1000",
 		"authorization:",
 		"credentials_file: /etc/alertmanager/secrets/" + secret + "/token",
 	}
