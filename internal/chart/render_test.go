@@ -113,7 +113,7 @@ func TestRender(t *testing.T) {
 			objs := render(t, m.helmArgs()...)
 			checkStrict(t, objs)
 			checkDeployment(t, objs)
-			checkConfig(t, objs, m.name == "namespaced")
+			checkConfig(t, objs, m.name == "namespaced", m.grants)
 			checkRBAC(t, objs, m.grants)
 			checkService(t, objs)
 			checkPDB(t, objs, true)
@@ -380,8 +380,9 @@ func renderedConfig(t *testing.T, objs objects) string {
 }
 
 // checkConfig loads config.yaml exactly as the daemon does at start: strict
-// keys, types and validation.
-func checkConfig(t *testing.T, objs objects, namespaced bool) {
+// keys, types and validation. The daemon turns feature flags off where the
+// chart grants no ConfigMap write.
+func checkConfig(t *testing.T, objs objects, namespaced bool, g grants) {
 	t.Helper()
 	raw := renderedConfig(t, objs)
 	path := filepath.Join(t.TempDir(), "config.yaml")
@@ -397,6 +398,9 @@ func checkConfig(t *testing.T, objs objects, namespaced bool) {
 	}
 	if got := loadedKey(t, cfg, "api", "auth", "bearerTokenFile"); got != "/etc/autorollbackd/api/token" {
 		t.Errorf("api.auth.bearerTokenFile: got %v, want where the Secret is mounted", got)
+	}
+	if got := loadedKey(t, cfg, "engine", "allowFeatureFlags"); (got == true) != g.flags {
+		t.Errorf("engine.allowFeatureFlags: the daemon loads %v, want %v (featureFlags.enabled and its ConfigMap permissions)", got, g.flags)
 	}
 	if cfg.Engine.Namespace != "ops" {
 		t.Errorf("engine.namespace: got %q, want the release namespace", cfg.Engine.Namespace)
@@ -865,6 +869,7 @@ func TestRenderRBACGrantsOnlyWhatIsConfigured(t *testing.T) {
 				t.Fatalf("want workload and own roles, got %d", n)
 			}
 			checkRBAC(t, objs, tc.want)
+			checkConfig(t, objs, strings.HasPrefix(tc.name, "namespaced"), tc.want)
 		})
 	}
 }
@@ -1029,6 +1034,8 @@ func TestRenderRefuses(t *testing.T) {
 		{"one Secret for both", []string{"--set", "webhook.existingSecret=shared", "--set", "api.existingSecret=shared"}, "api.existingSecret must differ from webhook.existingSecret"},
 		{"bad flag ConfigMap name", []string{"--set", "featureFlags.configMapNames={Flags_1}"}, "configMapNames"},
 		{"feature flags not a bool", []string{"--set-string", "featureFlags.enabled=yes"}, "featureFlags"},
+		{"feature flags in config only", []string{"--set", "config.engine.allowFeatureFlags=true"}, "set featureFlags.enabled"},
+		{"feature flags off in config only", []string{"--set", "featureFlags.enabled=true", "--set", "config.engine.allowFeatureFlags=false"}, "set featureFlags.enabled"},
 		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
 		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
 		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom=null"}, "networkPolicy.ingressFrom"},

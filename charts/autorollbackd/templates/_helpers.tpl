@@ -65,8 +65,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/*
 The daemon's config.yaml: .Values.config on top of what only the chart knows
-(the release namespace, a Lease name of the release's own, and in namespaced
-scope the namespaces RBAC allows). Its checksum rolls the pods on a change.
+(the release namespace, a Lease name of the release's own, in namespaced
+scope the namespaces RBAC allows, and feature flags only where RBAC grants
+them). Its checksum rolls the pods on a change.
 */}}
 {{- define "autorollbackd.config" -}}
 {{- $base := dict
@@ -74,6 +75,13 @@ scope the namespaces RBAC allows). Its checksum rolls the pods on a change.
   "leaderElection" (dict "leaseName" (include "autorollbackd.fullname" .)) }}
 {{- if eq .Values.rbac.scope "namespaced" }}
 {{- $_ := set $base "policy" (dict "namespaces" (dict "allow" .Values.rbac.namespaces)) }}
+{{- end }}
+{{- $flags := dig "engine" "allowFeatureFlags" nil (.Values.config | default dict) }}
+{{- if and (not (kindIs "invalid" $flags)) (ne (toString $flags) (toString .Values.featureFlags.enabled)) }}
+{{- fail (printf "config.engine.allowFeatureFlags is %v but featureFlags.enabled is %v: set featureFlags.enabled, which also grants the ConfigMap permissions, and leave config.engine.allowFeatureFlags out" $flags .Values.featureFlags.enabled) }}
+{{- end }}
+{{- if .Values.featureFlags.enabled }}
+{{- $_ := set $base.engine "allowFeatureFlags" true }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $base (deepCopy (.Values.config | default dict))) }}
 {{- end }}
