@@ -329,6 +329,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	// A resolution that failed for a reason that may pass; the other
 	// alerts are still taken, and the notification answered 503 after.
 	var retry error
+	origin := policy.Origin{Sender: n.Sender.Name, Namespaces: n.Sender.Namespaces}
 	for _, wa := range n.Alerts {
 		log := e.logger.With("fingerprint", clip(wa.Fingerprint, 64), "alertname", clip(wa.Labels["alertname"], 256))
 		if !validFingerprint(wa.Fingerprint) {
@@ -349,8 +350,13 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		key := AlertKey(a)
 		if a.Status == "resolved" {
 			r.Resolved++
-			err := e.alertResolved(ctx, key, wa.EndsAt)
+			err := e.alertResolved(ctx, key, wa.EndsAt, origin)
 			switch {
+			case errors.Is(err, errOriginMismatch):
+				r.Resolved--
+				r.Refused++
+				e.m.decisions.WithLabelValues(string(policy.OutcomeRefuse), string(policy.ReasonOriginMismatch)).Inc()
+				log.Warn("resolution refused: the sender may not send alerts about the alert's workload", "sender", origin.Sender, "err", err)
 			case err == nil:
 				e.resolveFailures.Remove(key)
 			case !e.giveUpResolution(key, err, log) && retry == nil:
@@ -380,23 +386,24 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		if err != nil {
 			log.Info("alert names no workload", "err", err)
 		}
-		// The target checks need only the workload's existence, revision and
-		// labels, which the cache has; a refusal here is final and never
-		// recorded. Everything else is decided after the record is written.
+		// The target checks need only the workload's existence, revision,
+		// labels and annotations, which the cache has; a refusal here is
+		// final and never recorded. Everything else is decided after the
+		// record is written.
 		var facts *policy.Workload
 		if !target.IsZero() {
 			if facts, err = workload.TargetFacts(ctx, e.opts.Cache, target); err != nil {
 				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
 			}
 		}
-		if d := p.Screen(policy.Input{Alert: a, Target: target, Workload: facts, Now: now}); d.Outcome == policy.OutcomeRefuse {
+		if d := p.Screen(policy.Input{Alert: a, Target: target, Workload: facts, Origin: origin, Now: now}); d.Outcome == policy.OutcomeRefuse {
 			r.Refused++
 			e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
 			log.Info("alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name)
 			continue
 		}
 		rec := &Record{
-			Key: key, Alert: a, Target: target, ReceivedAt: now,
+			Key: key, Alert: a, Target: target, Origin: origin, ReceivedAt: now,
 			Receiver: n.Receiver, GroupKey: n.GroupKey, ExternalURL: n.ExternalURL,
 		}
 		rec.trim()
@@ -791,7 +798,7 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 		now := e.opts.Clock.Now()
 		var d policy.Decision
 		d, place = e.budget.decide(rec.Target, now, func(u policy.Usage) policy.Decision {
-			return e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Usage: u, Now: now})
+			return e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: rec.Target, Workload: facts, Origin: rec.Origin, Usage: u, Now: now})
 		})
 		rec.Decision, rec.DecidedAt, decided = &d, now, true
 		rec.Plan = e.planFor(rec, facts)

@@ -58,11 +58,11 @@ func (e *Engine) redecide(ctx context.Context, inc *incident.Incident) (*inciden
 	if err != nil || facts == nil {
 		return nil, err
 	}
-	rec := &Record{Key: a.Key, Target: inc.Target, ReceivedAt: a.ReceivedAt, ExternalURL: a.ExternalURL,
+	rec := &Record{Key: a.Key, Target: inc.Target, Origin: a.Origin, ReceivedAt: a.ReceivedAt, ExternalURL: a.ExternalURL,
 		Alert: policy.Alert{Fingerprint: a.Fingerprint, Status: "firing", Labels: a.Labels, StartsAt: a.StartsAt}}
 	now := e.opts.Clock.Now()
 	d, place := e.budget.decide(inc.Target, now, func(u policy.Usage) policy.Decision {
-		return e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: inc.Target, Workload: facts, Usage: u, Now: now})
+		return e.opts.Policy().Evaluate(policy.Input{Alert: rec.Alert, Target: inc.Target, Workload: facts, Origin: rec.Origin, Usage: u, Now: now})
 	})
 	if d.Outcome != policy.OutcomeRollback {
 		place.release()
@@ -202,22 +202,13 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 
 func alertOf(rec *Record) incident.Alert {
 	a := incident.Alert{Key: rec.Key, Fingerprint: rec.Alert.Fingerprint, Name: rec.Alert.Labels["alertname"],
-		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt, ResolvedAt: rec.ResolvedAt, ExternalURL: rec.ExternalURL}
-	size := 0
-	for k, v := range rec.Alert.Labels {
-		size += len(k) + len(v)
-	}
-	// Labels only find the alert in Alertmanager again, which its
-	// fingerprint does too; a hostile label set must not fill the
-	// incident's ConfigMap.
-	if size <= maxKeptLabelBytes {
-		a.Labels = rec.Alert.Labels
-	}
+		StartsAt: rec.Alert.StartsAt, ReceivedAt: rec.ReceivedAt, ResolvedAt: rec.ResolvedAt, ExternalURL: rec.ExternalURL,
+		// The labels are bounded at intake (maxLabelBytes), and an
+		// incident keeps few alerts whole; the policy's alert checks are
+		// asked again on them before every action.
+		Labels: rec.Alert.Labels, Origin: rec.Origin}
 	return a
 }
-
-// maxKeptLabelBytes bounds the labels an incident keeps of each alert.
-const maxKeptLabelBytes = 8 << 10
 
 // AnnotationFeatureFlags on a workload lists, comma-separated, the keys of
 // its flag ConfigMap (AnnotationFeatureFlagConfigMap) that an alert may
@@ -328,7 +319,7 @@ func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *in
 // incident's worker writes the incident; a resolution lost to a restart is
 // found on the record when the next leader resumes the incident.
 // Resolution feeds verification and never acts by itself.
-func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time) error {
+func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time, from policy.Origin) error {
 	for {
 		rec, cm, err := e.store.get(ctx, recordName(key))
 		if apierrors.IsNotFound(errors.Unwrap(err)) {
@@ -336,6 +327,11 @@ func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time
 		}
 		if err != nil {
 			return err
+		}
+		// A fingerprint is a hash of labels anyone can compute: a sender
+		// resolves only alerts about the namespaces it may send about.
+		if !from.Allows(rec.Target.Namespace) {
+			return fmt.Errorf("%w: sender %q may not send alerts about namespace %s", errOriginMismatch, from.Sender, rec.Target.Namespace)
 		}
 		if !rec.ResolvedAt.IsZero() {
 			// Perhaps by an attempt whose answer was lost: handed over
@@ -355,6 +351,10 @@ func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time
 		return nil
 	}
 }
+
+// errOriginMismatch: the sender of a resolution may not send alerts about
+// the resolved alert's workload.
+var errOriginMismatch = errors.New("origin mismatch")
 
 // handOverResolution hands the resolution on rec to its incident, and
 // wakes it. A record not handed over yet carries its resolution to the
@@ -632,7 +632,7 @@ func (e *Engine) recheck(ctx context.Context, inc *incident.Incident, kind actua
 		return nil, nil, err
 	}
 	p := e.opts.Policy()
-	if no := screen(p, inc.Target, w, e.opts.Clock.Now()); no != nil {
+	if no := screen(p, inc, w, e.opts.Clock.Now()); no != nil {
 		return w, no, nil
 	}
 	if p.Config().Freeze {
@@ -650,12 +650,28 @@ func (e *Engine) recheck(ctx context.Context, inc *incident.Incident, kind actua
 	return w, nil, nil
 }
 
-// screen runs the policy's target checks on the live workload w of target.
-func screen(p *policy.Policy, target policy.Ref, w *policy.Workload, now time.Time) *refusal {
-	if d := p.Screen(policy.Input{Target: target, Workload: w, Now: now}); d.Outcome == policy.OutcomeRefuse {
-		return &refusal{reason: string(d.Reason), message: d.Message}
+// screen runs the policy's target checks on the live workload w of the
+// incident's target, for each alert the incident keeps whole: the checks of
+// the alert (its sender, its origin label, the workload's alert matchers)
+// are asked again too, and one alert that passes them all is enough. An
+// incident that keeps no alert's labels cannot pass the alert checks.
+func screen(p *policy.Policy, inc *incident.Incident, w *policy.Workload, now time.Time) *refusal {
+	var first *refusal
+	for _, a := range inc.Alerts {
+		in := policy.Input{Target: inc.Target, Workload: w, Origin: a.Origin, Now: now,
+			Alert: policy.Alert{Fingerprint: a.Fingerprint, Status: "firing", Labels: a.Labels, StartsAt: a.StartsAt}}
+		d := p.Screen(in)
+		if d.Outcome != policy.OutcomeRefuse {
+			return nil
+		}
+		if first == nil {
+			first = &refusal{reason: string(d.Reason), message: d.Message}
+		}
 	}
-	return nil
+	if first == nil {
+		return &refusal{reason: string(policy.ReasonNoTarget), message: "the incident holds no alert"}
+	}
+	return first
 }
 
 // evidenceTimeout bounds the snapshot taken before the first action, which
@@ -675,7 +691,7 @@ func (e *Engine) keepEvidence(ctx context.Context, inc *incident.Incident) incid
 	w, err := e.opts.Live.Facts(ectx, inc.Target)
 	var snap evidence.Snapshot
 	if err == nil {
-		if no := screen(e.opts.Policy(), inc.Target, w, e.opts.Clock.Now()); no != nil {
+		if no := screen(e.opts.Policy(), inc, w, e.opts.Clock.Now()); no != nil {
 			err = fmt.Errorf("not taken: %s%s: %s", incident.RefusedPrefix, no.reason, no.message)
 		} else {
 			snap, err = evidence.Collect(ectx, e.opts.Client, inc.Target, inc.From, evidence.Limits{})
@@ -861,7 +877,7 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase inc
 		if !checked {
 			checked = true
 			p := e.opts.Policy()
-			if no = screen(p, inc.Target, w, now); no == nil && p.Config().Freeze {
+			if no = screen(p, inc, w, now); no == nil && p.Config().Freeze {
 				no = &refusal{reason: string(policy.ReasonFrozen), message: "rollbacks are frozen (policy.freeze)"}
 			}
 			asDryRun = dryRun(inc, p)

@@ -326,6 +326,7 @@ func TestPolicyChangedBeforeTheActionStopsIt(t *testing.T) {
 	}{
 		{"frozen", func(c *policy.Config) { c.Freeze = true }, "policy_refused: frozen", ""},
 		{"dry run", func(c *policy.Config) { c.DryRun = true }, "", actuator.OutcomeDryRun},
+		{"origin label the alert lacks", func(c *policy.Config) { c.Origin.Label = "team" }, "policy_refused: origin_mismatch", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, optedIn, nil)

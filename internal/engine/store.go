@@ -51,9 +51,12 @@ const (
 // server rather than acted on twice.
 type Record struct {
 	// Key is the alert's identity: fingerprint and start time.
-	Key         string           `json:"key"`
-	Alert       policy.Alert     `json:"alert"`
-	Target      policy.Ref       `json:"target"`
+	Key    string       `json:"key"`
+	Alert  policy.Alert `json:"alert"`
+	Target policy.Ref   `json:"target"`
+	// Origin is who sent the alert, from the webhook's credential: the
+	// decision checks it again, and so does every action.
+	Origin      policy.Origin    `json:"origin,omitzero"`
 	ReceivedAt  time.Time        `json:"receivedAt"`
 	Receiver    string           `json:"receiver,omitempty"`
 	GroupKey    string           `json:"groupKey,omitempty"`

@@ -138,6 +138,9 @@ type Alert struct {
 	// ExternalURL of its notification names.
 	Labels      map[string]string `json:"labels,omitempty"`
 	ExternalURL string            `json:"externalURL,omitempty"`
+	// Origin is who sent the alert, as the webhook authenticated it; the
+	// policy's sender check is asked again before every action.
+	Origin policy.Origin `json:"origin,omitzero"`
 }
 
 // RefusedPrefix begins the Reason of an action or task the policy in force

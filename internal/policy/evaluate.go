@@ -206,7 +206,7 @@ func (e *evaluation) senderCheck(refuse refuseFunc) {
 		refuse(checkSender, ReasonOriginMismatch, true, who+" may target any namespace")
 	case ns == "":
 		refuse(checkSender, ReasonOriginMismatch, false, "unknown: no namespace")
-	case slices.Contains(o.Namespaces, ns):
+	case o.Allows(ns):
 		refuse(checkSender, ReasonOriginMismatch, true, who+" may target namespace "+ns)
 	default:
 		refuse(checkSender, ReasonOriginMismatch, false, who+" may not target namespace "+ns+", only "+strings.Join(o.Namespaces, ", "))

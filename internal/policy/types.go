@@ -16,6 +16,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -183,6 +184,11 @@ type Origin struct {
 	// Namespaces are the namespaces the sender may target. Nil or empty,
 	// or one of them "*": any namespace.
 	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// Allows reports whether the sender may send alerts about namespace.
+func (o Origin) Allows(namespace string) bool {
+	return len(o.Namespaces) == 0 || slices.Contains(o.Namespaces, "*") || slices.Contains(o.Namespaces, namespace)
 }
 
 // Input is everything Evaluate decides on.
