@@ -349,14 +349,14 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		}
 		key := AlertKey(a)
 		if a.Status == "resolved" {
-			r.Resolved++
 			err := e.alertResolved(ctx, key, wa.EndsAt, origin)
-			switch {
-			case errors.Is(err, errOriginMismatch):
-				r.Resolved--
+			if errors.Is(err, errOriginMismatch) {
 				r.Refused++
-				e.m.decisions.WithLabelValues(string(policy.OutcomeRefuse), string(policy.ReasonOriginMismatch)).Inc()
 				log.Warn("resolution refused: the sender may not send alerts about the alert's workload", "sender", origin.Sender, "err", err)
+				continue
+			}
+			r.Resolved++
+			switch {
 			case err == nil:
 				e.resolveFailures.Remove(key)
 			case !e.giveUpResolution(key, err, log) && retry == nil:
