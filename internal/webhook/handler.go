@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -148,7 +149,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > h.maxBody {
 		// Read the head only, to say in the log which group was lost.
 		head, _ := io.ReadAll(io.LimitReader(r.Body, min(h.maxBody, maxHead)))
-		h.tooLarge(w, r, head)
+		h.tooLarge(w, r, head, r.Body)
 		return
 	}
 	// MaxBytesReader gets the server's own ResponseWriter so that it can
@@ -160,7 +161,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, h.maxBody))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			h.tooLarge(w, r, body)
+			h.tooLarge(w, r, body, r.Body)
 			return
 		}
 		reject(w, r, h.logger, requestError(http.StatusBadRequest, reasonBadJSON, "read body: %v", err), nil)
@@ -213,18 +214,29 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 // maxHead bounds what is read of a refused body to describe it.
 const maxHead = 64 << 10
 
+// maxGroupKeyScan bounds how much of a refused body is scanned for its
+// group key.
+const maxGroupKeyScan = 64 << 20
+
 // tooLarge refuses a body over the limit with 413. Alertmanager does not
-// retry a 4xx, so the group is lost: the log says which one as well as it
-// can from head, the start of the body. Alertmanager writes groupKey and
-// groupLabels after the alerts, where a refused body is never read; the
-// receiver, the status and the first alert's labels come first. Reading on
-// to the end for the group key would take the very input the limit refuses.
-func (h *handler) tooLarge(w http.ResponseWriter, r *http.Request, head []byte) {
+// retry a 4xx, so the group is lost: the log says which one. The receiver,
+// the status and the first alert's labels come from head, the start of the
+// body. Alertmanager writes groupKey after the alerts, so the rest of the
+// body is scanned for it, up to maxGroupKeyScan bytes in all, in constant
+// memory: nothing of it is kept but the key.
+func (h *handler) tooLarge(w http.ResponseWriter, r *http.Request, head []byte, rest io.Reader) {
 	var attrs []any
 	if r.ContentLength >= 0 {
 		attrs = append(attrs, "content_length", r.ContentLength)
 	}
-	attrs = append(attrs, describeHead(head[:min(len(head), maxHead)])...)
+	described := describeHead(head[:min(len(head), maxHead)])
+	attrs = append(attrs, described...)
+	if !slices.Contains(described, any("group_key")) {
+		budget := max(0, maxGroupKeyScan-int64(len(head)))
+		if key, ok := scanGroupKey(io.MultiReader(bytes.NewReader(head), io.LimitReader(rest, budget))); ok {
+			attrs = append(attrs, "group_key", clip(key, 200))
+		}
+	}
 	reject(w, r, h.logger, requestError(http.StatusRequestEntityTooLarge, reasonTooLarge, "body larger than %d bytes", h.maxBody), nil, attrs...)
 }
 
@@ -370,3 +382,66 @@ func (r *recorder) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the server's ResponseWriter.
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// scanGroupKey returns the value of the last "groupKey" key in the JSON
+// text r holds, which need not be complete. Inside a JSON string a quote is
+// escaped, so the bytes "groupKey":" occur only as a key; the last one is
+// the notification's own, which Alertmanager writes after the alerts and
+// their labels, where a label of that name could also be.
+func scanGroupKey(r io.Reader) (string, bool) {
+	const pattern = `"groupKey":"`
+	var (
+		buf      = make([]byte, 32<<10)
+		matched  int  // bytes of pattern matched so far
+		inValue  bool // reading a value after pattern
+		escaped  bool
+		value    []byte
+		last     []byte
+		found    bool
+		maxValue = 1 << 10
+	)
+	for {
+		n, err := r.Read(buf)
+		for _, c := range buf[:n] {
+			if inValue {
+				switch {
+				case escaped:
+					escaped = false
+				case c == '\\':
+					escaped = true
+				case c == '"':
+					inValue = false
+					last, found = append(last[:0], value...), true
+					continue
+				}
+				if len(value) < maxValue {
+					value = append(value, c)
+				}
+				continue
+			}
+			switch {
+			case c == pattern[matched]:
+				matched++
+				if matched == len(pattern) {
+					matched, inValue, value = 0, true, value[:0]
+				}
+			case c == '"':
+				matched = 1
+			default:
+				matched = 0
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if !found {
+		return "", false
+	}
+	var key string
+	if json.Unmarshal(append(append([]byte{'"'}, last...), '"'), &key) != nil {
+		// Cut inside an escape: keep what is readable.
+		return strings.ToValidUTF8(string(last), "?"), true
+	}
+	return key, true
+}

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/prometheus/alertmanager/template"
@@ -21,6 +22,9 @@ import (
 // the rule's annotations, and its generator URL. Every alert names its own
 // pod, container, instance and uid, so nothing repeats that would not repeat
 // in a real group.
+// bigGroupKey is the group key of bigGroup's notification.
+const bigGroupKey = `{}/{impact=~"service_down"}:{alertname="KubePodCrashLooping"}`
+
 func bigGroup(n int) []byte {
 	start := time.Date(2026, 11, 25, 21, 25, 4, 0, time.UTC)
 	alerts := make(template.Alerts, n)
@@ -69,7 +73,7 @@ func bigGroup(n int) []byte {
 			ExternalURL:       "http://kube-prometheus-stack-alertmanager.monitoring:9093",
 		},
 		Version:  "4",
-		GroupKey: `{}/{impact=~"service_down"}:{alertname="KubePodCrashLooping"}`,
+		GroupKey: bigGroupKey,
 	}
 	// Alertmanager's encoder escapes HTML characters, as json.Marshal does.
 	b, err := json.Marshal(n4)
@@ -119,9 +123,9 @@ func TestDefaultBodyLimitTakesAThousandAlerts(t *testing.T) {
 }
 
 // TestHandlerLogsTooLarge: a 413 loses the group for good, so its log line
-// says what is known of it. Alertmanager writes groupKey after the alerts,
-// out of reach of a refused body; the receiver, status and the first
-// alert's name and namespace come first and are logged instead.
+// says which group it was: the group key, which Alertmanager writes after
+// the alerts, and the receiver, status and the first alert's name and
+// namespace, which come first.
 func TestHandlerLogsTooLarge(t *testing.T) {
 	const limit = 8192
 	big := bigGroup(20)
@@ -136,11 +140,12 @@ func TestHandlerLogsTooLarge(t *testing.T) {
 	}{
 		{"declared length over the limit", big, false, map[string]any{
 			"content_length": float64(len(big)), "receiver": "autorollbackd", "status": "firing",
-			"alertname": "KubePodCrashLooping", "namespace": "team-00-payments",
-		}, []string{"group_key"}},
+			"alertname": "KubePodCrashLooping", "namespace": "team-00-payments", "group_key": bigGroupKey,
+		}, nil},
 		{"chunked over the limit", big, true, map[string]any{
 			"receiver": "autorollbackd", "status": "firing", "alertname": "KubePodCrashLooping", "namespace": "team-00-payments",
-		}, []string{"group_key", "content_length"}},
+			"group_key": bigGroupKey,
+		}, []string{"content_length"}},
 		{"group key first", keyFirst, true, map[string]any{
 			"group_key": `{}:{alertname="KubePodCrashLooping"}`, "receiver": "autorollbackd", "alertname": "KubePodCrashLooping",
 		}, nil},
@@ -229,9 +234,9 @@ func BenchmarkDecodeThousandAlerts(b *testing.B) {
 	}
 }
 
-// TestAlertmanagerWritesGroupKeyLast backs tooLarge's choice: in what a
-// real Alertmanager sent, groupKey and groupLabels follow the alerts, and
-// receiver and status precede them.
+// TestAlertmanagerWritesGroupKeyLast is why tooLarge scans past the
+// alerts: in what a real Alertmanager sent, groupKey and groupLabels follow
+// the alerts, and receiver and status precede them.
 func TestAlertmanagerWritesGroupKeyLast(t *testing.T) {
 	body := fixture(t, "firing.json")
 	at := func(key string) int { return bytes.Index(body, []byte(`"`+key+`":`)) }
@@ -245,5 +250,31 @@ func TestAlertmanagerWritesGroupKeyLast(t *testing.T) {
 		if at(k) < 0 || at(k) > alerts {
 			t.Errorf("%s at %d, not before the alerts at %d", k, at(k), alerts)
 		}
+	}
+}
+
+// TestScanGroupKey: the notification's own groupKey is found past any
+// label of that name, across read boundaries, and a body cut off before it
+// has none.
+func TestScanGroupKey(t *testing.T) {
+	hostile := []byte(`{"alerts":[{"labels":{"groupKey":"{}:{forged=\"1\"}"}}],"groupKey":"{}/{impact=\"service_down\"}:{alertname=\"A\"}"}`)
+	for _, tc := range []struct {
+		name string
+		body []byte
+		want string
+		ok   bool
+	}{
+		{"Alertmanager's order", bigGroup(200), bigGroupKey, true},
+		{"a label named groupKey comes first", hostile, `{}/{impact="service_down"}:{alertname="A"}`, true},
+		{"cut before the key", bigGroup(200)[:4096], "", false},
+		{"not JSON", bytes.Repeat([]byte(`"groupKey"`), 1000), "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// One byte at a time, so the key straddles every read boundary.
+			got, ok := scanGroupKey(iotest.OneByteReader(bytes.NewReader(tc.body)))
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("scanGroupKey = %q, %v; want %q, %v", got, ok, tc.want, tc.ok)
+			}
+		})
 	}
 }
