@@ -31,8 +31,9 @@ func (i *Incident) Summarise() Summary {
 }
 
 // Handler serves GET /api/v1/incidents (?state=open for open ones only)
-// and GET /api/v1/incidents/{id}. Put it behind the webhook's
-// authentication: incidents name workloads and carry alert details.
+// and GET /api/v1/incidents/{id}. Put it behind a read credential of its
+// own (api.auth), not the webhook's: incidents name workloads and carry
+// alert details.
 func Handler(s *Store, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, r *http.Request) {
