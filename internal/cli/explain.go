@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,7 +20,7 @@ import (
 )
 
 func newExplainCommand(g *globalFlags, env Env) *cobra.Command {
-	var payload string
+	var payload, sender string
 	cmd := &cobra.Command{
 		Use:   "explain --payload FILE",
 		Short: "Explain what the daemon would decide for an Alertmanager notification, changing nothing",
@@ -39,6 +41,11 @@ func newExplainCommand(g *globalFlags, env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if sender != "" {
+				if n.Sender, err = senderNamed(cfg.Webhook.Auth, sender); err != nil {
+					return usageError{err}
+				}
+			}
 			p, err := policy.Compile(cfg.Policy)
 			if err != nil {
 				return fmt.Errorf("compile policy: %w", err)
@@ -48,7 +55,27 @@ func newExplainCommand(g *globalFlags, env Env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&payload, "payload", "", "Read the Alertmanager webhook payload (JSON, version 4) from this file, or - for standard input (required).")
+	cmd.Flags().StringVar(&sender, "sender", "", "Explain the notification as sent with the credential of this sender of webhook.auth.senders, limited to its namespaces (default: a sender that may name any namespace).")
 	return cmd
+}
+
+// senderNamed returns the sender of webhook.auth.senders called name.
+func senderNamed(auth webhook.AuthConfig, name string) (webhook.Sender, error) {
+	var names []string
+	for _, s := range auth.Senders {
+		if s.Name == name {
+			ns := s.Namespaces
+			if slices.Contains(ns, "*") {
+				ns = nil
+			}
+			return webhook.Sender{Name: s.Name, Namespaces: ns}, nil
+		}
+		names = append(names, s.Name)
+	}
+	if len(names) == 0 {
+		return webhook.Sender{}, fmt.Errorf("--sender %q: webhook.auth.senders is empty", name)
+	}
+	return webhook.Sender{}, fmt.Errorf("--sender %q: no such sender in webhook.auth.senders (%s)", name, strings.Join(names, ", "))
 }
 
 func readPayload(file string, env Env) (*webhook.Notification, error) {
@@ -137,7 +164,8 @@ func explain(ctx context.Context, w io.Writer, n *webhook.Notification, p *polic
 				return fmt.Errorf("explain alert %d: %w", i+1, err)
 			}
 		}
-		d := p.Evaluate(policy.Input{Alert: a, Target: target, Workload: wl, Now: now})
+		origin := policy.Origin{Sender: n.Sender.Name, Namespaces: n.Sender.Namespaces}
+		d := p.Evaluate(policy.Input{Alert: a, Target: target, Workload: wl, Origin: origin, Now: now})
 		fmt.Fprintln(w, d.String())
 	}
 	return nil

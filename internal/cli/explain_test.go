@@ -60,3 +60,41 @@ func TestExplainShowsTheRuleWindow(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainAsASender: with --sender, the explanation holds the alert to
+// the sender's namespaces, as the webhook would.
+func TestExplainAsASender(t *testing.T) {
+	p, err := policy.Compile(policy.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := webhook.AuthConfig{Senders: []webhook.SenderConfig{
+		{Name: "payments", Namespaces: []string{"payments"}},
+		{Name: "platform", Namespaces: []string{"*"}},
+	}}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	n := &webhook.Notification{Version: "4", Data: template.Data{Status: "firing", Alerts: template.Alerts{{
+		Status: "firing", Fingerprint: "0123456789abcdef", StartsAt: now.Add(-time.Minute),
+		Labels: template.KV{"alertname": "EventService", "impact": "service_down", "namespace": "production", "deployment": "event-service"},
+	}}}}
+	for _, tc := range []struct{ sender, want string }{
+		{"payments", `✗ sender allowed: sender "payments" may not target namespace production, only payments [origin_mismatch]`},
+		{"platform", "decision: rollback (reason criterion_met)"},
+	} {
+		s, err := senderNamed(auth, tc.sender)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Sender = s
+		var out bytes.Buffer
+		if err := explain(context.Background(), &out, n, p, nil, "no kubeconfig", now); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("--sender %s: output lacks %q:\n%s", tc.sender, tc.want, &out)
+		}
+	}
+	if _, err := senderNamed(auth, "nobody"); err == nil || !strings.Contains(err.Error(), "payments, platform") {
+		t.Errorf("unknown sender: %v; want an error listing the senders", err)
+	}
+}
