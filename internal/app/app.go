@@ -186,6 +186,8 @@ func Run(ctx context.Context, opts Options) error {
 		PageGroupEvery:   cfg.Engine.PageGroupInterval.Duration,
 		Logger:           logger,
 		Registry:         reg,
+
+		AllowFeatureFlags: cfg.Engine.AllowFeatureFlags,
 	})
 	if err != nil {
 		return err

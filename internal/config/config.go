@@ -122,6 +122,10 @@ type Engine struct {
 	// AllowScaleBounce lets the last automatic rung scale a workload to zero
 	// and back, for workloads annotated autorollback.io/allow-scale-bounce.
 	AllowScaleBounce bool `json:"allowScaleBounce" mapstructure:"allowScaleBounce"`
+	// AllowFeatureFlags lets a rollback turn off a feature flag, in the
+	// ConfigMap a workload names, instead of rolling back revisions; it
+	// needs ConfigMap writes in the workloads' namespaces.
+	AllowFeatureFlags bool `json:"allowFeatureFlags" mapstructure:"allowFeatureFlags"`
 	// IncidentWorkers is how many incidents are worked on at once.
 	IncidentWorkers int `json:"incidentWorkers" mapstructure:"incidentWorkers"`
 	// PageGroupWait and PageGroupInterval group the pages of escalations

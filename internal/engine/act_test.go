@@ -248,7 +248,7 @@ func TestFeatureFlagInsteadOfUndo(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	e := f.startEngine(t, policy.DefaultConfig(), 1, allowFeatureFlags)
 	n := firing(f.ns, "flag-1", time.Now(), map[string]string{"impact": "critical_flow_broken", LabelFeatureFlag: "FEATURE_NEW_PRICING"})
 	if _, err := e.Accept(ctx, n); err != nil {
 		t.Fatal(err)

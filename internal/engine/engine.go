@@ -122,6 +122,11 @@ type Options struct {
 	// and back, for workloads that also carry the annotation
 	// autorollback.io/allow-scale-bounce: "true".
 	AllowScaleBounce bool
+	// AllowFeatureFlags lets a rollback turn off the feature flag an alert
+	// names (LabelFeatureFlag) instead of rolling back revisions, for
+	// workloads that name a flag ConfigMap and list the key. Off, such
+	// alerts roll back revisions, and stored flag plans are refused.
+	AllowFeatureFlags bool
 	// IncidentWorkers is how many incidents are worked on at once; each may
 	// spend minutes verifying.
 	IncidentWorkers int

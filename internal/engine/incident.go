@@ -218,8 +218,9 @@ const AnnotationFeatureFlags = "autorollback.io/feature-flags"
 
 // planFor pins the plan of a rollback decision: the suspect revision, the
 // revisions to go back to (newest first, up to MaxRollbackDepth, never
-// wrapping around), a feature flag instead when the alert names one the
-// workload allows, and whether the scale bounce may follow. Nil for other
+// wrapping around), a feature flag instead when flags are on
+// (Options.AllowFeatureFlags) and the alert names one the workload allows,
+// and whether the scale bounce may follow. Nil for other
 // decisions.
 func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
 	if rec.Decision == nil || rec.Decision.Outcome != policy.OutcomeRollback || w == nil {
@@ -232,7 +233,7 @@ func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
 	}
 	if key := rec.Alert.Labels[LabelFeatureFlag]; key != "" {
 		f := actuator.FlagChange{ConfigMap: w.Annotations[AnnotationFeatureFlagConfigMap], Key: key, Value: FeatureFlagOff}
-		if why := flagRefusal(w, f); why != "" {
+		if why := e.flagRefusal(w, f); why != "" {
 			p.FeatureFlagSkipped = fmt.Sprintf("the alert names feature flag %q, but %s; rolling back revisions instead", key, why)
 		} else {
 			p.FeatureFlag = &f
@@ -241,14 +242,17 @@ func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
 	return p
 }
 
-// flagRefusal says why the workload w does not allow the flag change f, or
-// returns "" when it does: f must name the ConfigMap w names, a key w lists
-// in AnnotationFeatureFlags, and the value that turns a flag off.
-func flagRefusal(w *policy.Workload, f actuator.FlagChange) string {
+// flagRefusal says why the flag change f may not be made on the workload
+// w, or returns "" when it may: flags must be on (Options.AllowFeatureFlags),
+// and f must name the ConfigMap w names, a key w lists in
+// AnnotationFeatureFlags, and the value that turns a flag off.
+func (e *Engine) flagRefusal(w *policy.Workload, f actuator.FlagChange) string {
 	cm := w.Annotations[AnnotationFeatureFlagConfigMap]
 	switch {
 	case cm == "":
 		return fmt.Sprintf("%s has no %s annotation", w.Ref, AnnotationFeatureFlagConfigMap)
+	case !e.opts.AllowFeatureFlags:
+		return "feature flags are off (engine.allowFeatureFlags)"
 	case f.ConfigMap != cm:
 		return fmt.Sprintf("%s names its flag ConfigMap %q, not %q", w.Ref, cm, f.ConfigMap)
 	case f.Value != FeatureFlagOff:
@@ -622,8 +626,8 @@ func dryRun(inc *incident.Incident, p *policy.Policy) bool {
 // policy in force whether an action of the given kind (empty for a
 // post-rollback task) may be taken on it now: the target checks
 // (policy.Policy.Screen: namespace allowed, workload exists, opted in),
-// rollbacks not frozen, and for a feature flag, the change is one the live
-// workload allows (flagRefusal). It returns the live workload, and the
+// rollbacks not frozen, and for a feature flag, flags are on and the change
+// is one the live workload allows (flagRefusal). It returns the live workload, and the
 // refusal, or nil when the action may go ahead; an error only when the
 // workload could not be read.
 func (e *Engine) recheck(ctx context.Context, inc *incident.Incident, kind actuator.Kind) (*policy.Workload, *refusal, error) {
@@ -642,7 +646,7 @@ func (e *Engine) recheck(ctx context.Context, inc *incident.Incident, kind actua
 		if inc.FeatureFlag == nil {
 			return w, &refusal{reason: reasonFlagNotAllowed, message: "the incident names no feature flag"}, nil
 		}
-		if why := flagRefusal(w, *inc.FeatureFlag); why != "" {
+		if why := e.flagRefusal(w, *inc.FeatureFlag); why != "" {
 			return w, &refusal{reason: reasonFlagNotAllowed, message: fmt.Sprintf("key %q of ConfigMap %q: %s",
 				inc.FeatureFlag.Key, inc.FeatureFlag.ConfigMap, why)}, nil
 		}

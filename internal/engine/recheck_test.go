@@ -65,6 +65,9 @@ func (r *running) waitState(t *testing.T, id string, states ...incident.State) *
 	return inc
 }
 
+// allowFeatureFlags turns feature flags on (engine.allowFeatureFlags).
+func allowFeatureFlags(_ *verify.Config, _ *escalate.Config, o *Options) { o.AllowFeatureFlags = true }
+
 // An alert names a feature flag that the workload does not list in
 // autorollback.io/feature-flags: the label alone never picks the key, the
 // plan goes straight to the revisions, and the incident says why.
@@ -87,7 +90,7 @@ func TestFeatureFlagNotListedByTheWorkloadRollsBackRevisions(t *testing.T) {
 			f := newFixture(t, optedIn, annotations)
 			flags := map[string]string{"FEATURE_NEW_PRICING": "true", "FEATURE_STATE_MACHINE": "true"}
 			f.flagConfigMap(t, "event-service-config", flags)
-			e := f.startEngine(t, policy.DefaultConfig(), 1)
+			e := f.startEngine(t, policy.DefaultConfig(), 1, allowFeatureFlags)
 			n := firing(f.ns, "unlisted-flag", time.Now(), map[string]string{"impact": "critical_flow_broken", LabelFeatureFlag: tc.label})
 			if _, err := e.Accept(context.Background(), n); err != nil {
 				t.Fatal(err)
@@ -110,6 +113,39 @@ func TestFeatureFlagNotListedByTheWorkloadRollsBackRevisions(t *testing.T) {
 				t.Errorf("plan: flag %+v, skipped %q", inc.FeatureFlag, inc.FeatureFlagSkipped)
 			}
 		})
+	}
+}
+
+// With feature flags off (engine.allowFeatureFlags, the default), an
+// alert naming a flag the workload allows rolls back revisions: the daemon
+// may not be allowed to write the workload's ConfigMaps at all.
+func TestFeatureFlagsOffRollBackRevisions(t *testing.T) {
+	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config",
+		AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
+	flags := map[string]string{"FEATURE_NEW_PRICING": "true"}
+	f.flagConfigMap(t, "event-service-config", flags)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	n := firing(f.ns, "flags-off", time.Now(), map[string]string{"impact": "critical_flow_broken", LabelFeatureFlag: "FEATURE_NEW_PRICING"})
+	if _, err := e.Accept(context.Background(), n); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	if len(inc.Actions) != 1 || inc.Actions[0].Kind != actuator.KindRollback || inc.Actions[0].Result == nil ||
+		inc.Actions[0].Result.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("actions %+v; want one revision rollback\n%s", inc.Actions, inc.Render())
+	}
+	if data, annotations := f.configMapData(t, "event-service-config"); !maps(data, flags) || len(annotations) != 0 {
+		t.Fatalf("flag ConfigMap changed: %v %v, want %v untouched", data, annotations, flags)
+	}
+	if image, _ := f.image(t); image != "event-service:v1" {
+		t.Fatalf("image = %s, want the last good event-service:v1", image)
+	}
+	const why = "feature flags are off (engine.allowFeatureFlags)"
+	if inc.FeatureFlag != nil || !strings.Contains(inc.FeatureFlagSkipped, why) {
+		t.Errorf("plan: flag %+v, skipped %q; want no flag, skipped because %s", inc.FeatureFlag, inc.FeatureFlagSkipped, why)
+	}
+	if !strings.Contains(inc.Render(), "no feature flag rung: the alert names feature flag") {
+		t.Errorf("the incident does not say why the flag was not turned off\n%s", inc.Render())
 	}
 }
 
@@ -141,6 +177,8 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		noAlerts    bool // an incident that holds no alert
 		reason      string
 		evidence    bool // the target passes the target checks: evidence is kept
+		flagsOff    bool // engine.allowFeatureFlags is false
+		message     string
 	}{
 		{
 			name:   "an incident rolls back a workload not opted in",
@@ -204,6 +242,17 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 			evidence: true,
 		},
 		{
+			name:   "an incident turns off an allowed key while feature flags are off",
+			labels: optedIn,
+			annotations: map[string]string{AnnotationFeatureFlagConfigMap: "aws-auth",
+				AnnotationFeatureFlags: "mapRoles"},
+			plan:     incident.Plan{From: 2, Targets: []int64{1}, FeatureFlag: &actuator.FlagChange{ConfigMap: "aws-auth", Key: "mapRoles", Value: "false"}},
+			flagsOff: true,
+			reason:   "policy_refused: flag_not_allowed",
+			message:  "feature flags are off (engine.allowFeatureFlags)",
+			evidence: true,
+		},
+		{
 			// The kube-system/aws-auth case: the key is one the workload
 			// allows, but its namespace is not the daemon's to touch.
 			name:   "an incident turns off an allowed key in a denied namespace",
@@ -225,7 +274,8 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 			}
 			// What a writer of ConfigMaps in the daemon's namespace can
 			// write, in place before the daemon (re)starts and resumes.
-			stopped := f.startEngine(t, cfg, 0)
+			flags := func(_ *verify.Config, _ *escalate.Config, o *Options) { o.AllowFeatureFlags = !tc.flagsOff }
+			stopped := f.startEngine(t, cfg, 0, flags)
 			ctx := context.Background()
 			target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
 			now := time.Now()
@@ -250,10 +300,13 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 				id = inc.ID
 			}
 
-			e := f.startEngine(t, cfg, 1)
+			e := f.startEngine(t, cfg, 1, flags)
 			inc := e.waitState(t, id, incident.StateEscalated, incident.StateResolved, incident.StateVerifying)
 			if len(inc.Actions) != 1 || inc.Actions[0].Reason != tc.reason || inc.Actions[0].Result != nil {
 				t.Fatalf("actions %+v; want one refused with reason %q\n%s", inc.Actions, tc.reason, inc.Render())
+			}
+			if !strings.Contains(inc.Actions[0].Error, tc.message) {
+				t.Errorf("refusal %q does not say %q", inc.Actions[0].Error, tc.message)
 			}
 			if inc.State != incident.StateEscalated {
 				t.Fatalf("state %s, want escalated\n%s", inc.State, inc.Render())
