@@ -113,10 +113,16 @@ func get(ctx context.Context, url string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
-const testToken = "s3cret-token-for-tests"
+const (
+	testToken = "s3cret-token-for-tests"
+	// testAPIToken reads incidents; the daemon refuses a read token equal
+	// to the webhook's.
+	testAPIToken = "s3cret-read-token-for-tests"
+)
 
 // configFile writes a configuration for a daemon whose records live in ns,
-// with a bearer token file, and returns its path.
+// with a webhook bearer token file and a read token file for the incidents
+// API, and returns its path.
 func configFile(t *testing.T, ns string, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -124,8 +130,12 @@ func configFile(t *testing.T, ns string, extra string) string {
 	if err := os.WriteFile(token, []byte(testToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	apiToken := filepath.Join(dir, "api-token")
+	if err := os.WriteFile(apiToken, []byte(testAPIToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfg := filepath.Join(dir, "config.yaml")
-	body := fmt.Sprintf("webhook:\n  auth:\n    bearerTokenFile: %s\nengine:\n  namespace: %s\n%s", token, ns, extra)
+	body := fmt.Sprintf("webhook:\n  auth:\n    bearerTokenFile: %s\napi:\n  auth:\n    bearerTokenFile: %s\nengine:\n  namespace: %s\n%s", token, apiToken, ns, extra)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -118,13 +118,19 @@ func post(t *testing.T, url, token, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// getAuth GETs url with the read token of the incidents API.
 func getAuth(t *testing.T, url string) (int, string) {
+	t.Helper()
+	return getWith(t, url, testAPIToken)
+}
+
+func getWith(t *testing.T, url, token string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+testToken)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err.Error()
@@ -170,11 +176,17 @@ func TestWebhookToResolvedIncident(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(resp, `"duplicates":1`) {
 		t.Fatalf("re-sent POST /webhook = %d %s, want 200 with one duplicate", code, resp)
 	}
-	// The incident API, behind the webhook's authentication, shows the
+	// The incident API, behind its own read credential, shows the
 	// rollback verified and the incident resolved.
 	api := "http://" + d.addr + "/api/v1/incidents"
 	if code, _, _ := get(context.Background(), api); code != http.StatusUnauthorized {
 		t.Errorf("GET /api/v1/incidents without credentials = %d, want 401", code)
+	}
+	if code, resp := getWith(t, api, testToken); code != http.StatusUnauthorized {
+		t.Errorf("GET /api/v1/incidents with the webhook token = %d %s, want 401", code, resp)
+	}
+	if code, resp := post(t, url, testAPIToken, body); code != http.StatusUnauthorized {
+		t.Errorf("POST /webhook with the read token = %d %s, want 401", code, resp)
 	}
 	var list []map[string]any
 	testenv.Eventually(t, 60*time.Second, "the incident resolves", func(ctx context.Context) (bool, string) {
@@ -217,7 +229,10 @@ func TestWebhookToResolvedIncident(t *testing.T) {
 	for _, want := range []string{
 		`autorollbackd_decisions_total{outcome="rollback",reason="criterion_met"} 1`,
 		`autorollbackd_alerts_received_total{status="firing"} 2`,
-		`autorollbackd_webhook_requests_total{code="401"} 1`,
+		// The wrong token and the read token.
+		`autorollbackd_webhook_requests_total{code="401"} 2`,
+		// No credentials and the webhook token.
+		`autorollbackd_api_auth_failures_total 2`,
 		`autorollbackd_alerts_duplicate_total 1`,
 	} {
 		if !strings.Contains(metrics, want) {
