@@ -87,11 +87,12 @@ func run(ctx context.Context, once bool) error {
 Where to look:
   incidents   %s incidents list --kubeconfig %s --config %s
               %s incidents show ID --kubeconfig %s --config %s
+  API         curl -H "Authorization: Bearer $(cat %s)" http://%s/api/v1/incidents
   metrics     http://%s/metrics
   Prometheus  http://%s/alerts
   kubectl     %s --kubeconfig %s -n %s rollout history deployment/%s
 `, filepath.Join(dir, "autorollbackd"), c.Kubeconfig, cfg, filepath.Join(dir, "autorollbackd"), c.Kubeconfig, cfg,
-		l.Daemon.Addr, l.Prometheus.Addr, filepath.Join(c.BinDir, "kubectl"), c.Kubeconfig, l.Namespace, loop.Service)
+		filepath.Join(dir, "api-token"), l.Daemon.Addr, l.Daemon.Addr, l.Prometheus.Addr, filepath.Join(c.BinDir, "kubectl"), c.Kubeconfig, l.Namespace, loop.Service)
 	if once {
 		return nil
 	}

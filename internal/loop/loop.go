@@ -55,9 +55,13 @@ type Options struct {
 
 // Loop is a running loop.
 type Loop struct {
-	opts          Options
-	Namespace     string
-	Token         string
+	opts      Options
+	Namespace string
+	// Token is the webhook's bearer token, the one Alertmanager sends.
+	Token string
+	// APIToken is the read token of the incidents API, kept apart from
+	// Token: the daemon refuses a read token equal to the webhook's.
+	APIToken      string
 	Daemon        *testenv.Process
 	Services      map[string]*testenv.Process
 	Prometheus    *testenv.Process
@@ -100,7 +104,10 @@ func Start(ctx context.Context, opts Options) (*Loop, error) {
 	if opts.RecordsNamespace == "" {
 		opts.RecordsNamespace = "autorollbackd"
 	}
-	l := &Loop{opts: opts, Namespace: opts.Namespace, Services: map[string]*testenv.Process{}, Token: "loop-" + fmt.Sprint(time.Now().UnixNano()), Messages: &Inbox{}}
+	l := &Loop{opts: opts, Namespace: opts.Namespace, Services: map[string]*testenv.Process{}, Messages: &Inbox{}}
+	now := time.Now().UnixNano()
+	l.Token = fmt.Sprint("loop-", now)
+	l.APIToken = fmt.Sprint("loop-read-", now)
 	c := opts.Cluster
 	for _, ns := range []string{opts.Namespace, opts.RecordsNamespace} {
 		_, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
@@ -224,6 +231,10 @@ func (l *Loop) startDaemon(ctx context.Context) error {
 	if err := os.WriteFile(token, []byte(l.Token+"\n"), 0o600); err != nil {
 		return err
 	}
+	apiToken := filepath.Join(dir, "api-token")
+	if err := os.WriteFile(apiToken, []byte(l.APIToken+"\n"), 0o600); err != nil {
+		return err
+	}
 	addr, err := testenv.FreeAddr()
 	if err != nil {
 		return err
@@ -238,6 +249,9 @@ func (l *Loop) startDaemon(ctx context.Context) error {
 	cfg := fmt.Sprintf(`server:
   listenAddress: %q
 webhook:
+  auth:
+    bearerTokenFile: %s
+api:
   auth:
     bearerTokenFile: %s
 engine:
@@ -275,7 +289,7 @@ escalation:
   - {after: 5m, level: oncall, notifiers: [demo, events]}
   - {after: 10m, level: lead, notifiers: [demo, events]}
   - {after: 15m, level: war_room, notifiers: [demo, events]}
-`, addr, token, l.opts.RecordsNamespace, l.Namespace, promAddr, svc, svc, svc, l.inboxSrv.URL)
+`, addr, token, apiToken, l.opts.RecordsNamespace, l.Namespace, promAddr, svc, svc, svc, l.inboxSrv.URL)
 	file := filepath.Join(dir, "autorollbackd.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return err
@@ -452,10 +466,11 @@ func (l *Loop) Metric(ctx context.Context, series string) string {
 	return ""
 }
 
-// API gets a path of the daemon's incident API into v.
+// API gets a path of the daemon's incident API into v, with the read
+// token.
 func (l *Loop) API(ctx context.Context, path string, v any) error {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.Daemon.Addr+path, nil)
-	req.Header.Set("Authorization", "Bearer "+l.Token)
+	req.Header.Set("Authorization", "Bearer "+l.APIToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err
