@@ -183,12 +183,12 @@ func (i *incident) actions() string {
 	return "[" + strings.Join(parts, ", ") + "]"
 }
 
-// api reads a path of the incidents API into v.
+// api reads a path of the incidents API into v, with the read token.
 func api(ctx context.Context, d *daemon, path string, v any) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url(path), nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

@@ -245,6 +245,9 @@ func badInputs(t *testing.T, ns string) []badInput {
 		{name: "64 KiB token", header: map[string]string{"Authorization": "Bearer " + strings.Repeat("t", 64<<10)}, body: ok, want: 401},
 		{name: "scheme in lower case is fine", header: map[string]string{"Authorization": "bearer " + token}, body: ok, want: 200, wantBody: `"refused":1`},
 		{name: "incidents API without credentials", method: "GET", path: "/api/v1/incidents", header: map[string]string{"Authorization": unset}, want: 401},
+		// Sending alerts and reading incidents take different credentials.
+		{name: "incidents API with the webhook token", method: "GET", path: "/api/v1/incidents", want: 401},
+		{name: "webhook with the incidents API's read token", header: map[string]string{"Authorization": "Bearer " + apiToken}, body: ok, want: 401},
 		// Method and content type.
 		{name: "GET", method: "GET", want: 405},
 		{name: "PUT", method: "PUT", body: ok, want: 405},

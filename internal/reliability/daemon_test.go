@@ -26,6 +26,10 @@ import (
 // token is the webhook bearer token every daemon here is configured with.
 const token = "reliability-token"
 
+// apiToken is the read token of the incidents API; the daemon refuses one
+// equal to the webhook's.
+const apiToken = "reliability-read-token"
+
 // maxLogLines bounds the log lines kept per daemon; the storm logs one line
 // per request.
 const maxLogLines = 20000
@@ -48,13 +52,15 @@ type daemon struct {
 // Sections are maps so a test can replace one without repeating the rest.
 type config map[string]any
 
-// baseConfig is what every daemon here runs with: the bearer token, its
+// baseConfig is what every daemon here runs with: the webhook's bearer
+// token and the incidents API's read token, its
 // records (and Lease) in recordsNS, acting only in the allowed namespaces,
 // a short leader lease so a replacement takes over within seconds, and an
 // hourly budget high enough for the storm.
 func baseConfig(dir, recordsNS string, allow ...string) config {
 	return config{
 		"webhook": map[string]any{"auth": map[string]any{"bearerTokenFile": filepath.Join(dir, "token")}},
+		"api":     map[string]any{"auth": map[string]any{"bearerTokenFile": filepath.Join(dir, "api-token")}},
 		"engine":  map[string]any{"namespace": recordsNS},
 		"leaderElection": map[string]any{
 			"leaseDuration": "4s",
@@ -76,11 +82,14 @@ func (c config) with(sections config) config {
 	return out
 }
 
-// write writes the token and the configuration into dir and returns the
+// write writes the tokens and the configuration into dir and returns the
 // configuration's path.
 func (c config) write(t testing.TB, dir string) string {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "api-token"), []byte(apiToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := yaml.Marshal(map[string]any(c))
