@@ -298,7 +298,7 @@ type incidentJSON struct {
 // opened (the decision taken), and actions[0].at (recorded just after the
 // patch returned).
 func readIncidents(ctx context.Context, addr string, samples []sample) error {
-	code, body, err := harness.Get(ctx, "http://"+addr+"/api/v1/incidents", harness.Token)
+	code, body, err := harness.Get(ctx, "http://"+addr+"/api/v1/incidents", harness.APIToken)
 	if err != nil || code != http.StatusOK {
 		return fmt.Errorf("list incidents: %d %v", code, err)
 	}
@@ -310,7 +310,7 @@ func readIncidents(ctx context.Context, addr string, samples []sample) error {
 	}
 	byRef := map[string]*incidentJSON{}
 	for _, s := range list {
-		code, body, err := harness.Get(ctx, "http://"+addr+"/api/v1/incidents/"+s.ID, harness.Token)
+		code, body, err := harness.Get(ctx, "http://"+addr+"/api/v1/incidents/"+s.ID, harness.APIToken)
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("get incident %s: %d %v", s.ID, code, err)
 		}

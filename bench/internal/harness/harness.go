@@ -245,8 +245,12 @@ func Metric(ctx context.Context, addr, series string) (string, error) {
 // Token is the webhook bearer token of the benchmark daemons.
 const Token = "bench-webhook-token"
 
+// APIToken is the read token of the benchmark daemons' incidents API; the
+// daemon refuses one equal to Token.
+const APIToken = "bench-read-token"
+
 // DaemonConfig is what a benchmark sets in the daemon's configuration;
-// StartDaemon adds the listen address and the bearer token file.
+// StartDaemon adds the listen address and the two bearer token files.
 type DaemonConfig struct {
 	// RecordsNamespace holds the alert and incident records and the Lease.
 	RecordsNamespace string
@@ -278,9 +282,13 @@ func StartDaemon(ctx context.Context, bin, kubeconfig, dir string, cfg DaemonCon
 	if err := os.WriteFile(token, []byte(Token+"\n"), 0o600); err != nil {
 		return nil, err
 	}
+	apiToken := filepath.Join(etc, "api-token")
+	if err := os.WriteFile(apiToken, []byte(APIToken+"\n"), 0o600); err != nil {
+		return nil, err
+	}
 	file := filepath.Join(etc, "config.yaml")
-	body := fmt.Sprintf("server:\n  listenAddress: %q\nwebhook:\n  auth:\n    bearerTokenFile: %s\nengine:\n  namespace: %s\n%s%s",
-		addr, token, cfg.RecordsNamespace, cfg.Engine, cfg.Extra)
+	body := fmt.Sprintf("server:\n  listenAddress: %q\nwebhook:\n  auth:\n    bearerTokenFile: %s\napi:\n  auth:\n    bearerTokenFile: %s\nengine:\n  namespace: %s\n%s%s",
+		addr, token, apiToken, cfg.RecordsNamespace, cfg.Engine, cfg.Extra)
 	if err := os.WriteFile(file, []byte(body), 0o600); err != nil {
 		return nil, err
 	}
