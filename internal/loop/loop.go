@@ -319,7 +319,7 @@ receivers:
   webhook_configs:
   - url: http://%s/webhook
     send_resolved: true
-    max_alerts: 0
+    max_alerts: 1000
     http_config:
       authorization:
         credentials_file: %s
