@@ -672,10 +672,14 @@ func screen(p *policy.Policy, inc *incident.Incident, w *policy.Workload, now ti
 			first = &refusal{reason: string(d.Reason), message: d.Message}
 		}
 	}
-	if first == nil {
-		return &refusal{reason: string(policy.ReasonNoTarget), message: "the incident holds no alert"}
+	if first != nil {
+		return first
 	}
-	return first
+	// No alert: the workload's own checks still give the first reason.
+	if d := p.Screen(policy.Input{Target: inc.Target, Workload: w, Now: now}); d.Outcome == policy.OutcomeRefuse {
+		return &refusal{reason: string(d.Reason), message: d.Message}
+	}
+	return &refusal{reason: string(policy.ReasonNoTarget), message: "the incident holds no alert"}
 }
 
 // evidenceTimeout bounds the snapshot taken before the first action, which
