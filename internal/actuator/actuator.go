@@ -1,7 +1,7 @@
 // Package actuator carries out the policy's decisions on the cluster: it
 // undoes a rollout the way `kubectl rollout undo` does, rolls back a feature
 // flag, and bounces a workload through zero replicas. Unlike kubectl it
-// writes with a resourceVersion precondition, acts on a target revision
+// writes with a precondition, acts on a target revision
 // pinned at decision time, and records what it did on the workload itself,
 // so that no retry, restart or second replica ever acts twice.
 package actuator

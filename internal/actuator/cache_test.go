@@ -258,9 +258,12 @@ func TestCachedRollbackSkipsTheReads(t *testing.T) {
 	}
 }
 
-// TestStaleCache: a cache behind the API server never decides a write. Its
-// Deployment's resourceVersion fails the PATCH, and the retry reads live and
-// does what the live Deployment calls for: the rollback, once, or a refusal.
+// TestStaleCache: a cache behind the API server never decides a write. A
+// cached Deployment whose spec, annotations or revision are behind fails the
+// PATCH's tests (the API server raises a Deployment's generation for
+// annotations too), the refusal reads as a Conflict, and the retry reads
+// live and does what the live Deployment calls for: the rollback, once, or
+// a refusal. A label the cache missed does not fail the PATCH, and stays.
 func TestStaleCache(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -281,7 +284,21 @@ func TestStaleCache(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:  []string{"PATCH deployments/stale 409", "GET deployments/stale 200", "GET replicasets 200", "PATCH deployments/stale 200"},
+			want:  []string{"PATCH deployments/stale 200"},
+			image: "event-service:v1",
+		},
+		{
+			name: "annotation changed",
+			change: func(t *testing.T, f *rollbackFixture) {
+				_, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(ctx, "stale", types.MergePatchType, []byte(`{"metadata":{"labels":{"touched":"yes"},"annotations":{"other-team/note":"new"}}}`), metav1.PatchOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				f.waitSettled(t, "stale", 2)
+			},
+			// The refused PATCH, the read that finds the tests no longer
+			// hold, and the live retry.
+			want:  []string{"PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200", "GET replicasets 200", "PATCH deployments/stale 200"},
 			image: "event-service:v1",
 		},
 		{
@@ -293,7 +310,7 @@ func TestStaleCache(t *testing.T) {
 				}
 			},
 			wantErr: ErrPaused,
-			want:    []string{"PATCH deployments/stale 409", "GET deployments/stale 200"},
+			want:    []string{"PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
 			image:   "event-service:v2-bad",
 		},
 		{
@@ -303,7 +320,7 @@ func TestStaleCache(t *testing.T) {
 				f.waitSettled(t, "stale", 3)
 			},
 			wantErr: ErrChanged,
-			want:    []string{"PATCH deployments/stale 409", "GET deployments/stale 200"},
+			want:    []string{"PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
 			image:   "event-service:v3-fix",
 		},
 	} {

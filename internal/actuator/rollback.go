@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
@@ -39,9 +40,10 @@ var deploymentAnnotationsToSkip = map[string]bool{
 // at decision time: "the previous revision" is never recomputed, because
 // after one undo the previous revision is the bad one again.
 //
-// The write carries the resourceVersion that was read, so a concurrent
-// change fails it; the workload is then read again and, if it changed
-// meaning (a new revision), the rollback stops with ErrChanged.
+// The write tests what it was planned on (see precondition), so a
+// concurrent change of the workload's spec or revision fails it; the
+// workload is then read again and, if it changed meaning (a new revision),
+// the rollback stops with ErrChanged.
 func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (Result, error) {
 	var (
 		res Result
@@ -73,12 +75,13 @@ func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (R
 
 // rollbackDeployment undoes a Deployment as kubectl does: it reads the
 // Deployment and its ReplicaSets, checks them, and writes the ReplicaSet's
-// template with the Deployment's resourceVersion as a precondition.
+// template with the Deployment's UID, generation and revision as its
+// precondition.
 //
 // With a Cache, the first attempt reads from it and saves two round trips.
-// A stale cache cannot cause a wrong write: the precondition fails with a
-// Conflict unless the cached Deployment is the live one, and the retry reads
-// live. Nor may it cause a wrong refusal or no-op, which no write would
+// A stale cache cannot cause a wrong write: the precondition fails unless
+// the cached Deployment's spec and revision are the live ones, and the retry
+// reads live. Nor may it cause a wrong refusal or no-op, which no write would
 // catch, so any outcome but the write is decided again on live reads.
 func (a *Actuator) rollbackDeployment(ctx context.Context, req Request, from, to int64, useCache bool) (runtime.Object, Result, error) {
 	if useCache && a.cache != nil {
@@ -170,8 +173,16 @@ func (a *Actuator) planDeployment(ctx context.Context, reads deploymentReads, re
 }
 
 func (a *Actuator) patchDeployment(ctx context.Context, req Request, d *appsv1.Deployment, patch []byte, res Result) (runtime.Object, Result, error) {
-	if _, err := a.client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.JSONPatchType, patch, patchOptions(req)); err != nil {
-		return d, res, err
+	api := a.client.AppsV1().Deployments(d.Namespace)
+	if _, err := api.Patch(ctx, d.Name, types.JSONPatchType, patch, patchOptions(req)); err != nil {
+		pre := preconditionOf(&d.ObjectMeta, workload.RevisionAnnotation)
+		return d, res, pre.rejected(ctx, err, deploymentsResource, d.Name, workload.RevisionAnnotation, func(ctx context.Context) (*metav1.ObjectMeta, error) {
+			live, err := api.Get(ctx, d.Name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return &live.ObjectMeta, nil
+		})
 	}
 	res.Outcome, res.Message = applied(req, res.From, res.To)
 	return d, res, nil
@@ -186,8 +197,7 @@ func retriable(err error) bool { return apierrors.IsConflict(err) || errors.Is(e
 // deploymentPatch builds kubectl's rollback patch: the ReplicaSet's pod
 // template without its pod-template-hash label, and the ReplicaSet's
 // annotations except those kubectl keeps from the Deployment. It adds the
-// record annotations and a resourceVersion, which the API server treats as a
-// precondition.
+// record annotations, and opens with the tests of the precondition.
 func deploymentPatch(d *appsv1.Deployment, rs *appsv1.ReplicaSet, record map[string]string) ([]byte, error) {
 	template := rs.Spec.Template.DeepCopy()
 	delete(template.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
@@ -203,11 +213,10 @@ func deploymentPatch(d *appsv1.Deployment, rs *appsv1.ReplicaSet, record map[str
 		}
 	}
 	maps.Copy(annotations, record)
-	patch, err := json.Marshal([]map[string]any{
-		{"op": "replace", "path": "/metadata/resourceVersion", "value": d.ResourceVersion},
-		{"op": "replace", "path": "/spec/template", "value": template},
-		{"op": "replace", "path": "/metadata/annotations", "value": annotations},
-	})
+	ops := preconditionOf(&d.ObjectMeta, workload.RevisionAnnotation).ops(workload.RevisionAnnotation)
+	ops = append(ops, jsonPatchOp{Op: "replace", Path: "/spec/template", Value: template})
+	ops = append(ops, annotationOps(d.Annotations, annotations)...)
+	patch, err := json.Marshal(ops)
 	if err != nil {
 		return nil, fmt.Errorf("encode rollback patch: %w", err)
 	}
@@ -282,29 +291,84 @@ func (a *Actuator) rollbackFromHistory(ctx context.Context, req Request, from, t
 		res.Outcome, res.Message = OutcomeNoop, fmt.Sprintf("current template already matches revision %d", to)
 		return obj, res, nil
 	}
-	var patch map[string]any
-	if err := json.Unmarshal(target.Data.Raw, &patch); err != nil {
-		return obj, res, fmt.Errorf("decode ControllerRevision %s: %w", target.Name, err)
-	}
-	patch["metadata"] = map[string]any{
-		"resourceVersion": meta.ResourceVersion,
-		"annotations":     a.recordAnnotations(req, from, to),
-	}
-	body, err := json.Marshal(patch)
-	if err != nil {
-		return obj, res, fmt.Errorf("encode rollback patch: %w", err)
-	}
-	apps := a.client.AppsV1()
-	if req.Target.Kind == policy.KindStatefulSet {
-		_, err = apps.StatefulSets(meta.Namespace).Patch(ctx, meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
-	} else {
-		_, err = apps.DaemonSets(meta.Namespace).Patch(ctx, meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
-	}
+	body, err := historyPatch(target, meta, a.recordAnnotations(req, from, to))
 	if err != nil {
 		return obj, res, err
 	}
+	gr, patch, live := a.historied(req.Target)
+	if err := patch(ctx, body, patchOptions(req)); err != nil {
+		return obj, res, preconditionOf(meta, "").rejected(ctx, err, gr, meta.Name, "", live)
+	}
 	res.Outcome, res.Message = applied(req, from, to)
 	return obj, res, nil
+}
+
+var (
+	statefulSetsResource = appsv1.Resource("statefulsets")
+	daemonSetsResource   = appsv1.Resource("daemonsets")
+)
+
+// historyPatch is kubectl's undo of a StatefulSet or DaemonSet: the target
+// ControllerRevision's pod template replaces the workload's. The controller
+// stores it as a strategic merge patch that replaces the whole template;
+// here it is a JSON patch that says so, opens with the precondition's
+// tests, and adds the record annotations.
+func historyPatch(cr *appsv1.ControllerRevision, meta *metav1.ObjectMeta, record map[string]string) ([]byte, error) {
+	var data struct {
+		Spec struct {
+			Template map[string]any `json:"template"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(cr.Data.Raw, &data); err != nil {
+		return nil, fmt.Errorf("decode ControllerRevision %s: %w", cr.Name, err)
+	}
+	if data.Spec.Template == nil {
+		return nil, fmt.Errorf("ControllerRevision %s holds no pod template", cr.Name)
+	}
+	delete(data.Spec.Template, "$patch")
+	annotations := maps.Clone(meta.Annotations)
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	maps.Copy(annotations, record)
+	ops := preconditionOf(meta, "").ops("")
+	ops = append(ops, jsonPatchOp{Op: "replace", Path: "/spec/template", Value: data.Spec.Template})
+	ops = append(ops, annotationOps(meta.Annotations, annotations)...)
+	body, err := json.Marshal(ops)
+	if err != nil {
+		return nil, fmt.Errorf("encode rollback patch: %w", err)
+	}
+	return body, nil
+}
+
+// historied returns the resource of a StatefulSet or DaemonSet, a JSON
+// patch of it and a live read of its metadata.
+func (a *Actuator) historied(ref policy.Ref) (schema.GroupResource, func(context.Context, []byte, metav1.PatchOptions) error, func(context.Context) (*metav1.ObjectMeta, error)) {
+	apps := a.client.AppsV1()
+	if ref.Kind == policy.KindStatefulSet {
+		api := apps.StatefulSets(ref.Namespace)
+		return statefulSetsResource, func(ctx context.Context, body []byte, opts metav1.PatchOptions) error {
+				_, err := api.Patch(ctx, ref.Name, types.JSONPatchType, body, opts)
+				return err
+			}, func(ctx context.Context) (*metav1.ObjectMeta, error) {
+				s, err := api.Get(ctx, ref.Name, metav1.GetOptions{})
+				if err != nil {
+					return nil, err
+				}
+				return &s.ObjectMeta, nil
+			}
+	}
+	api := apps.DaemonSets(ref.Namespace)
+	return daemonSetsResource, func(ctx context.Context, body []byte, opts metav1.PatchOptions) error {
+			_, err := api.Patch(ctx, ref.Name, types.JSONPatchType, body, opts)
+			return err
+		}, func(ctx context.Context) (*metav1.ObjectMeta, error) {
+			ds, err := api.Get(ctx, ref.Name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return &ds.ObjectMeta, nil
+		}
 }
 
 type revisionRef struct {

@@ -413,36 +413,156 @@ func TestConcurrentHumanRolloutIsNotOverwritten(t *testing.T) {
 	f.waitEvent(t, "raced", EventRollbackFailed)
 }
 
-func TestStaleWriteIsRejectedByTheAPIServer(t *testing.T) {
+// TestRollbackPatchTestsWhatItWasPlannedOn writes rollback patches planned
+// on a read of the workload after others wrote it. A label write neither
+// fails the patch nor is lost to it; a new rollout fails it whole, and the
+// failure reads as a Conflict; a refusal of the patch itself, with the
+// workload as it was read, stays what it is.
+func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 	f := newRollbackFixture(t)
-	f.deployment(t, "stale", "event-service:v1", "event-service:v2-bad")
 	ctx := context.Background()
 	api := f.c.Client.AppsV1().Deployments(f.ns)
-	read, err := api.Get(ctx, "stale", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rss, err := f.c.Client.AppsV1().ReplicaSets(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=stale"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var target *appsv1.ReplicaSet
-	for i := range rss.Items {
-		if rss.Items[i].Annotations[workload.RevisionAnnotation] == "1" {
-			target = &rss.Items[i]
+	liveMeta := func(name string) func(context.Context) (*metav1.ObjectMeta, error) {
+		return func(ctx context.Context) (*metav1.ObjectMeta, error) {
+			d, err := api.Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return nil, err
+			}
+			return &d.ObjectMeta, nil
 		}
 	}
-	// Someone writes after our read.
-	if _, err := api.Patch(ctx, "stale", types.MergePatchType, []byte(`{"metadata":{"labels":{"touched":"yes"}}}`), metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
+	// plan reads the Deployment at revision 2 and plans its rollback to 1;
+	// edit, if set, changes the template of revision 1 first.
+	plan := func(t *testing.T, name string, edit func(*corev1.PodTemplateSpec)) (*appsv1.Deployment, []byte) {
+		t.Helper()
+		read := f.waitDeployment(t, name, 2)
+		rss, err := f.c.Client.AppsV1().ReplicaSets(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var target *appsv1.ReplicaSet
+		for i := range rss.Items {
+			if rss.Items[i].Annotations[workload.RevisionAnnotation] == "1" {
+				target = rss.Items[i].DeepCopy()
+			}
+		}
+		if target == nil {
+			t.Fatal("no ReplicaSet of revision 1")
+		}
+		if edit != nil {
+			edit(&target.Spec.Template)
+		}
+		patch, err := deploymentPatch(read, target, f.act.recordAnnotations(f.request(policy.KindDeployment, name, "inc-"+name), 2, 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return read, patch
 	}
-	patch, err := deploymentPatch(read, target, f.act.recordAnnotations(f.request(policy.KindDeployment, "stale", "x"), 2, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = api.Patch(ctx, "stale", types.JSONPatchType, patch, metav1.PatchOptions{})
-	if !apierrors.IsConflict(err) {
-		t.Fatalf("patch with a stale resourceVersion = %v, want a Conflict", err)
+
+	t.Run("a label written after the read", func(t *testing.T) {
+		f.deployment(t, "unrelated", "event-service:v1", "event-service:v2-bad")
+		_, patch := plan(t, "unrelated", nil)
+		if _, err := api.Patch(ctx, "unrelated", types.MergePatchType, []byte(`{"metadata":{"labels":{"touched":"yes"}}}`), metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.Patch(ctx, "unrelated", types.JSONPatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatalf("rollback patch after a label write = %v, want it applied", err)
+		}
+		d := f.waitDeployment(t, "unrelated", 3)
+		if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v1" {
+			t.Errorf("image = %s, want event-service:v1", img)
+		}
+		if d.Labels["touched"] != "yes" || d.Annotations[AnnotationRolledBackFrom] != "2" {
+			t.Errorf("labels %v annotations %v: want the other writer's label kept beside the rollback's record", d.Labels, d.Annotations)
+		}
+	})
+
+	t.Run("a new rollout after the read", func(t *testing.T) {
+		f.deployment(t, "rollout", "event-service:v1", "event-service:v2-bad")
+		read, patch := plan(t, "rollout", nil)
+		f.setDeploymentImage(t, "rollout", "event-service:v3-person")
+		_, err := api.Patch(ctx, "rollout", types.JSONPatchType, patch, metav1.PatchOptions{})
+		if !apierrors.IsInvalid(err) {
+			t.Fatalf("rollback patch after a new rollout = %v, want the API server to refuse its tests", err)
+		}
+		err = preconditionOf(&read.ObjectMeta, workload.RevisionAnnotation).rejected(ctx, err, deploymentsResource, "rollout", workload.RevisionAnnotation, liveMeta("rollout"))
+		if !apierrors.IsConflict(err) {
+			t.Errorf("refusal = %v, want a Conflict", err)
+		}
+		d := f.waitDeployment(t, "rollout", 3)
+		if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v3-person" || d.Annotations[AnnotationRolledBackFrom] != "" {
+			t.Errorf("image %s, annotations %v: want the person's rollout untouched", img, d.Annotations)
+		}
+	})
+
+	t.Run("a refused patch of an unchanged workload", func(t *testing.T) {
+		f.deployment(t, "invalid", "event-service:v1", "event-service:v2-bad")
+		read, patch := plan(t, "invalid", func(tpl *corev1.PodTemplateSpec) { tpl.Spec.Containers[0].Name = "" })
+		_, err := api.Patch(ctx, "invalid", types.JSONPatchType, patch, metav1.PatchOptions{})
+		if !apierrors.IsInvalid(err) {
+			t.Fatalf("patch with a nameless container = %v, want Invalid", err)
+		}
+		err = preconditionOf(&read.ObjectMeta, workload.RevisionAnnotation).rejected(ctx, err, deploymentsResource, "invalid", workload.RevisionAnnotation, liveMeta("invalid"))
+		if !apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
+			t.Errorf("refusal = %v, want it returned as Invalid", err)
+		}
+	})
+
+	for _, kind := range []policy.Kind{policy.KindStatefulSet, policy.KindDaemonSet} {
+		t.Run(string(kind), func(t *testing.T) {
+			name := strings.ToLower(string(kind))
+			f.historied(t, kind, name, "agent:v1", "agent:v2-bad")
+			gr, patch, live := f.act.historied(policy.Ref{Kind: kind, Namespace: f.ns, Name: name})
+			planned := func() ([]byte, *metav1.ObjectMeta) {
+				read, err := live(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				crs, err := f.c.Client.AppsV1().ControllerRevisions(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range crs.Items {
+					if crs.Items[i].Revision == 1 {
+						body, err := historyPatch(&crs.Items[i], read, f.act.recordAnnotations(f.request(kind, name, "inc-h"), 2, 1))
+						if err != nil {
+							t.Fatal(err)
+						}
+						return body, read
+					}
+				}
+				t.Fatal("no ControllerRevision of revision 1")
+				return nil, nil
+			}
+			// A label written after the read does not fail the patch.
+			body, read := planned()
+			label := types.MergePatchType
+			meta := []byte(`{"metadata":{"labels":{"touched":"yes"}}}`)
+			var err error
+			if kind == policy.KindStatefulSet {
+				_, err = f.c.Client.AppsV1().StatefulSets(f.ns).Patch(ctx, name, label, meta, metav1.PatchOptions{})
+			} else {
+				_, err = f.c.Client.AppsV1().DaemonSets(f.ns).Patch(ctx, name, label, meta, metav1.PatchOptions{})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := patch(ctx, body, metav1.PatchOptions{}); err != nil {
+				t.Fatalf("rollback patch after a label write = %v, want it applied", err)
+			}
+			if got := f.waitHistory(t, kind, name, 3); got.Spec.Containers[0].Image != "agent:v1" {
+				t.Errorf("image = %s, want agent:v1", got.Spec.Containers[0].Image)
+			}
+			// The same patch again, as from a twin that planned on the
+			// same read, fails whole: the first one changed the spec.
+			err = patch(ctx, body, metav1.PatchOptions{})
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("stale rollback patch = %v, want the API server to refuse its tests", err)
+			}
+			if err := preconditionOf(read, "").rejected(ctx, err, gr, name, "", live); !apierrors.IsConflict(err) {
+				t.Errorf("refusal = %v, want a Conflict", err)
+			}
+		})
 	}
 }
 
