@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
@@ -590,10 +591,16 @@ func TestFeatureFlagStaleWriteConflicts(t *testing.T) {
 	if cm := e.mustConfigMap(t); cm.Data["FEATURE_NEW_PRICING"] != "false" || cm.Annotations["owner"] != "events-team" {
 		t.Errorf("after the fresh write: data %v, annotations %v", cm.Data, cm.Annotations)
 	}
-	if w, err = e.act.readLiveWorkload(ctx, req.Target); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.act.restartLiveWorkload(ctx, req, w, "inc-stale:flag"); err != nil {
+	// The Deployment controller may write status between a fresh read and
+	// the restart; as featureFlag does, a Conflict starts over.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		w, err := e.act.readLiveWorkload(ctx, req.Target)
+		if err != nil {
+			return err
+		}
+		return e.act.restartLiveWorkload(ctx, req, w, "inc-stale:flag")
+	})
+	if err != nil {
 		t.Errorf("restart with a fresh resourceVersion: %v", err)
 	}
 }
@@ -611,11 +618,17 @@ func TestFeatureFlagRestartPatchIsKubectls(t *testing.T) {
 	}
 	byKubectl := e.mustDeployment(t, "event-service")
 	e.waitDeploymentReady(t, "event-service", 1)
-	w, err := e.act.readLiveWorkload(ctx, e.request(policy.KindDeployment, "event-service", "x").Target)
+	// The controller may still be writing the status of kubectl's rollout,
+	// so the write may conflict; as featureFlag does, a Conflict starts over
+	// from a fresh read.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		w, err := e.act.readLiveWorkload(ctx, e.request(policy.KindDeployment, "event-service", "x").Target)
+		if err != nil {
+			return err
+		}
+		return e.act.restartLiveWorkload(ctx, e.request(policy.KindDeployment, "event-service", "x"), w, "x:flag")
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.act.restartLiveWorkload(ctx, e.request(policy.KindDeployment, "event-service", "x"), w, "x:flag"); err != nil {
 		t.Fatal(err)
 	}
 	byUs := e.mustDeployment(t, "event-service")
