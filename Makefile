@@ -18,7 +18,7 @@ all: build
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/autorollbackd ./cmd/autorollbackd
 
-## testenv: build the pinned local control plane, Prometheus, Alertmanager and Helm into the cache
+## testenv: build the pinned local control plane, Prometheus, Alertmanager, Helm and the Argo Rollouts controller into the cache, with the CRDs of Argo Rollouts, Argo CD and Flux
 testenv:
 	hack/testenv.sh >/dev/null
 
