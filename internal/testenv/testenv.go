@@ -28,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -44,6 +45,8 @@ type Cluster struct {
 	Kubeconfig string
 	REST       *rest.Config
 	Client     kubernetes.Interface
+	// Dynamic reaches any resource, custom ones included.
+	Dynamic dynamic.Interface
 
 	workDir  string
 	stopOnce sync.Once
@@ -229,6 +232,10 @@ func StartWith(ctx context.Context, opts Options) (*Cluster, error) {
 	if c.Client, err = kubernetes.NewForConfig(c.REST); err != nil {
 		c.Stop()
 		return nil, fmt.Errorf("create client for cluster %s: %w", c.Name, err)
+	}
+	if c.Dynamic, err = dynamic.NewForConfig(c.REST); err != nil {
+		c.Stop()
+		return nil, fmt.Errorf("create dynamic client for cluster %s: %w", c.Name, err)
 	}
 	for i := range max(opts.Nodes, 1) {
 		if err := c.addNode(ctx, fmt.Sprintf("kwok-node-%d", i)); err != nil {
