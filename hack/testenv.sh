@@ -179,8 +179,12 @@ build_rollouts() {
   grep -q 'k8s.io/client-go => ' go.mod || { log "no replace of k8s.io/client-go found in ${gomod}"; return 1; }
   local cmd=github.com/argoproj/argo-rollouts/cmd/rollouts-controller
   go get "${cmd}@${ROLLOUTS_VERSION}"
+  # The release's commit, as the proxy recorded it, so that --version
+  # prints the tag as a release build does.
+  local commit
+  commit=$(cd "${root}/src" && go mod download -json "github.com/argoproj/argo-rollouts@${ROLLOUTS_VERSION}" | sed -n 's/^[[:space:]]*"Hash": "\([0-9a-f]*\)",\{0,1\}$/\1/p')
   local v=github.com/argoproj/argo-rollouts/utils/version
-  go build -ldflags "-s -w -X ${v}.version=${ROLLOUTS_VERSION#v} -X ${v}.gitTag=${ROLLOUTS_VERSION} -X ${v}.gitTreeState=clean" \
+  go build -ldflags "-s -w -X ${v}.version=${ROLLOUTS_VERSION#v} -X ${v}.gitTag=${ROLLOUTS_VERSION} -X ${v}.gitCommit=${commit} -X ${v}.gitTreeState=clean" \
     -o "${bin}/rollouts-controller" "${cmd}"
   echo "${ROLLOUTS_VERSION}" > "${stamps}/rollouts-controller"
 }

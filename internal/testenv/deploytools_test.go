@@ -228,19 +228,23 @@ func TestArgoRolloutsCanaryPausesAtSecondStep(t *testing.T) {
 		return s.phase == "Healthy" && s.available == 3 && s.stable != "" &&
 			len(s.replicas) == 1 && s.replicas[s.stable] == 3 && s.ready[s.stable] == 3, s.String()
 	})
+	t.Logf("before the change: %s", first)
 
 	patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"web:v2"}]}}}}`)
 	if _, err := rollouts.Patch(ctx, "web", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		t.Fatalf("change the Rollout's image: %v", err)
 	}
+	var paused rolloutState
 	testenv.Eventually(t, 2*time.Minute, "canary paused at step 1 beside the stable ReplicaSet", func(ctx context.Context) (bool, string) {
 		s, err := readRollout(ctx, c, ns, "web")
 		if err != nil {
 			return false, err.Error()
 		}
+		paused = s
 		canary := s.current
 		return s.phase == "Paused" && s.step == 1 && s.stable == first.stable && canary != first.stable &&
 			len(s.replicas) == 2 && s.replicas[s.stable] > 0 && s.replicas[canary] > 0 &&
 			s.ready[canary] == s.replicas[canary], s.String()
 	})
+	t.Logf("after the change: %s", paused)
 }
