@@ -161,7 +161,7 @@ module_file() {
 
 build_rollouts() {
   have rollouts-controller && stamped rollouts-controller "${ROLLOUTS_VERSION}" && return 0
-  log "building the Argo Rollouts controller ${ROLLOUTS_VERSION}; about 8 minutes on 2 cores"
+  log "building the Argo Rollouts controller ${ROLLOUTS_VERSION}; about 7 minutes on 2 cores"
   local dir="${root}/src/argo-rollouts"
   rm -rf "${dir}" && mkdir -p "${dir}"
   cd "${dir}"
@@ -177,6 +177,10 @@ build_rollouts() {
     sed -n -e '/^replace[[:space:]]*($/,/^)$/p' -e '/^replace[[:space:]][^(]/p' "${gomod}"
   } > go.mod
   grep -q 'k8s.io/client-go => ' go.mod || { log "no replace of k8s.io/client-go found in ${gomod}"; return 1; }
+  # Its go.sum, which came with the verified module, spares a checksum
+  # database lookup for each dependency.
+  cp "$(module_file "github.com/argoproj/argo-rollouts@${ROLLOUTS_VERSION}" Dir)/go.sum" go.sum
+  chmod u+w go.sum
   local cmd=github.com/argoproj/argo-rollouts/cmd/rollouts-controller
   go get "${cmd}@${ROLLOUTS_VERSION}"
   # The release's commit, as the proxy recorded it, so that --version
