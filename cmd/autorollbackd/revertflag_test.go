@@ -24,6 +24,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -97,7 +98,7 @@ func waitRolledOut(t *testing.T, c *testenv.Cluster, ns, restartedAt string) {
 		}
 		var current bool
 		for _, rs := range list.Items {
-			if rs.Spec.Template.Annotations[actuator.AnnotationRestartedAt] == restartedAt && rs.Status.ReadyReplicas == 1 {
+			if rs.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt] == restartedAt && rs.Status.ReadyReplicas == 1 {
 				current = true
 			}
 		}
@@ -167,7 +168,7 @@ func TestIncidentsRevertFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rolledBackAt := d.Spec.Template.Annotations[actuator.AnnotationRestartedAt]
+	rolledBackAt := d.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt]
 	waitRolledOut(t, c, ns, rolledBackAt)
 	configMap := func() *corev1.ConfigMap {
 		t.Helper()
@@ -212,10 +213,10 @@ func TestIncidentsRevertFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := d.Annotations[actuator.AnnotationRestartedFor]; got != inc.Rollout+":revert" {
-		t.Errorf("%s = %q, want %s:revert", actuator.AnnotationRestartedFor, got, inc.Rollout)
+	if got := d.Annotations[kinds.AnnotationRestartedFor]; got != inc.Rollout+":revert" {
+		t.Errorf("%s = %q, want %s:revert", kinds.AnnotationRestartedFor, got, inc.Rollout)
 	}
-	revertedAt := d.Spec.Template.Annotations[actuator.AnnotationRestartedAt]
+	revertedAt := d.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt]
 	if revertedAt == rolledBackAt {
 		t.Fatalf("the revert did not restart the pods: restartedAt still %s", revertedAt)
 	}

@@ -21,20 +21,8 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
-)
-
-// Annotations the actuator writes on the workloads it changes. Together they
-// are the record that makes an action idempotent: an action whose incident is
-// already recorded on the workload is not done again.
-const (
-	AnnotationRolledBackFrom = "autorollback.io/rolled-back-from"
-	AnnotationRolledBackTo   = "autorollback.io/rolled-back-to"
-	AnnotationRolledBackAt   = "autorollback.io/rolled-back-at"
-	AnnotationFingerprint    = "autorollback.io/alert-fingerprint"
-	AnnotationIncident       = "autorollback.io/incident"
-	// AnnotationChangeCause is what `kubectl rollout history` shows.
-	AnnotationChangeCause = "kubernetes.io/change-cause"
 )
 
 // Event reasons, as `kubectl describe` shows them.
@@ -219,12 +207,12 @@ func (a *Actuator) report(obj runtime.Object, req Request, kind Kind, res Result
 // recordAnnotations are written with every rollback.
 func (a *Actuator) recordAnnotations(req Request, from, to int64) map[string]string {
 	return map[string]string{
-		AnnotationRolledBackFrom: fmt.Sprint(from),
-		AnnotationRolledBackTo:   fmt.Sprint(to),
-		AnnotationRolledBackAt:   a.clock.Now().UTC().Format(time.RFC3339),
-		AnnotationFingerprint:    clip(req.Fingerprint, 128),
-		AnnotationIncident:       req.Incident,
-		AnnotationChangeCause:    fmt.Sprintf("autorollbackd: rolled back from revision %d to %d: %s", from, to, clip(req.Why, 256)),
+		kinds.AnnotationRolledBackFrom: fmt.Sprint(from),
+		kinds.AnnotationRolledBackTo:   fmt.Sprint(to),
+		kinds.AnnotationRolledBackAt:   a.clock.Now().UTC().Format(time.RFC3339),
+		kinds.AnnotationFingerprint:    clip(req.Fingerprint, 128),
+		kinds.AnnotationRolledBackFor:  req.Incident,
+		kinds.AnnotationChangeCause:    fmt.Sprintf("autorollbackd: rolled back from revision %d to %d: %s", from, to, clip(req.Why, 256)),
 	}
 }
 
@@ -240,6 +228,6 @@ func clip(s string, n int) string {
 // alreadyDone reports whether the rollback of this incident from `from` to
 // `to` is recorded on the workload.
 func alreadyDone(ann map[string]string, req Request, from, to int64) bool {
-	return req.Incident != "" && ann[AnnotationIncident] == req.Incident &&
-		ann[AnnotationRolledBackFrom] == fmt.Sprint(from) && ann[AnnotationRolledBackTo] == fmt.Sprint(to)
+	return req.Incident != "" && kinds.RolledBackFor(ann) == req.Incident &&
+		ann[kinds.AnnotationRolledBackFrom] == fmt.Sprint(from) && ann[kinds.AnnotationRolledBackTo] == fmt.Sprint(to)
 }

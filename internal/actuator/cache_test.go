@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
@@ -66,9 +67,9 @@ func (f *rollbackFixture) waitSettled(t *testing.T, name string, revision int64)
 			return false, err.Error()
 		}
 		want, st := *d.Spec.Replicas, d.Status
-		return st.ObservedGeneration >= d.Generation && d.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision) &&
+		return st.ObservedGeneration >= d.Generation && d.Annotations[kinds.AnnotationDeploymentRevision] == fmt.Sprint(revision) &&
 				st.Replicas == want && st.UpdatedReplicas == want && st.AvailableReplicas == want,
-			fmt.Sprintf("revision %s, observed %d of generation %d, status %+v", d.Annotations[workload.RevisionAnnotation], st.ObservedGeneration, d.Generation, st)
+			fmt.Sprintf("revision %s, observed %d of generation %d, status %+v", d.Annotations[kinds.AnnotationDeploymentRevision], st.ObservedGeneration, d.Generation, st)
 	})
 	return d
 }
@@ -95,7 +96,7 @@ func (f *rollbackFixture) waitCached(t *testing.T, cache Cache, name string, rev
 			return false, err.Error()
 		}
 		for _, rs := range rss {
-			if rs.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision) {
+			if rs.Annotations[kinds.AnnotationDeploymentRevision] == fmt.Sprint(revision) {
 				return true, ""
 			}
 		}
@@ -197,7 +198,7 @@ func (f *rollbackFixture) snapshot(t *testing.T, name string) *fakeCache {
 func (c *fakeCache) replicaSet(t *testing.T, revision int64) *appsv1.ReplicaSet {
 	t.Helper()
 	for _, rs := range c.rss {
-		if rs.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision) {
+		if rs.Annotations[kinds.AnnotationDeploymentRevision] == fmt.Sprint(revision) {
 			return rs
 		}
 	}
@@ -213,7 +214,7 @@ func (f *rollbackFixture) rolledBackOnce(t *testing.T, name, incident string) *a
 	if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v1" {
 		t.Errorf("image = %s, want event-service:v1", img)
 	}
-	if d.Annotations[AnnotationRolledBackFrom] != "2" || d.Annotations[AnnotationRolledBackTo] != "1" || d.Annotations[AnnotationIncident] != incident {
+	if d.Annotations[kinds.AnnotationRolledBackFrom] != "2" || d.Annotations[kinds.AnnotationRolledBackTo] != "1" || d.Annotations[kinds.AnnotationRolledBackFor] != incident {
 		t.Errorf("record annotations = %v", d.Annotations)
 	}
 	return d
@@ -376,10 +377,10 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 		why string
 	}{
 		{"paused", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Spec.Paused = true }, ErrPaused.Error()},
-		{"other revision", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Annotations[workload.RevisionAnnotation] = "7" }, "now at revision 7"},
+		{"other revision", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Annotations[kinds.AnnotationDeploymentRevision] = "7" }, "now at revision 7"},
 		{"settling", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Generation = c.d.Status.ObservedGeneration + 1 }, ErrSettling.Error()},
 		{"already done", func(_ *testing.T, c *fakeCache, req Request) {
-			c.d.Annotations[AnnotationIncident], c.d.Annotations[AnnotationRolledBackFrom], c.d.Annotations[AnnotationRolledBackTo] = req.Incident, "2", "1"
+			c.d.Annotations[kinds.AnnotationRolledBackFor], c.d.Annotations[kinds.AnnotationRolledBackFrom], c.d.Annotations[kinds.AnnotationRolledBackTo] = req.Incident, "2", "1"
 		}, "outcome=noop"},
 		{"no history", func(t *testing.T, c *fakeCache, _ Request) {
 			target := c.replicaSet(t, 1)

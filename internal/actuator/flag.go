@@ -16,30 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
-)
-
-// Annotations of a feature flag rollback. The first two are on the
-// ConfigMap, one pair per flag key, and are written in the same write as the
-// flag itself, so the value to restore can never be lost; the last two are on
-// the workload's pod template and metadata.
-const (
-	// AnnotationFlagPreviousPrefix + key holds the key's value before the
-	// rollback, JSON-encoded: a string, or null when the key was absent.
-	AnnotationFlagPreviousPrefix = "autorollback.io/flag-previous."
-	// AnnotationFlagIncidentPrefix + key holds the incident that rolled the
-	// key back.
-	AnnotationFlagIncidentPrefix = "autorollback.io/flag-incident."
-	// AnnotationRestartedFor records the last restart the actuator did on a
-	// workload, as "<incident>:flag" or "<incident>:revert".
-	AnnotationRestartedFor = "autorollback.io/restarted-for"
-	// AnnotationRestartedAt is the pod template annotation `kubectl rollout
-	// restart` sets; changing it makes the controller replace every pod.
-	AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
-	// AnnotationOwnRestartAt records on the workload the restartedAt value
-	// of the daemon's own restart, so that the revision it makes is not
-	// taken for a new rollout.
-	AnnotationOwnRestartAt = "autorollback.io/restarted-at"
 )
 
 // FlagChange names one key of a ConfigMap in the target's namespace and the
@@ -62,14 +40,14 @@ func (f FlagChange) Validate() error {
 	}
 	// The key is part of the record's annotation names, whose name part is
 	// at most 63 characters and must end with an alphanumeric character.
-	if msgs := validation.IsQualifiedName(AnnotationFlagPreviousPrefix + f.Key); len(msgs) > 0 {
+	if msgs := validation.IsQualifiedName(kinds.AnnotationFlagPreviousPrefix + f.Key); len(msgs) > 0 {
 		return fmt.Errorf("ConfigMap key %q cannot be recorded in an annotation: %s", f.Key, strings.Join(msgs, "; "))
 	}
 	return nil
 }
 
-func (f FlagChange) previousAnnotation() string { return AnnotationFlagPreviousPrefix + f.Key }
-func (f FlagChange) incidentAnnotation() string { return AnnotationFlagIncidentPrefix + f.Key }
+func (f FlagChange) previousAnnotation() string { return kinds.AnnotationFlagPreviousPrefix + f.Key }
+func (f FlagChange) incidentAnnotation() string { return kinds.AnnotationFlagIncidentPrefix + f.Key }
 
 // RollbackFeatureFlag sets the flag key to Value (for example
 // FEATURE_NEW_PRICING to "false") and restarts the workload the way `kubectl
@@ -118,7 +96,7 @@ type flagPlan struct {
 	write       bool
 	data        map[string]*string
 	annotations map[string]*string
-	// restart is the AnnotationRestartedFor value to restart for, or "" for
+	// restart is the kinds.AnnotationRestartedFor value to restart for, or "" for
 	// no restart. A ConfigMap change always restarts, since pods read it
 	// when they start; without one, the plan restarts only if this
 	// incident's restart is not recorded yet (the daemon stopped between
@@ -158,7 +136,7 @@ func (a *Actuator) featureFlag(ctx context.Context, req Request, f FlagChange, r
 		if revert {
 			plan = planRevert
 		}
-		p, err := plan(cm, req, f, w.meta.Annotations[AnnotationRestartedFor])
+		p, err := plan(cm, req, f, w.meta.Annotations[kinds.AnnotationRestartedFor])
 		if err != nil {
 			return err
 		}
@@ -195,7 +173,7 @@ func (a *Actuator) featureFlag(ctx context.Context, req Request, f FlagChange, r
 }
 
 // planRollback plans setting the flag; restartedFor is the workload's
-// AnnotationRestartedFor.
+// kinds.AnnotationRestartedFor.
 func planRollback(cm *corev1.ConfigMap, req Request, f FlagChange, restartedFor string) (flagPlan, error) {
 	p := flagPlan{restart: req.Incident + ":flag"}
 	if _, ok := cm.BinaryData[f.Key]; ok {
@@ -236,7 +214,7 @@ func planRollback(cm *corev1.ConfigMap, req Request, f FlagChange, restartedFor 
 }
 
 // planRevert plans restoring the flag; restartedFor is the workload's
-// AnnotationRestartedFor.
+// kinds.AnnotationRestartedFor.
 func planRevert(cm *corev1.ConfigMap, req Request, f FlagChange, restartedFor string) (flagPlan, error) {
 	p := flagPlan{restart: req.Incident + ":revert"}
 	current, present := cm.Data[f.Key]
@@ -301,7 +279,7 @@ func (a *Actuator) patchFlagConfigMap(ctx context.Context, req Request, cm *core
 
 // restartLiveWorkload does what `kubectl rollout restart` does, a strategic
 // merge patch of the pod template's restartedAt annotation, and records
-// restartedFor in AnnotationRestartedFor in the same write, which carries
+// restartedFor in kinds.AnnotationRestartedFor in the same write, which carries
 // the resourceVersion that was read.
 //
 // kubectl writes the local time to the second; two restarts within a second
@@ -310,18 +288,18 @@ func (a *Actuator) patchFlagConfigMap(ctx context.Context, req Request, cm *core
 func (a *Actuator) restartLiveWorkload(ctx context.Context, req Request, w *liveWorkload, restartedFor string) error {
 	now := a.clock.Now()
 	at := now.Format(time.RFC3339)
-	if at == w.template.Annotations[AnnotationRestartedAt] {
+	if at == w.template.Annotations[kinds.AnnotationTemplateRestartedAt] {
 		at = now.Format(time.RFC3339Nano)
 	}
 	body, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{
 			"resourceVersion": w.meta.ResourceVersion,
 			// Every action arms the policy's cooldown.
-			"annotations": map[string]string{AnnotationRestartedFor: restartedFor, AnnotationRolledBackAt: now.UTC().Format(time.RFC3339),
-				AnnotationOwnRestartAt: at},
+			"annotations": map[string]string{kinds.AnnotationRestartedFor: restartedFor, kinds.AnnotationRolledBackAt: now.UTC().Format(time.RFC3339),
+				kinds.AnnotationOwnRestartAt: at},
 		},
 		"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{
-			"annotations": map[string]string{AnnotationRestartedAt: at},
+			"annotations": map[string]string{kinds.AnnotationTemplateRestartedAt: at},
 		}}},
 	})
 	if err != nil {

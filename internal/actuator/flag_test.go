@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -164,7 +165,7 @@ func (e *flagTestEnv) replicaSets(ctx context.Context, d *appsv1.Deployment) (ma
 	out := map[string]string{}
 	for _, rs := range list.Items {
 		if metav1.IsControlledBy(&rs, d) {
-			out[rs.Name] = rs.Spec.Template.Annotations[AnnotationRestartedAt]
+			out[rs.Name] = rs.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt]
 		}
 	}
 	return out, nil
@@ -272,12 +273,12 @@ func TestFeatureFlagRollbackAndRevertDeployment(t *testing.T) {
 	}
 	// and the pods are restarted as by kubectl rollout restart.
 	d = e.mustDeployment(t, "event-service")
-	at := d.Spec.Template.Annotations[AnnotationRestartedAt]
+	at := d.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt]
 	if _, err := time.Parse(time.RFC3339, at); err != nil {
-		t.Errorf("template annotation %s = %q: %v", AnnotationRestartedAt, at, err)
+		t.Errorf("template annotation %s = %q: %v", kinds.AnnotationTemplateRestartedAt, at, err)
 	}
-	if got := d.Annotations[AnnotationRestartedFor]; got != "inc-1:flag" {
-		t.Errorf("%s = %q, want inc-1:flag", AnnotationRestartedFor, got)
+	if got := d.Annotations[kinds.AnnotationRestartedFor]; got != "inc-1:flag" {
+		t.Errorf("%s = %q, want inc-1:flag", kinds.AnnotationRestartedFor, got)
 	}
 	rsAfter := e.waitNewReplicaSet(t, d, rsBefore, at)
 	e.waitEvent(t, "event-service", EventRollback, "set FEATURE_NEW_PRICING in ConfigMap event-service-config to \"false\" (was \"true\")")
@@ -305,15 +306,15 @@ func TestFeatureFlagRollbackAndRevertDeployment(t *testing.T) {
 		t.Errorf("after revert: data %v, annotations %v", cm.Data, cm.Annotations)
 	}
 	d = e.mustDeployment(t, "event-service")
-	if got := d.Annotations[AnnotationRestartedFor]; got != "inc-1:revert" {
-		t.Errorf("%s = %q, want inc-1:revert", AnnotationRestartedFor, got)
+	if got := d.Annotations[kinds.AnnotationRestartedFor]; got != "inc-1:revert" {
+		t.Errorf("%s = %q, want inc-1:revert", kinds.AnnotationRestartedFor, got)
 	}
-	at2 := d.Spec.Template.Annotations[AnnotationRestartedAt]
+	at2 := d.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt]
 	if at2 == at {
-		t.Errorf("revert did not change %s (%s)", AnnotationRestartedAt, at)
+		t.Errorf("revert did not change %s (%s)", kinds.AnnotationTemplateRestartedAt, at)
 	}
 	if _, err := time.Parse(time.RFC3339, at2); err != nil {
-		t.Errorf("template annotation %s = %q: %v", AnnotationRestartedAt, at2, err)
+		t.Errorf("template annotation %s = %q: %v", kinds.AnnotationTemplateRestartedAt, at2, err)
 	}
 	e.waitNewReplicaSet(t, d, rsAfter, at2)
 
@@ -405,7 +406,7 @@ func TestFeatureFlagAbsentKey(t *testing.T) {
 				t.Fatalf("RollbackFeatureFlag = %+v, %v", res, err)
 			}
 			cm := e.mustConfigMap(t)
-			if cm.Data[flag.Key] != "false" || cm.Annotations[AnnotationFlagPreviousPrefix+flag.Key] != "null" {
+			if cm.Data[flag.Key] != "false" || cm.Annotations[kinds.AnnotationFlagPreviousPrefix+flag.Key] != "null" {
 				t.Errorf("after rollback: data %v, annotations %v", cm.Data, cm.Annotations)
 			}
 			var at string
@@ -414,7 +415,7 @@ func TestFeatureFlagAbsentKey(t *testing.T) {
 				if err != nil {
 					return false, err.Error()
 				}
-				at = ann[AnnotationRestartedAt]
+				at = ann[kinds.AnnotationTemplateRestartedAt]
 				return at != "" && rev != revision, fmt.Sprintf("restartedAt %q, revision %s (was %s)", at, rev, revision)
 			})
 
@@ -426,7 +427,7 @@ func TestFeatureFlagAbsentKey(t *testing.T) {
 			if _, ok := cm.Data[flag.Key]; ok || cm.Data["LOG_LEVEL"] != "info" {
 				t.Errorf("revert did not delete %s: %v", flag.Key, cm.Data)
 			}
-			for _, k := range []string{AnnotationFlagPreviousPrefix + flag.Key, AnnotationFlagIncidentPrefix + flag.Key} {
+			for _, k := range []string{kinds.AnnotationFlagPreviousPrefix + flag.Key, kinds.AnnotationFlagIncidentPrefix + flag.Key} {
 				if v, ok := cm.Annotations[k]; ok {
 					t.Errorf("revert left annotation %s=%s", k, v)
 				}
@@ -435,8 +436,8 @@ func TestFeatureFlagAbsentKey(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ann[AnnotationRestartedAt] == at {
-				t.Errorf("revert did not restart: %s still %s", AnnotationRestartedAt, at)
+			if ann[kinds.AnnotationTemplateRestartedAt] == at {
+				t.Errorf("revert did not restart: %s still %s", kinds.AnnotationTemplateRestartedAt, at)
 			}
 		})
 	}
@@ -640,7 +641,7 @@ func TestFeatureFlagRestartPatchIsKubectls(t *testing.T) {
 	if len(byUs.Spec.Template.Annotations) != len(byKubectl.Spec.Template.Annotations) {
 		t.Errorf("template annotations: kubectl %v, ours %v", byKubectl.Spec.Template.Annotations, byUs.Spec.Template.Annotations)
 	}
-	if a, b := byKubectl.Spec.Template.Annotations[AnnotationRestartedAt], byUs.Spec.Template.Annotations[AnnotationRestartedAt]; a == b {
+	if a, b := byKubectl.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt], byUs.Spec.Template.Annotations[kinds.AnnotationTemplateRestartedAt]; a == b {
 		t.Errorf("restartedAt unchanged (%s): a second restart within a second would restart nothing", a)
 	}
 	if byUs.Generation != byKubectl.Generation+1 {

@@ -20,19 +20,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
-	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Annotations kubectl keeps from the Deployment rather than taking from the
 // ReplicaSet it restores (polymorphichelpers' annotationsToSkip).
 var deploymentAnnotationsToSkip = map[string]bool{
-	corev1.LastAppliedConfigAnnotation:          true,
-	workload.RevisionAnnotation:                 true,
-	"deployment.kubernetes.io/revision-history": true,
-	"deployment.kubernetes.io/desired-replicas": true,
-	"deployment.kubernetes.io/max-replicas":     true,
-	appsv1.DeprecatedRollbackTo:                 true,
+	corev1.LastAppliedConfigAnnotation:        true,
+	kinds.AnnotationDeploymentRevision:        true,
+	kinds.AnnotationDeploymentRevisionHistory: true,
+	kinds.AnnotationDeploymentDesiredReplicas: true,
+	kinds.AnnotationDeploymentMaxReplicas:     true,
+	appsv1.DeprecatedRollbackTo:               true,
 }
 
 // Rollback restores revision `to` of the target workload, which must still be
@@ -124,7 +124,7 @@ func (a *Actuator) planDeployment(ctx context.Context, reads deploymentReads, re
 	if d.Generation > d.Status.ObservedGeneration {
 		return d, nil, res, ErrSettling
 	}
-	current, _ := strconv.ParseInt(d.Annotations[workload.RevisionAnnotation], 10, 64)
+	current, _ := strconv.ParseInt(d.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
 	if current != from {
 		return d, nil, res, fmt.Errorf("%w: now at revision %d, the decision was about revision %d", ErrChanged, current, from)
 	}
@@ -141,7 +141,7 @@ func (a *Actuator) planDeployment(ctx context.Context, reads deploymentReads, re
 		if !metav1.IsControlledBy(rs, d) {
 			continue
 		}
-		switch rs.Annotations[workload.RevisionAnnotation] {
+		switch rs.Annotations[kinds.AnnotationDeploymentRevision] {
 		case fmt.Sprint(to):
 			target = rs
 		case fmt.Sprint(from):
@@ -175,8 +175,8 @@ func (a *Actuator) planDeployment(ctx context.Context, reads deploymentReads, re
 func (a *Actuator) patchDeployment(ctx context.Context, req Request, d *appsv1.Deployment, patch []byte, res Result) (runtime.Object, Result, error) {
 	api := a.client.AppsV1().Deployments(d.Namespace)
 	if _, err := api.Patch(ctx, d.Name, types.JSONPatchType, patch, patchOptions(req)); err != nil {
-		pre := preconditionOf(&d.ObjectMeta, workload.RevisionAnnotation)
-		return d, res, pre.rejected(ctx, err, deploymentsResource, d.Name, workload.RevisionAnnotation, func(ctx context.Context) (*metav1.ObjectMeta, error) {
+		pre := preconditionOf(&d.ObjectMeta, kinds.AnnotationDeploymentRevision)
+		return d, res, pre.rejected(ctx, err, deploymentsResource, d.Name, kinds.AnnotationDeploymentRevision, func(ctx context.Context) (*metav1.ObjectMeta, error) {
 			live, err := api.Get(ctx, d.Name, metav1.GetOptions{})
 			if err != nil {
 				return nil, err
@@ -213,7 +213,8 @@ func deploymentPatch(d *appsv1.Deployment, rs *appsv1.ReplicaSet, record map[str
 		}
 	}
 	maps.Copy(annotations, record)
-	ops := preconditionOf(&d.ObjectMeta, workload.RevisionAnnotation).ops(workload.RevisionAnnotation)
+	delete(annotations, kinds.AnnotationIncident) // the record's key before kinds.AnnotationRolledBackFor
+	ops := preconditionOf(&d.ObjectMeta, kinds.AnnotationDeploymentRevision).ops(kinds.AnnotationDeploymentRevision)
 	ops = append(ops, jsonPatchOp{Op: "replace", Path: "/spec/template", Value: template})
 	ops = append(ops, annotationOps(d.Annotations, annotations)...)
 	patch, err := json.Marshal(ops)
@@ -331,6 +332,7 @@ func historyPatch(cr *appsv1.ControllerRevision, meta *metav1.ObjectMeta, record
 		annotations = map[string]string{}
 	}
 	maps.Copy(annotations, record)
+	delete(annotations, kinds.AnnotationIncident) // the record's key before kinds.AnnotationRolledBackFor
 	ops := preconditionOf(meta, "").ops("")
 	ops = append(ops, jsonPatchOp{Op: "replace", Path: "/spec/template", Value: data.Spec.Template})
 	ops = append(ops, annotationOps(meta.Annotations, annotations)...)

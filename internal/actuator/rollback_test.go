@@ -27,9 +27,9 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
-	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 type rollbackFixture struct {
@@ -96,7 +96,7 @@ func (f *rollbackFixture) deployment(t *testing.T, name string, images ...string
 			Template: podTemplate(name, images[0]),
 		},
 	}
-	d.Annotations[AnnotationChangeCause] = "deploy " + images[0]
+	d.Annotations[kinds.AnnotationChangeCause] = "deploy " + images[0]
 	api := f.c.Client.AppsV1().Deployments(f.ns)
 	if _, err := api.Create(ctx, d, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -118,7 +118,7 @@ func (f *rollbackFixture) setDeploymentImage(t *testing.T, name, image string) {
 			return err
 		}
 		live.Spec.Template = podTemplate(name, image)
-		live.Annotations[AnnotationChangeCause] = "deploy " + image
+		live.Annotations[kinds.AnnotationChangeCause] = "deploy " + image
 		_, err = api.Update(ctx, live, metav1.UpdateOptions{})
 		return err
 	})
@@ -138,8 +138,8 @@ func (f *rollbackFixture) waitDeployment(t *testing.T, name string, revision int
 		if err != nil {
 			return false, err.Error()
 		}
-		return d.Status.ObservedGeneration >= d.Generation && d.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision),
-			fmt.Sprintf("generation %d observed %d revision %s", d.Generation, d.Status.ObservedGeneration, d.Annotations[workload.RevisionAnnotation])
+		return d.Status.ObservedGeneration >= d.Generation && d.Annotations[kinds.AnnotationDeploymentRevision] == fmt.Sprint(revision),
+			fmt.Sprintf("generation %d observed %d revision %s", d.Generation, d.Status.ObservedGeneration, d.Annotations[kinds.AnnotationDeploymentRevision])
 	})
 	return d
 }
@@ -155,7 +155,7 @@ func (f *rollbackFixture) request(kind policy.Kind, name, incident string) Reque
 
 // ours are the annotations autorollbackd adds on purpose; everything else
 // must equal what kubectl produces.
-var ours = []string{AnnotationRolledBackFrom, AnnotationRolledBackTo, AnnotationRolledBackAt, AnnotationFingerprint, AnnotationIncident, AnnotationChangeCause}
+var ours = []string{kinds.AnnotationRolledBackFrom, kinds.AnnotationRolledBackTo, kinds.AnnotationRolledBackAt, kinds.AnnotationFingerprint, kinds.AnnotationRolledBackFor, kinds.AnnotationChangeCause}
 
 func withoutOurs(m map[string]string) map[string]string {
 	out := maps.Clone(m)
@@ -236,15 +236,15 @@ func testDeploymentUndoEqualsKubectl(t *testing.T, cached bool) {
 		t.Errorf("annotations differ from kubectl's:\nkubectl: %v\nours:    %v", w, g)
 	}
 	for k, v := range map[string]string{
-		AnnotationRolledBackFrom: "2", AnnotationRolledBackTo: "1", AnnotationIncident: "inc-1", AnnotationFingerprint: "fp-inc-1",
-		AnnotationChangeCause: "autorollbackd: rolled back from revision 2 to 1: alert EventServiceDown (service_down)",
+		kinds.AnnotationRolledBackFrom: "2", kinds.AnnotationRolledBackTo: "1", kinds.AnnotationRolledBackFor: "inc-1", kinds.AnnotationFingerprint: "fp-inc-1",
+		kinds.AnnotationChangeCause: "autorollbackd: rolled back from revision 2 to 1: alert EventServiceDown (service_down)",
 	} {
 		if got.Annotations[k] != v {
 			t.Errorf("annotation %s = %q, want %q", k, got.Annotations[k], v)
 		}
 	}
-	if _, err := time.Parse(time.RFC3339, got.Annotations[AnnotationRolledBackAt]); err != nil {
-		t.Errorf("annotation %s: %v", AnnotationRolledBackAt, err)
+	if _, err := time.Parse(time.RFC3339, got.Annotations[kinds.AnnotationRolledBackAt]); err != nil {
+		t.Errorf("annotation %s: %v", kinds.AnnotationRolledBackAt, err)
 	}
 	e := f.waitEvent(t, "twin-ard", EventRollback)
 	if e.Type != corev1.EventTypeNormal || !strings.Contains(e.Message, "rolled back from revision 2 to 1") {
@@ -442,7 +442,7 @@ func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 		}
 		var target *appsv1.ReplicaSet
 		for i := range rss.Items {
-			if rss.Items[i].Annotations[workload.RevisionAnnotation] == "1" {
+			if rss.Items[i].Annotations[kinds.AnnotationDeploymentRevision] == "1" {
 				target = rss.Items[i].DeepCopy()
 			}
 		}
@@ -472,7 +472,7 @@ func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 		if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v1" {
 			t.Errorf("image = %s, want event-service:v1", img)
 		}
-		if d.Labels["touched"] != "yes" || d.Annotations[AnnotationRolledBackFrom] != "2" {
+		if d.Labels["touched"] != "yes" || d.Annotations[kinds.AnnotationRolledBackFrom] != "2" {
 			t.Errorf("labels %v annotations %v: want the other writer's label kept beside the rollback's record", d.Labels, d.Annotations)
 		}
 	})
@@ -485,12 +485,12 @@ func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 		if !apierrors.IsInvalid(err) {
 			t.Fatalf("rollback patch after a new rollout = %v, want the API server to refuse its tests", err)
 		}
-		err = preconditionOf(&read.ObjectMeta, workload.RevisionAnnotation).rejected(ctx, err, deploymentsResource, "rollout", workload.RevisionAnnotation, liveMeta("rollout"))
+		err = preconditionOf(&read.ObjectMeta, kinds.AnnotationDeploymentRevision).rejected(ctx, err, deploymentsResource, "rollout", kinds.AnnotationDeploymentRevision, liveMeta("rollout"))
 		if !apierrors.IsConflict(err) {
 			t.Errorf("refusal = %v, want a Conflict", err)
 		}
 		d := f.waitDeployment(t, "rollout", 3)
-		if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v3-person" || d.Annotations[AnnotationRolledBackFrom] != "" {
+		if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v3-person" || d.Annotations[kinds.AnnotationRolledBackFrom] != "" {
 			t.Errorf("image %s, annotations %v: want the person's rollout untouched", img, d.Annotations)
 		}
 	})
@@ -502,7 +502,7 @@ func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 		if !apierrors.IsInvalid(err) {
 			t.Fatalf("patch with a nameless container = %v, want Invalid", err)
 		}
-		err = preconditionOf(&read.ObjectMeta, workload.RevisionAnnotation).rejected(ctx, err, deploymentsResource, "invalid", workload.RevisionAnnotation, liveMeta("invalid"))
+		err = preconditionOf(&read.ObjectMeta, kinds.AnnotationDeploymentRevision).rejected(ctx, err, deploymentsResource, "invalid", kinds.AnnotationDeploymentRevision, liveMeta("invalid"))
 		if !apierrors.IsInvalid(err) || apierrors.IsConflict(err) {
 			t.Errorf("refusal = %v, want it returned as Invalid", err)
 		}
@@ -705,8 +705,8 @@ func TestOlderRevision(t *testing.T) {
 	if img := d.Spec.Template.Spec.Containers[0].Image; img != "event-service:v1" {
 		t.Fatalf("image = %s, want event-service:v1", img)
 	}
-	if d.Annotations[AnnotationRolledBackFrom] != "4" || d.Annotations[AnnotationRolledBackTo] != "1" {
-		t.Errorf("recorded from %s to %s, want 4 to 1", d.Annotations[AnnotationRolledBackFrom], d.Annotations[AnnotationRolledBackTo])
+	if d.Annotations[kinds.AnnotationRolledBackFrom] != "4" || d.Annotations[kinds.AnnotationRolledBackTo] != "1" {
+		t.Errorf("recorded from %s to %s, want 4 to 1", d.Annotations[kinds.AnnotationRolledBackFrom], d.Annotations[kinds.AnnotationRolledBackTo])
 	}
 	// Nothing older is left: asking for it fails, it never wraps around.
 	_, err = f.act.Rollback(ctx, f.request(policy.KindDeployment, "older", "inc-o2"), 5, 0)

@@ -14,22 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
-)
-
-// Annotations of a scale bounce, on the workload. The first two exist only
-// while a bounce is in flight and are written in the same write as the
-// scale to zero, so the replica count to restore survives a restart of the
-// daemon; the third marks a finished bounce.
-const (
-	// AnnotationScaleRestoreReplicas holds spec.replicas from before the
-	// bounce, in decimal.
-	AnnotationScaleRestoreReplicas = "autorollback.io/scale-restore-replicas"
-	// AnnotationScaleIncident holds the incident of the bounce in flight.
-	AnnotationScaleIncident = "autorollback.io/scale-incident"
-	// AnnotationScaleBouncedFor holds the incident of the last finished
-	// bounce.
-	AnnotationScaleBouncedFor = "autorollback.io/scale-bounced-for"
 )
 
 // ErrNotScalable: the workload has no replica count (a DaemonSet).
@@ -93,14 +79,14 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 		}
 		obj = w.obj
 		ann := w.meta.Annotations
-		switch inflight := ann[AnnotationScaleIncident]; {
+		switch inflight := ann[kinds.AnnotationScaleIncident]; {
 		case inflight == req.Incident:
 			resumed = true
 			restore, err = recordedReplicas(ann)
 			return err
 		case inflight != "":
 			return fmt.Errorf("%w: a scale bounce for incident %s is in flight", ErrChanged, inflight)
-		case ann[AnnotationScaleBouncedFor] == req.Incident:
+		case ann[kinds.AnnotationScaleBouncedFor] == req.Incident:
 			finished = true
 			return nil
 		}
@@ -109,10 +95,10 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 		}
 		restore = *w.replicas
 		return a.patchLiveWorkload(ctx, req, w, scalePatch(w.meta.ResourceVersion, 0, map[string]*string{
-			AnnotationScaleRestoreReplicas: new(strconv.Itoa(int(restore))),
-			AnnotationScaleIncident:        &req.Incident,
+			kinds.AnnotationScaleRestoreReplicas: new(strconv.Itoa(int(restore))),
+			kinds.AnnotationScaleIncident:        &req.Incident,
 			// Every action arms the policy's cooldown.
-			AnnotationRolledBackAt: new(a.clock.Now().UTC().Format(time.RFC3339)),
+			kinds.AnnotationRolledBackAt: new(a.clock.Now().UTC().Format(time.RFC3339)),
 		}))
 	})
 	switch {
@@ -143,8 +129,8 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 		}
 		obj = w.obj
 		ann := w.meta.Annotations
-		if ann[AnnotationScaleIncident] != req.Incident {
-			if ann[AnnotationScaleBouncedFor] == req.Incident {
+		if ann[kinds.AnnotationScaleIncident] != req.Incident {
+			if ann[kinds.AnnotationScaleBouncedFor] == req.Incident {
 				finished = true // by another replica of the daemon
 				return nil
 			}
@@ -157,9 +143,9 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 			return fmt.Errorf("%w: scaled to %d replicas during the bounce", ErrChanged, ptrValue(w.replicas))
 		}
 		return a.patchLiveWorkload(ctx, req, w, scalePatch(w.meta.ResourceVersion, restore, map[string]*string{
-			AnnotationScaleRestoreReplicas: nil,
-			AnnotationScaleIncident:        nil,
-			AnnotationScaleBouncedFor:      &req.Incident,
+			kinds.AnnotationScaleRestoreReplicas: nil,
+			kinds.AnnotationScaleIncident:        nil,
+			kinds.AnnotationScaleBouncedFor:      &req.Incident,
 		}))
 	})
 	if err != nil {
@@ -194,7 +180,7 @@ func (a *Actuator) waitScaledDown(ctx context.Context, req Request) error {
 			}
 			return false, err
 		}
-		if w.meta.Annotations[AnnotationScaleIncident] != req.Incident {
+		if w.meta.Annotations[kinds.AnnotationScaleIncident] != req.Incident {
 			return true, nil
 		}
 		if w.replicas == nil || *w.replicas != 0 {
@@ -220,9 +206,9 @@ func scalePatch(resourceVersion string, replicas int32, annotations map[string]*
 }
 
 func recordedReplicas(ann map[string]string) (int32, error) {
-	n, err := strconv.ParseInt(ann[AnnotationScaleRestoreReplicas], 10, 32)
+	n, err := strconv.ParseInt(ann[kinds.AnnotationScaleRestoreReplicas], 10, 32)
 	if err != nil || n < 1 {
-		return 0, fmt.Errorf("%w: annotation %s is %q, not a replica count", ErrChanged, AnnotationScaleRestoreReplicas, ann[AnnotationScaleRestoreReplicas])
+		return 0, fmt.Errorf("%w: annotation %s is %q, not a replica count", ErrChanged, kinds.AnnotationScaleRestoreReplicas, ann[kinds.AnnotationScaleRestoreReplicas])
 	}
 	return int32(n), nil
 }

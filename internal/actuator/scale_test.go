@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -58,7 +59,7 @@ func (e *flagTestEnv) watchDeployment(t *testing.T, d *appsv1.Deployment) func()
 
 func scaleAnnotations(ann map[string]string) string {
 	var out []string
-	for _, k := range []string{AnnotationScaleRestoreReplicas, AnnotationScaleIncident, AnnotationScaleBouncedFor} {
+	for _, k := range []string{kinds.AnnotationScaleRestoreReplicas, kinds.AnnotationScaleIncident, kinds.AnnotationScaleBouncedFor} {
 		if v, ok := ann[k]; ok {
 			out = append(out, k+"="+v)
 		}
@@ -88,7 +89,7 @@ func TestScaleBounceDeployment(t *testing.T) {
 		if *s.Spec.Replicas != 0 {
 			continue
 		}
-		if scaleAnnotations(s.Annotations) == AnnotationScaleRestoreReplicas+"=3,"+AnnotationScaleIncident+"=inc-bounce" {
+		if scaleAnnotations(s.Annotations) == kinds.AnnotationScaleRestoreReplicas+"=3,"+kinds.AnnotationScaleIncident+"=inc-bounce" {
 			recorded = true
 		}
 		if s.Status.ObservedGeneration >= s.Generation && s.Status.Replicas == 0 && recorded {
@@ -104,8 +105,8 @@ func TestScaleBounceDeployment(t *testing.T) {
 	}
 
 	after := e.waitDeploymentReady(t, "event-service", 3)
-	if got := scaleAnnotations(after.Annotations); got != AnnotationScaleBouncedFor+"=inc-bounce" {
-		t.Errorf("annotations after the bounce = %s, want only %s=inc-bounce", got, AnnotationScaleBouncedFor)
+	if got := scaleAnnotations(after.Annotations); got != kinds.AnnotationScaleBouncedFor+"=inc-bounce" {
+		t.Errorf("annotations after the bounce = %s, want only %s=inc-bounce", got, kinds.AnnotationScaleBouncedFor)
 	}
 	e.waitEvent(t, "event-service", EventRollback, "scaled to 0 and back to 3 replicas")
 
@@ -167,7 +168,7 @@ func TestScaleBounceResumesAfterDaemonRestart(t *testing.T) {
 	}
 	// the workload stays at 0 with the count to restore recorded.
 	d = e.mustDeployment(t, "event-service")
-	if *d.Spec.Replicas != 0 || scaleAnnotations(d.Annotations) != AnnotationScaleRestoreReplicas+"=3,"+AnnotationScaleIncident+"=inc-resume" {
+	if *d.Spec.Replicas != 0 || scaleAnnotations(d.Annotations) != kinds.AnnotationScaleRestoreReplicas+"=3,"+kinds.AnnotationScaleIncident+"=inc-resume" {
 		t.Fatalf("after the stop: %d replicas, annotations %s", *d.Spec.Replicas, scaleAnnotations(d.Annotations))
 	}
 	if got := flagTestCounter(t, e.reg, KindScaleBounce, "failed", false); got != 1 {
@@ -208,7 +209,7 @@ func TestScaleBounceResumesAfterDaemonRestart(t *testing.T) {
 		t.Fatalf("resumed ScaleBounce = %+v, %v", res, err)
 	}
 	after := e.waitDeploymentReady(t, "event-service", 3)
-	if got := scaleAnnotations(after.Annotations); got != AnnotationScaleBouncedFor+"=inc-resume" {
+	if got := scaleAnnotations(after.Annotations); got != kinds.AnnotationScaleBouncedFor+"=inc-resume" {
 		t.Errorf("annotations after the bounce = %s", got)
 	}
 	for result, want := range map[string]float64{"applied": 1, "failed": 2} {
@@ -302,7 +303,7 @@ func TestScaleBounceStatefulSet(t *testing.T) {
 		t.Fatalf("ScaleBounce = %+v, %v", res, err)
 	}
 	s := ready("statefulset back at 2 ready pods")
-	if got := scaleAnnotations(s.Annotations); got != AnnotationScaleBouncedFor+"=inc-sts" {
+	if got := scaleAnnotations(s.Annotations); got != kinds.AnnotationScaleBouncedFor+"=inc-sts" {
 		t.Errorf("annotations after the bounce = %s", got)
 	}
 }
@@ -354,7 +355,7 @@ func TestScaleBounceStaleWriteConflicts(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = e.act.patchLiveWorkload(ctx, req, w, scalePatch(w.meta.ResourceVersion, 0, map[string]*string{
-		AnnotationScaleRestoreReplicas: new("2"), AnnotationScaleIncident: &req.Incident,
+		kinds.AnnotationScaleRestoreReplicas: new("2"), kinds.AnnotationScaleIncident: &req.Incident,
 	}))
 	if !apierrors.IsConflict(err) {
 		t.Fatalf("scale write with a stale resourceVersion = %v, want a Conflict", err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -46,8 +47,8 @@ func (a *Actuator) RunTask(ctx context.Context, req Request, t Task) (string, er
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: req.Target.Namespace,
-			Labels:      map[string]string{"app.kubernetes.io/managed-by": "autorollbackd", "autorollback.io/task": t.Name},
-			Annotations: map[string]string{AnnotationIncident: req.Incident, "autorollback.io/workload": req.Target.String()},
+			Labels:      map[string]string{kinds.LabelManagedBy: kinds.ManagedBy, kinds.LabelTask: t.Name},
+			Annotations: map[string]string{kinds.AnnotationIncident: req.Incident, kinds.AnnotationWorkload: req.Target.String()},
 		},
 		Spec: *t.Job.DeepCopy(),
 	}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -38,8 +39,8 @@ func TestRunTask(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job.Status.Succeeded < 1 || job.Annotations[AnnotationIncident] != req.Incident {
-		t.Fatalf("job %s: succeeded %d, incident %q", name, job.Status.Succeeded, job.Annotations[AnnotationIncident])
+	if job.Status.Succeeded < 1 || job.Annotations[kinds.AnnotationIncident] != req.Incident {
+		t.Fatalf("job %s: succeeded %d, incident %q", name, job.Status.Succeeded, job.Annotations[kinds.AnnotationIncident])
 	}
 	// A restarted daemon awaits the same Job rather than starting another.
 	again, err := f.act.RunTask(ctx, req, Task{Name: "flush-cache", Job: flushCacheJob(nil), Timeout: time.Minute})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
@@ -240,7 +241,7 @@ func TestDryRunDecidesAndActsInDryRunOnly(t *testing.T) {
 }
 
 func TestFeatureFlagInsteadOfUndo(t *testing.T) {
-	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config", AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
+	f := newFixture(t, optedIn, map[string]string{kinds.AnnotationFeatureFlagConfigMap: "event-service-config", kinds.AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
 	ctx := context.Background()
 	if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "event-service-config"},

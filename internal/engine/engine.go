@@ -63,12 +63,12 @@ type Escalator interface {
 	Deduplicates(notifier string) bool
 }
 
-// Workload annotation and alert label that turn a rollback into a feature
-// flag rollback (the runbook's "Environment Variable Flags"): the workload
-// names the ConfigMap holding its flags, the alert names the flag.
+// The alert label that, with the workload's
+// kinds.AnnotationFeatureFlagConfigMap, turns a rollback into a feature flag
+// rollback (the runbook's "Environment Variable Flags"): the workload names
+// the ConfigMap holding its flags, the alert names the flag.
 const (
-	AnnotationFeatureFlagConfigMap = "autorollback.io/feature-flag-configmap"
-	LabelFeatureFlag               = "feature_flag"
+	LabelFeatureFlag = "feature_flag"
 	// FeatureFlagOff is the value that turns a flag off.
 	FeatureFlagOff = "false"
 )

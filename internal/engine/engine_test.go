@@ -30,6 +30,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -76,7 +77,7 @@ func newFixture(t *testing.T, labels, annotations map[string]string) *fixture {
 		t.Fatal(err)
 	}
 	for _, rs := range rss.Items {
-		if rs.Annotations[workload.RevisionAnnotation] == "2" {
+		if rs.Annotations[kinds.AnnotationDeploymentRevision] == "2" {
 			f.rolloutAt = rs.CreationTimestamp.Time
 		}
 	}
@@ -97,7 +98,7 @@ func (f *fixture) waitRevision(t *testing.T, rev string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return d.Annotations[workload.RevisionAnnotation] == rev, fmt.Sprintf("revision %q", d.Annotations[workload.RevisionAnnotation])
+		return d.Annotations[kinds.AnnotationDeploymentRevision] == rev, fmt.Sprintf("revision %q", d.Annotations[kinds.AnnotationDeploymentRevision])
 	})
 }
 
@@ -302,12 +303,12 @@ func TestDecisions(t *testing.T) {
 		},
 		{
 			name:        "fix-forward annotation fixes forward",
-			annotations: map[string]string{policy.AnnotationFixForward: "true"},
+			annotations: map[string]string{kinds.AnnotationFixForward: "true"},
 			outcome:     policy.OutcomeFixForward, reason: policy.ReasonFixForwardAnnotation,
 		},
 		{
 			name:        "rollback-unsafe annotation fixes forward",
-			annotations: map[string]string{policy.AnnotationRollbackUnsafe: "true"},
+			annotations: map[string]string{kinds.AnnotationRollbackUnsafe: "true"},
 			outcome:     policy.OutcomeFixForward, reason: policy.ReasonRollbackUnsafe,
 		},
 		{
@@ -455,7 +456,7 @@ func TestRefusedAlertsAreNotRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Generation != f.deployment.Generation || d.Annotations[workload.RevisionAnnotation] != "2" {
+	if d.Generation != f.deployment.Generation || d.Annotations[kinds.AnnotationDeploymentRevision] != "2" {
 		t.Fatalf("refused workload changed: generation %d -> %d", f.deployment.Generation, d.Generation)
 	}
 }

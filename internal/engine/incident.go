@@ -17,14 +17,10 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/evidence"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 )
-
-// AnnotationAllowScaleBounce on a workload lets the last automatic rung
-// scale it to zero and back (the runbook's "nuclear option"), when
-// engine.allowScaleBounce is also set.
-const AnnotationAllowScaleBounce = "autorollback.io/allow-scale-bounce"
 
 // maxActionAttempts bounds the attempts at an action that failed for a
 // reason that may pass (a conflict that did not clear, a controller still
@@ -210,12 +206,6 @@ func alertOf(rec *Record) incident.Alert {
 	return a
 }
 
-// AnnotationFeatureFlags on a workload lists, comma-separated, the keys of
-// its flag ConfigMap (AnnotationFeatureFlagConfigMap) that an alert may
-// name in its feature_flag label. An alert label alone never chooses which
-// key is written: a key the workload does not list gives no flag rung.
-const AnnotationFeatureFlags = "autorollback.io/feature-flags"
-
 // planFor pins the plan of a rollback decision: the suspect revision, the
 // revisions to go back to (newest first, up to MaxRollbackDepth, never
 // wrapping around), a feature flag instead when flags are on
@@ -229,10 +219,10 @@ func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
 	p := &incident.Plan{
 		From:        w.Revision,
 		Targets:     w.Older[:min(len(w.Older), e.opts.MaxRollbackDepth)],
-		ScaleBounce: e.opts.AllowScaleBounce && w.Annotations[AnnotationAllowScaleBounce] == "true",
+		ScaleBounce: e.opts.AllowScaleBounce && w.Annotations[kinds.AnnotationAllowScaleBounce] == "true",
 	}
 	if key := rec.Alert.Labels[LabelFeatureFlag]; key != "" {
-		f := actuator.FlagChange{ConfigMap: w.Annotations[AnnotationFeatureFlagConfigMap], Key: key, Value: FeatureFlagOff}
+		f := actuator.FlagChange{ConfigMap: w.Annotations[kinds.AnnotationFeatureFlagConfigMap], Key: key, Value: FeatureFlagOff}
 		if why := e.flagRefusal(w, f); why != "" {
 			p.FeatureFlagSkipped = fmt.Sprintf("the alert names feature flag %q, but %s; rolling back revisions instead", key, why)
 		} else {
@@ -245,20 +235,20 @@ func (e *Engine) planFor(rec *Record, w *policy.Workload) *incident.Plan {
 // flagRefusal says why the flag change f may not be made on the workload
 // w, or returns "" when it may: flags must be on (Options.AllowFeatureFlags),
 // and f must name the ConfigMap w names, a key w lists in
-// AnnotationFeatureFlags, and the value that turns a flag off.
+// kinds.AnnotationFeatureFlags, and the value that turns a flag off.
 func (e *Engine) flagRefusal(w *policy.Workload, f actuator.FlagChange) string {
-	cm := w.Annotations[AnnotationFeatureFlagConfigMap]
+	cm := w.Annotations[kinds.AnnotationFeatureFlagConfigMap]
 	switch {
 	case cm == "":
-		return fmt.Sprintf("%s has no %s annotation", w.Ref, AnnotationFeatureFlagConfigMap)
+		return fmt.Sprintf("%s has no %s annotation", w.Ref, kinds.AnnotationFeatureFlagConfigMap)
 	case !e.opts.AllowFeatureFlags:
 		return "feature flags are off (engine.allowFeatureFlags)"
 	case f.ConfigMap != cm:
 		return fmt.Sprintf("%s names its flag ConfigMap %q, not %q", w.Ref, cm, f.ConfigMap)
 	case f.Value != FeatureFlagOff:
 		return fmt.Sprintf("the value %q is not %q, which turns a flag off", f.Value, FeatureFlagOff)
-	case !slices.Contains(flagKeys(w.Annotations[AnnotationFeatureFlags]), f.Key):
-		return fmt.Sprintf("%s does not list it in its %s annotation", w.Ref, AnnotationFeatureFlags)
+	case !slices.Contains(flagKeys(w.Annotations[kinds.AnnotationFeatureFlags]), f.Key):
+		return fmt.Sprintf("%s does not list it in its %s annotation", w.Ref, kinds.AnnotationFeatureFlags)
 	}
 	if err := f.Validate(); err != nil {
 		return err.Error()
@@ -266,7 +256,7 @@ func (e *Engine) flagRefusal(w *policy.Workload, f actuator.FlagChange) string {
 	return ""
 }
 
-// flagKeys returns the keys a workload's AnnotationFeatureFlags lists.
+// flagKeys returns the keys a workload's kinds.AnnotationFeatureFlags lists.
 func flagKeys(list string) []string {
 	var keys []string
 	for k := range strings.SplitSeq(list, ",") {
@@ -726,14 +716,14 @@ func (e *Engine) fromForRung(inc *incident.Incident, w *policy.Workload) (int64,
 		return 0, fmt.Errorf("read %s: %w", inc.Target, apierrors.NewNotFound(appsResource(inc.Target.Kind), inc.Target.Name))
 	}
 	prev := inc.Targets[inc.Rung-1]
-	if w.Annotations[actuator.AnnotationIncident] == inc.Rollout && w.Annotations[actuator.AnnotationRolledBackTo] == fmt.Sprint(inc.Targets[inc.Rung]) {
+	if kinds.RolledBackFor(w.Annotations) == inc.Rollout && w.Annotations[kinds.AnnotationRolledBackTo] == fmt.Sprint(inc.Targets[inc.Rung]) {
 		// This rung's own rollback, applied by an attempt that stopped
 		// before recording it: the actuator recognises it from here.
-		if from, err := strconv.ParseInt(w.Annotations[actuator.AnnotationRolledBackFrom], 10, 64); err == nil {
+		if from, err := strconv.ParseInt(w.Annotations[kinds.AnnotationRolledBackFrom], 10, 64); err == nil {
 			return from, nil
 		}
 	}
-	if w.Annotations[actuator.AnnotationIncident] != inc.Rollout || w.Annotations[actuator.AnnotationRolledBackTo] != fmt.Sprint(prev) {
+	if kinds.RolledBackFor(w.Annotations) != inc.Rollout || w.Annotations[kinds.AnnotationRolledBackTo] != fmt.Sprint(prev) {
 		return 0, fmt.Errorf("%w: the last change to %s is not this incident's rollback to revision %d", actuator.ErrChanged, inc.Target, prev)
 	}
 	return w.Revision, nil
@@ -837,11 +827,6 @@ func (e *Engine) alertCheck(ctx context.Context, inc *incident.Incident, checks 
 	return r
 }
 
-// AnnotationPostRollbackTasks on a workload names, comma-separated, the
-// post-rollback tasks (from the tasks configuration) to run after its
-// rollback.
-const AnnotationPostRollbackTasks = "autorollback.io/post-rollback-tasks"
-
 // runTasks runs the post-rollback tasks of a phase that the workload names,
 // each once per incident.
 func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase incident.TaskPhase) (incident.Event, error) {
@@ -856,7 +841,7 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase inc
 	}
 	var names []string
 	if w != nil {
-		names = strings.Split(w.Annotations[AnnotationPostRollbackTasks], ",")
+		names = strings.Split(w.Annotations[kinds.AnnotationPostRollbackTasks], ",")
 	}
 	// Checked once a task is due, as an action is: a task is a Job in the
 	// workload's namespace.

@@ -15,6 +15,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -111,7 +112,7 @@ func TestPostRollbackTasks(t *testing.T) {
 		{"fails after the action, pages, and the incident still resolves", "stuck-early", incident.StateResolved, []string{"failed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, optedIn, map[string]string{AnnotationPostRollbackTasks: tc.tasks})
+			f := newFixture(t, optedIn, map[string]string{kinds.AnnotationPostRollbackTasks: tc.tasks})
 			e := f.startEngine(t, policy.DefaultConfig(), 1, tasks)
 			n := firing(f.ns, "tasks-"+tc.name, time.Now(), map[string]string{"impact": "service_down"})
 			if _, err := e.Accept(context.Background(), n); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -118,7 +119,7 @@ func TestClockStartsNoEarlierThanTheRollout(t *testing.T) {
 // A feature flag rollback arms the cooldown, and the restart it causes is
 // not a fresh rollout: a later alert is not blamed on it.
 func TestFlagRollbackArmsCooldownAndItsRestartIsNoRollout(t *testing.T) {
-	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config", AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
+	f := newFixture(t, optedIn, map[string]string{kinds.AnnotationFeatureFlagConfigMap: "event-service-config", kinds.AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
 	ctx := context.Background()
 	if _, err := f.c.Client.CoreV1().ConfigMaps(f.ns).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "event-service-config"},
@@ -166,7 +167,7 @@ func TestFlagRollbackArmsCooldownAndItsRestartIsNoRollout(t *testing.T) {
 // even when verification then fails: the state a rollback leaves behind
 // needs cleaning either way.
 func TestAfterActionTaskRunsWhenVerificationFails(t *testing.T) {
-	f := newFixture(t, optedIn, map[string]string{AnnotationPostRollbackTasks: "flush-cache"})
+	f := newFixture(t, optedIn, map[string]string{kinds.AnnotationPostRollbackTasks: "flush-cache"})
 	// The last known good never becomes ready: verification fails.
 	f.rollout(t, "event-service:v1.2-unready", "3", unschedulable)
 	f.rollout(t, "event-service:v3-bad", "4")
@@ -254,7 +255,7 @@ func TestStormOfEscalationsPagesOnce(t *testing.T) {
 		}
 		testenv.Eventually(t, 30*time.Second, name+" at revision 1", func(ctx context.Context) (bool, string) {
 			d, err := f.c.Client.AppsV1().Deployments(f.ns).Get(ctx, name, metav1.GetOptions{})
-			return err == nil && d.Annotations[workload.RevisionAnnotation] == "1", fmt.Sprint(err)
+			return err == nil && d.Annotations[kinds.AnnotationDeploymentRevision] == "1", fmt.Sprint(err)
 		})
 		if _, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(ctx, name, types.MergePatchType,
 			[]byte(`{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"svc:v2-bad"}]}}}}`), metav1.PatchOptions{}); err != nil {
@@ -418,7 +419,7 @@ func TestFixForwardPagesOnlyTheFirstLevel(t *testing.T) {
 // expired, or they removed it): the next alert that calls for a rollback
 // takes the incident over.
 func TestRollbackAfterTheFixForwardAnnotationGoes(t *testing.T) {
-	f := newFixture(t, optedIn, map[string]string{policy.AnnotationFixForward: "true"})
+	f := newFixture(t, optedIn, map[string]string{kinds.AnnotationFixForward: "true"})
 	e := f.startEngine(t, policy.DefaultConfig(), 1)
 	ctx := context.Background()
 	first := firing(f.ns, "annotated", time.Now(), map[string]string{"impact": "service_down"})
@@ -435,7 +436,7 @@ func TestRollbackAfterTheFixForwardAnnotationGoes(t *testing.T) {
 	}
 	testenv.Eventually(t, 10*time.Second, "the annotation gone from the cache", func(ctx context.Context) (bool, string) {
 		w, err := e.opts.Cache.Facts(ctx, policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"})
-		return err == nil && w != nil && w.Annotations[policy.AnnotationFixForward] == "", fmt.Sprint(err)
+		return err == nil && w != nil && w.Annotations[kinds.AnnotationFixForward] == "", fmt.Sprint(err)
 	})
 	second := firing(f.ns, "after-annotation", time.Now(), map[string]string{"impact": "service_down"})
 	if _, err := e.Accept(ctx, second); err != nil {
@@ -453,7 +454,7 @@ func TestRollbackAfterTheFixForwardAnnotationGoes(t *testing.T) {
 // same alert still fires: the incident rolls back, with no new alert.
 func TestRollbackWhenTheFixForwardAnnotationExpires(t *testing.T) {
 	until := time.Now().Add(3 * time.Second).UTC().Format(time.RFC3339)
-	f := newFixture(t, optedIn, map[string]string{policy.AnnotationFixForward: until})
+	f := newFixture(t, optedIn, map[string]string{kinds.AnnotationFixForward: until})
 	e := f.startEngine(t, policy.DefaultConfig(), 1)
 	n := firing(f.ns, "until", time.Now(), map[string]string{"impact": "service_down"})
 	if _, err := e.Accept(context.Background(), n); err != nil {

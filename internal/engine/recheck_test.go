@@ -16,6 +16,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -83,9 +84,9 @@ func TestFeatureFlagNotListedByTheWorkloadRollsBackRevisions(t *testing.T) {
 		{"the key is no ConfigMap key", "bad/key", "bad/key", "invalid ConfigMap key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			annotations := map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config"}
+			annotations := map[string]string{kinds.AnnotationFeatureFlagConfigMap: "event-service-config"}
 			if tc.flags != "" {
-				annotations[AnnotationFeatureFlags] = tc.flags
+				annotations[kinds.AnnotationFeatureFlags] = tc.flags
 			}
 			f := newFixture(t, optedIn, annotations)
 			flags := map[string]string{"FEATURE_NEW_PRICING": "true", "FEATURE_STATE_MACHINE": "true"}
@@ -120,8 +121,8 @@ func TestFeatureFlagNotListedByTheWorkloadRollsBackRevisions(t *testing.T) {
 // alert naming a flag the workload allows rolls back revisions: the daemon
 // may not be allowed to write the workload's ConfigMaps at all.
 func TestFeatureFlagsOffRollBackRevisions(t *testing.T) {
-	f := newFixture(t, optedIn, map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config",
-		AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
+	f := newFixture(t, optedIn, map[string]string{kinds.AnnotationFeatureFlagConfigMap: "event-service-config",
+		kinds.AnnotationFeatureFlags: "FEATURE_NEW_PRICING"})
 	flags := map[string]string{"FEATURE_NEW_PRICING": "true"}
 	f.flagConfigMap(t, "event-service-config", flags)
 	e := f.startEngine(t, policy.DefaultConfig(), 1)
@@ -216,8 +217,8 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		{
 			name:   "a decided record turns off a key of another ConfigMap than the workload's",
 			labels: optedIn,
-			annotations: map[string]string{AnnotationFeatureFlagConfigMap: "event-service-config",
-				AnnotationFeatureFlags: "FEATURE_NEW_PRICING"},
+			annotations: map[string]string{kinds.AnnotationFeatureFlagConfigMap: "event-service-config",
+				kinds.AnnotationFeatureFlags: "FEATURE_NEW_PRICING"},
 			plan:     incident.Plan{From: 2, Targets: []int64{1}, FeatureFlag: &actuator.FlagChange{ConfigMap: "aws-auth", Key: "mapRoles", Value: "false"}},
 			record:   true,
 			reason:   "policy_refused: flag_not_allowed",
@@ -226,8 +227,8 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		{
 			name:   "an incident turns off a key the workload does not list",
 			labels: optedIn,
-			annotations: map[string]string{AnnotationFeatureFlagConfigMap: "aws-auth",
-				AnnotationFeatureFlags: "FEATURE_NEW_PRICING"},
+			annotations: map[string]string{kinds.AnnotationFeatureFlagConfigMap: "aws-auth",
+				kinds.AnnotationFeatureFlags: "FEATURE_NEW_PRICING"},
 			plan:     incident.Plan{From: 2, Targets: []int64{1}, FeatureFlag: &actuator.FlagChange{ConfigMap: "aws-auth", Key: "mapRoles", Value: "false"}},
 			reason:   "policy_refused: flag_not_allowed",
 			evidence: true,
@@ -235,8 +236,8 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		{
 			name:   "an incident sets a listed key to another value than off",
 			labels: optedIn,
-			annotations: map[string]string{AnnotationFeatureFlagConfigMap: "aws-auth",
-				AnnotationFeatureFlags: "mapRoles"},
+			annotations: map[string]string{kinds.AnnotationFeatureFlagConfigMap: "aws-auth",
+				kinds.AnnotationFeatureFlags: "mapRoles"},
 			plan:     incident.Plan{From: 2, Targets: []int64{1}, FeatureFlag: &actuator.FlagChange{ConfigMap: "aws-auth", Key: "mapRoles", Value: "[]"}},
 			reason:   "policy_refused: flag_not_allowed",
 			evidence: true,
@@ -244,8 +245,8 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 		{
 			name:   "an incident turns off an allowed key while feature flags are off",
 			labels: optedIn,
-			annotations: map[string]string{AnnotationFeatureFlagConfigMap: "aws-auth",
-				AnnotationFeatureFlags: "mapRoles"},
+			annotations: map[string]string{kinds.AnnotationFeatureFlagConfigMap: "aws-auth",
+				kinds.AnnotationFeatureFlags: "mapRoles"},
 			plan:     incident.Plan{From: 2, Targets: []int64{1}, FeatureFlag: &actuator.FlagChange{ConfigMap: "aws-auth", Key: "mapRoles", Value: "false"}},
 			flagsOff: true,
 			reason:   "policy_refused: flag_not_allowed",
@@ -257,8 +258,8 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 			// allows, but its namespace is not the daemon's to touch.
 			name:   "an incident turns off an allowed key in a denied namespace",
 			labels: optedIn,
-			annotations: map[string]string{AnnotationFeatureFlagConfigMap: "aws-auth",
-				AnnotationFeatureFlags: "mapRoles"},
+			annotations: map[string]string{kinds.AnnotationFeatureFlagConfigMap: "aws-auth",
+				kinds.AnnotationFeatureFlags: "mapRoles"},
 			cfg:    func(cfg *policy.Config, ns string) { cfg.Namespaces.Deny = append(cfg.Namespaces.Deny, ns) },
 			plan:   incident.Plan{From: 2, Targets: []int64{1}, FeatureFlag: &actuator.FlagChange{ConfigMap: "aws-auth", Key: "mapRoles", Value: "false"}},
 			reason: "policy_refused: namespace_denied",
@@ -329,7 +330,7 @@ func TestForgedRecordsChangeNothing(t *testing.T) {
 // A post-rollback task is a Job in the workload's namespace: a forged
 // incident that reaches its tasks for a workload not opted in runs none.
 func TestForgedIncidentRunsNoTask(t *testing.T) {
-	f := newFixture(t, map[string]string{"team": "events"}, map[string]string{AnnotationPostRollbackTasks: "flush-cache"})
+	f := newFixture(t, map[string]string{"team": "events"}, map[string]string{kinds.AnnotationPostRollbackTasks: "flush-cache"})
 	cfg := policy.DefaultConfig()
 	tasks := func(_ *verify.Config, _ *escalate.Config, o *Options) {
 		o.Tasks = map[string]actuator.Task{"flush-cache": {Name: "flush-cache", Timeout: time.Minute, Phase: string(incident.PhaseAfterRecovery),

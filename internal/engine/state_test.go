@@ -24,6 +24,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -316,13 +317,13 @@ func TestListsArePaged(t *testing.T) {
 // had.
 func quarantined(t *testing.T, c kubernetes.Interface, ns string) map[string]corev1.ConfigMap {
 	t.Helper()
-	list, err := c.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: incident.QuarantinedLabel + "=true"})
+	list, err := c.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{LabelSelector: kinds.LabelQuarantined + "=true"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]corev1.ConfigMap{}
 	for _, cm := range list.Items {
-		out[cm.Annotations[incident.QuarantinedFromAnnotation]] = cm
+		out[cm.Annotations[kinds.AnnotationQuarantinedFrom]] = cm
 	}
 	return out
 }
@@ -393,7 +394,7 @@ func TestCorruptRecordsAreQuarantined(t *testing.T) {
 		if q.Data[recordDataKey]+q.Data["incident.json"] != cm.Data[recordDataKey]+cm.Data["incident.json"] {
 			t.Errorf("%s: the quarantined copy holds %q, want what was there", what, q.Data)
 		}
-		if q.Annotations[incident.QuarantineReasonAnnotation] == "" {
+		if q.Annotations[kinds.AnnotationQuarantineReason] == "" {
 			t.Errorf("%s: the quarantined copy says not why", what)
 		}
 		if q.Labels[kindLabel] != "" || q.Labels[stateLabel] != "" {

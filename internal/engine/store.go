@@ -20,22 +20,23 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
 // Labels of alert records. Records are ConfigMaps so that no CRD has to be
 // installed before the daemon can keep its promises.
 const (
-	managedByLabel = "app.kubernetes.io/managed-by"
-	managedBy      = "autorollbackd"
-	kindLabel      = "autorollback.io/record"
+	managedByLabel = kinds.LabelManagedBy
+	managedBy      = kinds.ManagedBy
+	kindLabel      = kinds.LabelRecord
 	kindAlert      = "alert"
-	stateLabel     = "autorollback.io/state"
-	outcomeLabel   = "autorollback.io/outcome"
+	stateLabel     = kinds.LabelAlertState
+	outcomeLabel   = kinds.LabelAlertOutcome
 	// incidentLabel names the ConfigMap of the incident the record's
 	// alert was handed to, so that a leader resuming the incident finds
 	// the alerts that joined it after its last save.
-	incidentLabel = "autorollback.io/incident-object"
+	incidentLabel = kinds.LabelIncidentObject
 	recordDataKey = "record.json"
 
 	statePending = "pending" // accepted, not yet decided
@@ -311,7 +312,7 @@ func (s *store) encode(rec *Record, base *corev1.ConfigMap) (*corev1.ConfigMap, 
 	if rec.Incident != "" {
 		cm.Labels[incidentLabel] = incident.ObjectName(rec.Incident)
 	}
-	cm.Annotations = map[string]string{"autorollback.io/alert-key": rec.Key, "autorollback.io/target": rec.Target.String()}
+	cm.Annotations = map[string]string{kinds.AnnotationAlertKey: rec.Key, kinds.AnnotationTarget: rec.Target.String()}
 	cm.Data = map[string]string{recordDataKey: string(data)}
 	return cm, nil
 }

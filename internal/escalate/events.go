@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -21,12 +22,6 @@ const (
 	ReasonEscalated = "AutoRollbackEscalated" // Warning: a page went out
 	ReasonAnnounced = "AutoRollbackAnnounced" // Normal: an announcement
 	ReasonResolved  = "AutoRollbackResolved"  // Normal: a page was resolved
-)
-
-// Annotations on those Events, so that tools can find an incident's Events.
-const (
-	EventAnnotationIncident = "autorollback.io/incident"
-	EventAnnotationLevel    = "autorollback.io/level"
 )
 
 // The API server accepts Event messages of up to 1024 bytes (events.k8s.io
@@ -71,9 +66,9 @@ func (e *eventsNotifier) send(ctx context.Context, m Message) error {
 	case Resolve:
 		reason = ReasonResolved
 	}
-	ann := map[string]string{EventAnnotationIncident: m.Incident.ID}
+	ann := map[string]string{kinds.AnnotationIncident: m.Incident.ID}
 	if m.Level != "" {
-		ann[EventAnnotationLevel] = m.Level
+		ann[kinds.AnnotationLevel] = m.Level
 	}
 	e.log.Info("recording an Event on the workload; the message is here, the Event has a fixed one",
 		"namespace", t.Namespace, "workload", t.Name, "incident", m.Incident.ID, "reason", reason,

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -110,7 +111,7 @@ func TestEventsInTenantNamespaceCarryNoDaemonText(t *testing.T) {
 		if e.InvolvedObject.UID != d.UID || e.InvolvedObject.Namespace != ns {
 			t.Errorf("Event %s on %+v, want the Deployment %s/%s (UID %s)", e.Reason, e.InvolvedObject, ns, d.Name, d.UID)
 		}
-		if e.Annotations[escalate.EventAnnotationIncident] != in.ID {
+		if e.Annotations[kinds.AnnotationIncident] != in.ID {
 			t.Errorf("Event %s annotations %v lack the incident", e.Reason, e.Annotations)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
@@ -144,8 +145,8 @@ func (e *kubeEnv) replicaSetHash(app string, revision int64) string {
 			return false, err.Error()
 		}
 		for _, rs := range list.Items {
-			if rs.Annotations[workload.RevisionAnnotation] == fmt.Sprint(revision) {
-				hash = rs.Labels[workload.PodTemplateHashLabel]
+			if rs.Annotations[kinds.AnnotationDeploymentRevision] == fmt.Sprint(revision) {
+				hash = rs.Labels[kinds.LabelPodTemplateHash]
 				return true, ""
 			}
 		}
@@ -228,7 +229,7 @@ func TestCollectDeployment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	label := byHash(workload.PodTemplateHashLabel)
+	label := byHash(kinds.LabelPodTemplateHash)
 	hash1 := e.replicaSetHash("web", 1)
 	e.waitPods("web", map[string]int{hash1 + " Running": 2}, label)
 
@@ -325,7 +326,7 @@ func TestCollectStatefulSet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	label := byHash(workload.RevisionHashLabel)
+	label := byHash(kinds.LabelControllerRevisionHash)
 	e.waitPods("db", map[string]int{"Running": 2}, phase)
 	update(e, func(ctx context.Context) (*appsv1.StatefulSet, error) { return api.Get(ctx, "db", metav1.GetOptions{}) },
 		func(ctx context.Context, s *appsv1.StatefulSet) error {
@@ -397,11 +398,11 @@ func TestCollectDaemonSet(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, cr := range list.Items {
-			hashes[cr.Revision] = cr.Labels[workload.RevisionHashLabel]
+			hashes[cr.Revision] = cr.Labels[kinds.LabelControllerRevisionHash]
 		}
 		return len(hashes) == 2, fmt.Sprint(hashes)
 	})
-	pods := e.waitPods("agent", map[string]int{hashes[2] + " Running": 1}, byHash(workload.RevisionHashLabel))
+	pods := e.waitPods("agent", map[string]int{hashes[2] + " Running": 1}, byHash(kinds.LabelControllerRevisionHash))
 
 	served, _ := e.logsServed(pods[hashes[2]+" Running"][0])
 	ref := e.ref(policy.KindDaemonSet, "agent")

@@ -83,7 +83,7 @@ func checks(alert verify.Status, others ...verify.Status) *Verification {
 	return v
 }
 
-func kinds(fx []Effect) []string {
+func effectKinds(fx []Effect) []string {
 	var out []string
 	for _, f := range fx {
 		s := string(f.Kind)
@@ -522,7 +522,7 @@ func TestNext(t *testing.T) {
 			if after.State != tc.state || after.Rung != tc.rung {
 				t.Errorf("state %s rung %d, want %s rung %d\n%s", after.State, after.Rung, tc.state, tc.rung, after.Render())
 			}
-			if got := kinds(fx); !slices.Equal(got, tc.effects) {
+			if got := effectKinds(fx); !slices.Equal(got, tc.effects) {
 				t.Errorf("effects %q, want %q", got, tc.effects)
 			}
 			if tc.inc.State != before.State || len(tc.inc.Timeline) != len(before.Timeline) || len(tc.inc.Pages) != len(before.Pages) {
@@ -623,7 +623,7 @@ func TestManyAlertsStayBounded(t *testing.T) {
 		inc, _ = Next(inc, ev, rules)
 		// Handed over twice: the second is no join.
 		if inc, fx = Next(inc, ev, rules); len(fx) != 0 {
-			t.Fatalf("a join handed over again has effects %q", kinds(fx))
+			t.Fatalf("a join handed over again has effects %q", effectKinds(fx))
 		}
 	}
 	full, err := json.Marshal(inc)
@@ -637,8 +637,8 @@ func TestManyAlertsStayBounded(t *testing.T) {
 			t.Fatalf("resolving after %d of %d resolutions", k+1, n)
 		}
 	}
-	if inc.State != StateResolving || !slices.Equal(kinds(fx), []string{"save", "resolve_pages"}) {
-		t.Fatalf("after the last resolution: state %s, effects %q", inc.State, kinds(fx))
+	if inc.State != StateResolving || !slices.Equal(effectKinds(fx), []string{"save", "resolve_pages"}) {
+		t.Fatalf("after the last resolution: state %s, effects %q", inc.State, effectKinds(fx))
 	}
 	if inc.AlertsJoined != n || inc.AlertsResolved != n || len(inc.Alerts) != alertsKeptFirst {
 		t.Errorf("%d joined, %d resolved, %d kept whole; want %d, %d, %d", inc.AlertsJoined, inc.AlertsResolved, len(inc.Alerts), n, n, alertsKeptFirst)

@@ -21,16 +21,17 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/pager"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
 const (
-	managedByLabel = "app.kubernetes.io/managed-by"
-	managedBy      = "autorollbackd"
-	kindLabel      = "autorollback.io/record"
+	managedByLabel = kinds.LabelManagedBy
+	managedBy      = kinds.ManagedBy
+	kindLabel      = kinds.LabelRecord
 	kindIncident   = "incident"
-	stateLabel     = "autorollback.io/incident-state"
-	targetLabel    = "autorollback.io/target"
+	stateLabel     = kinds.LabelIncidentState
+	targetLabel    = kinds.LabelTarget
 	dataKey        = "incident.json"
 )
 
@@ -84,7 +85,7 @@ func (s *Store) encode(inc *Incident, rv string) (*corev1.ConfigMap, error) {
 				managedByLabel: managedBy, kindLabel: kindIncident,
 				stateLabel: string(inc.State), targetLabel: targetKey(inc.Target),
 			},
-			Annotations: map[string]string{"autorollback.io/incident": inc.ID, "autorollback.io/target": inc.Target.String()},
+			Annotations: map[string]string{kinds.AnnotationIncident: inc.ID, kinds.AnnotationTarget: inc.Target.String()},
 		},
 		Data: map[string]string{dataKey: string(data)},
 	}, nil
@@ -255,21 +256,12 @@ func EachConfigMap(ctx context.Context, client kubernetes.Interface, namespace s
 	})
 }
 
-// QuarantinedLabel marks a record or incident ConfigMap that could not be
-// decoded, moved aside for people to look at. It carries none of the
-// labels the daemon selects its records by, so nothing reads it again.
-const QuarantinedLabel = "autorollback.io/quarantined"
-
-// Annotations of a quarantined ConfigMap: where it was, and why it was
-// moved.
-const (
-	QuarantinedFromAnnotation  = "autorollback.io/quarantined-from"
-	QuarantineReasonAnnotation = "autorollback.io/quarantine-reason"
-	quarantineReasonMax        = 1 << 10
-)
+// quarantineReasonMax bounds the kinds.AnnotationQuarantineReason of a
+// quarantined ConfigMap.
+const quarantineReasonMax = 1 << 10
 
 // Quarantine moves cm, a record or incident that cannot be decoded, aside:
-// it copies it under a new name, labelled QuarantinedLabel=true and without
+// it copies it under a new name, labelled kinds.LabelQuarantined=true and without
 // the labels that select records, and deletes the original, so that its
 // name is free for the alert or incident it should have held. It returns
 // the copy's name. The delete carries cm's UID and resourceVersion: a
@@ -282,12 +274,12 @@ func Quarantine(ctx context.Context, client kubernetes.Interface, cm *corev1.Con
 	for k, v := range cm.Annotations {
 		annotations[k] = v
 	}
-	annotations[QuarantinedFromAnnotation] = cm.Name
-	annotations[QuarantineReasonAnnotation] = reason
+	annotations[kinds.AnnotationQuarantinedFrom] = cm.Name
+	annotations[kinds.AnnotationQuarantineReason] = reason
 	moved := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: cm.Namespace, Annotations: annotations,
-			Labels: map[string]string{managedByLabel: managedBy, QuarantinedLabel: "true"},
+			Labels: map[string]string{managedByLabel: managedBy, kinds.LabelQuarantined: "true"},
 		},
 		Data: cm.Data, BinaryData: cm.BinaryData,
 	}

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -175,7 +176,7 @@ func (l *Loop) Deploy(ctx context.Context, name, image string) (string, error) {
 	api := l.opts.Cluster.Client.AppsV1().Deployments(l.Namespace)
 	labels := map[string]string{"app": name}
 	if name == Service {
-		labels["autorollback.io/enabled"] = "true"
+		labels[kinds.LabelEnabled] = "true"
 	}
 	replicas := int32(3)
 	var want string
@@ -215,7 +216,7 @@ func (l *Loop) Deploy(ctx context.Context, name, image string) (string, error) {
 		if err != nil {
 			return false, nil
 		}
-		rev = d.Annotations["deployment.kubernetes.io/revision"]
+		rev = d.Annotations[kinds.AnnotationDeploymentRevision]
 		return d.Status.ObservedGeneration >= d.Generation && rev != "" && (want == "" || rev == want) &&
 			d.Spec.Template.Spec.Containers[0].Image == image, nil
 	})

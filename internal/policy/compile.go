@@ -35,7 +35,7 @@ type Policy struct {
 	rules         []*rule
 	defaultTarget target
 	deny, allow   map[string]bool
-	// matchers caches parsed AnnotationAlertMatchers values, by value;
+	// matchers caches parsed kinds.AnnotationAlertMatchers values, by value;
 	// a cache, not state: a decision does not depend on it.
 	matchers *lru.Cache
 }
@@ -234,7 +234,7 @@ func (c *compiler) defaultTarget(dt DefaultTarget) target {
 		if !validLabelName(label) {
 			c.bad(key, "must be a non-empty UTF-8 label name, got %q", label)
 		}
-		if !kind.valid() {
+		if !kind.Known() {
 			c.bad(key, "must be Deployment, StatefulSet or DaemonSet, got %q", kind)
 		}
 		t.kindLabels = append(t.kindLabels, kindLabel{label: label, kind: kind})
@@ -260,7 +260,7 @@ func (c *compiler) ruleTarget(key string, rt RuleTarget, def target) target {
 	switch {
 	case rt.Kind == "" && named:
 		c.bad(key+".kind", "is required with nameLabel or nameTemplate")
-	case rt.Kind != "" && !rt.Kind.valid():
+	case rt.Kind != "" && !rt.Kind.Known():
 		c.bad(key+".kind", "must be Deployment, StatefulSet or DaemonSet, got %q", rt.Kind)
 	case rt.Kind != "" && !named:
 		c.bad(key+".kind", "needs nameLabel or nameTemplate to name the %s", rt.Kind)

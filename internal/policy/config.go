@@ -50,7 +50,7 @@ type OriginRule struct {
 	// from, such as the one the Prometheus Operator's
 	// enforcedNamespaceLabel sets. When set, it must equal the target's
 	// namespace, or be listed in the target's
-	// AnnotationAllowedOriginNamespaces. Empty: no such rule.
+	// kinds.AnnotationAllowedOriginNamespaces. Empty: no such rule.
 	Label string `json:"label" mapstructure:"label"`
 }
 

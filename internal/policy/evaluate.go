@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 )
 
 // Names of the checks, in the order Evaluate runs them.
@@ -133,7 +135,7 @@ func (e *evaluation) targetChecks() {
 	}
 
 	switch {
-	case t.complete():
+	case t.Complete():
 		refuse(checkTarget, ReasonNoTarget, true, "the alert names "+t.String())
 	case t.IsZero():
 		detail := "no target was given"
@@ -215,7 +217,7 @@ func (e *evaluation) senderCheck(refuse refuseFunc) {
 
 // originCheck holds the alert's origin label, when policy.origin.label is
 // set, to the target's namespace, or to the namespaces the workload's
-// AnnotationAllowedOriginNamespaces lists. An alert without the label is
+// kinds.AnnotationAllowedOriginNamespaces lists. An alert without the label is
 // of unknown origin, and refused.
 func (e *evaluation) originCheck(refuse refuseFunc) {
 	label, ns := e.p.cfg.Origin.Label, e.in.Target.Namespace
@@ -236,13 +238,13 @@ func (e *evaluation) originCheck(refuse refuseFunc) {
 	var allowed string
 	var annotated bool
 	if e.w != nil {
-		allowed, annotated = e.w.Annotations[AnnotationAllowedOriginNamespaces]
+		allowed, annotated = e.w.Annotations[kinds.AnnotationAllowedOriginNamespaces]
 	}
 	switch {
 	case annotated && listed(allowed, from):
-		refuse(checkOrigin, ReasonOriginMismatch, true, detail+", which annotation "+AnnotationAllowedOriginNamespaces+" of the workload allows")
+		refuse(checkOrigin, ReasonOriginMismatch, true, detail+", which annotation "+kinds.AnnotationAllowedOriginNamespaces+" of the workload allows")
 	case annotated:
-		refuse(checkOrigin, ReasonOriginMismatch, false, detail+", not "+ns+", and annotation "+AnnotationAllowedOriginNamespaces+" does not list it")
+		refuse(checkOrigin, ReasonOriginMismatch, false, detail+", not "+ns+", and annotation "+kinds.AnnotationAllowedOriginNamespaces+" does not list it")
 	default:
 		refuse(checkOrigin, ReasonOriginMismatch, false, detail+", not "+ns)
 	}
@@ -268,34 +270,34 @@ func printable(ns string) string {
 }
 
 // alertMatchersCheck holds the alert's labels to the matchers of the
-// workload's AnnotationAlertMatchers. A value that does not parse, or
+// workload's kinds.AnnotationAlertMatchers. A value that does not parse, or
 // that has no matcher, admits no alert: doubt does not act.
 func (e *evaluation) alertMatchersCheck(refuse refuseFunc) {
 	if e.w == nil {
 		refuse(checkMatchers, ReasonAlertNotAllowed, false, unknownNoWorkload)
 		return
 	}
-	v := strings.TrimSpace(e.w.Annotations[AnnotationAlertMatchers])
+	v := strings.TrimSpace(e.w.Annotations[kinds.AnnotationAlertMatchers])
 	if v == "" {
-		refuse(checkMatchers, ReasonAlertNotAllowed, true, "no "+AnnotationAlertMatchers+" annotation")
+		refuse(checkMatchers, ReasonAlertNotAllowed, true, "no "+kinds.AnnotationAlertMatchers+" annotation")
 		return
 	}
 	ms, err := e.p.alertMatchers(v)
 	switch {
 	case err != nil:
-		refuse(checkMatchers, ReasonAlertNotAllowed, false, "annotation "+AnnotationAlertMatchers+" cannot be parsed, so no alert may act: "+oneLine(err.Error(), 200))
+		refuse(checkMatchers, ReasonAlertNotAllowed, false, "annotation "+kinds.AnnotationAlertMatchers+" cannot be parsed, so no alert may act: "+oneLine(err.Error(), 200))
 		return
 	case len(ms) == 0:
-		refuse(checkMatchers, ReasonAlertNotAllowed, false, "annotation "+AnnotationAlertMatchers+" lists no matchers, so no alert may act; remove it to admit every alert")
+		refuse(checkMatchers, ReasonAlertNotAllowed, false, "annotation "+kinds.AnnotationAlertMatchers+" lists no matchers, so no alert may act; remove it to admit every alert")
 		return
 	}
 	for _, m := range ms {
 		if !m.Matches(e.in.Alert.Labels[m.Name]) {
-			refuse(checkMatchers, ReasonAlertNotAllowed, false, "the alert does not match "+oneLine(m.String(), 200)+" of annotation "+AnnotationAlertMatchers)
+			refuse(checkMatchers, ReasonAlertNotAllowed, false, "the alert does not match "+oneLine(m.String(), 200)+" of annotation "+kinds.AnnotationAlertMatchers)
 			return
 		}
 	}
-	refuse(checkMatchers, ReasonAlertNotAllowed, true, "the alert matches annotation "+AnnotationAlertMatchers)
+	refuse(checkMatchers, ReasonAlertNotAllowed, true, "the alert matches annotation "+kinds.AnnotationAlertMatchers)
 }
 
 // oneLine shortens s to at most n bytes, at a rune boundary, and escapes
@@ -396,10 +398,10 @@ func (e *evaluation) guards() {
 	} else {
 		e.fixForwardCheck(fixForward)
 
-		if v := w.Annotations[AnnotationRollbackUnsafe]; v != "" {
-			fixForward(checkUnsafe, ReasonRollbackUnsafe, false, "annotation %s=%q says a rollback would cause data issues", AnnotationRollbackUnsafe, v)
+		if v := w.Annotations[kinds.AnnotationRollbackUnsafe]; v != "" {
+			fixForward(checkUnsafe, ReasonRollbackUnsafe, false, "annotation %s=%q says a rollback would cause data issues", kinds.AnnotationRollbackUnsafe, v)
 		} else {
-			fixForward(checkUnsafe, ReasonRollbackUnsafe, true, "no %s annotation", AnnotationRollbackUnsafe)
+			fixForward(checkUnsafe, ReasonRollbackUnsafe, true, "no %s annotation", kinds.AnnotationRollbackUnsafe)
 		}
 
 		if w.GitOpsManager != "" {
@@ -444,27 +446,27 @@ func (e *evaluation) guards() {
 
 type recordFunc func(name string, reason Reason, passed bool, format string, args ...any)
 
-// fixForwardCheck reads AnnotationFixForward: "true" is set until removed,
+// fixForwardCheck reads kinds.AnnotationFixForward: "true" is set until removed,
 // an RFC3339 time is set until then, and any other value is set, because a
 // value we cannot read is doubt.
 func (e *evaluation) fixForwardCheck(fixForward recordFunc) {
-	v, ok := e.w.Annotations[AnnotationFixForward]
+	v, ok := e.w.Annotations[kinds.AnnotationFixForward]
 	if !ok || v == "" {
-		fixForward(checkFixForward, ReasonFixForwardAnnotation, true, "no %s annotation", AnnotationFixForward)
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, true, "no %s annotation", kinds.AnnotationFixForward)
 		return
 	}
 	if v == "true" {
-		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s=\"true\": the owners fix forward", AnnotationFixForward)
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s=\"true\": the owners fix forward", kinds.AnnotationFixForward)
 		return
 	}
 	until, err := time.Parse(time.RFC3339, v)
 	switch {
 	case err != nil:
-		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s=%q is neither \"true\" nor an RFC3339 time; treated as set", AnnotationFixForward, v)
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s=%q is neither \"true\" nor an RFC3339 time; treated as set", kinds.AnnotationFixForward, v)
 	case e.in.Now.Before(until):
-		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s: the owners fix forward until %s", AnnotationFixForward, v)
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, false, "annotation %s: the owners fix forward until %s", kinds.AnnotationFixForward, v)
 	default:
-		fixForward(checkFixForward, ReasonFixForwardAnnotation, true, "annotation %s expired at %s", AnnotationFixForward, v)
+		fixForward(checkFixForward, ReasonFixForwardAnnotation, true, "annotation %s expired at %s", kinds.AnnotationFixForward, v)
 	}
 }
 
@@ -544,7 +546,7 @@ func (e *evaluation) decide() Decision {
 	case failed != nil:
 		d.Outcome, d.Reason = failed.outcome, failed.Reason
 		switch {
-		case d.Outcome == OutcomeRefuse && !e.in.Target.complete():
+		case d.Outcome == OutcomeRefuse && !e.in.Target.Complete():
 			d.Message = "refuse to act: " + failed.Detail
 		case d.Outcome == OutcomeRefuse:
 			d.Message = "refuse to act on " + t + ": " + failed.Detail

@@ -8,6 +8,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -224,43 +225,43 @@ func evalRows() []evalRow {
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "non-critical", failed: "alert origin"},
 		{name: "another origin the workload allows", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) {
 			alertLabel("origin_namespace", "team-a")(in)
-			annotate(policy.AnnotationAllowedOriginNamespaces, "team-b, team-a")(in)
+			annotate(kinds.AnnotationAllowedOriginNamespaces, "team-b, team-a")(in)
 		}, outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
 		{name: "another origin the workload does not list", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) {
 			alertLabel("origin_namespace", "team-a")(in)
-			annotate(policy.AnnotationAllowedOriginNamespaces, "team-b,team-c,team-a-old")(in)
+			annotate(kinds.AnnotationAllowedOriginNamespaces, "team-b,team-c,team-a-old")(in)
 		}, outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "alert origin",
 			msgContain: "not production, and annotation autorollback.io/allowed-origin-namespaces does not list it"},
 		{name: "the allowed origins are no wildcard", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) {
 			alertLabel("origin_namespace", "team-a")(in)
-			annotate(policy.AnnotationAllowedOriginNamespaces, "*")(in)
+			annotate(kinds.AnnotationAllowedOriginNamespaces, "*")(in)
 		}, outcome: policy.OutcomeRefuse, reason: policy.ReasonOriginMismatch, rule: "service-down", failed: "alert origin"},
 		{name: "not opted in wins over the origin", cfg: originLabel("origin_namespace"), in: func(in *policy.Input) { delete(in.Workload.Labels, policy.DefaultOptInLabel) },
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonNotOptedIn, rule: "service-down", failed: "opted in"},
 		{name: "alert matchers admit the alert", in: func(in *policy.Input) {
-			annotate(policy.AnnotationAlertMatchers, `{team="payments", severity=~"critical|page"}`)(in)
+			annotate(kinds.AnnotationAlertMatchers, `{team="payments", severity=~"critical|page"}`)(in)
 			alertLabel("team", "payments")(in)
 		}, outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
 		{name: "alert matchers without braces", in: func(in *policy.Input) {
-			annotate(policy.AnnotationAlertMatchers, `severity="critical",team!="web"`)(in)
+			annotate(kinds.AnnotationAlertMatchers, `severity="critical",team!="web"`)(in)
 		}, outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
-		{name: "alert matchers refuse the alert", in: annotate(policy.AnnotationAlertMatchers, `{severity="critical",team="payments"}`),
+		{name: "alert matchers refuse the alert", in: annotate(kinds.AnnotationAlertMatchers, `{severity="critical",team="payments"}`),
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
 			msgContain: `refuse to act on Deployment production/event-service: the alert does not match team="payments" of annotation autorollback.io/alert-matchers`},
 		{name: "alert matchers refuse even fix forward", in: func(in *policy.Input) {
 			impact("non_critical")(in)
-			annotate(policy.AnnotationAlertMatchers, `team="payments"`)(in)
+			annotate(kinds.AnnotationAlertMatchers, `team="payments"`)(in)
 		}, outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "non-critical", failed: "alert matchers"},
-		{name: "unparseable alert matchers refuse", in: annotate(policy.AnnotationAlertMatchers, `{team=~"("}`),
+		{name: "unparseable alert matchers refuse", in: annotate(kinds.AnnotationAlertMatchers, `{team=~"("}`),
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
 			msgContain: "annotation autorollback.io/alert-matchers cannot be parsed, so no alert may act: error parsing regexp: missing closing ): `^(?:()$`"},
-		{name: "alert matchers of bad syntax refuse", in: annotate(policy.AnnotationAlertMatchers, `team`),
+		{name: "alert matchers of bad syntax refuse", in: annotate(kinds.AnnotationAlertMatchers, `team`),
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
 			msgContain: "cannot be parsed, so no alert may act: bad matcher format: team"},
-		{name: "alert matchers that list none refuse", in: annotate(policy.AnnotationAlertMatchers, "{}"),
+		{name: "alert matchers that list none refuse", in: annotate(kinds.AnnotationAlertMatchers, "{}"),
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonAlertNotAllowed, rule: "service-down", failed: "alert matchers",
 			msgContain: "annotation autorollback.io/alert-matchers lists no matchers, so no alert may act"},
-		{name: "empty alert matchers are not set", in: annotate(policy.AnnotationAlertMatchers, ""),
+		{name: "empty alert matchers are not set", in: annotate(kinds.AnnotationAlertMatchers, ""),
 			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
 
 		{name: "resolved alert", in: func(in *policy.Input) { in.Alert.Status = "resolved" },
@@ -271,24 +272,24 @@ func evalRows() []evalRow {
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonFrozen, rule: "service-down", failed: "freeze"},
 		{name: "frozen wins over later guards", cfg: func(c *policy.Config) { c.Freeze = true }, in: func(in *policy.Input) { in.Workload.Paused = true },
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonFrozen, rule: "service-down", failed: "freeze"},
-		{name: "fix-forward annotation true", in: annotate(policy.AnnotationFixForward, "true"),
+		{name: "fix-forward annotation true", in: annotate(kinds.AnnotationFixForward, "true"),
 			outcome: policy.OutcomeFixForward, reason: policy.ReasonFixForwardAnnotation, rule: "service-down", failed: "fix-forward annotation"},
-		{name: "fix-forward annotation active until later", in: annotate(policy.AnnotationFixForward, now.Add(time.Second).Format(time.RFC3339)),
+		{name: "fix-forward annotation active until later", in: annotate(kinds.AnnotationFixForward, now.Add(time.Second).Format(time.RFC3339)),
 			outcome: policy.OutcomeFixForward, reason: policy.ReasonFixForwardAnnotation, rule: "service-down", failed: "fix-forward annotation"},
-		{name: "fix-forward annotation expires exactly now", in: annotate(policy.AnnotationFixForward, now.Format(time.RFC3339)),
+		{name: "fix-forward annotation expires exactly now", in: annotate(kinds.AnnotationFixForward, now.Format(time.RFC3339)),
 			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
-		{name: "fix-forward annotation expired", in: annotate(policy.AnnotationFixForward, "2026-11-24T12:00:00+01:00"),
+		{name: "fix-forward annotation expired", in: annotate(kinds.AnnotationFixForward, "2026-11-24T12:00:00+01:00"),
 			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
-		{name: "fix-forward annotation malformed counts as set", in: annotate(policy.AnnotationFixForward, "until friday"),
+		{name: "fix-forward annotation malformed counts as set", in: annotate(kinds.AnnotationFixForward, "until friday"),
 			outcome: policy.OutcomeFixForward, reason: policy.ReasonFixForwardAnnotation, rule: "service-down", failed: "fix-forward annotation"},
-		{name: "fix-forward annotation false counts as set", in: annotate(policy.AnnotationFixForward, "false"),
+		{name: "fix-forward annotation false counts as set", in: annotate(kinds.AnnotationFixForward, "false"),
 			outcome: policy.OutcomeFixForward, reason: policy.ReasonFixForwardAnnotation, rule: "service-down", failed: "fix-forward annotation"},
-		{name: "fix-forward annotation empty is not set", in: annotate(policy.AnnotationFixForward, ""),
+		{name: "fix-forward annotation empty is not set", in: annotate(kinds.AnnotationFixForward, ""),
 			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
-		{name: "rollback unsafe", in: annotate(policy.AnnotationRollbackUnsafe, "true"),
+		{name: "rollback unsafe", in: annotate(kinds.AnnotationRollbackUnsafe, "true"),
 			outcome: policy.OutcomeFixForward, reason: policy.ReasonRollbackUnsafe, rule: "service-down", failed: "rollback-unsafe annotation",
 			msgContain: `fix forward instead of rolling back Deployment production/event-service: annotation autorollback.io/rollback-unsafe="true" says a rollback would cause data issues`},
-		{name: "rollback unsafe with another value", in: annotate(policy.AnnotationRollbackUnsafe, "migration 42"),
+		{name: "rollback unsafe with another value", in: annotate(kinds.AnnotationRollbackUnsafe, "migration 42"),
 			outcome: policy.OutcomeFixForward, reason: policy.ReasonRollbackUnsafe, rule: "service-down", failed: "rollback-unsafe annotation"},
 		{name: "gitops managed", in: func(in *policy.Input) { in.Workload.GitOpsManager = "argocd" },
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonGitOpsManaged, rule: "service-down", failed: "not managed by GitOps"},
@@ -551,7 +552,7 @@ func TestEvaluateMessages(t *testing.T) {
 			"escalate instead of rolling back Deployment production/event-service: last automatic rollback 5m0s ago, within the 10m0s cooldown"},
 		{"budget", func(in *policy.Input) { in.Usage = policy.Usage{Workload: 2, Global: 3} },
 			"escalate instead of rolling back Deployment production/event-service: 2 of 2 rollbacks of this workload and 3 of 10 in all used in the last hour, budget exhausted"},
-		{"fix-forward until", annotate(policy.AnnotationFixForward, "2026-11-25T18:00:00Z"),
+		{"fix-forward until", annotate(kinds.AnnotationFixForward, "2026-11-25T18:00:00Z"),
 			"fix forward instead of rolling back Deployment production/event-service: annotation autorollback.io/fix-forward: the owners fix forward until 2026-11-25T18:00:00Z"},
 		{"gitops", func(in *policy.Input) { in.Workload.GitOpsManager = "flux" },
 			"escalate instead of rolling back Deployment production/event-service: managed by flux, which would undo a rollback; revert in Git instead"},

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -44,7 +45,7 @@ func FuzzCompileMatchers(f *testing.F) {
 		}
 		in := baseInput()
 		in.Alert.Labels["pod"] = "event-service-7d9f8b6c4-x2x7q"
-		in.Workload.Annotations[policy.AnnotationAlertMatchers] = annotation
+		in.Workload.Annotations[kinds.AnnotationAlertMatchers] = annotation
 		ref, err := p.Resolve(in.Alert)
 		if (err == nil) == ref.IsZero() {
 			t.Fatalf("Resolve = %v, %v: want exactly one of a target and an error", ref, err)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/prometheus/alertmanager/pkg/labels"
 )
 
@@ -61,7 +62,7 @@ func TestAlertMatchersConcurrent(t *testing.T) {
 					Target: ref,
 					Workload: &Workload{Ref: ref, Revision: 1,
 						Labels:      map[string]string{DefaultOptInLabel: "true"},
-						Annotations: map[string]string{AnnotationAlertMatchers: values[k]}},
+						Annotations: map[string]string{kinds.AnnotationAlertMatchers: values[k]}},
 				})
 				if admitted := d.Outcome == ""; admitted != admits[k] {
 					t.Errorf("annotation %q: admitted %v, want %v\n%s", values[k], admitted, admits[k], d)

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -112,7 +113,7 @@ func BenchmarkScreenAlertMatchers(b *testing.B) {
 	}
 	in := baseInput()
 	in.Alert.Labels["team"] = "payments"
-	in.Workload.Annotations[policy.AnnotationAlertMatchers] = `{team="payments", severity=~"critical|page"}`
+	in.Workload.Annotations[kinds.AnnotationAlertMatchers] = `{team="payments", severity=~"critical|page"}`
 	in.Origin = policy.Origin{Sender: "payments", Namespaces: []string{"payments", "production"}}
 	b.ReportAllocs()
 	for b.Loop() {

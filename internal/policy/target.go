@@ -175,7 +175,7 @@ func (r *rule) matches(labels map[string]string) bool {
 	return true
 }
 
-// The parsed values of AnnotationAlertMatchers that a Policy keeps: a few
+// The parsed values of kinds.AnnotationAlertMatchers that a Policy keeps: a few
 // per team that uses it, and each short. Screen reads the annotation for
 // every alert at intake, and parsing it, with its regular expressions,
 // costs ten times what the rest of Screen does.
@@ -189,7 +189,7 @@ type parsedMatchers struct {
 	err error
 }
 
-// alertMatchers parses the value of a workload's AnnotationAlertMatchers.
+// alertMatchers parses the value of a workload's kinds.AnnotationAlertMatchers.
 func (p *Policy) alertMatchers(v string) ([]*labels.Matcher, error) {
 	if len(v) > matchersCacheMaxBytes {
 		return labels.ParseMatchers(v)

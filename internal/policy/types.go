@@ -19,6 +19,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 )
 
 // Outcome is what the daemon does about an alert.
@@ -82,65 +84,22 @@ func Reasons() []Reason {
 	}
 }
 
-// Annotation and label keys the policy reads on workloads.
-const (
-	// AnnotationFixForward on a workload means its owners will fix forward:
-	// "true" until removed, an RFC3339 time until then. Any other non-empty
-	// value also counts as set, because a value we cannot read is doubt, and
-	// doubt means no automatic rollback.
-	AnnotationFixForward = "autorollback.io/fix-forward"
-	// AnnotationRollbackUnsafe on a workload means a rollback would cause
-	// data issues, for example after an irreversible migration. Any
-	// non-empty value counts as set.
-	AnnotationRollbackUnsafe = "autorollback.io/rollback-unsafe"
-	// AnnotationAllowedOriginNamespaces on a workload lists, comma-separated,
-	// the namespaces other than its own whose alerts may act on it when
-	// policy.origin.label is set.
-	AnnotationAllowedOriginNamespaces = "autorollback.io/allowed-origin-namespaces"
-	// AnnotationAlertMatchers on a workload holds Alertmanager matchers, as
-	// in {team="payments",severity="critical"}, that an alert must all
-	// satisfy to act on the workload.
-	AnnotationAlertMatchers = "autorollback.io/alert-matchers"
-	// DefaultOptInLabel is the workload label that must be "true" before the
-	// daemon acts on the workload at all.
-	DefaultOptInLabel = "autorollback.io/enabled"
-)
+// DefaultOptInLabel is the workload label that must be "true" before the
+// daemon acts on the workload at all, unless policy.optInLabel names another.
+const DefaultOptInLabel = kinds.LabelEnabled
 
 // Kind is the kind of a workload the daemon can roll back.
-type Kind string
+type Kind = kinds.Kind
 
 // The kinds of workload the daemon can roll back.
 const (
-	KindDeployment  Kind = "Deployment"
-	KindStatefulSet Kind = "StatefulSet"
-	KindDaemonSet   Kind = "DaemonSet"
+	KindDeployment  = kinds.KindDeployment
+	KindStatefulSet = kinds.KindStatefulSet
+	KindDaemonSet   = kinds.KindDaemonSet
 )
 
-func (k Kind) valid() bool {
-	return k == KindDeployment || k == KindStatefulSet || k == KindDaemonSet
-}
-
 // Ref names one workload.
-type Ref struct {
-	Kind      Kind   `json:"kind"`
-	Namespace string `json:"namespace"`
-	Name      string `json:"name"`
-}
-
-// IsZero reports whether r names no workload.
-func (r Ref) IsZero() bool { return r == Ref{} }
-
-// String returns "Kind namespace/name", for example
-// "Deployment production/event-service", or "<none>" for the zero Ref.
-func (r Ref) String() string {
-	if r.IsZero() {
-		return "<none>"
-	}
-	return string(r.Kind) + " " + r.Namespace + "/" + r.Name
-}
-
-// complete reports whether r names a workload unambiguously.
-func (r Ref) complete() bool { return r.Kind.valid() && r.Namespace != "" && r.Name != "" }
+type Ref = kinds.Ref
 
 // Alert is one alert of an Alertmanager notification, as the policy sees it.
 type Alert struct {

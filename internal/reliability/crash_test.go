@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -163,7 +164,7 @@ func killOnRollback(t *testing.T, c *testenv.Cluster, first *daemon, ns string, 
 		if ev.Type != watch.Modified {
 			continue
 		}
-		if m, ok := ev.Object.(metav1.Object); ok && m.GetAnnotations()["autorollback.io/incident"] != "" {
+		if m, ok := ev.Object.(metav1.Object); ok && m.GetAnnotations()[kinds.AnnotationRolledBackFor] != "" {
 			first.kill()
 			return
 		}
@@ -333,7 +334,7 @@ func crashPhase(ctx context.Context, t *testing.T, c *testenv.Cluster, ns string
 	if err != nil {
 		t.Fatal(err)
 	}
-	patched := d.Annotations["autorollback.io/incident"] != ""
+	patched := d.Annotations[kinds.AnnotationRolledBackFor] != ""
 	pageInFlight := false
 	for _, p := range inc.Pages {
 		pageInFlight = pageInFlight || p.Level == "oncall" && p.Sending

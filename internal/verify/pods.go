@@ -14,16 +14,17 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Labels and annotations the workload controllers set.
 const (
-	podTemplateHashLabel = workload.PodTemplateHashLabel // "pod-template-hash", on ReplicaSets and their pods
-	revisionHashLabel    = workload.RevisionHashLabel    // "controller-revision-hash", on StatefulSet and DaemonSet pods
-	revisionAnnotation   = workload.RevisionAnnotation   // on Deployments and ReplicaSets
-	maxPodsNamed         = 5                             // not-ready pods named in a message
+	podTemplateHashLabel = kinds.LabelPodTemplateHash         // "pod-template-hash", on ReplicaSets and their pods
+	revisionHashLabel    = kinds.LabelControllerRevisionHash  // "controller-revision-hash", on StatefulSet and DaemonSet pods
+	revisionAnnotation   = kinds.AnnotationDeploymentRevision // on Deployments and ReplicaSets
+	maxPodsNamed         = 5                                  // not-ready pods named in a message
 )
 
 // podSet is what the pods check needs to know about a workload: which pods

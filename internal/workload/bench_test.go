@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -30,10 +31,10 @@ func benchDeployment(name string) (*appsv1.Deployment, []*appsv1.ReplicaSet) {
 			Name: name, Namespace: benchNamespace, UID: types.UID("uid-" + name), Generation: 3,
 			Labels: map[string]string{"app": name, "app.kubernetes.io/managed-by": "Helm", "bench-set": "intake-off"},
 			Annotations: map[string]string{
-				RevisionAnnotation:                "3",
-				"meta.helm.sh/release-name":       name,
-				"meta.helm.sh/release-namespace":  benchNamespace,
-				"kubectl.kubernetes.io/restartAt": t0.Format(time.RFC3339),
+				kinds.AnnotationDeploymentRevision: "3",
+				"meta.helm.sh/release-name":        name,
+				"meta.helm.sh/release-namespace":   benchNamespace,
+				"kubectl.kubernetes.io/restartAt":  t0.Format(time.RFC3339),
 			},
 			CreationTimestamp: metav1.NewTime(t0.Add(-72 * time.Hour)),
 		},

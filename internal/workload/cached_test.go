@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -21,7 +22,7 @@ import (
 // another namespace under the same controller UID.
 func cachedObjects() []runtime.Object {
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "n", UID: "d-1", Annotations: map[string]string{RevisionAnnotation: "9"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "n", UID: "d-1", Annotations: map[string]string{kinds.AnnotationDeploymentRevision: "9"}},
 		Spec:       appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
 	}
 	rs := func(name, namespace, revision string, created time.Time, labels map[string]string, owner bool) *appsv1.ReplicaSet {
@@ -31,7 +32,7 @@ func cachedObjects() []runtime.Object {
 	}
 	api := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "n", UID: "d-2", Labels: map[string]string{policy.DefaultOptInLabel: "true"},
-			Annotations: map[string]string{RevisionAnnotation: "2", RolledBackAtAnnotation: t0.Format(time.RFC3339)}},
+			Annotations: map[string]string{kinds.AnnotationDeploymentRevision: "2", kinds.AnnotationRolledBackAt: t0.Format(time.RFC3339)}},
 		Spec: appsv1.DeploymentSpec{Paused: true, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "api"}}},
 	}
 	apiRS := func(name, revision string, created time.Time) *appsv1.ReplicaSet {

@@ -23,27 +23,8 @@ import (
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
-)
-
-// Annotations and labels the facts are read from.
-const (
-	// RevisionAnnotation is set by the Deployment controller on a Deployment
-	// and its ReplicaSets.
-	RevisionAnnotation = "deployment.kubernetes.io/revision"
-	// RolledBackAtAnnotation records when autorollbackd last rolled the
-	// workload back (RFC 3339).
-	RolledBackAtAnnotation = "autorollback.io/rolled-back-at"
-	// RestartedAtAnnotation records, on a workload, the pod template's
-	// kubectl.kubernetes.io/restartedAt value that autorollbackd's own
-	// restart (after a feature flag rollback) wrote.
-	RestartedAtAnnotation = "autorollback.io/restarted-at"
-	templateRestartedAt   = "kubectl.kubernetes.io/restartedAt"
-
-	argoTrackingAnnotation = "argocd.argoproj.io/tracking-id"
-	argoInstanceLabel      = "argocd.argoproj.io/instance"
-	fluxKustomizeLabel     = "kustomize.toolkit.fluxcd.io/name"
-	fluxHelmLabel          = "helm.toolkit.fluxcd.io/name"
 )
 
 // Revision is one recorded revision of a workload: a ReplicaSet of a
@@ -62,13 +43,13 @@ func DeploymentFacts(d *appsv1.Deployment, rss []*appsv1.ReplicaSet) *policy.Wor
 		if !metav1.IsControlledBy(rs, d) {
 			continue
 		}
-		n, err := strconv.ParseInt(rs.Annotations[RevisionAnnotation], 10, 64)
+		n, err := strconv.ParseInt(rs.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
 		if err != nil {
 			continue
 		}
 		revs = append(revs, Revision{Number: n, Name: rs.Name, Created: rs.CreationTimestamp.Time})
 	}
-	current, _ := strconv.ParseInt(d.Annotations[RevisionAnnotation], 10, 64)
+	current, _ := strconv.ParseInt(d.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
 	w := facts(policy.KindDeployment, &d.ObjectMeta, &d.Spec.Template, current, revs)
 	w.Paused = d.Spec.Paused
 	return w
@@ -126,7 +107,7 @@ func facts(kind policy.Kind, meta *metav1.ObjectMeta, tmpl *corev1.PodTemplateSp
 		Revision:    current,
 	}
 	slices.SortFunc(revs, func(a, b Revision) int { return cmp.Compare(b.Number, a.Number) })
-	ourRestart := meta.Annotations[RestartedAtAnnotation] != "" && tmpl.Annotations[templateRestartedAt] == meta.Annotations[RestartedAtAnnotation]
+	ourRestart := meta.Annotations[kinds.AnnotationOwnRestartAt] != "" && tmpl.Annotations[kinds.AnnotationTemplateRestartedAt] == meta.Annotations[kinds.AnnotationOwnRestartAt]
 	for i, r := range revs {
 		if ourRestart && r.Number < current && (i == 0 || revs[i-1].Number >= current) {
 			// The revision the restart restarted.
@@ -143,7 +124,7 @@ func facts(kind policy.Kind, meta *metav1.ObjectMeta, tmpl *corev1.PodTemplateSp
 			w.Older = append(w.Older, r.Number)
 		}
 	}
-	if v := meta.Annotations[RolledBackAtAnnotation]; v != "" {
+	if v := meta.Annotations[kinds.AnnotationRolledBackAt]; v != "" {
 		if at, err := time.Parse(time.RFC3339, v); err == nil {
 			w.LastAutoRollbackAt = at
 		}
@@ -159,9 +140,9 @@ func facts(kind policy.Kind, meta *metav1.ObjectMeta, tmpl *corev1.PodTemplateSp
 // app.kubernetes.io/instance label is not used: Helm sets it too.
 func GitOpsManager(meta *metav1.ObjectMeta) string {
 	switch {
-	case meta.Annotations[argoTrackingAnnotation] != "", meta.Labels[argoInstanceLabel] != "":
+	case meta.Annotations[kinds.AnnotationArgoTrackingID] != "", meta.Labels[kinds.LabelArgoInstance] != "":
 		return "argocd"
-	case meta.Labels[fluxKustomizeLabel] != "", meta.Labels[fluxHelmLabel] != "":
+	case meta.Labels[kinds.LabelFluxKustomization] != "", meta.Labels[kinds.LabelFluxHelm] != "":
 		return "flux"
 	}
 	return ""

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -22,7 +23,7 @@ func owned(owner metav1.Object, kind string) []metav1.OwnerReference {
 func replicaSet(d *appsv1.Deployment, name, revision string, created time.Time, owner bool) *appsv1.ReplicaSet {
 	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{
 		Name: name, Namespace: d.Namespace,
-		Annotations:       map[string]string{RevisionAnnotation: revision},
+		Annotations:       map[string]string{kinds.AnnotationDeploymentRevision: revision},
 		CreationTimestamp: metav1.NewTime(created),
 	}}
 	if owner {
@@ -36,8 +37,8 @@ func TestDeploymentFacts(t *testing.T) {
 		Name: "event-service", Namespace: "production", UID: types.UID("d-1"),
 		Labels: map[string]string{"autorollback.io/enabled": "true"},
 		Annotations: map[string]string{
-			RevisionAnnotation:     "7",
-			RolledBackAtAnnotation: t0.Add(-time.Hour).Format(time.RFC3339),
+			kinds.AnnotationDeploymentRevision: "7",
+			kinds.AnnotationRolledBackAt:       t0.Add(-time.Hour).Format(time.RFC3339),
 		},
 	}, Spec: appsv1.DeploymentSpec{Paused: true}}
 	rss := []*appsv1.ReplicaSet{
@@ -70,7 +71,7 @@ func TestDeploymentFacts(t *testing.T) {
 }
 
 func TestDeploymentFactsWithoutHistory(t *testing.T) {
-	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "n", UID: "d-2", Annotations: map[string]string{RevisionAnnotation: "1"}}}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "n", UID: "d-2", Annotations: map[string]string{kinds.AnnotationDeploymentRevision: "1"}}}
 	got := DeploymentFacts(d, []*appsv1.ReplicaSet{replicaSet(d, "a-1", "1", t0, true)})
 	if got.Revision != 1 || got.PreviousRevision != 0 || !got.RolloutStartedAt.Equal(t0) {
 		t.Fatalf("got revision %d, previous %d, started %v", got.Revision, got.PreviousRevision, got.RolloutStartedAt)

@@ -13,16 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
-)
-
-// Labels the workload controllers put on the pods of a revision.
-const (
-	// PodTemplateHashLabel is on a Deployment's ReplicaSets and their pods.
-	PodTemplateHashLabel = appsv1.DefaultDeploymentUniqueLabelKey
-	// RevisionHashLabel is on StatefulSet and DaemonSet pods and on their
-	// ControllerRevisions.
-	RevisionHashLabel = appsv1.ControllerRevisionHashLabelKey
 )
 
 // ErrNoRevision is returned by Live.RevisionPods when the workload has no
@@ -51,25 +43,25 @@ func (s PodSet) Has(p *corev1.Pod) bool {
 // ReplicaSetPods returns the pods of rs, a ReplicaSet of d: they carry its
 // pod-template-hash and rs is their controller.
 func ReplicaSetPods(d *appsv1.Deployment, rs *appsv1.ReplicaSet) (PodSet, error) {
-	return podSet(d.Spec.Selector, rs.UID, PodTemplateHashLabel, rs.Labels[PodTemplateHashLabel])
+	return podSet(d.Spec.Selector, rs.UID, kinds.LabelPodTemplateHash, rs.Labels[kinds.LabelPodTemplateHash])
 }
 
 // StatefulSetPods returns the pods of s at the ControllerRevision named
 // revision (a status's currentRevision or updateRevision): the StatefulSet
 // controller labels its pods with the revision's name.
 func StatefulSetPods(s *appsv1.StatefulSet, revision string) (PodSet, error) {
-	return podSet(s.Spec.Selector, s.UID, RevisionHashLabel, revision)
+	return podSet(s.Spec.Selector, s.UID, kinds.LabelControllerRevisionHash, revision)
 }
 
 // DaemonSetPods returns the pods of ds at cr: the DaemonSet controller
 // labels its pods with the revision's hash, which it also puts on the
 // ControllerRevision (and at the end of its name).
 func DaemonSetPods(ds *appsv1.DaemonSet, cr *appsv1.ControllerRevision) (PodSet, error) {
-	hash := cr.Labels[RevisionHashLabel]
+	hash := cr.Labels[kinds.LabelControllerRevisionHash]
 	if hash == "" {
 		hash = strings.TrimPrefix(cr.Name, ds.Name+"-")
 	}
-	return podSet(ds.Spec.Selector, ds.UID, RevisionHashLabel, hash)
+	return podSet(ds.Spec.Selector, ds.UID, kinds.LabelControllerRevisionHash, hash)
 }
 
 func podSet(selector *metav1.LabelSelector, owner types.UID, key, value string) (PodSet, error) {
@@ -108,7 +100,7 @@ func (l Live) RevisionPods(ctx context.Context, ref policy.Ref, revision int64) 
 		var found *appsv1.ReplicaSet
 		for i := range list.Items {
 			rs := &list.Items[i]
-			n, err := strconv.ParseInt(rs.Annotations[RevisionAnnotation], 10, 64)
+			n, err := strconv.ParseInt(rs.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
 			if err != nil || n != revision || !metav1.IsControlledBy(rs, d) {
 				continue
 			}

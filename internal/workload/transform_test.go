@@ -3,6 +3,7 @@ package workload
 import (
 	"testing"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -30,12 +31,12 @@ func TestTransformKeepsWhatFactsRead(t *testing.T) {
 	}
 
 	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-1", ManagedFields: managed,
-		Annotations: map[string]string{RevisionAnnotation: "2"}}}
+		Annotations: map[string]string{kinds.AnnotationDeploymentRevision: "2"}}}
 	out, err = Transform(rs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := out.(*appsv1.ReplicaSet); got.ManagedFields != nil || got.Annotations[RevisionAnnotation] != "2" {
+	if got := out.(*appsv1.ReplicaSet); got.ManagedFields != nil || got.Annotations[kinds.AnnotationDeploymentRevision] != "2" {
 		t.Errorf("ReplicaSet after Transform: %+v", got.ObjectMeta)
 	}
 
