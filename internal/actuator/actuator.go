@@ -142,30 +142,54 @@ func New(o Options) (*Actuator, error) {
 	return a, nil
 }
 
-// FailureReason classifies an action error into a bounded value for metrics
-// and records.
-func FailureReason(err error) string {
+// Reason is why an action failed, a bounded value for metrics and records.
+type Reason string
+
+// The reasons an action fails.
+const (
+	ReasonChanged     Reason = "changed"      // ErrChanged
+	ReasonNoHistory   Reason = "no_history"   // ErrNoHistory
+	ReasonPaused      Reason = "paused"       // ErrPaused
+	ReasonSettling    Reason = "settling"     // ErrSettling
+	ReasonNotScalable Reason = "not_scalable" // ErrNotScalable
+	ReasonTaskFailed  Reason = "task_failed"  // ErrTaskFailed
+	ReasonForbidden   Reason = "forbidden"    // the API server's Forbidden
+	ReasonNotFound    Reason = "not_found"    // the API server's NotFound
+	ReasonConflict    Reason = "conflict"     // the API server's Conflict, still there after the action's own retries
+	ReasonError       Reason = "error"        // anything else, a network error most likely
+)
+
+// Retryable reports whether an action that failed for r may succeed when
+// tried again a little later: a conflict that did not clear, a controller
+// still settling, an error of the connection. The others need a person or a
+// new decision.
+func (r Reason) Retryable() bool {
+	return r == ReasonError || r == ReasonConflict || r == ReasonSettling
+}
+
+// FailureReason classifies an action error.
+func FailureReason(err error) Reason {
 	switch {
 	case errors.Is(err, ErrChanged):
-		return "changed"
+		return ReasonChanged
 	case errors.Is(err, ErrNoHistory):
-		return "no_history"
+		return ReasonNoHistory
 	case errors.Is(err, ErrPaused):
-		return "paused"
+		return ReasonPaused
 	case errors.Is(err, ErrSettling):
-		return "settling"
+		return ReasonSettling
 	case errors.Is(err, ErrNotScalable):
-		return "not_scalable"
+		return ReasonNotScalable
 	case errors.Is(err, ErrTaskFailed):
-		return "task_failed"
+		return ReasonTaskFailed
 	case apierrors.IsForbidden(err):
-		return "forbidden"
+		return ReasonForbidden
 	case apierrors.IsNotFound(err):
-		return "not_found"
+		return ReasonNotFound
 	case apierrors.IsConflict(err):
-		return "conflict"
+		return ReasonConflict
 	}
-	return "error"
+	return ReasonError
 }
 
 // report is the one place an action's outcome is logged, counted and told to

@@ -639,7 +639,7 @@ func TestFailurePaths(t *testing.T) {
 		to       int64
 		setup    func(t *testing.T)
 		client   func(t *testing.T) kubernetes.Interface
-		reason   string
+		reason   Reason
 		match    func(error) bool
 		hasEvent bool
 	}{

@@ -27,10 +27,6 @@ import (
 // settling, a network error).
 const maxActionAttempts = 6
 
-func transient(reason string) bool {
-	return reason == "error" || reason == "conflict" || reason == "settling"
-}
-
 // redecideInterval is how often the policy is asked again about the firing
 // alerts of an incident that fixes forward under the owners' annotation.
 const redecideInterval = 15 * time.Second
@@ -581,8 +577,9 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 	now := e.opts.Clock.Now()
 	a := incident.Action{At: now, Rung: f.Rung, Kind: f.Action}
 	if err != nil {
-		a.Error, a.Reason = err.Error(), actuator.FailureReason(err)
-		return incident.Event{Kind: incident.EventActed, At: now, Action: &a, Retryable: transient(a.Reason) && ctx.Err() == nil}
+		reason := actuator.FailureReason(err)
+		a.Error, a.Reason = err.Error(), string(reason)
+		return incident.Event{Kind: incident.EventActed, At: now, Action: &a, Retryable: reason.Retryable() && ctx.Err() == nil}
 	}
 	a.Result = &res
 	switch {
