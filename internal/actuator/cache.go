@@ -2,11 +2,10 @@ package actuator
 
 import (
 	"context"
-	"fmt"
 
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -96,56 +95,31 @@ func (c InformerCache) ReplicaSets(namespace string, selector labels.Selector) (
 	return l.ReplicaSets(namespace, selector)
 }
 
-// deploymentReads is where a Deployment rollback reads the Deployment and its
-// ReplicaSets: the API server or a Cache.
-type deploymentReads interface {
-	deployment(ctx context.Context, namespace, name string) (*appsv1.Deployment, error)
-	replicaSets(ctx context.Context, namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error)
+// rollbackReads is where a rollback reads the workload and its history:
+// the API server or a Cache.
+type rollbackReads interface {
+	get(ctx context.Context, ad workload.Adapter, namespace, name string) (workload.Object, error)
+	history(ctx context.Context, ad workload.Adapter, o workload.Object) ([]workload.Revision, error)
 }
 
 type liveReads struct{ client kubernetes.Interface }
 
-func (r liveReads) deployment(ctx context.Context, namespace, name string) (*appsv1.Deployment, error) {
-	return r.client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+func (r liveReads) get(ctx context.Context, ad workload.Adapter, namespace, name string) (workload.Object, error) {
+	return ad.Get(ctx, r.client, namespace, name)
 }
 
-func (r liveReads) replicaSets(ctx context.Context, namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error) {
-	list, err := r.client.AppsV1().ReplicaSets(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
-	if err != nil {
-		return nil, fmt.Errorf("list ReplicaSets: %w", err)
-	}
-	rss := make([]*appsv1.ReplicaSet, len(list.Items))
-	for i := range list.Items {
-		rss[i] = &list.Items[i]
-	}
-	return rss, nil
+func (r liveReads) history(ctx context.Context, ad workload.Adapter, o workload.Object) ([]workload.Revision, error) {
+	return ad.History(ctx, r.client, o)
 }
 
 // cachedReads copies what it reads, so that nothing the rollback does can
 // write into the shared cache.
 type cachedReads struct{ cache Cache }
 
-func (r cachedReads) deployment(_ context.Context, namespace, name string) (*appsv1.Deployment, error) {
-	d, err := r.cache.Deployment(namespace, name)
-	if err != nil {
-		return nil, fmt.Errorf("read Deployment from cache: %w", err)
-	}
-	if d == nil {
-		return nil, apierrors.NewNotFound(deploymentsResource, name)
-	}
-	return d.DeepCopy(), nil
+func (r cachedReads) get(_ context.Context, ad workload.Adapter, namespace, name string) (workload.Object, error) {
+	return ad.FromCache(r.cache, namespace, name)
 }
 
-func (r cachedReads) replicaSets(_ context.Context, namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error) {
-	rss, err := r.cache.ReplicaSets(namespace, selector)
-	if err != nil {
-		return nil, fmt.Errorf("list ReplicaSets from cache: %w", err)
-	}
-	out := make([]*appsv1.ReplicaSet, 0, len(rss))
-	for _, rs := range rss {
-		if rs != nil {
-			out = append(out, rs.DeepCopy())
-		}
-	}
-	return out, nil
+func (r cachedReads) history(_ context.Context, ad workload.Adapter, o workload.Object) ([]workload.Revision, error) {
+	return ad.CacheHistory(r.cache, o)
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // FlagChange names one key of a ConfigMap in the target's namespace and the
@@ -308,14 +308,15 @@ func (a *Actuator) restartLiveWorkload(ctx context.Context, req Request, w *live
 	return a.patchLiveWorkload(ctx, req, w, body)
 }
 
-// liveWorkload is a Deployment, StatefulSet or DaemonSet as read, with the
-// parts the flag and scale actions need.
+// liveWorkload is a workload as read, with the parts the flag and scale
+// actions need.
 type liveWorkload struct {
+	adapter  workload.Adapter
 	obj      runtime.Object
 	meta     *metav1.ObjectMeta
 	template *corev1.PodTemplateSpec
 	paused   bool
-	// replicas is spec.replicas; nil for a DaemonSet, which cannot be scaled.
+	// replicas is spec.replicas; nil for a kind that cannot be scaled.
 	replicas *int32
 	// scaledDown: the controller has observed the latest spec and reports
 	// no pods left, terminating ones included where it reports those.
@@ -324,63 +325,23 @@ type liveWorkload struct {
 }
 
 func (a *Actuator) readLiveWorkload(ctx context.Context, ref policy.Ref) (*liveWorkload, error) {
-	apps := a.client.AppsV1()
-	switch ref.Kind {
-	case policy.KindDeployment:
-		d, err := apps.Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return nil, err
-		}
-		terminating := int32(0)
-		if d.Status.TerminatingReplicas != nil {
-			terminating = *d.Status.TerminatingReplicas
-		}
-		return &liveWorkload{
-			obj: d, meta: &d.ObjectMeta, template: &d.Spec.Template, paused: d.Spec.Paused, replicas: d.Spec.Replicas,
-			scaledDown: d.Status.ObservedGeneration >= d.Generation && d.Status.Replicas == 0 && terminating == 0,
-			status:     deploymentStatus(d, terminating),
-		}, nil
-	case policy.KindStatefulSet:
-		s, err := apps.StatefulSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return nil, err
-		}
-		return &liveWorkload{
-			obj: s, meta: &s.ObjectMeta, template: &s.Spec.Template, replicas: s.Spec.Replicas,
-			scaledDown: s.Status.ObservedGeneration >= s.Generation && s.Status.Replicas == 0,
-			status: fmt.Sprintf("generation %d, observed %d, %d pods", s.Generation, s.Status.ObservedGeneration,
-				s.Status.Replicas),
-		}, nil
-	case policy.KindDaemonSet:
-		ds, err := apps.DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return nil, err
-		}
-		return &liveWorkload{obj: ds, meta: &ds.ObjectMeta, template: &ds.Spec.Template}, nil
+	ad, err := workload.For(ref.Kind)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("unsupported kind %q", ref.Kind)
-}
-
-func deploymentStatus(d *appsv1.Deployment, terminating int32) string {
-	return fmt.Sprintf("generation %d, observed %d, %d pods, %d terminating", d.Generation, d.Status.ObservedGeneration,
-		d.Status.Replicas, terminating)
+	o, err := ad.Get(ctx, a.client, ref.Namespace, ref.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &liveWorkload{
+		adapter: ad, obj: o.Runtime(), meta: o.Meta(), template: o.Template(), paused: o.Paused(), replicas: o.Replicas(),
+		scaledDown: o.ScaledDown(), status: o.Progress(),
+	}, nil
 }
 
 // patchLiveWorkload applies a strategic merge patch to w.
 func (a *Actuator) patchLiveWorkload(ctx context.Context, req Request, w *liveWorkload, body []byte) error {
-	apps := a.client.AppsV1()
-	var err error
-	switch w.obj.(type) {
-	case *appsv1.Deployment:
-		_, err = apps.Deployments(w.meta.Namespace).Patch(ctx, w.meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
-	case *appsv1.StatefulSet:
-		_, err = apps.StatefulSets(w.meta.Namespace).Patch(ctx, w.meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
-	case *appsv1.DaemonSet:
-		_, err = apps.DaemonSets(w.meta.Namespace).Patch(ctx, w.meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
-	default:
-		err = fmt.Errorf("unsupported object %T", w.obj)
-	}
-	return err
+	return w.adapter.Patch(ctx, a.client, w.meta.Namespace, w.meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
 }
 
 func optional(v string, present bool) *string {

@@ -30,6 +30,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 type rollbackFixture struct {
@@ -435,28 +436,13 @@ func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 	// edit, if set, changes the template of revision 1 first.
 	plan := func(t *testing.T, name string, edit func(*corev1.PodTemplateSpec)) (*appsv1.Deployment, []byte) {
 		t.Helper()
-		read := f.waitDeployment(t, name, 2)
-		rss, err := f.c.Client.AppsV1().ReplicaSets(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var target *appsv1.ReplicaSet
-		for i := range rss.Items {
-			if rss.Items[i].Annotations[kinds.AnnotationDeploymentRevision] == "1" {
-				target = rss.Items[i].DeepCopy()
+		f.waitDeployment(t, name, 2)
+		o, patch := f.planUndo(t, policy.KindDeployment, name, func(rev workload.Revision) {
+			if edit != nil {
+				edit(&rev.Object.(*appsv1.ReplicaSet).Spec.Template)
 			}
-		}
-		if target == nil {
-			t.Fatal("no ReplicaSet of revision 1")
-		}
-		if edit != nil {
-			edit(&target.Spec.Template)
-		}
-		patch, err := deploymentPatch(read, target, f.act.recordAnnotations(f.request(policy.KindDeployment, name, "inc-"+name), 2, 1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return read, patch
+		})
+		return o.Runtime().(*appsv1.Deployment), patch
 	}
 
 	t.Run("a label written after the read", func(t *testing.T) {
@@ -512,33 +498,22 @@ func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 		t.Run(string(kind), func(t *testing.T) {
 			name := strings.ToLower(string(kind))
 			f.historied(t, kind, name, "agent:v1", "agent:v2-bad")
-			gr, patch, live := f.act.historied(policy.Ref{Kind: kind, Namespace: f.ns, Name: name})
+			ad, err := workload.For(kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gr, live := ad.Resource(), liveMetaOf(f.c.Client, ad, f.ns, name)
+			patch := func(ctx context.Context, body []byte, opts metav1.PatchOptions) error {
+				return ad.Patch(ctx, f.c.Client, f.ns, name, types.JSONPatchType, body, opts)
+			}
 			planned := func() ([]byte, *metav1.ObjectMeta) {
-				read, err := live(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				crs, err := f.c.Client.AppsV1().ControllerRevisions(f.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for i := range crs.Items {
-					if crs.Items[i].Revision == 1 {
-						body, err := historyPatch(&crs.Items[i], read, f.act.recordAnnotations(f.request(kind, name, "inc-h"), 2, 1))
-						if err != nil {
-							t.Fatal(err)
-						}
-						return body, read
-					}
-				}
-				t.Fatal("no ControllerRevision of revision 1")
-				return nil, nil
+				o, body := f.planUndo(t, kind, name, nil)
+				return body, o.Meta()
 			}
 			// A label written after the read does not fail the patch.
 			body, read := planned()
 			label := types.MergePatchType
 			meta := []byte(`{"metadata":{"labels":{"touched":"yes"}}}`)
-			var err error
 			if kind == policy.KindStatefulSet {
 				_, err = f.c.Client.AppsV1().StatefulSets(f.ns).Patch(ctx, name, label, meta, metav1.PatchOptions{})
 			} else {
@@ -713,4 +688,39 @@ func TestOlderRevision(t *testing.T) {
 	if !errors.Is(err, ErrNoHistory) {
 		t.Fatalf("rollback past the oldest revision = %v, want ErrNoHistory", err)
 	}
+}
+
+// planUndo reads the named workload live and plans its rollback from
+// revision 2 to 1 as Rollback does; edit, if set, changes revision 1 first.
+func (f *rollbackFixture) planUndo(t *testing.T, kind policy.Kind, name string, edit func(workload.Revision)) (workload.Object, []byte) {
+	t.Helper()
+	ctx := t.Context()
+	ad, err := workload.For(kind)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ad.Get(ctx, f.c.Client, f.ns, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	history, err := ad.History(ctx, f.c.Client, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, ok := workload.Numbered(history, 1)
+	if !ok {
+		t.Fatalf("no %s of revision 1", ad.HistoryKind())
+	}
+	if edit != nil {
+		edit(target)
+	}
+	template, _, err := o.UndoTemplate(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, err := undoPatch(o, target, template, f.act.recordAnnotations(f.request(kind, name, "inc-"+name), 2, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o, patch
 }

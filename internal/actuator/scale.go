@@ -15,7 +15,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
-	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // ErrNotScalable: the workload has no replica count (a DaemonSet).
@@ -53,12 +53,12 @@ func (a *Actuator) ScaleBounce(ctx context.Context, req Request) (Result, error)
 
 func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object, Result, error) {
 	res := Result{Kind: KindScaleBounce}
-	switch req.Target.Kind {
-	case policy.KindDeployment, policy.KindStatefulSet:
-	case policy.KindDaemonSet:
-		return nil, res, fmt.Errorf("%w: a %s runs one pod per node", ErrNotScalable, req.Target.Kind)
-	default:
-		return nil, res, fmt.Errorf("unsupported kind %q", req.Target.Kind)
+	ad, err := workload.For(req.Target.Kind)
+	if err != nil {
+		return nil, res, err
+	}
+	if why := ad.ScaleRefusal(); why != "" {
+		return nil, res, fmt.Errorf("%w: %s", ErrNotScalable, why)
 	}
 	if req.Incident == "" {
 		return nil, res, errors.New("the request names no incident")
@@ -72,7 +72,7 @@ func (a *Actuator) scaleBounce(ctx context.Context, req Request) (runtime.Object
 		resumed  bool
 		finished bool
 	)
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		w, err := a.readLiveWorkload(ctx, req.Target)
 		if err != nil {
 			return err

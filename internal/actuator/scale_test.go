@@ -154,7 +154,7 @@ func TestScaleBounceResumesAfterDaemonRestart(t *testing.T) {
 			terminating = *d.Status.TerminatingReplicas
 		}
 		return *d.Spec.Replicas == 0 && d.Status.ObservedGeneration >= d.Generation && d.Status.Replicas == 0 && terminating == 3,
-			fmt.Sprintf("spec %d, %s", *d.Spec.Replicas, deploymentStatus(d, terminating))
+			fmt.Sprintf("spec %d, generation %d, observed %d, %d pods, %d terminating", *d.Spec.Replicas, d.Generation, d.Status.ObservedGeneration, d.Status.Replicas, terminating)
 	})
 	// when the daemon stops,
 	stop()

@@ -7,13 +7,13 @@ import (
 	"log/slog"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Reasons of the Kubernetes Events the events notifier emits on the
@@ -85,27 +85,17 @@ func (e *eventsNotifier) uid(ctx context.Context, t policy.Ref) types.UID {
 	if e.client == nil {
 		return ""
 	}
-	var (
-		obj metav1.Object
-		err error
-	)
-	apps := e.client.AppsV1()
-	switch t.Kind {
-	case policy.KindDeployment:
-		obj, err = apps.Deployments(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
-	case policy.KindStatefulSet:
-		obj, err = apps.StatefulSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
-	case policy.KindDaemonSet:
-		obj, err = apps.DaemonSets(t.Namespace).Get(ctx, t.Name, metav1.GetOptions{})
-	default:
+	a, err := workload.For(t.Kind)
+	if err != nil {
 		return ""
 	}
+	obj, err := a.Get(ctx, e.client, t.Namespace, t.Name)
 	if err != nil {
 		e.log.Debug("cannot look up the workload for its Event; recording without UID",
 			"namespace", t.Namespace, "workload", t.Name, "err", err)
 		return ""
 	}
-	return obj.GetUID()
+	return obj.Meta().UID
 }
 
 // eventMessage is the fixed message of the Event of m: what kind of

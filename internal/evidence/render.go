@@ -6,7 +6,8 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Render prints the snapshot for a terminal, as a section of an incident.
@@ -14,9 +15,9 @@ import (
 // through Clean first.
 func (s *Snapshot) Render() string {
 	var b strings.Builder
-	label := "controller-revision-hash"
-	if s.Target.Kind == policy.KindDeployment {
-		label = "pod-template-hash"
+	label := kinds.LabelControllerRevisionHash
+	if a, err := workload.For(s.Target.Kind); err == nil {
+		label = a.RevisionLabel()
 	}
 	fmt.Fprintf(&b, "evidence: revision %d (%s %s), %d of %d pods, taken %s\n",
 		s.Revision, label, Clean(s.Hash), len(s.Pods), s.PodsFound, s.TakenAt.UTC().Format(time.RFC3339))

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // gatedNode is the fake node the gated pods wait for.
@@ -85,7 +86,7 @@ func (e *kubeEnv) rolloutServer(name string) *rolloutServer {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
-		if _, state := judgeDeployment(d); state != rolloutDone {
+		if _, state := workload.JudgeDeployment(d); state != rolloutDone {
 			s.early.Add(1)
 			w.WriteHeader(http.StatusServiceUnavailable)
 			return

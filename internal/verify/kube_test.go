@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -227,9 +228,9 @@ func (e *kubeEnv) replicaSetHash(app, revision string) string {
 		}
 		var seen []string
 		for _, rs := range list.Items {
-			seen = append(seen, rs.Name+"@"+rs.Annotations[revisionAnnotation])
-			if rs.Annotations[revisionAnnotation] == revision {
-				hash = rs.Labels[podTemplateHashLabel]
+			seen = append(seen, rs.Name+"@"+rs.Annotations[kinds.AnnotationDeploymentRevision])
+			if rs.Annotations[kinds.AnnotationDeploymentRevision] == revision {
+				hash = rs.Labels[kinds.LabelPodTemplateHash]
 				return true, ""
 			}
 		}
@@ -362,7 +363,7 @@ func TestKubeBadRolloutKeepsOldPodsReady(t *testing.T) {
 	e.waitPods("app=svc", 2, "ready", podReady)
 	e.updateDeployment("svc", mutate)
 	hash2 := e.replicaSetHash("svc", "2")
-	e.waitPods("app=svc,"+podTemplateHashLabel+"="+hash2, 1, "stuck ("+neverReadyWhy+")", stuck)
+	e.waitPods("app=svc,"+kinds.LabelPodTemplateHash+"="+hash2, 1, "stuck ("+neverReadyWhy+")", stuck)
 
 	v := e.verifier(2*time.Second, 2*time.Second)
 	res := byCheck(t, v.Verify(t.Context(), e.ref(policy.KindDeployment, "svc")), "rollout", "pods")
@@ -403,8 +404,8 @@ func TestKubeProgressDeadlineExceededFailsAtOnce(t *testing.T) {
 	}
 	for _, c := range d.Status.Conditions {
 		if c.Type == appsv1.DeploymentProgressing {
-			if c.Reason != timedOutReason {
-				t.Fatalf("Progressing condition reason %s, want %s", c.Reason, timedOutReason)
+			if c.Reason != "ProgressDeadlineExceeded" {
+				t.Fatalf("Progressing condition reason %s, want %s", c.Reason, "ProgressDeadlineExceeded")
 			}
 			if lag := res["rollout"].At.Sub(c.LastUpdateTime.Time); lag > 3*time.Second {
 				t.Errorf("verdict %s after the condition appeared (at %s), want within 3s", lag, c.LastUpdateTime)
@@ -454,7 +455,7 @@ func TestKubeDaemonSet(t *testing.T) {
 	if err != nil || len(revs.Items) != 1 {
 		t.Fatalf("controller revisions of the daemonset: %v, %v", revs, err)
 	}
-	hash := revs.Items[0].Labels[revisionHashLabel]
+	hash := revs.Items[0].Labels[kinds.LabelControllerRevisionHash]
 	expect(t, res["rollout"], StatusPass, `daemon set "agent" successfully rolled out`)
 	expect(t, res["pods"], StatusPass, fmt.Sprintf("All 1 pods of the daemonset at revision %s are Running and Ready (1 desired).", hash))
 }

@@ -4,28 +4,20 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
-// Labels and annotations the workload controllers set.
-const (
-	podTemplateHashLabel = kinds.LabelPodTemplateHash         // "pod-template-hash", on ReplicaSets and their pods
-	revisionHashLabel    = kinds.LabelControllerRevisionHash  // "controller-revision-hash", on StatefulSet and DaemonSet pods
-	revisionAnnotation   = kinds.AnnotationDeploymentRevision // on Deployments and ReplicaSets
-	maxPodsNamed         = 5                                  // not-ready pods named in a message
-)
+// maxPodsNamed is how many not-ready pods a message names.
+const maxPodsNamed = 5
 
 // podSet is what the pods check needs to know about a workload: which pods
 // make up its current revision and how many of them it wants.
@@ -38,118 +30,36 @@ type podSet struct {
 	waiting  string          // non-empty: the set cannot be judged yet, and why
 }
 
-// currentPods finds the pods of the workload's current revision: for a
-// Deployment those of its newest ReplicaSet (highest revision annotation,
-// carried as pod-template-hash), for a StatefulSet those labelled with its
-// update revision (the revision its spec asks for; the same as
-// currentRevision once a rollout completes), for a DaemonSet those labelled
-// with the hash of its newest ControllerRevision. A status whose generation
-// is not yet observed is not judged: the newest revision may not exist yet.
+// currentPods finds the pods of the workload's current revision (the
+// revision its spec asks for, as workload.Object.CurrentRevision says) and
+// how many it wants there. A status whose generation is not yet observed is
+// not judged: the newest revision may not exist yet.
 func (v *Verifier) currentPods(ctx context.Context, target policy.Ref) (podSet, error) {
-	apps := v.client.AppsV1()
 	ns, name := target.Namespace, target.Name
-	switch target.Kind {
-	case policy.KindDeployment:
-		d, err := apps.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return podSet{}, fmt.Errorf("get deployment %s/%s: %w", ns, name, err)
-		}
-		ps := podSet{kind: "deployment", desired: ptrOr(d.Spec.Replicas, 1)}
-		if d.Generation > d.Status.ObservedGeneration {
-			ps.waiting = "the deployment's spec update is not observed yet"
-			return ps, nil
-		}
-		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-		if err != nil {
-			return podSet{}, fmt.Errorf("parse selector of deployment %s/%s: %w", ns, name, err)
-		}
-		list, err := apps.ReplicaSets(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-		if err != nil {
-			return podSet{}, fmt.Errorf("list replicasets of deployment %s/%s: %w", ns, name, err)
-		}
-		var newest *appsv1.ReplicaSet
-		var newestRev int64 = -1
-		for i := range list.Items {
-			rs := &list.Items[i]
-			if !controlledBy(rs.OwnerReferences, d.UID) {
-				continue
-			}
-			rev, _ := strconv.ParseInt(rs.Annotations[revisionAnnotation], 10, 64)
-			if rev > newestRev || (rev == newestRev && rs.CreationTimestamp.After(newest.CreationTimestamp.Time)) {
-				newest, newestRev = rs, rev
-			}
-		}
-		if newest == nil {
-			ps.waiting = "the deployment has no ReplicaSet yet"
-			return ps, nil
-		}
-		return ps.of(workload.ReplicaSetPods(d, newest))
-
-	case policy.KindStatefulSet:
-		s, err := apps.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return podSet{}, fmt.Errorf("get statefulset %s/%s: %w", ns, name, err)
-		}
-		replicas := ptrOr(s.Spec.Replicas, 1)
-		ps := podSet{kind: "statefulset", owner: s.UID, desired: replicas}
-		if ru := s.Spec.UpdateStrategy.RollingUpdate; s.Spec.UpdateStrategy.Type == appsv1.RollingUpdateStatefulSetStrategyType &&
-			ru != nil && ru.Partition != nil && *ru.Partition > 0 {
-			// Only ordinals at or above the partition move to the update revision.
-			ps.desired = max(replicas-*ru.Partition, 0)
-		}
-		if s.Status.ObservedGeneration == 0 || s.Generation > s.Status.ObservedGeneration {
-			ps.waiting = "the statefulset's spec update is not observed yet"
-			return ps, nil
-		}
-		ps.revision = s.Status.UpdateRevision
-		if ps.revision == "" {
-			ps.revision = s.Status.CurrentRevision
-		}
-		if ps.revision == "" {
-			ps.waiting = "the statefulset has no revision yet"
-			return ps, nil
-		}
-		return ps.of(workload.StatefulSetPods(s, ps.revision))
-
-	case policy.KindDaemonSet:
-		d, err := apps.DaemonSets(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return podSet{}, fmt.Errorf("get daemonset %s/%s: %w", ns, name, err)
-		}
-		ps := podSet{kind: "daemonset", owner: d.UID, desired: d.Status.DesiredNumberScheduled}
-		if d.Generation > d.Status.ObservedGeneration {
-			ps.waiting = "the daemonset's spec update is not observed yet"
-			return ps, nil
-		}
-		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-		if err != nil {
-			return podSet{}, fmt.Errorf("parse selector of daemonset %s/%s: %w", ns, name, err)
-		}
-		list, err := apps.ControllerRevisions(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-		if err != nil {
-			return podSet{}, fmt.Errorf("list controllerrevisions of daemonset %s/%s: %w", ns, name, err)
-		}
-		var newest *appsv1.ControllerRevision
-		for i := range list.Items {
-			cr := &list.Items[i]
-			if controlledBy(cr.OwnerReferences, d.UID) && (newest == nil || cr.Revision > newest.Revision) {
-				newest = cr
-			}
-		}
-		if newest == nil {
-			ps.waiting = "the daemonset has no ControllerRevision yet"
-			return ps, nil
-		}
-		return ps.of(workload.DaemonSetPods(d, newest))
+	kind := strings.ToLower(string(target.Kind))
+	a, err := workload.For(target.Kind)
+	if err != nil {
+		return podSet{}, fmt.Errorf("cannot check the pods of kind %q", target.Kind)
 	}
-	return podSet{}, fmt.Errorf("cannot check the pods of kind %q", target.Kind)
-}
-
-func ptrOr(p *int32, def int32) int32 {
-	if p == nil {
-		return def
+	obj, err := a.Get(ctx, v.client, ns, name)
+	if err != nil {
+		return podSet{}, fmt.Errorf("get %s %s/%s: %w", kind, ns, name, err)
 	}
-	return *p
+	ps := podSet{kind: kind, owner: obj.Meta().UID, desired: obj.PodsWanted()}
+	if !obj.Observed() {
+		ps.waiting = fmt.Sprintf("the %s's spec update is not observed yet", kind)
+		return ps, nil
+	}
+	history, err := a.History(ctx, v.client, obj)
+	if err != nil {
+		return podSet{}, fmt.Errorf("%s %s/%s: %w", kind, ns, name, err)
+	}
+	rev, ok := workload.Numbered(history, obj.CurrentRevision(history))
+	if !ok {
+		ps.waiting = fmt.Sprintf("the %s has no %s of its current revision yet", kind, a.HistoryKind())
+		return ps, nil
+	}
+	return ps.of(obj.Pods(rev))
 }
 
 func controlledBy(refs []metav1.OwnerReference, uid types.UID) bool {

@@ -3,6 +3,7 @@ package verify
 import (
 	"testing"
 
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -58,14 +59,14 @@ func TestJudgeDeployment(t *testing.T) {
 		{
 			name: "progress deadline exceeded fails at once", generation: 3, specReplicas: ptr[int32](2),
 			status: appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 3, UpdatedReplicas: 1, AvailableReplicas: 2,
-				Conditions: progressing(timedOutReason)},
+				Conditions: progressing("ProgressDeadlineExceeded")},
 			msg:   `deployment "foo" exceeded its progress deadline`,
 			state: rolloutFailed,
 		},
 		{
 			name: "progress deadline exceeded of an older generation is not judged", generation: 4, specReplicas: ptr[int32](2),
 			status: appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 3, UpdatedReplicas: 1, AvailableReplicas: 2,
-				Conditions: progressing(timedOutReason)},
+				Conditions: progressing("ProgressDeadlineExceeded")},
 			msg:   "Waiting for deployment spec update to be observed...",
 			state: rolloutWaiting,
 		},
@@ -96,9 +97,9 @@ func TestJudgeDeployment(t *testing.T) {
 				Spec:       appsv1.DeploymentSpec{Replicas: tc.specReplicas},
 				Status:     tc.status,
 			}
-			msg, state := judgeDeployment(d)
+			msg, state := workload.JudgeDeployment(d)
 			if msg != tc.msg || state != tc.state {
-				t.Errorf("judgeDeployment() = %q, %s; want %q, %s", msg, state, tc.msg, tc.state)
+				t.Errorf("workload.JudgeDeployment() = %q, %s; want %q, %s", msg, state, tc.msg, tc.state)
 			}
 		})
 	}
@@ -190,9 +191,9 @@ func TestJudgeStatefulSet(t *testing.T) {
 				Spec:       appsv1.StatefulSetSpec{Replicas: ptr[int32](3), UpdateStrategy: tc.strategy},
 				Status:     tc.status,
 			}
-			msg, state := judgeStatefulSet(s)
+			msg, state := workload.JudgeStatefulSet(s)
 			if msg != tc.msg || state != tc.state {
-				t.Errorf("judgeStatefulSet() = %q, %s; want %q, %s", msg, state, tc.msg, tc.state)
+				t.Errorf("workload.JudgeStatefulSet() = %q, %s; want %q, %s", msg, state, tc.msg, tc.state)
 			}
 		})
 	}
@@ -247,9 +248,9 @@ func TestJudgeDaemonSet(t *testing.T) {
 				Spec:       appsv1.DaemonSetSpec{UpdateStrategy: tc.strategy},
 				Status:     tc.status,
 			}
-			msg, state := judgeDaemonSet(d)
+			msg, state := workload.JudgeDaemonSet(d)
 			if msg != tc.msg || state != tc.state {
-				t.Errorf("judgeDaemonSet() = %q, %s; want %q, %s", msg, state, tc.msg, tc.state)
+				t.Errorf("workload.JudgeDaemonSet() = %q, %s; want %q, %s", msg, state, tc.msg, tc.state)
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // scope is a Scope compiled.
@@ -88,22 +89,22 @@ func (v *Verifier) readLabels(ctx context.Context, target policy.Ref) (labels.Se
 	if !workloadRef(target) {
 		return nil, errors.New("not a Deployment, StatefulSet or DaemonSet with a namespace and name")
 	}
-	apps := v.client.AppsV1()
+	a, err := workload.For(target.Kind)
+	if err != nil {
+		return nil, err
+	}
 	get := func() (metav1.Object, error) {
-		switch target.Kind {
-		case policy.KindDeployment:
-			return apps.Deployments(target.Namespace).Get(ctx, target.Name, metav1.GetOptions{})
-		case policy.KindStatefulSet:
-			return apps.StatefulSets(target.Namespace).Get(ctx, target.Name, metav1.GetOptions{})
-		default:
-			return apps.DaemonSets(target.Namespace).Get(ctx, target.Name, metav1.GetOptions{})
+		obj, err := a.Get(ctx, v.client, target.Namespace, target.Name)
+		if err != nil {
+			return nil, err
 		}
+		return obj.Meta(), nil
 	}
 	transient := func(err error) bool {
 		return ctx.Err() == nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err)
 	}
 	var set labels.Set
-	err := retry.OnError(retry.DefaultBackoff, transient, func() error {
+	err = retry.OnError(retry.DefaultBackoff, transient, func() error {
 		obj, err := get()
 		if err != nil {
 			return err

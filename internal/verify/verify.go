@@ -537,13 +537,7 @@ func (v *Verifier) limit(own time.Duration, floor time.Time) (time.Duration, str
 	return own, own.String()
 }
 
-func workloadRef(r policy.Ref) bool {
-	switch r.Kind {
-	case policy.KindDeployment, policy.KindStatefulSet, policy.KindDaemonSet:
-		return r.Namespace != "" && r.Name != ""
-	}
-	return false
-}
+func workloadRef(r policy.Ref) bool { return r.Complete() }
 
 // errTimeout is the cause of a context ended by a check's own timeout, as
 // opposed to the caller's context.

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -27,67 +26,20 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
-// Revision is one recorded revision of a workload: a ReplicaSet of a
-// Deployment or a ControllerRevision of a StatefulSet or DaemonSet.
-type Revision struct {
-	Number  int64
-	Name    string
-	Created time.Time
-}
-
 // DeploymentFacts derives the facts of d from its ReplicaSets (those it
 // owns; others are ignored).
 func DeploymentFacts(d *appsv1.Deployment, rss []*appsv1.ReplicaSet) *policy.Workload {
-	revs := make([]Revision, 0, len(rss))
-	for _, rs := range rss {
-		if !metav1.IsControlledBy(rs, d) {
-			continue
-		}
-		n, err := strconv.ParseInt(rs.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
-		if err != nil {
-			continue
-		}
-		revs = append(revs, Revision{Number: n, Name: rs.Name, Created: rs.CreationTimestamp.Time})
-	}
-	current, _ := strconv.ParseInt(d.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
-	w := facts(policy.KindDeployment, &d.ObjectMeta, &d.Spec.Template, current, revs)
-	w.Paused = d.Spec.Paused
-	return w
+	return deployment{d}.Facts(replicaSetRevisions(d, rss))
 }
 
 // StatefulSetFacts derives the facts of s from its ControllerRevisions.
 func StatefulSetFacts(s *appsv1.StatefulSet, crs []*appsv1.ControllerRevision) *policy.Workload {
-	return facts(policy.KindStatefulSet, &s.ObjectMeta, &s.Spec.Template, currentRevision(s.Status.UpdateRevision, s, crs), controllerRevisions(s, crs))
+	return statefulSet{s}.Facts(controllerRevisionHistory{}.revisions(s, crs))
 }
 
-// DaemonSetFacts derives the facts of ds from its ControllerRevisions. A
-// DaemonSet's status does not name its current revision; it is the newest.
+// DaemonSetFacts derives the facts of ds from its ControllerRevisions.
 func DaemonSetFacts(ds *appsv1.DaemonSet, crs []*appsv1.ControllerRevision) *policy.Workload {
-	revs := controllerRevisions(ds, crs)
-	var current int64
-	for _, r := range revs {
-		current = max(current, r.Number)
-	}
-	return facts(policy.KindDaemonSet, &ds.ObjectMeta, &ds.Spec.Template, current, revs)
-}
-
-func controllerRevisions(owner metav1.Object, crs []*appsv1.ControllerRevision) []Revision {
-	revs := make([]Revision, 0, len(crs))
-	for _, cr := range crs {
-		if metav1.IsControlledBy(cr, owner) {
-			revs = append(revs, Revision{Number: cr.Revision, Name: cr.Name, Created: cr.CreationTimestamp.Time})
-		}
-	}
-	return revs
-}
-
-func currentRevision(name string, owner metav1.Object, crs []*appsv1.ControllerRevision) int64 {
-	for _, r := range controllerRevisions(owner, crs) {
-		if r.Name == name {
-			return r.Number
-		}
-	}
-	return 0
+	return daemonSet{ds}.Facts(controllerRevisionHistory{}.revisions(ds, crs))
 }
 
 // facts fills in what every kind shares. The current revision's creation
@@ -156,56 +108,19 @@ type Live struct {
 // Facts returns the facts of ref, or nil with no error when it does not
 // exist.
 func (l Live) Facts(ctx context.Context, ref policy.Ref) (*policy.Workload, error) {
-	apps := l.Client.AppsV1()
-	switch ref.Kind {
-	case policy.KindDeployment:
-		d, err := apps.Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return notFoundIsNil(ref, err)
-		}
-		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-		if err != nil {
-			return nil, fmt.Errorf("read selector of %s: %w", ref, err)
-		}
-		list, err := apps.ReplicaSets(ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-		if err != nil {
-			return nil, fmt.Errorf("list ReplicaSets of %s: %w", ref, err)
-		}
-		return DeploymentFacts(d, pointers(list.Items)), nil
-	case policy.KindStatefulSet:
-		s, err := apps.StatefulSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return notFoundIsNil(ref, err)
-		}
-		crs, err := l.controllerRevisions(ctx, ref, s.Spec.Selector)
-		if err != nil {
-			return nil, err
-		}
-		return StatefulSetFacts(s, crs), nil
-	case policy.KindDaemonSet:
-		ds, err := apps.DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return notFoundIsNil(ref, err)
-		}
-		crs, err := l.controllerRevisions(ctx, ref, ds.Spec.Selector)
-		if err != nil {
-			return nil, err
-		}
-		return DaemonSetFacts(ds, crs), nil
-	}
-	return nil, fmt.Errorf("read %s: unsupported kind %q", ref, ref.Kind)
-}
-
-func (l Live) controllerRevisions(ctx context.Context, ref policy.Ref, selector *metav1.LabelSelector) ([]*appsv1.ControllerRevision, error) {
-	sel, err := metav1.LabelSelectorAsSelector(selector)
+	a, err := For(ref.Kind)
 	if err != nil {
-		return nil, fmt.Errorf("read selector of %s: %w", ref, err)
+		return nil, fmt.Errorf("read %s: %w", ref, err)
 	}
-	list, err := l.Client.AppsV1().ControllerRevisions(ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	obj, err := a.Get(ctx, l.Client, ref.Namespace, ref.Name)
 	if err != nil {
-		return nil, fmt.Errorf("list ControllerRevisions of %s: %w", ref, err)
+		return notFoundIsNil(ref, err)
 	}
-	return pointers(list.Items), nil
+	history, err := a.History(ctx, l.Client, obj)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ref, err)
+	}
+	return obj.Facts(history), nil
 }
 
 func notFoundIsNil(ref policy.Ref, err error) (*policy.Workload, error) {
@@ -340,39 +255,19 @@ func (s labelSelector) matches(set map[string]string) bool {
 // Facts returns the facts of ref, or nil with no error when it does not
 // exist.
 func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, error) {
-	switch ref.Kind {
-	case policy.KindDeployment:
-		d, err := c.Deployments.Deployments(ref.Namespace).Get(ref.Name)
-		if err != nil {
-			return notFoundIsNil(ref, err)
-		}
-		rss, err := c.replicaSets(ref, d)
-		if err != nil {
-			return nil, err
-		}
-		return DeploymentFacts(d, rss), nil
-	case policy.KindStatefulSet:
-		s, err := c.StatefulSets.StatefulSets(ref.Namespace).Get(ref.Name)
-		if err != nil {
-			return notFoundIsNil(ref, err)
-		}
-		crs, err := c.revisions(ref, s, s.Spec.Selector)
-		if err != nil {
-			return nil, err
-		}
-		return StatefulSetFacts(s, crs), nil
-	case policy.KindDaemonSet:
-		ds, err := c.DaemonSets.DaemonSets(ref.Namespace).Get(ref.Name)
-		if err != nil {
-			return notFoundIsNil(ref, err)
-		}
-		crs, err := c.revisions(ref, ds, ds.Spec.Selector)
-		if err != nil {
-			return nil, err
-		}
-		return DaemonSetFacts(ds, crs), nil
+	a, err := For(ref.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref, err)
 	}
-	return nil, fmt.Errorf("read %s: unsupported kind %q", ref, ref.Kind)
+	obj, err := a.Lookup(c, ref.Namespace, ref.Name)
+	if err != nil {
+		return notFoundIsNil(ref, err)
+	}
+	history, err := a.CachedHistory(c, obj)
+	if err != nil {
+		return nil, err
+	}
+	return obj.Facts(history), nil
 }
 
 // replicaSets returns the ReplicaSets of d's namespace that d's selector
@@ -459,12 +354,16 @@ func TargetFacts(ctx context.Context, src interface {
 	default:
 		return src.Facts(ctx, ref)
 	}
-	if ref.Kind != policy.KindDeployment {
+	a, err := For(ref.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref, err)
+	}
+	if a.RevisionNeedsHistory() {
 		return cache.Facts(ctx, ref)
 	}
-	d, err := cache.Deployments.Deployments(ref.Namespace).Get(ref.Name)
+	obj, err := a.Lookup(cache, ref.Namespace, ref.Name)
 	if err != nil {
 		return notFoundIsNil(ref, err)
 	}
-	return DeploymentFacts(d, nil), nil
+	return obj.Facts(nil), nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -82,81 +81,25 @@ func podSet(selector *metav1.LabelSelector, owner types.UID, key, value string) 
 // ControllerRevision with that number. A revision the workload does not
 // have is ErrNoRevision.
 func (l Live) RevisionPods(ctx context.Context, ref policy.Ref, revision int64) (PodSet, error) {
-	apps := l.Client.AppsV1()
-	switch ref.Kind {
-	case policy.KindDeployment:
-		d, err := apps.Deployments(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
-		}
-		sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
-		if err != nil {
-			return PodSet{}, fmt.Errorf("read selector of %s: %w", ref, err)
-		}
-		list, err := apps.ReplicaSets(ref.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
-		if err != nil {
-			return PodSet{}, fmt.Errorf("list ReplicaSets of %s: %w", ref, err)
-		}
-		var found *appsv1.ReplicaSet
-		for i := range list.Items {
-			rs := &list.Items[i]
-			n, err := strconv.ParseInt(rs.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
-			if err != nil || n != revision || !metav1.IsControlledBy(rs, d) {
-				continue
-			}
-			if found == nil || rs.CreationTimestamp.After(found.CreationTimestamp.Time) {
-				found = rs
-			}
-		}
-		if found == nil {
-			return PodSet{}, fmt.Errorf("pods of %s at revision %d: %w", ref, revision, ErrNoRevision)
-		}
-		ps, err := ReplicaSetPods(d, found)
-		return named(ref, ps, err)
-	case policy.KindStatefulSet:
-		s, err := apps.StatefulSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
-		}
-		cr, err := l.revisionNumbered(ctx, ref, s, s.Spec.Selector, revision)
-		if err != nil {
-			return PodSet{}, err
-		}
-		ps, err := StatefulSetPods(s, cr.Name)
-		return named(ref, ps, err)
-	case policy.KindDaemonSet:
-		ds, err := apps.DaemonSets(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
-		if err != nil {
-			return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
-		}
-		cr, err := l.revisionNumbered(ctx, ref, ds, ds.Spec.Selector, revision)
-		if err != nil {
-			return PodSet{}, err
-		}
-		ps, err := DaemonSetPods(ds, cr)
-		return named(ref, ps, err)
-	}
-	return PodSet{}, fmt.Errorf("pods of %s: unsupported kind %q", ref, ref.Kind)
-}
-
-// named names ref in the error of a PodSet constructor.
-func named(ref policy.Ref, s PodSet, err error) (PodSet, error) {
+	a, err := For(ref.Kind)
 	if err != nil {
 		return PodSet{}, fmt.Errorf("pods of %s: %w", ref, err)
 	}
-	return s, nil
-}
-
-// revisionNumbered returns owner's ControllerRevision numbered revision.
-func (l Live) revisionNumbered(ctx context.Context, ref policy.Ref, owner metav1.Object, selector *metav1.LabelSelector, revision int64) (*appsv1.ControllerRevision, error) {
-	crs, err := l.controllerRevisions(ctx, ref, selector)
+	obj, err := a.Get(ctx, l.Client, ref.Namespace, ref.Name)
 	if err != nil {
-		return nil, err
+		return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
 	}
-	for _, cr := range crs {
-		if cr.Revision == revision && metav1.IsControlledBy(cr, owner) {
-			return cr, nil
-		}
+	history, err := a.History(ctx, l.Client, obj)
+	if err != nil {
+		return PodSet{}, fmt.Errorf("%s: %w", ref, err)
 	}
-	return nil, fmt.Errorf("pods of %s at revision %d: %w", ref, revision, ErrNoRevision)
+	rev, ok := Numbered(history, revision)
+	if !ok {
+		return PodSet{}, fmt.Errorf("pods of %s at revision %d: %w", ref, revision, ErrNoRevision)
+	}
+	ps, err := obj.Pods(rev)
+	if err != nil {
+		return PodSet{}, fmt.Errorf("pods of %s: %w", ref, err)
+	}
+	return ps, nil
 }
