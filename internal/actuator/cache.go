@@ -19,10 +19,7 @@ import (
 // the rollback patch from their annotations and pod templates, so a
 // transform of the informers must keep those whole (dropping managed fields
 // is fine).
-type Cache interface {
-	Deployment(namespace, name string) (*appsv1.Deployment, error)
-	ReplicaSets(namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error)
-}
+type Cache = workload.DeploymentCache
 
 // Listers is a Cache over one Deployment lister and one ReplicaSet lister.
 type Listers struct {
