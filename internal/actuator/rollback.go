@@ -106,12 +106,26 @@ func (a *Actuator) plan(ctx context.Context, reads rollbackReads, ad workload.Ad
 	if !o.Observed() {
 		return o, nil, res, ErrSettling
 	}
-	history, err := reads.history(ctx, ad, o)
-	if err != nil {
-		return o, nil, res, err
+	// Where the workload itself names its current revision, a workload at
+	// another revision costs no read of its history.
+	var history []workload.Revision
+	readHistory := func() error {
+		var err error
+		history, err = reads.history(ctx, ad, o)
+		return err
+	}
+	if ad.RevisionNeedsHistory() {
+		if err := readHistory(); err != nil {
+			return o, nil, res, err
+		}
 	}
 	if current := o.CurrentRevision(history); current != from {
 		return o, nil, res, fmt.Errorf("%w: now at revision %d, the decision was about revision %d", ErrChanged, current, from)
+	}
+	if !ad.RevisionNeedsHistory() {
+		if err := readHistory(); err != nil {
+			return o, nil, res, err
+		}
 	}
 	target, ok := workload.Numbered(history, to)
 	if !ok {
