@@ -180,13 +180,16 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 		}
 		e.m.openIncidents.Inc()
 		e.open.set(inc.Target, inc.ID)
+		// The worker may take v the moment it is handed off and replace
+		// its Incident; transitions copy, so the one written stays whole.
+		opened := v.Incident
 		e.handoff.Store(incident.ObjectName(inc.ID), v)
 		e.logger.Info("incident opened", "incident", inc.ID, "namespace", inc.Target.Namespace, "workload", inc.Target.Name,
 			"decision", rec.Decision.Outcome, "reason", rec.Decision.Reason)
 		// An incident that acts announces its action, with the decision,
 		// moments later; the others announce themselves now.
-		if inc.State != incident.StateActing {
-			e.announce(ctx, v.Incident, fmt.Sprintf("incident opened: %s", rec.Decision.Message))
+		if opened.State != incident.StateActing {
+			e.announce(ctx, opened, fmt.Sprintf("incident opened: %s", rec.Decision.Message))
 		}
 		return inc.ID, true, nil
 	}
