@@ -118,6 +118,22 @@ func Compile(cfg Config) (*Policy, error) {
 		c.bad("defaultOutcome", "must be ignore or fix_forward, got %q", o)
 	}
 
+	switch cfg.GitOps.Mode {
+	case "", GitOpsEscalate, GitOpsPauseAndUndo:
+	default:
+		c.bad("gitops.mode", "must be %s or %s, got %q", GitOpsEscalate, GitOpsPauseAndUndo, cfg.GitOps.Mode)
+	}
+	if l := cfg.GitOps.ArgoCD.TrackingLabel; l != "" {
+		if msgs := content.IsLabelKey(l); len(msgs) > 0 {
+			c.bad("gitops.argocd.trackingLabel", "must be a label key: %s", strings.Join(msgs, "; "))
+		}
+	}
+	if cfg.GitOps.ArgoCD.Namespace == "" {
+		p.cfg.GitOps.ArgoCD.Namespace = DefaultArgoCDNamespace
+	} else if msgs := content.IsDNS1123Label(cfg.GitOps.ArgoCD.Namespace); len(msgs) > 0 {
+		c.bad("gitops.argocd.namespace", "must be a namespace name: %s", strings.Join(msgs, "; "))
+	}
+
 	p.defaultTarget = c.defaultTarget(cfg.DefaultTarget)
 
 	names := map[string]int{}

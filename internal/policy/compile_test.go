@@ -40,6 +40,12 @@ func TestCompileErrors(t *testing.T) {
 			`rules[4].name: duplicate rule name "service-down" (also rules[0])`},
 		{"empty rule name", func(c *policy.Config) { c.Rules[0].Name = "" },
 			`rules[0].name: must not be empty`},
+		{"bad gitops mode", func(c *policy.Config) { c.GitOps.Mode = "pause" },
+			`gitops.mode: must be escalate or pause-and-undo, got "pause"`},
+		{"bad gitops tracking label", func(c *policy.Config) { c.GitOps.ArgoCD.TrackingLabel = "a b" },
+			`gitops.argocd.trackingLabel: must be a label key: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`},
+		{"bad argocd namespace", func(c *policy.Config) { c.GitOps.ArgoCD.Namespace = "Argo" },
+			`gitops.argocd.namespace: must be a namespace name: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`},
 		{"bad outcome", func(c *policy.Config) { c.Rules[1].Outcome = "restart" },
 			`rules[1].outcome: must be rollback, fix_forward or ignore, got "restart"`},
 		{"escalate is not a rule outcome", func(c *policy.Config) { c.Rules[1].Outcome = policy.OutcomeEscalate },
@@ -147,6 +153,9 @@ func TestCompileAccepts(t *testing.T) {
 		{"defaults", func(*policy.Config) {}},
 		{"zero clock skew", func(c *policy.Config) { c.ClockSkew = dur(0) }},
 		{"no rules", func(c *policy.Config) { c.Rules = nil }},
+		{"gitops pause-and-undo with a tracking label", func(c *policy.Config) {
+			c.GitOps = policy.GitOps{Mode: policy.GitOpsPauseAndUndo, ArgoCD: policy.ArgoCD{TrackingLabel: "app.kubernetes.io/instance", Namespace: "gitops"}}
+		}},
 		{"fix_forward default", func(c *policy.Config) { c.DefaultOutcome = policy.OutcomeFixForward }},
 		{"allow list", func(c *policy.Config) { c.Namespaces.Allow = []string{"production"} }},
 		{"origin label", func(c *policy.Config) { c.Origin.Label = "namespace" }},

@@ -36,6 +36,44 @@ type Config struct {
 	DefaultTarget  DefaultTarget `json:"defaultTarget" mapstructure:"defaultTarget"`
 	// Rules are tried in order; the first that matches decides.
 	Rules []Rule `json:"rules" mapstructure:"rules"`
+	// GitOps says what to do with workloads Argo CD or Flux manage.
+	GitOps GitOps `json:"gitops" mapstructure:"gitops"`
+}
+
+// GitOpsMode is what a rollback of a GitOps-managed workload does.
+type GitOpsMode string
+
+// The GitOps modes.
+const (
+	// GitOpsEscalate: never roll back a GitOps-managed workload; people
+	// revert in Git (reason gitops_managed).
+	GitOpsEscalate GitOpsMode = "escalate"
+	// GitOpsPauseAndUndo: pause the workload's Argo CD Application or Flux
+	// Kustomization/HelmRelease, then roll back; resumed by an operator or
+	// when the owner's revision changes.
+	GitOpsPauseAndUndo GitOpsMode = "pause-and-undo"
+)
+
+// GitOps configures GitOps-managed workloads.
+type GitOps struct {
+	// Mode is escalate (also when empty) or pause-and-undo.
+	Mode   GitOpsMode `json:"mode" mapstructure:"mode"`
+	ArgoCD ArgoCD     `json:"argocd" mapstructure:"argocd"`
+}
+
+// DefaultArgoCDNamespace is where Argo CD keeps its Applications by default.
+const DefaultArgoCDNamespace = "argocd"
+
+// ArgoCD says how Argo CD tracks workloads and where its Applications are.
+type ArgoCD struct {
+	// TrackingLabel, when set, is a label whose value names the workload's
+	// Application (Argo CD 2.x's label tracking; its default
+	// app.kubernetes.io/instance is set by Helm too, hence opt-in). Empty:
+	// only the tracking annotation and argocd.argoproj.io/instance count.
+	TrackingLabel string `json:"trackingLabel" mapstructure:"trackingLabel"`
+	// Namespace holds the Applications whose tracking id or label has no
+	// namespace of its own.
+	Namespace string `json:"namespace" mapstructure:"namespace"`
 }
 
 // Namespaces limits where the daemon acts. Deny wins over Allow.
@@ -144,6 +182,7 @@ func DefaultConfig() Config {
 				"daemonset":   KindDaemonSet,
 			},
 		},
+		GitOps: GitOps{Mode: GitOpsEscalate, ArgoCD: ArgoCD{Namespace: DefaultArgoCDNamespace}},
 		Rules: []Rule{
 			rule("service_down", OutcomeRollback),
 			foundLate(rule("data_corruption", OutcomeRollback)),
@@ -179,3 +218,23 @@ func (c Config) clone() Config {
 	}
 	return c
 }
+
+// GitOpsManager names the GitOps controller that manages w ("argocd",
+// "flux" or ""): the one the facts found, or Argo CD when the configured
+// gitops.argocd.trackingLabel is set on w.
+func (p *Policy) GitOpsManager(w *Workload) string {
+	if w == nil {
+		return ""
+	}
+	if w.GitOpsManager != "" {
+		return w.GitOpsManager
+	}
+	if l := p.cfg.GitOps.ArgoCD.TrackingLabel; l != "" && w.Labels[l] != "" {
+		return "argocd"
+	}
+	return ""
+}
+
+// PauseGitOps reports whether a rollback of a GitOps-managed workload
+// pauses its owner first (gitops.mode pause-and-undo).
+func (p *Policy) PauseGitOps() bool { return p.cfg.GitOps.Mode == GitOpsPauseAndUndo }

@@ -367,7 +367,7 @@ func (e *evaluation) candidate() Outcome {
 }
 
 func (e *evaluation) guards() {
-	cfg, w, now := e.p.cfg, e.w, e.in.Now
+	p, cfg, w, now := e.p, e.p.cfg, e.w, e.in.Now
 	escalate := func(name string, reason Reason, passed bool, format string, args ...any) {
 		e.record(name, reason, OutcomeEscalate, passed, format, args...)
 	}
@@ -404,9 +404,12 @@ func (e *evaluation) guards() {
 			fixForward(checkUnsafe, ReasonRollbackUnsafe, true, "no %s annotation", kinds.AnnotationRollbackUnsafe)
 		}
 
-		if w.GitOpsManager != "" {
-			escalate(checkGitOps, ReasonGitOpsManaged, false, "managed by %s, which would undo a rollback; revert in Git instead", w.GitOpsManager)
-		} else {
+		switch m := p.GitOpsManager(w); {
+		case m != "" && cfg.GitOps.Mode == GitOpsPauseAndUndo:
+			escalate(checkGitOps, ReasonGitOpsManaged, true, "managed by %s; policy.gitops.mode %s pauses it before the rollback", m, GitOpsPauseAndUndo)
+		case m != "":
+			escalate(checkGitOps, ReasonGitOpsManaged, false, "managed by %s, which would undo a rollback; revert in Git instead", m)
+		default:
 			escalate(checkGitOps, ReasonGitOpsManaged, true, "not managed by Argo CD or Flux")
 		}
 

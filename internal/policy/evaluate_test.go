@@ -90,6 +90,10 @@ func ruleWindow(name string, d time.Duration) func(*policy.Config) {
 
 func ptr[T any](v T) *T { return &v }
 
+func gitopsMode(m policy.GitOpsMode, trackingLabel string) func(*policy.Config) {
+	return func(c *policy.Config) { c.GitOps.Mode, c.GitOps.ArgoCD.TrackingLabel = m, trackingLabel }
+}
+
 func annotate(k, v string) func(*policy.Input) {
 	return func(in *policy.Input) { in.Workload.Annotations[k] = v }
 }
@@ -293,6 +297,15 @@ func evalRows() []evalRow {
 			outcome: policy.OutcomeFixForward, reason: policy.ReasonRollbackUnsafe, rule: "service-down", failed: "rollback-unsafe annotation"},
 		{name: "gitops managed", in: func(in *policy.Input) { in.Workload.GitOpsManager = "argocd" },
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonGitOpsManaged, rule: "service-down", failed: "not managed by GitOps"},
+		{name: "gitops managed with pause-and-undo rolls back", cfg: gitopsMode(policy.GitOpsPauseAndUndo, ""),
+			in:      func(in *policy.Input) { in.Workload.GitOpsManager = "flux" },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "gitops tracking label escalates", cfg: gitopsMode(policy.GitOpsEscalate, "app.kubernetes.io/instance"),
+			in:      func(in *policy.Input) { in.Workload.Labels["app.kubernetes.io/instance"] = "web" },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonGitOpsManaged, rule: "service-down", failed: "not managed by GitOps",
+			msgContain: "managed by argocd, which would undo a rollback"},
+		{name: "gitops tracking label not configured is not GitOps", in: func(in *policy.Input) { in.Workload.Labels["app.kubernetes.io/instance"] = "web" },
+			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
 		{name: "paused", in: func(in *policy.Input) { in.Workload.Paused = true },
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonPaused, rule: "service-down", failed: "not paused"},
 		{name: "no history", in: func(in *policy.Input) { in.Workload.PreviousRevision = 0 },
