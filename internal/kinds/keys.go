@@ -53,6 +53,18 @@ const (
 	AnnotationScaleBouncedFor = "autorollback.io/scale-bounced-for"
 )
 
+// On an Argo CD Application or a Flux Kustomization or HelmRelease the daemon
+// paused before rolling back one of its workloads (policy.gitops.mode
+// pause-and-undo).
+const (
+	// LabelGitOpsPaused is "true" while the daemon holds the owner paused; the resumer lists owners by it.
+	LabelGitOpsPaused = "autorollback.io/gitops-paused"
+	// AnnotationGitOpsPause is the record of the pause, JSON: the incident, the workload, the revision and what the daemon changed.
+	AnnotationGitOpsPause = "autorollback.io/gitops-pause"
+	// AnnotationGitOpsResume, set to "true" by an operator, has the daemon restore what it recorded.
+	AnnotationGitOpsResume = "autorollback.io/resume"
+)
+
 // Written by the daemon on a feature flag ConfigMap, one pair per flag key.
 const (
 	// AnnotationFlagPreviousPrefix + key is the key's value before the flag rollback, JSON: a string, or null when absent.
@@ -126,6 +138,10 @@ const (
 	LabelFluxKustomization = "kustomize.toolkit.fluxcd.io/name"
 	// LabelFluxHelm marks an object Flux's helm controller manages.
 	LabelFluxHelm = "helm.toolkit.fluxcd.io/name"
+	// LabelFluxKustomizationNamespace is the namespace of the Kustomization LabelFluxKustomization names.
+	LabelFluxKustomizationNamespace = "kustomize.toolkit.fluxcd.io/namespace"
+	// LabelFluxHelmNamespace is the namespace of the HelmRelease LabelFluxHelm names.
+	LabelFluxHelmNamespace = "helm.toolkit.fluxcd.io/namespace"
 )
 
 // RolledBackFor returns the rollout ID the workload's last rollback was done
