@@ -18,17 +18,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/config"
 	"github.com/autorollbackd/autorollbackd/internal/engine"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -163,6 +166,12 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		tasks[t.Name] = actuator.Task{Name: t.Name, Job: spec, Timeout: t.Timeout.Duration, Phase: t.Phase, FromWorkload: t.FromWorkload}
 	}
+	dyn, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	if err != nil {
+		return fmt.Errorf("create Kubernetes dynamic client: %w", err)
+	}
+	pauser := &gitops.Pauser{Dynamic: dyn, Recorder: recorder, Logger: logger, Clock: clock.RealClock{},
+		Config: func() policy.GitOps { return currentPolicy.Load().Config().GitOps }}
 	eng, err := engine.New(engine.Options{
 		Client:           cs,
 		Namespace:        recordNamespace,
@@ -173,6 +182,7 @@ func Run(ctx context.Context, opts Options) error {
 		Incidents:        incidents,
 		Verifier:         ver,
 		Escalator:        esc,
+		GitOps:           pauser,
 		AllowScaleBounce: cfg.Engine.AllowScaleBounce,
 		IncidentWorkers:  cfg.Engine.IncidentWorkers,
 		Tasks:            tasks,

@@ -29,6 +29,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -42,6 +43,14 @@ type Actor interface {
 	RollbackFeatureFlag(ctx context.Context, req actuator.Request, f actuator.FlagChange) (actuator.Result, error)
 	ScaleBounce(ctx context.Context, req actuator.Request) (actuator.Result, error)
 	RunTask(ctx context.Context, req actuator.Request, t actuator.Task) (string, error)
+}
+
+// GitOpsPauser pauses the GitOps owner of a workload before an action and
+// resumes owners when their time comes; *gitops.Pauser is one.
+type GitOpsPauser interface {
+	Pause(ctx context.Context, w *policy.Workload, incident string, dryRun bool) (gitops.Pause, error)
+	// ResumeDue resumes, in one bounded pass, the owners due.
+	ResumeDue(ctx context.Context)
 }
 
 // Verifier proves a workload recovered; *verify.Verifier is one.
@@ -118,6 +127,11 @@ type Options struct {
 	// keep firing, all other checks passing, before the service counts as
 	// still down and the next rung is taken.
 	AlertGrace time.Duration
+	// GitOps, optional, pauses the Argo CD or Flux owner of a workload
+	// before acting on it when the policy's gitops.mode is pause-and-undo,
+	// and resumes paused owners every Resync. Without it such workloads
+	// are refused.
+	GitOps GitOpsPauser
 	// AllowScaleBounce lets the last automatic rung scale a workload to zero
 	// and back, for workloads that also carry the annotation
 	// autorollback.io/allow-scale-bounce: "true".
@@ -569,6 +583,11 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	wg.Go(func() {
 		wait.UntilWithContext(ctx, func(ctx context.Context) { e.resync(ctx, q) }, e.opts.Resync)
 	})
+	if e.opts.GitOps != nil {
+		wg.Go(func() {
+			wait.UntilWithContext(ctx, e.opts.GitOps.ResumeDue, e.opts.Resync)
+		})
+	}
 	<-ctx.Done()
 	// Shut the queues before waiting, so the workers' Get returns.
 	q.shutDown()

@@ -16,6 +16,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/evidence"
+	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -565,6 +566,17 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 			Reason: incident.RefusedPrefix + no.reason, Error: no.message}}
 	default:
 		req.DryRun = dryRun(inc, e.opts.Policy())
+		var pause *gitops.Pause
+		if pause, no, err = e.pauseGitOps(ctx, inc, w, req.DryRun); no != nil {
+			now := e.opts.Clock.Now()
+			e.logger.Warn("action refused: GitOps-managed workload", "incident", inc.ID, "namespace", inc.Target.Namespace,
+				"workload", inc.Target.Name, "action", f.Action, "reason", no.reason, "message", no.message)
+			return incident.Event{Kind: incident.EventActed, At: now, Action: &incident.Action{At: now, Rung: f.Rung, Kind: f.Action,
+				Reason: incident.RefusedPrefix + no.reason, Error: no.message}}
+		}
+		if err != nil {
+			break
+		}
 		switch f.Action {
 		case actuator.KindFeatureFlag:
 			res, err = e.opts.Actor.RollbackFeatureFlag(ctx, req, *inc.FeatureFlag)
@@ -575,6 +587,14 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 			}
 		default:
 			res, err = e.opts.Actor.ScaleBounce(ctx, req)
+		}
+		switch {
+		case pause == nil:
+		case err == nil:
+			// Said in the incident's timeline and the announcement.
+			res.Message += "; " + pause.Message()
+		default:
+			err = fmt.Errorf("%w; %s", err, pause.Message())
 		}
 	}
 	now := e.opts.Clock.Now()
@@ -592,6 +612,41 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 		e.budget.add(inc.Target, now, inc.ID)
 	}
 	return incident.Event{Kind: incident.EventActed, At: now, Action: &a}
+}
+
+// Refusal reasons of GitOps-managed workloads.
+const (
+	// reasonGitOpsOwnerMissing: gitops.mode is pause-and-undo, but the
+	// owner to pause cannot be found.
+	reasonGitOpsOwnerMissing = "gitops_owner_missing"
+)
+
+// pauseGitOps pauses the GitOps owner of the live workload w before an
+// action on it, when the policy in force says pause-and-undo; it refuses
+// the action when the policy says escalate (the mode may have changed since
+// the decision) or the owner cannot be found. It returns nil, nil, nil for
+// a workload no GitOps tool manages.
+func (e *Engine) pauseGitOps(ctx context.Context, inc *incident.Incident, w *policy.Workload, dryRun bool) (*gitops.Pause, *refusal, error) {
+	p := e.opts.Policy()
+	m := p.GitOpsManager(w)
+	switch {
+	case m == "":
+		return nil, nil, nil
+	case !p.PauseGitOps():
+		return nil, &refusal{reason: string(policy.ReasonGitOpsManaged),
+			message: fmt.Sprintf("managed by %s, which would undo a rollback; revert in Git instead", m)}, nil
+	case e.opts.GitOps == nil:
+		return nil, &refusal{reason: string(policy.ReasonGitOpsManaged),
+			message: fmt.Sprintf("managed by %s, and this daemon cannot pause it", m)}, nil
+	}
+	pause, err := e.opts.GitOps.Pause(ctx, w, inc.Rollout, dryRun)
+	if errors.Is(err, gitops.ErrNoOwner) {
+		return nil, &refusal{reason: reasonGitOpsOwnerMissing, message: err.Error() + "; a rollback would be undone, revert in Git instead"}, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return &pause, nil, nil
 }
 
 // refusal is why the policy in force would not take an action now.

@@ -370,7 +370,14 @@ func (p *Pauser) resume(ctx context.Context, owner Owner, obj *unstructured.Unst
 // whose revision differs from the one recorded at the pause. Argo CD
 // Applications are looked for in policy.gitops.argocd.namespace, Flux
 // objects in every namespace. A kind whose CRD is not installed is skipped.
+//
+// It does nothing while the mode is escalate: the daemon may then not be
+// allowed to read the owners, and pauses left from before stay recorded on
+// them for an operator (see docs/actions.md).
 func (p *Pauser) ResumeDue(ctx context.Context) {
+	if p.Config().Mode != policy.GitOpsPauseAndUndo {
+		return
+	}
 	limit := p.ListLimit
 	if limit <= 0 {
 		limit = 500

@@ -84,8 +84,10 @@ func pauser(t *testing.T) (*gitops.Pauser, *testenv.Cluster, string, *record.Fak
 	rec := record.NewFakeRecorder(100)
 	return &gitops.Pauser{
 		Dynamic: c.Dynamic, Recorder: rec, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Clock:  clocktesting.NewFakePassiveClock(time.Date(2026, 12, 3, 4, 0, 0, 0, time.UTC)),
-		Config: func() policy.GitOps { return policy.GitOps{Mode: policy.GitOpsPauseAndUndo, ArgoCD: policy.ArgoCD{Namespace: argoNS}} },
+		Clock: clocktesting.NewFakePassiveClock(time.Date(2026, 12, 3, 4, 0, 0, 0, time.UTC)),
+		Config: func() policy.GitOps {
+			return policy.GitOps{Mode: policy.GitOpsPauseAndUndo, ArgoCD: policy.ArgoCD{Namespace: argoNS}}
+		},
 	}, c, argoNS, rec
 }
 
