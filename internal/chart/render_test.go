@@ -1036,6 +1036,8 @@ func TestRenderRefuses(t *testing.T) {
 		{"feature flags not a bool", []string{"--set-string", "featureFlags.enabled=yes"}, "featureFlags"},
 		{"feature flags in config only", []string{"--set", "config.engine.allowFeatureFlags=true"}, "set featureFlags.enabled"},
 		{"feature flags off in config only", []string{"--set", "featureFlags.enabled=true", "--set", "config.engine.allowFeatureFlags=false"}, "set featureFlags.enabled"},
+		{"gitops pause-and-undo in config only", []string{"--set", "config.policy.gitops.mode=pause-and-undo"}, "set gitops.enabled"},
+		{"bad Argo CD namespace", []string{"--set", "gitops.enabled=true", "--set", "gitops.argocd.namespace=Argo_CD"}, "/gitops/argocd/namespace"},
 		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
 		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
 		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom=null"}, "networkPolicy.ingressFrom"},
@@ -1147,6 +1149,90 @@ func TestNotesWarnOfLaddersWithoutNotifiers(t *testing.T) {
 			}
 			if !strings.Contains(n, tc.want) {
 				t.Errorf("NOTES lack the warning %q:\n%s", tc.want, n)
+			}
+		})
+	}
+}
+
+// TestRenderRBACGitOps: the permissions on Argo CD Applications and Flux
+// Kustomizations and HelmReleases, and policy.gitops.mode pause-and-undo,
+// come only with gitops.enabled; in either scope.
+func TestRenderRBACGitOps(t *testing.T) {
+	t.Parallel()
+	namespaced := []string{"--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={production,staging}"}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		enabled bool
+	}{
+		{"cluster, defaults", nil, false},
+		{"cluster, gitops", []string{"--set", "gitops.enabled=true", "--set", "gitops.argocd.namespace=gitops"}, true},
+		{"namespaced, gitops", slices.Concat(namespaced, []string{"--set", "gitops.enabled=true"}), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			objs := render(t, tc.args...)
+			argoNS := "argocd"
+			if slices.Contains(tc.args, "gitops.argocd.namespace=gitops") {
+				argoNS = "gitops"
+			}
+			var cluster, argo []rbacv1.PolicyRule
+			found := 0
+			for _, o := range objs.all("ClusterRole") {
+				if o.Name == "ard-autorollbackd-gitops" {
+					var cr rbacv1.ClusterRole
+					decode(t, o, &cr)
+					cluster, found = cr.Rules, found+1
+				}
+			}
+			for _, o := range objs.all("Role") {
+				if o.Name == "ard-autorollbackd-gitops" {
+					var r rbacv1.Role
+					decode(t, o, &r)
+					if r.Namespace != argoNS {
+						t.Errorf("Argo CD Role in namespace %q, want %q", r.Namespace, argoNS)
+					}
+					argo, found = r.Rules, found+1
+				}
+			}
+			for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+				for _, o := range objs.all(kind) {
+					if o.Name == "ard-autorollbackd-gitops" {
+						found++
+					}
+				}
+			}
+			cfg := renderedConfig(t, objs)
+			if !tc.enabled {
+				if found != 0 || strings.Contains(cfg, "pause-and-undo") {
+					t.Fatalf("gitops off rendered %d gitops RBAC objects; config:\n%s", found, cfg)
+				}
+				return
+			}
+			if found != 4 {
+				t.Fatalf("want the gitops ClusterRole, Role and their bindings, got %d objects", found)
+			}
+			events := expand("", []string{"events"}, []string{"create", "patch"})
+			diffPerms(t, "ClusterRole ard-autorollbackd-gitops", perms(t, cluster), permSet(slices.Concat(
+				expand("kustomize.toolkit.fluxcd.io", []string{"kustomizations"}, []string{"get", "list", "patch"}),
+				expand("helm.toolkit.fluxcd.io", []string{"helmreleases"}, []string{"get", "list", "patch"}),
+				expand("source.toolkit.fluxcd.io", []string{"gitrepositories", "ocirepositories", "buckets", "helmcharts"}, []string{"get"}),
+				events)))
+			diffPerms(t, "Role ard-autorollbackd-gitops", perms(t, argo), permSet(slices.Concat(
+				expand("argoproj.io", []string{"applications"}, []string{"get", "list", "patch"}), events)))
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			loaded, err := config.Load(config.Source{File: path})
+			if err != nil {
+				t.Fatalf("the daemon refuses the rendered config.yaml: %v\n%s", err, cfg)
+			}
+			if g := loaded.Policy.GitOps; g.Mode != "pause-and-undo" || g.ArgoCD.Namespace != argoNS {
+				t.Errorf("policy.gitops: the daemon loads %+v, want pause-and-undo with Applications in %s", g, argoNS)
+			}
+			if strings.HasPrefix(tc.name, "namespaced") && len(loaded.Policy.Namespaces.Allow) != 2 {
+				t.Errorf("policy.namespaces.allow lost: %v", loaded.Policy.Namespaces.Allow)
 			}
 		})
 	}

@@ -83,6 +83,15 @@ them). Its checksum rolls the pods on a change.
 {{- if .Values.featureFlags.enabled }}
 {{- $_ := set $base.engine "allowFeatureFlags" true }}
 {{- end }}
+{{- $mode := dig "policy" "gitops" "mode" nil (.Values.config | default dict) }}
+{{- if and (eq (toString $mode) "pause-and-undo") (not .Values.gitops.enabled) }}
+{{- fail "config.policy.gitops.mode is pause-and-undo but gitops.enabled is false: set gitops.enabled, which also grants the permissions on Applications, Kustomizations and HelmReleases, and leave config.policy.gitops.mode out" }}
+{{- end }}
+{{- if .Values.gitops.enabled }}
+{{- $policy := $base.policy | default dict }}
+{{- $_ := set $policy "gitops" (dict "mode" "pause-and-undo" "argocd" (dict "namespace" .Values.gitops.argocd.namespace)) }}
+{{- $_ := set $base "policy" $policy }}
+{{- end }}
 {{- toYaml (mustMergeOverwrite $base (deepCopy (.Values.config | default dict))) }}
 {{- end }}
 
