@@ -20,17 +20,18 @@ import (
 func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
 	var open bool
 	cmd := &cobra.Command{
-		Use:   "incidents [list | show ID | revert-flag ID]",
+		Use:   "incidents [list | show ID | revert-flag ID | resume-gitops ID]",
 		Short: "List incidents, show one as a readable timeline, or turn back on the feature flag one turned off",
 		Long: "Read the incident records from the cluster (the namespace of engine.namespace, else the kubeconfig context's)\n" +
 			"and list them, newest first, or print one incident's timeline: alerts, decisions, actions, verification, pages.\n" +
-			"revert-flag turns back on the feature flag an incident turned off; see 'incidents revert-flag --help'.",
+			"revert-flag turns back on the feature flag an incident turned off; see 'incidents revert-flag --help'.\n" +
+			"resume-gitops resumes the Argo CD or Flux owner paused before an incident's rollback; see 'incidents resume-gitops --help'.",
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case len(args) == 0, len(args) == 1 && args[0] == "list", len(args) == 2 && args[0] == "show":
 				return nil
 			}
-			return usageError{fmt.Errorf("want no argument, list, show ID or revert-flag ID; got %q", args)}
+			return usageError{fmt.Errorf("want no argument, list, show ID, revert-flag ID or resume-gitops ID; got %q", args)}
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd, g.configFile, env)
@@ -66,7 +67,7 @@ func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&open, "open", false, "List only incidents that are not resolved (default false).")
-	cmd.AddCommand(newRevertFlagCommand(g, env))
+	cmd.AddCommand(newRevertFlagCommand(g, env), newResumeGitOpsCommand(g, env))
 	return cmd
 }
 
