@@ -223,3 +223,47 @@ func TestGitOpsPauseAndUndoEscalatesWithoutOwner(t *testing.T) {
 		t.Fatalf("the workload was rolled back to %s", image)
 	}
 }
+
+// TestPauseGitOpsRefuses: at the time of the action, the policy in force
+// decides: a GitOps-managed workload is refused when the mode is now
+// escalate, and when there is no pauser; a workload no GitOps tool manages
+// goes ahead without one.
+func TestPauseGitOpsRefuses(t *testing.T) {
+	managed := &policy.Workload{Ref: policy.Ref{Kind: policy.KindDeployment, Namespace: "shop", Name: "web"},
+		Annotations: map[string]string{kinds.AnnotationArgoTrackingID: "web:apps/Deployment:shop/web"}}
+	engineWith := func(mode policy.GitOpsMode) *Engine {
+		cfg := policy.DefaultConfig()
+		cfg.GitOps.Mode = mode
+		p, err := policy.Compile(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Engine{opts: Options{Policy: func() *policy.Policy { return p }}}
+	}
+	managed.GitOpsManager = "argocd"
+	inc := &incident.Incident{Rollout: "r-1"}
+	for _, tc := range []struct {
+		name   string
+		mode   policy.GitOpsMode
+		w      *policy.Workload
+		reason string
+		msg    string
+	}{
+		{"mode changed to escalate", policy.GitOpsEscalate, managed, string(policy.ReasonGitOpsManaged), "managed by argocd, which would undo a rollback; revert in Git instead"},
+		{"no pauser", policy.GitOpsPauseAndUndo, managed, string(policy.ReasonGitOpsManaged), "managed by argocd, and this daemon cannot pause it"},
+		{"not managed", policy.GitOpsPauseAndUndo, &policy.Workload{Ref: managed.Ref}, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pause, no, err := engineWith(tc.mode).pauseGitOps(context.Background(), inc, tc.w, false)
+			if err != nil || pause != nil {
+				t.Fatalf("pause %v, err %v", pause, err)
+			}
+			switch {
+			case tc.reason == "" && no != nil:
+				t.Fatalf("refused %+v; want no refusal", no)
+			case tc.reason != "" && (no == nil || no.reason != tc.reason || no.message != tc.msg):
+				t.Fatalf("refusal %+v; want %s: %s", no, tc.reason, tc.msg)
+			}
+		})
+	}
+}
