@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -89,7 +90,13 @@ func (a *Actuator) rollback(ctx context.Context, ad workload.Adapter, req Reques
 // plan reads the workload and its history from reads and runs every check
 // of a rollback. It returns the patch to write, or no patch and the final
 // outcome: a no-op or an error.
-func (a *Actuator) plan(ctx context.Context, reads rollbackReads, ad workload.Adapter, req Request, from, to int64) (workload.Object, []byte, Result, error) {
+// write is what a planned rollback writes: a JSON patch to the workload
+// and, for a rollout aborted midway, first a JSON patch to its status.
+type write struct {
+	body, status []byte
+}
+
+func (a *Actuator) plan(ctx context.Context, reads rollbackReads, ad workload.Adapter, req Request, from, to int64) (workload.Object, *write, Result, error) {
 	res := Result{Kind: KindRollback, From: from, To: to}
 	o, err := reads.get(ctx, ad, req.Target.Namespace, req.Target.Name)
 	if err != nil {
@@ -131,6 +138,13 @@ func (a *Actuator) plan(ctx context.Context, reads rollbackReads, ad workload.Ad
 	if !ok {
 		return o, nil, res, fmt.Errorf("%w: no %s of revision %d", ErrNoHistory, ad.HistoryKind(), to)
 	}
+	if ab, ok := ad.(workload.Aborter); ok && ab.AbortsTo(o, target) {
+		// Midway through a rollout from the stable revision `to`: the
+		// controller returns to it when the rollout is aborted, where a
+		// new template would be one more rollout through the steps.
+		w, err := abortPatches(o, ab, a.recordAnnotations(req, from, to))
+		return o, w, res, err
+	}
 	if _, cached := reads.(cachedReads); cached {
 		// The precondition guards the workload, not the revision whose
 		// template is written. The Deployment controller numbers a
@@ -160,16 +174,29 @@ func (a *Actuator) plan(ctx context.Context, reads rollbackReads, ad workload.Ad
 	if err != nil {
 		return o, nil, res, err
 	}
-	return o, patch, res, nil
+	return o, &write{body: patch}, res, nil
 }
 
-func (a *Actuator) patch(ctx context.Context, ad workload.Adapter, req Request, o workload.Object, body []byte, res Result) (runtime.Object, Result, error) {
+func (a *Actuator) patch(ctx context.Context, ad workload.Adapter, req Request, o workload.Object, w *write, res Result) (runtime.Object, Result, error) {
 	meta := o.Meta()
-	if err := ad.Patch(ctx, a.client, meta.Namespace, meta.Name, types.JSONPatchType, body, patchOptions(req)); err != nil {
-		revision := o.RevisionAnnotation()
-		return o.Runtime(), res, preconditionOf(meta, revision).rejected(ctx, err, ad.Resource(), meta.Name, revision, liveMetaOf(a.client, ad, meta.Namespace, meta.Name))
+	revision := o.RevisionAnnotation()
+	rejected := func(err error) error {
+		return preconditionOf(meta, revision).rejected(ctx, err, ad.Resource(), meta.Name, revision, liveMetaOf(a.client, ad, meta.Namespace, meta.Name))
+	}
+	if w.status != nil {
+		// The abort goes first: the record alone would make the rollback
+		// look done. Aborting twice is harmless.
+		if err := ad.(workload.Aborter).PatchStatus(ctx, a.client, meta.Namespace, meta.Name, types.JSONPatchType, w.status, patchOptions(req)); err != nil {
+			return o.Runtime(), res, rejected(err)
+		}
+	}
+	if err := ad.Patch(ctx, a.client, meta.Namespace, meta.Name, types.JSONPatchType, w.body, patchOptions(req)); err != nil {
+		return o.Runtime(), res, rejected(err)
 	}
 	res.Outcome, res.Message = applied(req, res.From, res.To)
+	if w.status != nil {
+		res.Message = "aborted the rollout midway, " + res.Message
+	}
 	return o.Runtime(), res, nil
 }
 
@@ -208,6 +235,30 @@ func undoPatch(o workload.Object, target workload.Revision, template any, record
 		return nil, fmt.Errorf("encode rollback patch: %w", err)
 	}
 	return patch, nil
+}
+
+// abortPatches are the writes of an abort: the kind's abort on the status,
+// and the record annotations, each opening with the precondition's tests.
+// Neither changes the spec, so the second's tests hold after the first.
+func abortPatches(o workload.Object, ab workload.Aborter, record map[string]string) (*write, error) {
+	meta := o.Meta()
+	revision := o.RevisionAnnotation()
+	tests := preconditionOf(meta, revision).ops(revision)
+	status, err := json.Marshal(append(slices.Clone(tests), ab.AbortPatch()))
+	if err != nil {
+		return nil, fmt.Errorf("encode abort patch: %w", err)
+	}
+	annotations := maps.Clone(meta.Annotations)
+	if annotations == nil {
+		annotations = map[string]string{}
+	}
+	maps.Copy(annotations, record)
+	delete(annotations, kinds.AnnotationIncident)
+	body, err := json.Marshal(append(tests, annotationOps(meta.Annotations, annotations)...))
+	if err != nil {
+		return nil, fmt.Errorf("encode abort record patch: %w", err)
+	}
+	return &write{body: body, status: status}, nil
 }
 
 func patchOptions(req Request) metav1.PatchOptions {

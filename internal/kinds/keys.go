@@ -130,6 +130,10 @@ const (
 	LabelPodTemplateHash = appsv1.DefaultDeploymentUniqueLabelKey
 	// LabelControllerRevisionHash is on StatefulSet and DaemonSet pods and their ControllerRevisions.
 	LabelControllerRevisionHash = appsv1.ControllerRevisionHashLabelKey
+	// AnnotationRolloutRevision is Argo Rollouts' revision number on a Rollout and its ReplicaSets.
+	AnnotationRolloutRevision = "rollout.argoproj.io/revision"
+	// LabelRolloutPodTemplateHash is on a Rollout's ReplicaSets and their pods.
+	LabelRolloutPodTemplateHash = "rollouts-pod-template-hash"
 	// AnnotationArgoTrackingID marks an object Argo CD manages.
 	AnnotationArgoTrackingID = "argocd.argoproj.io/tracking-id"
 	// LabelArgoInstance marks an object Argo CD manages (its instance label).

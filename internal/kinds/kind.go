@@ -15,10 +15,12 @@ const (
 	KindDeployment  Kind = "Deployment"
 	KindStatefulSet Kind = "StatefulSet"
 	KindDaemonSet   Kind = "DaemonSet"
+	// KindRollout is Argo Rollouts' Rollout (argoproj.io/v1alpha1).
+	KindRollout Kind = "Rollout"
 )
 
 // All returns every kind the daemon can roll back.
-func All() []Kind { return []Kind{KindDeployment, KindStatefulSet, KindDaemonSet} }
+func All() []Kind { return []Kind{KindDeployment, KindStatefulSet, KindDaemonSet, KindRollout} }
 
 // Known reports whether k is one of All.
 func (k Kind) Known() bool { return slices.Contains(All(), k) }

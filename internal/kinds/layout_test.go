@@ -24,7 +24,12 @@ const (
 // the Kind constants and the kinds' names as strings.
 var workloadKinds = map[string]bool{"KindDeployment": true, "KindStatefulSet": true, "KindDaemonSet": true}
 
-var kindNames = map[string]bool{"Deployment": true, "StatefulSet": true, "DaemonSet": true}
+// qualifiedKinds are Kind constants whose name another package uses for
+// something else (verify's check kind KindRollout): they name a workload
+// kind only as kinds.X or policy.X.
+var qualifiedKinds = map[string]bool{"KindRollout": true}
+
+var kindNames = map[string]bool{"Deployment": true, "StatefulSet": true, "DaemonSet": true, "Rollout": true}
 
 // appsTypes are the typed workload objects a type switch could branch on.
 var appsTypes = map[string]bool{"Deployment": true, "StatefulSet": true, "DaemonSet": true}
@@ -150,6 +155,9 @@ func fileViolations(fset *token.FileSet, f *ast.File, rel string) []violation {
 func isKind(e ast.Expr) bool {
 	switch e := e.(type) {
 	case *ast.SelectorExpr:
+		if pkg, ok := e.X.(*ast.Ident); ok && qualifiedKinds[e.Sel.Name] {
+			return pkg.Name == "kinds" || pkg.Name == "policy"
+		}
 		return workloadKinds[e.Sel.Name]
 	case *ast.Ident:
 		return workloadKinds[e.Name]

@@ -251,7 +251,7 @@ func (c *compiler) defaultTarget(dt DefaultTarget) target {
 			c.bad(key, "must be a non-empty UTF-8 label name, got %q", label)
 		}
 		if !kind.Known() {
-			c.bad(key, "must be Deployment, StatefulSet or DaemonSet, got %q", kind)
+			c.bad(key, "must be Deployment, StatefulSet, DaemonSet or Rollout, got %q", kind)
 		}
 		t.kindLabels = append(t.kindLabels, kindLabel{label: label, kind: kind})
 	}
@@ -277,7 +277,7 @@ func (c *compiler) ruleTarget(key string, rt RuleTarget, def target) target {
 	case rt.Kind == "" && named:
 		c.bad(key+".kind", "is required with nameLabel or nameTemplate")
 	case rt.Kind != "" && !rt.Kind.Known():
-		c.bad(key+".kind", "must be Deployment, StatefulSet or DaemonSet, got %q", rt.Kind)
+		c.bad(key+".kind", "must be Deployment, StatefulSet, DaemonSet or Rollout, got %q", rt.Kind)
 	case rt.Kind != "" && !named:
 		c.bad(key+".kind", "needs nameLabel or nameTemplate to name the %s", rt.Kind)
 	}

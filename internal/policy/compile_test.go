@@ -65,7 +65,7 @@ func TestCompileErrors(t *testing.T) {
 		{"kind without a name", func(c *policy.Config) { c.Rules[0].Target = policy.RuleTarget{Kind: policy.KindStatefulSet} },
 			`rules[0].target.kind: needs nameLabel or nameTemplate to name the StatefulSet`},
 		{"bad kind", func(c *policy.Config) { c.Rules[0].Target = policy.RuleTarget{Kind: "Pod", NameLabel: "pod"} },
-			`rules[0].target.kind: must be Deployment, StatefulSet or DaemonSet, got "Pod"`},
+			`rules[0].target.kind: must be Deployment, StatefulSet, DaemonSet or Rollout, got "Pod"`},
 		{"bad template", func(c *policy.Config) {
 			c.Rules[0].Target = policy.RuleTarget{Kind: policy.KindDeployment, NameTemplate: "{{ .Labels.app "}
 		}, `rules[0].target.nameTemplate: parse template: template: rules[0].target.nameTemplate:1: unclosed action`},
@@ -79,7 +79,7 @@ func TestCompileErrors(t *testing.T) {
 			c.Rules[0].Target = policy.RuleTarget{NamespaceTemplate: `{{ define "ns" }}production{{ end }}`}
 		}, `rules[0].target.namespaceTemplate: must not define templates, found "ns"`},
 		{"bad kind label", func(c *policy.Config) { c.DefaultTarget.KindLabels["pod"] = "Pod" },
-			`defaultTarget.kindLabels.pod: must be Deployment, StatefulSet or DaemonSet, got "Pod"`},
+			`defaultTarget.kindLabels.pod: must be Deployment, StatefulSet, DaemonSet or Rollout, got "Pod"`},
 		{"no kind labels", func(c *policy.Config) { c.DefaultTarget.KindLabels = nil },
 			`defaultTarget.kindLabels: must name at least one label`},
 		{"no namespace label", func(c *policy.Config) { c.DefaultTarget.NamespaceLabel = "" },

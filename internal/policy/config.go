@@ -180,6 +180,7 @@ func DefaultConfig() Config {
 				"deployment":  KindDeployment,
 				"statefulset": KindStatefulSet,
 				"daemonset":   KindDaemonSet,
+				"rollout":     KindRollout,
 			},
 		},
 		GitOps: GitOps{Mode: GitOpsEscalate, ArgoCD: ArgoCD{Namespace: DefaultArgoCDNamespace}},

@@ -166,7 +166,7 @@ func evalRows() []evalRow {
 		// Target checks refuse, for every outcome.
 		{name: "no target", in: func(in *policy.Input) { in.Target = policy.Ref{}; delete(in.Alert.Labels, "deployment") },
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonNoTarget, rule: "service-down", failed: "target resolved",
-			msgContain: "refuse to act: alert names no workload: none of the labels daemonset, deployment, statefulset is set"},
+			msgContain: "refuse to act: alert names no workload: none of the labels daemonset, deployment, rollout, statefulset is set"},
 		{name: "incomplete target", in: func(in *policy.Input) { in.Target.Name = "" },
 			outcome: policy.OutcomeRefuse, reason: policy.ReasonNoTarget, rule: "service-down", failed: "target resolved"},
 		{name: "no target for a fix-forward alert", in: func(in *policy.Input) { in.Target = policy.Ref{}; in.Alert.Labels["impact"] = "non_critical" },

@@ -96,6 +96,7 @@ const (
 	KindDeployment  = kinds.KindDeployment
 	KindStatefulSet = kinds.KindStatefulSet
 	KindDaemonSet   = kinds.KindDaemonSet
+	KindRollout     = kinds.KindRollout
 )
 
 // Ref names one workload.

@@ -135,6 +135,7 @@ var adapters = map[kinds.Kind]Adapter{
 	kinds.KindDeployment:  deploymentAdapter{},
 	kinds.KindStatefulSet: statefulSetAdapter{controllerRevisionHistory{kinds.KindStatefulSet}},
 	kinds.KindDaemonSet:   daemonSetAdapter{controllerRevisionHistory{kinds.KindDaemonSet}},
+	kinds.KindRollout:     rolloutAdapter{},
 }
 
 // For returns the Adapter of kind.

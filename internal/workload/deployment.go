@@ -105,12 +105,18 @@ func (deploymentAdapter) CacheHistory(c DeploymentCache, obj Object) ([]Revision
 // replicaSetRevisions returns the ReplicaSets of rss that owner controls
 // and that carry a revision number.
 func replicaSetRevisions(owner metav1.Object, rss []*appsv1.ReplicaSet) []Revision {
+	return numberedReplicaSets(owner, rss, kinds.AnnotationDeploymentRevision)
+}
+
+// numberedReplicaSets returns the ReplicaSets of rss that owner controls
+// and that carry a revision number in the annotation revisionKey.
+func numberedReplicaSets(owner metav1.Object, rss []*appsv1.ReplicaSet, revisionKey string) []Revision {
 	revs := make([]Revision, 0, len(rss))
 	for _, rs := range rss {
 		if !metav1.IsControlledBy(rs, owner) {
 			continue
 		}
-		n, err := strconv.ParseInt(rs.Annotations[kinds.AnnotationDeploymentRevision], 10, 64)
+		n, err := strconv.ParseInt(rs.Annotations[revisionKey], 10, 64)
 		if err != nil {
 			continue
 		}

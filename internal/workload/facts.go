@@ -145,6 +145,10 @@ type Cached struct {
 	StatefulSets        appslisters.StatefulSetLister
 	DaemonSets          appslisters.DaemonSetLister
 	ControllerRevisions appslisters.ControllerRevisionLister
+	// Rollouts lists Argo Rollouts' Rollouts (a dynamic informer's lister);
+	// nil when the daemon does not watch them, and then a Rollout's facts
+	// are an error.
+	Rollouts cache.GenericLister
 
 	// replicaSetsByController and revisionsByController, when set, are the
 	// indexers behind ReplicaSets and ControllerRevisions with
