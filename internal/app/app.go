@@ -19,6 +19,7 @@ import (
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -132,6 +133,30 @@ func Run(ctx context.Context, opts Options) error {
 	for ns, f := range factories {
 		caches[ns] = workload.NewCached(f)
 	}
+	// Rollouts have no typed client: the acting and verifying clients carry
+	// a dynamic one, and a dynamic informer per namespace feeds the facts.
+	// The GitOps owners (Argo CD Applications, Flux Kustomizations and
+	// HelmReleases) are read and paused through the same dynamic client.
+	dyn, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	if err != nil {
+		return fmt.Errorf("create dynamic Kubernetes client: %w", err)
+	}
+	var acting, verifying kubernetes.Interface = cs, checking
+	rolloutFactories := map[string]dynamicinformer.DynamicSharedInformerFactory{}
+	if cfg.Kubernetes.ArgoRollouts {
+		dynChecking, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
+		if err != nil {
+			return fmt.Errorf("create dynamic Kubernetes client: %w", err)
+		}
+		acting, verifying = workload.Clients{Interface: cs, Dynamic: dyn}, workload.Clients{Interface: checking, Dynamic: dynChecking}
+		for ns := range factories {
+			f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, ns, nil)
+			c := caches[ns]
+			c.Rollouts = f.ForResource(workload.RolloutResource).Lister()
+			caches[ns] = c
+			rolloutFactories[ns] = f
+		}
+	}
 
 	recordNamespace := cmp.Or(cfg.Engine.Namespace, ownNamespace)
 	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
@@ -140,7 +165,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"})
 	act, err := actuator.New(actuator.Options{
-		Client:   cs,
+		Client:   acting,
 		Recorder: recorder,
 		Logger:   logger,
 		Registry: reg,
@@ -149,11 +174,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: checking, SecretNamespace: recordNamespace, Logger: logger, Registry: reg})
+	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: verifying, SecretNamespace: recordNamespace, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}
-	esc, err := escalate.New(escalate.Options{Config: cfg.Escalation, Events: recorder, Client: checking, Logger: logger, Registry: reg})
+	esc, err := escalate.New(escalate.Options{Config: cfg.Escalation, Events: recorder, Client: verifying, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}
@@ -166,18 +191,14 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		tasks[t.Name] = actuator.Task{Name: t.Name, Job: spec, Timeout: t.Timeout.Duration, Phase: t.Phase, FromWorkload: t.FromWorkload}
 	}
-	dyn, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
-	if err != nil {
-		return fmt.Errorf("create Kubernetes dynamic client: %w", err)
-	}
 	pauser := &gitops.Pauser{Dynamic: dyn, Recorder: recorder, Logger: logger, Clock: clock.RealClock{},
 		Config: func() policy.GitOps { return currentPolicy.Load().Config().GitOps }}
 	eng, err := engine.New(engine.Options{
-		Client:           cs,
+		Client:           acting,
 		Namespace:        recordNamespace,
 		Policy:           currentPolicy.Load,
 		Cache:            caches,
-		Live:             workload.Live{Client: cs},
+		Live:             workload.Live{Client: acting},
 		Actor:            act,
 		Incidents:        incidents,
 		Verifier:         ver,
@@ -283,12 +304,26 @@ func Run(ctx context.Context, opts Options) error {
 				}
 			}
 		}
+		for ns, factory := range rolloutFactories {
+			factory.Start(ctx.Done())
+			for _, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
+				if !ok {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return fmt.Errorf("sync the informer cache of Argo Rollouts' Rollouts in %q (kubernetes.argoRollouts is on: is their CRD installed?): not done within kubernetes.startupTimeout (%s)", ns, cfg.Kubernetes.StartupTimeout.Duration)
+				}
+			}
+		}
 		ready.Store(true)
 		logger.Info("informer caches synced; ready")
 		return lead.run(ctx, func(ctx context.Context) error { return eng.Run(ctx, cfg.Engine.Workers) })
 	}, func(error) {
 		cancel()
 		for _, factory := range factories {
+			factory.Shutdown()
+		}
+		for _, factory := range rolloutFactories {
 			factory.Shutdown()
 		}
 	})

@@ -158,6 +158,9 @@ type Kubernetes struct {
 	// StartupTimeout bounds reaching the API server and syncing the informer
 	// caches at start.
 	StartupTimeout metav1.Duration `json:"startupTimeout" mapstructure:"startupTimeout"`
+	// ArgoRollouts: also act on Argo Rollouts' Rollouts, which the daemon
+	// then watches; their CRD must be installed.
+	ArgoRollouts bool `json:"argoRollouts" mapstructure:"argoRollouts"`
 }
 
 // Log configures the structured logs.
