@@ -402,6 +402,9 @@ func checkConfig(t *testing.T, objs objects, namespaced bool, g grants) {
 	if got := loadedKey(t, cfg, "engine", "allowFeatureFlags"); (got == true) != g.flags {
 		t.Errorf("engine.allowFeatureFlags: the daemon loads %v, want %v (featureFlags.enabled and its ConfigMap permissions)", got, g.flags)
 	}
+	if cfg.Kubernetes.ArgoRollouts != g.rollouts {
+		t.Errorf("kubernetes.argoRollouts: the daemon loads %v, want %v (argoRollouts.enabled and its Rollout permissions)", cfg.Kubernetes.ArgoRollouts, g.rollouts)
+	}
 	if cfg.Engine.Namespace != "ops" {
 		t.Errorf("engine.namespace: got %q, want the release namespace", cfg.Engine.Namespace)
 	}
@@ -610,6 +613,7 @@ type grants struct {
 	flags          bool
 	flagConfigMaps []string
 	tasks          bool
+	rollouts       bool
 }
 
 // workloadPerms is what the daemon needs in a workload namespace, from
@@ -634,6 +638,10 @@ func (g grants) workloadPerms() map[perm]bool {
 	}
 	if g.tasks {
 		ps = append(ps, expand("batch", []string{"jobs"}, []string{"get", "create"})...)
+	}
+	if g.rollouts {
+		ps = append(ps, expand("argoproj.io", []string{"rollouts"}, []string{"get", "list", "watch", "patch"})...)
+		ps = append(ps, expand("argoproj.io", []string{"rollouts/status"}, []string{"patch"})...)
 	}
 	return permSet(ps)
 }
@@ -747,8 +755,9 @@ func checkRBAC(t *testing.T, objs objects, g grants) {
 			}
 		case p.resource == "secrets" && (p.verb != "get" || p.name == ""):
 			t.Errorf("%s: Secrets only by name, only get", p)
-		case strings.Contains(p.resource, "/") && (p.resource != "pods/log" || p.verb != "get" || p.name != ""):
-			t.Errorf("%s: no subresource is needed but reading pods/log (the incident's evidence): never exec, attach, port-forward, scale", p)
+		case strings.Contains(p.resource, "/") && !(p.resource == "pods/log" && p.verb == "get" && p.name == "") &&
+			!(p.group == "argoproj.io" && p.resource == "rollouts/status" && p.verb == "patch" && p.name == ""):
+			t.Errorf("%s: no subresource is needed but reading pods/log (the incident's evidence) and, with argoRollouts.enabled, patching rollouts/status (an abort): never exec, attach, port-forward, scale", p)
 		}
 	}
 
@@ -848,6 +857,7 @@ func TestRenderRBACGrantsOnlyWhatIsConfigured(t *testing.T) {
 	flags := []string{"--set", "featureFlags.enabled=true"}
 	named := []string{"--set", "featureFlags.enabled=true", "--set", "featureFlags.configMapNames={event-service-config,billing-flags}"}
 	tasks := []string{"--set-json", "config.tasks=[" + taskJSON + "]"}
+	rollouts := []string{"--set", "argoRollouts.enabled=true"}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -861,6 +871,8 @@ func TestRenderRBACGrantsOnlyWhatIsConfigured(t *testing.T) {
 		{"cluster, tasks", tasks, grants{tasks: true}},
 		{"namespaced, tasks", slices.Concat(namespaced, tasks), grants{tasks: true}},
 		{"cluster, feature flags by name and tasks", slices.Concat(named, tasks), grants{flags: true, flagConfigMaps: []string{"event-service-config", "billing-flags"}, tasks: true}},
+		{"cluster, Argo Rollouts", rollouts, grants{rollouts: true}},
+		{"namespaced, Argo Rollouts", slices.Concat(namespaced, rollouts), grants{rollouts: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -92,6 +92,9 @@ them). Its checksum rolls the pods on a change.
 {{- $_ := set $policy "gitops" (dict "mode" "pause-and-undo" "argocd" (dict "namespace" .Values.gitops.argocd.namespace)) }}
 {{- $_ := set $base "policy" $policy }}
 {{- end }}
+{{- if .Values.argoRollouts.enabled }}
+{{- $_ := set $base "kubernetes" (dict "argoRollouts" true) }}
+{{- end }}
 {{- toYaml (mustMergeOverwrite $base (deepCopy (.Values.config | default dict))) }}
 {{- end }}
 
@@ -159,6 +162,15 @@ tasks (Jobs). Never delete, never Secrets.
     {{- toYaml . | nindent 4 }}
   {{- end }}
   verbs: ["get", "patch"]
+{{- end }}
+{{- if .Values.argoRollouts.enabled }}
+# argoRollouts.enabled: read, undo and (through the status) abort Rollouts.
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["argoproj.io"]
+  resources: ["rollouts/status"]
+  verbs: ["patch"]
 {{- end }}
 {{- if include "autorollbackd.tasks" . }}
 # config.tasks: run post-rollback tasks. A Job's name is made per incident,
