@@ -190,6 +190,10 @@ func TestRolloutMidwayIsAborted(t *testing.T) {
 	if err != nil || again.Outcome != OutcomeNoop || !again.Resumed {
 		t.Errorf("second Rollback = %+v, %v; want a resumed no-op", again, err)
 	}
+	// Aborted, the Rollout is at its stable revision.
+	if _, err := f.act.Rollback(ctx, f.request("web", "inc-other"), 2, 1); !errors.Is(err, ErrChanged) {
+		t.Errorf("Rollback of another incident after the abort = %v, want %v", err, ErrChanged)
+	}
 }
 
 // After promotion the Rollout is undone as `kubectl argo rollouts undo`

@@ -22,7 +22,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
@@ -47,6 +49,9 @@ type fixture struct {
 	deployment *appsv1.Deployment
 	// rolloutAt is when revision 2 was created, by the API server's clock.
 	rolloutAt time.Time
+	// clients, when set, is what the engine, actuator and verifier use
+	// instead of the clientset, and its Rollouts are watched.
+	clients *workload.Clients
 }
 
 func newFixture(t *testing.T, labels, annotations map[string]string) *fixture {
@@ -160,12 +165,25 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 			t.Fatalf("sync %v", typ)
 		}
 	}
+	var client kubernetes.Interface = f.c.Client
+	if f.clients != nil {
+		client = *f.clients
+		rollouts := dynamicinformer.NewFilteredDynamicSharedInformerFactory(f.clients.Dynamic, 0, f.ns, nil)
+		cache.Rollouts = rollouts.ForResource(workload.RolloutResource).Lister()
+		rollouts.Start(ctx.Done())
+		for gvr, ok := range rollouts.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				t.Fatalf("sync %v", gvr)
+			}
+		}
+		t.Cleanup(rollouts.Shutdown)
+	}
 	reg := prometheus.NewRegistry()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: f.c.Client.CoreV1().Events("")})
 	act, err := actuator.New(actuator.Options{
-		Client: f.c.Client, Recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"}),
+		Client: client, Recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"}),
 		Logger: logger, Registry: reg,
 	})
 	if err != nil {
@@ -183,8 +201,8 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 		ecfg.Ladder[i].Notifiers = []string{"people"}
 	}
 	opts := Options{
-		Client: f.c.Client, Namespace: f.ns, Policy: func() *policy.Policy { return p },
-		Cache: cache, Live: workload.Live{Client: f.c.Client}, Actor: act, MaxRollbackDepth: 2,
+		Client: client, Namespace: f.ns, Policy: func() *policy.Policy { return p },
+		Cache: cache, Live: workload.Live{Client: client}, Actor: act, MaxRollbackDepth: 2,
 		Incidents:  &incident.Store{Client: f.c.Client, Namespace: f.ns},
 		MaxPending: 100, Retention: time.Hour, IncidentWorkers: 2,
 		// Grouped pages wait for others only briefly in tests.
@@ -194,7 +212,7 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 	for _, s := range setups {
 		s(&vcfg, &ecfg, &opts)
 	}
-	ver, err := verify.New(verify.Options{Config: vcfg, Client: f.c.Client, Logger: logger, Registry: reg})
+	ver, err := verify.New(verify.Options{Config: vcfg, Client: client, Logger: logger, Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,7 +79,7 @@ func (rolloutAdapter) Kind() kinds.Kind               { return kinds.KindRollout
 func (rolloutAdapter) Resource() schema.GroupResource { return rolloutsResource }
 func (rolloutAdapter) HistoryKind() string            { return "ReplicaSet" }
 func (rolloutAdapter) RevisionLabel() string          { return kinds.LabelRolloutPodTemplateHash }
-func (rolloutAdapter) RevisionNeedsHistory() bool     { return false }
+func (rolloutAdapter) RevisionNeedsHistory() bool     { return true }
 func (rolloutAdapter) ScaleRefusal() string           { return "" }
 
 func (rolloutAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error) {
@@ -291,8 +291,19 @@ func (r rollout) RolloutStatus() (string, RolloutState) {
 }
 
 // CurrentRevision: Argo Rollouts writes the current revision's number on
-// the Rollout, as the Deployment controller does on a Deployment.
-func (r rollout) CurrentRevision([]Revision) int64 {
+// the Rollout, as the Deployment controller does on a Deployment. An
+// aborted rollout is back at its stable ReplicaSet, whose pods are the ones
+// that serve, though the spec still asks for the aborted revision; so its
+// current revision is the stable one, and a rollback pinned to the aborted
+// revision finds the Rollout changed.
+func (r rollout) CurrentRevision(history []Revision) int64 {
+	if r.status.Abort && r.status.StableRS != "" {
+		for _, rev := range history {
+			if rs, ok := rev.Object.(*appsv1.ReplicaSet); ok && rs.Labels[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS {
+				return rev.Number
+			}
+		}
+	}
 	n, _ := strconv.ParseInt(r.meta.Annotations[kinds.AnnotationRolloutRevision], 10, 64)
 	return n
 }
