@@ -80,7 +80,9 @@ func (rolloutAdapter) Resource() schema.GroupResource { return rolloutsResource 
 func (rolloutAdapter) HistoryKind() string            { return "ReplicaSet" }
 func (rolloutAdapter) RevisionLabel() string          { return kinds.LabelRolloutPodTemplateHash }
 func (rolloutAdapter) RevisionNeedsHistory() bool     { return true }
-func (rolloutAdapter) ScaleRefusal() string           { return "" }
+func (rolloutAdapter) ScaleRefusal() string {
+	return "scaling a Rollout to zero and back is not supported: its controller also scales the canary and stable ReplicaSets"
+}
 
 func (rolloutAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error) {
 	dyn, err := dynamicOf(c)
@@ -110,6 +112,12 @@ func (rolloutAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespa
 	dyn, err := dynamicOf(c)
 	if err != nil {
 		return err
+	}
+	if pt == types.StrategicMergePatchType {
+		// A custom resource takes no strategic merge patch. The daemon's
+		// strategic patches (a restart's template annotation) hold maps
+		// only, where a JSON merge patch means the same.
+		pt = types.MergePatchType
 	}
 	_, err = dyn.Resource(RolloutResource).Namespace(namespace).Patch(ctx, name, pt, body, opts)
 	return err
