@@ -31,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/bench/internal/harness"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 )
 
 type options struct {
@@ -394,12 +395,12 @@ func rollbackPatch(d *appsv1.Deployment, rs *appsv1.ReplicaSet, r harness.Ref) (
 		}
 	}
 	maps.Copy(annotations, map[string]string{
-		"autorollback.io/rolled-back-from":  "2",
-		"autorollback.io/rolled-back-to":    "1",
-		"autorollback.io/rolled-back-at":    time.Now().UTC().Format(time.RFC3339),
-		"autorollback.io/alert-fingerprint": "0000000000000000",
-		"autorollback.io/incident":          "deployment/" + r.Namespace + "/" + r.Name + "@2",
-		"kubernetes.io/change-cause":        "bench: rolled back from revision 2 to 1: alert EventServiceDown, rule service-down (service_down)",
+		kinds.AnnotationRolledBackFrom: "2",
+		kinds.AnnotationRolledBackTo:   "1",
+		kinds.AnnotationRolledBackAt:   time.Now().UTC().Format(time.RFC3339),
+		kinds.AnnotationFingerprint:    "0000000000000000",
+		kinds.AnnotationRolledBackFor:  "deployment/" + r.Namespace + "/" + r.Name + "@2",
+		"kubernetes.io/change-cause":   "bench: rolled back from revision 2 to 1: alert EventServiceDown, rule service-down (service_down)",
 	})
 	return json.Marshal([]map[string]any{
 		{"op": "replace", "path": "/metadata/resourceVersion", "value": d.ResourceVersion},

@@ -30,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/autorollbackd/autorollbackd/bench/internal/harness"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -291,7 +292,7 @@ func expect(ctx context.Context, url string, body []byte, want string) error {
 // waitDecided waits until n alert records are decided, so that the daemon's
 // workers are idle when the load starts.
 func waitDecided(ctx context.Context, c *harness.Cluster, n int) error {
-	sel := "autorollback.io/record=alert,autorollback.io/state=done"
+	sel := kinds.LabelRecord + "=alert," + kinds.LabelAlertState + "=done"
 	var got int
 	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		list, err := c.Client.CoreV1().ConfigMaps(records).List(ctx, metav1.ListOptions{LabelSelector: sel})

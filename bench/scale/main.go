@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/bench/internal/harness"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 )
 
 type options struct {
@@ -431,9 +432,9 @@ func alertmanagerBackoff() func() time.Duration {
 
 // Labels of the daemon's records (internal/engine and internal/incident).
 const (
-	recordsSelector   = "app.kubernetes.io/managed-by=autorollbackd,autorollback.io/record=alert"
-	undoneSelector    = recordsSelector + ",autorollback.io/state!=done"
-	incidentsSelector = "app.kubernetes.io/managed-by=autorollbackd,autorollback.io/record=incident"
+	recordsSelector   = kinds.LabelManagedBy + "=" + kinds.ManagedBy + "," + kinds.LabelRecord + "=alert"
+	undoneSelector    = recordsSelector + "," + kinds.LabelAlertState + "!=done"
+	incidentsSelector = kinds.LabelManagedBy + "=" + kinds.ManagedBy + "," + kinds.LabelRecord + "=incident"
 )
 
 // waitRecords waits until no alert record is left undecided or not yet
@@ -790,7 +791,7 @@ func markdown(o options, p preparation, results []*result, m *meter, load0, load
 	t := p.times
 	w("## 4. Scale\n")
 	w("One local control plane as in part 1 (components' client QPS limits lifted), holding **%d opted-in Deployments across %d namespaces** "+
-		"(`autorollback.io/enabled: \"true\"`, %d replicas: no pods, the Deployment controller still makes one ReplicaSet per revision), "+
+		"(`"+kinds.LabelEnabled+": \"true\"`, %d replicas: no pods, the Deployment controller still makes one ReplicaSet per revision), "+
 		"each created at `v1` and rolled out to `v2-bad`: %d ReplicaSets in those namespaces. "+
 		"As JSON, one of these Deployments is %d bytes (%d without `managedFields`), one of its ReplicaSets %d (%d): what the daemon's informers hold, decoded, for each. "+
 		"Preparing them with %d API calls at a time took %s:\n", o.deployments, o.namespaces, o.replicas, p.replicaSets,

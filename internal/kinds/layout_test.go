@@ -35,7 +35,7 @@ var kindNames = map[string]bool{"Deployment": true, "StatefulSet": true, "Daemon
 var appsTypes = map[string]bool{"Deployment": true, "StatefulSet": true, "DaemonSet": true}
 
 // The daemon's source: what the rules below cover.
-var sourceDirs = []string{"cmd", "internal"}
+var sourceDirs = []string{"bench", "cmd", "internal"}
 
 // TestKeysSpelledOnce: every autorollback.io/ key is spelled once, in
 // keys.go, so that a writer and a reader of a key cannot drift apart.

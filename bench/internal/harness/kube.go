@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"strings"
 	"sync"
 	"time"
@@ -80,7 +81,7 @@ func Image(name, tag string) string { return "registry.example/" + name + ":" + 
 func NewDeployment(set string, r Ref, replicas int32, optIn bool) *appsv1.Deployment {
 	l := map[string]string{SetLabel: set}
 	if optIn {
-		l["autorollback.io/enabled"] = "true"
+		l[kinds.LabelEnabled] = "true"
 	}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: r.Name, Namespace: r.Namespace, Labels: l},
