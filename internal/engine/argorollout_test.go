@@ -59,9 +59,9 @@ func (f *fixture) waitRollout(t *testing.T, name, what string, ok func(rolloutSt
 }
 
 // newRolloutFixture runs the Argo Rollouts controller and creates an
-// opted-in canary Rollout "checkout" of three pods that pauses after its
-// first step, at revision 1.
-func newRolloutFixture(t *testing.T) *fixture {
+// opted-in canary Rollout "checkout" of three pods with the canary steps
+// given, at revision 1.
+func newRolloutFixture(t *testing.T, steps string) *fixture {
 	t.Helper()
 	c := testenv.Require(t)
 	c.StartArgoRollouts(t)
@@ -79,8 +79,8 @@ spec:
       containers: [{name: app, image: "checkout:v1"}]
   strategy:
     canary:
-      steps: [{setWeight: 50}, {pause: {}}]
-`, policy.DefaultOptInLabel)))
+      steps: %s
+`, policy.DefaultOptInLabel, steps)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func rolloutAlert(ns, name string) *webhook.Notification {
 // the rollout (the canary scaled away, the stable ReplicaSet serving every
 // pod), verification passes on the Rollout's own status, once.
 func TestRolloutPausedMidwayIsAbortedOnce(t *testing.T) {
-	f := newRolloutFixture(t)
+	f := newRolloutFixture(t, "[{setWeight: 50}, {pause: {}}]")
 	stable := f.waitRollout(t, "checkout", "stable", func(rolloutStatus) bool { return true }).stable
 	patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"checkout:v2-bad"}]}}}}`)
 	if _, err := f.c.Dynamic.Resource(workload.RolloutResource).Namespace(f.ns).Patch(t.Context(), "checkout", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
@@ -150,5 +150,58 @@ func TestRolloutPausedMidwayIsAbortedOnce(t *testing.T) {
 	}
 	if d := e.waitDecision(t, other); d.Outcome == policy.OutcomeRollback {
 		t.Fatalf("second alert decided a second rollback:\n%s", d)
+	}
+}
+
+// An alert on a canary Rollout after it was promoted, posted as
+// Alertmanager would: the engine decides a rollback from revision 2 to 1,
+// the actuator undoes it as `kubectl argo rollouts undo` does (revision 3
+// runs the first template on its ReplicaSet), verification passes on the
+// Rollout's own status, once.
+func TestRolloutPromotedIsUndoneOnce(t *testing.T) {
+	f := newRolloutFixture(t, "[{setWeight: 50}]")
+	first := f.waitRollout(t, "checkout", "stable", func(rolloutStatus) bool { return true }).stable
+	patch := []byte(`{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"checkout:v2-bad"}]}}}}`)
+	if _, err := f.c.Dynamic.Resource(workload.RolloutResource).Namespace(f.ns).Patch(t.Context(), "checkout", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f.waitRollout(t, "checkout", "promoted to revision 2", func(s rolloutStatus) bool {
+		return s.phase == "Healthy" && s.revision == "2" && s.stable != first && s.stable == s.current && s.available == 3
+	})
+
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	n := rolloutAlert(f.ns, "checkout-1")
+	if _, err := e.Accept(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, n, incident.StateResolved)
+	if len(inc.Actions) != 1 || inc.Actions[0].Result == nil || inc.Actions[0].Result.Outcome != actuator.OutcomeApplied ||
+		strings.Contains(inc.Actions[0].Result.Message, "aborted") {
+		t.Fatalf("actions = %+v; want one applied undo\n%s", inc.Actions, inc.Render())
+	}
+	if inc.From != 2 || len(inc.Targets) != 1 || inc.Targets[0] != 1 {
+		t.Errorf("plan from %d to %v, want from 2 to [1]", inc.From, inc.Targets)
+	}
+	if len(inc.Verifications) != 1 || inc.Verifications[0].Overall != "pass" {
+		t.Errorf("verifications = %+v, want one pass\n%s", inc.Verifications, inc.Render())
+	}
+	undone := f.waitRollout(t, "checkout", "Healthy at the first template, as revision 3", func(s rolloutStatus) bool {
+		return s.phase == "Healthy" && s.revision == "3" && s.stable == first && s.current == first && s.available == 3
+	})
+	if undone.image != "checkout:v1" {
+		t.Errorf("image after undo = %s, want checkout:v1", undone.image)
+	}
+
+	// Another alert about the same rollout decides no second action.
+	other := rolloutAlert(f.ns, "checkout-2")
+	if r, err := e.Accept(ctx, other); err != nil || r.Accepted != 1 {
+		t.Fatalf("second alert: %+v, %v", r, err)
+	}
+	if d := e.waitDecision(t, other); d.Outcome == policy.OutcomeRollback {
+		t.Fatalf("second alert decided a second rollback:\n%s", d)
+	}
+	if s, err := f.readRollout(ctx, "checkout"); err != nil || s.revision != "3" || s.image != "checkout:v1" {
+		t.Errorf("after the second alert: %+v, %v; want revision 3 at checkout:v1", s, err)
 	}
 }
