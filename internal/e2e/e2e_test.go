@@ -164,6 +164,11 @@ func TestBadRolloutIsRolledBackOnce(t *testing.T) {
 		v := l.Metric(ctx, "autorollbackd_alerts_duplicate_total")
 		return v != "" && v != "0", v
 	})
+	// People were paged as well: routing to autorollbackd took nothing
+	// from the on-call receiver.
+	testenv.Eventually(t, time.Minute, "on-call receives EventServiceDown firing", func(context.Context) (bool, string) {
+		return l.OnCall.Received("EventServiceDown", loop.Service, "firing"), "not yet"
+	})
 	var resolvedAt time.Time
 	testenv.Eventually(t, 2*time.Minute, "Alertmanager reports the alert resolved", func(context.Context) (bool, string) {
 		list := incidents(t, l)

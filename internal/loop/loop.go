@@ -26,6 +26,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/prometheus/alertmanager/template"
+
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -70,8 +72,12 @@ type Loop struct {
 	// Messages receives what the daemon announces and pages.
 	Messages *Inbox
 	inboxSrv *httptest.Server
-	stopLoad context.CancelFunc
-	loadDone chan struct{}
+	// OnCall is the on-call receiver of the Alertmanagers, routed beside
+	// autorollbackd as the docs show: people still get every alert.
+	OnCall    *Pages
+	onCallSrv *httptest.Server
+	stopLoad  context.CancelFunc
+	loadDone  chan struct{}
 	// prometheusAddr is chosen before the daemon starts, so its PromQL
 	// check can name it.
 	prometheusAddr string
@@ -105,7 +111,7 @@ func Start(ctx context.Context, opts Options) (*Loop, error) {
 	if opts.RecordsNamespace == "" {
 		opts.RecordsNamespace = "autorollbackd"
 	}
-	l := &Loop{opts: opts, Namespace: opts.Namespace, Services: map[string]*testenv.Process{}, Messages: &Inbox{}}
+	l := &Loop{opts: opts, Namespace: opts.Namespace, Services: map[string]*testenv.Process{}, Messages: &Inbox{}, OnCall: &Pages{}}
 	now := time.Now().UnixNano()
 	l.Token = fmt.Sprint("loop-", now)
 	l.APIToken = fmt.Sprint("loop-read-", now)
@@ -134,6 +140,7 @@ func Start(ctx context.Context, opts Options) (*Loop, error) {
 		l.Services[name] = p
 	}
 	l.inboxSrv = httptest.NewServer(l.Messages)
+	l.onCallSrv = httptest.NewServer(l.OnCall)
 	if err := l.startDaemon(ctx); err != nil {
 		return l, err
 	}
@@ -164,8 +171,10 @@ func (l *Loop) Stop() {
 			p.Stop()
 		}
 	}
-	if l.inboxSrv != nil {
-		l.inboxSrv.Close()
+	for _, srv := range []*httptest.Server{l.inboxSrv, l.onCallSrv} {
+		if srv != nil {
+			srv.Close()
+		}
 	}
 }
 
@@ -309,13 +318,25 @@ escalation:
 
 func (l *Loop) startAlertmanagers(ctx context.Context) error {
 	tokenFile := filepath.Join(l.opts.Dir, "webhook-token")
+	// The routes of docs/install.md: autorollbackd's route continues, and
+	// a route of its own keeps on-call paged (Alertmanager notifies a
+	// parent's receiver only when no child route matched).
 	cfg := fmt.Sprintf(`route:
-  receiver: autorollbackd
+  receiver: oncall
   group_by: [alertname, namespace, deployment]
   group_wait: 1s
   group_interval: 2s
   repeat_interval: 1m
+  routes:
+  - matchers: ['impact=~"service_down|data_corruption|security_vulnerability|critical_flow_broken|non_critical"']
+    receiver: autorollbackd
+    continue: true
+  - receiver: oncall
 receivers:
+- name: oncall
+  webhook_configs:
+  - url: %s
+    send_resolved: true
 - name: autorollbackd
   webhook_configs:
   - url: http://%s/webhook
@@ -324,7 +345,7 @@ receivers:
     http_config:
       authorization:
         credentials_file: %s
-`, l.Daemon.Addr, tokenFile)
+`, l.onCallSrv.URL, l.Daemon.Addr, tokenFile)
 	n := 1
 	if l.opts.HAPair {
 		n = 2
@@ -550,6 +571,38 @@ func (b *Inbox) All() []Message {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]Message(nil), b.msgs...)
+}
+
+// Pages receives Alertmanager's notifications to the on-call receiver.
+type Pages struct {
+	mu    sync.Mutex
+	pages []template.Data
+}
+
+func (p *Pages) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var d template.Data
+	if err := json.NewDecoder(r.Body).Decode(&d); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	p.mu.Lock()
+	p.pages = append(p.pages, d)
+	p.mu.Unlock()
+}
+
+// Received reports whether on-call was sent the alert alertname about
+// deployment with the status given ("firing" or "resolved").
+func (p *Pages) Received(alertname, deployment, status string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.pages {
+		for _, a := range d.Alerts {
+			if a.Labels["alertname"] == alertname && a.Labels["deployment"] == deployment && a.Status == status {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func moduleRoot() string {
