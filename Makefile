@@ -22,10 +22,11 @@ build:
 testenv:
 	hack/testenv.sh >/dev/null
 
-## lint: gofmt and go vet
+## lint: gofmt, go vet, no tracked built binary, go.mod and go.sum tidy
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	GO=$(GO) hack/lint-repo.sh
 
 ## test: everything: lint, unit and integration tests against the local control plane with -race, then brief fuzzing
 test: testenv lint
