@@ -80,7 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	pol, err := policy.Compile(cfg.Policy)
+	pol, err := policy.Compile(cfg.Policy, policy.WithLogger(logger.With("component", "policy")))
 	if err != nil {
 		return fmt.Errorf("compile policy: %w", err)
 	}

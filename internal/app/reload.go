@@ -103,7 +103,7 @@ func (r *reloader) reload(trigger string) {
 		r.logger.Error("configuration rejected; keeping the running one", "trigger", trigger, "err", err)
 		return
 	}
-	p, err := policy.Compile(cfg.Policy)
+	p, err := policy.Compile(cfg.Policy, policy.WithLogger(r.logger))
 	if err != nil {
 		r.success.Set(0)
 		r.logger.Error("policy rejected; keeping the running one", "trigger", trigger, "err", err)

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"regexp"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/cel-go/cel"
+	"github.com/prometheus/alertmanager/matcher/compat"
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/utils/lru"
@@ -38,7 +40,20 @@ type Policy struct {
 	// matchers caches parsed kinds.AnnotationAlertMatchers values, by value;
 	// a cache, not state: a decision does not depend on it.
 	matchers *lru.Cache
+	// parseMatchers parses them as Alertmanager does by default.
+	parseMatchers compat.ParseMatchers
 }
+
+// Option changes how Compile compiles.
+type Option func(*options)
+
+type options struct {
+	logger *slog.Logger
+}
+
+// WithLogger logs what compiling and evaluating want known but is no
+// error: a matcher only Alertmanager's classic parser takes.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
 type rule struct {
 	Rule
@@ -71,10 +86,20 @@ var criterionRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 // Compile validates cfg and compiles its matchers, CEL conditions and
 // templates. It reports every problem, each as a *KeyError naming the key,
 // joined with errors.Join.
-func Compile(cfg Config) (*Policy, error) {
+//
+// Matchers are parsed as Alertmanager parses them by default: with its
+// UTF-8 parser, falling back to the classic one (and logging a warning
+// that names the key) for input only the classic parser takes.
+func Compile(cfg Config, opts ...Option) (*Policy, error) {
+	o := options{logger: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg = cfg.clone()
 	c := &compiler{}
-	p := &Policy{cfg: cfg, deny: map[string]bool{}, allow: map[string]bool{}, matchers: lru.New(matchersCacheSize)}
+	p := &Policy{cfg: cfg, deny: map[string]bool{}, allow: map[string]bool{}, matchers: lru.New(matchersCacheSize),
+		parseMatchers: compat.FallbackMatchersParser(o.logger)}
+	parseMatcher := compat.FallbackMatcherParser(o.logger)
 
 	if msgs := content.IsLabelKey(cfg.OptInLabel); len(msgs) > 0 {
 		c.bad("optInLabel", "must be a label key: %s", strings.Join(msgs, "; "))
@@ -151,9 +176,10 @@ func Compile(cfg Config) (*Policy, error) {
 			c.bad(key+".matchers", "must have at least one matcher")
 		}
 		for j, s := range r.Matchers {
-			m, err := labels.ParseMatcher(s)
+			mkey := fmt.Sprintf("%s.matchers[%d]", key, j)
+			m, err := parseMatcher(s, "policy."+mkey)
 			if err != nil {
-				c.add(fmt.Sprintf("%s.matchers[%d]", key, j), fmt.Errorf("parse matcher %q: %w", s, err))
+				c.add(mkey, fmt.Errorf("parse matcher %q: %w", s, err))
 				continue
 			}
 			cr.matchers = append(cr.matchers, m)

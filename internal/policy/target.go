@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"k8s.io/apimachinery/pkg/api/validate/content"
+
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 )
 
 // ErrNoTarget is wrapped by every error of Resolve: the alert names no
@@ -192,13 +194,13 @@ type parsedMatchers struct {
 // alertMatchers parses the value of a workload's kinds.AnnotationAlertMatchers.
 func (p *Policy) alertMatchers(v string) ([]*labels.Matcher, error) {
 	if len(v) > matchersCacheMaxBytes {
-		return labels.ParseMatchers(v)
+		return p.parseMatchers(v, "annotation "+kinds.AnnotationAlertMatchers)
 	}
 	if got, ok := p.matchers.Get(v); ok {
 		pm := got.(parsedMatchers)
 		return pm.ms, pm.err
 	}
-	ms, err := labels.ParseMatchers(v)
+	ms, err := p.parseMatchers(v, "annotation "+kinds.AnnotationAlertMatchers)
 	p.matchers.Add(v, parsedMatchers{ms: ms, err: err})
 	return ms, err
 }
