@@ -125,3 +125,48 @@ func TestLoadAlertmanagerErrorsNameTheKey(t *testing.T) {
 		})
 	}
 }
+
+// An alertmanager notifier's httpConfig is Prometheus' http_config, decoded
+// by Prometheus' rules like verify.alertmanager's, and a mistake in it
+// names the notifier's key.
+func TestLoadAlertmanagerNotifier(t *testing.T) {
+	cfg, err := loadYAML(t, `escalation:
+  notifiers:
+  - name: alertmanager
+    type: alertmanager
+    alertmanager:
+      urls: [http://alertmanager-operated.monitoring.svc:9093]
+      labels: {severity: critical}
+      holdFor: 12h
+      httpConfig:
+        basic_auth: {username: autorollbackd, password: hunter2}
+        tls_config: {server_name: alertmanager.internal}
+  ladder:
+  - {after: 5m, level: oncall, notifiers: [alertmanager]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	am := cfg.Escalation.Notifiers[0].Alertmanager
+	switch {
+	case am == nil:
+		t.Fatal("alertmanager block not decoded")
+	case am.HoldFor.Duration != 12*time.Hour || am.Labels["severity"] != "critical" || len(am.URLs) != 1:
+		t.Errorf("alertmanager = %+v", am)
+	case am.HTTPConfig == nil || am.HTTPConfig.BasicAuth == nil || am.HTTPConfig.BasicAuth.Username != "autorollbackd" ||
+		string(am.HTTPConfig.BasicAuth.Password) != "hunter2" || am.HTTPConfig.TLSConfig.ServerName != "alertmanager.internal":
+		t.Errorf("httpConfig = %+v", am.HTTPConfig)
+	}
+
+	_, err = loadYAML(t, `escalation:
+  notifiers:
+  - name: alertmanager
+    type: alertmanager
+    alertmanager:
+      urls: [http://alertmanager-operated.monitoring.svc:9093]
+      httpConfig: {bearer_tokn: x}
+`)
+	if err == nil || !strings.Contains(err.Error(), "escalation.notifiers[0].alertmanager.httpConfig") || !strings.Contains(err.Error(), "bearer_tokn") {
+		t.Errorf("a misspelt http_config key: %v; want an error naming escalation.notifiers[0].alertmanager.httpConfig and the key", err)
+	}
+}

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -47,7 +49,7 @@ type Step struct {
 // type (pagerduty, slack or webhook; none for events) must be set.
 type NotifierConfig struct {
 	Name string `json:"name" mapstructure:"name"`
-	// Type is pagerduty, slack, webhook or events.
+	// Type is alertmanager, pagerduty, slack, webhook or events.
 	Type string `json:"type" mapstructure:"type"`
 	// Timeout bounds one delivery attempt; zero means DefaultTimeout.
 	Timeout metav1.Duration `json:"timeout,omitzero" mapstructure:"timeout"`
@@ -57,6 +59,28 @@ type NotifierConfig struct {
 	PagerDuty *PagerDutyConfig `json:"pagerduty,omitempty" mapstructure:"pagerduty"`
 	Slack     *SlackConfig     `json:"slack,omitempty" mapstructure:"slack"`
 	Webhook   *WebhookConfig   `json:"webhook,omitempty" mapstructure:"webhook"`
+	// Alertmanager pages through Alertmanager's routes and receivers.
+	Alertmanager *AlertmanagerConfig `json:"alertmanager,omitempty" mapstructure:"alertmanager"`
+}
+
+// AlertmanagerConfig configures a notifier of type alertmanager: a page is
+// an alert posted to Alertmanager's API v2, routed, silenced and inhibited
+// like any other, and its resolution ends the alert.
+type AlertmanagerConfig struct {
+	// URLs are the Alertmanagers, each member of an HA cluster, as
+	// Prometheus is given them; the page is posted to each.
+	URLs []string `json:"urls" mapstructure:"urls"`
+	// Alertname of the pages; empty means DefaultAlertmanagerAlertname.
+	Alertname string `json:"alertname,omitempty" mapstructure:"alertname"`
+	// Labels are added to every page, for routing (for example severity:
+	// critical, team: sre). The daemon's own labels may not be set here.
+	Labels map[string]string `json:"labels,omitempty" mapstructure:"labels"`
+	// HoldFor is how long a page stays firing without its resolution
+	// (its endsAt); zero means DefaultAlertmanagerHoldFor.
+	HoldFor metav1.Duration `json:"holdFor,omitzero" mapstructure:"holdFor"`
+	// HTTPConfig is Prometheus' http_config: authorization, basic_auth,
+	// oauth2, tls_config, proxy_url, http_headers.
+	HTTPConfig *promconfig.HTTPClientConfig `json:"httpConfig,omitempty" mapstructure:"httpConfig"`
 }
 
 // PagerDutyConfig configures a notifier of type pagerduty (Events API v2).
@@ -175,6 +199,12 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, checkRefs("announce", c.Announce, names)...)
+	for i, name := range c.Announce {
+		if j := slices.IndexFunc(c.Notifiers, func(n NotifierConfig) bool { return n.Name == name }); j < 0 || c.Notifiers[j].Type != "alertmanager" {
+			continue
+		}
+		errs = append(errs, keyErr(fmt.Sprintf("announce[%d]", i), "notifier %q is of type alertmanager, which pages and resolves; announce through slack, webhook or events", name))
+	}
 	if c.DashboardURL != "" {
 		if err := checkHTTPURL(c.DashboardURL); err != nil {
 			errs = append(errs, &KeyError{Key: "dashboardURL", Err: err})
@@ -249,7 +279,7 @@ func (n NotifierConfig) validate(key string, names map[string]bool) []error {
 	blocks := []struct {
 		name string
 		set  bool
-	}{{"pagerduty", n.PagerDuty != nil}, {"slack", n.Slack != nil}, {"webhook", n.Webhook != nil}}
+	}{{"pagerduty", n.PagerDuty != nil}, {"slack", n.Slack != nil}, {"webhook", n.Webhook != nil}, {"alertmanager", n.Alertmanager != nil}}
 	for _, b := range blocks {
 		switch {
 		case b.set && ok && b.name != t.block:

@@ -120,6 +120,10 @@ func TestValidate(t *testing.T) {
 		return escalate.NotifierConfig{Name: name, Type: "pagerduty", PagerDuty: &escalate.PagerDutyConfig{RoutingKeyFile: "/k"}}
 	}
 	slack := escalate.NotifierConfig{Name: "chat", Type: "slack", Slack: &escalate.SlackConfig{WebhookURLFile: "/u"}}
+	am := func(labels map[string]string) escalate.NotifierConfig {
+		return escalate.NotifierConfig{Name: "am", Type: "alertmanager", Alertmanager: &escalate.AlertmanagerConfig{
+			URLs: []string{"http://alertmanager-operated.monitoring:9093"}, Labels: labels}}
+	}
 	for _, tc := range []struct {
 		name   string
 		mutate func(*escalate.Config)
@@ -137,9 +141,9 @@ func TestValidate(t *testing.T) {
 		{"page at once", func(c *escalate.Config) { c.Ladder[0].After = d(0) }, ""},
 		{"unknown type", func(c *escalate.Config) {
 			c.Notifiers = []escalate.NotifierConfig{pd("pd"), {Name: "mail", Type: "email"}}
-		}, `notifiers[1].type: unknown notifier type "email" (want pagerduty, slack, webhook or events)`},
+		}, `notifiers[1].type: unknown notifier type "email" (want alertmanager, pagerduty, slack, webhook or events)`},
 		{"missing type", func(c *escalate.Config) { c.Notifiers = []escalate.NotifierConfig{{Name: "x"}} },
-			`notifiers[0].type: required (want pagerduty, slack, webhook or events)`},
+			`notifiers[0].type: required (want alertmanager, pagerduty, slack, webhook or events)`},
 		{"unknown notifier in step", func(c *escalate.Config) { c.Ladder[2].Notifiers = []string{"x"} },
 			`ladder[2].notifiers[0]: no notifier named "x"`},
 		{"notifier twice in step", func(c *escalate.Config) {
@@ -207,6 +211,35 @@ func TestValidate(t *testing.T) {
 		{"webhook url not http", func(c *escalate.Config) {
 			c.Notifiers = []escalate.NotifierConfig{{Name: "hook", Type: "webhook", Webhook: &escalate.WebhookConfig{URL: "ftp://x/y"}}}
 		}, `notifiers[0].webhook.url: must be an absolute http or https URL, got "ftp://x/y"`},
+		{"alertmanager", func(c *escalate.Config) {
+			c.Notifiers = []escalate.NotifierConfig{am(nil)}
+			c.Ladder[0].Notifiers = []string{"am"}
+		}, ""},
+		{"alertmanager urls missing", func(c *escalate.Config) {
+			n := am(nil)
+			n.Alertmanager.URLs = nil
+			c.Notifiers = []escalate.NotifierConfig{n}
+		}, `notifiers[0].alertmanager.urls: required: the URL of every Alertmanager of the cluster`},
+		{"alertmanager url not absolute", func(c *escalate.Config) {
+			n := am(nil)
+			n.Alertmanager.URLs = append(n.Alertmanager.URLs, "alertmanager:9093")
+			c.Notifiers = []escalate.NotifierConfig{n}
+		}, `notifiers[0].alertmanager.urls[1]: must be an absolute http or https URL, got "alertmanager:9093"`},
+		{"alertmanager label of the daemon's own", func(c *escalate.Config) {
+			c.Notifiers = []escalate.NotifierConfig{am(map[string]string{"level": "p1"})}
+		}, `notifiers[0].alertmanager.labels.level: set by the daemon on every page (alertname, incident, level, namespace, workload, workload_kind)`},
+		{"alertmanager reserved label", func(c *escalate.Config) {
+			c.Notifiers = []escalate.NotifierConfig{am(map[string]string{"__name__": "x"})}
+		}, `notifiers[0].alertmanager.labels.__name__: names starting with __ are reserved`},
+		{"alertmanager negative holdFor", func(c *escalate.Config) {
+			n := am(nil)
+			n.Alertmanager.HoldFor = d(-time.Hour)
+			c.Notifiers = []escalate.NotifierConfig{n}
+		}, `notifiers[0].alertmanager.holdFor: must not be negative, got -1h0m0s`},
+		{"alertmanager announces", func(c *escalate.Config) {
+			c.Notifiers = []escalate.NotifierConfig{slack, am(nil)}
+			c.Announce = []string{"chat", "am"}
+		}, `announce[1]: notifier "am" is of type alertmanager, which pages and resolves; announce through slack, webhook or events`},
 		{"unknown announce", func(c *escalate.Config) { c.Announce = []string{"stakeholders"} },
 			`announce[0]: no notifier named "stakeholders"`},
 		{"announce twice", func(c *escalate.Config) {
@@ -219,7 +252,7 @@ func TestValidate(t *testing.T) {
 			c.Notifiers = []escalate.NotifierConfig{{Name: "mail", Type: "email"}, pd("mail")}
 			c.Ladder[0].Notifiers = []string{"pager"}
 			c.Ladder[2].After = d(time.Minute)
-		}, `notifiers[0].type: unknown notifier type "email" (want pagerduty, slack, webhook or events)
+		}, `notifiers[0].type: unknown notifier type "email" (want alertmanager, pagerduty, slack, webhook or events)
 notifiers[1].name: duplicate name "mail"
 ladder[0].notifiers[0]: no notifier named "pager"
 ladder: steps must be in increasing order of after`},
@@ -259,21 +292,35 @@ func TestDocsExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, rest, ok := strings.Cut(string(b), "```yaml\nescalation:\n")
-	if !ok {
-		t.Fatal("docs/escalation.md has no ```yaml escalation: example")
+	var types [][]string
+	rest := string(b)
+	for {
+		var ok bool
+		_, rest, ok = strings.Cut(rest, "```yaml\nescalation:\n")
+		if !ok {
+			break
+		}
+		block, _, _ := strings.Cut(rest, "```")
+		var doc struct {
+			Escalation escalate.Config `json:"escalation"`
+		}
+		if err := yaml.UnmarshalStrict([]byte("escalation:\n"+block), &doc); err != nil {
+			t.Fatalf("example %d does not decode: %v", len(types)+1, err)
+		}
+		if err := doc.Escalation.Validate(); err != nil {
+			t.Fatalf("example %d is invalid: %v", len(types)+1, err)
+		}
+		if len(doc.Escalation.Ladder) != 3 {
+			t.Errorf("example %d decoded as %+v", len(types)+1, doc.Escalation)
+		}
+		var ts []string
+		for _, n := range doc.Escalation.Notifiers {
+			ts = append(ts, n.Type)
+		}
+		types = append(types, ts)
 	}
-	block, _, _ := strings.Cut(rest, "```")
-	var doc struct {
-		Escalation escalate.Config `json:"escalation"`
-	}
-	if err := yaml.UnmarshalStrict([]byte("escalation:\n"+block), &doc); err != nil {
-		t.Fatalf("example does not decode: %v", err)
-	}
-	if err := doc.Escalation.Validate(); err != nil {
-		t.Fatalf("example is invalid: %v", err)
-	}
-	if len(doc.Escalation.Notifiers) != 4 || len(doc.Escalation.Ladder) != 3 {
-		t.Errorf("example decoded as %+v", doc.Escalation)
+	// The first example is the recommended one: paging through Alertmanager.
+	if len(types) != 2 || len(types[0]) == 0 || types[0][0] != "alertmanager" || !slices.Contains(types[1], "pagerduty") {
+		t.Errorf("docs/escalation.md examples have notifier types %v; want two, the first paging through alertmanager, the second through pagerduty", types)
 	}
 }

@@ -183,11 +183,12 @@ func (e *Escalator) Page(ctx context.Context, step Step, m Message) (Delivery, e
 
 // Deduplicates reports whether the named notifier folds a repeated page
 // into the first, so that sending a page again cannot page anybody twice:
-// PagerDuty by the page's dedup key, Kubernetes Events by the event
-// recorder's aggregation. Slack and webhook receivers would get it twice.
+// PagerDuty by the page's dedup key, Alertmanager by the page's labels,
+// Kubernetes Events by the event recorder's aggregation. Slack and webhook
+// receivers would get it twice.
 func (e *Escalator) Deduplicates(name string) bool {
 	n, ok := e.notifiers[name]
-	return ok && (n.typ == "pagerduty" || n.typ == "events")
+	return ok && (n.typ == "pagerduty" || n.typ == "alertmanager" || n.typ == "events")
 }
 
 // Resolve closes the pages of inc at the given levels: every notifier of

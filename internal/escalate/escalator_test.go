@@ -80,7 +80,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 	cfg := escalate.DefaultConfig()
 	cfg.Notifiers = []escalate.NotifierConfig{{Name: "mail", Type: "email"}}
 	_, err := escalate.New(escalate.Options{Config: cfg})
-	want := `invalid escalation configuration: notifiers[0].type: unknown notifier type "email" (want pagerduty, slack, webhook or events)`
+	want := `invalid escalation configuration: notifiers[0].type: unknown notifier type "email" (want alertmanager, pagerduty, slack, webhook or events)`
 	if err == nil || err.Error() != want {
 		t.Fatalf("New error\ngot:  %v\nwant: %s", err, want)
 	}

@@ -60,12 +60,13 @@ type notifierType struct {
 // the order error messages give them.
 var (
 	notifierTypes = map[string]notifierType{
-		"pagerduty": {block: "pagerduty", check: checkPagerDuty, build: newPagerDuty},
-		"slack":     {block: "slack", check: checkSlack, build: newSlack},
-		"webhook":   {block: "webhook", check: checkWebhook, build: newWebhook},
-		"events":    {build: newEvents},
+		"alertmanager": {block: "alertmanager", check: checkAlertmanager, build: newAlertmanager},
+		"pagerduty":    {block: "pagerduty", check: checkPagerDuty, build: newPagerDuty},
+		"slack":        {block: "slack", check: checkSlack, build: newSlack},
+		"webhook":      {block: "webhook", check: checkWebhook, build: newWebhook},
+		"events":       {build: newEvents},
 	}
-	typeNames = []string{"pagerduty", "slack", "webhook", "events"}
+	typeNames = []string{"alertmanager", "pagerduty", "slack", "webhook", "events"}
 )
 
 // readSecret reads a secret file named by a key. The error names the key and
@@ -313,7 +314,10 @@ func (n *notifier) deliver(ctx context.Context, m Message) error {
 // Slack is the secret).
 func (n *notifier) describe(err error, a *attempt) string {
 	var msg string
+	_, perURL := errors.AsType[postErrors](err)
 	switch {
+	case perURL:
+		msg = err.Error()
 	case a.status >= 300:
 		msg = "HTTP " + a.statusLine
 		if b := oneLine(string(a.body)); b != "" {
