@@ -17,8 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/alertmanager/template"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/loop"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -167,7 +171,8 @@ func TestBadRolloutIsRolledBackOnce(t *testing.T) {
 	// People were paged as well: routing to autorollbackd took nothing
 	// from the on-call receiver.
 	testenv.Eventually(t, time.Minute, "on-call receives EventServiceDown firing", func(context.Context) (bool, string) {
-		return l.OnCall.Received("EventServiceDown", loop.Service, "firing"), "not yet"
+		_, ok := l.OnCall.Received("firing", map[string]string{"alertname": "EventServiceDown", "deployment": loop.Service})
+		return ok, "not yet"
 	})
 	var resolvedAt time.Time
 	testenv.Eventually(t, 2*time.Minute, "Alertmanager reports the alert resolved", func(context.Context) (bool, string) {
@@ -232,6 +237,51 @@ func TestFixForwardNotifiesAndChangesNothing(t *testing.T) {
 	}
 	if img := d.Spec.Template.Spec.Containers[0].Image; img != loop.Service+":v2-degraded" || d.Annotations["deployment.kubernetes.io/revision"] != "2" {
 		t.Fatalf("fix forward changed the deployment: %s revision %s", img, d.Annotations["deployment.kubernetes.io/revision"])
+	}
+}
+
+// A rollback the policy refuses (Argo CD manages the Deployment, and
+// policy.gitops.mode is escalate) pages on-call at once, through the
+// daemon's alertmanager notifier: a real Alertmanager routes the page to
+// the on-call receiver beside the alert that caused it.
+func TestRefusedRollbackPagesOnCallThroughAlertmanager(t *testing.T) {
+	l := given(t)
+	c := testenv.Require(t)
+	ctx := context.Background()
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"checkout:apps/Deployment:%s/%s"}}}`, kinds.AnnotationArgoTrackingID, l.Namespace, loop.Service)
+	if _, err := c.Client.AppsV1().Deployments(l.Namespace).Patch(ctx, loop.Service, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Deploy(ctx, loop.Service, loop.Service+":v2-bad"); err != nil {
+		t.Fatal(err)
+	}
+	var page template.Alert
+	testenv.Eventually(t, 3*time.Minute, "on-call is paged through Alertmanager", func(context.Context) (bool, string) {
+		a, ok := l.OnCall.Received("firing", map[string]string{
+			"alertname": escalate.DefaultAlertmanagerAlertname, "level": escalate.LevelOnCall,
+			"namespace": l.Namespace, "workload": loop.Service, "workload_kind": "Deployment",
+		})
+		page = a
+		return ok, "not yet"
+	})
+	if page.Labels["severity"] != "critical" || page.Labels["incident"] == "" || page.Annotations["summary"] == "" {
+		t.Errorf("page labels %v annotations %v", page.Labels, page.Annotations)
+	}
+	var inc incidentJSON
+	for _, i := range incidents(t, l) {
+		if i.ID == page.Labels["incident"] {
+			inc = i
+		}
+	}
+	if inc.Decision.Reason != "gitops_managed" || len(inc.Actions) != 0 {
+		t.Errorf("incident %s: decision %+v, actions %+v; want an escalation for gitops_managed and no action", page.Labels["incident"], inc.Decision, inc.Actions)
+	}
+	d, err := c.Client.AppsV1().Deployments(l.Namespace).Get(ctx, loop.Service, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != loop.Service+":v2-bad" {
+		t.Errorf("the refused rollback changed the Deployment: %s", img)
 	}
 }
 

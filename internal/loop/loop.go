@@ -79,8 +79,10 @@ type Loop struct {
 	stopLoad  context.CancelFunc
 	loadDone  chan struct{}
 	// prometheusAddr is chosen before the daemon starts, so its PromQL
-	// check can name it.
-	prometheusAddr string
+	// check can name it; the Alertmanagers' addresses too, so that it
+	// pages through them.
+	prometheusAddr    string
+	alertmanagerAddrs []string
 }
 
 // Build compiles autorollbackd and the stand-in event-service into dir.
@@ -141,6 +143,17 @@ func Start(ctx context.Context, opts Options) (*Loop, error) {
 	}
 	l.inboxSrv = httptest.NewServer(l.Messages)
 	l.onCallSrv = httptest.NewServer(l.OnCall)
+	n := 1
+	if opts.HAPair {
+		n = 2
+	}
+	for range n {
+		a, err := testenv.FreeAddr()
+		if err != nil {
+			return l, err
+		}
+		l.alertmanagerAddrs = append(l.alertmanagerAddrs, a)
+	}
 	if err := l.startDaemon(ctx); err != nil {
 		return l, err
 	}
@@ -294,12 +307,13 @@ escalation:
   notifiers:
   - {name: demo, type: webhook, webhook: {url: %q}}
   - {name: events, type: events}
+  - {name: alertmanager, type: alertmanager, alertmanager: {urls: [%s], labels: {severity: critical}}}
   announce: [demo, events]
   ladder:
-  - {after: 5m, level: oncall, notifiers: [demo, events]}
-  - {after: 10m, level: lead, notifiers: [demo, events]}
-  - {after: 15m, level: war_room, notifiers: [demo, events]}
-`, addr, token, apiToken, l.opts.RecordsNamespace, l.Namespace, promAddr, svc, svc, svc, l.inboxSrv.URL)
+  - {after: 5m, level: oncall, notifiers: [demo, events, alertmanager]}
+  - {after: 10m, level: lead, notifiers: [demo, events, alertmanager]}
+  - {after: 15m, level: war_room, notifiers: [demo, events, alertmanager]}
+`, addr, token, apiToken, l.opts.RecordsNamespace, l.Namespace, promAddr, svc, svc, svc, l.inboxSrv.URL, l.alertmanagerURLs())
 	file := filepath.Join(dir, "autorollbackd.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		return err
@@ -346,10 +360,7 @@ receivers:
       authorization:
         credentials_file: %s
 `, l.onCallSrv.URL, l.Daemon.Addr, tokenFile)
-	n := 1
-	if l.opts.HAPair {
-		n = 2
-	}
+	n := len(l.alertmanagerAddrs)
 	var cluster []string
 	for range n {
 		a, err := testenv.FreeAddr()
@@ -372,7 +383,7 @@ receivers:
 				}
 			}
 		}
-		am, err := testenv.StartAlertmanager(ctx, dir, cfg, clusterAddr, peers...)
+		am, err := testenv.StartAlertmanagerOn(ctx, l.alertmanagerAddrs[i], dir, cfg, clusterAddr, peers...)
 		if err != nil {
 			return err
 		}
@@ -573,6 +584,15 @@ func (b *Inbox) All() []Message {
 	return append([]Message(nil), b.msgs...)
 }
 
+// alertmanagerURLs lists the Alertmanagers' URLs, comma-separated.
+func (l *Loop) alertmanagerURLs() string {
+	urls := make([]string, len(l.alertmanagerAddrs))
+	for i, a := range l.alertmanagerAddrs {
+		urls[i] = "http://" + a
+	}
+	return strings.Join(urls, ", ")
+}
+
 // Pages receives Alertmanager's notifications to the on-call receiver.
 type Pages struct {
 	mu    sync.Mutex
@@ -590,19 +610,26 @@ func (p *Pages) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 }
 
-// Received reports whether on-call was sent the alert alertname about
-// deployment with the status given ("firing" or "resolved").
-func (p *Pages) Received(alertname, deployment, status string) bool {
+// Received returns the last alert on-call was sent with the status given
+// ("firing" or "resolved") and every label of labels.
+func (p *Pages) Received(status string, labels map[string]string) (template.Alert, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, d := range p.pages {
-		for _, a := range d.Alerts {
-			if a.Labels["alertname"] == alertname && a.Labels["deployment"] == deployment && a.Status == status {
-				return true
+	for i := len(p.pages) - 1; i >= 0; i-- {
+	alerts:
+		for _, a := range p.pages[i].Alerts {
+			if a.Status != status {
+				continue
 			}
+			for k, v := range labels {
+				if a.Labels[k] != v {
+					continue alerts
+				}
+			}
+			return a, true
 		}
 	}
-	return false
+	return template.Alert{}, false
 }
 
 func moduleRoot() string {

@@ -144,6 +144,16 @@ func StartPrometheus(ctx context.Context, dir, addr, config string, rules map[st
 // configuration. peers lists other Alertmanagers' cluster addresses for an HA
 // pair; clusterAddr is this one's ("" disables clustering).
 func StartAlertmanager(ctx context.Context, dir, config, clusterAddr string, peers ...string) (*Process, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	return StartAlertmanagerOn(ctx, addr, dir, config, clusterAddr, peers...)
+}
+
+// StartAlertmanagerOn is StartAlertmanager listening on addr, chosen
+// beforehand so that what must call Alertmanager can be configured first.
+func StartAlertmanagerOn(ctx context.Context, addr, dir, config, clusterAddr string, peers ...string) (*Process, error) {
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -151,10 +161,6 @@ func StartAlertmanager(ctx context.Context, dir, config, clusterAddr string, pee
 	cfg := filepath.Join(dir, "alertmanager.yml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
 		return nil, fmt.Errorf("write Alertmanager config: %w", err)
-	}
-	addr, err := FreeAddr()
-	if err != nil {
-		return nil, err
 	}
 	args := []string{"--config.file=" + cfg, "--storage.path=" + filepath.Join(dir, "data"), "--web.listen-address=" + addr, "--log.level=warn"}
 	if clusterAddr == "" {
