@@ -27,6 +27,7 @@ ROLLOUTS_VERSION=v1.10.0
 ARGOCD_VERSION=v3.6.1
 FLUX_KUSTOMIZE_VERSION=v1.10.1
 FLUX_HELM_VERSION=v1.4.0
+FLUX_SOURCE_VERSION=v1.10.1
 
 key="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_prom-${PROMETHEUS_VERSION}_am-${ALERTMANAGER_VERSION}_helm-${HELM_VERSION}"
 root="${TESTENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/autorollbackd/testenv}/${key}"
@@ -293,5 +294,12 @@ fetch_crds argo-cd \
 fetch_crds flux \
   "github.com/fluxcd/kustomize-controller@${FLUX_KUSTOMIZE_VERSION}:config/crd/bases/kustomize.toolkit.fluxcd.io_kustomizations.yaml" \
   "github.com/fluxcd/helm-controller@${FLUX_HELM_VERSION}:config/crd/bases/helm.toolkit.fluxcd.io_helmreleases.yaml"
+# The sources a suspended Kustomization or HelmRelease is resumed by, in a
+# set of their own so that adding them left the one above in place.
+fetch_crds flux-source \
+  "github.com/fluxcd/source-controller@${FLUX_SOURCE_VERSION}:config/crd/bases/source.toolkit.fluxcd.io_gitrepositories.yaml" \
+  "github.com/fluxcd/source-controller@${FLUX_SOURCE_VERSION}:config/crd/bases/source.toolkit.fluxcd.io_ocirepositories.yaml" \
+  "github.com/fluxcd/source-controller@${FLUX_SOURCE_VERSION}:config/crd/bases/source.toolkit.fluxcd.io_buckets.yaml" \
+  "github.com/fluxcd/source-controller@${FLUX_SOURCE_VERSION}:config/crd/bases/source.toolkit.fluxcd.io_helmcharts.yaml"
 log "ready in $(( $(date +%s) - start ))s: ${bin}"
 echo "${bin}"

@@ -36,8 +36,10 @@ const (
 	ArgoRollouts CRDSet = 1 << iota
 	// ArgoCD is Argo CD's applications and appprojects (argoproj.io).
 	ArgoCD
-	// Flux is Flux's kustomizations (kustomize.toolkit.fluxcd.io) and
-	// helmreleases (helm.toolkit.fluxcd.io).
+	// Flux is Flux's kustomizations (kustomize.toolkit.fluxcd.io),
+	// helmreleases (helm.toolkit.fluxcd.io) and their sources:
+	// gitrepositories, ocirepositories, buckets and helmcharts
+	// (source.toolkit.fluxcd.io).
 	Flux
 )
 
@@ -46,7 +48,7 @@ const (
 var crdDirs = []struct {
 	set CRDSet
 	dir string
-}{{ArgoRollouts, "argo-rollouts"}, {ArgoCD, "argo-cd"}, {Flux, "flux"}}
+}{{ArgoRollouts, "argo-rollouts"}, {ArgoCD, "argo-cd"}, {Flux, "flux"}, {Flux, "flux-source"}}
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 

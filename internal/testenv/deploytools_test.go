@@ -74,8 +74,10 @@ func TestInstallCRDs(t *testing.T) {
 	sort.Strings(names)
 	want := []string{
 		"analysisruns.argoproj.io", "analysistemplates.argoproj.io", "applications.argoproj.io",
-		"appprojects.argoproj.io", "clusteranalysistemplates.argoproj.io", "experiments.argoproj.io",
-		"helmreleases.helm.toolkit.fluxcd.io", "kustomizations.kustomize.toolkit.fluxcd.io", "rollouts.argoproj.io",
+		"appprojects.argoproj.io", "buckets.source.toolkit.fluxcd.io", "clusteranalysistemplates.argoproj.io",
+		"experiments.argoproj.io", "gitrepositories.source.toolkit.fluxcd.io", "helmcharts.source.toolkit.fluxcd.io",
+		"helmreleases.helm.toolkit.fluxcd.io", "kustomizations.kustomize.toolkit.fluxcd.io", "ocirepositories.source.toolkit.fluxcd.io",
+		"rollouts.argoproj.io",
 	}
 	if strings.Join(names, " ") != strings.Join(want, " ") {
 		t.Errorf("CRDs in the cluster:\n %v\nwant\n %v", names, want)
