@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -273,5 +274,110 @@ func TestPauseOwnerMissing(t *testing.T) {
 	_, err := p.Pause(context.Background(), w, "inc-1", false)
 	if !errors.Is(err, gitops.ErrNoOwner) || !strings.Contains(err.Error(), "HelmRelease nowhere/web, which Deployment shop/web names, does not exist") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+var (
+	gitRepositoryGVR = schema.GroupVersionResource{Group: "source.toolkit.fluxcd.io", Version: "v1", Resource: "gitrepositories"}
+	ociRepositoryGVR = schema.GroupVersionResource{Group: "source.toolkit.fluxcd.io", Version: "v1", Resource: "ocirepositories"}
+	helmChartGVR     = schema.GroupVersionResource{Group: "source.toolkit.fluxcd.io", Version: "v1", Resource: "helmcharts"}
+)
+
+// setArtifactRevision plays source-controller: it writes the revision of a
+// source's artifact to its status subresource.
+func setArtifactRevision(t *testing.T, c *testenv.Cluster, gvr schema.GroupVersionResource, ns, name, revision string) {
+	t.Helper()
+	u := get(t, c, gvr, ns, name)
+	u.Object["status"] = map[string]any{"artifact": map[string]any{
+		"revision": revision, "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+		"path": "source/" + name + ".tar.gz", "url": "http://source-controller.invalid/" + name + ".tar.gz",
+		"lastUpdateTime": "2026-12-03T04:00:00Z",
+	}}
+	if _, err := c.Dynamic.Resource(gvr).Namespace(ns).UpdateStatus(context.Background(), u, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResumeFluxOnSourceRevisionChange: a suspended Kustomization or
+// HelmRelease is resumed when the artifact revision of its source moves
+// (a fix committed), and not before.
+func TestResumeFluxOnSourceRevisionChange(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		owner     schema.GroupVersionResource
+		ownerName string
+		label     [2]string // the workload's name and namespace labels
+		// manifest of the owner, with $SOURCE_NS for the source's namespace.
+		manifest  string
+		source    schema.GroupVersionResource
+		srcName   func(ns string) string
+		srcObject string // with %[1]s for its name
+	}{
+		{
+			name: "Kustomization, its GitRepository", owner: gitops.KustomizationGVR, ownerName: "apps",
+			label:    [2]string{kinds.LabelFluxKustomization, kinds.LabelFluxKustomizationNamespace},
+			manifest: kustomization, source: gitRepositoryGVR, srcName: func(string) string { return "apps" },
+			srcObject: `{apiVersion: source.toolkit.fluxcd.io/v1, kind: GitRepository, metadata: {name: "%[1]s"}, spec: {interval: 5m, url: "https://git.example.invalid/apps.git"}}`,
+		},
+		{
+			name: "HelmRelease, its chartRef OCIRepository in another namespace", owner: gitops.HelmReleaseGVR, ownerName: "web",
+			label: [2]string{kinds.LabelFluxHelm, kinds.LabelFluxHelmNamespace},
+			manifest: `{apiVersion: helm.toolkit.fluxcd.io/v2, kind: HelmRelease, metadata: {name: web},
+  spec: {interval: 5m, chartRef: {kind: OCIRepository, name: web-chart, namespace: "$SOURCE_NS"}}}`,
+			source: ociRepositoryGVR, srcName: func(string) string { return "web-chart" },
+			srcObject: `{apiVersion: source.toolkit.fluxcd.io/v1, kind: OCIRepository, metadata: {name: "%[1]s"}, spec: {interval: 5m, url: "oci://registry.example.invalid/charts/web"}}`,
+		},
+		{
+			name: "HelmRelease, the HelmChart made for its spec.chart", owner: gitops.HelmReleaseGVR, ownerName: "web",
+			label: [2]string{kinds.LabelFluxHelm, kinds.LabelFluxHelmNamespace},
+			manifest: `{apiVersion: helm.toolkit.fluxcd.io/v2, kind: HelmRelease, metadata: {name: web},
+  spec: {interval: 5m, chart: {spec: {chart: web, sourceRef: {kind: HelmRepository, name: charts, namespace: "$SOURCE_NS"}}}}}`,
+			// helm-controller names it <namespace>-<name> of the HelmRelease.
+			source: helmChartGVR, srcName: func(ownerNS string) string { return ownerNS + "-web" },
+			srcObject: `{apiVersion: source.toolkit.fluxcd.io/v1, kind: HelmChart, metadata: {name: "%[1]s"}, spec: {interval: 5m, chart: web, sourceRef: {kind: HelmRepository, name: charts}}}`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, c, _, _ := pauser(t)
+			ctx := context.Background()
+			ns, srcNS := c.Namespace(t), c.Namespace(t)
+			if tc.source == gitRepositoryGVR {
+				srcNS = ns // a sourceRef without a namespace is in the Kustomization's
+			}
+			src := tc.srcName(ns)
+			create(t, c, tc.source, srcNS, fmt.Sprintf(tc.srcObject, src))
+			setArtifactRevision(t, c, tc.source, srcNS, src, "main@sha1:aaa111")
+			create(t, c, tc.owner, ns, strings.ReplaceAll(tc.manifest, "$SOURCE_NS", srcNS))
+			suspended := func() (bool, bool) {
+				o := get(t, c, tc.owner, ns, tc.ownerName)
+				v, _, _ := unstructured.NestedBool(o.Object, "spec", "suspend")
+				_, recorded := o.GetAnnotations()[kinds.AnnotationGitOpsPause]
+				return v, recorded
+			}
+
+			w := workload(map[string]string{tc.label[0]: tc.ownerName, tc.label[1]: ns}, nil)
+			res, err := p.Pause(ctx, w, "inc-1", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Record.Revision != "main@sha1:aaa111" {
+				t.Fatalf("recorded revision %q; want the source's main@sha1:aaa111", res.Record.Revision)
+			}
+			if v, recorded := suspended(); !v || !recorded {
+				t.Fatalf("suspend %v, recorded %v after the pause", v, recorded)
+			}
+
+			p.ResumeDue(ctx)
+			if v, recorded := suspended(); !v || !recorded {
+				t.Fatalf("resumed without a new revision: suspend %v, recorded %v", v, recorded)
+			}
+
+			// A fix is committed: source-controller makes a new artifact.
+			setArtifactRevision(t, c, tc.source, srcNS, src, "main@sha1:bbb222")
+			p.ResumeDue(ctx)
+			if v, recorded := suspended(); v || recorded {
+				t.Fatalf("after the revision change: suspend %v, record left %v; want resumed", v, recorded)
+			}
+		})
 	}
 }
