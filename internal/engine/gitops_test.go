@@ -202,6 +202,72 @@ spec:
 	})
 }
 
+// TestGitOpsPauseAndUndoFluxHelmRelease: a Deployment a HelmRelease
+// installed is rolled back after the HelmRelease is suspended, and the
+// HelmRelease is resumed when its chart's source has a new revision.
+func TestGitOpsPauseAndUndoFluxHelmRelease(t *testing.T) {
+	f := newFixture(t, map[string]string{policy.DefaultOptInLabel: "true", kinds.LabelFluxHelm: "events"}, nil)
+	f.c.InstallCRDs(t, testenv.Flux)
+	fluxNS := f.c.Namespace(t)
+	ociRepositoryGVR := schema.GroupVersionResource{Group: "source.toolkit.fluxcd.io", Version: "v1", Resource: "ocirepositories"}
+	f.createOwner(t, ociRepositoryGVR, fluxNS, `
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: OCIRepository
+metadata: {name: events-chart}
+spec: {interval: 5m, url: "oci://registry.example.invalid/charts/events"}
+`)
+	// Playing source-controller: the chart's artifact.
+	setArtifact := func(revision string) {
+		t.Helper()
+		src := f.owner(t, ociRepositoryGVR, fluxNS, "events-chart")
+		src.Object["status"] = map[string]any{"artifact": map[string]any{
+			"revision": revision, "digest": "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+			"path": "ocirepository/events-chart.tar.gz", "url": "http://source-controller.invalid/events-chart.tar.gz",
+			"lastUpdateTime": "2026-12-03T04:00:00Z",
+		}}
+		if _, err := f.c.Dynamic.Resource(ociRepositoryGVR).Namespace(fluxNS).UpdateStatus(context.Background(), src, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setArtifact("1.0.0@sha256:aaa111")
+	f.createOwner(t, gitops.HelmReleaseGVR, fluxNS, `
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: events}
+spec:
+  interval: 5m
+  chartRef: {kind: OCIRepository, name: events-chart}
+`)
+	if _, err := f.c.Client.AppsV1().Deployments(f.ns).Patch(context.Background(), "event-service", types.MergePatchType,
+		fmt.Appendf(nil, `{"metadata":{"labels":{%q:%q}}}`, kinds.LabelFluxHelmNamespace, fluxNS), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := policy.DefaultConfig()
+	cfg.GitOps.Mode = policy.GitOpsPauseAndUndo
+	e := f.startEngine(t, cfg, 1, f.withGitOps(t, cfg.GitOps))
+
+	inc := f.gitopsRollback(t, e, "flux-helm-1")
+	if msg := inc.Actions[0].Result.Message; !strings.Contains(msg, "HelmRelease "+fluxNS+"/events paused (reconciliation is suspended)") {
+		t.Errorf("action message %q does not name the suspended HelmRelease", msg)
+	}
+	suspended := func() (bool, bool) {
+		hr := f.owner(t, gitops.HelmReleaseGVR, fluxNS, "events")
+		v, _, _ := unstructured.NestedBool(hr.Object, "spec", "suspend")
+		_, recorded := hr.GetAnnotations()[kinds.AnnotationGitOpsPause]
+		return v, recorded
+	}
+	if v, recorded := suspended(); !v || !recorded {
+		t.Fatalf("HelmRelease suspend %v, recorded %v after the rollback; want both", v, recorded)
+	}
+
+	// A fix is committed and its chart published: a new artifact revision.
+	setArtifact("1.0.1@sha256:bbb222")
+	testenv.Eventually(t, 30*time.Second, "HelmRelease resumed on the source revision change", func(context.Context) (bool, string) {
+		v, recorded := suspended()
+		return !v && !recorded, fmt.Sprintf("suspend %v, record left %v", v, recorded)
+	})
+}
+
 func TestGitOpsPauseAndUndoEscalatesWithoutOwner(t *testing.T) {
 	f := newFixture(t, optedIn, nil)
 	f.c.InstallCRDs(t, testenv.ArgoCD)
