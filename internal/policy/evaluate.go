@@ -26,6 +26,7 @@ const (
 	checkFixForward   = "fix-forward annotation"
 	checkUnsafe       = "rollback-unsafe annotation"
 	checkGitOps       = "not managed by GitOps"
+	checkFlagger      = "not managed by Flagger"
 	checkPaused       = "not paused"
 	checkHistory      = "previous revision"
 	checkRecent       = "recent rollout"
@@ -95,7 +96,7 @@ func (p *Policy) Screen(in Input) Decision {
 // How many checks Evaluate records at most, and how many of them are
 // target checks.
 const (
-	checkCount       = 19
+	checkCount       = 20
 	targetCheckCount = 7
 )
 
@@ -389,7 +390,7 @@ func (e *evaluation) guards() {
 			name   string
 			reason Reason
 		}{
-			{checkGitOps, ReasonGitOpsManaged}, {checkPaused, ReasonPaused},
+			{checkGitOps, ReasonGitOpsManaged}, {checkFlagger, ReasonFlaggerManaged}, {checkPaused, ReasonPaused},
 			{checkHistory, ReasonNoHistory}, {checkRecent, ReasonNoRecentRollout},
 			{checkAlertAfter, ReasonAlertPredatesRollout}, {checkCooldown, ReasonCooldown},
 		} {
@@ -411,6 +412,12 @@ func (e *evaluation) guards() {
 			escalate(checkGitOps, ReasonGitOpsManaged, false, "managed by %s, which would undo a rollback; revert in Git instead", m)
 		default:
 			escalate(checkGitOps, ReasonGitOpsManaged, true, "not managed by Argo CD or Flux")
+		}
+
+		if c := w.FlaggerCanary; c != "" {
+			escalate(checkFlagger, ReasonFlaggerManaged, false, "the primary of Flagger Canary %s, which promotes its target onto it and would fight a rollback; roll back the Canary's target instead", c)
+		} else {
+			escalate(checkFlagger, ReasonFlaggerManaged, true, "not owned by a Flagger Canary")
 		}
 
 		if w.Paused {

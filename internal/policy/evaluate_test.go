@@ -306,6 +306,15 @@ func evalRows() []evalRow {
 			msgContain: "managed by argocd, which would undo a rollback"},
 		{name: "gitops tracking label not configured is not GitOps", in: func(in *policy.Input) { in.Workload.Labels["app.kubernetes.io/instance"] = "web" },
 			outcome: policy.OutcomeRollback, reason: policy.ReasonCriterionMet, rule: "service-down"},
+		{name: "flagger primary", in: func(in *policy.Input) { in.Workload.FlaggerCanary = "event-service" },
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonFlaggerManaged, rule: "service-down", failed: "not managed by Flagger",
+			msgContain: "the primary of Flagger Canary event-service, which promotes its target onto it and would fight a rollback"},
+		{name: "flagger primary escalates under pause-and-undo too", cfg: gitopsMode(policy.GitOpsPauseAndUndo, ""),
+			in: func(in *policy.Input) {
+				in.Workload.FlaggerCanary = "event-service"
+				in.Workload.GitOpsManager = "flux"
+			},
+			outcome: policy.OutcomeEscalate, reason: policy.ReasonFlaggerManaged, rule: "service-down", failed: "not managed by Flagger"},
 		{name: "paused", in: func(in *policy.Input) { in.Workload.Paused = true },
 			outcome: policy.OutcomeEscalate, reason: policy.ReasonPaused, rule: "service-down", failed: "not paused"},
 		{name: "no history", in: func(in *policy.Input) { in.Workload.PreviousRevision = 0 },
@@ -483,8 +492,8 @@ func TestEvaluateRecordsEveryCheck(t *testing.T) {
 	all := []string{
 		"target resolved", "namespace allowed", "sender allowed", "workload exists", "opted in", "alert origin", "alert matchers",
 		"alert firing", "rule",
-		"freeze", "fix-forward annotation", "rollback-unsafe annotation", "not managed by GitOps", "not paused",
-		"previous revision", "recent rollout", "alert after rollout", "cooldown", "budget",
+		"freeze", "fix-forward annotation", "rollback-unsafe annotation", "not managed by GitOps",
+		"not managed by Flagger", "not paused", "previous revision", "recent rollout", "alert after rollout", "cooldown", "budget",
 	}
 	names := func(d policy.Decision) []string {
 		var out []string
@@ -603,6 +612,7 @@ checks:
   ✓ fix-forward annotation: no autorollback.io/fix-forward annotation
   ✓ rollback-unsafe annotation: no autorollback.io/rollback-unsafe annotation
   ✓ not managed by GitOps: not managed by Argo CD or Flux
+  ✓ not managed by Flagger: not owned by a Flagger Canary
   ✗ not paused: the rollout is paused, someone is working on it [paused]
   ✓ previous revision: revision 6 is there to roll back to
   ✓ recent rollout: revision 7 started rolling out 4m0s ago, within the 1h0m0s window

@@ -62,6 +62,7 @@ const (
 	ReasonFixForwardAnnotation Reason = "fix_forward_annotation"
 	ReasonRollbackUnsafe       Reason = "rollback_unsafe"
 	ReasonGitOpsManaged        Reason = "gitops_managed"
+	ReasonFlaggerManaged       Reason = "flagger_managed" // a Flagger Canary owns the workload (its primary)
 	ReasonPaused               Reason = "paused"
 	ReasonNoHistory            Reason = "no_history"
 	ReasonNoRecentRollout      Reason = "no_recent_rollout"
@@ -78,7 +79,7 @@ func Reasons() []Reason {
 		ReasonNoTarget, ReasonNamespaceDenied, ReasonOriginMismatch, ReasonWorkloadNotFound, ReasonNotOptedIn,
 		ReasonAlertNotAllowed,
 		ReasonAlertResolved,
-		ReasonFrozen, ReasonFixForwardAnnotation, ReasonRollbackUnsafe, ReasonGitOpsManaged,
+		ReasonFrozen, ReasonFixForwardAnnotation, ReasonRollbackUnsafe, ReasonGitOpsManaged, ReasonFlaggerManaged,
 		ReasonPaused, ReasonNoHistory, ReasonNoRecentRollout, ReasonAlertPredatesRollout,
 		ReasonCooldown, ReasonBudgetExhausted,
 	}
@@ -128,6 +129,9 @@ type Workload struct {
 	Older              []int64
 	LastAutoRollbackAt time.Time // zero when the daemon never rolled it back
 	GitOpsManager      string    // "argocd", "flux" or "" (the caller detects it)
+	// FlaggerCanary names the Flagger Canary that owns the workload, which
+	// is then the Canary's primary; "" for none (the caller detects it).
+	FlaggerCanary string
 }
 
 // Usage is how many automatic rollbacks happened in the last hour.
