@@ -1,7 +1,7 @@
 // Package workload reads what the policy needs to know about a workload from
 // the cluster: its labels and annotations, whether it is paused, its current
 // and previous revision, when the current revision began rolling out, and
-// who else manages it.
+// who else manages it (a GitOps tool, a Flagger Canary).
 package workload
 
 import (
@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -82,8 +83,33 @@ func facts(kind policy.Kind, meta *metav1.ObjectMeta, tmpl *corev1.PodTemplateSp
 		}
 	}
 	w.GitOpsManager = GitOpsManager(meta)
+	w.FlaggerCanary = FlaggerCanary(meta)
 	return w
 }
+
+// FlaggerCanary names the Flagger Canary that owns the object, if any.
+// Flagger creates a Canary's primary (its target's name and "-primary")
+// with an owner reference to the Canary, and copies the target's template
+// onto it at every promotion: a rollback of the primary would fight
+// Flagger, which holds the bad version promoted. The owner reference is the
+// sign, in any version of Flagger's API group; the name alone is not, as
+// "-primary" names many objects Flagger has nothing to do with (a
+// database's primary).
+func FlaggerCanary(meta *metav1.ObjectMeta) string {
+	for _, ref := range meta.OwnerReferences {
+		gv, err := schema.ParseGroupVersion(ref.APIVersion)
+		if err == nil && gv.Group == flaggerGroup && ref.Kind == flaggerCanaryKind {
+			return ref.Name
+		}
+	}
+	return ""
+}
+
+// Flagger's API group and the kind of its Canary.
+const (
+	flaggerGroup      = "flagger.app"
+	flaggerCanaryKind = "Canary"
+)
 
 // GitOpsManager names the GitOps controller that manages the object, if
 // any. Such a controller would re-apply the bad version after a rollback.

@@ -59,7 +59,7 @@ func TestDeploymentFacts(t *testing.T) {
 	}
 	if got.Ref != want.Ref || got.Paused != want.Paused || got.Revision != want.Revision ||
 		!got.RolloutStartedAt.Equal(want.RolloutStartedAt) || got.PreviousRevision != want.PreviousRevision ||
-		!got.LastAutoRollbackAt.Equal(want.LastAutoRollbackAt) || got.GitOpsManager != "" {
+		!got.LastAutoRollbackAt.Equal(want.LastAutoRollbackAt) || got.GitOpsManager != "" || got.FlaggerCanary != "" {
 		t.Fatalf("DeploymentFacts =\n%+v\nwant\n%+v", *got, want)
 	}
 	if !slices.Equal(got.Older, []int64{6, 5}) {
@@ -124,5 +124,47 @@ func TestGitOpsManager(t *testing.T) {
 				t.Fatalf("GitOpsManager = %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestFlaggerCanary(t *testing.T) {
+	yes := true
+	canary := func(apiVersion, kind string) metav1.OwnerReference {
+		// As Flagger writes it on a primary: a controller reference.
+		return metav1.OwnerReference{APIVersion: apiVersion, Kind: kind, Name: "event-service", UID: "c-1", Controller: &yes, BlockOwnerDeletion: &yes}
+	}
+	for _, tc := range []struct {
+		name   string
+		object string
+		refs   []metav1.OwnerReference
+		want   string
+	}{
+		{"no owner", "event-service", nil, ""},
+		{"primary owned by a Canary", "event-service-primary", []metav1.OwnerReference{canary("flagger.app/v1beta1", "Canary")}, "event-service"},
+		{"an older API version of Flagger", "event-service-primary", []metav1.OwnerReference{canary("flagger.app/v1alpha3", "Canary")}, "event-service"},
+		{"among other owners", "event-service-primary", []metav1.OwnerReference{
+			{APIVersion: "v1", Kind: "ConfigMap", Name: "x", UID: "x-1"}, canary("flagger.app/v1beta1", "Canary")}, "event-service"},
+		{"the name suffix alone", "postgres-primary", nil, ""},
+		{"a Canary of another API group", "event-service-primary", []metav1.OwnerReference{canary("example.com/v1", "Canary")}, ""},
+		{"another kind of Flagger's", "event-service-primary", []metav1.OwnerReference{canary("flagger.app/v1beta1", "MetricTemplate")}, ""},
+		{"a malformed API version", "event-service-primary", []metav1.OwnerReference{canary("flagger.app/v1/x", "Canary")}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := FlaggerCanary(&metav1.ObjectMeta{Name: tc.object, OwnerReferences: tc.refs}); got != tc.want {
+				t.Fatalf("FlaggerCanary = %q, want %q", got, tc.want)
+			}
+		})
+	}
+
+	// The fact reaches the policy from every kind Flagger makes a primary of.
+	meta := metav1.ObjectMeta{Name: "event-service-primary", Namespace: "n", UID: "p-1",
+		Annotations:     map[string]string{kinds.AnnotationDeploymentRevision: "1"},
+		OwnerReferences: []metav1.OwnerReference{canary("flagger.app/v1beta1", "Canary")}}
+	d := &appsv1.Deployment{ObjectMeta: meta}
+	if got := DeploymentFacts(d, []*appsv1.ReplicaSet{replicaSet(d, "p-1", "1", t0, true)}).FlaggerCanary; got != "event-service" {
+		t.Errorf("DeploymentFacts: FlaggerCanary = %q, want event-service", got)
+	}
+	if got := DaemonSetFacts(&appsv1.DaemonSet{ObjectMeta: meta}, nil).FlaggerCanary; got != "event-service" {
+		t.Errorf("DaemonSetFacts: FlaggerCanary = %q, want event-service", got)
 	}
 }
