@@ -671,10 +671,11 @@ func dryRun(inc *incident.Incident, p *policy.Policy) bool {
 // policy in force whether an action of the given kind (empty for a
 // post-rollback task) may be taken on it now: the target checks
 // (policy.Policy.Screen: namespace allowed, workload exists, opted in),
-// rollbacks not frozen, and for a feature flag, flags are on and the change
-// is one the live workload allows (flagRefusal). It returns the live workload, and the
-// refusal, or nil when the action may go ahead; an error only when the
-// workload could not be read.
+// rollbacks not frozen, the workload not a Flagger Canary's primary, and
+// for a feature flag, flags are on and the change is one the live workload
+// allows (flagRefusal). It returns the live workload, and the refusal, or
+// nil when the action may go ahead; an error only when the workload could
+// not be read.
 func (e *Engine) recheck(ctx context.Context, inc *incident.Incident, kind actuator.Kind) (*policy.Workload, *refusal, error) {
 	w, err := e.opts.Live.Facts(ctx, inc.Target)
 	if err != nil {
@@ -686,6 +687,12 @@ func (e *Engine) recheck(ctx context.Context, inc *incident.Incident, kind actua
 	}
 	if p.Config().Freeze {
 		return w, &refusal{reason: string(policy.ReasonFrozen), message: "rollbacks are frozen (policy.freeze)"}, nil
+	}
+	if c := w.FlaggerCanary; c != "" {
+		// No policy lets the daemon act on a Canary's primary; the live
+		// workload may have become one since the decision.
+		return w, &refusal{reason: string(policy.ReasonFlaggerManaged), message: fmt.Sprintf(
+			"the primary of Flagger Canary %s, which promotes its target onto it and would fight a rollback; roll back the Canary's target instead", c)}, nil
 	}
 	if kind == actuator.KindFeatureFlag {
 		if inc.FeatureFlag == nil {
