@@ -262,8 +262,9 @@ func (p *Pauser) patch(ctx context.Context, owner Owner, patch map[string]any, d
 
 // revision is what the resumer watches:
 //   - an Application's status.sync.revision, the Git revision Argo CD last
-//     compared with; with self-heal off, automated sync still follows new
-//     commits, and a refresh updates it;
+//     compared with, or for one of several sources their
+//     status.sync.revisions joined by commas; with self-heal off, automated
+//     sync still follows new commits, and a refresh updates it;
 //   - a Flux object's source artifact revision, status.artifact.revision
 //     of the Kustomization's spec.sourceRef (GitRepository, OCIRepository,
 //     Bucket) or of the HelmRelease's spec.chartRef, or of the HelmChart
@@ -274,8 +275,13 @@ func (p *Pauser) patch(ctx context.Context, owner Owner, patch map[string]any, d
 //     resumes.
 func (p *Pauser) revision(ctx context.Context, obj *unstructured.Unstructured) string {
 	if obj.GetKind() == KindApplication {
-		v, _, _ := unstructured.NestedString(obj.Object, "status", "sync", "revision")
-		return v
+		if v, _, _ := unstructured.NestedString(obj.Object, "status", "sync", "revision"); v != "" {
+			return v
+		}
+		// An Application of several sources leaves revision empty and has
+		// one per source in revisions.
+		revs, _, _ := unstructured.NestedStringSlice(obj.Object, "status", "sync", "revisions")
+		return strings.Join(revs, ",")
 	}
 	var ref map[string]any
 	switch obj.GetKind() {

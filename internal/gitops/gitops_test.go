@@ -193,6 +193,55 @@ func TestPauseAndResumeApplication(t *testing.T) {
 	}
 }
 
+// TestResumeMultiSourceApplicationOnRevisionChange: an Application with
+// several sources records their revisions in status.sync.revisions and
+// leaves status.sync.revision empty; a new revision of any of them resumes
+// it.
+func TestResumeMultiSourceApplicationOnRevisionChange(t *testing.T) {
+	p, c, argoNS, _ := pauser(t)
+	ctx := context.Background()
+	create(t, c, gitops.ApplicationGVR, argoNS, `
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata: {name: web}
+spec:
+  project: default
+  sources:
+  - {repoURL: "https://git.example.invalid/web.git", path: deploy, targetRevision: HEAD}
+  - {repoURL: "https://git.example.invalid/values.git", targetRevision: HEAD, ref: values}
+  destination: {server: "https://kubernetes.default.svc", namespace: shop}
+  syncPolicy:
+    automated: {selfHeal: true}
+`)
+	setStatus(t, c, gitops.ApplicationGVR, argoNS, "web", map[string]any{"sync": map[string]any{"status": "Synced", "revisions": []any{"aaa111", "ccc333"}}})
+	w := workload(map[string]string{kinds.LabelArgoInstance: "web"}, nil)
+	res, err := p.Pause(ctx, w, "inc-1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Record.Revision == "" {
+		t.Fatal("no revision recorded at the pause: only an operator could resume it")
+	}
+	paused := func() bool {
+		_, found := get(t, c, gitops.ApplicationGVR, argoNS, "web").GetAnnotations()[kinds.AnnotationGitOpsPause]
+		return found
+	}
+	p.ResumeDue(ctx)
+	if !paused() {
+		t.Fatal("resumed without a new revision")
+	}
+	// A fix is committed to the values repository only.
+	setStatus(t, c, gitops.ApplicationGVR, argoNS, "web", map[string]any{"sync": map[string]any{"status": "Synced", "revisions": []any{"aaa111", "ddd444"}}})
+	p.ResumeDue(ctx)
+	if paused() {
+		t.Fatal("still paused after a source's revision changed")
+	}
+	app := get(t, c, gitops.ApplicationGVR, argoNS, "web")
+	if v, _, _ := unstructured.NestedBool(app.Object, "spec", "syncPolicy", "automated", "selfHeal"); !v {
+		t.Error("selfHeal not restored to true")
+	}
+}
+
 func TestResumeApplicationWithoutSelfHealRemovesIt(t *testing.T) {
 	p, c, argoNS, _ := pauser(t)
 	ctx := context.Background()
