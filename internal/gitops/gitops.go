@@ -432,6 +432,11 @@ func (p *Pauser) dueWhy(ctx context.Context, obj *unstructured.Unstructured) str
 	if err := json.Unmarshal([]byte(obj.GetAnnotations()[kinds.AnnotationGitOpsPause]), &rec); err != nil {
 		return ""
 	}
+	// Without a revision recorded at the pause there is nothing to compare
+	// with: one read now may be the bad version's own.
+	if rec.Revision == "" {
+		return ""
+	}
 	if now := p.revision(ctx, obj); now != "" && now != rec.Revision {
 		return fmt.Sprintf("its revision changed from %q to %q", rec.Revision, now)
 	}

@@ -430,3 +430,40 @@ func TestResumeFluxOnSourceRevisionChange(t *testing.T) {
 		})
 	}
 }
+
+// TestNoRevisionAtThePauseResumesOnlyOnTheOperatorsWord: when the source
+// cannot be read at the pause, no revision is recorded, and one that can
+// be read later is no change: it may well be the bad version's.
+func TestNoRevisionAtThePauseResumesOnlyOnTheOperatorsWord(t *testing.T) {
+	p, c, _, _ := pauser(t)
+	ctx := context.Background()
+	ns := c.Namespace(t)
+	create(t, c, gitops.KustomizationGVR, ns, kustomization)
+	w := workload(map[string]string{kinds.LabelFluxKustomization: "apps", kinds.LabelFluxKustomizationNamespace: ns}, nil)
+	res, err := p.Pause(ctx, w, "inc-1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Record.Revision != "" {
+		t.Fatalf("recorded revision %q of a source that does not exist", res.Record.Revision)
+	}
+	// The source appears (or could not be read for a moment), at the
+	// revision that was deployed all along.
+	create(t, c, gitRepositoryGVR, ns, `{apiVersion: source.toolkit.fluxcd.io/v1, kind: GitRepository, metadata: {name: apps}, spec: {interval: 5m, url: "https://git.example.invalid/apps.git"}}`)
+	setArtifactRevision(t, c, gitRepositoryGVR, ns, "apps", "main@sha1:aaa111")
+	p.ResumeDue(ctx)
+	k := get(t, c, gitops.KustomizationGVR, ns, "apps")
+	if v, _, _ := unstructured.NestedBool(k.Object, "spec", "suspend"); !v {
+		t.Fatal("resumed when the source became readable; want suspended until the operator resumes it")
+	}
+	ann := k.GetAnnotations()
+	ann[kinds.AnnotationGitOpsResume] = "true"
+	k.SetAnnotations(ann)
+	if _, err := c.Dynamic.Resource(gitops.KustomizationGVR).Namespace(ns).Update(ctx, k, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.ResumeDue(ctx)
+	if v, _, _ := unstructured.NestedBool(get(t, c, gitops.KustomizationGVR, ns, "apps").Object, "spec", "suspend"); v {
+		t.Fatal("not resumed on the operator's annotation")
+	}
+}
