@@ -126,9 +126,9 @@ func TestLoadAlertmanagerErrorsNameTheKey(t *testing.T) {
 	}
 }
 
-// An alertmanager notifier's httpConfig is Prometheus' http_config, decoded
-// by Prometheus' rules like verify.alertmanager's, and a mistake in it
-// names the notifier's key.
+// A notifier's httpConfig is Prometheus' http_config, decoded by
+// Prometheus' rules like verify.alertmanager's, and a mistake in it names
+// the notifier's key.
 func TestLoadAlertmanagerNotifier(t *testing.T) {
 	cfg, err := loadYAML(t, `escalation:
   notifiers:
@@ -138,24 +138,25 @@ func TestLoadAlertmanagerNotifier(t *testing.T) {
       urls: [http://alertmanager-operated.monitoring.svc:9093]
       labels: {severity: critical}
       holdFor: 12h
-      httpConfig:
-        basic_auth: {username: autorollbackd, password: hunter2}
-        tls_config: {server_name: alertmanager.internal}
+    httpConfig:
+      basic_auth: {username: autorollbackd, password: hunter2}
+      tls_config: {server_name: alertmanager.internal}
   ladder:
   - {after: 5m, level: oncall, notifiers: [alertmanager]}
 `)
 	if err != nil {
 		t.Fatal(err)
 	}
-	am := cfg.Escalation.Notifiers[0].Alertmanager
+	n := cfg.Escalation.Notifiers[0]
+	am, hc := n.Alertmanager, n.HTTPConfig
 	switch {
 	case am == nil:
 		t.Fatal("alertmanager block not decoded")
 	case am.HoldFor.Duration != 12*time.Hour || am.Labels["severity"] != "critical" || len(am.URLs) != 1:
 		t.Errorf("alertmanager = %+v", am)
-	case am.HTTPConfig == nil || am.HTTPConfig.BasicAuth == nil || am.HTTPConfig.BasicAuth.Username != "autorollbackd" ||
-		string(am.HTTPConfig.BasicAuth.Password) != "hunter2" || am.HTTPConfig.TLSConfig.ServerName != "alertmanager.internal":
-		t.Errorf("httpConfig = %+v", am.HTTPConfig)
+	case hc == nil || hc.BasicAuth == nil || hc.BasicAuth.Username != "autorollbackd" ||
+		string(hc.BasicAuth.Password) != "hunter2" || hc.TLSConfig.ServerName != "alertmanager.internal":
+		t.Errorf("httpConfig = %+v", hc)
 	}
 
 	_, err = loadYAML(t, `escalation:
@@ -164,9 +165,9 @@ func TestLoadAlertmanagerNotifier(t *testing.T) {
     type: alertmanager
     alertmanager:
       urls: [http://alertmanager-operated.monitoring.svc:9093]
-      httpConfig: {bearer_tokn: x}
+    httpConfig: {bearer_tokn: x}
 `)
-	if err == nil || !strings.Contains(err.Error(), "escalation.notifiers[0].alertmanager.httpConfig") || !strings.Contains(err.Error(), "bearer_tokn") {
-		t.Errorf("a misspelt http_config key: %v; want an error naming escalation.notifiers[0].alertmanager.httpConfig and the key", err)
+	if err == nil || !strings.Contains(err.Error(), "escalation.notifiers[0].httpConfig") || !strings.Contains(err.Error(), "bearer_tokn") {
+		t.Errorf("a misspelt http_config key: %v; want an error naming escalation.notifiers[0].httpConfig and the key", err)
 	}
 }

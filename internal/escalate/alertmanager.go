@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	promconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -69,11 +68,6 @@ func checkAlertmanager(n NotifierConfig) []error {
 	if c.HoldFor.Duration < 0 {
 		errs = append(errs, keyErr("alertmanager.holdFor", "must not be negative, got %s", c.HoldFor.Duration))
 	}
-	if c.HTTPConfig != nil {
-		if err := c.HTTPConfig.Validate(); err != nil {
-			errs = append(errs, &KeyError{Key: "alertmanager.httpConfig", Err: err})
-		}
-	}
 	return errs
 }
 
@@ -91,7 +85,7 @@ type alertmanagerNotifier struct {
 	now       func() time.Time
 }
 
-func newAlertmanager(key string, n NotifierConfig, env buildEnv) (sender, []string, error) {
+func newAlertmanager(_ string, n NotifierConfig, env buildEnv) (sender, []string, error) {
 	c := n.Alertmanager
 	a := &alertmanagerNotifier{
 		alertname: cmp.Or(c.Alertname, DefaultAlertmanagerAlertname),
@@ -108,13 +102,6 @@ func newAlertmanager(key string, n NotifierConfig, env buildEnv) (sender, []stri
 	}
 	for _, u := range c.URLs {
 		a.urls = append(a.urls, strings.TrimSuffix(u, "/")+"/api/v2/alerts")
-	}
-	if c.HTTPConfig != nil {
-		hc, err := promconfig.NewClientFromConfig(*c.HTTPConfig, "autorollbackd")
-		if err != nil {
-			return nil, nil, &KeyError{Key: key + ".alertmanager.httpConfig", Err: err}
-		}
-		a.http = wrapHTTPClient(hc)
 	}
 	return a, nil, nil
 }

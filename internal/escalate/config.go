@@ -55,10 +55,14 @@ type NotifierConfig struct {
 	Timeout metav1.Duration `json:"timeout,omitzero" mapstructure:"timeout"`
 	// Retries is how many attempts may follow a failed first one when the
 	// failure is transient; nil means DefaultRetries, 0 means no retry.
-	Retries   *int             `json:"retries,omitempty" mapstructure:"retries"`
-	PagerDuty *PagerDutyConfig `json:"pagerduty,omitempty" mapstructure:"pagerduty"`
-	Slack     *SlackConfig     `json:"slack,omitempty" mapstructure:"slack"`
-	Webhook   *WebhookConfig   `json:"webhook,omitempty" mapstructure:"webhook"`
+	Retries *int `json:"retries,omitempty" mapstructure:"retries"`
+	// HTTPConfig is Prometheus' http_config block (authorization,
+	// basic_auth, oauth2, tls_config, proxy_url, http_headers), for every
+	// type that speaks HTTP; nil means Prometheus' defaults.
+	HTTPConfig *promconfig.HTTPClientConfig `json:"httpConfig,omitempty" mapstructure:"httpConfig"`
+	PagerDuty  *PagerDutyConfig             `json:"pagerduty,omitempty" mapstructure:"pagerduty"`
+	Slack      *SlackConfig                 `json:"slack,omitempty" mapstructure:"slack"`
+	Webhook    *WebhookConfig               `json:"webhook,omitempty" mapstructure:"webhook"`
 	// Alertmanager pages through Alertmanager's routes and receivers.
 	Alertmanager *AlertmanagerConfig `json:"alertmanager,omitempty" mapstructure:"alertmanager"`
 }
@@ -78,9 +82,6 @@ type AlertmanagerConfig struct {
 	// HoldFor is how long a page stays firing without its resolution
 	// (its endsAt); zero means DefaultAlertmanagerHoldFor.
 	HoldFor metav1.Duration `json:"holdFor,omitzero" mapstructure:"holdFor"`
-	// HTTPConfig is Prometheus' http_config: authorization, basic_auth,
-	// oauth2, tls_config, proxy_url, http_headers.
-	HTTPConfig *promconfig.HTTPClientConfig `json:"httpConfig,omitempty" mapstructure:"httpConfig"`
 }
 
 // PagerDutyConfig configures a notifier of type pagerduty (Events API v2).
@@ -286,6 +287,21 @@ func (n NotifierConfig) validate(key string, names map[string]bool) []error {
 			errs = append(errs, keyErr(key+"."+b.name, "not allowed for type %s", n.Type))
 		case !b.set && ok && b.name == t.block:
 			errs = append(errs, keyErr(key+"."+b.name, "required for type %s", n.Type))
+		}
+	}
+	if hc := n.HTTPConfig; hc != nil {
+		switch {
+		case ok && t.block == "":
+			errs = append(errs, keyErr(key+".httpConfig", "not allowed for type %s, which makes no HTTP request", n.Type))
+		case n.Webhook != nil && n.Webhook.BearerTokenFile != "" && (hc.Authorization != nil || hc.BasicAuth != nil || hc.OAuth2 != nil || hc.BearerToken != "" || hc.BearerTokenFile != ""):
+			errs = append(errs, keyErr(key+".webhook.bearerTokenFile", "set either it or httpConfig's authorization, not both"))
+		default:
+			// Validate normalises (bearer_token becomes authorization),
+			// so it runs on a copy.
+			cp := *hc
+			if err := cp.Validate(); err != nil {
+				errs = append(errs, &KeyError{Key: key + ".httpConfig", Err: err})
+			}
 		}
 	}
 	if ok && t.check != nil {

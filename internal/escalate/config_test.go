@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	promconfig "github.com/prometheus/common/config"
 	"sigs.k8s.io/yaml"
 
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
@@ -240,6 +241,24 @@ func TestValidate(t *testing.T) {
 			c.Notifiers = []escalate.NotifierConfig{slack, am(nil)}
 			c.Announce = []string{"chat", "am"}
 		}, `announce[1]: notifier "am" is of type alertmanager, which pages and resolves; announce through slack, webhook or events`},
+		{"httpConfig", func(c *escalate.Config) {
+			n := am(nil)
+			n.HTTPConfig = &promconfig.HTTPClientConfig{BasicAuth: &promconfig.BasicAuth{Username: "u", PasswordFile: "/p"}}
+			c.Notifiers = []escalate.NotifierConfig{n}
+		}, ""},
+		{"httpConfig on events", func(c *escalate.Config) {
+			c.Notifiers = []escalate.NotifierConfig{{Name: "k8s", Type: "events", HTTPConfig: &promconfig.HTTPClientConfig{FollowRedirects: true}}}
+		}, `notifiers[0].httpConfig: not allowed for type events, which makes no HTTP request`},
+		{"httpConfig invalid", func(c *escalate.Config) {
+			n := am(nil)
+			n.HTTPConfig = &promconfig.HTTPClientConfig{BearerToken: "a", BearerTokenFile: "/b"}
+			c.Notifiers = []escalate.NotifierConfig{n}
+		}, `notifiers[0].httpConfig: at most one of bearer_token & bearer_token_file must be configured`},
+		{"bearerTokenFile and httpConfig authorization", func(c *escalate.Config) {
+			c.Notifiers = []escalate.NotifierConfig{{Name: "hook", Type: "webhook",
+				Webhook:    &escalate.WebhookConfig{URL: "https://hooks.example/x", BearerTokenFile: "/t"},
+				HTTPConfig: &promconfig.HTTPClientConfig{Authorization: &promconfig.Authorization{CredentialsFile: "/u"}}}}
+		}, `notifiers[0].webhook.bearerTokenFile: set either it or httpConfig's authorization, not both`},
 		{"unknown announce", func(c *escalate.Config) { c.Announce = []string{"stakeholders"} },
 			`announce[0]: no notifier named "stakeholders"`},
 		{"announce twice", func(c *escalate.Config) {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	promconfig "github.com/prometheus/common/config"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -92,13 +93,25 @@ func New(o Options) (*Escalator, error) {
 	var errs []error
 	for i, nc := range o.Config.Notifiers {
 		nlog := log.With("notifier", nc.Name, "type", nc.Type)
+		key := fmt.Sprintf("notifiers[%d]", i)
 		env := env
 		env.logger = nlog
-		s, secrets, err := notifierTypes[nc.Type].build(fmt.Sprintf("notifiers[%d]", i), nc, env)
+		var inline []string
+		if hc := nc.HTTPConfig; hc != nil {
+			c, err := promconfig.NewClientFromConfig(*hc, "autorollbackd")
+			if err != nil {
+				errs = append(errs, &KeyError{Key: key + ".httpConfig", Err: err})
+				continue
+			}
+			env.http = wrapHTTPClient(c)
+			inline = inlineSecrets(hc)
+		}
+		s, secrets, err := notifierTypes[nc.Type].build(key, nc, env)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		secrets = append(secrets, inline...)
 		e.notifiers[nc.Name] = &notifier{
 			name: nc.Name, typ: nc.Type, s: s,
 			timeout: nc.timeout(), retries: nc.retries(), secrets: secrets,
@@ -287,6 +300,28 @@ func dedupe(in []string) []string {
 		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
+	}
+	return out
+}
+
+// inlineSecrets are the secrets written into an http_config itself, kept
+// out of errors like those read from files.
+func inlineSecrets(hc *promconfig.HTTPClientConfig) []string {
+	var out []string
+	add := func(s promconfig.Secret) {
+		if s != "" {
+			out = append(out, string(s))
+		}
+	}
+	add(hc.BearerToken)
+	if a := hc.Authorization; a != nil {
+		add(a.Credentials)
+	}
+	if b := hc.BasicAuth; b != nil {
+		add(b.Password)
+	}
+	if o := hc.OAuth2; o != nil {
+		add(o.ClientSecret)
 	}
 	return out
 }

@@ -3,7 +3,10 @@ package escalate_test
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
+
+	promconfig "github.com/prometheus/common/config"
 
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 )
@@ -113,4 +116,32 @@ func TestWebhookClientErrorNotRetried(t *testing.T) {
 		t.Errorf("got %d requests, want 1", n)
 	}
 	mustNotContain(t, "logs", h.logs.String(), bearerToken)
+}
+
+// A webhook notifier takes Prometheus' http_config: here basic auth with an
+// inline password, which stays out of the error a refusal makes.
+func TestWebhookHTTPConfig(t *testing.T) {
+	const password = "s3cret-inline-pw"
+	srv := newFakeServer(t, reply{status: http.StatusForbidden, body: "denied for password " + password})
+	cfg := webhookConfig(t, srv.URL+"/hooks/autorollbackd", "")
+	cfg.Notifiers[0].HTTPConfig = &promconfig.HTTPClientConfig{
+		BasicAuth:   &promconfig.BasicAuth{Username: "autorollbackd", Password: password},
+		HTTPHeaders: &promconfig.Headers{Headers: map[string]promconfig.Header{"X-Scope-OrgID": {Values: []string{"tenant-1"}}}},
+	}
+	h := newHarness(t, cfg)
+	_, err := h.Page(context.Background(), h.Ladder()[1], pageMessage())
+	if err == nil {
+		t.Fatal("Page succeeded against a 403")
+	}
+	if strings.Contains(err.Error(), password) || !strings.Contains(err.Error(), "<secret>") {
+		t.Errorf("error %q: want the password replaced by <secret>", err)
+	}
+	got := srv.got()
+	if len(got) != 1 {
+		t.Fatalf("got %d requests, want 1", len(got))
+	}
+	user, pass, ok := (&http.Request{Header: got[0].header}).BasicAuth()
+	if !ok || user != "autorollbackd" || pass != password || got[0].header.Get("X-Scope-OrgID") != "tenant-1" {
+		t.Errorf("request headers %v: want basic auth autorollbackd and X-Scope-OrgID tenant-1", got[0].header)
+	}
 }

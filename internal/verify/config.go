@@ -35,9 +35,14 @@ type Config struct {
 	// PrometheusURL is the Prometheus the promql checks query, for example
 	// http://prometheus.monitoring.svc:9090. It is required when a promql
 	// check is configured.
-	PrometheusURL string        `json:"prometheusURL" mapstructure:"prometheusURL"`
-	HTTP          []HTTPCheck   `json:"http" mapstructure:"http"`
-	PromQL        []PromQLCheck `json:"promql" mapstructure:"promql"`
+	PrometheusURL string `json:"prometheusURL" mapstructure:"prometheusURL"`
+	// PrometheusHTTPConfig is Prometheus' http_config block for reaching
+	// PrometheusURL (authorization, basic_auth, oauth2, tls_config,
+	// proxy_url, http_headers such as X-Scope-OrgID for Mimir or Thanos);
+	// nil means Prometheus' defaults.
+	PrometheusHTTPConfig *promconfig.HTTPClientConfig `json:"prometheusHTTPConfig" mapstructure:"prometheusHTTPConfig"`
+	HTTP                 []HTTPCheck                  `json:"http" mapstructure:"http"`
+	PromQL               []PromQLCheck                `json:"promql" mapstructure:"promql"`
 	// InconclusiveIsPass lets an inconclusive check count as a pass: the
 	// next stage runs after it, and the overall verdict is pass when no
 	// check failed and at least one passed. Off by default: the overall
@@ -315,12 +320,19 @@ func (c Config) validate(needURL bool) error {
 			bad("alertmanager.url", "%v", err)
 		}
 	}
-	if hc := c.Alertmanager.HTTPConfig; hc != nil {
+	for _, b := range []struct {
+		key string
+		hc  *promconfig.HTTPClientConfig
+	}{{"prometheusHTTPConfig", c.PrometheusHTTPConfig}, {"alertmanager.httpConfig", c.Alertmanager.HTTPConfig}} {
+		key, hc := b.key, b.hc
+		if hc == nil {
+			continue
+		}
 		// Validate normalises (bearer_token becomes authorization), so it
 		// runs on a copy.
 		cp := *hc
 		if err := cp.Validate(); err != nil {
-			bad("alertmanager.httpConfig", "%v", err)
+			bad(key, "%v", err)
 		}
 	}
 

@@ -23,7 +23,7 @@ func TestDefaultConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"rollout":{"enabled":true,"timeout":"2m0s"},"pods":{"enabled":true,"timeout":"2m0s"},"pollInterval":"2s","prometheusURL":"","http":[],"promql":[],"inconclusiveIsPass":false,` +
+	want := `{"rollout":{"enabled":true,"timeout":"2m0s"},"pods":{"enabled":true,"timeout":"2m0s"},"pollInterval":"2s","prometheusURL":"","prometheusHTTPConfig":null,"http":[],"promql":[],"inconclusiveIsPass":false,` +
 		`"alertmanager":{"url":"","timeout":"10s","httpConfig":null},"alertResolveGrace":"5m0s"}`
 	if string(got) != want {
 		t.Errorf("DefaultConfig() as JSON =\n%s\nwant\n%s", got, want)

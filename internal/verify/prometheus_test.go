@@ -20,6 +20,7 @@ import (
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	promconfig "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -45,6 +46,12 @@ const errorRatioQuery = `test_error_ratio{namespace="{{.Namespace}}",deployment=
 // until it has scraped the gauge. It skips under -short; otherwise a missing
 // binary fails the test.
 func startPrometheus(t *testing.T) *promEnv {
+	return startPrometheusWith(t, "", promconfig.DefaultHTTPClientConfig)
+}
+
+// startPrometheusWith starts Prometheus with a web config (for example
+// basic_auth_users; "" for none) and reaches it with hc.
+func startPrometheusWith(t *testing.T, webConfig string, hc promconfig.HTTPClientConfig) *promEnv {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs Prometheus from the test environment; skipped in -short mode")
@@ -82,12 +89,20 @@ scrape_configs:
 
 	addr := freeAddr(t)
 	var out syncBuffer
-	cmd := exec.Command(bin,
-		"--config.file="+configFile,
-		"--storage.tsdb.path="+filepath.Join(work, "data"),
-		"--web.listen-address="+addr,
+	args := []string{
+		"--config.file=" + configFile,
+		"--storage.tsdb.path=" + filepath.Join(work, "data"),
+		"--web.listen-address=" + addr,
 		"--log.level=warn",
-	)
+	}
+	if webConfig != "" {
+		f := filepath.Join(work, "web.yml")
+		if err := os.WriteFile(f, []byte(webConfig), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--web.config.file="+f)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start Prometheus: %v", err)
@@ -102,7 +117,11 @@ scrape_configs:
 		}
 	})
 
-	client, err := api.NewClient(api.Config{Address: "http://" + addr})
+	httpClient, err := promconfig.NewClientFromConfig(hc, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := api.NewClient(api.Config{Address: "http://" + addr, Client: httpClient})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +338,52 @@ func TestPromQLRealPrometheus(t *testing.T) {
 			t.Errorf("result = %s %q, want pass after 2 evaluations of 0.002", r.Status, r.Message)
 		}
 	})
+}
+
+// The promql checks reach a Prometheus behind basic auth with
+// prometheusHTTPConfig, Prometheus' own http_config; without it they get
+// the 401, as an inconclusive result that says so.
+func TestPromQLPrometheusHTTPConfig(t *testing.T) {
+	// bcrypt of "verify-pw", as Prometheus' web config takes passwords.
+	const web = "basic_auth_users:\n  autorollbackd: $2a$04$g31dxvvCcXiCuLoJ3mqYeehcx/8hZpLGNU7UtpFKF5EgwUDyzxTVS\n"
+	auth := promconfig.HTTPClientConfig{BasicAuth: &promconfig.BasicAuth{Username: "autorollbackd", Password: "verify-pw"}, FollowRedirects: true, EnableHTTP2: true}
+	p := startPrometheusWith(t, web, auth)
+	if err := p.set(t.Context(), 0.002); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		hc     *promconfig.HTTPClientConfig
+		status Status
+		msg    string
+	}{
+		{"with prometheusHTTPConfig", &auth, StatusPass, "Condition <= 0.01 held in 2 consecutive evaluations: test_error_ratio{"},
+		{"without", nil, StatusInconclusive, "No data within 3s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := httpOnly()
+			cfg.PrometheusURL = p.url
+			cfg.PrometheusHTTPConfig = tc.hc
+			cfg.PromQL = []PromQLCheck{{
+				Name: "error-ratio", Query: errorRatioQuery, Op: "<=", Threshold: 0.01,
+				Consecutive: 2, Interval: dur(500 * time.Millisecond), Timeout: dur(3 * time.Second),
+			}}
+			if err := cfg.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			v, err := New(Options{Config: cfg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := v.Verify(t.Context(), promTarget)[0]
+			if r.Status != tc.status || !strings.HasPrefix(r.Message, tc.msg) {
+				t.Errorf("result = %s %q, want %s %q...", r.Status, r.Message, tc.status, tc.msg)
+			}
+			if tc.hc == nil && !strings.Contains(r.Message, "401") && !strings.Contains(strings.ToLower(r.Message), "unauthorized") {
+				t.Errorf("message %q does not say Prometheus refused the credentials", r.Message)
+			}
+		})
+	}
 }
 
 var evaluationsRE = regexp.MustCompile(`\((\d+) evaluations\)`)

@@ -253,7 +253,15 @@ func New(o Options) (*Verifier, error) {
 		v.clock = clock.RealClock{}
 	}
 	if v.prom == nil && len(cfg.PromQL) > 0 {
-		c, err := api.NewClient(api.Config{Address: cfg.PrometheusURL})
+		hc := promconfig.DefaultHTTPClientConfig
+		if cfg.PrometheusHTTPConfig != nil {
+			hc = *cfg.PrometheusHTTPConfig
+		}
+		httpClient, err := promconfig.NewClientFromConfig(hc, "verify_prometheus")
+		if err != nil {
+			return nil, fmt.Errorf("new verifier: %w", &KeyError{Key: "prometheusHTTPConfig", Err: err})
+		}
+		c, err := api.NewClient(api.Config{Address: cfg.PrometheusURL, Client: httpClient})
 		if err != nil {
 			return nil, fmt.Errorf("new verifier: create Prometheus client for %s: %w", cfg.PrometheusURL, err)
 		}
