@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -337,5 +339,76 @@ func TestServerDryRun(t *testing.T) {
 				t.Errorf("the API server refuses mode %s: %v\n%s", m.name, err, out)
 			}
 		})
+	}
+}
+
+// TestInstallOpenShiftSecurityContext installs with the UID, GID and
+// fsGroup left to the platform, as on OpenShift (ci/openshift-values.yaml),
+// into a namespace that enforces the restricted Pod Security Standard, with
+// a proxy in extraEnv, an extra argument and an extraObjects ConfigMap: the
+// API server admits the pods, which run without a fixed UID, and creates
+// the extra object. A pod the standard refuses is refused there, so the
+// namespace does enforce it.
+func TestInstallOpenShiftSecurityContext(t *testing.T) {
+	t.Parallel()
+	c := testenv.Require(t)
+	rel := c.Namespace(t)
+	ctx := context.Background()
+	ns, err := c.Client.CoreV1().Namespaces().Get(ctx, rel, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	if _, err := c.Client.CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The standard is enforced: a pod that may escalate its privileges is
+	// refused.
+	bad := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "escalates", Namespace: rel},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.invalid/c",
+			SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(true)}}}},
+	}
+	if _, err := c.Client.CoreV1().Pods(rel).Create(ctx, bad, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); !apierrors.IsForbidden(err) {
+		t.Fatalf("namespace %s does not enforce the restricted standard: a pod with allowPrivilegeEscalation got %v, want Forbidden", rel, err)
+	}
+
+	install(t, c, "ard-os", rel,
+		"--values="+filepath.Join(chartDir, "ci", "openshift-values.yaml"),
+		"extraEnv[0].name=HTTPS_PROXY", "extraEnv[0].value=http://proxy.example:3128",
+		"extraArgs={--log-level=debug}",
+		`--set-json=extraObjects=[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"{{ .Release.Name }}-extra"},"data":{"namespace":"{{ .Release.Namespace }}"}}]`)
+
+	pods, err := c.Client.CoreV1().Pods(rel).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/instance=ard-os"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods.Items) != 2 {
+		t.Fatalf("want the 2 replicas' pods, got %d", len(pods.Items))
+	}
+	for _, p := range pods.Items {
+		checkRestricted(t, p.Spec)
+		psc, sc := p.Spec.SecurityContext, p.Spec.Containers[0].SecurityContext
+		if psc == nil || sc == nil || psc.RunAsUser != nil || psc.RunAsGroup != nil || psc.FSGroup != nil || sc.RunAsUser != nil || sc.RunAsGroup != nil {
+			t.Errorf("pod %s: want no fixed UID, GID or fsGroup, got pod %+v, container %+v", p.Name, psc, sc)
+		}
+		c0 := p.Spec.Containers[0]
+		if !slices.Contains(c0.Args, "--log-level=debug") {
+			t.Errorf("pod %s: args %q lack extraArgs", p.Name, c0.Args)
+		}
+		if !slices.ContainsFunc(c0.Env, func(e corev1.EnvVar) bool { return e.Name == "HTTPS_PROXY" && e.Value == "http://proxy.example:3128" }) {
+			t.Errorf("pod %s: env %+v lacks HTTPS_PROXY", p.Name, c0.Env)
+		}
+	}
+	cm, err := c.Client.CoreV1().ConfigMaps(rel).Get(ctx, "ard-os-extra", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the extraObjects ConfigMap: %v", err)
+	}
+	if cm.Data["namespace"] != rel {
+		t.Errorf("the extraObjects ConfigMap: data %v, want namespace %s (rendered as a template)", cm.Data, rel)
 	}
 }

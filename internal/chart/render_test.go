@@ -45,6 +45,9 @@ type mode struct {
 	values string // file under ci/, empty for the defaults
 	args   []string
 	grants grants
+	// platformIDs: the values leave the UID, GID and fsGroup to the
+	// platform (OpenShift's SCC) instead of the image's 65532.
+	platformIDs bool
 }
 
 var modes = []mode{
@@ -57,6 +60,7 @@ var modes = []mode{
 	{name: "servicemonitor-without-api", values: "servicemonitor-values.yaml"},
 	{name: "featureflags-tasks", values: "featureflags-tasks-values.yaml",
 		grants: grants{flags: true, flagConfigMaps: []string{"event-service-config"}, tasks: true}},
+	{name: "openshift", values: "openshift-values.yaml", platformIDs: true},
 }
 
 // helmArgs are the mode's values, with the tokens an offline render needs.
@@ -112,7 +116,7 @@ func TestRender(t *testing.T) {
 			t.Parallel()
 			objs := render(t, m.helmArgs()...)
 			checkStrict(t, objs)
-			checkDeployment(t, objs)
+			checkDeployment(t, objs, m.platformIDs)
 			checkConfig(t, objs, m.name == "namespaced", m.grants)
 			checkRBAC(t, objs, m.grants)
 			checkService(t, objs)
@@ -194,7 +198,9 @@ func deployment(t *testing.T, objs objects) *appsv1.Deployment {
 	return &d
 }
 
-func checkDeployment(t *testing.T, objs objects) {
+// checkDeployment checks the Deployment of the default values, but for the
+// UID, GID and fsGroup, which are 65532 or, with platformIDs, unset.
+func checkDeployment(t *testing.T, objs objects, platformIDs bool) {
 	t.Helper()
 	d := deployment(t, objs)
 	pod := d.Spec.Template.Spec
@@ -238,23 +244,23 @@ func checkDeployment(t *testing.T, objs objects) {
 	}
 
 	// The restricted Pod Security Standard, and then some.
-	psc := pod.SecurityContext
-	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 65532 ||
-		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
-		t.Errorf("pod securityContext: got %+v, want runAsNonRoot, runAsUser 65532, seccomp RuntimeDefault", psc)
+	checkRestricted(t, pod)
+	psc, sc := pod.SecurityContext, c.SecurityContext
+	if psc == nil || sc == nil {
+		t.Fatalf("securityContext missing: pod %+v, container %+v", psc, sc)
 	}
-	sc := c.SecurityContext
-	switch {
-	case sc == nil:
-		t.Errorf("container securityContext missing")
-	case sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot,
-		sc.RunAsUser == nil || *sc.RunAsUser != 65532,
-		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem,
-		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation,
-		sc.Privileged != nil && *sc.Privileged,
-		sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0,
-		sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
-		t.Errorf("container securityContext not restricted: %+v", sc)
+	ids := map[string]*int64{"pod runAsUser": psc.RunAsUser, "pod runAsGroup": psc.RunAsGroup, "pod fsGroup": psc.FSGroup,
+		"container runAsUser": sc.RunAsUser, "container runAsGroup": sc.RunAsGroup}
+	for what, id := range ids {
+		switch {
+		case platformIDs && id != nil:
+			t.Errorf("%s: got %d, want it unset for the platform to assign", what, *id)
+		case !platformIDs && (id == nil || *id != 65532):
+			t.Errorf("%s: got %v, want 65532, the image's user", what, id)
+		}
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("container securityContext: want readOnlyRootFilesystem, got %+v", sc)
 	}
 
 	// Resources, and a grace period longer than the daemon's drain.
@@ -301,6 +307,32 @@ func checkDeployment(t *testing.T, objs objects) {
 	}
 	if objs.one(t, "ServiceAccount").Name != pod.ServiceAccountName {
 		t.Errorf("the ServiceAccount is not the one the pods run as")
+	}
+}
+
+// checkRestricted checks what the restricted Pod Security Standard (and
+// OpenShift's restricted-v2 SCC) asks of the pod, with or without fixed
+// IDs: non-root, no privilege escalation, every capability dropped,
+// RuntimeDefault seccomp.
+func checkRestricted(t *testing.T, pod corev1.PodSpec) {
+	t.Helper()
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot ||
+		psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext: got %+v, want runAsNonRoot and seccomp RuntimeDefault", psc)
+	}
+	for _, c := range pod.Containers {
+		sc := c.SecurityContext
+		switch {
+		case sc == nil:
+			t.Errorf("container %s: securityContext missing", c.Name)
+		case sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot,
+			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation,
+			sc.Privileged != nil && *sc.Privileged,
+			sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(sc.Capabilities.Add) != 0,
+			sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault:
+			t.Errorf("container %s: securityContext not restricted: %+v", c.Name, sc)
+		}
 	}
 }
 
@@ -1015,6 +1047,96 @@ func TestRenderValues(t *testing.T) {
 			t.Errorf("liveness probe scheme with server.tls: got %s, want HTTPS", s)
 		}
 	})
+	t.Run("securityContext values override the defaults key by key", func(t *testing.T) {
+		t.Parallel()
+		d := deployment(t, render(t, "--set", "podSecurityContext.runAsUser=1000680000", "--set", "securityContext.runAsUser=null",
+			"--set", "podSecurityContext.supplementalGroups={5555}"))
+		pod := d.Spec.Template.Spec
+		checkRestricted(t, pod)
+		psc, sc := pod.SecurityContext, pod.Containers[0].SecurityContext
+		if psc.RunAsUser == nil || *psc.RunAsUser != 1000680000 || !slices.Equal(psc.SupplementalGroups, []int64{5555}) {
+			t.Errorf("pod securityContext: got %+v, want runAsUser 1000680000 and supplementalGroups [5555]", psc)
+		}
+		if psc.FSGroup == nil || *psc.FSGroup != 65532 {
+			t.Errorf("pod securityContext: fsGroup %v, want the default kept", psc.FSGroup)
+		}
+		if sc.RunAsUser != nil {
+			t.Errorf("container runAsUser: got %d, want unset by null", *sc.RunAsUser)
+		}
+	})
+	t.Run("extraEnv, envFrom and extraArgs", func(t *testing.T) {
+		t.Parallel()
+		d := deployment(t, render(t,
+			"--set", "extraEnv[0].name=HTTPS_PROXY", "--set", "extraEnv[0].value=http://proxy.example:3128",
+			"--set", "extraEnv[1].name=NO_PROXY", "--set", "extraEnv[1].value=.svc\\,.cluster.local",
+			"--set", "envFrom[0].secretRef.name=proxy-credentials",
+			"--set", "extraArgs={--log-level=debug,--log-format=text}"))
+		c := d.Spec.Template.Spec.Containers[0]
+		var names []string
+		env := map[string]string{}
+		for _, e := range c.Env {
+			names = append(names, e.Name)
+			env[e.Name] = e.Value
+		}
+		if want := []string{"POD_NAMESPACE", "POD_NAME", "HTTPS_PROXY", "NO_PROXY"}; !slices.Equal(names, want) {
+			t.Errorf("env: got %q, want %q", names, want)
+		}
+		if env["HTTPS_PROXY"] != "http://proxy.example:3128" || env["NO_PROXY"] != ".svc,.cluster.local" {
+			t.Errorf("env: got %v", env)
+		}
+		if len(c.EnvFrom) != 1 || c.EnvFrom[0].SecretRef == nil || c.EnvFrom[0].SecretRef.Name != "proxy-credentials" {
+			t.Errorf("envFrom: got %+v", c.EnvFrom)
+		}
+		if want := []string{"serve", "--config", "/etc/autorollbackd/config.yaml", "--log-level=debug", "--log-format=text"}; !slices.Equal(c.Args, want) {
+			t.Errorf("args: got %q, want %q", c.Args, want)
+		}
+	})
+	t.Run("extraObjects are rendered as templates", func(t *testing.T) {
+		t.Parallel()
+		objs := render(t, "--set-json", `extraObjects=[`+
+			`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"{{ include \"autorollbackd.fullname\" . }}-extra","namespace":"{{ .Release.Namespace }}"},"data":{"replicas":"{{ .Values.replicaCount }}"}},`+
+			`"apiVersion: v1\nkind: Secret\nmetadata:\n  name: {{ .Release.Name }}-proxy\n  namespace: {{ .Release.Namespace }}\nstringData:\n  HTTPS_PROXY: http://proxy.example:3128\n"]`)
+		var cm corev1.ConfigMap
+		var sec corev1.Secret
+		for _, o := range objs {
+			switch {
+			case o.Kind == "ConfigMap" && o.Name == "ard-autorollbackd-extra":
+				decode(t, o, &cm)
+			case o.Kind == "Secret" && o.Name == "ard-proxy":
+				decode(t, o, &sec)
+			}
+		}
+		if cm.Namespace != "ops" || cm.Data["replicas"] != "2" {
+			t.Errorf("extraObjects map: got %+v, want ConfigMap ard-autorollbackd-extra in ops with replicas 2", cm)
+		}
+		if sec.Namespace != "ops" || sec.StringData["HTTPS_PROXY"] != "http://proxy.example:3128" {
+			t.Errorf("extraObjects string: got %+v, want Secret ard-proxy in ops", sec)
+		}
+		if n := len(render(t)); len(objs) != n+2 {
+			t.Errorf("extraObjects: %d objects, want the %d of the defaults and 2 more", len(objs), n)
+		}
+	})
+	t.Run("ServiceMonitor namespace and relabelings", func(t *testing.T) {
+		t.Parallel()
+		objs := render(t, slices.Concat(apiVersions, []string{"--set", "serviceMonitor.enabled=true",
+			"--set", "serviceMonitor.namespace=monitoring",
+			"--set-json", `serviceMonitor.relabelings=[{"targetLabel":"cluster","replacement":"prod-eu-1"}]`,
+			"--set-json", `serviceMonitor.metricRelabelings=[{"sourceLabels":["__name__"],"regex":"go_.*","action":"drop"}]`})...)
+		sm := objs.one(t, "ServiceMonitor")
+		if sm.Namespace != "monitoring" {
+			t.Errorf("ServiceMonitor namespace: got %q, want monitoring", sm.Namespace)
+		}
+		spec := sm.Map["spec"].(map[string]any)
+		if got := spec["namespaceSelector"]; !reflect.DeepEqual(got, map[string]any{"matchNames": []any{"ops"}}) {
+			t.Errorf("ServiceMonitor namespaceSelector: got %v, want the release namespace, where the Service is", got)
+		}
+		ep := spec["endpoints"].([]any)[0].(map[string]any)
+		wantRelabel := []any{map[string]any{"targetLabel": "cluster", "replacement": "prod-eu-1"}}
+		wantMetric := []any{map[string]any{"sourceLabels": []any{"__name__"}, "regex": "go_.*", "action": "drop"}}
+		if !reflect.DeepEqual(ep["relabelings"], wantRelabel) || !reflect.DeepEqual(ep["metricRelabelings"], wantMetric) {
+			t.Errorf("ServiceMonitor endpoint: got relabelings %v and metricRelabelings %v", ep["relabelings"], ep["metricRelabelings"])
+		}
+	})
 	t.Run("topology spread gets the pod selector", func(t *testing.T) {
 		t.Parallel()
 		d := deployment(t, render(t,
@@ -1054,6 +1176,11 @@ func TestRenderRefuses(t *testing.T) {
 		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
 		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom=null"}, "networkPolicy.ingressFrom"},
 		{"another port", []string{"--set", "config.server.listenAddress=:9090"}, "listenAddress"},
+		{"Kubernetes older than 1.27", []string{"--kube-version", "1.26.15"}, "kubeVersion"},
+		{"runAsUser not a number", []string{"--set-string", "podSecurityContext.runAsUser=nobody"}, "runAsUser"},
+		{"extraArgs not strings", []string{"--set-json", "extraArgs=[{\"log-level\":\"debug\"}]"}, "extraArgs"},
+		{"extraEnv without a name", []string{"--set", "extraEnv[0].value=x"}, "extraEnv"},
+		{"bad ServiceMonitor namespace", []string{"--set", "serviceMonitor.namespace=Monitoring"}, "serviceMonitor"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
