@@ -312,7 +312,7 @@ func New(opts Options) (*Engine, error) {
 		opts:   opts,
 		store:  &store{client: opts.Client, namespace: opts.Namespace, pageSize: opts.PageSize},
 		logger: opts.Logger.With("component", "engine"),
-		m:      newMetrics(opts.Registry),
+		m:      newMetrics(opts.Registry, opts.MaxRecords),
 		seen:   lru.New(10000),
 		// Only keys whose resolution failed are kept, briefly.
 		resolveFailures: lru.New(1000),
@@ -936,6 +936,7 @@ type metrics struct {
 	duplicates         prometheus.Counter
 	unavailable        prometheus.Counter
 	recordsFull        prometheus.Counter
+	recordsLimit       prometheus.Gauge
 	records            prometheus.Gauge
 	invalid            *prometheus.CounterVec
 	truncated          prometheus.Counter
@@ -958,7 +959,9 @@ const (
 	resolutionRetriesExhausted = "retries_exhausted"
 )
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics registers the engine's metrics; maxRecords is the limit
+// autorollbackd_alert_records_limit reports.
+func newMetrics(reg prometheus.Registerer, maxRecords int) *metrics {
 	f := promauto.With(reg)
 	m := &metrics{
 		openIncidents: f.NewGauge(prometheus.GaugeOpts{
@@ -1000,6 +1003,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "autorollbackd", Name: "alert_records",
 			Help: "Alert records kept in the cluster, as last counted by the leader (at most engine.maxRecords).",
 		}),
+		recordsLimit: f.NewGauge(prometheus.GaugeOpts{
+			Namespace: "autorollbackd", Name: "alert_records_limit",
+			Help: "engine.maxRecords: at this many alert records the webhook answers 503.",
+		}),
 		invalid: f.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "autorollbackd", Name: "alerts_invalid_total",
 			Help: "Alerts refused because they cannot be recorded faithfully, by reason.",
@@ -1017,6 +1024,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Resolved alerts whose resolution could not be recorded and was given up on, by reason.",
 		}, []string{"reason"}),
 	}
+	m.recordsLimit.Set(float64(maxRecords))
 	for _, r := range []string{invalidFingerprint, labelsTooLarge, recordTooLarge, recordRejected} {
 		m.invalid.WithLabelValues(r)
 	}

@@ -187,6 +187,9 @@ func TestRecordsAreCapped(t *testing.T) {
 	if got := testutil.ToFloat64(e.m.recordsFull); got != 1 {
 		t.Errorf("intake_records_full_total = %v, want 1", got)
 	}
+	if got := testutil.ToFloat64(e.m.recordsLimit); got != 2 {
+		t.Errorf("alert_records_limit = %v, want engine.maxRecords, 2", got)
+	}
 	// Another replica, which never saw the first alert, finds it recorded.
 	// It runs no workers, so it did not count the records; it is told the
 	// count it would have found.
