@@ -569,6 +569,54 @@ func checkPrometheusRule(t *testing.T, objs objects) {
 	}
 }
 
+// TestRenderPrometheusRule: prometheusRule.disabled leaves alerts out,
+// additionalRuleLabels labels the others, runbookUrl moves every
+// runbook_url to another page with the same anchors.
+func TestRenderPrometheusRule(t *testing.T) {
+	t.Parallel()
+	objs := render(t, slices.Concat(apiVersions, []string{
+		"--set", "prometheusRule.disabled.AutoRollbackEscalated=true",
+		"--set", "prometheusRule.disabled.AutoRollbackNotReady=false",
+		"--set", "prometheusRule.additionalRuleLabels.team=platform",
+		"--set", "prometheusRule.runbookUrl=https://wiki.example.com/ops/autorollbackd",
+	})...)
+	var pr struct {
+		Spec ruleFile `json:"spec"`
+	}
+	if err := yaml.Unmarshal(objs.one(t, "PrometheusRule").Raw, &pr); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range pr.Spec.Groups {
+		for _, r := range g.Rules {
+			got = append(got, r.Alert)
+			if r.Labels["team"] != "platform" || r.Labels["severity"] == "" {
+				t.Errorf("%s: labels %v, want team=platform besides its severity", r.Alert, r.Labels)
+			}
+			if u, w := r.Annotations["runbook_url"], "https://wiki.example.com/ops/autorollbackd#"+strings.ToLower(r.Alert); u != w {
+				t.Errorf("%s: runbook_url %q, want %q", r.Alert, u, w)
+			}
+		}
+	}
+	want := slices.DeleteFunc(alertNames(t), func(n string) bool { return n == "AutoRollbackEscalated" })
+	if !slices.Equal(got, want) {
+		t.Errorf("alerts: got %q, want %q (all but the disabled one)", got, want)
+	}
+
+	// A label of the values replaces the alert's own.
+	objs = render(t, slices.Concat(apiVersions, []string{"--set", "prometheusRule.additionalRuleLabels.severity=page"})...)
+	if err := yaml.Unmarshal(objs.one(t, "PrometheusRule").Raw, &pr); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range pr.Spec.Groups {
+		for _, r := range g.Rules {
+			if r.Labels["severity"] != "page" {
+				t.Errorf("%s: severity %q, want additionalRuleLabels' page", r.Alert, r.Labels["severity"])
+			}
+		}
+	}
+}
+
 func checkDashboardConfigMap(t *testing.T, objs objects) {
 	t.Helper()
 	for _, o := range objs.all("ConfigMap") {
@@ -1176,6 +1224,8 @@ func TestRenderRefuses(t *testing.T) {
 		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
 		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom=null"}, "networkPolicy.ingressFrom"},
 		{"another port", []string{"--set", "config.server.listenAddress=:9090"}, "listenAddress"},
+		{"disabling an alert that does not exist", slices.Concat(apiVersions, []string{"--set", "prometheusRule.disabled.AutoRollbackEscalate=true"}), "prometheusRule.disabled names AutoRollbackEscalate, which is not an alert of the chart"},
+		{"runbook URL with an anchor", []string{"--set", "prometheusRule.runbookUrl=https://wiki.example.com/a#b"}, "runbookUrl"},
 		{"Kubernetes older than 1.27", []string{"--kube-version", "1.26.15"}, "kubeVersion"},
 		{"runAsUser not a number", []string{"--set-string", "podSecurityContext.runAsUser=nobody"}, "runAsUser"},
 		{"extraArgs not strings", []string{"--set-json", "extraArgs=[{\"log-level\":\"debug\"}]"}, "extraArgs"},

@@ -22,7 +22,9 @@ var (
 )
 
 // metrics are the names the daemon exports, with their types; rules and the
-// dashboard may use these and nothing else.
+// dashboard may use these and nothing else. TestMetricsAreDocumented holds
+// them to docs/metrics.md, which cmd/autorollbackd's tests hold to what a
+// running daemon serves.
 var metrics = map[string]string{
 	"autorollbackd_build_info":                                   "gauge",
 	"autorollbackd_webhook_requests_total":                       "counter",
@@ -48,7 +50,47 @@ var metrics = map[string]string{
 	"autorollbackd_notification_duration_seconds":                "histogram",
 	"autorollbackd_escalations_total":                            "counter",
 	"autorollbackd_leader":                                       "gauge",
-	"up":                                                         "gauge",
+	"autorollbackd_webhook_sender_requests_total":                "counter",
+	"autorollbackd_api_auth_failures_total":                      "counter",
+	"autorollbackd_intake_records_full_total":                    "counter",
+	"autorollbackd_alerts_invalid_total":                         "counter",
+	"autorollbackd_alerts_truncated_total":                       "counter",
+	"autorollbackd_alert_resolutions_dropped_total":              "counter",
+	"autorollbackd_decision_duration_seconds":                    "histogram",
+	"autorollbackd_alert_records":                                "gauge",
+	"autorollbackd_alert_records_limit":                          "gauge",
+	"autorollbackd_records_quarantined_total":                    "counter",
+	"up": "gauge",
+}
+
+// TestMetricsAreDocumented: the metrics rules and dashboard may use are
+// exactly those docs/metrics.md documents, with the same types.
+func TestMetricsAreDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "metrics.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `(autorollbackd_[a-z_]+)` \\| ([a-z]+) \\|").FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1]] = m[2]
+	}
+	if len(documented) < 20 {
+		t.Fatalf("found only %d metrics in docs/metrics.md's tables", len(documented))
+	}
+	for name, typ := range metrics {
+		if name == "up" {
+			continue
+		}
+		if documented[name] != typ {
+			t.Errorf("%s: %q here, %q in docs/metrics.md", name, typ, documented[name])
+		}
+	}
+	for name := range documented {
+		if _, ok := metrics[name]; !ok {
+			t.Errorf("docs/metrics.md documents %s, missing here", name)
+		}
+	}
 }
 
 var (
@@ -156,16 +198,19 @@ func TestRules(t *testing.T) {
 		"AutoRollbackWebhookRejecting":   `sum by (namespace, job) (rate(autorollbackd_webhook_requests_total{code=~"4..|5.."}[5m])) > 0.1`,
 		"AutoRollbackNotReady":           `up{job=~".*autorollbackd.*"} == 0`,
 		"AutoRollbackConfigReloadFailed": `autorollbackd_config_last_reload_successful == 0`,
+		"AutoRollbackPageFailed":         `increase(autorollbackd_notifications_total{kind="page",result="failure"}[10m]) > 0`,
+		"AutoRollbackNoLeader":           `max by (cluster, namespace, job) (autorollbackd_leader) == 0`,
+		"AutoRollbackSecretReloadFailed": `increase(autorollbackd_secret_reloads_total{result="failure"}[10m]) > 0`,
+		"AutoRollbackRecordsNearLimit":   `max by (cluster, namespace, job) (autorollbackd_alert_records / autorollbackd_alert_records_limit) > 0.8`,
+		"AutoRollbackRecordsFull":        `increase(autorollbackd_intake_records_full_total[10m]) > 0`,
 	}
 	wantFor := map[string]string{
 		"AutoRollbackWebhookRejecting":   "10m",
 		"AutoRollbackNotReady":           "5m",
 		"AutoRollbackConfigReloadFailed": "5m",
-	}
-	// Alerts that need a decision from whoever receives them link to the
-	// section of the docs that says what to do.
-	wantRunbook := map[string]string{
-		"AutoRollbackPageNoReceiver": "escalation.md#when-nobody-is-paged",
+		// Longer than a lease (15s) and a scrape: a failover is no alert.
+		"AutoRollbackNoLeader":         "1m",
+		"AutoRollbackRecordsNearLimit": "15m",
 	}
 	seen := map[string]bool{}
 	for _, g := range rf.Groups {
@@ -191,11 +236,10 @@ func TestRules(t *testing.T) {
 			if u := unknownMetrics(r.Expr); len(u) != 0 {
 				t.Errorf("%s: metrics the daemon does not export: %v", r.Alert, u)
 			}
-			if u, w := r.Annotations["runbook_url"], wantRunbook[r.Alert]; w != "" {
-				if u != docsURL+w {
-					t.Errorf("%s: runbook_url %q, want %q", r.Alert, u, docsURL+w)
-				}
-				checkDocAnchor(t, w)
+			// Every alert links to its section of docs/alerts.md
+			// (TestRunbooks checks the sections).
+			if u, w := r.Annotations["runbook_url"], runbookPage+"#"+strings.ToLower(r.Alert); u != w {
+				t.Errorf("%s: runbook_url %q, want %q", r.Alert, u, w)
 			}
 		}
 	}
@@ -242,8 +286,84 @@ func TestRules(t *testing.T) {
 	}
 }
 
-// docsURL is where the docs of the default branch are published.
-const docsURL = "https://github.com/autorollbackd/autorollbackd/blob/main/docs/"
+// runbookPage is where docs/alerts.md of the default branch is published,
+// the chart's default prometheusRule.runbookUrl.
+const runbookPage = "https://github.com/autorollbackd/autorollbackd/blob/main/docs/alerts.md"
+
+// alertNames returns the alerts of the rule file, in its order.
+func alertNames(t *testing.T) []string {
+	t.Helper()
+	raw, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rf ruleFile
+	if err := yaml.UnmarshalStrict(raw, &rf); err != nil {
+		t.Fatalf("parse %s: %v", rulesFile, err)
+	}
+	var names []string
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			if r.Alert != "" {
+				names = append(names, r.Alert)
+			}
+		}
+	}
+	return names
+}
+
+// TestRunbooks: the anchor of every alert's runbook_url is a heading of
+// docs/alerts.md, every heading there below the title is an alert, every
+// alert is in the table of docs/install.md, and the links of
+// docs/alerts.md lead to headings that exist.
+func TestRunbooks(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rf ruleFile
+	if err := yaml.UnmarshalStrict(raw, &rf); err != nil {
+		t.Fatalf("parse %s: %v", rulesFile, err)
+	}
+	anchors := map[string]bool{}
+	for _, g := range rf.Groups {
+		for _, r := range g.Rules {
+			page, anchor, ok := strings.Cut(r.Annotations["runbook_url"], "#")
+			if !ok || page != runbookPage {
+				t.Errorf("%s: runbook_url %q is not an anchor of %s", r.Alert, r.Annotations["runbook_url"], runbookPage)
+				continue
+			}
+			checkDocAnchor(t, "alerts.md#"+anchor)
+			anchors[anchor] = true
+		}
+	}
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "alerts.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range regexp.MustCompile(`(?m)^## (.+)$`).FindAllStringSubmatch(string(doc), -1) {
+		if !anchors[githubAnchor(m[1])] {
+			t.Errorf("docs/alerts.md: section %q is no alert's runbook", m[1])
+		}
+	}
+	install, err := os.ReadFile(filepath.Join("..", "..", "docs", "install.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range alertNames(t) {
+		if !strings.Contains(string(install), "| `"+name+"` |") {
+			t.Errorf("docs/install.md: %s is not in the table of alerts", name)
+		}
+	}
+	for _, m := range regexp.MustCompile(`\]\(([a-z-]*\.md)?#([a-z0-9_-]+)\)`).FindAllStringSubmatch(string(doc), -1) {
+		page := m[1]
+		if page == "" {
+			page = "alerts.md"
+		}
+		checkDocAnchor(t, page+"#"+m[2])
+	}
+}
 
 // checkDocAnchor fails unless the docs page of ref (page.md#anchor) has a
 // heading whose GitHub anchor is anchor.
