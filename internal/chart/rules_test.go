@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -406,9 +407,14 @@ type dashboard struct {
 	SchemaVersion int `json:"schemaVersion"`
 	Templating    struct {
 		List []struct {
-			Name  string `json:"name"`
-			Type  string `json:"type"`
-			Query any    `json:"query"`
+			Name       string `json:"name"`
+			Type       string `json:"type"`
+			Query      any    `json:"query"`
+			IncludeAll bool   `json:"includeAll"`
+			AllValue   string `json:"allValue"`
+			Current    struct {
+				Value any `json:"value"`
+			} `json:"current"`
 		} `json:"list"`
 	} `json:"templating"`
 	Annotations struct {
@@ -441,7 +447,24 @@ var grafanaVars = strings.NewReplacer(
 	"$__range", "1h",
 	"${namespace}", ".*",
 	"$namespace", ".*",
+	"${cluster}", ".*",
+	"$cluster", ".*",
 )
+
+// filteredRE finds the metric selectors of a query: a metric name and its
+// label matchers.
+var filteredRE = regexp.MustCompile(`\b(autorollbackd_[a-z_]+|up)\b(\{[^}]*\})?`)
+
+// checkFiltered fails unless every metric of expr is selected by the
+// cluster and namespace variables.
+func checkFiltered(t *testing.T, where, expr string) {
+	t.Helper()
+	for _, m := range filteredRE.FindAllStringSubmatch(expr, -1) {
+		if !strings.Contains(m[2], `cluster=~"$cluster"`) || !strings.Contains(m[2], `namespace=~"$namespace"`) {
+			t.Errorf("%s: %s%s is not filtered by cluster=~\"$cluster\" and namespace=~\"$namespace\"", where, m[1], m[2])
+		}
+	}
+}
 
 // TestDashboard: the dashboard parses, uses the datasource variable, has the
 // panels the chart promises, and every query and annotation parses as
@@ -465,6 +488,35 @@ func TestDashboard(t *testing.T) {
 	}
 	if !hasDS {
 		t.Errorf("no datasource variable of type prometheus")
+	}
+	// A cluster variable from the label Prometheus adds, whose All (the
+	// default) is .*, which also matches series without the label
+	// (TestDashboardWithoutClusterLabel); the namespaces are those of the
+	// chosen clusters.
+	vars := map[string]int{}
+	for i, v := range d.Templating.List {
+		vars[v.Name] = i
+	}
+	if i, ok := vars["cluster"]; !ok {
+		t.Errorf("no cluster variable")
+	} else {
+		v := d.Templating.List[i]
+		q, _ := v.Query.(map[string]any)
+		if v.Type != "query" || q["query"] != "label_values(autorollbackd_build_info, cluster)" || !v.IncludeAll || v.AllValue != ".*" ||
+			!reflect.DeepEqual(v.Current.Value, []any{"$__all"}) {
+			t.Errorf("cluster variable: got %+v, want label_values of cluster, All (.*) by default", v)
+		}
+		if vars["namespace"] < i {
+			t.Errorf("the namespace variable comes before the cluster variable it depends on")
+		}
+	}
+	if i, ok := vars["namespace"]; ok {
+		q, _ := d.Templating.List[i].Query.(map[string]any)
+		if q["query"] != `label_values(autorollbackd_build_info{cluster=~"$cluster"}, namespace)` {
+			t.Errorf("namespace variable: query %v, want the namespaces of the chosen clusters", q["query"])
+		}
+	} else {
+		t.Errorf("no namespace variable")
 	}
 	wantDS := `{"type":"prometheus","uid":"${datasource}"}`
 	checkDS := func(what string, ds json.RawMessage) {
@@ -499,11 +551,28 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	walk(d.Panels)
+	annotations := map[string]string{}
 	for _, a := range d.Annotations.List {
 		if a.Expr != "" {
 			checkDS(fmt.Sprintf("annotation %q", a.Name), a.Datasource)
 			queries = append(queries, query{fmt.Sprintf("annotation %q", a.Name), a.Expr})
+			annotations[a.Name] = a.Expr
 		}
+	}
+	// Rollbacks, failed actions and escalations on the time axis, each the
+	// counter's increase over the annotations' step of one minute
+	// (TestDashboardAnnotations).
+	for name, sel := range map[string]string{
+		"Rollbacks":      `autorollbackd_actions_total{kind="rollback",result="applied",dry_run="false",cluster=~"$cluster",namespace=~"$namespace"}`,
+		"Failed actions": `autorollbackd_actions_total{result="failed",dry_run="false",cluster=~"$cluster",namespace=~"$namespace"}`,
+		"Escalations":    `autorollbackd_escalations_total{cluster=~"$cluster",namespace=~"$namespace"}`,
+	} {
+		if want := "(" + sel + " - " + sel + " offset 1m) > 0"; annotations[name] != want {
+			t.Errorf("annotation %q: got %q, want %q", name, annotations[name], want)
+		}
+	}
+	for _, q := range queries {
+		checkFiltered(t, q.where, q.expr)
 	}
 
 	// The panels the chart promises, by what they query.
@@ -524,7 +593,6 @@ func TestDashboard(t *testing.T) {
 		`autorollbackd_webhook_auth_failures_total{`,
 		`autorollbackd_config_last_reload_successful{`,
 		`autorollbackd_leader{`,
-		`changes(autorollbackd_actions_total{kind="rollback",result="applied",dry_run="false"`,
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no dashboard query with %s", want)
@@ -558,5 +626,97 @@ func TestDashboard(t *testing.T) {
 	out, err := run(t, 2*time.Minute, nil, tool(t, "promtool"), "check", "rules", path)
 	if err != nil || !strings.Contains(out, fmt.Sprintf("SUCCESS: %d rules found", len(queries))) {
 		t.Errorf("promtool check rules on the dashboard's queries: %v\n%s\n%s", err, out, rules.String())
+	}
+}
+
+// TestDashboardAnnotations runs the dashboard's own queries in promtool on
+// series scraped every 30s, with and without a cluster label. Each rollback
+// is annotated once, at the first step of a minute after it, wherever
+// between two steps it happened. With the cluster variable at All (its
+// default) the series without a cluster label count too, so a Prometheus
+// that adds none shows everything; with one cluster chosen, only its
+// series.
+func TestDashboardAnnotations(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d dashboard
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	var rollbacks, leader string
+	for _, a := range d.Annotations.List {
+		if a.Name == "Rollbacks" {
+			rollbacks = a.Expr
+		}
+	}
+	for _, p := range d.Panels {
+		if p.Title == "Leader" && len(p.Targets) == 1 {
+			leader = p.Targets[0].Expr
+		}
+	}
+	if rollbacks == "" || leader == "" {
+		t.Fatalf("no Rollbacks annotation (%q) or Leader panel (%q)", rollbacks, leader)
+	}
+	// How Grafana writes the variables into a query: All is the
+	// variable's allValue, one chosen value is itself.
+	with := func(expr, cluster string) string {
+		return strings.NewReplacer("$cluster", cluster, "$namespace", ".*").Replace(expr)
+	}
+	const (
+		plain  = `job="autorollbackd",namespace="ops",pod="ard-1"`
+		tagged = `cluster="eu-1",job="autorollbackd",namespace="ops",pod="ard-9"`
+		action = `dry_run="false",kind="rollback",result="applied"`
+	)
+	type sample struct {
+		Labels string  `json:"labels"`
+		Value  float64 `json:"value"`
+	}
+	type exprTest struct {
+		Expr       string   `json:"expr"`
+		EvalTime   string   `json:"eval_time"`
+		ExpSamples []sample `json:"exp_samples"`
+	}
+	// ard-1 (no cluster label) rolls back between 1m and 1m30s, ard-9 (in
+	// eu-1) between 2m30s and 3m, and again between 3m and 3m30s.
+	tests := []exprTest{
+		{with(rollbacks, ".*"), "1m", nil},
+		{with(rollbacks, ".*"), "2m", []sample{{"{" + action + "," + plain + "}", 1}}},
+		{with(rollbacks, ".*"), "3m", []sample{{"{" + tagged + "," + action + "}", 1}}},
+		{with(rollbacks, ".*"), "4m", []sample{{"{" + tagged + "," + action + "}", 1}}},
+		{with(rollbacks, ".*"), "5m", nil},
+		{with(rollbacks, "eu-1"), "2m", nil},
+		{with(rollbacks, "eu-1"), "3m", []sample{{"{" + tagged + "," + action + "}", 1}}},
+		{with(leader, ".*"), "3m", []sample{{`{pod="ard-1"}`, 1}, {`{pod="ard-9"}`, 1}}},
+		{with(leader, "eu-1"), "3m", []sample{{`{pod="ard-9"}`, 1}}},
+	}
+	file := map[string]any{
+		"rule_files":          []string{},
+		"evaluation_interval": "1m",
+		"tests": []any{map[string]any{
+			"interval": "30s",
+			"input_series": []map[string]string{
+				// Samples at 0s, 30s, 1m, 1m30s, ...
+				{"series": "autorollbackd_actions_total{" + plain + "," + action + "}", "values": "0 0 0 1 1 1 1 1 1 1 1"},
+				{"series": "autorollbackd_actions_total{" + tagged + "," + action + "}", "values": "0 0 0 0 0 0 1 2 2 2 2"},
+				{"series": "autorollbackd_leader{" + plain + "}", "values": "1x10"},
+				{"series": "autorollbackd_leader{" + tagged + "}", "values": "1x10"},
+			},
+			"promql_expr_test": tests,
+		}},
+	}
+	out, err := yaml.Marshal(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "dashboard.test.yaml")
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := run(t, 2*time.Minute, nil, tool(t, "promtool"), "test", "rules", path)
+	if err != nil || !strings.Contains(res, "SUCCESS") {
+		t.Errorf("promtool test rules on the dashboard's queries: %v\n%s\n%s", err, res, out)
 	}
 }
