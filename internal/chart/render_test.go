@@ -48,6 +48,8 @@ type mode struct {
 	// platformIDs: the values leave the UID, GID and fsGroup to the
 	// platform (OpenShift's SCC) instead of the image's 65532.
 	platformIDs bool
+	// extraArgs are the container's arguments after the chart's own.
+	extraArgs []string
 }
 
 var modes = []mode{
@@ -61,6 +63,7 @@ var modes = []mode{
 	{name: "featureflags-tasks", values: "featureflags-tasks-values.yaml",
 		grants: grants{flags: true, flagConfigMaps: []string{"event-service-config"}, tasks: true}},
 	{name: "openshift", values: "openshift-values.yaml", platformIDs: true},
+	{name: "extras", values: "extras-values.yaml", extraArgs: []string{"--log-level=debug"}},
 }
 
 // helmArgs are the mode's values, with the tokens an offline render needs.
@@ -116,7 +119,7 @@ func TestRender(t *testing.T) {
 			t.Parallel()
 			objs := render(t, m.helmArgs()...)
 			checkStrict(t, objs)
-			checkDeployment(t, objs, m.platformIDs)
+			checkDeployment(t, objs, m)
 			checkConfig(t, objs, m.name == "namespaced", m.grants)
 			checkRBAC(t, objs, m.grants)
 			checkService(t, objs)
@@ -151,6 +154,17 @@ func TestRender(t *testing.T) {
 			}
 			if m.name == "cluster" {
 				checkNotifierSecrets(t, objs, "pagerduty", "slack")
+			}
+			extra := false
+			for _, o := range objs.all("ConfigMap") {
+				if o.Name == "ard-autorollbackd-extra" {
+					var cm corev1.ConfigMap
+					decode(t, o, &cm)
+					extra = cm.Namespace == "ops" && cm.Data["release"] == "ard"
+				}
+			}
+			if extra != (m.name == "extras") {
+				t.Errorf("the extraObjects ConfigMap rendered with its templates: %v, want %v", extra, m.name == "extras")
 			}
 		})
 	}
@@ -199,8 +213,9 @@ func deployment(t *testing.T, objs objects) *appsv1.Deployment {
 }
 
 // checkDeployment checks the Deployment of the default values, but for the
-// UID, GID and fsGroup, which are 65532 or, with platformIDs, unset.
-func checkDeployment(t *testing.T, objs objects, platformIDs bool) {
+// UID, GID and fsGroup, which are 65532 or, with the mode's platformIDs,
+// unset, and for the mode's extraArgs.
+func checkDeployment(t *testing.T, objs objects, m mode) {
 	t.Helper()
 	d := deployment(t, objs)
 	pod := d.Spec.Template.Spec
@@ -212,7 +227,7 @@ func checkDeployment(t *testing.T, objs objects, platformIDs bool) {
 	if c.Image != "ghcr.io/autorollbackd/autorollbackd:0.1.0" {
 		t.Errorf("image: got %q, want the appVersion tag", c.Image)
 	}
-	if want := []string{"serve", "--config", "/etc/autorollbackd/config.yaml"}; !slices.Equal(c.Args, want) {
+	if want := append([]string{"serve", "--config", "/etc/autorollbackd/config.yaml"}, m.extraArgs...); !slices.Equal(c.Args, want) {
 		t.Errorf("args: got %q, want %q", c.Args, want)
 	}
 	env := map[string]string{}
@@ -253,9 +268,9 @@ func checkDeployment(t *testing.T, objs objects, platformIDs bool) {
 		"container runAsUser": sc.RunAsUser, "container runAsGroup": sc.RunAsGroup}
 	for what, id := range ids {
 		switch {
-		case platformIDs && id != nil:
+		case m.platformIDs && id != nil:
 			t.Errorf("%s: got %d, want it unset for the platform to assign", what, *id)
-		case !platformIDs && (id == nil || *id != 65532):
+		case !m.platformIDs && (id == nil || *id != 65532):
 			t.Errorf("%s: got %v, want 65532, the image's user", what, id)
 		}
 	}
