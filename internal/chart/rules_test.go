@@ -165,6 +165,20 @@ func TestPromtool(t *testing.T) {
 	}
 }
 
+// loadRules parses the rule file strictly.
+func loadRules(t *testing.T) ruleFile {
+	t.Helper()
+	raw, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rf ruleFile
+	if err := yaml.UnmarshalStrict(raw, &rf); err != nil {
+		t.Fatalf("parse %s: %v", rulesFile, err)
+	}
+	return rf
+}
+
 type ruleFile struct {
 	Groups []struct {
 		Name  string `json:"name"`
@@ -183,14 +197,7 @@ type ruleFile struct {
 // firing and not firing.
 func TestRules(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rf ruleFile
-	if err := yaml.UnmarshalStrict(raw, &rf); err != nil {
-		t.Fatalf("parse %s: %v", rulesFile, err)
-	}
+	rf := loadRules(t)
 	want := map[string]string{
 		"AutoRollbackFailed":             `increase(autorollbackd_actions_total{result="failed",dry_run="false"}[10m]) > 0`,
 		"AutoRollbackVerificationFailed": `increase(autorollbackd_verifications_total{result="fail"}[10m]) > 0`,
@@ -251,7 +258,7 @@ func TestRules(t *testing.T) {
 	}
 
 	// Every alert has a unit test where it fires and one where it does not.
-	raw, err = os.ReadFile(rulesTestFile)
+	raw, err := os.ReadFile(rulesTestFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,14 +301,7 @@ const runbookPage = "https://github.com/autorollbackd/autorollbackd/blob/main/do
 // alertNames returns the alerts of the rule file, in its order.
 func alertNames(t *testing.T) []string {
 	t.Helper()
-	raw, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rf ruleFile
-	if err := yaml.UnmarshalStrict(raw, &rf); err != nil {
-		t.Fatalf("parse %s: %v", rulesFile, err)
-	}
+	rf := loadRules(t)
 	var names []string
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
@@ -319,14 +319,7 @@ func alertNames(t *testing.T) []string {
 // docs/alerts.md lead to headings that exist.
 func TestRunbooks(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile(rulesFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rf ruleFile
-	if err := yaml.UnmarshalStrict(raw, &rf); err != nil {
-		t.Fatalf("parse %s: %v", rulesFile, err)
-	}
+	rf := loadRules(t)
 	anchors := map[string]bool{}
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
