@@ -80,7 +80,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	pol, err := policy.Compile(cfg.Policy, policy.WithLogger(logger.With("component", "policy")))
+	pol, err := policy.Compile(cfg.Policy, policy.WithLogger(logger.With("component", "policy")), policy.WithCluster(cfg.Cluster.Name))
 	if err != nil {
 		return fmt.Errorf("compile policy: %w", err)
 	}
@@ -194,6 +194,7 @@ func Run(ctx context.Context, opts Options) error {
 	pauser := &gitops.Pauser{Dynamic: dyn, Recorder: recorder, Logger: logger, Clock: clock.RealClock{},
 		Config: func() policy.GitOps { return currentPolicy.Load().Config().GitOps }}
 	eng, err := engine.New(engine.Options{
+		Cluster:          cfg.Cluster.Name,
 		Client:           acting,
 		Namespace:        recordNamespace,
 		Policy:           currentPolicy.Load,

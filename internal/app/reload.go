@@ -103,7 +103,9 @@ func (r *reloader) reload(trigger string) {
 		r.logger.Error("configuration rejected; keeping the running one", "trigger", trigger, "err", err)
 		return
 	}
-	p, err := policy.Compile(cfg.Policy, policy.WithLogger(r.logger))
+	// The cluster's name is the running one until a restart, like the
+	// engine's messages that carry it.
+	p, err := policy.Compile(cfg.Policy, policy.WithLogger(r.logger), policy.WithCluster(r.running.Cluster.Name))
 	if err != nil {
 		r.success.Set(0)
 		r.logger.Error("policy rejected; keeping the running one", "trigger", trigger, "err", err)
@@ -113,6 +115,7 @@ func (r *reloader) reload(trigger string) {
 	r.success.Set(1)
 	r.timestamp.SetToCurrentTime()
 	for name, same := range map[string]bool{
+		"cluster":    reflect.DeepEqual(cfg.Cluster, r.running.Cluster),
 		"server":     reflect.DeepEqual(cfg.Server, r.running.Server),
 		"kubernetes": reflect.DeepEqual(cfg.Kubernetes, r.running.Kubernetes),
 		"log":        reflect.DeepEqual(cfg.Log, r.running.Log),

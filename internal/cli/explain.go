@@ -46,7 +46,7 @@ func newExplainCommand(g *globalFlags, env Env) *cobra.Command {
 					return usageError{err}
 				}
 			}
-			p, err := policy.Compile(cfg.Policy)
+			p, err := policy.Compile(cfg.Policy, policy.WithCluster(cfg.Cluster.Name))
 			if err != nil {
 				return fmt.Errorf("compile policy: %w", err)
 			}

@@ -27,6 +27,7 @@ import (
 
 // Config is the whole configuration of the daemon.
 type Config struct {
+	Cluster        Cluster         `json:"cluster" mapstructure:"cluster"`
 	Server         Server          `json:"server" mapstructure:"server"`
 	Kubernetes     Kubernetes      `json:"kubernetes" mapstructure:"kubernetes"`
 	Log            Log             `json:"log" mapstructure:"log"`
@@ -163,6 +164,19 @@ type Kubernetes struct {
 	ArgoRollouts bool `json:"argoRollouts" mapstructure:"argoRollouts"`
 }
 
+// Cluster names the cluster the daemon acts on, for people and for fleets
+// served by one Alertmanager.
+type Cluster struct {
+	// Name goes into every message, page, PagerDuty dedup key and
+	// incident; alerts must name it in policy.clusterLabel when that is
+	// set. Empty: a daemon not told apart from others.
+	Name string `json:"name" mapstructure:"name"`
+}
+
+// clusterName is what a cluster name may be: it is a label value, part of
+// dedup keys and shown to people.
+var clusterName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$`)
+
 // Log configures the structured logs.
 type Log struct {
 	Level  string `json:"level" mapstructure:"level"`
@@ -285,7 +299,10 @@ func (c *Config) Validate() error {
 	errs = append(errs, prefixed("api", c.API.Auth.Validate())...)
 	errs = append(errs, prefixed("api", c.API.Auth.ValidateTLS(c.Server.TLS))...)
 	errs = append(errs, c.apiApart()...)
-	_, err := policy.Compile(c.Policy)
+	if n := c.Cluster.Name; n != "" && !clusterName.MatchString(n) {
+		bad("cluster.name", "must be 1 to 63 letters, digits, '.', '_' or '-', starting and ending with a letter or digit; got %q", n)
+	}
+	_, err := policy.Compile(c.Policy, policy.WithCluster(c.Cluster.Name))
 	errs = append(errs, prefixed("policy", err)...)
 	errs = append(errs, prefixed("verify", c.Verify.Validate())...)
 	errs = append(errs, prefixed("escalation", c.Escalation.Validate())...)

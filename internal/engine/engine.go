@@ -112,6 +112,9 @@ type Options struct {
 	Incidents *incident.Store
 	// Verifier proves recovery after an action.
 	Verifier Verifier
+	// Cluster is the name of the cluster the daemon acts on (cluster.name):
+	// in every incident and message. Empty: unnamed.
+	Cluster string
 	// Escalator pages people on the runbook's clock and announces what
 	// happens.
 	Escalator Escalator
@@ -415,10 +418,18 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
 			}
 		}
-		if d := p.Screen(policy.Input{Alert: a, Target: target, Workload: facts, Origin: origin, Now: now}); d.Outcome == policy.OutcomeRefuse {
+		// A target check that fails is final: the workload is not ours
+		// to touch (refuse), or the alert is about another cluster
+		// (ignore).
+		if d := p.Screen(policy.Input{Alert: a, Target: target, Workload: facts, Origin: origin, Now: now}); d.Outcome != "" {
 			r.Refused++
 			e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
-			log.Info("alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name)
+			level := slog.LevelInfo
+			if d.Reason == policy.ReasonOtherCluster {
+				// Routine when one Alertmanager serves a fleet.
+				level = slog.LevelDebug
+			}
+			log.Log(ctx, level, "alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name)
 			continue
 		}
 		rec := &Record{

@@ -286,6 +286,7 @@ func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *in
 	inc := &incident.Incident{
 		SchemaVersion: incident.SchemaVersion,
 		ID:            incident.NewID(rec.Target, revision, rec.Alert.StartsAt),
+		Cluster:       e.opts.Cluster,
 		Rollout:       RolloutID(rec.Target, revision),
 		Target:        rec.Target,
 		Revision:      revision,
@@ -717,7 +718,7 @@ func screen(p *policy.Policy, inc *incident.Incident, w *policy.Workload, now ti
 		in := policy.Input{Target: inc.Target, Workload: w, Origin: a.Origin, Now: now,
 			Alert: policy.Alert{Fingerprint: a.Fingerprint, Status: "firing", Labels: a.Labels, StartsAt: a.StartsAt}}
 		d := p.Screen(in)
-		if d.Outcome != policy.OutcomeRefuse {
+		if d.Outcome == "" {
 			return nil
 		}
 		if first == nil {
@@ -728,7 +729,7 @@ func screen(p *policy.Policy, inc *incident.Incident, w *policy.Workload, now ti
 		return first
 	}
 	// No alert: the workload's own checks still give the first reason.
-	if d := p.Screen(policy.Input{Target: inc.Target, Workload: w, Now: now}); d.Outcome == policy.OutcomeRefuse {
+	if d := p.Screen(policy.Input{Target: inc.Target, Workload: w, Now: now}); d.Outcome != "" {
 		return &refusal{reason: string(d.Reason), message: d.Message}
 	}
 	return &refusal{reason: string(policy.ReasonNoTarget), message: "the incident holds no alert"}
@@ -1017,7 +1018,7 @@ func (e *Engine) announce(ctx context.Context, inc *incident.Incident, summary s
 
 func (e *Engine) escalateIncident(inc *incident.Incident) escalate.Incident {
 	return escalate.Incident{
-		ID: inc.ID, Target: inc.Target, StartedAt: inc.StartedAt,
+		ID: inc.ID, Cluster: inc.Cluster, Target: inc.Target, StartedAt: inc.StartedAt,
 		Alertname: inc.FirstAlert().Name, Rule: inc.Decision.Rule, Criterion: inc.Decision.Criterion,
 		GeneratorURL: inc.GeneratorURL,
 	}

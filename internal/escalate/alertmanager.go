@@ -34,9 +34,10 @@ const (
 	amLabelNamespace    = "namespace"
 	amLabelWorkload     = "workload"
 	amLabelWorkloadKind = "workload_kind"
+	amLabelCluster      = "cluster"
 )
 
-var amOwnLabels = []string{model.AlertNameLabel, amLabelIncident, amLabelLevel, amLabelNamespace, amLabelWorkload, amLabelWorkloadKind}
+var amOwnLabels = []string{model.AlertNameLabel, amLabelCluster, amLabelIncident, amLabelLevel, amLabelNamespace, amLabelWorkload, amLabelWorkloadKind}
 
 func checkAlertmanager(n NotifierConfig) []error {
 	c := n.Alertmanager
@@ -163,6 +164,7 @@ func (a *alertmanagerNotifier) alert(m Message) (amAlert, error) {
 	ls[amLabelNamespace] = model.LabelValue(in.Target.Namespace)
 	ls[amLabelWorkload] = model.LabelValue(in.Target.Name)
 	ls[amLabelWorkloadKind] = model.LabelValue(string(in.Target.Kind))
+	ls[amLabelCluster] = model.LabelValue(in.Cluster)
 	for k, v := range ls {
 		if v == "" {
 			delete(ls, k)

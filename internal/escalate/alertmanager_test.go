@@ -112,6 +112,7 @@ func TestAlertmanagerPagesThroughRoutes(t *testing.T) {
 	cfg.Ladder[1].Notifiers = []string{"alertmanager"}
 	h := newHarness(t, cfg, func(o *escalate.Options) { o.Clock = clock.RealClock{} })
 	m := pageMessage()
+	m.Incident.Cluster = "prod-eu-1"
 	d, err := h.Page(context.Background(), h.Ladder()[1], m)
 	if err != nil || len(d.Receivers) != 1 {
 		t.Fatalf("Page = %+v, %v; want delivered to alertmanager", d, err)
@@ -129,7 +130,7 @@ func TestAlertmanagerPagesThroughRoutes(t *testing.T) {
 	for k, want := range map[string]string{
 		"alertname": escalate.DefaultAlertmanagerAlertname, "incident": m.Incident.ID, "level": "lead",
 		"namespace": "production", "workload": "event-service", "workload_kind": "Deployment",
-		"severity": "critical", "team": "sre",
+		"severity": "critical", "team": "sre", "cluster": "prod-eu-1",
 	} {
 		if a.Labels[k] != want {
 			t.Errorf("label %s = %q, want %q (labels %v)", k, a.Labels[k], want, a.Labels)

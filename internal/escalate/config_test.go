@@ -228,7 +228,7 @@ func TestValidate(t *testing.T) {
 		}, `notifiers[0].alertmanager.urls[1]: must be an absolute http or https URL, got "alertmanager:9093"`},
 		{"alertmanager label of the daemon's own", func(c *escalate.Config) {
 			c.Notifiers = []escalate.NotifierConfig{am(map[string]string{"level": "p1"})}
-		}, `notifiers[0].alertmanager.labels.level: set by the daemon on every page (alertname, incident, level, namespace, workload, workload_kind)`},
+		}, `notifiers[0].alertmanager.labels.level: set by the daemon on every page (alertname, cluster, incident, level, namespace, workload, workload_kind)`},
 		{"alertmanager reserved label", func(c *escalate.Config) {
 			c.Notifiers = []escalate.NotifierConfig{am(map[string]string{"__name__": "x"})}
 		}, `notifiers[0].alertmanager.labels.__name__: names starting with __ are reserved`},

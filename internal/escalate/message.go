@@ -49,8 +49,10 @@ type Incident struct {
 	// ID is stable for the life of the incident. PagerDuty dedup keys are
 	// derived from it (see DedupKey), so re-sending a page never opens a
 	// second PagerDuty incident and Resolve closes the one it opened.
-	ID     string     `json:"id"`
-	Target policy.Ref `json:"target"`
+	ID string `json:"id"`
+	// Cluster is the daemon's cluster.name; empty for an unnamed one.
+	Cluster string     `json:"cluster,omitempty"`
+	Target  policy.Ref `json:"target"`
 	// StartedAt is the first alert's startsAt; the ladder counts from it.
 	StartedAt    time.Time `json:"startedAt"`
 	Alertname    string    `json:"alertname"`
@@ -65,15 +67,20 @@ type Incident struct {
 const maxDedupKey = 255
 
 // DedupKey is the PagerDuty dedup_key of the page of an incident at a
-// level: "autorollbackd/<incident ID>/<level>". One incident opens at most
-// one PagerDuty incident per level, however often the page is sent.
+// level: "autorollbackd/<incident ID>/<level>", or
+// "autorollbackd/<cluster>/<incident ID>/<level>" in a named cluster, since
+// two clusters can have incidents of the same ID. One incident opens at
+// most one PagerDuty incident per level, however often the page is sent.
 //
 // A key that would be longer than 255 bytes keeps its first 190 bytes and
 // ends in "~" and the hex SHA-256 of the whole key, 255 bytes in all. Two
 // different incidents or levels keep different keys, and the key of a long
 // ID cannot equal that of a short one, since "~" is in no incident ID.
-func DedupKey(incidentID, level string) string {
+func DedupKey(cluster, incidentID, level string) string {
 	k := "autorollbackd/" + incidentID + "/" + level
+	if cluster != "" {
+		k = "autorollbackd/" + cluster + "/" + incidentID + "/" + level
+	}
 	if len(k) <= maxDedupKey {
 		return k
 	}
@@ -109,6 +116,7 @@ func (m Message) facts() []fact {
 			out = append(out, fact{label, value})
 		}
 	}
+	add("Cluster", in.Cluster)
 	if !in.Target.IsZero() {
 		add("Target", in.Target.String())
 	}

@@ -101,7 +101,7 @@ func (p *pagerDuty) send(ctx context.Context, m Message) error {
 		_, err = p.client.ManageEventWithContext(ctx, &pagerduty.V2Event{
 			RoutingKey: p.routingKey,
 			Action:     "resolve",
-			DedupKey:   DedupKey(m.Incident.ID, m.Level),
+			DedupKey:   DedupKey(m.Incident.Cluster, m.Incident.ID, m.Level),
 		})
 	case Announce:
 		var ev pagerduty.ChangeEvent
@@ -126,7 +126,7 @@ func (p *pagerDuty) trigger(m Message) (*pagerduty.V2Event, error) {
 	ev := &pagerduty.V2Event{
 		RoutingKey: p.routingKey,
 		Action:     "trigger",
-		DedupKey:   DedupKey(in.ID, m.Level),
+		DedupKey:   DedupKey(in.Cluster, in.ID, m.Level),
 		Client:     "autorollbackd",
 		ClientURL:  pagerDutyHref(in.DashboardURL),
 		Payload: &pagerduty.V2Payload{
@@ -172,10 +172,14 @@ func (p *pagerDuty) change(m Message) (pagerduty.ChangeEvent, error) {
 }
 
 func pagerDutySource(in Incident) string {
-	if in.Target.IsZero() {
-		return "autorollbackd"
+	src := "autorollbackd"
+	if !in.Target.IsZero() {
+		src = in.Target.String()
 	}
-	return truncate(in.Target.String(), pagerDutyMaxField)
+	if in.Cluster != "" {
+		src = in.Cluster + ": " + src
+	}
+	return truncate(src, pagerDutyMaxField)
 }
 
 // pagerDutyHref returns href, or "" when it is longer than PagerDuty links

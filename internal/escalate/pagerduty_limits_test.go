@@ -145,8 +145,8 @@ func TestPagerDutyLongIncidentIDDedupKey(t *testing.T) {
 	if trigger, resolve := evs[0], evs[4]; resolve.Action != "resolve" || resolve.DedupKey != trigger.DedupKey {
 		t.Errorf("resolve %s %q, want resolve of the page's key %q", resolve.Action, resolve.DedupKey, trigger.DedupKey)
 	}
-	if k := evs[0].DedupKey; !strings.HasPrefix(k, "autorollbackd/deployment-nnn") || k != escalate.DedupKey(a.ID, "oncall") {
-		t.Errorf("dedup key %q: want DedupKey(%q, oncall) = %q, starting with the incident ID", k, a.ID, escalate.DedupKey(a.ID, "oncall"))
+	if k := evs[0].DedupKey; !strings.HasPrefix(k, "autorollbackd/deployment-nnn") || k != escalate.DedupKey("", a.ID, "oncall") {
+		t.Errorf("dedup key %q: want DedupKey(%q, oncall) = %q, starting with the incident ID", k, a.ID, escalate.DedupKey("", a.ID, "oncall"))
 	}
 }
 
@@ -217,5 +217,21 @@ func TestPagerDutyEventWithinLimits(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Two clusters can hold incidents of the same ID: a named cluster's dedup
+// key carries its name, and an unnamed one's stays as it was.
+func TestDedupKeyCluster(t *testing.T) {
+	for _, tc := range []struct{ cluster, want string }{
+		{"", "autorollbackd/inc-1/oncall"},
+		{"prod-eu-1", "autorollbackd/prod-eu-1/inc-1/oncall"},
+	} {
+		if got := escalate.DedupKey(tc.cluster, "inc-1", "oncall"); got != tc.want {
+			t.Errorf("DedupKey(%q, inc-1, oncall) = %q, want %q", tc.cluster, got, tc.want)
+		}
+	}
+	if a, b := escalate.DedupKey("eu", "inc-1", "oncall"), escalate.DedupKey("us", "inc-1", "oncall"); a == b {
+		t.Errorf("two clusters share the dedup key %q", a)
 	}
 }

@@ -54,7 +54,9 @@ type Incident struct {
 	ID            string `json:"id"`
 	// Rollout identifies the bad rollout (workload and suspect revision);
 	// the actuator records it on the workload.
-	Rollout string     `json:"rollout"`
+	Rollout string `json:"rollout"`
+	// Cluster is the daemon's cluster.name when the incident opened.
+	Cluster string     `json:"cluster,omitempty"`
 	Target  policy.Ref `json:"target"`
 	// Revision is the workload's revision when the incident opened: the
 	// suspect rollout.

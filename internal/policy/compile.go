@@ -42,14 +42,22 @@ type Policy struct {
 	matchers *lru.Cache
 	// parseMatchers parses them as Alertmanager does by default.
 	parseMatchers compat.ParseMatchers
+	// cluster is this daemon's cluster, which alerts must name in
+	// cfg.ClusterLabel when it is set.
+	cluster string
 }
 
 // Option changes how Compile compiles.
 type Option func(*options)
 
 type options struct {
-	logger *slog.Logger
+	logger  *slog.Logger
+	cluster string
 }
+
+// WithCluster names the cluster this daemon acts on (cluster.name), which
+// alerts must name in ClusterLabel when it is set.
+func WithCluster(name string) Option { return func(o *options) { o.cluster = name } }
 
 // WithLogger logs what compiling and evaluating want known but is no
 // error: a matcher only Alertmanager's classic parser takes.
@@ -98,7 +106,7 @@ func Compile(cfg Config, opts ...Option) (*Policy, error) {
 	cfg = cfg.clone()
 	c := &compiler{}
 	p := &Policy{cfg: cfg, deny: map[string]bool{}, allow: map[string]bool{}, matchers: lru.New(matchersCacheSize),
-		parseMatchers: compat.FallbackMatchersParser(o.logger)}
+		parseMatchers: compat.FallbackMatchersParser(o.logger), cluster: o.cluster}
 	parseMatcher := compat.FallbackMatcherParser(o.logger)
 
 	if msgs := content.IsLabelKey(cfg.OptInLabel); len(msgs) > 0 {
@@ -120,6 +128,14 @@ func Compile(cfg Config, opts ...Option) (*Policy, error) {
 		p.allow[ns] = true
 	}
 
+	if l := cfg.ClusterLabel; l != "" {
+		switch {
+		case !validLabelName(l):
+			c.bad("clusterLabel", "must be a UTF-8 label name, got %q", l)
+		case o.cluster == "":
+			c.bad("clusterLabel", "is set, so cluster.name must name this cluster")
+		}
+	}
 	if l := cfg.Origin.Label; l != "" && !validLabelName(l) {
 		c.bad("origin.label", "must be a UTF-8 label name, got %q", l)
 	}

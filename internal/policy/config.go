@@ -16,6 +16,10 @@ type Config struct {
 	DryRun bool `json:"dryRun" mapstructure:"dryRun"`
 	// Freeze blocks every rollback: rollbacks escalate with reason frozen.
 	Freeze bool `json:"freeze" mapstructure:"freeze"`
+	// ClusterLabel, when set, is the alert label naming the cluster an
+	// alert is about; an alert that does not name this daemon's cluster
+	// (cluster.name) is ignored with reason other_cluster.
+	ClusterLabel string `json:"clusterLabel" mapstructure:"clusterLabel"`
 	// OptInLabel is the workload label that must be "true".
 	OptInLabel string     `json:"optInLabel" mapstructure:"optInLabel"`
 	Namespaces Namespaces `json:"namespaces" mapstructure:"namespaces"`

@@ -13,6 +13,7 @@ import (
 
 // Names of the checks, in the order Evaluate runs them.
 const (
+	checkCluster      = "this cluster"
 	checkTarget       = "target resolved"
 	checkNamespace    = "namespace allowed"
 	checkSender       = "sender allowed"
@@ -96,8 +97,8 @@ func (p *Policy) Screen(in Input) Decision {
 // How many checks Evaluate records at most, and how many of them are
 // target checks.
 const (
-	checkCount       = 20
-	targetCheckCount = 7
+	checkCount       = 21
+	targetCheckCount = 8
 )
 
 // step is a check and the outcome it gives when it is the first to fail.
@@ -133,6 +134,19 @@ func (e *evaluation) targetChecks() {
 	t := e.in.Target
 	var refuse refuseFunc = func(name string, reason Reason, passed bool, detail string) {
 		e.add(name, reason, OutcomeRefuse, passed, detail)
+	}
+
+	// An alert about another cluster is none of this daemon's business,
+	// whatever workload it names: ignored.
+	if l := e.p.cfg.ClusterLabel; l != "" && e.in.Alert.Labels != nil {
+		switch v, ok := e.in.Alert.Labels[l]; {
+		case !ok:
+			e.add(checkCluster, ReasonOtherCluster, OutcomeIgnore, false, "the alert has no "+l+" label; this is cluster "+strconv.Quote(e.p.cluster))
+		case v != e.p.cluster:
+			e.add(checkCluster, ReasonOtherCluster, OutcomeIgnore, false, l+"="+strconv.Quote(v)+" is another cluster; this is "+strconv.Quote(e.p.cluster))
+		default:
+			e.add(checkCluster, ReasonOtherCluster, OutcomeIgnore, true, l+"="+strconv.Quote(v)+" is this cluster")
+		}
 	}
 
 	switch {

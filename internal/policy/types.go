@@ -51,6 +51,7 @@ const (
 	ReasonCriterionMet         Reason = "criterion_met"    // a rule matched; its outcome applies
 	ReasonNoMatchingRule       Reason = "no_matching_rule" // the default outcome applies
 	ReasonRuleError            Reason = "rule_error"       // the CEL condition of a rule failed at run time
+	ReasonOtherCluster         Reason = "other_cluster"    // the alert is about another cluster than this daemon's
 	ReasonNoTarget             Reason = "no_target"        // alert labels name no workload (or an ambiguous one)
 	ReasonNamespaceDenied      Reason = "namespace_denied"
 	ReasonWorkloadNotFound     Reason = "workload_not_found"
