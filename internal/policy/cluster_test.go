@@ -66,4 +66,3 @@ func TestClusterLabel(t *testing.T) {
 		t.Errorf("Compile without a cluster name = %v, want an error naming clusterLabel", err)
 	}
 }
-
