@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -168,6 +169,9 @@ type Options struct {
 	Nodes int
 }
 
+// started counts the clusters this process created, to name them apart.
+var started atomic.Int32
+
 // Start creates a cluster with one fake node and waits until it serves.
 func Start(ctx context.Context) (*Cluster, error) {
 	return StartWith(ctx, Options{})
@@ -189,8 +193,13 @@ func StartWith(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create test environment work directory: %w", err)
 	}
+	name := fmt.Sprintf("ard-%d", os.Getpid())
+	if n := started.Add(1); n > 1 {
+		// A second control plane of the same process, as a fleet test has.
+		name = fmt.Sprintf("%s-%d", name, n)
+	}
 	c := &Cluster{
-		Name:       fmt.Sprintf("ard-%d", os.Getpid()),
+		Name:       name,
 		BinDir:     bin,
 		Kubeconfig: filepath.Join(work, "kubeconfig"),
 		workDir:    work,
