@@ -22,6 +22,7 @@ func TestLoadInvalidFiles(t *testing.T) {
 		"invalid-log-level.yaml":            `log.level: must be one of debug, info, warn, error; got "loud"`,
 		"invalid-negative-duration.yaml":    "server.shutdownTimeout: must be a positive duration, got -1s",
 		"invalid-yaml-syntax.yaml":          "read config file testdata/invalid-yaml-syntax.yaml",
+		"invalid-helm-mode.yaml":            `policy.helm.mode: must be undo-workload or rollback-release, got "rollback"`,
 	} {
 		t.Run(file, func(t *testing.T) {
 			_, err := Load(Source{File: filepath.Join("testdata", file)})
@@ -40,8 +41,8 @@ func TestEveryInvalidFileIsTested(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 7 {
-		t.Fatalf("found %d invalid-*.yaml files, TestLoadInvalidFiles covers 7; add the new ones to its table", len(files))
+	if len(files) != 8 {
+		t.Fatalf("found %d invalid-*.yaml files, TestLoadInvalidFiles covers 8; add the new ones to its table", len(files))
 	}
 }
 

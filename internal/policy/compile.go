@@ -175,6 +175,12 @@ func Compile(cfg Config, opts ...Option) (*Policy, error) {
 		c.bad("gitops.argocd.namespace", "must be a namespace name: %s", strings.Join(msgs, "; "))
 	}
 
+	switch cfg.Helm.Mode {
+	case "", HelmUndoWorkload, HelmRollbackRelease:
+	default:
+		c.bad("helm.mode", "must be %s or %s, got %q", HelmUndoWorkload, HelmRollbackRelease, cfg.Helm.Mode)
+	}
+
 	p.defaultTarget = c.defaultTarget(cfg.DefaultTarget)
 
 	names := map[string]int{}

@@ -42,6 +42,8 @@ func TestCompileErrors(t *testing.T) {
 			`rules[0].name: must not be empty`},
 		{"bad gitops mode", func(c *policy.Config) { c.GitOps.Mode = "pause" },
 			`gitops.mode: must be escalate or pause-and-undo, got "pause"`},
+		{"bad helm mode", func(c *policy.Config) { c.Helm.Mode = "rollback" },
+			`helm.mode: must be undo-workload or rollback-release, got "rollback"`},
 		{"bad gitops tracking label", func(c *policy.Config) { c.GitOps.ArgoCD.TrackingLabel = "a b" },
 			`gitops.argocd.trackingLabel: must be a label key: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')`},
 		{"bad argocd namespace", func(c *policy.Config) { c.GitOps.ArgoCD.Namespace = "Argo" },
@@ -156,6 +158,7 @@ func TestCompileAccepts(t *testing.T) {
 		{"gitops pause-and-undo with a tracking label", func(c *policy.Config) {
 			c.GitOps = policy.GitOps{Mode: policy.GitOpsPauseAndUndo, ArgoCD: policy.ArgoCD{TrackingLabel: "app.kubernetes.io/instance", Namespace: "gitops"}}
 		}},
+		{"helm rollback-release", func(c *policy.Config) { c.Helm.Mode = policy.HelmRollbackRelease }},
 		{"fix_forward default", func(c *policy.Config) { c.DefaultOutcome = policy.OutcomeFixForward }},
 		{"allow list", func(c *policy.Config) { c.Namespaces.Allow = []string{"production"} }},
 		{"origin label", func(c *policy.Config) { c.Origin.Label = "namespace" }},

@@ -42,6 +42,29 @@ type Config struct {
 	Rules []Rule `json:"rules" mapstructure:"rules"`
 	// GitOps says what to do with workloads Argo CD or Flux manage.
 	GitOps GitOps `json:"gitops" mapstructure:"gitops"`
+	// Helm says how to roll back workloads that are part of a Helm release.
+	Helm Helm `json:"helm" mapstructure:"helm"`
+}
+
+// HelmMode is what a rollback of a workload that is part of a Helm release
+// does.
+type HelmMode string
+
+// The Helm modes.
+const (
+	// HelmUndoWorkload: undo the workload alone, as for any other, and
+	// announce that the release's history still records the bad version.
+	HelmUndoWorkload HelmMode = "undo-workload"
+	// HelmRollbackRelease: roll the release back, as `helm rollback` does,
+	// to the revision whose manifest carries the template to restore, so
+	// that Helm's history says what runs.
+	HelmRollbackRelease HelmMode = "rollback-release"
+)
+
+// Helm configures workloads that are part of a Helm release.
+type Helm struct {
+	// Mode is undo-workload (also when empty) or rollback-release.
+	Mode HelmMode `json:"mode" mapstructure:"mode"`
 }
 
 // GitOpsMode is what a rollback of a GitOps-managed workload does.
@@ -188,6 +211,7 @@ func DefaultConfig() Config {
 			},
 		},
 		GitOps: GitOps{Mode: GitOpsEscalate, ArgoCD: ArgoCD{Namespace: DefaultArgoCDNamespace}},
+		Helm:   Helm{Mode: HelmUndoWorkload},
 		Rules: []Rule{
 			rule("service_down", OutcomeRollback),
 			foundLate(rule("data_corruption", OutcomeRollback)),
@@ -243,3 +267,7 @@ func (p *Policy) GitOpsManager(w *Workload) string {
 // PauseGitOps reports whether a rollback of a GitOps-managed workload
 // pauses its owner first (gitops.mode pause-and-undo).
 func (p *Policy) PauseGitOps() bool { return p.cfg.GitOps.Mode == GitOpsPauseAndUndo }
+
+// RollbackHelmRelease reports whether a rollback of a workload that is part
+// of a Helm release rolls the release back (helm.mode rollback-release).
+func (p *Policy) RollbackHelmRelease() bool { return p.cfg.Helm.Mode == HelmRollbackRelease }
