@@ -341,7 +341,8 @@ func (a *Actuator) readLiveWorkload(ctx context.Context, ref policy.Ref) (*liveW
 
 // patchLiveWorkload applies a strategic merge patch to w.
 func (a *Actuator) patchLiveWorkload(ctx context.Context, req Request, w *liveWorkload, body []byte) error {
-	return w.adapter.Patch(ctx, a.client, w.meta.Namespace, w.meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
+	_, err := w.adapter.Patch(ctx, a.client, w.meta.Namespace, w.meta.Name, types.StrategicMergePatchType, body, patchOptions(req))
+	return err
 }
 
 func optional(v string, present bool) *string {

@@ -190,7 +190,7 @@ func (a *Actuator) patch(ctx context.Context, ad workload.Adapter, req Request, 
 			return o.Runtime(), res, rejected(err)
 		}
 	}
-	if err := ad.Patch(ctx, a.client, meta.Namespace, meta.Name, types.JSONPatchType, w.body, patchOptions(req)); err != nil {
+	if _, err := ad.Patch(ctx, a.client, meta.Namespace, meta.Name, types.JSONPatchType, w.body, patchOptions(req)); err != nil {
 		return o.Runtime(), res, rejected(err)
 	}
 	res.Outcome, res.Message = applied(req, res.From, res.To)

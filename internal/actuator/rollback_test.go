@@ -504,7 +504,8 @@ func TestRollbackPatchTestsWhatItWasPlannedOn(t *testing.T) {
 			}
 			gr, live := ad.Resource(), liveMetaOf(f.c.Client, ad, f.ns, name)
 			patch := func(ctx context.Context, body []byte, opts metav1.PatchOptions) error {
-				return ad.Patch(ctx, f.c.Client, f.ns, name, types.JSONPatchType, body, opts)
+				_, err := ad.Patch(ctx, f.c.Client, f.ns, name, types.JSONPatchType, body, opts)
+				return err
 			}
 			planned := func() ([]byte, *metav1.ObjectMeta) {
 				o, body := f.planUndo(t, kind, name, nil)

@@ -45,8 +45,9 @@ type Adapter interface {
 	// History lists, from the API server, the revisions of obj that obj
 	// controls and whose number is known.
 	History(ctx context.Context, c kubernetes.Interface, obj Object) ([]Revision, error)
-	// Patch writes body, a patch of type pt, to the named workload.
-	Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error
+	// Patch writes body, a patch of type pt, to the named workload, and
+	// returns the workload as written (for a dry run, as it would be).
+	Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error)
 
 	// Lookup reads the workload from the informer caches; a lister's
 	// NotFound when they do not hold it.

@@ -108,10 +108,10 @@ func (rolloutAdapter) History(ctx context.Context, c kubernetes.Interface, obj O
 	return numberedReplicaSets(obj.Meta(), pointers(list.Items), kinds.AnnotationRolloutRevision), nil
 }
 
-func (rolloutAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error {
+func (rolloutAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
 	dyn, err := dynamicOf(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if pt == types.StrategicMergePatchType {
 		// A custom resource takes no strategic merge patch. The daemon's
@@ -119,8 +119,11 @@ func (rolloutAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespa
 		// only, where a JSON merge patch means the same.
 		pt = types.MergePatchType
 	}
-	_, err = dyn.Resource(RolloutResource).Namespace(namespace).Patch(ctx, name, pt, body, opts)
-	return err
+	u, err := dyn.Resource(RolloutResource).Namespace(namespace).Patch(ctx, name, pt, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	return rolloutOf(u)
 }
 
 func (rolloutAdapter) PatchStatus(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error {

@@ -34,9 +34,12 @@ func (daemonSetAdapter) Get(ctx context.Context, c kubernetes.Interface, namespa
 	return daemonSet{ds}, nil
 }
 
-func (daemonSetAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error {
-	_, err := c.AppsV1().DaemonSets(namespace).Patch(ctx, name, pt, body, opts)
-	return err
+func (daemonSetAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+	w, err := c.AppsV1().DaemonSets(namespace).Patch(ctx, name, pt, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	return daemonSet{w}, nil
 }
 
 func (daemonSetAdapter) Lookup(c Cached, namespace, name string) (Object, error) {

@@ -50,9 +50,12 @@ func (deploymentAdapter) History(ctx context.Context, c kubernetes.Interface, ob
 	return replicaSetRevisions(obj.Meta(), pointers(list.Items)), nil
 }
 
-func (deploymentAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error {
-	_, err := c.AppsV1().Deployments(namespace).Patch(ctx, name, pt, body, opts)
-	return err
+func (deploymentAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+	w, err := c.AppsV1().Deployments(namespace).Patch(ctx, name, pt, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	return deployment{w}, nil
 }
 
 func (deploymentAdapter) Lookup(c Cached, namespace, name string) (Object, error) {

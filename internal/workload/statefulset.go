@@ -35,9 +35,12 @@ func (statefulSetAdapter) Get(ctx context.Context, c kubernetes.Interface, names
 	return statefulSet{s}, nil
 }
 
-func (statefulSetAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error {
-	_, err := c.AppsV1().StatefulSets(namespace).Patch(ctx, name, pt, body, opts)
-	return err
+func (statefulSetAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+	w, err := c.AppsV1().StatefulSets(namespace).Patch(ctx, name, pt, body, opts)
+	if err != nil {
+		return nil, err
+	}
+	return statefulSet{w}, nil
 }
 
 func (statefulSetAdapter) Lookup(c Cached, namespace, name string) (Object, error) {
