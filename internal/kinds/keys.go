@@ -51,6 +51,8 @@ const (
 	AnnotationScaleIncident = "autorollback.io/scale-incident"
 	// AnnotationScaleBouncedFor is the incident of the last finished scale bounce.
 	AnnotationScaleBouncedFor = "autorollback.io/scale-bounced-for"
+	// AnnotationRolledBackRelease is the Helm release the last rollback rolled back, and how: "<namespace>/<release>: revision 3 to 1, as revision 4".
+	AnnotationRolledBackRelease = "autorollback.io/rolled-back-release"
 )
 
 // On an Argo CD Application or a Flux Kustomization or HelmRelease the daemon
@@ -146,7 +148,29 @@ const (
 	LabelFluxKustomizationNamespace = "kustomize.toolkit.fluxcd.io/namespace"
 	// LabelFluxHelmNamespace is the namespace of the HelmRelease LabelFluxHelm names.
 	LabelFluxHelmNamespace = "helm.toolkit.fluxcd.io/namespace"
+	// ManagedByHelm is the value of LabelManagedBy on the objects of a Helm release.
+	ManagedByHelm = "Helm"
+	// AnnotationHelmReleaseName names the Helm release an object belongs to.
+	AnnotationHelmReleaseName = "meta.helm.sh/release-name"
+	// AnnotationHelmReleaseNamespace is the namespace of the Helm release AnnotationHelmReleaseName names.
+	AnnotationHelmReleaseNamespace = "meta.helm.sh/release-namespace"
 )
+
+// HelmRelease names the Helm release of a workload with these labels and
+// annotations, as Helm marks the objects it installs: LabelManagedBy
+// ManagedByHelm and AnnotationHelmReleaseName; the release's namespace is
+// AnnotationHelmReleaseNamespace, else the workload's own. ok is false for
+// a workload that is not part of a release.
+func HelmRelease(namespace string, labels, annotations map[string]string) (releaseNamespace, name string, ok bool) {
+	name = annotations[AnnotationHelmReleaseName]
+	if labels[LabelManagedBy] != ManagedByHelm || name == "" {
+		return "", "", false
+	}
+	if ns := annotations[AnnotationHelmReleaseNamespace]; ns != "" {
+		namespace = ns
+	}
+	return namespace, name, true
+}
 
 // RolledBackFor returns the rollout ID the workload's last rollback was done
 // for. Daemons before AnnotationRolledBackFor recorded it under
