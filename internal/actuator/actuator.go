@@ -93,6 +93,8 @@ type Result struct {
 	// already recorded on the workload: an earlier attempt carried it out
 	// and was interrupted before its caller recorded that.
 	Resumed bool `json:"resumed,omitempty"`
+	// Release is the Helm release a rollback rolled back (RollbackRelease).
+	Release *ReleaseRollback `json:"release,omitempty"`
 }
 
 // Options configures an Actuator.
@@ -105,6 +107,8 @@ type Options struct {
 	// Cache, if set, is read instead of the API server on the first attempt
 	// of a Deployment rollback; see rollbackDeployment. Nil means live reads.
 	Cache Cache
+	// Releases, optional, rolls back Helm releases (RollbackRelease).
+	Releases Releases
 }
 
 // Actuator acts on workloads.
@@ -114,6 +118,7 @@ type Actuator struct {
 	logger   *slog.Logger
 	clock    clock.PassiveClock
 	cache    Cache
+	releases Releases
 	actions  *prometheus.CounterVec
 }
 
@@ -126,7 +131,7 @@ func New(o Options) (*Actuator, error) {
 		o.Clock = clock.RealClock{}
 	}
 	a := &Actuator{
-		client: o.Client, recorder: o.Recorder, logger: o.Logger.With("component", "actuator"), clock: o.Clock, cache: o.Cache,
+		client: o.Client, recorder: o.Recorder, logger: o.Logger.With("component", "actuator"), clock: o.Clock, cache: o.Cache, releases: o.Releases,
 		actions: promauto.With(o.Registry).NewCounterVec(prometheus.CounterOpts{
 			Namespace: "autorollbackd", Name: "actions_total",
 			Help: "Actions on workloads, by kind, result (applied, noop, failed) and whether they were dry runs.",
@@ -153,10 +158,16 @@ const (
 	ReasonSettling    Reason = "settling"     // ErrSettling
 	ReasonNotScalable Reason = "not_scalable" // ErrNotScalable
 	ReasonTaskFailed  Reason = "task_failed"  // ErrTaskFailed
-	ReasonForbidden   Reason = "forbidden"    // the API server's Forbidden
-	ReasonNotFound    Reason = "not_found"    // the API server's NotFound
-	ReasonConflict    Reason = "conflict"     // the API server's Conflict, still there after the action's own retries
-	ReasonError       Reason = "error"        // anything else, a network error most likely
+	// ReasonReleaseNotDeployed: ErrReleaseNotDeployed.
+	ReasonReleaseNotDeployed Reason = "release_not_deployed"
+	// ReasonNoReleaseRevision: ErrNoReleaseRevision.
+	ReasonNoReleaseRevision Reason = "no_release_revision"
+	// ReasonReleaseDrifted: ErrReleaseDrifted.
+	ReasonReleaseDrifted Reason = "release_drifted"
+	ReasonForbidden      Reason = "forbidden" // the API server's Forbidden
+	ReasonNotFound       Reason = "not_found" // the API server's NotFound
+	ReasonConflict       Reason = "conflict"  // the API server's Conflict, still there after the action's own retries
+	ReasonError          Reason = "error"     // anything else, a network error most likely
 )
 
 // Retryable reports whether an action that failed for r may succeed when
@@ -182,6 +193,12 @@ func FailureReason(err error) Reason {
 		return ReasonNotScalable
 	case errors.Is(err, ErrTaskFailed):
 		return ReasonTaskFailed
+	case errors.Is(err, ErrReleaseNotDeployed):
+		return ReasonReleaseNotDeployed
+	case errors.Is(err, ErrNoReleaseRevision):
+		return ReasonNoReleaseRevision
+	case errors.Is(err, ErrReleaseDrifted):
+		return ReasonReleaseDrifted
 	case apierrors.IsForbidden(err):
 		return ReasonForbidden
 	case apierrors.IsNotFound(err):
