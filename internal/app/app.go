@@ -33,6 +33,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/engine"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
+	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -170,6 +171,9 @@ func Run(ctx context.Context, opts Options) error {
 		Logger:   logger,
 		Registry: reg,
 		Cache:    actuator.NewInformerCache(factories),
+		// Used only while policy.helm.mode is rollback-release; the
+		// policy may change on reload, so it is always there.
+		Releases: &helm.Client{REST: rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-helm"), Client: cs, Logger: logger},
 	})
 	if err != nil {
 		return err

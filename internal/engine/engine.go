@@ -40,6 +40,9 @@ import (
 // Actor carries out plans; *actuator.Actuator is one.
 type Actor interface {
 	Rollback(ctx context.Context, req actuator.Request, from, to int64) (actuator.Result, error)
+	// RollbackRelease restores revision `to` by rolling back the workload's
+	// Helm release (policy.helm.mode rollback-release).
+	RollbackRelease(ctx context.Context, req actuator.Request, from, to int64) (actuator.Result, error)
 	RollbackFeatureFlag(ctx context.Context, req actuator.Request, f actuator.FlagChange) (actuator.Result, error)
 	ScaleBounce(ctx context.Context, req actuator.Request) (actuator.Result, error)
 	RunTask(ctx context.Context, req actuator.Request, t actuator.Task) (string, error)

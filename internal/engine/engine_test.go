@@ -31,6 +31,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -185,6 +186,7 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 	act, err := actuator.New(actuator.Options{
 		Client: client, Recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "autorollbackd"}),
 		Logger: logger, Registry: reg,
+		Releases: &helm.Client{REST: f.c.REST, Client: f.c.Client, Logger: logger},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -584,7 +584,7 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 		case actuator.KindRollback:
 			var from int64
 			if from, err = e.fromForRung(inc, w); err == nil {
-				res, err = e.opts.Actor.Rollback(ctx, req, from, inc.Targets[f.Rung])
+				res, err = e.rollback(ctx, req, w, from, inc.Targets[f.Rung])
 			}
 		default:
 			res, err = e.opts.Actor.ScaleBounce(ctx, req)
@@ -613,6 +613,25 @@ func (e *Engine) act(ctx context.Context, inc *incident.Incident, f incident.Eff
 		e.budget.add(inc.Target, now, inc.ID)
 	}
 	return incident.Event{Kind: incident.EventActed, At: now, Action: &a}
+}
+
+// rollback restores revision `to` of the live workload w, at `from`: by
+// rolling back its Helm release when it is part of one and the policy in
+// force says rollback-release, else by undoing the workload, which for a
+// workload of a release is announced as drift from Helm's history.
+func (e *Engine) rollback(ctx context.Context, req actuator.Request, w *policy.Workload, from, to int64) (actuator.Result, error) {
+	relNS, rel, ok := kinds.HelmRelease(w.Namespace, w.Labels, w.Annotations)
+	if ok && e.opts.Policy().RollbackHelmRelease() {
+		return e.opts.Actor.RollbackRelease(ctx, req, from, to)
+	}
+	res, err := e.opts.Actor.Rollback(ctx, req, from, to)
+	if ok && err == nil && (res.Outcome == actuator.OutcomeApplied || res.Outcome == actuator.OutcomeDryRun) {
+		// Said in the incident's timeline and the announcement.
+		res.Message += fmt.Sprintf("; the workload is part of Helm release %s/%s, whose history still records the rolled-back "+
+			"version as deployed: the next helm upgrade applies the chart's template again (policy.helm.mode rollback-release "+
+			"rolls the release back instead)", relNS, rel)
+	}
+	return res, err
 }
 
 // Refusal reasons of GitOps-managed workloads.
