@@ -1235,6 +1235,8 @@ func TestRenderRefuses(t *testing.T) {
 		{"feature flags off in config only", []string{"--set", "featureFlags.enabled=true", "--set", "config.engine.allowFeatureFlags=false"}, "set featureFlags.enabled"},
 		{"gitops pause-and-undo in config only", []string{"--set", "config.policy.gitops.mode=pause-and-undo"}, "set gitops.enabled"},
 		{"bad Argo CD namespace", []string{"--set", "gitops.enabled=true", "--set", "gitops.argocd.namespace=Argo_CD"}, "/gitops/argocd/namespace"},
+		{"helm rollback-release in config only", []string{"--set", "config.policy.helm.mode=rollback-release"}, "set helmRollback.enabled"},
+		{"helm extra rule with a wildcard verb", []string{"--set", "helmRollback.enabled=true", "--set-json", `helmRollback.extraRules=[{"apiGroups":[""],"resources":["services"],"verbs":["*"]}]`}, "/helmRollback/extraRules/0/verbs/0"},
 		{"unknown value", []string{"--set", "replicas=3"}, "replicas"},
 		{"pull policy", []string{"--set", "image.pullPolicy=Sometimes"}, "pullPolicy"},
 		{"network policy without peers", []string{"--set", "networkPolicy.enabled=true", "--set", "networkPolicy.ingressFrom=null"}, "networkPolicy.ingressFrom"},
@@ -1353,6 +1355,84 @@ func TestNotesWarnOfLaddersWithoutNotifiers(t *testing.T) {
 			}
 			if !strings.Contains(n, tc.want) {
 				t.Errorf("NOTES lack the warning %q:\n%s", tc.want, n)
+			}
+		})
+	}
+}
+
+// TestRenderRBACHelmRollback: the permissions on Helm's release Secrets in
+// the workload namespaces, the extra rules for the other objects of a
+// release, and policy.helm.mode rollback-release come only with
+// helmRollback.enabled; in either scope.
+func TestRenderRBACHelmRollback(t *testing.T) {
+	t.Parallel()
+	namespaced := []string{"--set", "rbac.scope=namespaced", "--set", "rbac.namespaces={production,staging}"}
+	enabled := []string{"--set", "helmRollback.enabled=true", "--set-json",
+		`helmRollback.extraRules=[{"apiGroups":[""],"resources":["services","configmaps"],"verbs":["get","create","patch","delete"]}]`}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		roles map[string]string // kind and namespace of each role, by "Kind namespace"
+	}{
+		{"cluster, defaults", nil, nil},
+		{"cluster, helm", enabled, map[string]string{"ClusterRole ": "ClusterRoleBinding "}},
+		{"namespaced, helm", slices.Concat(namespaced, enabled),
+			map[string]string{"Role production": "RoleBinding production", "Role staging": "RoleBinding staging"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			objs := render(t, tc.args...)
+			got := map[string][]rbacv1.PolicyRule{}
+			bindings := map[string]bool{}
+			for _, kind := range []string{"ClusterRole", "Role"} {
+				for _, o := range objs.all(kind) {
+					if o.Name == "ard-autorollbackd-helm" {
+						var r rbacv1.Role // same shape as ClusterRole
+						decode(t, o, &r)
+						got[kind+" "+r.Namespace] = r.Rules
+					}
+				}
+			}
+			for _, kind := range []string{"ClusterRoleBinding", "RoleBinding"} {
+				for _, o := range objs.all(kind) {
+					if o.Name == "ard-autorollbackd-helm" {
+						var b rbacv1.RoleBinding
+						decode(t, o, &b)
+						if b.RoleRef.Name != "ard-autorollbackd-helm" || len(b.Subjects) != 1 || b.Subjects[0].Name != "ard-autorollbackd" || b.Subjects[0].Namespace != "ops" {
+							t.Errorf("%s %s/%s binds %+v to %+v, want ServiceAccount ops/ard-autorollbackd to the helm role", kind, b.Namespace, b.Name, b.Subjects, b.RoleRef)
+						}
+						bindings[kind+" "+b.Namespace] = true
+					}
+				}
+			}
+			cfg := renderedConfig(t, objs)
+			if tc.roles == nil {
+				if len(got) != 0 || len(bindings) != 0 || strings.Contains(cfg, "rollback-release") {
+					t.Fatalf("helmRollback off rendered helm roles %v, bindings %v; config:\n%s", slices.Sorted(maps.Keys(got)), bindings, cfg)
+				}
+				return
+			}
+			if len(got) != len(tc.roles) || len(bindings) != len(tc.roles) {
+				t.Fatalf("helm roles %v and bindings %v, want %v", slices.Sorted(maps.Keys(got)), bindings, tc.roles)
+			}
+			for role, binding := range tc.roles {
+				if !bindings[binding] {
+					t.Errorf("no %s for %s", binding, role)
+				}
+				diffPerms(t, role+" ard-autorollbackd-helm", perms(t, got[role]), permSet(slices.Concat(
+					expand("", []string{"secrets"}, []string{"get", "list", "create", "update"}),
+					expand("", []string{"services", "configmaps"}, []string{"get", "create", "patch", "delete"}))))
+			}
+			path := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			loaded, err := config.Load(config.Source{File: path})
+			if err != nil {
+				t.Fatalf("the daemon refuses the rendered config.yaml: %v\n%s", err, cfg)
+			}
+			if m := loaded.Policy.Helm.Mode; m != "rollback-release" {
+				t.Errorf("policy.helm.mode: the daemon loads %q, want rollback-release", m)
 			}
 		})
 	}

@@ -92,6 +92,15 @@ them). Its checksum rolls the pods on a change.
 {{- $_ := set $policy "gitops" (dict "mode" "pause-and-undo" "argocd" (dict "namespace" .Values.gitops.argocd.namespace)) }}
 {{- $_ := set $base "policy" $policy }}
 {{- end }}
+{{- $helmMode := dig "policy" "helm" "mode" nil (.Values.config | default dict) }}
+{{- if and (eq (toString $helmMode) "rollback-release") (not .Values.helmRollback.enabled) }}
+{{- fail "config.policy.helm.mode is rollback-release but helmRollback.enabled is false: set helmRollback.enabled, which also grants the permissions on Helm's release Secrets, and leave config.policy.helm.mode out" }}
+{{- end }}
+{{- if .Values.helmRollback.enabled }}
+{{- $policy := $base.policy | default dict }}
+{{- $_ := set $policy "helm" (dict "mode" "rollback-release") }}
+{{- $_ := set $base "policy" $policy }}
+{{- end }}
 {{- if .Values.argoRollouts.enabled }}
 {{- $_ := set $base "kubernetes" (dict "argoRollouts" true) }}
 {{- end }}
