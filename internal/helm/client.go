@@ -1,13 +1,12 @@
 package helm
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
+	"sync"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -40,7 +39,7 @@ type Client struct {
 const DefaultHookTimeout = 5 * time.Minute
 
 // History returns every revision of the release, newest first; ErrNotFound
-// when it has none.
+// when it has none. The SDK's storage takes no context.
 func (c *Client) History(_ context.Context, namespace, name string) ([]Revision, error) {
 	rels, err := storage.Init(driver.NewSecrets(c.Client.CoreV1().Secrets(namespace))).History(name)
 	if errors.Is(err, driver.ErrReleaseNotFound) || err == nil && len(rels) == 0 {
@@ -138,12 +137,16 @@ func (g guard) Create(key string, rls *release.Release) error {
 type restGetter struct {
 	config    *rest.Config
 	namespace string
+
+	mu        sync.Mutex
 	discovery discovery.CachedDiscoveryInterface
 }
 
 func (g *restGetter) ToRESTConfig() (*rest.Config, error) { return rest.CopyConfig(g.config), nil }
 
 func (g *restGetter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	if g.discovery == nil {
 		dc, err := discovery.NewDiscoveryClientForConfig(g.config)
 		if err != nil {
@@ -173,5 +176,3 @@ func (n namespaced) Namespace() (string, bool, error)        { return n.g.namesp
 func (n namespaced) ConfigAccess() clientcmd.ConfigAccess {
 	return clientcmd.NewDefaultClientConfigLoadingRules()
 }
-
-func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }

@@ -7,6 +7,7 @@
 package helm
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -59,7 +60,7 @@ type Object struct {
 // manifest of rev, a revision of a release in releaseNamespace; false when
 // the manifest holds no such object or it has no pod template.
 func (rev Revision) PodTemplate(o Object, releaseNamespace string) (json.RawMessage, bool, error) {
-	r := utilyaml.NewYAMLReader(bufioReader(rev.Manifest))
+	r := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(rev.Manifest)))
 	for {
 		doc, err := r.Read()
 		if errors.Is(err, io.EOF) {
