@@ -553,14 +553,16 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	// Rollbacks, failed actions and escalations on the time axis, each the
-	// counter's increase over the annotations' step of one minute
+	// counter's increase over the annotations' step of one minute, from
+	// zero for a series that has no sample a minute earlier: a counter's
+	// first rollback, or a Prometheus that started within the minute
 	// (TestDashboardAnnotations).
 	for name, sel := range map[string]string{
 		"Rollbacks":      `autorollbackd_actions_total{kind="rollback",result="applied",dry_run="false",cluster=~"$cluster",namespace=~"$namespace"}`,
 		"Failed actions": `autorollbackd_actions_total{result="failed",dry_run="false",cluster=~"$cluster",namespace=~"$namespace"}`,
 		"Escalations":    `autorollbackd_escalations_total{cluster=~"$cluster",namespace=~"$namespace"}`,
 	} {
-		if want := "(" + sel + " - " + sel + " offset 1m) > 0"; annotations[name] != want {
+		if want := "(" + sel + " - (" + sel + " offset 1m or " + sel + " * 0)) > 0"; annotations[name] != want {
 			t.Errorf("annotation %q: got %q, want %q", name, annotations[name], want)
 		}
 	}
@@ -660,6 +662,7 @@ func TestDashboardAnnotations(t *testing.T) {
 	}
 	const (
 		plain  = `job="autorollbackd",namespace="ops",pod="ard-1"`
+		fresh  = `job="autorollbackd",namespace="ops",pod="ard-5"`
 		tagged = `cluster="eu-1",job="autorollbackd",namespace="ops",pod="ard-9"`
 		action = `dry_run="false",kind="rollback",result="applied"`
 	)
@@ -673,10 +676,11 @@ func TestDashboardAnnotations(t *testing.T) {
 		ExpSamples []sample `json:"exp_samples"`
 	}
 	// ard-1 (no cluster label) rolls back between 1m and 1m30s, ard-9 (in
-	// eu-1) between 2m30s and 3m, and again between 3m and 3m30s.
+	// eu-1) between 2m30s and 3m, and again between 3m and 3m30s; ard-5's
+	// counter first appears at 2m, with its first rollback.
 	tests := []exprTest{
 		{with(rollbacks, ".*"), "1m", nil},
-		{with(rollbacks, ".*"), "2m", []sample{{"{" + action + "," + plain + "}", 1}}},
+		{with(rollbacks, ".*"), "2m", []sample{{"{" + action + "," + plain + "}", 1}, {"{" + action + "," + fresh + "}", 1}}},
 		{with(rollbacks, ".*"), "3m", []sample{{"{" + tagged + "," + action + "}", 1}}},
 		{with(rollbacks, ".*"), "4m", []sample{{"{" + tagged + "," + action + "}", 1}}},
 		{with(rollbacks, ".*"), "5m", nil},
@@ -694,6 +698,7 @@ func TestDashboardAnnotations(t *testing.T) {
 				// Samples at 0s, 30s, 1m, 1m30s, ...
 				{"series": "autorollbackd_actions_total{" + plain + "," + action + "}", "values": "0 0 0 1 1 1 1 1 1 1 1"},
 				{"series": "autorollbackd_actions_total{" + tagged + "," + action + "}", "values": "0 0 0 0 0 0 1 2 2 2 2"},
+				{"series": "autorollbackd_actions_total{" + fresh + "," + action + "}", "values": "_ _ _ _ 1 1 1 1 1 1 1"},
 				{"series": "autorollbackd_leader{" + plain + "}", "values": "1x10"},
 				{"series": "autorollbackd_leader{" + tagged + "}", "values": "1x10"},
 			},
