@@ -99,7 +99,6 @@ func newRootCommand(env Env) *cobra.Command {
 	def := config.Default()
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configFile, "config", "", "Read the configuration from this YAML file (default: none; built-in defaults, environment and flags only).")
-	pf.String("kubeconfig", "", "Use this kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account).")
 	pf.String("log-level", def.Log.Level, "Log at this level: debug, info, warn or error.")
 	pf.String("log-format", def.Log.Format, "Write logs as json or text.")
 

@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
-	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
@@ -21,12 +19,14 @@ import (
 
 func newExplainCommand(g *globalFlags, env Env) *cobra.Command {
 	var payload, sender string
+	var client *clientFlags
 	cmd := &cobra.Command{
 		Use:   "explain --payload FILE",
 		Short: "Explain what the daemon would decide for an Alertmanager notification, changing nothing",
 		Long: "Decode an Alertmanager webhook payload and print, for each alert, the workload it names, the matching rule,\n" +
 			"every guard's result and the final decision with its reason. Workload facts are read from the cluster\n" +
-			"(--kubeconfig, $KUBECONFIG, ~/.kube/config or in-cluster); without one, they are assumed and the output says which.\n" +
+			"(kubectl's client flags: --kubeconfig, --context, --cluster, --user, --as, ...; else $KUBECONFIG, ~/.kube/config\n" +
+			"or in-cluster); without one, they are assumed and the output says which.\n" +
 			"Nothing is ever changed. Use - as FILE to read standard input.",
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -50,10 +50,11 @@ func newExplainCommand(g *globalFlags, env Env) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("compile policy: %w", err)
 			}
-			facts, why := explainFacts(cmd.Context(), cfg.Kubernetes)
+			facts, why := explainFacts(cmd.Context(), client, cfg.Kubernetes)
 			return explain(cmd.Context(), env.Stdout, n, p, facts, why, time.Now())
 		},
 	}
+	client = addClientFlags(cmd)
 	cmd.Flags().StringVar(&payload, "payload", "", "Read the Alertmanager webhook payload (JSON, version 4) from this file, or - for standard input (required).")
 	cmd.Flags().StringVar(&sender, "sender", "", "Explain the notification as sent with the credential of this sender of webhook.auth.senders, limited to its namespaces (default: a sender that may name any namespace).")
 	return cmd
@@ -102,18 +103,9 @@ type factSource interface {
 
 // explainFacts connects to the cluster if one is configured and reachable;
 // otherwise it returns nil and the reason.
-func explainFacts(ctx context.Context, cfg config.Kubernetes) (factSource, string) {
-	rc, _, err := kube.RESTConfig(cfg)
+func explainFacts(ctx context.Context, client *clientFlags, cfg config.Kubernetes) (factSource, string) {
+	_, cs, err := client.connect(ctx, cfg)
 	if err != nil {
-		return nil, err.Error()
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, err.Error()
-	}
-	pingCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if _, err := kube.Ping(pingCtx, cs, rc.Host); err != nil {
 		return nil, err.Error()
 	}
 	return workload.Live{Client: cs}, ""

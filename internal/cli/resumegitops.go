@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"cmp"
 	"fmt"
 	"log/slog"
 	"time"
@@ -11,13 +10,11 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
-	"github.com/autorollbackd/autorollbackd/internal/incident"
-	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
-func newResumeGitOpsCommand(g *globalFlags, env Env) *cobra.Command {
+func newResumeGitOpsCommand(g *globalFlags, client *clientFlags, env Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "resume-gitops ID",
 		Short: "Resume the Argo CD Application or Flux Kustomization/HelmRelease paused before incident ID's rollback",
@@ -32,12 +29,12 @@ func newResumeGitOpsCommand(g *globalFlags, env Env) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			cs, ns, err := clusterClient(ctx, cfg)
+			store, rc, err := client.incidentStore(ctx, cmd, cfg, env)
 			if err != nil {
 				return err
 			}
+			cs := store.Client
 			id := args[0]
-			store := &incident.Store{Client: cs, Namespace: cmp.Or(cfg.Engine.Namespace, ns)}
 			inc, err := store.Get(ctx, id)
 			if err != nil {
 				return fmt.Errorf("read incident %s: %w", id, err)
@@ -52,10 +49,6 @@ func newResumeGitOpsCommand(g *globalFlags, env Env) *cobra.Command {
 			owner, err := gitops.FindOwner(w, cfg.Policy.GitOps)
 			if err != nil {
 				return fmt.Errorf("incident %s: %w", id, err)
-			}
-			rc, _, err := kube.RESTConfig(cfg.Kubernetes)
-			if err != nil {
-				return err
 			}
 			dyn, err := dynamic.NewForConfig(rc)
 			if err != nil {

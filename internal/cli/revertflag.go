@@ -23,7 +23,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 )
 
-func newRevertFlagCommand(g *globalFlags, env Env) *cobra.Command {
+func newRevertFlagCommand(g *globalFlags, client *clientFlags, env Env) *cobra.Command {
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "revert-flag ID",
@@ -38,12 +38,12 @@ func newRevertFlagCommand(g *globalFlags, env Env) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			cs, ns, err := clusterClient(ctx, cfg)
+			store, _, err := client.incidentStore(ctx, cmd, cfg, env)
 			if err != nil {
 				return err
 			}
+			cs := store.Client
 			id := args[0]
-			store := &incident.Store{Client: cs, Namespace: cmp.Or(cfg.Engine.Namespace, ns)}
 			inc, err := store.Get(ctx, id)
 			if err != nil {
 				return fmt.Errorf("read incident %s: %w", id, err)

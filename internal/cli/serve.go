@@ -29,6 +29,7 @@ func newServeCommand(g *globalFlags, env Env) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().String("kubeconfig", "", "Use this kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster service account).")
 	cmd.Flags().String("listen-address", config.Default().Server.ListenAddress, "Serve the webhook, probes and metrics on this address.")
 	return cmd
 }

@@ -195,15 +195,14 @@ func (s *Store) Scan(ctx context.Context, open bool) ([]*Versioned, []Unreadable
 }
 
 func (s *Store) scan(ctx context.Context, open bool, match map[string]string) ([]*Versioned, []Unreadable, error) {
-	sel := labels.Set{managedByLabel: managedBy, kindLabel: kindIncident}
-	for k, v := range match {
-		sel[k] = v
+	selector, err := Selector(open)
+	if err != nil {
+		return nil, nil, err
 	}
-	selector := labels.SelectorFromSet(sel)
-	if open {
-		req, err := labels.NewRequirement(stateLabel, selection.NotEquals, []string{string(StateResolved)})
+	for k, v := range match {
+		req, err := labels.NewRequirement(k, selection.Equals, []string{v})
 		if err != nil {
-			return nil, nil, fmt.Errorf("select open incidents: %w", err)
+			return nil, nil, fmt.Errorf("select incidents by %s: %w", k, err)
 		}
 		selector = selector.Add(*req)
 	}
@@ -211,7 +210,7 @@ func (s *Store) scan(ctx context.Context, open bool, match map[string]string) ([
 		out []*Versioned
 		bad []Unreadable
 	)
-	err := EachConfigMap(ctx, s.Client, s.Namespace, selector, s.PageSize, func(cm *corev1.ConfigMap) error {
+	err = EachConfigMap(ctx, s.Client, s.Namespace, selector, s.PageSize, func(cm *corev1.ConfigMap) error {
 		v, err := decode(cm)
 		switch {
 		case errors.Is(err, errNewerSchema):
@@ -322,4 +321,28 @@ func clip(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "")
+}
+
+// Selector selects the incident ConfigMaps: all of them, or with open only
+// those not resolved.
+func Selector(open bool) (labels.Selector, error) {
+	selector := labels.SelectorFromSet(labels.Set{managedByLabel: managedBy, kindLabel: kindIncident})
+	if open {
+		req, err := labels.NewRequirement(stateLabel, selection.NotEquals, []string{string(StateResolved)})
+		if err != nil {
+			return nil, fmt.Errorf("select open incidents: %w", err)
+		}
+		selector = selector.Add(*req)
+	}
+	return selector, nil
+}
+
+// Decode reads the incident an incident ConfigMap holds, as List and Get
+// do; for readers that watch the ConfigMaps themselves.
+func Decode(cm *corev1.ConfigMap) (*Incident, error) {
+	v, err := decode(cm)
+	if err != nil {
+		return nil, err
+	}
+	return v.Incident, nil
 }
