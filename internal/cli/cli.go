@@ -34,7 +34,14 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	// Environ is the environment as KEY=value pairs.
 	Environ []string
+	// Program is the base name the program was run by. PluginName makes
+	// it the kubectl plugin.
+	Program string
 }
+
+// PluginName is the program's name as a kubectl plugin: kubectl runs an
+// executable of that name on its PATH for `kubectl autorollback ...`.
+const PluginName = "kubectl-autorollback"
 
 // Execute runs the command line args and returns the process exit code.
 // Errors are printed to env.Stderr as one line per problem, never as a stack
@@ -46,7 +53,7 @@ func Execute(ctx context.Context, args []string, env Env) int {
 	if err == nil {
 		return ExitOK
 	}
-	name := "autorollbackd"
+	name := root.DisplayName()
 	if cmd != nil {
 		name = cmd.CommandPath()
 	}
@@ -103,12 +110,20 @@ func newRootCommand(env Env) *cobra.Command {
 	pf.String("log-format", def.Log.Format, "Write logs as json or text.")
 
 	root.AddCommand(
-		newServeCommand(&g, env),
 		newCheckConfigCommand(env),
 		newExplainCommand(&g, env),
 		newIncidentsCommand(&g, env),
 		newVersionCommand(env),
 	)
+	if env.Program == PluginName {
+		// A kubectl plugin reads and explains; running the daemon is no
+		// part of it.
+		root.Use = PluginName
+		root.Annotations = map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl autorollback"}
+		root.Short = "Read autorollbackd's incidents and explain its decisions"
+	} else {
+		root.AddCommand(newServeCommand(&g, env))
+	}
 	return root
 }
 
