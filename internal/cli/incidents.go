@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -144,11 +145,32 @@ func printData(w io.Writer, output string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode incidents: %w", err)
 	}
+	data = escapeC1(data)
 	var p printers.ResourcePrinter = &printers.JSONPrinter{}
 	if output == outputYAML {
 		p = &printers.YAMLPrinter{}
 	}
 	return p.PrintObj(&runtime.Unknown{Raw: data, ContentType: runtime.ContentTypeJSON}, w)
+}
+
+// escapeC1 escapes the C1 control characters (U+0080 to U+009F) of JSON
+// text, which encoding/json leaves as they are: some terminals act on them
+// (U+009B begins a control sequence as ESC [ does), and the YAML printer
+// refuses them. In JSON text they can only be inside strings, where the
+// escape means the same.
+func escapeC1(data []byte) []byte {
+	if !bytes.ContainsFunc(data, func(r rune) bool { return r >= 0x80 && r <= 0x9f }) {
+		return data
+	}
+	var out bytes.Buffer
+	for _, r := range string(data) {
+		if r >= 0x80 && r <= 0x9f {
+			fmt.Fprintf(&out, `\u%04x`, r)
+			continue
+		}
+		out.WriteRune(r)
+	}
+	return out.Bytes()
 }
 
 // table is the human listing of incidents; wide adds columns.

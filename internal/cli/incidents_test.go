@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +61,9 @@ func TestIncidentsShowAndListAreTerminalSafe(t *testing.T) {
 			`alert received: description ` + escaped + "\n",
 		}},
 		{"list", []string{"list"}, []string{`Deployment production/event-service` + escaped, `escalate (budget_exhausted` + escaped + `)`}},
+		{"list wide", []string{"list", "-o", "wide"}, []string{`Deployment production/event-service` + escaped}},
+		{"list json", []string{"list", "-o", "json"}, []string{`\u001b]0;pwned\u0007`}},
+		{"show yaml", []string{"show", inc.ID, "-o", "yaml"}, []string{`alertname: EventServiceDown`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"incidents", "--config", cfg, "--kubeconfig", c.Kubeconfig}, tc.args...)
@@ -73,7 +77,9 @@ func TestIncidentsShowAndListAreTerminalSafe(t *testing.T) {
 					break
 				}
 			}
-			if strings.Contains(stdout, "]0;") || strings.Contains(stdout, "[2J") {
+			// JSON and YAML escape ESC; what follows it is then plain text.
+			structured := slices.Contains(tc.args, "json") || slices.Contains(tc.args, "yaml")
+			if !structured && (strings.Contains(stdout, "]0;") || strings.Contains(stdout, "[2J")) {
 				t.Errorf("output holds the rest of an escape sequence:\n%q", stdout)
 			}
 			for _, w := range tc.want {
