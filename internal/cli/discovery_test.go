@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
@@ -333,5 +335,54 @@ func TestIncidentsWatch(t *testing.T) {
 				t.Fatal("--watch went on after its context ended")
 			}
 		})
+	}
+}
+
+// TestIncidentsWithNamespaceRights: someone allowed to read ConfigMaps in
+// the daemon's namespace alone (here by --as, kubectl's impersonation) is
+// warned that the daemon cannot be looked for, and reads the records in
+// the namespace of the kubeconfig context.
+func TestIncidentsWithNamespaceRights(t *testing.T) {
+	c := testenv.Require(t)
+	ns := c.Namespace(t)
+	ctx := context.Background()
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "incident-reader", Namespace: ns},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get", "list"}}}}
+	if _, err := c.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "incident-reader", Namespace: ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "alice"}}}
+	if _, err := c.Client.RbacV1().RoleBindings(ns).Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	inc := recordIncident(t, c, ns, "checkout", incident.StateEscalated, time.Now().Add(-time.Hour).UTC())
+	kubeconfig := laptopKubeconfig(t, c, "kind-dev")
+	testenv.Eventually(t, 30*time.Second, "alice's Role in force", func(ctx context.Context) (bool, string) {
+		code, stdout, stderr := execute(t, nil, "incidents", "--kubeconfig", kubeconfig, "--as", "alice", "-n", ns)
+		return code == ExitOK && strings.Contains(stdout, inc.ID), stdout + stderr
+	})
+
+	// The context's namespace is default: alice may read nothing there.
+	code, _, stderr := execute(t, nil, "incidents", "--kubeconfig", kubeconfig, "--as", "alice")
+	if code != ExitError || !strings.Contains(stderr, `warning: cannot look for the daemon in every namespace`) ||
+		!strings.Contains(stderr, `reading namespace "default" of the client configuration, give -n to choose another`) ||
+		!strings.Contains(stderr, `User "alice" cannot list resource "configmaps" in API group "" in the namespace "default"`) {
+		t.Errorf("code %d, stderr %q; want a warning and then a refusal in namespace default", code, stderr)
+	}
+
+	// With the daemon's namespace in the context, alice reads its incidents.
+	cfg, err := clientcmd.LoadFromFile(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Contexts["kind-dev"].Namespace = ns
+	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := execute(t, nil, "incidents", "--kubeconfig", kubeconfig, "--as", "alice")
+	if code != ExitOK || !strings.Contains(stdout, inc.ID) || !strings.Contains(stderr, `reading namespace "`+ns+`"`) {
+		t.Errorf("code %d, stdout %q, stderr %q; want the warning and the incident", code, stdout, stderr)
 	}
 }
