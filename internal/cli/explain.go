@@ -55,6 +55,7 @@ func newExplainCommand(g *globalFlags, env Env) *cobra.Command {
 		},
 	}
 	client = addClientFlags(cmd)
+	cmd.PersistentFlags().Lookup("namespace").Usage = "Not used by explain: each alert's labels name its workload's namespace."
 	cmd.Flags().StringVar(&payload, "payload", "", "Read the Alertmanager webhook payload (JSON, version 4) from this file, or - for standard input (required).")
 	cmd.Flags().StringVar(&sender, "sender", "", "Explain the notification as sent with the credential of this sender of webhook.auth.senders, limited to its namespaces (default: a sender that may name any namespace).")
 	return cmd

@@ -59,6 +59,7 @@ func newIncidentsCommand(g *globalFlags, env Env) *cobra.Command {
 		},
 	}
 	client := addClientFlags(cmd)
+	cmd.PersistentFlags().Lookup("namespace").Usage = "Read the incidents in this namespace, the daemon's (default: the namespace where the daemon is found, see above)."
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		switch output {
 		case outputTable, outputWide, outputJSON, outputYAML:
