@@ -60,7 +60,7 @@ func recordIncident(t *testing.T, c *testenv.Cluster, ns, name string, state inc
 	t.Helper()
 	target := policy.Ref{Kind: policy.KindDeployment, Namespace: "shop", Name: name}
 	inc := &incident.Incident{
-		ID: incident.NewID(target, 4, start), Target: target, Revision: 4, State: state, StartedAt: start,
+		ID: incident.NewID(target, 4, start), Target: target, Revision: 4, State: state, StartedAt: start, Cluster: "eu-west-1",
 		Decision: policy.Decision{Outcome: policy.OutcomeRollback, Reason: "error_rate"},
 		Alerts:   []incident.Alert{{Key: "k", Name: "HighErrorRate", StartsAt: start, Labels: map[string]string{"alertname": "HighErrorRate"}}},
 	}
@@ -187,13 +187,13 @@ func TestIncidentsFindTheInstalledDaemon(t *testing.T) {
 		}
 		lines := strings.Split(stdout, "\n")
 		header := strings.Fields(lines[0])
-		want := []string{"ID", "WORKLOAD", "STATE", "DECISION", "STARTED", "DURATION", "REVISION", "ALERTS", "ACTIONS", "LAST", "ACTION", "PAGES", "RESOLVED"}
+		want := []string{"ID", "WORKLOAD", "STATE", "DECISION", "STARTED", "DURATION", "CLUSTER", "REVISION", "ALERTS", "ACTIONS", "LAST", "ACTION", "PAGES", "RESOLVED"}
 		if !slices.Equal(header, want) {
 			t.Errorf("header %q, want %q", header, want)
 		}
 		row := strings.Fields(lines[2]) // the older, resolved incident
-		if len(row) < 6 || !slices.Equal(row[len(row)-6:], []string{"4", "1", "0", "-", "0", older.ResolvedAt.UTC().Format(time.RFC3339)}) {
-			t.Errorf("row %q lacks revision, alerts, actions, last action, pages and resolution time", row)
+		if len(row) < 7 || !slices.Equal(row[len(row)-7:], []string{"eu-west-1", "4", "1", "0", "-", "0", older.ResolvedAt.UTC().Format(time.RFC3339)}) {
+			t.Errorf("row %q lacks cluster, revision, alerts, actions, last action, pages and resolution time", row)
 		}
 	})
 

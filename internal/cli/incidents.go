@@ -187,7 +187,7 @@ func newTable(w io.Writer, wide bool) *table {
 func (t *table) header() {
 	h := "ID\tWORKLOAD\tSTATE\tDECISION\tSTARTED\tDURATION"
 	if t.wide {
-		h += "\tREVISION\tALERTS\tACTIONS\tLAST ACTION\tPAGES\tRESOLVED"
+		h += "\tCLUSTER\tREVISION\tALERTS\tACTIONS\tLAST ACTION\tPAGES\tRESOLVED"
 	}
 	fmt.Fprintln(t.tw, h)
 }
@@ -218,7 +218,7 @@ func (t *table) row(v *incident.Incident, now time.Time) {
 		if v.Revision != 0 {
 			revision = strconv.FormatInt(v.Revision, 10)
 		}
-		fmt.Fprintf(t.tw, "\t%s\t%d\t%d\t%s\t%d\t%s", revision, max(v.AlertsJoined, len(v.Alerts)), len(v.Actions), cell(last), len(v.Pages), resolved)
+		fmt.Fprintf(t.tw, "\t%s\t%s\t%d\t%d\t%s\t%d\t%s", cell(cmp.Or(v.Cluster, "-")), revision, max(v.AlertsJoined, len(v.Alerts)), len(v.Actions), cell(last), len(v.Pages), resolved)
 	}
 	fmt.Fprintln(t.tw)
 }
