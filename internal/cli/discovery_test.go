@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -30,29 +28,9 @@ import (
 // uninstalls it when t ends. kwok makes its pods Ready without an image.
 func installChart(t *testing.T, c *testenv.Cluster, ns string) {
 	t.Helper()
-	dir, err := testenv.BinDir()
-	if err != nil {
-		t.Fatalf("helm unavailable: %v", err)
-	}
-	bin := filepath.Join(dir, "helm")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("helm unavailable (run make testenv): %v", err)
-	}
-	home := t.TempDir()
-	helm := func(args ...string) {
-		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", c.Kubeconfig, "--namespace", ns)...)
-		cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+filepath.Join(home, "config"),
-			"HELM_CACHE_HOME="+filepath.Join(home, "cache"), "HELM_DATA_HOME="+filepath.Join(home, "data"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	helm("install", "ard", filepath.Join("..", "..", "charts", "autorollbackd"), "--wait", "--timeout", "3m",
-		"--set", "image.repository=example.invalid/autorollbackd")
-	t.Cleanup(func() { helm("uninstall", "ard", "--wait", "--timeout", "2m") })
+	c.Helm(t, "install", "ard", filepath.Join("..", "..", "charts", "autorollbackd"), "--namespace", ns,
+		"--wait", "--timeout", "90s", "--set", "image.repository=example.invalid/autorollbackd")
+	t.Cleanup(func() { c.Helm(t, "uninstall", "ard", "--namespace", ns, "--wait", "--timeout", "90s") })
 }
 
 // recordIncident records an incident in ns with the daemon's own store.
