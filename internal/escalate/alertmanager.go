@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -75,8 +76,7 @@ func checkAlertmanager(n NotifierConfig) []error {
 // alertmanagerNotifier pages by posting an alert to Alertmanager's API v2,
 // so that the user's routes, receivers, silences and inhibitions page
 // people, and resolves the page by posting it again with endsAt now. It
-// posts to every Alertmanager given, as Prometheus does; one that accepts
-// is delivery, since an Alertmanager cluster shares its alerts.
+// posts to every Alertmanager given, as Prometheus does.
 type alertmanagerNotifier struct {
 	urls      []string
 	labels    model.LabelSet
@@ -127,15 +127,34 @@ func (a *alertmanagerNotifier) send(ctx context.Context, m Message) error {
 	if err != nil {
 		return fmt.Errorf("encode alert: %w", err)
 	}
-	var errs postErrors
-	for _, u := range a.urls {
-		err := a.post(ctx, u, body)
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
+	// Every Alertmanager holds its own alerts (a cluster shares silences
+	// and what it notified, not alerts), so the page goes to each, at
+	// once; one that takes it pages people, and the cluster notifies once.
+	errs := make([]error, len(a.urls))
+	answers := make([]attempt, len(a.urls))
+	var wg sync.WaitGroup
+	for i, u := range a.urls {
+		wg.Go(func() {
+			// Each post records its own answer; the attempt is told the
+			// one that decides a retry, below, by this goroutine alone.
+			actx := withAttempt(ctx, &answers[i])
+			errs[i] = a.post(actx, u, body)
+		})
 	}
-	return errs
+	wg.Wait()
+	if slices.Contains(errs, nil) {
+		return nil
+	}
+	if at := attemptFrom(ctx); at != nil {
+		*at = answers[0]
+		for _, ans := range answers {
+			if ans.retryable() {
+				*at = ans
+				break
+			}
+		}
+	}
+	return postErrors(errs)
 }
 
 // postErrors are the failures of one attempt, one per Alertmanager; each

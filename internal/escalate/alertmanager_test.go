@@ -176,3 +176,25 @@ func TestAlertmanagerAllDownFails(t *testing.T) {
 		}
 	}
 }
+
+// Each Alertmanager of a cluster holds its own alerts, so the page goes to
+// every one given, as Prometheus sends alerts, not only to the first that
+// takes it.
+func TestAlertmanagerPagesEveryAlertmanager(t *testing.T) {
+	one, two := newFakeServer(t, reply{status: http.StatusOK}), newFakeServer(t, reply{status: http.StatusOK})
+	cfg := escalate.DefaultConfig()
+	cfg.Notifiers = []escalate.NotifierConfig{{
+		Name: "alertmanager", Type: "alertmanager",
+		Alertmanager: &escalate.AlertmanagerConfig{URLs: []string{one.URL, two.URL}},
+	}}
+	cfg.Ladder[0].Notifiers = []string{"alertmanager"}
+	h := newHarness(t, cfg)
+	if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
+		t.Fatalf("Page: %v", err)
+	}
+	for i, srv := range []*fakeServer{one, two} {
+		if got := srv.got(); len(got) != 1 || got[0].path != "/api/v2/alerts" {
+			t.Errorf("Alertmanager %d got %d requests (%+v), want one POST /api/v2/alerts", i+1, len(got), got)
+		}
+	}
+}
