@@ -51,6 +51,9 @@ type Options struct {
 	// reload on SIGHUP or a change of ConfigFile.
 	Reload func() (*config.Config, error)
 	Logger *slog.Logger
+	// apiDefaultTokenFile replaces webhook.DefaultAPIBearerTokenFile, so
+	// that a test does not depend on what the machine has there.
+	apiDefaultTokenFile string
 }
 
 func (o Options) validate() error {
@@ -236,7 +239,7 @@ func Run(ctx context.Context, opts Options) error {
 	defer auth.Close()
 	// The incidents API has its own read credential: no credential that
 	// sends alerts reads incidents.
-	apiAuth, err := webhook.NewAPIAuthenticator(cfg.API.Auth, auth, logger)
+	apiAuth, err := webhook.NewAPIAuthenticatorDefaulting(cfg.API.Auth, auth, cmp.Or(opts.apiDefaultTokenFile, webhook.DefaultAPIBearerTokenFile), logger)
 	if err != nil {
 		return err
 	}

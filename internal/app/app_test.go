@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -62,7 +60,7 @@ func (b *logBuffer) listening() string {
 
 // daemon runs Run with cfg against the local control plane until the test
 // ends, and returns its base URL once it is ready.
-func daemon(t *testing.T, cfg *config.Config) (string, *logBuffer) {
+func daemon(t *testing.T, cfg *config.Config, mutate ...func(*Options)) (string, *logBuffer) {
 	t.Helper()
 	c := testenv.Require(t)
 	cfg.Kubernetes.Kubeconfig = c.Kubeconfig
@@ -78,10 +76,14 @@ func daemon(t *testing.T, cfg *config.Config) (string, *logBuffer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{
+		o := Options{
 			Config: cfg, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
 			Reload: func() (*config.Config, error) { return cfg, nil },
-		})
+		}
+		for _, m := range mutate {
+			m(&o)
+		}
+		done <- Run(ctx, o)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -202,17 +204,17 @@ func TestIncidentsAPIHasItsOwnCredential(t *testing.T) {
 // has no read token where the default expects it: the daemon takes alerts,
 // and the incidents API answers 404 naming the key, to any credential.
 func TestIncidentsAPIOffWithoutItsToken(t *testing.T) {
-	if _, err := os.Stat(webhook.DefaultAPIBearerTokenFile); !errors.Is(err, fs.ErrNotExist) {
-		t.Skipf("this machine has %s (%v): the API would be on", webhook.DefaultAPIBearerTokenFile, err)
-	}
 	dir := t.TempDir()
 	writeTokens(t, dir, webhookToken)
+	// The default file, at a path of the test's own where nothing is.
+	missing := filepath.Join(dir, "api", "token")
 	cfg := config.Default()
 	cfg.Webhook.Auth.BearerTokenFile = filepath.Join(dir, webhookToken)
-	base, logs := daemon(t, &cfg)
+	cfg.API.Auth = webhook.Credential{BearerTokenFile: missing}
+	base, logs := daemon(t, &cfg, func(o *Options) { o.apiDefaultTokenFile = missing })
 	ctx := context.Background()
 
-	want := `{"error":"the incidents API is off: api.auth is not configured, and its default api.auth.bearerTokenFile /etc/autorollbackd/api/token does not exist"}`
+	want := `{"error":"the incidents API is off: api.auth is not configured, and its default api.auth.bearerTokenFile ` + missing + ` does not exist"}`
 	for _, token := range []string{webhookToken, ""} {
 		if code, body := call(t, ctx, http.MethodGet, base+"/api/v1/incidents", token, nil); code != 404 || body != want {
 			t.Errorf("token %q: got %d %s\nwant 404 %s", token, code, body, want)

@@ -34,7 +34,14 @@ func DefaultAPICredential() Credential {
 // logged. The daemon still takes alerts. A file configured in any other way
 // must exist, as for the webhook.
 func NewAPIAuthenticator(cfg Credential, webhook *Authenticator, logger *slog.Logger) (*Authenticator, error) {
-	return newAPIAuthenticator(cfg, webhook, DefaultAPIBearerTokenFile, logger, authOptions{interval: defaultRefreshInterval, useFSNotify: true})
+	return NewAPIAuthenticatorDefaulting(cfg, webhook, DefaultAPIBearerTokenFile, logger)
+}
+
+// NewAPIAuthenticatorDefaulting is NewAPIAuthenticator with defaultFile in
+// the place of DefaultAPIBearerTokenFile, for a caller that runs where
+// that path may exist, such as a test of the daemon.
+func NewAPIAuthenticatorDefaulting(cfg Credential, webhook *Authenticator, defaultFile string, logger *slog.Logger) (*Authenticator, error) {
+	return newAPIAuthenticator(cfg, webhook, defaultFile, logger, authOptions{interval: defaultRefreshInterval, useFSNotify: true})
 }
 
 func newAPIAuthenticator(cfg Credential, webhook *Authenticator, defaultFile string, logger *slog.Logger, opts authOptions) (*Authenticator, error) {
