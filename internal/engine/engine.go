@@ -356,9 +356,9 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	var retry error
 	origin := policy.Origin{Sender: n.Sender.Name, Namespaces: n.Sender.Namespaces}
 	for _, wa := range n.Alerts {
-		log := e.logger.With("fingerprint", clip(wa.Fingerprint, 64), "alertname", clip(wa.Labels["alertname"], 256))
+		log := alertLog{e.logger, &wa}
 		if !validFingerprint(wa.Fingerprint) {
-			r.Refused++
+			r.Refuse(refuse, invalidFingerprint, "")
 			e.m.invalid.WithLabelValues(invalidFingerprint).Inc()
 			log.Warn("alert refused: its fingerprint is not 16 lower-case hex digits, as Alertmanager writes them", "reason", invalidFingerprint)
 			continue
@@ -376,7 +376,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		if a.Status == "resolved" {
 			err := e.alertResolved(ctx, key, wa.EndsAt, origin)
 			if errors.Is(err, errOriginMismatch) {
-				r.Refused++
+				r.Refuse(refuse, string(policy.ReasonOriginMismatch), "")
 				log.Warn("resolution refused: the sender may not send alerts about the alert's workload", "sender", origin.Sender, "err", err)
 				continue
 			}
@@ -390,7 +390,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			continue
 		}
 		if size := labelBytes(a.Labels); size > maxLabelBytes {
-			r.Refused++
+			r.Refuse(refuse, labelsTooLarge, "")
 			e.m.invalid.WithLabelValues(labelsTooLarge).Inc()
 			log.Warn("alert refused: its labels are too large to record exactly, and the policy decides on them",
 				"reason", labelsTooLarge, "bytes", size, "limit", maxLabelBytes)
@@ -407,15 +407,13 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			}
 			continue
 		}
-		target, err := p.Resolve(a)
-		if err != nil {
-			log.Info("alert names no workload", "err", err)
-		}
+		target, resolveErr := p.Resolve(a)
 		// The target checks need only the workload's existence, revision,
 		// labels and annotations, which the cache has; a refusal here is
 		// final and never recorded. Everything else is decided after the
 		// record is written.
 		var facts *policy.Workload
+		var err error
 		if !target.IsZero() {
 			if facts, err = workload.TargetFacts(ctx, e.opts.Cache, target); err != nil {
 				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
@@ -425,14 +423,18 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		// to touch (refuse), or the alert is about another cluster
 		// (ignore).
 		if d := p.Screen(policy.Input{Alert: a, Target: target, Workload: facts, Origin: origin, Now: now}); d.Outcome != "" {
-			r.Refused++
-			e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
-			level := slog.LevelInfo
-			if d.Reason == policy.ReasonOtherCluster {
-				// Routine when one Alertmanager serves a fleet.
-				level = slog.LevelDebug
+			var named string
+			if !target.IsZero() && r.WantsTarget() {
+				named = target.String()
 			}
-			log.Log(ctx, level, "alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name)
+			r.Refuse(string(d.Outcome), string(d.Reason), named)
+			e.m.decisions.WithLabelValues(string(d.Outcome), string(d.Reason)).Inc()
+			// The notification's log line counts refusals by reason; each
+			// one is detailed only at debug level, so that a notification
+			// of many refused alerts costs one line.
+			if log.enabled(ctx, slog.LevelDebug) {
+				log.Debug("alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name, "err", resolveErr)
+			}
 			continue
 		}
 		rec := &Record{
@@ -461,14 +463,14 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		}
 		switch {
 		case errors.Is(err, errTooLarge):
-			r.Refused++
+			r.Refuse(refuse, recordTooLarge, target.String())
 			e.m.invalid.WithLabelValues(recordTooLarge).Inc()
 			log.Warn("alert refused: its record would be too large", "reason", recordTooLarge, "err", err)
 		case rejected(err):
 			// The API server refuses this record for what it holds:
 			// retrying cannot help, and a 503 would have Alertmanager
 			// retry forever.
-			r.Refused++
+			r.Refuse(refuse, recordRejected, target.String())
 			e.m.invalid.WithLabelValues(recordRejected).Inc()
 			log.Warn("alert cannot be recorded; refused", "reason", recordRejected, "err", err)
 		case errors.Is(err, errExists):
@@ -519,7 +521,7 @@ const maxResolveAttempts = 10
 // help (the record is corrupt, or the API server refused the write for
 // what it holds) or after maxResolveAttempts failures in a row; otherwise
 // it counts the failure and reports false, for a 503.
-func (e *Engine) giveUpResolution(key string, err error, log *slog.Logger) bool {
+func (e *Engine) giveUpResolution(key string, err error, log alertLog) bool {
 	var reason string
 	switch {
 	case errors.Is(err, errCorrupt):

@@ -63,9 +63,96 @@ func unavailableMsg(err error) string {
 }
 
 // Receipt summarises what happened to the alerts of a notification, for the
-// response body.
+// response body and the notification's log line.
 type Receipt struct {
 	Accepted, Duplicates, Resolved, Refused int
+	// Refusals says why alerts were refused, for the log; nil when Refuse
+	// was never called. A pointer, so that a Receipt stays comparable.
+	Refusals *Refusals
+}
+
+// Refuse counts a refused alert: outcome and reason are the decision's (as
+// "refuse" and "not_opted_in"), target the workload the alert names, or ""
+// when it names none or when WantsTarget reported false.
+func (r *Receipt) Refuse(outcome, reason, target string) {
+	r.Refused++
+	if r.Refusals == nil {
+		r.Refusals = &Refusals{}
+	}
+	r.Refusals.add(outcome, reason, target)
+}
+
+// WantsTarget reports whether the next refused alert's target would be
+// kept, so that the caller can spare naming it when it would not.
+func (r *Receipt) WantsTarget() bool {
+	return r.Refusals == nil || len(r.Refusals.targets) < MaxRefusedTargets
+}
+
+// MaxRefusedTargets is how many refused alerts' targets the notification's
+// log line names; the rest are only counted, and logged one by one at debug
+// level.
+const MaxRefusedTargets = 3
+
+// Refusals counts a notification's refused alerts by reason, in the order
+// the reasons were first seen, and keeps the first MaxRefusedTargets
+// targets they named.
+type Refusals struct {
+	reasons []reasonCount
+	targets []string
+}
+
+type reasonCount struct {
+	outcome, reason string
+	n               int
+}
+
+func (s *Refusals) add(outcome, reason, target string) {
+	// The reasons are a small bounded set: a scan beats a map.
+	i := slices.IndexFunc(s.reasons, func(c reasonCount) bool { return c.outcome == outcome && c.reason == reason })
+	if i < 0 {
+		s.reasons = append(s.reasons, reasonCount{outcome: outcome, reason: reason})
+		i = len(s.reasons) - 1
+	}
+	s.reasons[i].n++
+	if target != "" && len(s.targets) < MaxRefusedTargets {
+		s.targets = append(s.targets, target)
+	}
+}
+
+// Count returns how many alerts were refused with outcome and reason.
+func (s *Refusals) Count(outcome, reason string) int {
+	if s == nil {
+		return 0
+	}
+	for _, c := range s.reasons {
+		if c.outcome == outcome && c.reason == reason {
+			return c.n
+		}
+	}
+	return 0
+}
+
+// Targets returns the first refused alerts' targets, at most
+// MaxRefusedTargets.
+func (s *Refusals) Targets() []string {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.targets)
+}
+
+// logAttrs returns the log attributes of s: refused_reasons, a group of
+// counts keyed "outcome/reason", and refused_targets.
+func (s *Refusals) logAttrs() []any {
+	if s == nil {
+		return nil
+	}
+	counts := make([]slog.Attr, len(s.reasons))
+	for i, c := range s.reasons {
+		counts[i] = slog.Int(c.outcome+"/"+c.reason, c.n)
+	}
+	return []any{slog.Attr{Key: "refused_reasons", Value: slog.GroupValue(counts...)},
+		slog.String("refused_targets", strings.Join(s.targets, ", "))}
 }
 
 // retryAfter is the Retry-After of a 503, in seconds. Alertmanager retries
@@ -200,8 +287,11 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		reject(w, r, h.logger, requestError(http.StatusInternalServerError, reasonInternal, "internal error"), err)
 		return
 	}
-	h.logger.Info("notification accepted", "group_key", n.GroupKey, "sender", n.Sender.Name, "status", n.Status, "alerts", len(n.Alerts),
-		"accepted", receipt.Accepted, "duplicates", receipt.Duplicates, "resolved", receipt.Resolved, "refused", receipt.Refused)
+	// One line per notification, whatever its size: the intake logs each
+	// refused alert only at debug level.
+	h.logger.Info("notification accepted", append([]any{"group_key", n.GroupKey, "sender", n.Sender.Name, "status", n.Status, "alerts", len(n.Alerts),
+		"accepted", receipt.Accepted, "duplicates", receipt.Duplicates, "resolved", receipt.Resolved, "refused", receipt.Refused},
+		receipt.Refusals.logAttrs()...)...)
 	writeJSON(w, http.StatusOK, acceptedBody{
 		Status:     "accepted",
 		Accepted:   receipt.Accepted,
