@@ -4,9 +4,9 @@
 #
 #   bench/run.sh                       every part; writes bench/RESULTS.md
 #   bench/run.sh alert-to-action       one or more parts (alert-to-action,
-#   bench/run.sh intake go             intake, go, scale); prints them to
-#                                      stdout and leaves bench/RESULTS.md
-#                                      alone
+#   bench/run.sh intake go             intake, go, scale, binary); prints
+#                                      them to stdout and leaves
+#                                      bench/RESULTS.md alone
 #
 # Environment:
 #   BENCH_RESULTS  file to write instead of bench/RESULTS.md (a full run) or
@@ -39,7 +39,7 @@ BENCH_SCALE_DEPLOYMENTS=${BENCH_SCALE_DEPLOYMENTS:-10000}
 BENCH_SCALE_NAMESPACES=${BENCH_SCALE_NAMESPACES:-500}
 BENCH_SCALE_ALERTS=${BENCH_SCALE_ALERTS:-1000}
 
-all_parts=(alert-to-action intake go scale)
+all_parts=(alert-to-action intake go scale binary)
 if (($# == 0)); then
   parts=("${all_parts[@]}")
   out=${BENCH_RESULTS:-${root}/bench/RESULTS.md}
@@ -48,7 +48,7 @@ else
   out=${BENCH_RESULTS:-/dev/stdout}
   for p in "${parts[@]}"; do
     case "${p}" in
-      alert-to-action | intake | go | scale) ;;
+      alert-to-action | intake | go | scale | binary) ;;
       *) echo "bench/run.sh: unknown part ${p} (want: ${all_parts[*]})" >&2; exit 2 ;;
     esac
   done
@@ -157,6 +157,29 @@ for part in "${parts[@]}"; do
         -namespaces "${BENCH_SCALE_NAMESPACES}" -alerts "${BENCH_SCALE_ALERTS}" -timeout 18m \
         -work "${work}/scale" -out "${work}/md/4.md"
       ;;
+    binary)
+      log "part 5: binary size"
+      go build -ldflags '-s -w' -o "${work}/bin/autorollbackd-stripped" ./cmd/autorollbackd
+      size=$(stat -c %s "${work}/bin/autorollbackd-stripped")
+      plain=$(stat -c %s "${work}/bin/autorollbackd")
+      {
+        echo "## 5. Binary size"
+        echo
+        echo "\`go build -ldflags '-s -w' ./cmd/autorollbackd\` (symbol table and DWARF stripped, as the container image builds it), $(go env GOOS)/$(go env GOARCH)."
+        echo
+        echo "| build | bytes | MiB |"
+        echo "|---|---:|---:|"
+        awk -v b="${size}" 'BEGIN { printf "| **stripped** | %d | **%.1f** |\n", b, b / 1048576 }'
+        awk -v b="${plain}" 'BEGIN { printf "| `go build` (not stripped) | %d | %.1f |\n", b, b / 1048576 }'
+        echo
+        awk -v b="${size}" -v t=40 'BEGIN {
+          m = b / 1048576
+          if (m < t) printf "**Target: under %d MiB stripped.** %.1f MiB: **met** (%.2f× the bound).\n", t, m, m / t
+          else printf "**Target: under %d MiB stripped.** %.1f MiB: **not met**: %.2f× the bound, %.1f MiB over.\n", t, m, m / t, m - t
+        }'
+        echo
+      } > "${work}/md/5.md"
+      ;;
   esac
   log "part ${part} done in $(($(date +%s) - t0))s"
 done
@@ -195,6 +218,7 @@ version_of() { go version -m "$1" | awk '$1 == "mod" { print $2 " " $3; exit }';
       intake) cat "${work}/md/2.md" ;;
       go) cat "${work}/md/3.md" ;;
       scale) cat "${work}/md/4.md" ;;
+      binary) cat "${work}/md/5.md" ;;
     esac
   done
 } > "${work}/results.md"
