@@ -433,7 +433,11 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			// one is detailed only at debug level, so that a notification
 			// of many refused alerts costs one line.
 			if log.enabled(ctx, slog.LevelDebug) {
-				log.Debug("alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name, "err", resolveErr)
+				args := []any{"decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name}
+				if resolveErr != nil {
+					args = append(args, "err", resolveErr)
+				}
+				log.Debug("alert refused", args...)
 			}
 			continue
 		}
