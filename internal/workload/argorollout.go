@@ -108,6 +108,10 @@ func (rolloutAdapter) History(ctx context.Context, c kubernetes.Interface, obj O
 	return numberedReplicaSets(obj.Meta(), pointers(list.Items), kinds.AnnotationRolloutRevision), nil
 }
 
+func (rolloutAdapter) WithTemplate(ctx context.Context, c kubernetes.Interface, obj Object, rev Revision) (Revision, error) {
+	return replicaSetWithTemplate(ctx, c, obj.Meta(), rev, kinds.AnnotationRolloutRevision)
+}
+
 func (rolloutAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
 	dyn, err := dynamicOf(c)
 	if err != nil {
@@ -147,9 +151,8 @@ func (rolloutAdapter) AbortsTo(obj Object, rev Revision) bool {
 	if !ok {
 		return false
 	}
-	rs, ok := rev.Object.(*appsv1.ReplicaSet)
-	return ok && r.status.StableRS != "" && r.status.CurrentPodHash != "" && r.status.StableRS != r.status.CurrentPodHash &&
-		rs.Labels[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS
+	return rev.Object != nil && r.status.StableRS != "" && r.status.CurrentPodHash != "" && r.status.StableRS != r.status.CurrentPodHash &&
+		rev.Object.GetLabels()[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS
 }
 
 func (rolloutAdapter) Lookup(c Cached, namespace, name string) (Object, error) {
@@ -173,11 +176,11 @@ func (rolloutAdapter) CachedHistory(c Cached, obj Object) ([]Revision, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read selector of Rollout %s/%s: %w", m.Namespace, m.Name, err)
 	}
-	var rss []*appsv1.ReplicaSet
+	var rss []*metav1.PartialObjectMetadata
 	if c.replicaSetsByController != nil {
-		rss, err = byController[*appsv1.ReplicaSet](c.replicaSetsByController, m.UID)
+		rss, err = byController[*metav1.PartialObjectMetadata](c.replicaSetsByController, m.UID)
 	} else {
-		rss, err = c.ReplicaSets.ReplicaSets(m.Namespace).List(labels.Everything())
+		rss, err = c.ReplicaSets.Namespace(m.Namespace).List(labels.Everything())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list ReplicaSets of Rollout %s/%s: %w", m.Namespace, m.Name, err)
@@ -310,7 +313,7 @@ func (r rollout) RolloutStatus() (string, RolloutState) {
 func (r rollout) CurrentRevision(history []Revision) int64 {
 	if r.status.Abort && r.status.StableRS != "" {
 		for _, rev := range history {
-			if rs, ok := rev.Object.(*appsv1.ReplicaSet); ok && rs.Labels[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS {
+			if rev.Object != nil && rev.Object.GetLabels()[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS {
 				return rev.Number
 			}
 		}
@@ -326,14 +329,16 @@ func (r rollout) Facts(history []Revision) *policy.Workload {
 }
 
 func (r rollout) Pods(rev Revision) (PodSet, error) {
-	rs := rev.Object.(*appsv1.ReplicaSet)
-	return podSet(r.spec.Selector, rs.UID, kinds.LabelRolloutPodTemplateHash, rs.Labels[kinds.LabelRolloutPodTemplateHash])
+	return podSet(r.spec.Selector, rev.Object.GetUID(), kinds.LabelRolloutPodTemplateHash, rev.Object.GetLabels()[kinds.LabelRolloutPodTemplateHash])
 }
 
 // UndoTemplate is the ReplicaSet's pod template without its
 // rollouts-pod-template-hash label, as `kubectl argo rollouts undo` writes it.
 func (r rollout) UndoTemplate(rev Revision) (any, bool, error) {
-	rs := rev.Object.(*appsv1.ReplicaSet)
+	rs, err := wholeReplicaSet(rev)
+	if err != nil {
+		return nil, false, err
+	}
 	template := rs.Spec.Template.DeepCopy()
 	delete(template.Labels, kinds.LabelRolloutPodTemplateHash)
 	// The Rollout's template is as written, the ReplicaSet's defaulted by
