@@ -3,12 +3,12 @@ package actuator
 import (
 	"context"
 
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/metadata/metadatalister"
 )
@@ -107,7 +107,7 @@ type rollbackReads interface {
 	withTemplate(ctx context.Context, ad workload.Adapter, o workload.Object, rev workload.Revision) (workload.Revision, error)
 }
 
-type liveReads struct{ client kubernetes.Interface }
+type liveReads struct{ client kubeclient.Interface }
 
 func (r liveReads) get(ctx context.Context, ad workload.Adapter, namespace, name string) (workload.Object, error) {
 	return ad.Get(ctx, r.client, namespace, name)
@@ -126,7 +126,7 @@ func (r liveReads) withTemplate(ctx context.Context, ad workload.Adapter, o work
 // rollback writes is read by name from the API server.
 type cachedReads struct {
 	cache  Cache
-	client kubernetes.Interface
+	client kubeclient.Interface
 }
 
 func (r cachedReads) withTemplate(ctx context.Context, ad workload.Adapter, o workload.Object, rev workload.Revision) (workload.Revision, error) {

@@ -14,10 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
@@ -192,7 +192,7 @@ func (a *Actuator) patch(ctx context.Context, ad workload.Adapter, req Request, 
 }
 
 // liveMetaOf reads the metadata of the named workload from the API server.
-func liveMetaOf(c kubernetes.Interface, ad workload.Adapter, namespace, name string) func(context.Context) (*metav1.ObjectMeta, error) {
+func liveMetaOf(c kubeclient.Interface, ad workload.Adapter, namespace, name string) func(context.Context) (*metav1.ObjectMeta, error) {
 	return func(ctx context.Context) (*metav1.ObjectMeta, error) {
 		live, err := ad.Get(ctx, c, namespace, name)
 		if err != nil {

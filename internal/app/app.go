@@ -21,7 +21,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/metadata"
@@ -37,6 +36,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
@@ -96,20 +96,20 @@ func Run(ctx context.Context, opts Options) error {
 	// it goes, and must never make a rollback wait; leader election renews
 	// the lease on its own, as kube-controller-manager's does, so that load
 	// cannot cost the lease.
-	cs, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	cs, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	checking, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
+	checking, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	electing, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-leader-election"))
+	electing, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-leader-election"))
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	pingCtx, cancelPing := context.WithTimeout(ctx, cfg.Kubernetes.StartupTimeout.Duration)
-	serverVersion, err := kube.Ping(pingCtx, cs, rc.Host)
+	serverVersion, err := kubeclient.Ping(pingCtx, cs, rc.Host)
 	cancelPing()
 	if err != nil {
 		return err
@@ -151,7 +151,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 	}
-	var acting, verifying kubernetes.Interface = cs, checking
+	var acting, verifying kubeclient.Interface = cs, checking
 	rolloutFactories := map[string]dynamicinformer.DynamicSharedInformerFactory{}
 	if cfg.Kubernetes.ArgoRollouts {
 		dynChecking, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))

@@ -15,14 +15,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
-	"github.com/autorollbackd/autorollbackd/internal/kube"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
 
 // clientFlags are kubectl's client flags (--kubeconfig, --context,
@@ -98,18 +97,18 @@ func (f *clientFlags) restConfig(cfg config.Kubernetes) (*rest.Config, error) {
 
 // connect returns a client for the cluster the flags name, checked to reach
 // it.
-func (f *clientFlags) connect(ctx context.Context, cfg config.Kubernetes) (*rest.Config, kubernetes.Interface, error) {
+func (f *clientFlags) connect(ctx context.Context, cfg config.Kubernetes) (*rest.Config, kubeclient.Interface, error) {
 	rc, err := f.restConfig(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubeclient.NewForConfig(rc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := kube.Ping(pingCtx, cs, rc.Host); err != nil {
+	if _, err := kubeclient.Ping(pingCtx, cs, rc.Host); err != nil {
 		return nil, nil, err
 	}
 	return rc, cs, nil

@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/metadata"
@@ -34,6 +33,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -167,7 +167,7 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 	if unsynced := inf.WaitForCacheSync(ctx); len(unsynced) > 0 {
 		t.Fatalf("sync %v", unsynced)
 	}
-	var client kubernetes.Interface = f.c.Client
+	var client kubeclient.Interface = f.c.Client
 	if f.clients != nil {
 		client = *f.clients
 		rollouts := dynamicinformer.NewFilteredDynamicSharedInformerFactory(f.clients.Dynamic, 0, f.ns, nil)

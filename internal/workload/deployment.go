@@ -14,9 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -31,7 +31,7 @@ func (deploymentAdapter) RevisionLabel() string          { return kinds.LabelPod
 func (deploymentAdapter) RevisionNeedsHistory() bool     { return false }
 func (deploymentAdapter) ScaleRefusal() string           { return "" }
 
-func (deploymentAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error) {
+func (deploymentAdapter) Get(ctx context.Context, c kubeclient.Interface, namespace, name string) (Object, error) {
 	d, err := c.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
@@ -39,7 +39,7 @@ func (deploymentAdapter) Get(ctx context.Context, c kubernetes.Interface, namesp
 	return deployment{d}, nil
 }
 
-func (deploymentAdapter) History(ctx context.Context, c kubernetes.Interface, obj Object) ([]Revision, error) {
+func (deploymentAdapter) History(ctx context.Context, c kubeclient.Interface, obj Object) ([]Revision, error) {
 	sel, err := metav1.LabelSelectorAsSelector(obj.Selector())
 	if err != nil {
 		return nil, fmt.Errorf("read selector: %w", err)
@@ -51,7 +51,7 @@ func (deploymentAdapter) History(ctx context.Context, c kubernetes.Interface, ob
 	return replicaSetRevisions(obj.Meta(), pointers(list.Items)), nil
 }
 
-func (deploymentAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+func (deploymentAdapter) Patch(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
 	w, err := c.AppsV1().Deployments(namespace).Patch(ctx, name, pt, body, opts)
 	if err != nil {
 		return nil, err
@@ -59,7 +59,7 @@ func (deploymentAdapter) Patch(ctx context.Context, c kubernetes.Interface, name
 	return deployment{w}, nil
 }
 
-func (deploymentAdapter) WithTemplate(ctx context.Context, c kubernetes.Interface, obj Object, rev Revision) (Revision, error) {
+func (deploymentAdapter) WithTemplate(ctx context.Context, c kubeclient.Interface, obj Object, rev Revision) (Revision, error) {
 	return replicaSetWithTemplate(ctx, c, obj.Meta(), rev, kinds.AnnotationDeploymentRevision)
 }
 
@@ -154,7 +154,7 @@ func wholeReplicaSet(rev Revision) (*appsv1.ReplicaSet, error) {
 // replicaSetWithTemplate is rev with its ReplicaSet whole: as it is, or
 // read by name from the API server and checked to be still owner's
 // revision rev.Number.
-func replicaSetWithTemplate(ctx context.Context, c kubernetes.Interface, owner metav1.Object, rev Revision, revisionKey string) (Revision, error) {
+func replicaSetWithTemplate(ctx context.Context, c kubeclient.Interface, owner metav1.Object, rev Revision, revisionKey string) (Revision, error) {
 	if _, ok := rev.Object.(*appsv1.ReplicaSet); ok {
 		return rev, nil
 	}

@@ -18,12 +18,12 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/metadata/metadatalister"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -128,7 +128,7 @@ func GitOpsManager(meta *metav1.ObjectMeta) string {
 
 // Live reads facts straight from the API server.
 type Live struct {
-	Client kubernetes.Interface
+	Client kubeclient.Interface
 }
 
 // Facts returns the facts of ref, or nil with no error when it does not

@@ -11,9 +11,9 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -26,7 +26,7 @@ func (controllerRevisionHistory) HistoryKind() string        { return "Controlle
 func (controllerRevisionHistory) RevisionLabel() string      { return kinds.LabelControllerRevisionHash }
 func (controllerRevisionHistory) RevisionNeedsHistory() bool { return true }
 
-func (h controllerRevisionHistory) History(ctx context.Context, c kubernetes.Interface, obj Object) ([]Revision, error) {
+func (h controllerRevisionHistory) History(ctx context.Context, c kubeclient.Interface, obj Object) ([]Revision, error) {
 	sel, err := metav1.LabelSelectorAsSelector(obj.Selector())
 	if err != nil {
 		return nil, fmt.Errorf("read selector: %w", err)
@@ -38,7 +38,7 @@ func (h controllerRevisionHistory) History(ctx context.Context, c kubernetes.Int
 	return h.revisions(obj.Meta(), pointers(list.Items)), nil
 }
 
-func (h controllerRevisionHistory) WithTemplate(ctx context.Context, c kubernetes.Interface, obj Object, rev Revision) (Revision, error) {
+func (h controllerRevisionHistory) WithTemplate(ctx context.Context, c kubeclient.Interface, obj Object, rev Revision) (Revision, error) {
 	if cr, ok := rev.Object.(*appsv1.ControllerRevision); ok && len(cr.Data.Raw) > 0 {
 		return rev, nil
 	}
