@@ -45,7 +45,7 @@ func (f *rollbackFixture) informerCache(t *testing.T) InformerCache {
 	inf.Run(runCtx)
 	t.Cleanup(func() {
 		stop()
-		inf.Wait()
+		inf.Shutdown()
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -333,7 +333,7 @@ func Run(ctx context.Context, opts Options) error {
 	}, func(error) {
 		cancel()
 		for _, inf := range factories {
-			inf.Wait()
+			inf.Shutdown()
 		}
 		for _, factory := range rolloutFactories {
 			factory.Shutdown()

@@ -239,7 +239,7 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 		if err := <-done; err != nil {
 			t.Errorf("engine.Run: %v", err)
 		}
-		inf.Wait()
+		inf.Shutdown()
 		b.Shutdown()
 		srv.Close()
 	})

@@ -30,7 +30,9 @@ var ReplicaSetsResource = appsv1.SchemeGroupVersion.WithResource("replicasets")
 type Informers struct {
 	Deployments, StatefulSets, DaemonSets, ReplicaSets, ControllerRevisions cache.SharedIndexInformer
 
-	running sync.WaitGroup
+	mu       sync.Mutex
+	shutDown bool
+	running  sync.WaitGroup
 }
 
 // NewInformers returns the informers of namespace ("" for every
@@ -98,16 +100,27 @@ func (i *Informers) all() []cache.SharedIndexInformer {
 	return []cache.SharedIndexInformer{i.Deployments, i.StatefulSets, i.DaemonSets, i.ReplicaSets, i.ControllerRevisions}
 }
 
-// Run starts the informers, to run until ctx ends; Wait waits for them to
-// stop.
+// Run starts the informers, to run until ctx ends; after Shutdown it starts
+// nothing.
 func (i *Informers) Run(ctx context.Context) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.shutDown {
+		return
+	}
 	for _, inf := range i.all() {
 		i.running.Go(func() { inf.RunWithContext(ctx) })
 	}
 }
 
-// Wait waits until the informers Run started have stopped.
-func (i *Informers) Wait() { i.running.Wait() }
+// Shutdown waits until the informers Run started have stopped, once the
+// context given to Run has ended.
+func (i *Informers) Shutdown() {
+	i.mu.Lock()
+	i.shutDown = true
+	i.mu.Unlock()
+	i.running.Wait()
+}
 
 // WaitForCacheSync waits until every informer has synced, or ctx ends; it
 // returns the kinds of those that have not synced.

@@ -40,11 +40,31 @@ func fakeInformers(t testing.TB, ns string, objs ...runtime.Object) (*Informers,
 func runInformers(t testing.TB, inf *Informers) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); inf.Wait() })
+	t.Cleanup(func() { cancel(); inf.Shutdown() })
 	inf.Run(ctx)
 	syncCtx, cancelSync := context.WithTimeout(ctx, 30*time.Second)
 	defer cancelSync()
 	if unsynced := inf.WaitForCacheSync(syncCtx); len(unsynced) > 0 {
 		t.Fatalf("sync the cache of %v", unsynced)
+	}
+}
+
+// TestInformersRunAfterShutdown: once shut down (the daemon stopping before
+// its caches started), Run starts nothing, so a second Shutdown has nothing
+// to wait for even while Run's context lives.
+func TestInformersRunAfterShutdown(t *testing.T) {
+	inf, _ := fakeInformers(t, "n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inf.Shutdown()
+	inf.Run(ctx)
+	done := make(chan struct{})
+	go func() { inf.Shutdown(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("Run started informers after Shutdown")
 	}
 }
