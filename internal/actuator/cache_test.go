@@ -271,13 +271,14 @@ func TestCachedRollbackSkipsTheReads(t *testing.T) {
 			} else {
 				f.waitSettled(t, "reads", 2)
 			}
+			// Named before the rollback renumbers revision 1.
+			want := f.named(t, "reads", tc.want)
 			client, log := f.countingClient(t)
 			act, _ := newCachedActuator(t, client, cache)
 			res, err := act.Rollback(context.Background(), f.request(policy.KindDeployment, "reads", "inc-reads"), 2, 1)
 			if err != nil || res.Outcome != OutcomeApplied {
 				t.Fatalf("Rollback = %+v, %v", res, err)
 			}
-			want := f.named(t, "reads", tc.want)
 			if got := log.get(); !slices.Equal(got, want) {
 				t.Errorf("requests = %q, want %q", got, want)
 			}
@@ -440,6 +441,11 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 			cache := f.snapshot(t, name)
 			req := f.request(policy.KindDeployment, name, "inc-refused")
 			tc.stale(t, cache, req)
+			// Named before the rollback renumbers revision 1.
+			want := []string{"GET deployments/" + name + " 200", "GET replicasets 200", "PATCH deployments/" + name + " 200"}
+			if tc.read != 0 {
+				want = f.named(t, name, append([]string{fmt.Sprintf("GET replicasets/{revision %d} 200", tc.read)}, want...))
+			}
 
 			client, log := f.countingClient(t)
 			act, _ := newCachedActuator(t, client, cache)
@@ -451,10 +457,6 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), tc.why) {
 				t.Errorf("log does not say the cache found %q:\n%s", tc.why, logs.String())
-			}
-			want := []string{"GET deployments/" + name + " 200", "GET replicasets 200", "PATCH deployments/" + name + " 200"}
-			if tc.read != 0 {
-				want = f.named(t, name, append([]string{fmt.Sprintf("GET replicasets/{revision %d} 200", tc.read)}, want...))
 			}
 			if got := log.get(); !slices.Equal(got, want) {
 				t.Errorf("requests = %q, want %q", got, want)
