@@ -17,11 +17,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -99,7 +99,7 @@ type Result struct {
 
 // Options configures an Actuator.
 type Options struct {
-	Client   kubernetes.Interface
+	Client   kubeclient.Interface
 	Recorder record.EventRecorder
 	Logger   *slog.Logger
 	Registry prometheus.Registerer
@@ -113,7 +113,7 @@ type Options struct {
 
 // Actuator acts on workloads.
 type Actuator struct {
-	client   kubernetes.Interface
+	client   kubeclient.Interface
 	recorder record.EventRecorder
 	logger   *slog.Logger
 	clock    clock.PassiveClock

@@ -3,28 +3,31 @@ package actuator
 import (
 	"context"
 
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
+	"k8s.io/client-go/metadata/metadatalister"
 )
 
 // Cache is a possibly stale view of Deployments and their ReplicaSets, such
 // as the daemon's informers. An error, NotFound for an object or a namespace
 // it does not hold in particular, makes the actuator read the API server
 // instead. The actuator does not modify the objects it returns. It builds
-// the rollback patch from their annotations and pod templates, so a
-// transform of the informers must keep those whole (dropping managed fields
-// is fine).
+// the rollback patch from the Deployment's annotations and pod template, so
+// a transform of the informers must keep those whole (dropping managed
+// fields is fine); ReplicaSets are their metadata, and the one whose
+// template the rollback writes is read by name.
 type Cache = workload.DeploymentCache
 
-// Listers is a Cache over one Deployment lister and one ReplicaSet lister.
+// Listers is a Cache over one Deployment lister and one lister of
+// ReplicaSets' metadata.
 type Listers struct {
 	DeploymentLister appslisters.DeploymentLister
-	ReplicaSetLister appslisters.ReplicaSetLister
+	ReplicaSetLister metadatalister.Lister
 }
 
 var (
@@ -40,12 +43,13 @@ func (l Listers) Deployment(namespace, name string) (*appsv1.Deployment, error) 
 	return l.DeploymentLister.Deployments(namespace).Get(name)
 }
 
-// ReplicaSets returns the ReplicaSets of namespace that selector matches.
-func (l Listers) ReplicaSets(namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error) {
+// ReplicaSets returns the metadata of the ReplicaSets of namespace that
+// selector matches.
+func (l Listers) ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
 	if l.ReplicaSetLister == nil {
 		return nil, apierrors.NewNotFound(replicaSetsResource, "")
 	}
-	return l.ReplicaSetLister.ReplicaSets(namespace).List(selector)
+	return l.ReplicaSetLister.Namespace(namespace).List(selector)
 }
 
 // InformerCache is a Cache over the informers of several namespaces, or of
@@ -54,14 +58,15 @@ func (l Listers) ReplicaSets(namespace string, selector labels.Selector) ([]*app
 type InformerCache map[string]Listers
 
 // NewInformerCache returns an InformerCache over the Deployment and
-// ReplicaSet listers of factories, keyed by the namespace each watches (""
-// for cluster-wide). It registers those informers with their factories, so
-// call it before starting them.
-func NewInformerCache(factories map[string]informers.SharedInformerFactory) InformerCache {
-	c := make(InformerCache, len(factories))
-	for ns, f := range factories {
-		apps := f.Apps().V1()
-		c[ns] = Listers{DeploymentLister: apps.Deployments().Lister(), ReplicaSetLister: apps.ReplicaSets().Lister()}
+// ReplicaSet informers of each namespace's informers ("" for
+// cluster-wide).
+func NewInformerCache(informers map[string]*workload.Informers) InformerCache {
+	c := make(InformerCache, len(informers))
+	for ns, inf := range informers {
+		c[ns] = Listers{
+			DeploymentLister: appslisters.NewDeploymentLister(inf.Deployments.GetIndexer()),
+			ReplicaSetLister: metadatalister.New(inf.ReplicaSets.GetIndexer(), workload.ReplicaSetsResource),
+		}
 	}
 	return c
 }
@@ -83,8 +88,9 @@ func (c InformerCache) Deployment(namespace, name string) (*appsv1.Deployment, e
 	return l.Deployment(namespace, name)
 }
 
-// ReplicaSets returns the ReplicaSets of namespace that selector matches.
-func (c InformerCache) ReplicaSets(namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error) {
+// ReplicaSets returns the metadata of the ReplicaSets of namespace that
+// selector matches.
+func (c InformerCache) ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
 	l, ok := c.covering(namespace)
 	if !ok {
 		return nil, apierrors.NewNotFound(replicaSetsResource, "")
@@ -93,13 +99,15 @@ func (c InformerCache) ReplicaSets(namespace string, selector labels.Selector) (
 }
 
 // rollbackReads is where a rollback reads the workload and its history:
-// the API server or a Cache.
+// the API server or a Cache. The revision whose template the rollback
+// writes comes whole from the API server either way (withTemplate).
 type rollbackReads interface {
 	get(ctx context.Context, ad workload.Adapter, namespace, name string) (workload.Object, error)
 	history(ctx context.Context, ad workload.Adapter, o workload.Object) ([]workload.Revision, error)
+	withTemplate(ctx context.Context, ad workload.Adapter, o workload.Object, rev workload.Revision) (workload.Revision, error)
 }
 
-type liveReads struct{ client kubernetes.Interface }
+type liveReads struct{ client kubeclient.Interface }
 
 func (r liveReads) get(ctx context.Context, ad workload.Adapter, namespace, name string) (workload.Object, error) {
 	return ad.Get(ctx, r.client, namespace, name)
@@ -109,9 +117,21 @@ func (r liveReads) history(ctx context.Context, ad workload.Adapter, o workload.
 	return ad.History(ctx, r.client, o)
 }
 
+func (r liveReads) withTemplate(ctx context.Context, ad workload.Adapter, o workload.Object, rev workload.Revision) (workload.Revision, error) {
+	return ad.WithTemplate(ctx, r.client, o, rev)
+}
+
 // cachedReads copies what it reads, so that nothing the rollback does can
-// write into the shared cache.
-type cachedReads struct{ cache Cache }
+// write into the shared cache. Its revisions are metadata: the one the
+// rollback writes is read by name from the API server.
+type cachedReads struct {
+	cache  Cache
+	client kubeclient.Interface
+}
+
+func (r cachedReads) withTemplate(ctx context.Context, ad workload.Adapter, o workload.Object, rev workload.Revision) (workload.Revision, error) {
+	return ad.WithTemplate(ctx, r.client, o, rev)
+}
 
 func (r cachedReads) get(_ context.Context, ad workload.Adapter, namespace, name string) (workload.Object, error) {
 	return ad.FromCache(r.cache, namespace, name)

@@ -20,9 +20,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
@@ -36,21 +36,21 @@ import (
 // t ends.
 func (f *rollbackFixture) informerCache(t *testing.T) InformerCache {
 	t.Helper()
-	factory := informers.NewSharedInformerFactoryWithOptions(f.c.Client, 0,
-		informers.WithNamespace(f.ns), informers.WithTransform(workload.Transform))
-	cache := NewInformerCache(map[string]informers.SharedInformerFactory{f.ns: factory})
-	stop := make(chan struct{})
-	factory.Start(stop)
+	inf, err := workload.NewInformers(f.c.Client, metadata.NewForConfigOrDie(f.c.REST), f.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := NewInformerCache(map[string]*workload.Informers{f.ns: inf})
+	runCtx, stop := context.WithCancel(context.Background())
+	inf.Run(runCtx)
 	t.Cleanup(func() {
-		close(stop)
-		factory.Shutdown()
+		stop()
+		inf.Shutdown()
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			t.Fatalf("informer cache of %v not synced within 30s", typ)
-		}
+	if unsynced := inf.WaitForCacheSync(ctx); len(unsynced) > 0 {
+		t.Fatalf("informer cache of %v not synced within 30s", unsynced)
 	}
 	return cache
 }
@@ -150,8 +150,9 @@ func (f *rollbackFixture) countingClient(t *testing.T) (kubernetes.Interface, *c
 	return cs, log
 }
 
-// fakeCache serves one Deployment and its ReplicaSets as they were when
-// snapshot read them, whatever has happened since, and counts its reads.
+// fakeCache serves one Deployment and its ReplicaSets' metadata as they
+// were when snapshot read them, whatever has happened since, and counts its
+// reads.
 type fakeCache struct {
 	d     *appsv1.Deployment
 	rss   []*appsv1.ReplicaSet
@@ -166,11 +167,11 @@ func (c *fakeCache) Deployment(namespace, name string) (*appsv1.Deployment, erro
 	return c.d, nil
 }
 
-func (c *fakeCache) ReplicaSets(namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error) {
-	var out []*appsv1.ReplicaSet
+func (c *fakeCache) ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
+	var out []*metav1.PartialObjectMetadata
 	for _, rs := range c.rss {
 		if rs.Namespace == namespace && selector.Matches(labels.Set(rs.Labels)) {
-			out = append(out, rs)
+			out = append(out, &metav1.PartialObjectMetadata{TypeMeta: rs.TypeMeta, ObjectMeta: rs.ObjectMeta})
 		}
 	}
 	return out, nil
@@ -206,6 +207,29 @@ func (c *fakeCache) replicaSet(t *testing.T, revision int64) *appsv1.ReplicaSet 
 	return nil
 }
 
+// named returns requests with each "{revision N}" replaced by the name of
+// the ReplicaSet of revision N of the named Deployment.
+func (f *rollbackFixture) named(t *testing.T, deployment string, requests []string) []string {
+	t.Helper()
+	list, err := f.c.Client.AppsV1().ReplicaSets(f.ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app=" + deployment})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := slices.Clone(requests)
+	for _, rs := range list.Items {
+		placeholder := fmt.Sprintf("{revision %s}", rs.Annotations[kinds.AnnotationDeploymentRevision])
+		for i := range out {
+			out[i] = strings.ReplaceAll(out[i], placeholder, rs.Name)
+		}
+	}
+	for _, r := range out {
+		if strings.Contains(r, "{revision") {
+			t.Fatalf("no ReplicaSet of Deployment %s for %q", deployment, r)
+		}
+	}
+	return out
+}
+
 // rolledBackOnce checks that the Deployment was rolled back from 2 to 1 by
 // one write: it is at revision 3, on the template of revision 1.
 func (f *rollbackFixture) rolledBackOnce(t *testing.T, name, incident string) *appsv1.Deployment {
@@ -220,8 +244,10 @@ func (f *rollbackFixture) rolledBackOnce(t *testing.T, name, incident string) *a
 	return d
 }
 
-// TestCachedRollbackSkipsTheReads: from a fresh cache the rollback is one
-// request, the PATCH, where live reads cost a GET and a LIST before it.
+// TestCachedRollbackSkipsTheReads: from a fresh cache the rollback is two
+// requests, the GET of the one ReplicaSet whose template it writes (the
+// cache holds ReplicaSets' metadata only) and the PATCH, where live reads
+// cost a GET and a LIST before it.
 func TestCachedRollbackSkipsTheReads(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -230,7 +256,7 @@ func TestCachedRollbackSkipsTheReads(t *testing.T) {
 		want   []string
 	}{
 		{"no cache", false, []string{"GET deployments/reads 200", "GET replicasets 200", "PATCH deployments/reads 200"}},
-		{"informer cache", true, []string{"PATCH deployments/reads 200"}},
+		{"informer cache", true, []string{"GET replicasets/{revision 1} 200", "PATCH deployments/reads 200"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -245,14 +271,16 @@ func TestCachedRollbackSkipsTheReads(t *testing.T) {
 			} else {
 				f.waitSettled(t, "reads", 2)
 			}
+			// Named before the rollback renumbers revision 1.
+			want := f.named(t, "reads", tc.want)
 			client, log := f.countingClient(t)
 			act, _ := newCachedActuator(t, client, cache)
 			res, err := act.Rollback(context.Background(), f.request(policy.KindDeployment, "reads", "inc-reads"), 2, 1)
 			if err != nil || res.Outcome != OutcomeApplied {
 				t.Fatalf("Rollback = %+v, %v", res, err)
 			}
-			if got := log.get(); !slices.Equal(got, tc.want) {
-				t.Errorf("requests = %q, want %q", got, tc.want)
+			if got := log.get(); !slices.Equal(got, want) {
+				t.Errorf("requests = %q, want %q", got, want)
 			}
 			f.rolledBackOnce(t, "reads", "inc-reads")
 		})
@@ -285,7 +313,7 @@ func TestStaleCache(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:  []string{"PATCH deployments/stale 200"},
+			want:  []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 200"},
 			image: "event-service:v1",
 		},
 		{
@@ -299,7 +327,8 @@ func TestStaleCache(t *testing.T) {
 			},
 			// The refused PATCH, the read that finds the tests no longer
 			// hold, and the live retry.
-			want:  []string{"PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200", "GET replicasets 200", "PATCH deployments/stale 200"},
+			want: []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 422", "GET deployments/stale 200",
+				"GET deployments/stale 200", "GET replicasets 200", "PATCH deployments/stale 200"},
 			image: "event-service:v1",
 		},
 		{
@@ -311,7 +340,7 @@ func TestStaleCache(t *testing.T) {
 				}
 			},
 			wantErr: ErrPaused,
-			want:    []string{"PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
+			want:    []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
 			image:   "event-service:v2-bad",
 		},
 		{
@@ -321,7 +350,7 @@ func TestStaleCache(t *testing.T) {
 				f.waitSettled(t, "stale", 3)
 			},
 			wantErr: ErrChanged,
-			want:    []string{"PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
+			want:    []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
 			image:   "event-service:v3-fix",
 		},
 	} {
@@ -331,6 +360,7 @@ func TestStaleCache(t *testing.T) {
 			f.deployment(t, "stale", "event-service:v1", "event-service:v2-bad")
 			f.waitSettled(t, "stale", 2)
 			cache := f.snapshot(t, "stale")
+			want := f.named(t, "stale", tc.want)
 			tc.change(t, f)
 
 			client, log := f.countingClient(t)
@@ -347,8 +377,8 @@ func TestStaleCache(t *testing.T) {
 			} else if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("Rollback = %+v, %v; want %v", res, err, tc.wantErr)
 			}
-			if got := log.get(); !slices.Equal(got, tc.want) {
-				t.Errorf("requests = %q, want %q", got, tc.want)
+			if got := log.get(); !slices.Equal(got, want) {
+				t.Errorf("requests = %q, want %q", got, want)
 			}
 			if n := cache.reads.Load(); n != 1 {
 				t.Errorf("cache read %d times, want once: only the first attempt may use it", n)
@@ -375,28 +405,33 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 		stale func(t *testing.T, c *fakeCache, req Request)
 		// why is in the log line of the cached outcome the live read undid.
 		why string
+		// read is the revision whose ReplicaSet the cached attempt read by
+		// name, if it got that far; 0 if not.
+		read int64
 	}{
-		{"paused", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Spec.Paused = true }, ErrPaused.Error()},
-		{"other revision", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Annotations[kinds.AnnotationDeploymentRevision] = "7" }, "now at revision 7"},
-		{"settling", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Generation = c.d.Status.ObservedGeneration + 1 }, ErrSettling.Error()},
+		{"paused", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Spec.Paused = true }, ErrPaused.Error(), 0},
+		{"other revision", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Annotations[kinds.AnnotationDeploymentRevision] = "7" }, "now at revision 7", 0},
+		{"settling", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Generation = c.d.Status.ObservedGeneration + 1 }, ErrSettling.Error(), 0},
 		{"already done", func(_ *testing.T, c *fakeCache, req Request) {
 			c.d.Annotations[kinds.AnnotationRolledBackFor], c.d.Annotations[kinds.AnnotationRolledBackFrom], c.d.Annotations[kinds.AnnotationRolledBackTo] = req.Incident, "2", "1"
-		}, "outcome=noop"},
+		}, "outcome=noop", 0},
 		{"no history", func(t *testing.T, c *fakeCache, _ Request) {
 			target := c.replicaSet(t, 1)
 			c.rss = slices.DeleteFunc(c.rss, func(rs *appsv1.ReplicaSet) bool { return rs == target })
-		}, "no ReplicaSet of revision 1"},
+		}, "no ReplicaSet of revision 1", 0},
 		{"template already restored", func(t *testing.T, c *fakeCache, _ Request) {
-			// Consistently: the current ReplicaSet has that template too.
-			template := c.replicaSet(t, 1).Spec.Template
-			c.d.Spec.Template = *template.DeepCopy()
-			c.replicaSet(t, 2).Spec.Template = *template.DeepCopy()
-		}, "outcome=noop"},
-		{"current ReplicaSet not cached yet", func(t *testing.T, c *fakeCache, _ Request) {
-			current := c.replicaSet(t, 2)
-			c.rss = slices.DeleteFunc(c.rss, func(rs *appsv1.ReplicaSet) bool { return rs == current })
-		}, "lag behind"},
-		{"not cached", func(_ *testing.T, c *fakeCache, _ Request) { c.d = nil }, "not found"},
+			// The live ReplicaSet of revision 1 has the template the cached
+			// Deployment shows.
+			c.d.Spec.Template = *c.replicaSet(t, 1).Spec.Template.DeepCopy()
+		}, "outcome=noop", 1},
+		{"target ReplicaSet renumbered", func(t *testing.T, c *fakeCache, _ Request) {
+			// The cache shows revision 2's ReplicaSet as revision 1, and not
+			// the live one: the read by name finds it is revision 2.
+			target := c.replicaSet(t, 1)
+			c.rss = slices.DeleteFunc(c.rss, func(rs *appsv1.ReplicaSet) bool { return rs == target })
+			c.replicaSet(t, 2).Annotations[kinds.AnnotationDeploymentRevision] = "1"
+		}, workload.ErrRevisionMoved.Error(), 2},
+		{"not cached", func(_ *testing.T, c *fakeCache, _ Request) { c.d = nil }, "not found", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -406,6 +441,11 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 			cache := f.snapshot(t, name)
 			req := f.request(policy.KindDeployment, name, "inc-refused")
 			tc.stale(t, cache, req)
+			// Named before the rollback renumbers revision 1.
+			want := []string{"GET deployments/" + name + " 200", "GET replicasets 200", "PATCH deployments/" + name + " 200"}
+			if tc.read != 0 {
+				want = f.named(t, name, append([]string{fmt.Sprintf("GET replicasets/{revision %d} 200", tc.read)}, want...))
+			}
 
 			client, log := f.countingClient(t)
 			act, _ := newCachedActuator(t, client, cache)
@@ -418,7 +458,6 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 			if !strings.Contains(logs.String(), tc.why) {
 				t.Errorf("log does not say the cache found %q:\n%s", tc.why, logs.String())
 			}
-			want := []string{"GET deployments/" + name + " 200", "GET replicasets 200", "PATCH deployments/" + name + " 200"}
 			if got := log.get(); !slices.Equal(got, want) {
 				t.Errorf("requests = %q, want %q", got, want)
 			}
@@ -432,32 +471,35 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 
 func TestInformerCacheCoversItsNamespaces(t *testing.T) {
 	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", Labels: map[string]string{"app": "web"}}}
-	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-1", Labels: map[string]string{"app": "web"}}}
-	factory := func(opts ...informers.SharedInformerOption) informers.SharedInformerFactory {
-		f := informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(), 0, opts...)
+	rs := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-1", Labels: map[string]string{"app": "web"}}}
+	informers := func(ns string) map[string]*workload.Informers {
+		inf, err := workload.NewInformers(fake.NewClientset(), nil, ns)
+		if err != nil {
+			t.Fatal(err)
+		}
 		// Filled by hand: these informers are never started.
-		if err := f.Apps().V1().Deployments().Informer().GetIndexer().Add(d); err != nil {
+		if err := inf.Deployments.GetIndexer().Add(d); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Apps().V1().ReplicaSets().Informer().GetIndexer().Add(rs); err != nil {
+		if err := inf.ReplicaSets.GetIndexer().Add(rs); err != nil {
 			t.Fatal(err)
 		}
-		return f
+		return map[string]*workload.Informers{ns: inf}
 	}
 	sel := labels.SelectorFromSet(labels.Set{"app": "web"})
 	for _, tc := range []struct {
 		name      string
-		factories map[string]informers.SharedInformerFactory
+		informers map[string]*workload.Informers
 		ns        string
 		found     bool
 	}{
-		{"namespaced, its namespace", map[string]informers.SharedInformerFactory{"a": factory(informers.WithNamespace("a"))}, "a", true},
-		{"namespaced, another namespace", map[string]informers.SharedInformerFactory{"b": factory(informers.WithNamespace("b"))}, "a", false},
-		{"cluster-wide", map[string]informers.SharedInformerFactory{"": factory()}, "a", true},
-		{"no factories", nil, "a", false},
+		{"namespaced, its namespace", informers("a"), "a", true},
+		{"namespaced, another namespace", informers("b"), "a", false},
+		{"cluster-wide", informers(""), "a", true},
+		{"no informers", nil, "a", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewInformerCache(tc.factories)
+			c := NewInformerCache(tc.informers)
 			got, err := c.Deployment(tc.ns, "web")
 			if tc.found != (err == nil) || (err != nil && !apierrors.IsNotFound(err)) {
 				t.Fatalf("Deployment = %v, %v; found %v", got, err, tc.found)

@@ -14,10 +14,10 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
@@ -68,7 +68,7 @@ func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (R
 // any outcome but the write is decided again on live reads.
 func (a *Actuator) rollback(ctx context.Context, ad workload.Adapter, req Request, from, to int64, useCache bool) (runtime.Object, Result, error) {
 	if useCache && a.cache != nil {
-		o, patch, res, err := a.plan(ctx, cachedReads{a.cache}, ad, req, from, to)
+		o, patch, res, err := a.plan(ctx, cachedReads{a.cache, a.client}, ad, req, from, to)
 		if err == nil && patch != nil {
 			return a.patch(ctx, ad, req, o, patch, res)
 		}
@@ -145,22 +145,13 @@ func (a *Actuator) plan(ctx context.Context, reads rollbackReads, ad workload.Ad
 		w, err := abortPatches(o, ab, a.recordAnnotations(req, from, to))
 		return o, w, res, err
 	}
-	if _, cached := reads.(cachedReads); cached {
-		// The precondition guards the workload, not the revision whose
-		// template is written. The Deployment controller numbers a
-		// ReplicaSet before it writes the Deployment's revision, and
-		// renumbers old ones only for a new revision; so cached ReplicaSets
-		// that already show the current one as `from` show the old ones'
-		// current numbers too. Without it, an old ReplicaSet may still
-		// carry a number the controller has since moved to another.
-		newest, ok := workload.Numbered(history, from)
-		same := false
-		if ok {
-			_, same, err = o.UndoTemplate(newest)
-		}
-		if !same || err != nil {
-			return o, nil, res, errors.New("cached revisions lag behind the cached workload")
-		}
+	// The precondition guards the workload, not the revision whose template
+	// is written: that revision is read whole by name (a cached one is its
+	// metadata only) and must still carry the number `to`. The Deployment
+	// controller renumbers an old ReplicaSet when it becomes the new
+	// revision, which a cache may not show yet.
+	if target, err = reads.withTemplate(ctx, ad, o, target); err != nil {
+		return o, nil, res, err
 	}
 	template, same, err := o.UndoTemplate(target)
 	if err != nil {
@@ -201,7 +192,7 @@ func (a *Actuator) patch(ctx context.Context, ad workload.Adapter, req Request, 
 }
 
 // liveMetaOf reads the metadata of the named workload from the API server.
-func liveMetaOf(c kubernetes.Interface, ad workload.Adapter, namespace, name string) func(context.Context) (*metav1.ObjectMeta, error) {
+func liveMetaOf(c kubeclient.Interface, ad workload.Adapter, namespace, name string) func(context.Context) (*metav1.ObjectMeta, error) {
 	return func(ctx context.Context) (*metav1.ObjectMeta, error) {
 		live, err := ad.Get(ctx, c, namespace, name)
 		if err != nil {

@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
@@ -50,13 +51,13 @@ func newRollbackFixture(t *testing.T) *rollbackFixture {
 
 // newRollbackActuator returns an Actuator whose Events reach the API server
 // through the admin client, whatever client it acts with.
-func newRollbackActuator(t *testing.T, client kubernetes.Interface) (*Actuator, *prometheus.Registry) {
+func newRollbackActuator(t *testing.T, client kubeclient.Interface) (*Actuator, *prometheus.Registry) {
 	t.Helper()
 	return newCachedActuator(t, client, nil)
 }
 
 // newCachedActuator is newRollbackActuator with a Cache; nil means none.
-func newCachedActuator(t *testing.T, client kubernetes.Interface, cache Cache) (*Actuator, *prometheus.Registry) {
+func newCachedActuator(t *testing.T, client kubeclient.Interface, cache Cache) (*Actuator, *prometheus.Registry) {
 	t.Helper()
 	c := testenv.Require(t)
 	b := record.NewBroadcaster()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 
 	"github.com/oklog/run"
@@ -20,10 +21,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -36,6 +36,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
@@ -95,20 +96,20 @@ func Run(ctx context.Context, opts Options) error {
 	// it goes, and must never make a rollback wait; leader election renews
 	// the lease on its own, as kube-controller-manager's does, so that load
 	// cannot cost the lease.
-	cs, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	cs, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	checking, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
+	checking, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
-	electing, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-leader-election"))
+	electing, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-leader-election"))
 	if err != nil {
 		return fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	pingCtx, cancelPing := context.WithTimeout(ctx, cfg.Kubernetes.StartupTimeout.Duration)
-	serverVersion, err := kube.Ping(pingCtx, cs, rc.Host)
+	serverVersion, err := kubeclient.Ping(pingCtx, cs, rc.Host)
 	cancelPing()
 	if err != nil {
 		return err
@@ -125,17 +126,22 @@ func Run(ctx context.Context, opts Options) error {
 	// The workloads the daemon may roll back, and the revisions they keep:
 	// cluster-wide, or only in the allowed namespaces when the policy lists
 	// them (a namespaced install may read nothing else).
-	factories := map[string]informers.SharedInformerFactory{}
-	if allowed := cfg.Policy.Namespaces.Allow; len(allowed) == 0 {
-		factories[""] = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithTransform(workload.Transform))
-	} else {
-		for _, ns := range allowed {
-			factories[ns] = informers.NewSharedInformerFactoryWithOptions(cs, 0, informers.WithNamespace(ns), informers.WithTransform(workload.Transform))
-		}
+	meta, err := metadata.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	if err != nil {
+		return fmt.Errorf("create Kubernetes metadata client: %w", err)
 	}
+	namespaces := cfg.Policy.Namespaces.Allow
+	if len(namespaces) == 0 {
+		namespaces = []string{""}
+	}
+	factories := map[string]*workload.Informers{}
 	caches := workload.Caches{}
-	for ns, f := range factories {
-		caches[ns] = workload.NewCached(f)
+	for _, ns := range namespaces {
+		inf, err := workload.NewInformers(cs, meta, ns)
+		if err != nil {
+			return err
+		}
+		factories[ns], caches[ns] = inf, workload.NewCached(inf)
 	}
 	// Rollouts have no typed client: the acting and verifying clients carry
 	// a dynamic one, and a dynamic informer per namespace feeds the facts.
@@ -145,7 +151,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 	}
-	var acting, verifying kubernetes.Interface = cs, checking
+	var acting, verifying kubeclient.Interface = cs, checking
 	rolloutFactories := map[string]dynamicinformer.DynamicSharedInformerFactory{}
 	if cfg.Kubernetes.ArgoRollouts {
 		dynChecking, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
@@ -301,15 +307,13 @@ func Run(ctx context.Context, opts Options) error {
 	g.Add(func() error {
 		syncCtx, cancelSync := context.WithTimeout(ctx, cfg.Kubernetes.StartupTimeout.Duration)
 		defer cancelSync()
-		for ns, factory := range factories {
-			factory.Start(ctx.Done())
-			for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
-				if !ok {
-					if ctx.Err() != nil {
-						return nil
-					}
-					return fmt.Errorf("sync the informer cache of %v in %q: not done within kubernetes.startupTimeout (%s)", typ, ns, cfg.Kubernetes.StartupTimeout.Duration)
+		for ns, inf := range factories {
+			inf.Run(ctx)
+			if unsynced := inf.WaitForCacheSync(syncCtx); len(unsynced) > 0 {
+				if ctx.Err() != nil {
+					return nil
 				}
+				return fmt.Errorf("sync the informer cache of %s in %q: not done within kubernetes.startupTimeout (%s)", strings.Join(unsynced, ", "), ns, cfg.Kubernetes.StartupTimeout.Duration)
 			}
 		}
 		for ns, factory := range rolloutFactories {
@@ -328,8 +332,8 @@ func Run(ctx context.Context, opts Options) error {
 		return lead.run(ctx, func(ctx context.Context) error { return eng.Run(ctx, cfg.Engine.Workers) })
 	}, func(error) {
 		cancel()
-		for _, factory := range factories {
-			factory.Shutdown()
+		for _, inf := range factories {
+			inf.Shutdown()
 		}
 		for _, factory := range rolloutFactories {
 			factory.Shutdown()

@@ -12,11 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
 
 // leadership runs lead while this replica holds the lease. Only the leader
@@ -24,14 +24,14 @@ import (
 // reaches the leader.
 type leadership struct {
 	cfg      config.LeaderElection
-	client   kubernetes.Interface
+	client   kubeclient.Interface
 	ns       string
 	logger   *slog.Logger
 	isLeader atomic.Bool
 	gauge    prometheus.Gauge
 }
 
-func newLeadership(cfg config.LeaderElection, client kubernetes.Interface, ns string, logger *slog.Logger, reg prometheus.Registerer) *leadership {
+func newLeadership(cfg config.LeaderElection, client kubeclient.Interface, ns string, logger *slog.Logger, reg prometheus.Registerer) *leadership {
 	return &leadership{
 		cfg: cfg, client: client, ns: ns, logger: logger.With("component", "leader-election"),
 		gauge: promauto.With(reg).NewGauge(prometheus.GaugeOpts{

@@ -15,37 +15,77 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
-	"github.com/autorollbackd/autorollbackd/internal/kube"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
 
 // clientFlags are kubectl's client flags (--kubeconfig, --context,
-// -n/--namespace, --cluster, --user, --server, --token, --as, ...), for the
-// commands that talk to a cluster as a person does.
+// -n/--namespace, --cluster, --user, -s/--server, --token, --as, ...), for
+// the commands that talk to a cluster as a person does. They are bound with
+// client-go's clientcmd, as kubectl bound them before cli-runtime; the
+// defaults and meanings are kubectl's.
 type clientFlags struct {
-	*genericclioptions.ConfigFlags
+	kubeconfig string
+	overrides  clientcmd.ConfigOverrides
+	// userExtra is --as-user-extra, key=value, repeated.
+	userExtra []string
+	// cacheDir is --cache-dir, kubectl's discovery cache; accepted so that
+	// kubectl's flags work unchanged, and unused: no discovery is made.
+	cacheDir string
 }
 
 func addClientFlags(cmd *cobra.Command) *clientFlags {
-	f := &clientFlags{genericclioptions.NewConfigFlags(false)}
-	f.AddFlags(cmd.PersistentFlags())
+	f := &clientFlags{overrides: clientcmd.ConfigOverrides{ClusterDefaults: clientcmd.ClusterDefaults}}
+	fs := cmd.PersistentFlags()
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "Path to the kubeconfig file to use for CLI requests.")
+	fs.StringVar(&f.cacheDir, "cache-dir", "", "Default cache directory (accepted as kubectl's; these commands cache nothing)")
+	names := clientcmd.RecommendedConfigOverrideFlags("")
+	// kubectl registers neither basic-authentication flag, and gives
+	// --server its short form.
+	names.AuthOverrideFlags.Username.LongName = ""
+	names.AuthOverrideFlags.Password.LongName = ""
+	names.ClusterOverrideFlags.APIServer.ShortName = "s"
+	clientcmd.BindOverrideFlags(&f.overrides, fs, names)
+	fs.StringArrayVar(&f.userExtra, "as-user-extra", nil, "User extras to impersonate for the operation, this flag can be repeated to specify multiple values for the same key.")
 	return f
+}
+
+// namespaceFlag is -n/--namespace as given (empty when not given).
+func (f *clientFlags) namespaceFlag() string { return f.overrides.Context.Namespace }
+
+// loader is the client configuration the flags name, over the kubeconfig
+// the loading rules find.
+func (f *clientFlags) loader() clientcmd.ClientConfig {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.DefaultClientConfig = &clientcmd.DefaultClientConfig
+	rules.ExplicitPath = f.kubeconfig
+	overrides := f.overrides
+	for _, kv := range f.userExtra {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		if overrides.AuthInfo.ImpersonateUserExtra == nil {
+			overrides.AuthInfo.ImpersonateUserExtra = map[string][]string{}
+		}
+		overrides.AuthInfo.ImpersonateUserExtra[k] = append(overrides.AuthInfo.ImpersonateUserExtra[k], v)
+	}
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &overrides)
 }
 
 // restConfig is the client configuration the flags name; a kubeconfig named
 // only in the configuration (kubernetes.kubeconfig, or its environment
 // variable) is used when --kubeconfig is not given.
 func (f *clientFlags) restConfig(cfg config.Kubernetes) (*rest.Config, error) {
-	if *f.KubeConfig == "" && cfg.Kubeconfig != "" {
-		*f.KubeConfig = cfg.Kubeconfig
+	if f.kubeconfig == "" && cfg.Kubeconfig != "" {
+		f.kubeconfig = cfg.Kubeconfig
 	}
-	rc, err := f.ToRESTConfig()
+	rc, err := f.loader().ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("load Kubernetes client configuration: %w", err)
 	}
@@ -57,18 +97,18 @@ func (f *clientFlags) restConfig(cfg config.Kubernetes) (*rest.Config, error) {
 
 // connect returns a client for the cluster the flags name, checked to reach
 // it.
-func (f *clientFlags) connect(ctx context.Context, cfg config.Kubernetes) (*rest.Config, kubernetes.Interface, error) {
+func (f *clientFlags) connect(ctx context.Context, cfg config.Kubernetes) (*rest.Config, kubeclient.Interface, error) {
 	rc, err := f.restConfig(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubeclient.NewForConfig(rc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("create Kubernetes client: %w", err)
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := kube.Ping(pingCtx, cs, rc.Host); err != nil {
+	if _, err := kubeclient.Ping(pingCtx, cs, rc.Host); err != nil {
 		return nil, nil, err
 	}
 	return rc, cs, nil
@@ -81,17 +121,17 @@ func (f *clientFlags) connect(ctx context.Context, cfg config.Kubernetes) (*rest
 // the daemon is installed.
 func (f *clientFlags) recordsNamespace(ctx context.Context, cmd *cobra.Command, cfg *config.Config, rc *rest.Config, warn func(string)) (string, error) {
 	if fl := cmd.Flags().Lookup("namespace"); fl != nil && fl.Changed {
-		if *f.Namespace == "" {
+		if f.namespaceFlag() == "" {
 			return "", usageError{errors.New("-n/--namespace: empty namespace")}
 		}
-		return *f.Namespace, nil
+		return f.namespaceFlag(), nil
 	}
 	if cfg.Engine.Namespace != "" {
 		return cfg.Engine.Namespace, nil
 	}
 	found, err := findDaemons(ctx, rc)
 	if apierrors.IsForbidden(err) {
-		ns, _, nsErr := f.ToRawKubeConfigLoader().Namespace()
+		ns, _, nsErr := f.loader().Namespace()
 		if nsErr != nil {
 			return "", fmt.Errorf("find the daemon's namespace: %w; and read the namespace of the Kubernetes client configuration: %w", err, nsErr)
 		}

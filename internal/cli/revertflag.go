@@ -14,13 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/tools/reference"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
 
 func newRevertFlagCommand(g *globalFlags, client *clientFlags, env Env) *cobra.Command {
@@ -120,7 +120,7 @@ func userName(environ []string) string {
 // right after acting would lose the Event. It keeps the first error.
 type eventWriter struct {
 	ctx    context.Context
-	client kubernetes.Interface
+	client kubeclient.Interface
 	// dryRun sends the Events as server-side dry runs, like the writes they
 	// describe.
 	dryRun bool

@@ -23,10 +23,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
@@ -34,6 +33,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -158,15 +158,16 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	factory := informers.NewSharedInformerFactoryWithOptions(f.c.Client, 0, informers.WithNamespace(f.ns))
-	cache := workload.NewCached(factory)
-	factory.Start(ctx.Done())
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			t.Fatalf("sync %v", typ)
-		}
+	inf, err := workload.NewInformers(f.c.Client, metadata.NewForConfigOrDie(f.c.REST), f.ns)
+	if err != nil {
+		t.Fatal(err)
 	}
-	var client kubernetes.Interface = f.c.Client
+	cache := workload.NewCached(inf)
+	inf.Run(ctx)
+	if unsynced := inf.WaitForCacheSync(ctx); len(unsynced) > 0 {
+		t.Fatalf("sync %v", unsynced)
+	}
+	var client kubeclient.Interface = f.c.Client
 	if f.clients != nil {
 		client = *f.clients
 		rollouts := dynamicinformer.NewFilteredDynamicSharedInformerFactory(f.clients.Dynamic, 0, f.ns, nil)
@@ -238,7 +239,7 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 		if err := <-done; err != nil {
 			t.Errorf("engine.Run: %v", err)
 		}
-		factory.Shutdown()
+		inf.Shutdown()
 		b.Shutdown()
 		srv.Close()
 	})

@@ -17,10 +17,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -203,7 +203,7 @@ func recordName(key string) string {
 
 // store keeps records in one namespace.
 type store struct {
-	client    kubernetes.Interface
+	client    kubeclient.Interface
 	namespace string
 	// pageSize bounds the records one List request reads.
 	pageSize int64

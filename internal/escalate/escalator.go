@@ -12,9 +12,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	promconfig "github.com/prometheus/common/config"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
+
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
 
 // Options configures an Escalator.
@@ -25,7 +26,7 @@ type Options struct {
 	Events record.EventRecorder
 	// Client, optional, looks up a workload's UID for its Events, so that
 	// they show in `kubectl describe`.
-	Client kubernetes.Interface
+	Client kubeclient.Interface
 	// HTTPClient sends the requests of the pagerduty, slack and webhook
 	// notifiers; nil means a client with default settings. Its transport is
 	// wrapped, not replaced. Per-attempt timeouts come from the notifier's

@@ -8,10 +8,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
@@ -39,7 +39,7 @@ const eventMaxMessage = 1024
 // to the daemon's log; the incident record keeps it too.
 type eventsNotifier struct {
 	rec    record.EventRecorder
-	client kubernetes.Interface // optional: looks up the UID
+	client kubeclient.Interface // optional: looks up the UID
 	log    *slog.Logger
 }
 

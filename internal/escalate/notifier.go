@@ -15,9 +15,10 @@ import (
 	"time"
 	"unicode"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
+
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
 
 // Notifier delivers messages. Notify returns nil when the message was
@@ -37,7 +38,7 @@ type sender interface {
 type buildEnv struct {
 	http   *http.Client // records each attempt's response (recordingTransport)
 	events record.EventRecorder
-	client kubernetes.Interface
+	client kubeclient.Interface
 	clock  clock.PassiveClock
 	logger *slog.Logger
 }

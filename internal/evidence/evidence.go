@@ -22,8 +22,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
@@ -173,7 +173,7 @@ type Log struct {
 // or listed; a log that cannot be read is recorded as that log's Error.
 // Logs are read a few at a time; ctx bounds the whole, and a log still
 // unread when it ends records ctx's error.
-func Collect(ctx context.Context, client kubernetes.Interface, target policy.Ref, revision int64, limits Limits) (Snapshot, error) {
+func Collect(ctx context.Context, client kubeclient.Interface, target policy.Ref, revision int64, limits Limits) (Snapshot, error) {
 	limits = limits.withDefaults()
 	taken := time.Now()
 	set, err := workload.Live{Client: client}.RevisionPods(ctx, target, revision)
@@ -337,7 +337,7 @@ type logRef struct {
 // readLogs reads the logs of the recorded pods' containers: the current
 // one, and the previous one of a container that restarted. A pod not
 // scheduled to a node has no logs, and none is asked for.
-func readLogs(ctx context.Context, client kubernetes.Interface, namespace string, pods []Pod, raw []*corev1.Pod, limits Limits) map[logRef]Log {
+func readLogs(ctx context.Context, client kubeclient.Interface, namespace string, pods []Pod, raw []*corev1.Pod, limits Limits) map[logRef]Log {
 	var refs []logRef
 	for i, p := range pods {
 		for j, c := range p.Containers {
@@ -374,7 +374,7 @@ func readLogs(ctx context.Context, client kubernetes.Interface, namespace string
 	return out
 }
 
-func readLog(ctx context.Context, client kubernetes.Interface, namespace, pod, container string, previous bool, limits Limits) Log {
+func readLog(ctx context.Context, client kubeclient.Interface, namespace, pod, container string, previous bool, limits Limits) Log {
 	lines, limit := int64(limits.LogLines), int64(maxLogRead)
 	stream, err := client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{
 		Container: container, Previous: previous, TailLines: &lines, LimitBytes: &limit,

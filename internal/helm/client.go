@@ -17,11 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
 
 // Client reads and rolls back releases with the Helm SDK.
@@ -30,7 +31,7 @@ type Client struct {
 	// release through it.
 	REST *rest.Config
 	// Client reads and writes the release records.
-	Client kubernetes.Interface
+	Client kubeclient.Interface
 	Logger *slog.Logger
 }
 

@@ -18,10 +18,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/pager"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -49,7 +49,7 @@ var errNewerSchema = errors.New("written by a newer daemon")
 
 // Store keeps incidents as ConfigMaps in one namespace.
 type Store struct {
-	Client    kubernetes.Interface
+	Client    kubeclient.Interface
 	Namespace string
 	// PageSize bounds the incidents one List request reads; zero means
 	// DefaultPageSize.
@@ -238,7 +238,7 @@ const DefaultPageSize = 100
 // less), so that however many there are, one request and the memory it
 // takes stay bounded. When the server expires the continue token of a long
 // walk, it fails rather than falling back to one unpaginated List.
-func EachConfigMap(ctx context.Context, client kubernetes.Interface, namespace string, selector labels.Selector, pageSize int64, fn func(*corev1.ConfigMap) error) error {
+func EachConfigMap(ctx context.Context, client kubeclient.Interface, namespace string, selector labels.Selector, pageSize int64, fn func(*corev1.ConfigMap) error) error {
 	p := pager.New(pager.SimplePageFunc(func(opts metav1.ListOptions) (runtime.Object, error) {
 		return client.CoreV1().ConfigMaps(namespace).List(ctx, opts)
 	}))
@@ -265,7 +265,7 @@ const quarantineReasonMax = 1 << 10
 // name is free for the alert or incident it should have held. It returns
 // the copy's name. The delete carries cm's UID and resourceVersion: a
 // ConfigMap rewritten since it was read is left in place.
-func Quarantine(ctx context.Context, client kubernetes.Interface, cm *corev1.ConfigMap, why error) (string, error) {
+func Quarantine(ctx context.Context, client kubeclient.Interface, cm *corev1.ConfigMap, why error) (string, error) {
 	sum := sha256.Sum256([]byte(cm.Name + "/" + string(cm.UID)))
 	name := "autorollbackd-quarantined-" + hex.EncodeToString(sum[:10])
 	reason := clip(why.Error(), quarantineReasonMax)

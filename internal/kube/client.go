@@ -2,14 +2,10 @@
 package kube
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 
 	"github.com/prometheus/common/version"
-	apiversion "k8s.io/apimachinery/pkg/version"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -38,20 +34,6 @@ func RESTConfig(cfg config.Kubernetes) (*rest.Config, string, error) {
 	rc.Burst = cfg.Burst
 	rc.UserAgent = "autorollbackd/" + version.Version
 	return rc, ns, nil
-}
-
-// Ping asks the API server for its version, so an unreachable or
-// misconfigured server is reported at start rather than as a stuck informer.
-func Ping(ctx context.Context, cs kubernetes.Interface, host string) (string, error) {
-	body, err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Raw()
-	if err != nil {
-		return "", fmt.Errorf("reach the Kubernetes API server at %s: %w", host, err)
-	}
-	var info apiversion.Info
-	if err := json.Unmarshal(body, &info); err != nil {
-		return "", fmt.Errorf("read the version of the Kubernetes API server at %s: %w", host, err)
-	}
-	return info.GitVersion, nil
 }
 
 // RouteKlog sends client-go's klog output into logger, so the daemon writes

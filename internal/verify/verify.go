@@ -38,9 +38,9 @@ import (
 	"github.com/prometheus/common/model"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/metricsutil"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
@@ -146,7 +146,7 @@ type Options struct {
 	// Client reads workloads, their ReplicaSets, ControllerRevisions and
 	// pods, and the Secrets named by bearerTokenSecret. It is required when
 	// the rollout or pods check is enabled or an http check names a Secret.
-	Client kubernetes.Interface
+	Client kubeclient.Interface
 	// HTTPClient sends the http checks' requests. Nil means a client per
 	// check that gives up after the check's timeout and follows redirects
 	// only within the same host.
@@ -168,7 +168,7 @@ type Options struct {
 // Verifier runs the configured checks. It is safe for concurrent use.
 type Verifier struct {
 	cfg    Config
-	client kubernetes.Interface
+	client kubeclient.Interface
 	// secretNamespace overrides where token Secrets are read.
 	secretNamespace string
 	prom            PromAPI

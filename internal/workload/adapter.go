@@ -13,9 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -41,13 +41,19 @@ type Adapter interface {
 	ScaleRefusal() string
 
 	// Get reads the workload from the API server.
-	Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error)
+	Get(ctx context.Context, c kubeclient.Interface, namespace, name string) (Object, error)
 	// History lists, from the API server, the revisions of obj that obj
 	// controls and whose number is known.
-	History(ctx context.Context, c kubernetes.Interface, obj Object) ([]Revision, error)
+	History(ctx context.Context, c kubeclient.Interface, obj Object) ([]Revision, error)
+	// WithTemplate returns rev, one of obj's revisions, with the object
+	// that holds its pod template: rev itself when it holds it, else the
+	// ReplicaSet or ControllerRevision read by name from the API server (a
+	// cached revision is its metadata only), checked to be still obj's
+	// revision rev.Number (ErrRevisionMoved otherwise).
+	WithTemplate(ctx context.Context, c kubeclient.Interface, obj Object, rev Revision) (Revision, error)
 	// Patch writes body, a patch of type pt, to the named workload, and
 	// returns the workload as written (for a dry run, as it would be).
-	Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error)
+	Patch(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error)
 
 	// Lookup reads the workload from the informer caches; a lister's
 	// NotFound when they do not hold it.
@@ -109,13 +115,20 @@ type Object interface {
 	RevisionAnnotation() string
 }
 
+// ErrRevisionMoved: the object read for a revision is no longer that
+// revision of the workload (the controller renumbered it, or it changed
+// hands).
+var ErrRevisionMoved = errors.New("revision moved")
+
 // Revision is one recorded revision of a workload: a ReplicaSet of a
 // Deployment or a ControllerRevision of a StatefulSet or DaemonSet.
 type Revision struct {
 	Number  int64
 	Name    string
 	Created time.Time
-	// Object is the ReplicaSet or ControllerRevision.
+	// Object is the ReplicaSet or ControllerRevision: whole when read from
+	// the API server, its metadata only (a ReplicaSet) or without its data
+	// (a ControllerRevision) when read from the informers' cache.
 	Object metav1.Object
 }
 
@@ -125,7 +138,9 @@ type Revision struct {
 // server instead.
 type DeploymentCache interface {
 	Deployment(namespace, name string) (*appsv1.Deployment, error)
-	ReplicaSets(namespace string, selector labels.Selector) ([]*appsv1.ReplicaSet, error)
+	// ReplicaSets returns the metadata of the ReplicaSets of namespace that
+	// selector matches.
+	ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error)
 }
 
 // ErrUnsupportedKind is returned by For for a kind the daemon cannot act on.

@@ -17,9 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -28,17 +28,17 @@ var RolloutResource = schema.GroupVersionResource{Group: "argoproj.io", Version:
 
 // Clients is a clientset together with a dynamic client, for kinds the
 // clientset has no types for (Argo Rollouts' Rollout). It is itself a
-// kubernetes.Interface, so it goes wherever the clientset went; the
+// kubeclient.Interface, so it goes wherever the clientset went; the
 // adapters of built-in kinds use the clientset only.
 type Clients struct {
-	kubernetes.Interface
+	kubeclient.Interface
 	Dynamic dynamic.Interface
 }
 
 // ErrNoDynamicClient: a Rollout was asked for through a plain clientset.
 var ErrNoDynamicClient = errors.New("reading Argo Rollouts' Rollouts needs a dynamic client (workload.Clients)")
 
-func dynamicOf(c kubernetes.Interface) (dynamic.Interface, error) {
+func dynamicOf(c kubeclient.Interface) (dynamic.Interface, error) {
 	switch cs := c.(type) {
 	case Clients:
 		if cs.Dynamic != nil {
@@ -64,7 +64,7 @@ type Aborter interface {
 	AbortPatch() any
 	// PatchStatus writes body, a patch of type pt, to the named workload's
 	// status subresource.
-	PatchStatus(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error
+	PatchStatus(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error
 }
 
 // rolloutAdapter: a Rollout's revisions are its ReplicaSets, numbered by the
@@ -84,7 +84,7 @@ func (rolloutAdapter) ScaleRefusal() string {
 	return "scaling a Rollout to zero and back is not supported: its controller also scales the canary and stable ReplicaSets"
 }
 
-func (rolloutAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error) {
+func (rolloutAdapter) Get(ctx context.Context, c kubeclient.Interface, namespace, name string) (Object, error) {
 	dyn, err := dynamicOf(c)
 	if err != nil {
 		return nil, err
@@ -96,7 +96,7 @@ func (rolloutAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace
 	return rolloutOf(u)
 }
 
-func (rolloutAdapter) History(ctx context.Context, c kubernetes.Interface, obj Object) ([]Revision, error) {
+func (rolloutAdapter) History(ctx context.Context, c kubeclient.Interface, obj Object) ([]Revision, error) {
 	sel, err := metav1.LabelSelectorAsSelector(obj.Selector())
 	if err != nil {
 		return nil, fmt.Errorf("read selector: %w", err)
@@ -108,7 +108,11 @@ func (rolloutAdapter) History(ctx context.Context, c kubernetes.Interface, obj O
 	return numberedReplicaSets(obj.Meta(), pointers(list.Items), kinds.AnnotationRolloutRevision), nil
 }
 
-func (rolloutAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+func (rolloutAdapter) WithTemplate(ctx context.Context, c kubeclient.Interface, obj Object, rev Revision) (Revision, error) {
+	return replicaSetWithTemplate(ctx, c, obj.Meta(), rev, kinds.AnnotationRolloutRevision)
+}
+
+func (rolloutAdapter) Patch(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
 	dyn, err := dynamicOf(c)
 	if err != nil {
 		return nil, err
@@ -126,7 +130,7 @@ func (rolloutAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespa
 	return rolloutOf(u)
 }
 
-func (rolloutAdapter) PatchStatus(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error {
+func (rolloutAdapter) PatchStatus(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) error {
 	dyn, err := dynamicOf(c)
 	if err != nil {
 		return err
@@ -147,9 +151,8 @@ func (rolloutAdapter) AbortsTo(obj Object, rev Revision) bool {
 	if !ok {
 		return false
 	}
-	rs, ok := rev.Object.(*appsv1.ReplicaSet)
-	return ok && r.status.StableRS != "" && r.status.CurrentPodHash != "" && r.status.StableRS != r.status.CurrentPodHash &&
-		rs.Labels[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS
+	return rev.Object != nil && r.status.StableRS != "" && r.status.CurrentPodHash != "" && r.status.StableRS != r.status.CurrentPodHash &&
+		rev.Object.GetLabels()[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS
 }
 
 func (rolloutAdapter) Lookup(c Cached, namespace, name string) (Object, error) {
@@ -173,11 +176,11 @@ func (rolloutAdapter) CachedHistory(c Cached, obj Object) ([]Revision, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read selector of Rollout %s/%s: %w", m.Namespace, m.Name, err)
 	}
-	var rss []*appsv1.ReplicaSet
+	var rss []*metav1.PartialObjectMetadata
 	if c.replicaSetsByController != nil {
-		rss, err = byController[*appsv1.ReplicaSet](c.replicaSetsByController, m.UID)
+		rss, err = byController[*metav1.PartialObjectMetadata](c.replicaSetsByController, m.UID)
 	} else {
-		rss, err = c.ReplicaSets.ReplicaSets(m.Namespace).List(labels.Everything())
+		rss, err = c.ReplicaSets.Namespace(m.Namespace).List(labels.Everything())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list ReplicaSets of Rollout %s/%s: %w", m.Namespace, m.Name, err)
@@ -310,7 +313,7 @@ func (r rollout) RolloutStatus() (string, RolloutState) {
 func (r rollout) CurrentRevision(history []Revision) int64 {
 	if r.status.Abort && r.status.StableRS != "" {
 		for _, rev := range history {
-			if rs, ok := rev.Object.(*appsv1.ReplicaSet); ok && rs.Labels[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS {
+			if rev.Object != nil && rev.Object.GetLabels()[kinds.LabelRolloutPodTemplateHash] == r.status.StableRS {
 				return rev.Number
 			}
 		}
@@ -326,14 +329,16 @@ func (r rollout) Facts(history []Revision) *policy.Workload {
 }
 
 func (r rollout) Pods(rev Revision) (PodSet, error) {
-	rs := rev.Object.(*appsv1.ReplicaSet)
-	return podSet(r.spec.Selector, rs.UID, kinds.LabelRolloutPodTemplateHash, rs.Labels[kinds.LabelRolloutPodTemplateHash])
+	return podSet(r.spec.Selector, rev.Object.GetUID(), kinds.LabelRolloutPodTemplateHash, rev.Object.GetLabels()[kinds.LabelRolloutPodTemplateHash])
 }
 
 // UndoTemplate is the ReplicaSet's pod template without its
 // rollouts-pod-template-hash label, as `kubectl argo rollouts undo` writes it.
 func (r rollout) UndoTemplate(rev Revision) (any, bool, error) {
-	rs := rev.Object.(*appsv1.ReplicaSet)
+	rs, err := wholeReplicaSet(rev)
+	if err != nil {
+		return nil, false, err
+	}
 	template := rs.Spec.Template.DeepCopy()
 	delete(template.Labels, kinds.LabelRolloutPodTemplateHash)
 	// The Rollout's template is as written, the ReplicaSet's defaulted by

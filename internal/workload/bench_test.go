@@ -10,8 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -63,16 +61,9 @@ func benchCaches(b *testing.B, n int) Caches {
 			objs = append(objs, rs)
 		}
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(fake.NewClientset(objs...), 0, informers.WithNamespace(benchNamespace))
-	caches := Caches{benchNamespace: NewCached(factory)}
-	stop := make(chan struct{})
-	b.Cleanup(func() { close(stop); factory.Shutdown() })
-	factory.Start(stop)
-	for typ, ok := range factory.WaitForCacheSync(stop) {
-		if !ok {
-			b.Fatalf("sync the cache of %v", typ)
-		}
-	}
+	inf, _ := fakeInformers(b, benchNamespace, objs...)
+	caches := Caches{benchNamespace: NewCached(inf)}
+	runInformers(b, inf)
 	return caches
 }
 

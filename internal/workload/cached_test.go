@@ -10,8 +10,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -84,27 +82,14 @@ func cachedObjects() []runtime.Object {
 	}
 }
 
-func startFactory(t *testing.T, factory informers.SharedInformerFactory) {
-	t.Helper()
-	stop := make(chan struct{})
-	t.Cleanup(func() { close(stop); factory.Shutdown() })
-	factory.Start(stop)
-	for typ, ok := range factory.WaitForCacheSync(stop) {
-		if !ok {
-			t.Fatalf("sync the cache of %v", typ)
-		}
-	}
-}
-
 // TestCachedFacts checks the indexed cache against a scan of the cache and
 // against the API server.
 func TestCachedFacts(t *testing.T) {
-	client := fake.NewClientset(cachedObjects()...)
-	factory := informers.NewSharedInformerFactory(client, 0)
-	indexed := NewCached(factory)
-	again := NewCached(factory) // the index exists already
-	startFactory(t, factory)
-	afterStart := NewCached(factory)
+	inf, client := fakeInformers(t, "", cachedObjects()...)
+	indexed := NewCached(inf)
+	again := NewCached(inf) // the index exists already
+	runInformers(t, inf)
+	afterStart := NewCached(inf)
 	scanned := Cached{
 		Deployments: indexed.Deployments, ReplicaSets: indexed.ReplicaSets,
 		StatefulSets: indexed.StatefulSets, DaemonSets: indexed.DaemonSets, ControllerRevisions: indexed.ControllerRevisions,
@@ -192,10 +177,9 @@ func TestLabelSelector(t *testing.T) {
 // facts without a Deployment's revision history, and that the target checks
 // of the policy decide the same on either.
 func TestTargetFacts(t *testing.T) {
-	client := fake.NewClientset(cachedObjects()...)
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace("n"))
-	cached := NewCached(factory)
-	startFactory(t, factory)
+	inf, client := fakeInformers(t, "n", cachedObjects()...)
+	cached := NewCached(inf)
+	runInformers(t, inf)
 	p, err := policy.Compile(policy.DefaultConfig())
 	if err != nil {
 		t.Fatal(err)

@@ -10,9 +10,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -26,7 +26,7 @@ func (daemonSetAdapter) Kind() kinds.Kind               { return kinds.KindDaemo
 func (daemonSetAdapter) Resource() schema.GroupResource { return daemonSetsResource }
 func (daemonSetAdapter) ScaleRefusal() string           { return "a DaemonSet runs one pod per node" }
 
-func (daemonSetAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error) {
+func (daemonSetAdapter) Get(ctx context.Context, c kubeclient.Interface, namespace, name string) (Object, error) {
 	ds, err := c.AppsV1().DaemonSets(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
@@ -34,7 +34,7 @@ func (daemonSetAdapter) Get(ctx context.Context, c kubernetes.Interface, namespa
 	return daemonSet{ds}, nil
 }
 
-func (daemonSetAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+func (daemonSetAdapter) Patch(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
 	w, err := c.AppsV1().DaemonSets(namespace).Patch(ctx, name, pt, body, opts)
 	if err != nil {
 		return nil, err

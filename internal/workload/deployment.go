@@ -2,6 +2,7 @@ package workload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -13,9 +14,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -30,7 +31,7 @@ func (deploymentAdapter) RevisionLabel() string          { return kinds.LabelPod
 func (deploymentAdapter) RevisionNeedsHistory() bool     { return false }
 func (deploymentAdapter) ScaleRefusal() string           { return "" }
 
-func (deploymentAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error) {
+func (deploymentAdapter) Get(ctx context.Context, c kubeclient.Interface, namespace, name string) (Object, error) {
 	d, err := c.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
@@ -38,7 +39,7 @@ func (deploymentAdapter) Get(ctx context.Context, c kubernetes.Interface, namesp
 	return deployment{d}, nil
 }
 
-func (deploymentAdapter) History(ctx context.Context, c kubernetes.Interface, obj Object) ([]Revision, error) {
+func (deploymentAdapter) History(ctx context.Context, c kubeclient.Interface, obj Object) ([]Revision, error) {
 	sel, err := metav1.LabelSelectorAsSelector(obj.Selector())
 	if err != nil {
 		return nil, fmt.Errorf("read selector: %w", err)
@@ -50,12 +51,16 @@ func (deploymentAdapter) History(ctx context.Context, c kubernetes.Interface, ob
 	return replicaSetRevisions(obj.Meta(), pointers(list.Items)), nil
 }
 
-func (deploymentAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+func (deploymentAdapter) Patch(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
 	w, err := c.AppsV1().Deployments(namespace).Patch(ctx, name, pt, body, opts)
 	if err != nil {
 		return nil, err
 	}
 	return deployment{w}, nil
+}
+
+func (deploymentAdapter) WithTemplate(ctx context.Context, c kubeclient.Interface, obj Object, rev Revision) (Revision, error) {
+	return replicaSetWithTemplate(ctx, c, obj.Meta(), rev, kinds.AnnotationDeploymentRevision)
 }
 
 func (deploymentAdapter) Lookup(c Cached, namespace, name string) (Object, error) {
@@ -96,7 +101,7 @@ func (deploymentAdapter) CacheHistory(c DeploymentCache, obj Object) ([]Revision
 	if err != nil {
 		return nil, fmt.Errorf("list ReplicaSets from cache: %w", err)
 	}
-	copied := make([]*appsv1.ReplicaSet, 0, len(rss))
+	copied := make([]*metav1.PartialObjectMetadata, 0, len(rss))
 	for _, rs := range rss {
 		if rs != nil {
 			copied = append(copied, rs.DeepCopy())
@@ -105,27 +110,63 @@ func (deploymentAdapter) CacheHistory(c DeploymentCache, obj Object) ([]Revision
 	return replicaSetRevisions(obj.Meta(), copied), nil
 }
 
-// replicaSetRevisions returns the ReplicaSets of rss that owner controls
-// and that carry a revision number.
-func replicaSetRevisions(owner metav1.Object, rss []*appsv1.ReplicaSet) []Revision {
+// replicaSetRevisions returns the ReplicaSets of rss, whole or their
+// metadata, that owner controls and that carry a revision number.
+func replicaSetRevisions[RS metav1.Object](owner metav1.Object, rss []RS) []Revision {
 	return numberedReplicaSets(owner, rss, kinds.AnnotationDeploymentRevision)
 }
 
 // numberedReplicaSets returns the ReplicaSets of rss that owner controls
 // and that carry a revision number in the annotation revisionKey.
-func numberedReplicaSets(owner metav1.Object, rss []*appsv1.ReplicaSet, revisionKey string) []Revision {
+func numberedReplicaSets[RS metav1.Object](owner metav1.Object, rss []RS, revisionKey string) []Revision {
 	revs := make([]Revision, 0, len(rss))
 	for _, rs := range rss {
 		if !metav1.IsControlledBy(rs, owner) {
 			continue
 		}
-		n, err := strconv.ParseInt(rs.Annotations[revisionKey], 10, 64)
-		if err != nil {
+		n, ok := replicaSetNumber(rs, revisionKey)
+		if !ok {
 			continue
 		}
-		revs = append(revs, Revision{Number: n, Name: rs.Name, Created: rs.CreationTimestamp.Time, Object: rs})
+		revs = append(revs, Revision{Number: n, Name: rs.GetName(), Created: rs.GetCreationTimestamp().Time, Object: rs})
 	}
 	return revs
+}
+
+func replicaSetNumber(rs metav1.Object, revisionKey string) (int64, bool) {
+	n, err := strconv.ParseInt(rs.GetAnnotations()[revisionKey], 10, 64)
+	return n, err == nil
+}
+
+// errMetadataOnly: a revision read from the metadata cache has no pod
+// template; WithTemplate reads it.
+var errMetadataOnly = errors.New("revision holds its metadata only, not its pod template")
+
+// wholeReplicaSet is the ReplicaSet of rev, with its pod template.
+func wholeReplicaSet(rev Revision) (*appsv1.ReplicaSet, error) {
+	rs, ok := rev.Object.(*appsv1.ReplicaSet)
+	if !ok {
+		return nil, fmt.Errorf("ReplicaSet %s: %w", rev.Name, errMetadataOnly)
+	}
+	return rs, nil
+}
+
+// replicaSetWithTemplate is rev with its ReplicaSet whole: as it is, or
+// read by name from the API server and checked to be still owner's
+// revision rev.Number.
+func replicaSetWithTemplate(ctx context.Context, c kubeclient.Interface, owner metav1.Object, rev Revision, revisionKey string) (Revision, error) {
+	if _, ok := rev.Object.(*appsv1.ReplicaSet); ok {
+		return rev, nil
+	}
+	rs, err := c.AppsV1().ReplicaSets(owner.GetNamespace()).Get(ctx, rev.Name, metav1.GetOptions{})
+	if err != nil {
+		return rev, fmt.Errorf("read ReplicaSet %s of revision %d: %w", rev.Name, rev.Number, err)
+	}
+	if n, ok := replicaSetNumber(rs, revisionKey); !metav1.IsControlledBy(rs, owner) || !ok || n != rev.Number {
+		return rev, fmt.Errorf("%w: ReplicaSet %s is no longer revision %d of %s", ErrRevisionMoved, rev.Name, rev.Number, owner.GetName())
+	}
+	rev.Object, rev.Created = rs, rs.CreationTimestamp.Time
+	return rev, nil
 }
 
 type deployment struct{ *appsv1.Deployment }
@@ -171,13 +212,16 @@ func (d deployment) Facts(history []Revision) *policy.Workload {
 }
 
 func (d deployment) Pods(rev Revision) (PodSet, error) {
-	return ReplicaSetPods(d.Deployment, rev.Object.(*appsv1.ReplicaSet))
+	return ReplicaSetPods(d.Deployment, rev.Object)
 }
 
 // UndoTemplate is the ReplicaSet's pod template without its
 // pod-template-hash label, as kubectl writes it.
 func (d deployment) UndoTemplate(rev Revision) (any, bool, error) {
-	rs := rev.Object.(*appsv1.ReplicaSet)
+	rs, err := wholeReplicaSet(rev)
+	if err != nil {
+		return nil, false, err
+	}
 	template := rs.Spec.Template.DeepCopy()
 	delete(template.Labels, kinds.LabelPodTemplateHash)
 	return template, equalIgnoreHash(&rs.Spec.Template, &d.Spec.Template), nil
@@ -198,14 +242,13 @@ var deploymentAnnotationsToSkip = map[string]bool{
 // UndoAnnotations are the ReplicaSet's annotations, except those kubectl
 // keeps from the Deployment.
 func (d deployment) UndoAnnotations(rev Revision) map[string]string {
-	rs := rev.Object.(*appsv1.ReplicaSet)
 	annotations := map[string]string{}
 	for k := range deploymentAnnotationsToSkip {
 		if v, ok := d.Annotations[k]; ok {
 			annotations[k] = v
 		}
 	}
-	for k, v := range rs.Annotations {
+	for k, v := range rev.Object.GetAnnotations() {
 		if !deploymentAnnotationsToSkip[k] {
 			annotations[k] = v
 		}

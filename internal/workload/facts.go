@@ -18,18 +18,18 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
+	"k8s.io/client-go/metadata/metadatalister"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
-// DeploymentFacts derives the facts of d from its ReplicaSets (those it
-// owns; others are ignored).
-func DeploymentFacts(d *appsv1.Deployment, rss []*appsv1.ReplicaSet) *policy.Workload {
+// DeploymentFacts derives the facts of d from its ReplicaSets, whole or
+// their metadata (those it owns; others are ignored).
+func DeploymentFacts[RS metav1.Object](d *appsv1.Deployment, rss []RS) *policy.Workload {
 	return deployment{d}.Facts(replicaSetRevisions(d, rss))
 }
 
@@ -128,7 +128,7 @@ func GitOpsManager(meta *metav1.ObjectMeta) string {
 
 // Live reads facts straight from the API server.
 type Live struct {
-	Client kubernetes.Interface
+	Client kubeclient.Interface
 }
 
 // Facts returns the facts of ref, or nil with no error when it does not
@@ -166,8 +166,9 @@ func pointers[T any](items []T) []*T {
 
 // Cached reads facts from informer listers: fast, and as fresh as the watch.
 type Cached struct {
-	Deployments         appslisters.DeploymentLister
-	ReplicaSets         appslisters.ReplicaSetLister
+	Deployments appslisters.DeploymentLister
+	// ReplicaSets lists the ReplicaSets' metadata.
+	ReplicaSets         metadatalister.Lister
 	StatefulSets        appslisters.StatefulSetLister
 	DaemonSets          appslisters.DaemonSetLister
 	ControllerRevisions appslisters.ControllerRevisionLister
@@ -184,19 +185,17 @@ type Cached struct {
 	replicaSetsByController, revisionsByController cache.Indexer
 }
 
-// NewCached returns a Cached over the informers of factory, and indexes its
-// ReplicaSets and ControllerRevisions by controller. Start the factory
-// afterwards.
-func NewCached(factory informers.SharedInformerFactory) Cached {
-	apps := factory.Apps().V1()
+// NewCached returns a Cached over inf, and indexes its ReplicaSets and
+// ControllerRevisions by controller. Run the informers afterwards.
+func NewCached(inf *Informers) Cached {
 	return Cached{
-		Deployments:             apps.Deployments().Lister(),
-		ReplicaSets:             apps.ReplicaSets().Lister(),
-		StatefulSets:            apps.StatefulSets().Lister(),
-		DaemonSets:              apps.DaemonSets().Lister(),
-		ControllerRevisions:     apps.ControllerRevisions().Lister(),
-		replicaSetsByController: indexByController(apps.ReplicaSets().Informer()),
-		revisionsByController:   indexByController(apps.ControllerRevisions().Informer()),
+		Deployments:             appslisters.NewDeploymentLister(inf.Deployments.GetIndexer()),
+		ReplicaSets:             replicaSetLister(inf.ReplicaSets),
+		StatefulSets:            appslisters.NewStatefulSetLister(inf.StatefulSets.GetIndexer()),
+		DaemonSets:              appslisters.NewDaemonSetLister(inf.DaemonSets.GetIndexer()),
+		ControllerRevisions:     appslisters.NewControllerRevisionLister(inf.ControllerRevisions.GetIndexer()),
+		replicaSetsByController: indexByController(inf.ReplicaSets),
+		revisionsByController:   indexByController(inf.ControllerRevisions),
 	}
 }
 
@@ -210,7 +209,7 @@ func indexByController(inf cache.SharedIndexInformer) cache.Indexer {
 	if _, ok := inf.GetIndexer().GetIndexers()[controllerIndex]; err != nil && !ok {
 		return nil
 	}
-	// Either added now or by an earlier NewCached over the same factory.
+	// Either added now or by an earlier NewCached over the same informers.
 	return inf.GetIndexer()
 }
 
@@ -300,19 +299,19 @@ func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, erro
 	return obj.Facts(history), nil
 }
 
-// replicaSets returns the ReplicaSets of d's namespace that d's selector
-// selects; with the index, only those d controls, which are the only ones
-// DeploymentFacts keeps.
-func (c Cached) replicaSets(ref policy.Ref, d *appsv1.Deployment) ([]*appsv1.ReplicaSet, error) {
+// replicaSets returns the metadata of the ReplicaSets of d's namespace that
+// d's selector selects; with the index, only those d controls, which are
+// the only ones DeploymentFacts keeps.
+func (c Cached) replicaSets(ref policy.Ref, d *appsv1.Deployment) ([]*metav1.PartialObjectMetadata, error) {
 	sel, err := newLabelSelector(d.Spec.Selector)
 	if err != nil {
 		return nil, fmt.Errorf("read selector of %s: %w", ref, err)
 	}
-	var rss []*appsv1.ReplicaSet
+	var rss []*metav1.PartialObjectMetadata
 	if c.replicaSetsByController != nil {
-		rss, err = byController[*appsv1.ReplicaSet](c.replicaSetsByController, d.UID)
+		rss, err = byController[*metav1.PartialObjectMetadata](c.replicaSetsByController, d.UID)
 	} else {
-		rss, err = c.ReplicaSets.ReplicaSets(ref.Namespace).List(labels.Everything())
+		rss, err = c.ReplicaSets.Namespace(ref.Namespace).List(labels.Everything())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("list ReplicaSets of %s: %w", ref, err)

@@ -11,9 +11,9 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -26,7 +26,7 @@ func (controllerRevisionHistory) HistoryKind() string        { return "Controlle
 func (controllerRevisionHistory) RevisionLabel() string      { return kinds.LabelControllerRevisionHash }
 func (controllerRevisionHistory) RevisionNeedsHistory() bool { return true }
 
-func (h controllerRevisionHistory) History(ctx context.Context, c kubernetes.Interface, obj Object) ([]Revision, error) {
+func (h controllerRevisionHistory) History(ctx context.Context, c kubeclient.Interface, obj Object) ([]Revision, error) {
 	sel, err := metav1.LabelSelectorAsSelector(obj.Selector())
 	if err != nil {
 		return nil, fmt.Errorf("read selector: %w", err)
@@ -36,6 +36,22 @@ func (h controllerRevisionHistory) History(ctx context.Context, c kubernetes.Int
 		return nil, fmt.Errorf("list ControllerRevisions: %w", err)
 	}
 	return h.revisions(obj.Meta(), pointers(list.Items)), nil
+}
+
+func (h controllerRevisionHistory) WithTemplate(ctx context.Context, c kubeclient.Interface, obj Object, rev Revision) (Revision, error) {
+	if cr, ok := rev.Object.(*appsv1.ControllerRevision); ok && len(cr.Data.Raw) > 0 {
+		return rev, nil
+	}
+	owner := obj.Meta()
+	cr, err := c.AppsV1().ControllerRevisions(owner.Namespace).Get(ctx, rev.Name, metav1.GetOptions{})
+	if err != nil {
+		return rev, fmt.Errorf("read ControllerRevision %s of revision %d: %w", rev.Name, rev.Number, err)
+	}
+	if !metav1.IsControlledBy(cr, owner) || cr.Revision != rev.Number {
+		return rev, fmt.Errorf("%w: ControllerRevision %s is no longer revision %d of %s", ErrRevisionMoved, rev.Name, rev.Number, owner.Name)
+	}
+	rev.Object, rev.Created = cr, cr.CreationTimestamp.Time
+	return rev, nil
 }
 
 func (h controllerRevisionHistory) CachedHistory(c Cached, obj Object) ([]Revision, error) {
@@ -68,7 +84,10 @@ func (h controllerRevisionHistory) revisions(owner metav1.Object, crs []*appsv1.
 // stores it as a strategic merge patch that replaces the whole template;
 // it is written as it is, without the patch directive.
 func historyUndo(rev Revision, current *corev1.PodTemplateSpec) (any, bool, error) {
-	cr := rev.Object.(*appsv1.ControllerRevision)
+	cr, ok := rev.Object.(*appsv1.ControllerRevision)
+	if !ok || len(cr.Data.Raw) == 0 {
+		return nil, false, fmt.Errorf("ControllerRevision %s: %w", rev.Name, errMetadataOnly)
+	}
 	var typed struct {
 		Spec struct {
 			Template corev1.PodTemplateSpec `json:"template"`

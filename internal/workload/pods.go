@@ -39,10 +39,10 @@ func (s PodSet) Has(p *corev1.Pod) bool {
 	return ref != nil && ref.UID == s.Owner && s.Selector.Matches(labels.Set(p.Labels))
 }
 
-// ReplicaSetPods returns the pods of rs, a ReplicaSet of d: they carry its
-// pod-template-hash and rs is their controller.
-func ReplicaSetPods(d *appsv1.Deployment, rs *appsv1.ReplicaSet) (PodSet, error) {
-	return podSet(d.Spec.Selector, rs.UID, kinds.LabelPodTemplateHash, rs.Labels[kinds.LabelPodTemplateHash])
+// ReplicaSetPods returns the pods of rs, a ReplicaSet of d (whole or its
+// metadata): they carry its pod-template-hash and rs is their controller.
+func ReplicaSetPods(d *appsv1.Deployment, rs metav1.Object) (PodSet, error) {
+	return podSet(d.Spec.Selector, rs.GetUID(), kinds.LabelPodTemplateHash, rs.GetLabels()[kinds.LabelPodTemplateHash])
 }
 
 // StatefulSetPods returns the pods of s at the ControllerRevision named

@@ -11,9 +11,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -27,7 +27,7 @@ func (statefulSetAdapter) Kind() kinds.Kind               { return kinds.KindSta
 func (statefulSetAdapter) Resource() schema.GroupResource { return statefulSetsResource }
 func (statefulSetAdapter) ScaleRefusal() string           { return "" }
 
-func (statefulSetAdapter) Get(ctx context.Context, c kubernetes.Interface, namespace, name string) (Object, error) {
+func (statefulSetAdapter) Get(ctx context.Context, c kubeclient.Interface, namespace, name string) (Object, error) {
 	s, err := c.AppsV1().StatefulSets(namespace).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return nil, err
@@ -35,7 +35,7 @@ func (statefulSetAdapter) Get(ctx context.Context, c kubernetes.Interface, names
 	return statefulSet{s}, nil
 }
 
-func (statefulSetAdapter) Patch(ctx context.Context, c kubernetes.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
+func (statefulSetAdapter) Patch(ctx context.Context, c kubeclient.Interface, namespace, name string, pt types.PatchType, body []byte, opts metav1.PatchOptions) (Object, error) {
 	w, err := c.AppsV1().StatefulSets(namespace).Patch(ctx, name, pt, body, opts)
 	if err != nil {
 		return nil, err

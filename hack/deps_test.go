@@ -1,0 +1,43 @@
+package hack_test
+
+import (
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestDaemonDependencies: the daemon's own packages use only the API groups
+// and kinds it needs. The all-groups clientset and informer factory, and
+// kubectl's cli-runtime client options (which bring kustomize), each cost
+// megabytes of binary: text/template's reflective method calls make the
+// linker keep every exported method of every type they reach. (The Helm
+// SDK still imports some of them itself; only what it reaches is linked.)
+func TestDaemonDependencies(t *testing.T) {
+	const module = "github.com/autorollbackd/autorollbackd/"
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "../cmd/autorollbackd").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, out)
+	}
+	banned := []string{
+		"k8s.io/cli-runtime/pkg/genericclioptions",
+		"k8s.io/client-go/informers",
+		"k8s.io/client-go/kubernetes",
+	}
+	ours := 0
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], module) {
+			continue
+		}
+		ours++
+		for _, imp := range f[1:] {
+			if slices.Contains(banned, imp) {
+				t.Errorf("%s imports %s", f[0], imp)
+			}
+		}
+	}
+	if ours < 10 {
+		t.Fatalf("go list -deps lists %d packages of this module; the listing is not the daemon's:\n%s", ours, out)
+	}
+}

@@ -1,0 +1,143 @@
+package workload
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatalister"
+	"k8s.io/client-go/tools/cache"
+)
+
+// ReplicaSetsResource is the ReplicaSets' API resource, which the informers
+// watch as metadata.
+var ReplicaSetsResource = appsv1.SchemeGroupVersion.WithResource("replicasets")
+
+// Informers are the informers the daemon reads workloads and their
+// revisions from, over one namespace or the whole cluster. Deployments,
+// StatefulSets and DaemonSets are cached whole: a rollback reads their
+// templates. ReplicaSets are cached as metadata only: their revision
+// numbers, owners, hashes and ages are all a decision needs, and the one
+// ReplicaSet whose template a rollback writes is read by name when acting.
+// ControllerRevisions keep their revision number, which no metadata
+// carries, and drop their data (see Transform).
+type Informers struct {
+	Deployments, StatefulSets, DaemonSets, ReplicaSets, ControllerRevisions cache.SharedIndexInformer
+
+	mu       sync.Mutex
+	shutDown bool
+	running  sync.WaitGroup
+}
+
+// NewInformers returns the informers of namespace ("" for every
+// namespace), each trimmed by Transform. Start them with Run.
+func NewInformers(c AppsClient, meta metadata.Interface, namespace string) (*Informers, error) {
+	apps := c.AppsV1()
+	i := &Informers{
+		Deployments: newInformer(c, &appsv1.Deployment{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return apps.Deployments(namespace).List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return apps.Deployments(namespace).Watch(ctx, o)
+			}),
+		StatefulSets: newInformer(c, &appsv1.StatefulSet{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return apps.StatefulSets(namespace).List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return apps.StatefulSets(namespace).Watch(ctx, o)
+			}),
+		DaemonSets: newInformer(c, &appsv1.DaemonSet{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return apps.DaemonSets(namespace).List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return apps.DaemonSets(namespace).Watch(ctx, o)
+			}),
+		ControllerRevisions: newInformer(c, &appsv1.ControllerRevision{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return apps.ControllerRevisions(namespace).List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return apps.ControllerRevisions(namespace).Watch(ctx, o)
+			}),
+		ReplicaSets: newInformer(meta, &metav1.PartialObjectMetadata{},
+			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return meta.Resource(ReplicaSetsResource).Namespace(namespace).List(ctx, o)
+			},
+			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return meta.Resource(ReplicaSetsResource).Namespace(namespace).Watch(ctx, o)
+			}),
+	}
+	for _, inf := range i.all() {
+		if err := inf.SetTransform(Transform); err != nil {
+			return nil, fmt.Errorf("trim the cached workloads: %w", err)
+		}
+	}
+	return i, nil
+}
+
+// AppsClient is a client of the apps API group.
+type AppsClient interface {
+	AppsV1() appsv1client.AppsV1Interface
+}
+
+// newInformer is an informer of obj's kind, listing and watching through
+// client (which may say it cannot stream a list, as fake clients do).
+func newInformer(client any, obj runtime.Object, list func(context.Context, metav1.ListOptions) (runtime.Object, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{ListWithContextFunc: list, WatchFuncWithContext: watchFn}, client)
+	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+}
+
+func (i *Informers) all() []cache.SharedIndexInformer {
+	return []cache.SharedIndexInformer{i.Deployments, i.StatefulSets, i.DaemonSets, i.ReplicaSets, i.ControllerRevisions}
+}
+
+// Run starts the informers, to run until ctx ends; after Shutdown it starts
+// nothing.
+func (i *Informers) Run(ctx context.Context) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.shutDown {
+		return
+	}
+	for _, inf := range i.all() {
+		i.running.Go(func() { inf.RunWithContext(ctx) })
+	}
+}
+
+// Shutdown waits until the informers Run started have stopped, once the
+// context given to Run has ended.
+func (i *Informers) Shutdown() {
+	i.mu.Lock()
+	i.shutDown = true
+	i.mu.Unlock()
+	i.running.Wait()
+}
+
+// WaitForCacheSync waits until every informer has synced, or ctx ends; it
+// returns the kinds of those that have not synced.
+func (i *Informers) WaitForCacheSync(ctx context.Context) []string {
+	var unsynced []string
+	for n, inf := range i.all() {
+		if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+			unsynced = append(unsynced, informerKinds[n])
+		}
+	}
+	return unsynced
+}
+
+// informerKinds name the informers of all, in its order.
+var informerKinds = []string{"Deployments", "StatefulSets", "DaemonSets", "ReplicaSets", "ControllerRevisions"}
+
+// replicaSetLister lists the ReplicaSets' metadata of inf.
+func replicaSetLister(inf cache.SharedIndexInformer) metadatalister.Lister {
+	return metadatalister.New(inf.GetIndexer(), ReplicaSetsResource)
+}
