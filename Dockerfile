@@ -21,7 +21,10 @@ ARG TARGETARCH
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG BRANCH=unknown
-RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath \
+# TAGS=helm builds the -helm image, with the Helm SDK for
+# policy.helm.mode rollback-release (docs/actions.md#helm).
+ARG TAGS=
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH go build -trimpath -tags "${TAGS}" \
       -ldflags "-s -w \
         -X github.com/prometheus/common/version.Version=${VERSION} \
         -X github.com/prometheus/common/version.Revision=${REVISION} \

@@ -14,9 +14,12 @@ LDFLAGS := -X $(VERSION_PKG).Version=$(VERSION) -X $(VERSION_PKG).Revision=$(REV
 
 all: build
 
-## build: compile bin/autorollbackd
+# TAGS=helm builds the daemon with the Helm SDK (policy.helm.mode rollback-release).
+TAGS ?=
+
+## build: compile bin/autorollbackd (TAGS=helm: with the Helm SDK)
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/autorollbackd ./cmd/autorollbackd
+	$(GO) build -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/autorollbackd ./cmd/autorollbackd
 
 ## testenv: build the pinned local control plane, Prometheus, Alertmanager, Helm and the Argo Rollouts controller into the cache, with the CRDs of Argo Rollouts, Argo CD and Flux
 testenv:
@@ -26,11 +29,13 @@ testenv:
 lint:
 	@bad=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$bad" ]; then echo "gofmt needed:"; echo "$$bad"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags helm ./...
 	GO=$(GO) hack/lint-repo.sh
 
-## test: everything: lint, unit and integration tests against the local control plane with -race, then brief fuzzing
+## test: everything: lint, unit and integration tests against the local control plane with -race (with the Helm SDK, and the packages that differ without it), then brief fuzzing
 test: testenv lint
-	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m $$($(GO) list ./... | grep -v /internal/reliability)
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 45m -tags helm $$($(GO) list ./... | grep -v /internal/reliability)
+	TESTENV_BIN=$$(hack/testenv.sh --print) $(GO) test -race -count=1 -timeout 10m ./internal/helm/ ./internal/policy/ ./internal/chart/
 	$(MAKE) reliability
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 

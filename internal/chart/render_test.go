@@ -22,6 +22,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	helmsdk "github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -1405,6 +1406,13 @@ func TestRenderRBACHelmRollback(t *testing.T) {
 					}
 				}
 			}
+			image, want := deployment(t, objs).Spec.Template.Spec.Containers[0].Image, "ghcr.io/autorollbackd/autorollbackd:0.1.0"
+			if tc.roles != nil {
+				want += "-helm"
+			}
+			if image != want {
+				t.Errorf("image: got %q, want %q", image, want)
+			}
 			cfg := renderedConfig(t, objs)
 			if tc.roles == nil {
 				if len(got) != 0 || len(bindings) != 0 || strings.Contains(cfg, "rollback-release") {
@@ -1428,6 +1436,13 @@ func TestRenderRBACHelmRollback(t *testing.T) {
 				t.Fatal(err)
 			}
 			loaded, err := config.Load(config.Source{File: path})
+			if !helmsdk.SDK {
+				// The chart asks for the -helm image, whose build has the SDK.
+				if err == nil || !strings.Contains(err.Error(), "policy.helm.mode: rollback-release needs the Helm SDK") {
+					t.Fatalf("a build without the Helm SDK loads the rendered config.yaml; err = %v", err)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatalf("the daemon refuses the rendered config.yaml: %v\n%s", err, cfg)
 			}

@@ -1,3 +1,5 @@
+//go:build helm
+
 package helm
 
 import (
@@ -24,6 +26,10 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 )
+
+// SDK reports that this build rolls releases back with the Helm SDK (the
+// helm build tag).
+const SDK = true
 
 // Client reads and rolls back releases with the Helm SDK.
 type Client struct {

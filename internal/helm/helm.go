@@ -44,6 +44,8 @@ var (
 	// ErrNotDeployed: the release's newest revision is not deployed (an
 	// operation is pending, or it failed).
 	ErrNotDeployed = errors.New("release's newest revision is not deployed")
+	// ErrNoSDK is the answer of a build without the Helm SDK.
+	ErrNoSDK = errors.New("this build of autorollbackd has no Helm SDK: build it with -tags helm (the -helm image)")
 )
 
 // Object is one object of a revision's manifest, named as the API server

@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 	"k8s.io/utils/lru"
+
+	"github.com/autorollbackd/autorollbackd/internal/helm"
 )
 
 // KeyError is a problem with one key of the policy section. Key is relative
@@ -176,7 +178,11 @@ func Compile(cfg Config, opts ...Option) (*Policy, error) {
 	}
 
 	switch cfg.Helm.Mode {
-	case "", HelmUndoWorkload, HelmRollbackRelease:
+	case "", HelmUndoWorkload:
+	case HelmRollbackRelease:
+		if !helm.SDK {
+			c.bad("helm.mode", "%s needs the Helm SDK, which this build of autorollbackd lacks: use the -helm image (built with -tags helm)", HelmRollbackRelease)
+		}
 	default:
 		c.bad("helm.mode", "must be %s or %s, got %q", HelmUndoWorkload, HelmRollbackRelease, cfg.Helm.Mode)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 )
 
@@ -158,7 +159,6 @@ func TestCompileAccepts(t *testing.T) {
 		{"gitops pause-and-undo with a tracking label", func(c *policy.Config) {
 			c.GitOps = policy.GitOps{Mode: policy.GitOpsPauseAndUndo, ArgoCD: policy.ArgoCD{TrackingLabel: "app.kubernetes.io/instance", Namespace: "gitops"}}
 		}},
-		{"helm rollback-release", func(c *policy.Config) { c.Helm.Mode = policy.HelmRollbackRelease }},
 		{"fix_forward default", func(c *policy.Config) { c.DefaultOutcome = policy.OutcomeFixForward }},
 		{"allow list", func(c *policy.Config) { c.Namespaces.Allow = []string{"production"} }},
 		{"origin label", func(c *policy.Config) { c.Origin.Label = "namespace" }},
@@ -399,5 +399,23 @@ func TestExamplePolicyCommentedRules(t *testing.T) {
 	}})
 	if want := (policy.Ref{Kind: policy.KindDeployment, Namespace: "production", Name: "checkout"}); err != nil || ref != want {
 		t.Errorf("Resolve = %v, %v; want %v", ref, err, want)
+	}
+}
+
+// TestHelmRollbackReleaseNeedsTheSDK: policy.helm.mode rollback-release
+// compiles in the helm build, and is a configuration error naming the key
+// in a build without the Helm SDK.
+func TestHelmRollbackReleaseNeedsTheSDK(t *testing.T) {
+	cfg := policy.DefaultConfig()
+	cfg.Helm.Mode = policy.HelmRollbackRelease
+	_, err := policy.Compile(cfg)
+	if helm.SDK {
+		if err != nil {
+			t.Fatalf("the helm build refuses rollback-release: %v", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), "helm.mode: rollback-release needs the Helm SDK") {
+		t.Fatalf("a build without the Helm SDK compiled rollback-release; err = %v", err)
 	}
 }

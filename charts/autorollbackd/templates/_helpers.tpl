@@ -221,3 +221,13 @@ derived from the release's name or values would be no secret.
 {{- end }}
 {{- $token }}
 {{- end }}
+
+{{/*
+The daemon's image. Helm release rollbacks (helmRollback.enabled) need the
+build with the Helm SDK, published with the "-helm" suffix; an image.tag
+given is used as it is.
+*/}}
+{{- define "autorollbackd.image" -}}
+{{- $tag := .Values.image.tag | default (printf "%s%s" .Chart.AppVersion (ternary "-helm" "" .Values.helmRollback.enabled)) -}}
+{{- printf "%s:%s" .Values.image.repository $tag -}}
+{{- end }}
