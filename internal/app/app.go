@@ -90,23 +90,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	var currentPolicy atomic.Pointer[policy.Policy]
 	currentPolicy.Store(pol)
-	// Three clients, each with its own client-side rate limit: one decides
-	// and acts; one verifies, pages by Event and records Events, polling as
-	// it goes, and must never make a rollback wait; leader election renews
-	// the lease on its own, as kube-controller-manager's does, so that load
-	// cannot cost the lease.
-	cs, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	clients, err := newClients(rc, cfg.Kubernetes)
 	if err != nil {
-		return fmt.Errorf("create Kubernetes client: %w", err)
+		return err
 	}
-	checking, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
-	if err != nil {
-		return fmt.Errorf("create Kubernetes client: %w", err)
-	}
-	electing, err := kubernetes.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-leader-election"))
-	if err != nil {
-		return fmt.Errorf("create Kubernetes client: %w", err)
-	}
+	cs, checking, electing := clients.records, clients.verifying, clients.electing
 	pingCtx, cancelPing := context.WithTimeout(ctx, cfg.Kubernetes.StartupTimeout.Duration)
 	serverVersion, err := kube.Ping(pingCtx, cs, rc.Host)
 	cancelPing()
@@ -145,14 +133,14 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 	}
-	var acting, verifying kubernetes.Interface = cs, checking
+	var acting, verifying kubernetes.Interface = clients.acting, checking
 	rolloutFactories := map[string]dynamicinformer.DynamicSharedInformerFactory{}
 	if cfg.Kubernetes.ArgoRollouts {
 		dynChecking, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
 		if err != nil {
 			return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 		}
-		acting, verifying = workload.Clients{Interface: cs, Dynamic: dyn}, workload.Clients{Interface: checking, Dynamic: dynChecking}
+		acting, verifying = workload.Clients{Interface: clients.acting, Dynamic: dyn}, workload.Clients{Interface: checking, Dynamic: dynChecking}
 		for ns := range factories {
 			f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, ns, nil)
 			c := caches[ns]
@@ -202,7 +190,7 @@ func Run(ctx context.Context, opts Options) error {
 		Config: func() policy.GitOps { return currentPolicy.Load().Config().GitOps }}
 	eng, err := engine.New(engine.Options{
 		Cluster:          cfg.Cluster.Name,
-		Client:           acting,
+		Client:           cs,
 		Namespace:        recordNamespace,
 		Policy:           currentPolicy.Load,
 		Cache:            caches,
@@ -352,4 +340,46 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	})
 	return g.Run()
+}
+
+// clients are the daemon's Kubernetes clients, each with its own
+// client-side rate limiter, so that no kind of work makes another wait.
+type clients struct {
+	// acting sends the actions and the reads right before them, and
+	// nothing else: a burst of alerts must never queue behind record
+	// writes, Events or verification's polling.
+	acting kubernetes.Interface
+	// records writes alert records and incidents, and decides.
+	records kubernetes.Interface
+	// verifying verifies, pages by Event and records Events.
+	verifying kubernetes.Interface
+	// electing renews the lease on its own, as kube-controller-manager's
+	// does, so that load cannot cost the lease.
+	electing kubernetes.Interface
+}
+
+func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
+	var c clients
+	for _, x := range []struct {
+		into  *kubernetes.Interface
+		agent string
+		qps   float64
+		burst int
+	}{
+		{&c.acting, "autorollbackd-act", k.ActQPS, k.ActBurst},
+		{&c.records, "autorollbackd", k.QPS, k.Burst},
+		{&c.verifying, "autorollbackd-verify", k.QPS, k.Burst},
+		{&c.electing, "autorollbackd-leader-election", k.QPS, k.Burst},
+	} {
+		cfg := rest.AddUserAgent(rest.CopyConfig(rc), x.agent)
+		// A limiter set on rc would be shared by every copy of it.
+		cfg.RateLimiter = nil
+		cfg.QPS, cfg.Burst = float32(x.qps), x.burst
+		cs, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return clients{}, fmt.Errorf("create Kubernetes client %s: %w", x.agent, err)
+		}
+		*x.into = cs
+	}
+	return c, nil
 }
