@@ -31,6 +31,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
@@ -275,6 +276,10 @@ type Engine struct {
 	mail mailbox
 	// groups folds the pages of a storm of escalations into one.
 	groups *pageGroups
+	// resumed: this Run has counted the budget and the open incidents from
+	// the cluster. Until then no alert is acted on before it is recorded:
+	// the counts it would act on are not yet known.
+	resumed atomic.Bool
 }
 
 // queues hold the work of one Run. Run shuts them down when it ends (the
@@ -444,6 +449,13 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			e.m.truncated.Inc()
 			log.Info("alert's annotations cut to keep its record small", "dropped_bytes", rec.Truncated)
 		}
+		switch acted, err := e.actFirst(ctx, p, rec, facts, log); {
+		case err != nil:
+			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+		case acted:
+			r.Accepted++
+			continue
+		}
 		var cm *corev1.ConfigMap
 		if kept := e.records.Load(); kept >= int64(e.opts.MaxRecords) {
 			// Full: only an alert already recorded is taken.
@@ -561,6 +573,7 @@ func rejected(err error) bool {
 func (e *Engine) Run(ctx context.Context, workers int) error {
 	q := e.q.Load()
 	defer func() {
+		e.resumed.Store(false)
 		q.shutDown()
 		e.q.Store(newQueues(e.opts.Clock))
 	}()
@@ -578,6 +591,7 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	if err != nil {
 		return nil // ctx ended
 	}
+	e.resumed.Store(true)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
@@ -893,6 +907,11 @@ func newEpisode(inc *incident.Incident, w *policy.Workload) bool {
 		if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied && a.Kind != actuator.KindScaleBounce {
 			ours++
 		}
+	}
+	if w.Revision == ours+1 && kinds.RolledBackFor(w.Annotations) == inc.Rollout &&
+		w.Annotations[kinds.AnnotationRolledBackFrom] == fmt.Sprint(ours) {
+		// The incident's own rollback, taken and not yet recorded in it.
+		return false
 	}
 	return w.Revision > ours
 }

@@ -406,6 +406,22 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 		return time.Time{}, err
 	}
 	joins := e.mail.take(id)
+	fast := false
+	if actedFirst(joins) {
+		if len(inc.Actions) > 0 {
+			// Saved by an earlier pass whose later step failed.
+			joins = slices.DeleteFunc(joins, func(ev incident.Event) bool { return ev.Kind == incident.EventActed })
+		} else {
+			// The action starts the incident: what a start would do
+			// next, it does.
+			fast = true
+			if inc.Evidence == nil {
+				// The runbook's snapshot of the failed revision's pods,
+				// taken while they terminate: the rollback did not wait.
+				joins = append([]incident.Event{e.keepEvidence(ctx, inc.Incident)}, joins...)
+			}
+		}
+	}
 	w := &worker{e: e, inc: inc, rules: e.rules()}
 	if err := w.run(ctx, joins); err != nil {
 		// The joins and resolutions may not all be saved: they come back
@@ -424,7 +440,10 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 			evs = append(evs, *ev)
 		}
 	}
-	if err := w.run(ctx, append(evs, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})); err != nil {
+	if !fast {
+		evs = append(evs, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})
+	}
+	if err := w.run(ctx, evs); err != nil {
 		return time.Time{}, err
 	}
 	wake := w.rules.Wake(w.inc.Incident)
@@ -441,6 +460,12 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 		}
 	}
 	return wake, nil
+}
+
+// actedFirst reports whether joins carry the action of a rollback taken
+// before its incident was written (actFirst).
+func actedFirst(joins []incident.Event) bool {
+	return slices.ContainsFunc(joins, func(ev incident.Event) bool { return ev.Kind == incident.EventActed })
 }
 
 // run applies events and carries out their effects, feeding each effect's

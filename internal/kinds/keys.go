@@ -40,6 +40,8 @@ const (
 	// AnnotationFingerprint is the fingerprint of the alert behind the last rollback.
 	AnnotationFingerprint = "autorollback.io/alert-fingerprint"
 	// AnnotationRolledBackFor is the rollout (incident) ID the last rollback was done for; see RolledBackFor.
+	// AnnotationActed, on a rollback made before any record of it, holds in JSON what rebuilds its alert record and incident: alert, incident, revisions, rung.
+	AnnotationActed = "autorollback.io/acted"
 	AnnotationRolledBackFor = "autorollback.io/rolled-back-for"
 	// AnnotationRestartedFor is the daemon's last restart of the workload, "<incident>:flag" or "<incident>:revert".
 	AnnotationRestartedFor = "autorollback.io/restarted-for"
