@@ -49,6 +49,8 @@ type acted struct {
 	Decision     policy.Decision   `json:"decision"`
 	DecidedAt    time.Time         `json:"decidedAt"`
 	Plan         incident.Plan     `json:"plan"`
+	// Started is when the incident's clock started.
+	Started time.Time `json:"started"`
 }
 
 func actedOf(rec *Record, inc *incident.Incident) acted {
@@ -57,6 +59,7 @@ func actedOf(rec *Record, inc *incident.Incident) acted {
 		Fingerprint: rec.Alert.Fingerprint, Labels: rec.Alert.Labels, StartsAt: rec.Alert.StartsAt,
 		GeneratorURL: clip(rec.Alert.GeneratorURL, maxFieldBytes), ReceivedAt: rec.ReceivedAt, Origin: rec.Origin,
 		Receiver: rec.Receiver, ExternalURL: rec.ExternalURL, Decision: *rec.Decision, DecidedAt: rec.DecidedAt, Plan: *rec.Plan,
+		Started: inc.StartedAt,
 	}
 }
 
@@ -213,3 +216,77 @@ func (e *Engine) plainRollback(p *policy.Policy, w *policy.Workload) bool {
 	c := p.Config()
 	return !c.Freeze && !c.DryRun
 }
+
+// rebuild writes again, from the kinds.AnnotationActed of the workload w
+// (as the cache or the API server shows it), the incident and the alert
+// record of a rollback taken before any record of it, when a crash lost
+// them: the incident opens acting on its first rung, whose action its
+// worker then finds done on the workload and records as applied, once.
+// It reports whether it opened the incident; nothing is done when the
+// annotation describes no rollback of the last Options.Retention, or its
+// incident is known.
+func (e *Engine) rebuild(ctx context.Context, target policy.Ref, w *policy.Workload) (bool, error) {
+	if w == nil || w.Annotations[kinds.AnnotationActed] == "" {
+		return false, nil
+	}
+	var a acted
+	if err := json.Unmarshal([]byte(w.Annotations[kinds.AnnotationActed]), &a); err != nil {
+		// Not ours to trust: the record annotations still make the
+		// rollback idempotent.
+		e.logger.Debug("unreadable record of a rollback on the workload", "namespace", target.Namespace, "workload", target.Name, "err", err)
+		return false, nil
+	}
+	rollout := RolloutID(target, a.From)
+	if _, ok := parseActed(w.Annotations, rollout); !ok || e.open.get(target) == a.Incident {
+		return false, nil
+	}
+	at, err := time.Parse(time.RFC3339, w.Annotations[kinds.AnnotationRolledBackAt])
+	now := e.opts.Clock.Now()
+	if err != nil || now.Sub(at) > e.opts.Retention {
+		return false, nil
+	}
+	if v, ok := e.seen.Get(actedSeenKey(a.Incident)); ok && v == seenDone {
+		return false, nil
+	}
+	rec := a.record(target)
+	inc := e.newIncident(rec, &policy.Workload{Revision: a.From}, a.DecidedAt)
+	inc.StartedAt = a.Started
+	if inc.ID != a.Incident || inc.Rollout != rollout || len(inc.Targets) == 0 || inc.Targets[0] != a.To {
+		e.logger.Warn("the record of a rollback on the workload does not rebuild its incident; left alone",
+			"namespace", target.Namespace, "workload", target.Name, "incident", a.Incident)
+		return false, nil
+	}
+	inc.Log(now, "rebuilt from the workload's %s annotation: the daemon stopped after rolling back, before recording", kinds.AnnotationActed)
+	v, err := e.opts.Incidents.Create(ctx, inc)
+	switch {
+	case errors.Is(err, incident.ErrExists):
+		e.seen.Add(actedSeenKey(a.Incident), seenDone)
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("rebuild incident %s from its rollback: %w", a.Incident, err)
+	}
+	e.m.openIncidents.Inc()
+	e.open.set(target, inc.ID)
+	e.budget.add(target, at, inc.ID)
+	e.handoff.Store(incident.ObjectName(inc.ID), v)
+	q := e.q.Load()
+	q.known.Store(inc.ID, struct{}{})
+	q.incidents.Add(inc.ID)
+	e.logger.Info("incident rebuilt from the record of its rollback on the workload", "incident", inc.ID,
+		"namespace", target.Namespace, "workload", target.Name, "key", a.Alert)
+	switch _, err := e.store.create(ctx, rec); {
+	case errors.Is(err, errExists):
+	case err != nil:
+		return true, fmt.Errorf("rebuild the record of alert %s from its rollback: %w", a.Alert, err)
+	default:
+		e.records.Add(1)
+		e.m.records.Inc()
+	}
+	e.seen.Add(rec.Key, seenDone)
+	e.seen.Add(actedSeenKey(a.Incident), seenDone)
+	return true, nil
+}
+
+// actedSeenKey is the key of seen that remembers an incident found, or
+// rebuilt, from the record of its rollback on the workload.
+func actedSeenKey(id string) string { return "acted/" + id }

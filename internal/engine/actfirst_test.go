@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -212,4 +213,66 @@ func (r *running) waitResumed(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "engine resumed", func(context.Context) (bool, string) {
 		return r.resumed.Load(), "resuming"
 	})
+}
+
+// A daemon that stopped right after its rollback, before writing anything
+// else, left only the rollback's record on the workload. The next one
+// rebuilds the incident and the alert record from it when Alertmanager
+// sends the alert again, and records the rollback as the one applied
+// action, without writing the workload again.
+func TestRollbackBeforeAnyRecordIsRebuilt(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	ctx := context.Background()
+	n := firing(f.ns, "rebuilt", time.Now(), map[string]string{"impact": "service_down"})
+	// The stopped daemon's last act, as actFirst takes it.
+	stopped := f.startEngine(t, policy.DefaultConfig(), 0)
+	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
+	a := n.Alerts[0]
+	rec := &Record{Key: AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt}), Target: target, ReceivedAt: time.Now(),
+		Alert:    policy.Alert{Fingerprint: a.Fingerprint, Status: "firing", Labels: a.Labels, StartsAt: a.StartsAt},
+		Decision: &policy.Decision{Outcome: policy.OutcomeRollback, Reason: "rule_matched"}, DecidedAt: time.Now()}
+	facts, err := stopped.opts.Cache.Facts(ctx, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Plan = stopped.planFor(rec, facts)
+	inc := stopped.newIncident(rec, facts, time.Now())
+	note, err := json.Marshal(actedOf(rec, inc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := actuator.Request{Target: target, Incident: inc.Rollout, Why: "the stopped attempt", Acted: string(note)}
+	if res, err := stopped.opts.Actor.Rollback(ctx, req, 2, 1); err != nil || res.Outcome != actuator.OutcomeApplied {
+		t.Fatalf("the stopped attempt's rollback = %+v, %v", res, err)
+	}
+	f.waitRevision(t, "3")
+	_, generation := f.image(t)
+
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	e.waitResumed(t)
+	r, err := e.Accept(ctx, n)
+	if err != nil || r.Accepted+r.Duplicates != 1 {
+		t.Fatalf("re-sent: Accept = %+v, %v; want the alert taken", r, err)
+	}
+	got := e.waitResolved(t, inc.ID)
+	if len(got.Actions) != 1 || got.Actions[0].Result == nil || got.Actions[0].Result.Outcome != actuator.OutcomeApplied || !got.Actions[0].Result.Resumed {
+		t.Fatalf("actions = %+v; want the one rollback, applied before the crash\n%s", got.Actions, got.Render())
+	}
+	if _, g := f.image(t); g != generation {
+		t.Fatalf("the workload was written again: generation %d -> %d", generation, g)
+	}
+	saved, err := e.Record(ctx, rec.Key)
+	if err != nil || saved.Incident != inc.ID {
+		t.Fatalf("record = %+v, %v; want it rebuilt, handed to %s", saved, err, inc.ID)
+	}
+	if u := e.budget.usage(target, time.Now()); u.Workload != 1 {
+		t.Errorf("budget usage = %+v, want the rollback counted once", u)
+	}
+	list, err := e.opts.Incidents.List(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 {
+		t.Errorf("%d incidents; want the one rebuilt", len(list))
+	}
 }

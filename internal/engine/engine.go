@@ -440,6 +440,17 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			log.Log(ctx, level, "alert refused", "decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name)
 			continue
 		}
+		if facts != nil && facts.Annotations[kinds.AnnotationActed] != "" && e.resumed.Load() {
+			// A rollback taken before any record of it: its incident may
+			// have been lost to a crash, and this alert belongs to it.
+			lock := target.String()
+			e.targets.LockKey(lock)
+			_, err := e.rebuild(ctx, target, facts)
+			_ = e.targets.UnlockKey(lock)
+			if err != nil {
+				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+			}
+		}
 		rec := &Record{
 			Key: key, Alert: a, Target: target, Origin: origin, ReceivedAt: now,
 			Receiver: n.Receiver, GroupKey: n.GroupKey, ExternalURL: n.ExternalURL,
@@ -829,6 +840,9 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 		// misleads cannot act wrongly: the rollback reads the workload
 		// again and acts only on the revision decided on.
 		if facts, err = e.opts.Cache.Facts(ctx, rec.Target); err != nil {
+			return err
+		}
+		if _, err = e.rebuild(ctx, rec.Target, facts); err != nil {
 			return err
 		}
 		if open, err = e.openFor(ctx, rec.Target); err != nil {
