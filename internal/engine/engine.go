@@ -603,6 +603,7 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 		return nil // ctx ended
 	}
 	e.resumed.Store(true)
+	e.logger.Info("resumed alert records and incidents")
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {

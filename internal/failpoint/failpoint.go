@@ -11,5 +11,6 @@ const (
 	AfterRollbackPatch = "after-rollback-patch"
 )
 
-// Env names the point at which a failpoint build kills itself.
-const Env = "AUTOROLLBACKD_FAILPOINT"
+// Env names the point at which a failpoint build kills itself. It is not
+// AUTOROLLBACKD_*, which names configuration keys.
+const Env = "FAILPOINT_AUTOROLLBACKD"
