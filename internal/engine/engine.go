@@ -1,6 +1,7 @@
 // Package engine carries accepted alerts through the daemon: it records each
 // firing alert in the cluster before the webhook answers, so nothing accepted
-// is lost, refuses duplicates, decides every recorded alert by the policy,
+// is lost (for a plain rollback, the rollback itself comes first and carries
+// the record on the workload: see actfirst.go), refuses duplicates, decides every recorded alert by the policy,
 // and hands the decision to the workload's incident, which it then works
 // through its rungs (act, verify, go back further) while the people ladder
 // runs on the runbook's clock.
@@ -339,7 +340,8 @@ func New(opts Options) (*Engine, error) {
 
 // Accept records the firing alerts of n and queues them for a decision. It
 // returns only after every actionable alert is recorded in the cluster, so a
-// crash after the webhook's 2xx loses nothing. Resolved alerts, duplicates
+// crash after the webhook's 2xx loses nothing. An alert the policy answers
+// with a plain rollback is rolled back first, then recorded (actFirst). Resolved alerts, duplicates
 // and alerts naming workloads the daemon may not touch are counted and not
 // recorded; so are alerts that cannot be recorded faithfully (a fingerprint
 // Alertmanager would not send, labels too large to keep).
