@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -35,6 +37,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -211,6 +214,7 @@ func Run(ctx context.Context, opts Options) error {
 		AlertGrace:       ver.AlertResolveGrace(),
 		PageGroupWait:    cfg.Engine.PageGroupWait.Duration,
 		PageGroupEvery:   cfg.Engine.PageGroupInterval.Duration,
+		Acted:            actedWorkloads(caches),
 		Logger:           logger,
 		Registry:         reg,
 
@@ -382,4 +386,43 @@ func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
 		*x.into = cs
 	}
 	return c, nil
+}
+
+// actedWorkloads lists, from the informer caches, the workloads that carry
+// kinds.AnnotationActed: rollbacks taken before any record of them.
+func actedWorkloads(caches workload.Caches) func() ([]engine.ActedWorkload, error) {
+	return func() ([]engine.ActedWorkload, error) {
+		var out []engine.ActedWorkload
+		add := func(kind policy.Kind, m metav1.Object) {
+			if _, ok := m.GetAnnotations()[kinds.AnnotationActed]; ok {
+				out = append(out, engine.ActedWorkload{Ref: policy.Ref{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()},
+					Annotations: m.GetAnnotations()})
+			}
+		}
+		// Each cache holds its namespace, or every namespace.
+		for _, c := range caches {
+			ds, err := c.Deployments.List(labels.Everything())
+			if err != nil {
+				return nil, fmt.Errorf("list cached Deployments: %w", err)
+			}
+			for _, d := range ds {
+				add(policy.KindDeployment, d)
+			}
+			ss, err := c.StatefulSets.List(labels.Everything())
+			if err != nil {
+				return nil, fmt.Errorf("list cached StatefulSets: %w", err)
+			}
+			for _, s := range ss {
+				add(policy.KindStatefulSet, s)
+			}
+			dss, err := c.DaemonSets.List(labels.Everything())
+			if err != nil {
+				return nil, fmt.Errorf("list cached DaemonSets: %w", err)
+			}
+			for _, d := range dss {
+				add(policy.KindDaemonSet, d)
+			}
+		}
+		return out, nil
+	}
 }

@@ -290,3 +290,33 @@ func (e *Engine) rebuild(ctx context.Context, target policy.Ref, w *policy.Workl
 // actedSeenKey is the key of seen that remembers an incident found, or
 // rebuilt, from the record of its rollback on the workload.
 func actedSeenKey(id string) string { return "acted/" + id }
+
+// ActedWorkload is a workload that carries kinds.AnnotationActed, as the
+// informer cache holds it.
+type ActedWorkload struct {
+	Ref         policy.Ref
+	Annotations map[string]string
+}
+
+// rebuildActed rebuilds the incidents and records of the rollbacks taken
+// before any record of them that Options.Acted lists, and a crash lost.
+func (e *Engine) rebuildActed(ctx context.Context) error {
+	if e.opts.Acted == nil {
+		return nil
+	}
+	acted, err := e.opts.Acted()
+	if err != nil {
+		return fmt.Errorf("list the workloads rolled back before their records: %w", err)
+	}
+	var errs []error
+	for _, w := range acted {
+		lock := w.Ref.String()
+		e.targets.LockKey(lock)
+		_, err := e.rebuild(ctx, w.Ref, &policy.Workload{Annotations: w.Annotations})
+		_ = e.targets.UnlockKey(lock)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
@@ -19,6 +20,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // writesAtRollback is an Actor that counts, when a rollback is asked for,
@@ -215,16 +217,13 @@ func (r *running) waitResumed(t *testing.T) {
 	})
 }
 
-// A daemon that stopped right after its rollback, before writing anything
-// else, left only the rollback's record on the workload. The next one
-// rebuilds the incident and the alert record from it when Alertmanager
-// sends the alert again, and records the rollback as the one applied
-// action, without writing the workload again.
-func TestRollbackBeforeAnyRecordIsRebuilt(t *testing.T) {
-	f := newFixture(t, optedIn, nil)
+// stoppedAfterRollback does what a daemon that stopped right after its
+// rollback, before writing anything else, did: the rollback of n's alert
+// as actFirst takes it. It returns the incident the rollback was for and
+// the workload's generation after it.
+func stoppedAfterRollback(t *testing.T, f *fixture, n *webhook.Notification) (*incident.Incident, *Record, int64) {
+	t.Helper()
 	ctx := context.Background()
-	n := firing(f.ns, "rebuilt", time.Now(), map[string]string{"impact": "service_down"})
-	// The stopped daemon's last act, as actFirst takes it.
 	stopped := f.startEngine(t, policy.DefaultConfig(), 0)
 	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
 	a := n.Alerts[0]
@@ -247,13 +246,16 @@ func TestRollbackBeforeAnyRecordIsRebuilt(t *testing.T) {
 	}
 	f.waitRevision(t, "3")
 	_, generation := f.image(t)
+	return inc, rec, generation
+}
 
-	e := f.startEngine(t, policy.DefaultConfig(), 1)
-	e.waitResumed(t)
-	r, err := e.Accept(ctx, n)
-	if err != nil || r.Accepted+r.Duplicates != 1 {
-		t.Fatalf("re-sent: Accept = %+v, %v; want the alert taken", r, err)
-	}
+// checkRebuilt checks what the next daemon made of the rollback of inc:
+// the incident resolved with the rollback as its one applied action, the
+// workload not written again, the alert's record handed to the incident,
+// the budget counting the rollback once.
+func checkRebuilt(t *testing.T, f *fixture, e *running, inc *incident.Incident, rec *Record, generation int64) {
+	t.Helper()
+	ctx := context.Background()
 	got := e.waitResolved(t, inc.ID)
 	if len(got.Actions) != 1 || got.Actions[0].Result == nil || got.Actions[0].Result.Outcome != actuator.OutcomeApplied || !got.Actions[0].Result.Resumed {
 		t.Fatalf("actions = %+v; want the one rollback, applied before the crash\n%s", got.Actions, got.Render())
@@ -265,7 +267,7 @@ func TestRollbackBeforeAnyRecordIsRebuilt(t *testing.T) {
 	if err != nil || saved.Incident != inc.ID {
 		t.Fatalf("record = %+v, %v; want it rebuilt, handed to %s", saved, err, inc.ID)
 	}
-	if u := e.budget.usage(target, time.Now()); u.Workload != 1 {
+	if u := e.budget.usage(rec.Target, time.Now()); u.Workload != 1 {
 		t.Errorf("budget usage = %+v, want the rollback counted once", u)
 	}
 	list, err := e.opts.Incidents.List(ctx, false)
@@ -275,4 +277,49 @@ func TestRollbackBeforeAnyRecordIsRebuilt(t *testing.T) {
 	if len(list) != 1 {
 		t.Errorf("%d incidents; want the one rebuilt", len(list))
 	}
+}
+
+// A daemon that stopped right after its rollback, before writing anything
+// else, left only the rollback's record on the workload. The next one
+// rebuilds the incident and the alert record from it, when Alertmanager
+// sends the alert again or, with the cache's list of such workloads, as it
+// resumes, and records the rollback as the one applied action, without
+// writing the workload again.
+func TestRollbackBeforeAnyRecordIsRebuilt(t *testing.T) {
+	t.Run("when the alert is sent again", func(t *testing.T) {
+		f := newFixture(t, optedIn, nil)
+		n := firing(f.ns, "rebuilt", time.Now(), map[string]string{"impact": "service_down"})
+		inc, rec, generation := stoppedAfterRollback(t, f, n)
+		e := f.startEngine(t, policy.DefaultConfig(), 1)
+		e.waitResumed(t)
+		r, err := e.Accept(context.Background(), n)
+		if err != nil || r.Accepted+r.Duplicates != 1 {
+			t.Fatalf("re-sent: Accept = %+v, %v; want the alert taken", r, err)
+		}
+		checkRebuilt(t, f, e, inc, rec, generation)
+	})
+	t.Run("as the next daemon resumes", func(t *testing.T) {
+		f := newFixture(t, optedIn, nil)
+		n := firing(f.ns, "rebuilt-on-resume", time.Now(), map[string]string{"impact": "service_down"})
+		inc, rec, generation := stoppedAfterRollback(t, f, n)
+		e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+			cache := o.Cache.(workload.Cached)
+			o.Acted = func() ([]ActedWorkload, error) {
+				ds, err := cache.Deployments.List(labels.Everything())
+				if err != nil {
+					return nil, err
+				}
+				var out []ActedWorkload
+				for _, d := range ds {
+					if _, ok := d.Annotations[kinds.AnnotationActed]; ok {
+						out = append(out, ActedWorkload{Ref: policy.Ref{Kind: policy.KindDeployment, Namespace: d.Namespace, Name: d.Name},
+							Annotations: d.Annotations})
+					}
+				}
+				return out, nil
+			}
+		})
+		// No alert: Alertmanager has not sent it again yet.
+		checkRebuilt(t, f, e, inc, rec, generation)
+	})
 }

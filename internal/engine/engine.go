@@ -172,6 +172,11 @@ type Options struct {
 	// another replica around a change of leader, after this one resumed.
 	// Zero means DefaultResync.
 	Resync time.Duration
+	// Acted, optional, lists from the informer cache the workloads that
+	// carry kinds.AnnotationActed: resuming and every Resync rebuild the
+	// incident and record of a rollback taken before a crash lost them,
+	// without waiting for Alertmanager to send its alert again.
+	Acted func() ([]ActedWorkload, error)
 	// PageSize bounds the records one List request reads; zero means
 	// incident.DefaultPageSize.
 	PageSize int64
@@ -711,6 +716,11 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 	if open > 0 {
 		e.logger.Info("resuming open incidents", "count", open)
 	}
+	// A rebuild that fails is tried again at the next Resync, and when the
+	// alert is sent again; it never holds the leader back.
+	if err := e.rebuildActed(ctx); err != nil {
+		e.logger.Warn("rebuild rollbacks taken before their records; retrying at the next resync", "err", err)
+	}
 	return nil
 }
 
@@ -721,6 +731,9 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 // after it gave up the lease), and its record lands after the List.
 // Alertmanager got a 2xx for it and will not re-send it soon.
 func (e *Engine) resync(ctx context.Context, q *queues) {
+	if err := e.rebuildActed(ctx); err != nil {
+		e.logger.Warn("resync rollbacks taken before their records", "err", err)
+	}
 	err := e.store.each(ctx, recordSelector(nil, statePending, stateDecided), func(rec *Record, _ *corev1.ConfigMap) error {
 		name := recordName(rec.Key)
 		if q.alerts.NumRequeues(name) > 0 {
