@@ -136,7 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 	}
-	var acting, verifying kubernetes.Interface = clients.acting, checking
+	var acting, recording, verifying kubernetes.Interface = clients.acting, cs, checking
 	rolloutFactories := map[string]dynamicinformer.DynamicSharedInformerFactory{}
 	if cfg.Kubernetes.ArgoRollouts {
 		dynChecking, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
@@ -144,6 +144,8 @@ func Run(ctx context.Context, opts Options) error {
 			return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 		}
 		acting, verifying = workload.Clients{Interface: clients.acting, Dynamic: dyn}, workload.Clients{Interface: checking, Dynamic: dynChecking}
+		// The evidence of a Rollout's pods is read through the engine's.
+		recording = workload.Clients{Interface: cs, Dynamic: dyn}
 		for ns := range factories {
 			f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, ns, nil)
 			c := caches[ns]
@@ -193,7 +195,7 @@ func Run(ctx context.Context, opts Options) error {
 		Config: func() policy.GitOps { return currentPolicy.Load().Config().GitOps }}
 	eng, err := engine.New(engine.Options{
 		Cluster:          cfg.Cluster.Name,
-		Client:           cs,
+		Client:           recording,
 		Namespace:        recordNamespace,
 		Policy:           currentPolicy.Load,
 		Cache:            caches,
