@@ -28,6 +28,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
@@ -143,7 +144,13 @@ func Run(ctx context.Context, opts Options) error {
 		if err != nil {
 			return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 		}
-		acting, verifying = workload.Clients{Interface: clients.acting, Dynamic: dyn}, workload.Clients{Interface: checking, Dynamic: dynChecking}
+		// Rollouts are acted on through a dynamic client with the acting
+		// client's limiter.
+		dynActing, err := dynamic.NewForConfig(clients.actingConfig)
+		if err != nil {
+			return fmt.Errorf("create dynamic Kubernetes client: %w", err)
+		}
+		acting, verifying = workload.Clients{Interface: clients.acting, Dynamic: dynActing}, workload.Clients{Interface: checking, Dynamic: dynChecking}
 		// The evidence of a Rollout's pods is read through the engine's.
 		recording = workload.Clients{Interface: cs, Dynamic: dyn}
 		for ns := range factories {
@@ -355,6 +362,9 @@ type clients struct {
 	// nothing else: a burst of alerts must never queue behind record
 	// writes, Events or verification's polling.
 	acting kubernetes.Interface
+	// actingConfig is acting's configuration, for a dynamic client sharing
+	// its limiter.
+	actingConfig *rest.Config
 	// records writes alert records and incidents, and decides.
 	records kubernetes.Interface
 	// verifying verifies, pages by Event and records Events.
@@ -381,6 +391,11 @@ func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
 		// A limiter set on rc would be shared by every copy of it.
 		cfg.RateLimiter = nil
 		cfg.QPS, cfg.Burst = float32(x.qps), x.burst
+		if x.into == &c.acting {
+			// One limiter for the typed and the dynamic acting client.
+			cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+			c.actingConfig = cfg
+		}
 		cs, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			return clients{}, fmt.Errorf("create Kubernetes client %s: %w", x.agent, err)
