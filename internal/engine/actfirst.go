@@ -104,6 +104,12 @@ func (e *Engine) actFirst(ctx context.Context, p *policy.Policy, rec *Record, fa
 	if !e.resumed.Load() || facts == nil || rec.Target.IsZero() || e.records.Load() >= int64(e.opts.MaxRecords) || e.open.get(rec.Target) != "" {
 		return false, nil
 	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < intakeTimeout/2 {
+		// A large notification's first alerts took half the intake's
+		// time: the others are recorded, which is quicker, and acted on
+		// by the workers, so that the notification is answered in time.
+		return false, nil
+	}
 	lock := rec.Target.String()
 	e.targets.LockKey(lock)
 	defer func() { _ = e.targets.UnlockKey(lock) }()
