@@ -80,6 +80,10 @@ type Request struct {
 	// Why is one line for the change-cause and the Event.
 	Why    string
 	DryRun bool
+	// Acted, when set, is written with a rollback under
+	// kinds.AnnotationActed: the record of an action taken before any
+	// other record of it. A rollback without it removes the annotation.
+	Acted string
 }
 
 // Result describes an action that did not fail.
@@ -247,7 +251,7 @@ func (a *Actuator) report(obj runtime.Object, req Request, kind Kind, res Result
 
 // recordAnnotations are written with every rollback.
 func (a *Actuator) recordAnnotations(req Request, from, to int64) map[string]string {
-	return map[string]string{
+	m := map[string]string{
 		kinds.AnnotationRolledBackFrom: fmt.Sprint(from),
 		kinds.AnnotationRolledBackTo:   fmt.Sprint(to),
 		kinds.AnnotationRolledBackAt:   a.clock.Now().UTC().Format(time.RFC3339),
@@ -255,6 +259,10 @@ func (a *Actuator) recordAnnotations(req Request, from, to int64) map[string]str
 		kinds.AnnotationRolledBackFor:  req.Incident,
 		kinds.AnnotationChangeCause:    fmt.Sprintf("autorollbackd: rolled back from revision %d to %d: %s", from, to, clip(req.Why, 256)),
 	}
+	if req.Acted != "" {
+		m[kinds.AnnotationActed] = req.Acted
+	}
+	return m
 }
 
 // clip keeps record annotations small whatever an alert carries: the API

@@ -2,6 +2,7 @@ package actuator
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -92,5 +93,82 @@ func TestRollbackRecordKey(t *testing.T) {
 	}
 	if !removedOld || !wroteNew {
 		t.Errorf("patch %s: removes the old key %v, writes the new one %v; want both", body, removedOld, wroteNew)
+	}
+}
+
+// The record of a rollback taken before any other record
+// (kinds.AnnotationActed) is written with that rollback only: a rollback
+// without one removes it, also when the revision restored carries a copy
+// from its own time.
+func TestActedRecordOnlyWithItsRollback(t *testing.T) {
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "svc", Namespace: "ns", UID: "d-uid", Generation: 3, Annotations: map[string]string{
+			kinds.AnnotationDeploymentRevision: "2", kinds.AnnotationActed: `{"incident":"last"}`,
+		}},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "svc"}}},
+	}
+	controller := true
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{
+		Name: "svc-1", Namespace: "ns", Labels: map[string]string{"app": "svc"},
+		Annotations:     map[string]string{kinds.AnnotationDeploymentRevision: "1", kinds.AnnotationActed: `{"incident":"older"}`},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "svc", UID: "d-uid", Controller: &controller}},
+	}}
+	c := fake.NewClientset(d, rs)
+	ad, err := workload.For(policy.KindDeployment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := ad.Get(t.Context(), c, "ns", "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	history, err := ad.History(t.Context(), c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, ok := workload.Numbered(history, 1)
+	if !ok {
+		t.Fatalf("no revision 1 in %v", history)
+	}
+	template, _, err := o.UndoTemplate(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, acted string
+		want        string // the op on the annotation: "remove", or "add" of acted
+	}{
+		{"without", "", "remove"},
+		{"with", `{"incident":"new"}`, "add"},
+	} {
+		rec := map[string]string{kinds.AnnotationRolledBackFor: "deployment/ns/svc@2"}
+		if tc.acted != "" {
+			rec[kinds.AnnotationActed] = tc.acted
+		}
+		body, err := undoPatch(o, target, template, rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ops []struct {
+			Op    string `json:"op"`
+			Path  string `json:"path"`
+			Value any    `json:"value"`
+		}
+		if err := json.Unmarshal(body, &ops); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, op := range ops {
+			if op.Path == "/metadata/annotations/autorollback.io~1acted" {
+				got = append(got, op.Op+" "+fmt.Sprint(op.Value))
+			}
+		}
+		want := "remove <nil>"
+		if tc.want == "add" {
+			want = "add " + tc.acted
+		}
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("%s it: ops on %s = %q, want [%q]", tc.name, kinds.AnnotationActed, got, want)
+		}
 	}
 }

@@ -215,6 +215,9 @@ func retriable(err error) bool { return apierrors.IsConflict(err) || errors.Is(e
 func undoPatch(o workload.Object, target workload.Revision, template any, record map[string]string) ([]byte, error) {
 	meta := o.Meta()
 	annotations := o.UndoAnnotations(target)
+	// An earlier rollback's record, copied back from the revision's
+	// history, describes another action.
+	delete(annotations, kinds.AnnotationActed)
 	maps.Copy(annotations, record)
 	delete(annotations, kinds.AnnotationIncident) // the record's key before kinds.AnnotationRolledBackFor
 	revision := o.RevisionAnnotation()
@@ -243,6 +246,7 @@ func abortPatches(o workload.Object, ab workload.Aborter, record map[string]stri
 	if annotations == nil {
 		annotations = map[string]string{}
 	}
+	delete(annotations, kinds.AnnotationActed)
 	maps.Copy(annotations, record)
 	delete(annotations, kinds.AnnotationIncident)
 	body, err := json.Marshal(append(tests, annotationOps(meta.Annotations, annotations)...))

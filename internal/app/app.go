@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -26,6 +28,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/utils/clock"
 
 	"github.com/autorollbackd/autorollbackd/internal/actuator"
@@ -35,6 +38,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -91,23 +95,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	var currentPolicy atomic.Pointer[policy.Policy]
 	currentPolicy.Store(pol)
-	// Three clients, each with its own client-side rate limit: one decides
-	// and acts; one verifies, pages by Event and records Events, polling as
-	// it goes, and must never make a rollback wait; leader election renews
-	// the lease on its own, as kube-controller-manager's does, so that load
-	// cannot cost the lease.
-	cs, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd"))
+	clients, err := newClients(rc, cfg.Kubernetes)
 	if err != nil {
-		return fmt.Errorf("create Kubernetes client: %w", err)
+		return err
 	}
-	checking, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
-	if err != nil {
-		return fmt.Errorf("create Kubernetes client: %w", err)
-	}
-	electing, err := kubeclient.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-leader-election"))
-	if err != nil {
-		return fmt.Errorf("create Kubernetes client: %w", err)
-	}
+	cs, checking, electing := clients.records, clients.verifying, clients.electing
 	pingCtx, cancelPing := context.WithTimeout(ctx, cfg.Kubernetes.StartupTimeout.Duration)
 	serverVersion, err := kubeclient.Ping(pingCtx, cs, rc.Host)
 	cancelPing()
@@ -151,14 +143,22 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 	}
-	var acting, verifying kubeclient.Interface = cs, checking
+	var acting, recording, verifying kubeclient.Interface = clients.acting, cs, checking
 	rolloutFactories := map[string]dynamicinformer.DynamicSharedInformerFactory{}
 	if cfg.Kubernetes.ArgoRollouts {
 		dynChecking, err := dynamic.NewForConfig(rest.AddUserAgent(rest.CopyConfig(rc), "autorollbackd-verify"))
 		if err != nil {
 			return fmt.Errorf("create dynamic Kubernetes client: %w", err)
 		}
-		acting, verifying = workload.Clients{Interface: cs, Dynamic: dyn}, workload.Clients{Interface: checking, Dynamic: dynChecking}
+		// Rollouts are acted on through a dynamic client with the acting
+		// client's limiter.
+		dynActing, err := dynamic.NewForConfig(clients.actingConfig)
+		if err != nil {
+			return fmt.Errorf("create dynamic Kubernetes client: %w", err)
+		}
+		acting, verifying = workload.Clients{Interface: clients.acting, Dynamic: dynActing}, workload.Clients{Interface: checking, Dynamic: dynChecking}
+		// The evidence of a Rollout's pods is read through the engine's.
+		recording = workload.Clients{Interface: cs, Dynamic: dyn}
 		for ns := range factories {
 			f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, ns, nil)
 			c := caches[ns]
@@ -208,7 +208,7 @@ func Run(ctx context.Context, opts Options) error {
 		Config: func() policy.GitOps { return currentPolicy.Load().Config().GitOps }}
 	eng, err := engine.New(engine.Options{
 		Cluster:          cfg.Cluster.Name,
-		Client:           acting,
+		Client:           recording,
 		Namespace:        recordNamespace,
 		Policy:           currentPolicy.Load,
 		Cache:            caches,
@@ -229,6 +229,7 @@ func Run(ctx context.Context, opts Options) error {
 		AlertGrace:       ver.AlertResolveGrace(),
 		PageGroupWait:    cfg.Engine.PageGroupWait.Duration,
 		PageGroupEvery:   cfg.Engine.PageGroupInterval.Duration,
+		Acted:            actedWorkloads(caches),
 		Logger:           logger,
 		Registry:         reg,
 
@@ -356,4 +357,93 @@ func Run(ctx context.Context, opts Options) error {
 		}
 	})
 	return g.Run()
+}
+
+// clients are the daemon's Kubernetes clients, each with its own
+// client-side rate limiter, so that no kind of work makes another wait.
+type clients struct {
+	// acting sends the actions and the reads right before them, and
+	// nothing else: a burst of alerts must never queue behind record
+	// writes, Events or verification's polling.
+	acting kubeclient.Interface
+	// actingConfig is acting's configuration, for a dynamic client sharing
+	// its limiter.
+	actingConfig *rest.Config
+	// records writes alert records and incidents, and decides.
+	records kubeclient.Interface
+	// verifying verifies, pages by Event and records Events.
+	verifying kubeclient.Interface
+	// electing renews the lease on its own, as kube-controller-manager's
+	// does, so that load cannot cost the lease.
+	electing kubeclient.Interface
+}
+
+func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
+	var c clients
+	for _, x := range []struct {
+		into  *kubeclient.Interface
+		agent string
+		qps   float64
+		burst int
+	}{
+		{&c.acting, "autorollbackd-act", k.ActQPS, k.ActBurst},
+		{&c.records, "autorollbackd", k.QPS, k.Burst},
+		{&c.verifying, "autorollbackd-verify", k.QPS, k.Burst},
+		{&c.electing, "autorollbackd-leader-election", k.QPS, k.Burst},
+	} {
+		cfg := rest.AddUserAgent(rest.CopyConfig(rc), x.agent)
+		// A limiter set on rc would be shared by every copy of it.
+		cfg.RateLimiter = nil
+		cfg.QPS, cfg.Burst = float32(x.qps), x.burst
+		if x.into == &c.acting {
+			// One limiter for the typed and the dynamic acting client.
+			cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+			c.actingConfig = cfg
+		}
+		cs, err := kubeclient.NewForConfig(cfg)
+		if err != nil {
+			return clients{}, fmt.Errorf("create Kubernetes client %s: %w", x.agent, err)
+		}
+		*x.into = cs
+	}
+	return c, nil
+}
+
+// actedWorkloads lists, from the informer caches, the workloads that carry
+// kinds.AnnotationActed: rollbacks taken before any record of them.
+func actedWorkloads(caches workload.Caches) func() ([]engine.ActedWorkload, error) {
+	return func() ([]engine.ActedWorkload, error) {
+		var out []engine.ActedWorkload
+		add := func(kind policy.Kind, m metav1.Object) {
+			if _, ok := m.GetAnnotations()[kinds.AnnotationActed]; ok {
+				out = append(out, engine.ActedWorkload{Ref: policy.Ref{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()},
+					Annotations: m.GetAnnotations()})
+			}
+		}
+		// Each cache holds its namespace, or every namespace.
+		for _, c := range caches {
+			ds, err := c.Deployments.List(labels.Everything())
+			if err != nil {
+				return nil, fmt.Errorf("list cached Deployments: %w", err)
+			}
+			for _, d := range ds {
+				add(policy.KindDeployment, d)
+			}
+			ss, err := c.StatefulSets.List(labels.Everything())
+			if err != nil {
+				return nil, fmt.Errorf("list cached StatefulSets: %w", err)
+			}
+			for _, s := range ss {
+				add(policy.KindStatefulSet, s)
+			}
+			dss, err := c.DaemonSets.List(labels.Everything())
+			if err != nil {
+				return nil, fmt.Errorf("list cached DaemonSets: %w", err)
+			}
+			for _, d := range dss {
+				add(policy.KindDaemonSet, d)
+			}
+		}
+		return out, nil
+	}
 }

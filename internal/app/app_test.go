@@ -228,3 +228,48 @@ func TestIncidentsAPIOffWithoutItsToken(t *testing.T) {
 		return code == 200, body
 	})
 }
+
+// TestActingClientNotThrottledByRecords saturates the client-side rate
+// limit of the records client, as a storm of record writes would, and
+// shows that the acting client still sends at once: it has a limiter of
+// its own, sized by kubernetes.actQPS and kubernetes.actBurst.
+func TestActingClientNotThrottledByRecords(t *testing.T) {
+	c := testenv.Require(t)
+	cl, err := newClients(c.REST, config.Kubernetes{QPS: 1, Burst: 1, ActQPS: 500, ActBurst: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := cl.records.CoreV1().RESTClient().GetRateLimiter()
+	for records.TryAccept() {
+	}
+	// Meanwhile the records client queues behind its limiter.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				_, _ = cl.records.CoreV1().Namespaces().Get(ctx, "default", metav1.GetOptions{})
+			}
+		})
+	}
+	// At the records' one request a second, these would take 50s; a
+	// client-side wait that cannot finish before the deadline fails at once.
+	actCtx, actCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer actCancel()
+	start := time.Now()
+	for i := range 50 {
+		if _, err := cl.acting.AppsV1().Deployments("default").List(actCtx, metav1.ListOptions{Limit: 1}); err != nil {
+			t.Fatalf("acting request %d after %s: %v", i, time.Since(start), err)
+		}
+	}
+	t.Logf("50 acting requests in %s with the records client saturated", time.Since(start))
+	if l := cl.acting.AppsV1().RESTClient().GetRateLimiter(); l == records {
+		t.Fatal("the acting client shares the records client's rate limiter")
+	}
+	if got := cl.acting.AppsV1().RESTClient().GetRateLimiter().QPS(); got != 500 {
+		t.Errorf("acting client's QPS = %v, want kubernetes.actQPS (500)", got)
+	}
+}

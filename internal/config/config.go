@@ -156,6 +156,11 @@ type Kubernetes struct {
 	Kubeconfig string  `json:"kubeconfig" mapstructure:"kubeconfig"`
 	QPS        float64 `json:"qps" mapstructure:"qps"`
 	Burst      int     `json:"burst" mapstructure:"burst"`
+	// ActQPS and ActBurst limit the acting client, which sends only the
+	// rollback and the reads right before it: sized so that a burst of
+	// alerts never waits behind the limiter.
+	ActQPS   float64 `json:"actQPS" mapstructure:"actQPS"`
+	ActBurst int     `json:"actBurst" mapstructure:"actBurst"`
 	// StartupTimeout bounds reaching the API server and syncing the informer
 	// caches at start.
 	StartupTimeout metav1.Duration `json:"startupTimeout" mapstructure:"startupTimeout"`
@@ -203,6 +208,8 @@ func Default() Config {
 			// server (docs/configuration.md, "Client rate limits").
 			QPS:            1000,
 			Burst:          2000,
+			ActQPS:         500,
+			ActBurst:       1000,
 			StartupTimeout: d(60 * time.Second),
 		},
 		Log:     Log{Level: "info", Format: "json"},
@@ -265,6 +272,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Kubernetes.Burst < 1 {
 		bad("kubernetes.burst", "must be at least 1, got %d", c.Kubernetes.Burst)
+	}
+	if c.Kubernetes.ActQPS <= 0 {
+		bad("kubernetes.actQPS", "must be positive, got %v", c.Kubernetes.ActQPS)
+	}
+	if c.Kubernetes.ActBurst < 1 {
+		bad("kubernetes.actBurst", "must be at least 1, got %d", c.Kubernetes.ActBurst)
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)

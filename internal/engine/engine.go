@@ -1,6 +1,7 @@
 // Package engine carries accepted alerts through the daemon: it records each
 // firing alert in the cluster before the webhook answers, so nothing accepted
-// is lost, refuses duplicates, decides every recorded alert by the policy,
+// is lost (for a plain rollback, the rollback itself comes first and carries
+// the record on the workload: see actfirst.go), refuses duplicates, decides every recorded alert by the policy,
 // and hands the decision to the workload's incident, which it then works
 // through its rungs (act, verify, go back further) while the people ladder
 // runs on the runbook's clock.
@@ -30,6 +31,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
+	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -170,6 +172,11 @@ type Options struct {
 	// another replica around a change of leader, after this one resumed.
 	// Zero means DefaultResync.
 	Resync time.Duration
+	// Acted, optional, lists from the informer cache the workloads that
+	// carry kinds.AnnotationActed: resuming and every Resync rebuild the
+	// incident and record of a rollback taken before a crash lost them,
+	// without waiting for Alertmanager to send its alert again.
+	Acted func() ([]ActedWorkload, error)
 	// PageSize bounds the records one List request reads; zero means
 	// incident.DefaultPageSize.
 	PageSize int64
@@ -275,6 +282,10 @@ type Engine struct {
 	mail mailbox
 	// groups folds the pages of a storm of escalations into one.
 	groups *pageGroups
+	// resumed: this Run has counted the budget and the open incidents from
+	// the cluster. Until then no alert is acted on before it is recorded:
+	// the counts it would act on are not yet known.
+	resumed atomic.Bool
 }
 
 // queues hold the work of one Run. Run shuts them down when it ends (the
@@ -334,7 +345,8 @@ func New(opts Options) (*Engine, error) {
 
 // Accept records the firing alerts of n and queues them for a decision. It
 // returns only after every actionable alert is recorded in the cluster, so a
-// crash after the webhook's 2xx loses nothing. Resolved alerts, duplicates
+// crash after the webhook's 2xx loses nothing. An alert the policy answers
+// with a plain rollback is rolled back first, then recorded (actFirst). Resolved alerts, duplicates
 // and alerts naming workloads the daemon may not touch are counted and not
 // recorded; so are alerts that cannot be recorded faithfully (a fingerprint
 // Alertmanager would not send, labels too large to keep).
@@ -441,6 +453,17 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			}
 			continue
 		}
+		if facts != nil && facts.Annotations[kinds.AnnotationActed] != "" && e.resumed.Load() {
+			// A rollback taken before any record of it: its incident may
+			// have been lost to a crash, and this alert belongs to it.
+			lock := target.String()
+			e.targets.LockKey(lock)
+			_, err := e.rebuild(ctx, target, facts)
+			_ = e.targets.UnlockKey(lock)
+			if err != nil {
+				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+			}
+		}
 		rec := &Record{
 			Key: key, Alert: a, Target: target, Origin: origin, ReceivedAt: now,
 			Receiver: n.Receiver, GroupKey: n.GroupKey, ExternalURL: n.ExternalURL,
@@ -449,6 +472,13 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		if rec.Truncated > 0 {
 			e.m.truncated.Inc()
 			log.Info("alert's annotations cut to keep its record small", "dropped_bytes", rec.Truncated)
+		}
+		switch acted, err := e.actFirst(ctx, p, rec, facts, log); {
+		case err != nil:
+			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+		case acted:
+			r.Accepted++
+			continue
 		}
 		var cm *corev1.ConfigMap
 		if kept := e.records.Load(); kept >= int64(e.opts.MaxRecords) {
@@ -567,6 +597,7 @@ func rejected(err error) bool {
 func (e *Engine) Run(ctx context.Context, workers int) error {
 	q := e.q.Load()
 	defer func() {
+		e.resumed.Store(false)
 		q.shutDown()
 		e.q.Store(newQueues(e.opts.Clock))
 	}()
@@ -584,6 +615,8 @@ func (e *Engine) Run(ctx context.Context, workers int) error {
 	if err != nil {
 		return nil // ctx ended
 	}
+	e.resumed.Store(true)
+	e.logger.Info("resumed alert records and incidents")
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
@@ -689,6 +722,11 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 	if open > 0 {
 		e.logger.Info("resuming open incidents", "count", open)
 	}
+	// A rebuild that fails is tried again at the next Resync, and when the
+	// alert is sent again; it never holds the leader back.
+	if err := e.rebuildActed(ctx); err != nil {
+		e.logger.Warn("rebuild rollbacks taken before their records; retrying at the next resync", "err", err)
+	}
 	return nil
 }
 
@@ -699,6 +737,9 @@ func (e *Engine) resume(ctx context.Context, q *queues) error {
 // after it gave up the lease), and its record lands after the List.
 // Alertmanager got a 2xx for it and will not re-send it soon.
 func (e *Engine) resync(ctx context.Context, q *queues) {
+	if err := e.rebuildActed(ctx); err != nil {
+		e.logger.Warn("resync rollbacks taken before their records", "err", err)
+	}
 	err := e.store.each(ctx, recordSelector(nil, statePending, stateDecided), func(rec *Record, _ *corev1.ConfigMap) error {
 		name := recordName(rec.Key)
 		if q.alerts.NumRequeues(name) > 0 {
@@ -823,6 +864,9 @@ func (e *Engine) process(ctx context.Context, q *queues, name string) error {
 		if facts, err = e.opts.Cache.Facts(ctx, rec.Target); err != nil {
 			return err
 		}
+		if _, err = e.rebuild(ctx, rec.Target, facts); err != nil {
+			return err
+		}
 		if open, err = e.openFor(ctx, rec.Target); err != nil {
 			return err
 		}
@@ -899,6 +943,11 @@ func newEpisode(inc *incident.Incident, w *policy.Workload) bool {
 		if a.Result != nil && a.Result.Outcome == actuator.OutcomeApplied && a.Kind != actuator.KindScaleBounce {
 			ours++
 		}
+	}
+	if w.Revision == ours+1 && kinds.RolledBackFor(w.Annotations) == inc.Rollout &&
+		w.Annotations[kinds.AnnotationRolledBackFrom] == fmt.Sprint(ours) {
+		// The incident's own rollback, taken and not yet recorded in it.
+		return false
 	}
 	return w.Revision > ours
 }

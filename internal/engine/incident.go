@@ -407,6 +407,21 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 	}
 	joins := e.mail.take(id)
 	w := &worker{e: e, inc: inc, rules: e.rules()}
+	var first *incident.Event
+	if i := slices.IndexFunc(joins, func(ev incident.Event) bool { return ev.Kind == incident.EventActed }); i >= 0 {
+		// A rollback taken before its incident was written (actFirst).
+		if len(inc.Actions) == 0 {
+			ev := joins[i]
+			first = &ev
+		}
+		joins = slices.Delete(slices.Clone(joins), i, i+1)
+	}
+	if first != nil {
+		if err := w.actedFirst(ctx, *first); err != nil {
+			e.mail.requeue(id, append([]incident.Event{*first}, joins...))
+			return time.Time{}, err
+		}
+	}
 	if err := w.run(ctx, joins); err != nil {
 		// The joins and resolutions may not all be saved: they come back
 		// with the next pass, which reads the incident again and counts
@@ -424,7 +439,10 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 			evs = append(evs, *ev)
 		}
 	}
-	if err := w.run(ctx, append(evs, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})); err != nil {
+	if first == nil {
+		evs = append(evs, incident.Event{Kind: incident.EventStart, At: e.opts.Clock.Now()})
+	}
+	if err := w.run(ctx, evs); err != nil {
 		return time.Time{}, err
 	}
 	wake := w.rules.Wake(w.inc.Incident)
@@ -441,6 +459,34 @@ func (e *Engine) work(ctx context.Context, id string) (time.Time, error) {
 		}
 	}
 	return wake, nil
+}
+
+// actedFirst starts an incident with the rollback taken before it was
+// written (actFirst): the action is saved in it at once, then the evidence
+// of the bad revision's pods is taken while they terminate, and then what
+// follows an action (its announcement, the post-rollback tasks, the
+// verification) is done.
+func (w *worker) actedFirst(ctx context.Context, ev incident.Event) error {
+	next, fx := incident.Next(w.inc.Incident, ev, w.rules)
+	w.inc.Incident = next
+	if err := w.e.save(ctx, w.inc); err != nil {
+		return err
+	}
+	var evs []incident.Event
+	if w.inc.Evidence == nil {
+		evs = append(evs, w.e.keepEvidence(ctx, w.inc.Incident))
+	}
+	for _, f := range fx {
+		if f.Kind == incident.EffectSave {
+			continue
+		}
+		more, err := w.do(ctx, f)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, more...)
+	}
+	return w.run(ctx, evs)
 }
 
 // run applies events and carries out their effects, feeding each effect's

@@ -41,6 +41,8 @@ const (
 	AnnotationFingerprint = "autorollback.io/alert-fingerprint"
 	// AnnotationRolledBackFor is the rollout (incident) ID the last rollback was done for; see RolledBackFor.
 	AnnotationRolledBackFor = "autorollback.io/rolled-back-for"
+	// AnnotationActed, on a rollback made before any record of it, holds in JSON what rebuilds its alert record and incident: alert, incident, revisions, rung.
+	AnnotationActed = "autorollback.io/acted"
 	// AnnotationRestartedFor is the daemon's last restart of the workload, "<incident>:flag" or "<incident>:revert".
 	AnnotationRestartedFor = "autorollback.io/restarted-for"
 	// AnnotationOwnRestartAt is the AnnotationTemplateRestartedAt value of the daemon's own restart, which is no rollout.

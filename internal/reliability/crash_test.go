@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/autorollbackd/autorollbackd/internal/failpoint"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
@@ -31,14 +32,16 @@ const crashTrials = 20
 // and its record in the incident, which TestCrashBetweenEffectAndRecord
 // aims at.
 const (
-	phaseBeforeRecord       = "before the alert was recorded"
-	phaseRecorded           = "recorded, not yet decided"
-	phaseDecided            = "decided, no incident yet"
-	phaseBeforeRollback     = "incident open, before the rollback"
-	phaseRollbackUnrecorded = "rolled back, the action not yet recorded"
-	phaseVerifying          = "verifying, on-call not yet paged"
-	phasePageInFlight       = "on-call page in flight: recorded as sending, its delivery not yet recorded"
-	phaseVerifyingPaged     = "verifying, on-call paged"
+	phaseBeforeRecord           = "before the alert was recorded"
+	phaseRolledBackFirst        = "rolled back, before any record"
+	phaseRolledBackIncidentOpen = "rolled back, incident open, the alert not yet recorded"
+	phaseRecorded               = "recorded, not yet decided"
+	phaseDecided                = "decided, no incident yet"
+	phaseBeforeRollback         = "incident open, before the rollback"
+	phaseRollbackUnrecorded     = "rolled back, the action not yet recorded"
+	phaseVerifying              = "verifying, on-call not yet paged"
+	phasePageInFlight           = "on-call page in flight: recorded as sending, its delivery not yet recorded"
+	phaseVerifyingPaged         = "verifying, on-call paged"
 )
 
 // TestCrashAnywhere kills the daemon with SIGKILL at a random moment after
@@ -70,13 +73,30 @@ func TestCrashAnywhere(t *testing.T) {
 		// verification, and the page at 1s).
 		window := []time.Duration{20 * time.Millisecond, 300 * time.Millisecond, 1500 * time.Millisecond}[i%3]
 		delay := time.Duration(rng.Int64N(int64(window)))
+		// Every fourth kill lands, by the failpoint, right after the
+		// rollback patch, which is the first write, before any record.
+		point := ""
+		if i%4 == 3 {
+			point = failpoint.AfterRollbackPatch
+		}
 		t.Run(fmt.Sprintf("trial-%02d", i), func(t *testing.T) {
-			res := rig.trial(t, ns, func(first *daemon, post func()) {
+			res := rig.trial(t, ns, point, func(first *daemon, post func()) {
 				post()
+				if point != "" {
+					first.waitDied(t, 20*time.Second)
+					return
+				}
 				<-time.After(delay) // the fault's random moment, not a wait for a condition
 				first.kill()
 			})
-			t.Logf("killed %s after the post: %s; first answer: %s", delay.Round(time.Millisecond), res.phase, res.first)
+			if point != "" {
+				t.Logf("killed at failpoint %s: %s; first answer: %s", point, res.phase, res.first)
+				if res.phase != phaseRolledBackFirst {
+					t.Errorf("the kill at %s landed %s, want %s", point, res.phase, phaseRolledBackFirst)
+				}
+			} else {
+				t.Logf("killed %s after the post: %s; first answer: %s", delay.Round(time.Millisecond), res.phase, res.first)
+			}
 			phases[res.phase]++
 			paged += res.pages
 			res.check(t)
@@ -105,29 +125,35 @@ func TestCrashBetweenEffectAndRecord(t *testing.T) {
 	rig := newCrashRig(t, c)
 
 	t.Run("after the rollback patch", func(t *testing.T) {
-		// The kill follows the watch event of the patch; it lands before
-		// the daemon's own write of the action most of the time, not
-		// always, so a few attempts are allowed.
-		const attempts = 5
-		for i := range attempts {
-			ns := rig.workloads(t, 1)[0]
-			res := rig.trial(t, ns, func(first *daemon, post func()) {
-				killOnRollback(t, rig.c, first, ns, post)
-			})
-			if res.phase != phaseRollbackUnrecorded {
-				t.Logf("attempt %d: the kill landed %s; trying again", i+1, res.phase)
-				continue
-			}
-			t.Logf("attempt %d: the kill landed %s", i+1, res.phase)
-			res.check(t)
-			return
+		// The rollback patch is the first write: the daemon kills itself
+		// the moment the API server accepted it, before any record.
+		ns := rig.workloads(t, 1)[0]
+		res := rig.trial(t, ns, failpoint.AfterRollbackPatch, func(first *daemon, post func()) {
+			post()
+			first.waitDied(t, 20*time.Second)
+		})
+		t.Logf("the kill landed %s", res.phase)
+		if res.phase != phaseRolledBackFirst {
+			t.Errorf("the kill landed %s, want %s", res.phase, phaseRolledBackFirst)
 		}
-		t.Logf("the kill never landed between the patch and its record in %d attempts", attempts)
+		res.check(t)
+	})
+
+	t.Run("after the action, before its record in the incident", func(t *testing.T) {
+		// The kill follows the watch event of the patch; with the patch
+		// the first write, it lands before the incident's write of the
+		// action, or before the incident and the record.
+		ns := rig.workloads(t, 1)[0]
+		res := rig.trial(t, ns, "", func(first *daemon, post func()) {
+			killOnRollback(t, rig.c, first, ns, post)
+		})
+		t.Logf("the kill landed %s", res.phase)
+		res.check(t)
 	})
 
 	t.Run("while on-call is paged", func(t *testing.T) {
 		ns := rig.workloads(t, 1)[0]
-		res := rig.trial(t, ns, func(first *daemon, post func()) {
+		res := rig.trial(t, ns, "", func(first *daemon, post func()) {
 			// The pager kills the daemon when the page arrives, before
 			// answering it: the page reached people, the daemon never
 			// learnt that it did.
@@ -239,7 +265,7 @@ type crashResult struct {
 // trial runs one crash in ns: a daemon, the alert posted by kill's call of
 // post, the daemon killed by kill, a replacement that takes the re-sent
 // alert once the lease expires, and the incident resolved.
-func (r *crashRig) trial(t *testing.T, ns string, kill func(first *daemon, post func())) crashResult {
+func (r *crashRig) trial(t *testing.T, ns, point string, kill func(first *daemon, post func())) crashResult {
 	ctx := context.Background()
 	dir := t.TempDir()
 	cfg := baseConfig(dir, ns, ns).with(config{
@@ -247,8 +273,9 @@ func (r *crashRig) trial(t *testing.T, ns string, kill func(first *daemon, post 
 		"verify":         httpCheck(r.healthURL),
 		"escalation":     escalation(r.pagerURL),
 	}).write(t, dir)
-	first := startDaemon(t, "first daemon", r.c.Kubeconfig, cfg)
+	first := startDaemonFailing(t, "first daemon", r.c.Kubeconfig, cfg, point)
 	first.waitLeading(t, 30*time.Second)
+	first.waitLogged(t, "resumed alert records and incidents", 30*time.Second)
 
 	// When the alert is posted and the daemon killed.
 	now := time.Now().UTC()
@@ -341,8 +368,12 @@ func crashPhase(ctx context.Context, t *testing.T, c *testenv.Cluster, ns string
 	}
 	sentPage := state != "" && people.count(inc.ID, "page", "oncall") > 0
 	switch {
-	case record == "":
+	case record == "" && !patched:
 		return phaseBeforeRecord
+	case record == "" && state == "":
+		return phaseRolledBackFirst
+	case record == "":
+		return phaseRolledBackIncidentOpen
 	case state == "" && record == "pending":
 		return phaseRecorded
 	case state == "":

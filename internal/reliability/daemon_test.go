@@ -20,6 +20,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/autorollbackd/autorollbackd/internal/failpoint"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
@@ -109,7 +110,18 @@ func (c config) write(t testing.TB, dir string) string {
 // test failed.
 func startDaemon(t testing.TB, name, kubeconfig, cfg string, args ...string) *daemon {
 	t.Helper()
-	d, err := launch(name, kubeconfig, cfg, args...)
+	return startDaemonFailing(t, name, kubeconfig, cfg, "", args...)
+}
+
+// startDaemonFailing is startDaemon with the daemon killing itself with
+// SIGKILL at the failpoint named (none if empty).
+func startDaemonFailing(t testing.TB, name, kubeconfig, cfg, point string, args ...string) *daemon {
+	t.Helper()
+	var env []string
+	if point != "" {
+		env = []string{failpoint.Env + "=" + point}
+	}
+	d, err := launch(name, kubeconfig, cfg, env, args...)
 	if d != nil {
 		t.Cleanup(func() {
 			d.kill()
@@ -124,9 +136,12 @@ func startDaemon(t testing.TB, name, kubeconfig, cfg string, args ...string) *da
 	return d
 }
 
-func launch(name, kubeconfig, cfg string, args ...string) (*daemon, error) {
+func launch(name, kubeconfig, cfg string, env []string, args ...string) (*daemon, error) {
 	cmd := exec.Command(binary, append([]string{"serve", "--listen-address", "127.0.0.1:0",
 		"--kubeconfig", kubeconfig, "--config", cfg}, args...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -200,6 +215,27 @@ func (d *daemon) grep(s string) []string {
 }
 
 func (d *daemon) pid() int { return d.cmd.Process.Pid }
+
+// waitLogged waits until the daemon has logged a line with the message msg.
+func (d *daemon) waitLogged(t testing.TB, msg string, timeout time.Duration) {
+	t.Helper()
+	testenv.Eventually(t, timeout, d.name+" logs "+msg, func(context.Context) (bool, string) {
+		if d.exited() {
+			t.Fatalf("%s exited: %s\n%s", d.name, d.cmd.ProcessState, d.tail(50))
+		}
+		return len(d.grep(`"msg":"`+msg+`"`)) > 0, "not yet"
+	})
+}
+
+// waitDied waits until the daemon has ended, as at a failpoint.
+func (d *daemon) waitDied(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s still running after %s\n%s", d.name, timeout, d.tail(50))
+	}
+}
 
 // exited reports whether the process has ended.
 func (d *daemon) exited() bool {

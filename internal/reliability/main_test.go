@@ -12,7 +12,8 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 )
 
-// binary is the daemon under test, built once for the package.
+// binary is the daemon under test, built once for the package, with the
+// failpoints the crash trials kill it at (see internal/failpoint).
 var binary string
 
 func TestMain(m *testing.M) {
@@ -27,7 +28,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "autorollbackd")
-	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/autorollbackd").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-tags", "failpoint", "-o", binary, "../../cmd/autorollbackd").CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build autorollbackd: %v\n%s", err, out)
 		_ = os.RemoveAll(dir)
 		os.Exit(1)
