@@ -35,6 +35,10 @@ type acted struct {
 	From     int64  `json:"from"`
 	To       int64  `json:"to"`
 	Rung     int    `json:"rung"`
+	// Records is the namespace of the records of the daemon that acted:
+	// another install in the cluster (its own scope, its own records)
+	// sees the same workloads and must not rebuild this daemon's incident.
+	Records string `json:"records"`
 	// The rest rebuilds the alert record as intake would have written it,
 	// its annotations (prose for people) aside.
 	Fingerprint  string            `json:"fingerprint"`
@@ -52,9 +56,9 @@ type acted struct {
 	Started time.Time `json:"started"`
 }
 
-func actedOf(rec *Record, inc *incident.Incident) acted {
+func actedOf(rec *Record, inc *incident.Incident, records string) acted {
 	return acted{
-		Alert: rec.Key, Incident: inc.ID, From: inc.From, To: inc.Targets[0], Rung: 0,
+		Alert: rec.Key, Incident: inc.ID, From: inc.From, To: inc.Targets[0], Rung: 0, Records: records,
 		Fingerprint: rec.Alert.Fingerprint, Labels: rec.Alert.Labels, StartsAt: rec.Alert.StartsAt,
 		GeneratorURL: clip(rec.Alert.GeneratorURL, maxFieldBytes), ReceivedAt: rec.ReceivedAt, Origin: rec.Origin,
 		Receiver: rec.Receiver, ExternalURL: rec.ExternalURL, Decision: *rec.Decision, DecidedAt: rec.DecidedAt, Plan: *rec.Plan,
@@ -144,7 +148,7 @@ func (e *Engine) actFirst(ctx context.Context, p *policy.Policy, rec *Record, fa
 		return undo()
 	}
 	inc := e.newIncident(rec, facts, now)
-	note, err := json.Marshal(actedOf(rec, inc))
+	note, err := json.Marshal(actedOf(rec, inc, e.opts.Namespace))
 	if err != nil {
 		return false, fmt.Errorf("encode the record of the rollback of %s: %w", rec.Target, err)
 	}
@@ -239,6 +243,9 @@ func (e *Engine) rebuild(ctx context.Context, target policy.Ref, w *policy.Workl
 		// Not ours to trust: the record annotations still make the
 		// rollback idempotent.
 		e.logger.Debug("unreadable record of a rollback on the workload", "namespace", target.Namespace, "workload", target.Name, "err", err)
+		return false, nil
+	}
+	if a.Records != e.opts.Namespace {
 		return false, nil
 	}
 	rollout := RolloutID(target, a.From)

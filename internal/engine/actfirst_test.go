@@ -221,10 +221,10 @@ func (r *running) waitResumed(t *testing.T) {
 // rollback, before writing anything else, did: the rollback of n's alert
 // as actFirst takes it. It returns the incident the rollback was for and
 // the workload's generation after it.
-func stoppedAfterRollback(t *testing.T, f *fixture, n *webhook.Notification) (*incident.Incident, *Record, int64) {
+func stoppedAfterRollback(t *testing.T, f *fixture, n *webhook.Notification, opts ...setup) (*incident.Incident, *Record, int64) {
 	t.Helper()
 	ctx := context.Background()
-	stopped := f.startEngine(t, policy.DefaultConfig(), 0)
+	stopped := f.startEngine(t, policy.DefaultConfig(), 0, opts...)
 	target := policy.Ref{Kind: policy.KindDeployment, Namespace: f.ns, Name: "event-service"}
 	a := n.Alerts[0]
 	rec := &Record{Key: AlertKey(policy.Alert{Fingerprint: a.Fingerprint, StartsAt: a.StartsAt}), Target: target, ReceivedAt: time.Now(),
@@ -236,7 +236,7 @@ func stoppedAfterRollback(t *testing.T, f *fixture, n *webhook.Notification) (*i
 	}
 	rec.Plan = stopped.planFor(rec, facts)
 	inc := stopped.newIncident(rec, facts, time.Now())
-	note, err := json.Marshal(actedOf(rec, inc))
+	note, err := json.Marshal(actedOf(rec, inc, stopped.opts.Namespace))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,23 +303,48 @@ func TestRollbackBeforeAnyRecordIsRebuilt(t *testing.T) {
 		n := firing(f.ns, "rebuilt-on-resume", time.Now(), map[string]string{"impact": "service_down"})
 		inc, rec, generation := stoppedAfterRollback(t, f, n)
 		e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, _ *escalate.Config, o *Options) {
-			cache := o.Cache.(workload.Cached)
-			o.Acted = func() ([]ActedWorkload, error) {
-				ds, err := cache.Deployments.List(labels.Everything())
-				if err != nil {
-					return nil, err
-				}
-				var out []ActedWorkload
-				for _, d := range ds {
-					if _, ok := d.Annotations[kinds.AnnotationActed]; ok {
-						out = append(out, ActedWorkload{Ref: policy.Ref{Kind: policy.KindDeployment, Namespace: d.Namespace, Name: d.Name},
-							Annotations: d.Annotations})
-					}
-				}
-				return out, nil
-			}
+			o.Acted = actedDeployments(o.Cache.(workload.Cached))
 		})
 		// No alert: Alertmanager has not sent it again yet.
 		checkRebuilt(t, f, e, inc, rec, generation)
 	})
+	t.Run("only by the daemon that acted", func(t *testing.T) {
+		// Another install in the cluster, keeping its records elsewhere,
+		// rolled the workload back: its incident is not this daemon's.
+		f := newFixture(t, optedIn, nil)
+		n := firing(f.ns, "acted-by-another", time.Now(), map[string]string{"impact": "service_down"})
+		stoppedAfterRollback(t, f, n, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+			o.Namespace = f.ns + "-another"
+		})
+		e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+			o.Acted = actedDeployments(o.Cache.(workload.Cached))
+		})
+		e.waitResumed(t)
+		list, err := e.opts.Incidents.List(context.Background(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(list) != 0 {
+			t.Fatalf("%d incidents rebuilt from another daemon's rollback; want none: %+v", len(list), list)
+		}
+	})
+}
+
+// actedDeployments lists the cached Deployments that carry
+// kinds.AnnotationActed, as the daemon's Options.Acted does.
+func actedDeployments(cache workload.Cached) func() ([]ActedWorkload, error) {
+	return func() ([]ActedWorkload, error) {
+		ds, err := cache.Deployments.List(labels.Everything())
+		if err != nil {
+			return nil, err
+		}
+		var out []ActedWorkload
+		for _, d := range ds {
+			if _, ok := d.Annotations[kinds.AnnotationActed]; ok {
+				out = append(out, ActedWorkload{Ref: policy.Ref{Kind: policy.KindDeployment, Namespace: d.Namespace, Name: d.Name},
+					Annotations: d.Annotations})
+			}
+		}
+		return out, nil
+	}
 }
