@@ -35,10 +35,17 @@ func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (R
 		res Result
 		obj runtime.Object
 	)
+	backoff, retryIf := settleBackoff, retriable
+	if req.Acted != "" {
+		// Taken within a webhook request, before any record: a workload
+		// still settling is left to the incident's worker, which may wait
+		// for it, and a conflict is retried only briefly.
+		backoff, retryIf = actFirstBackoff, apierrors.IsConflict
+	}
 	ad, err := workload.For(req.Target.Kind)
 	if err == nil {
 		attempts := 0
-		err = retry.OnError(settleBackoff, retriable, func() error {
+		err = retry.OnError(backoff, retryIf, func() error {
 			var err error
 			attempts++
 			// Only the first attempt may read the cache: a retry follows a
@@ -50,6 +57,10 @@ func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (R
 	}
 	if err != nil {
 		err = fmt.Errorf("roll back %s from revision %d to %d: %w", req.Target, from, to, err)
+		if req.Acted != "" && errors.Is(err, ErrSettling) {
+			// Nothing was attempted: the ordinary path acts, and reports.
+			return res, err
+		}
 	}
 	a.report(obj, req, KindRollback, res, err)
 	return res, err
@@ -205,6 +216,10 @@ func liveMetaOf(c kubeclient.Interface, ad workload.Adapter, namespace, name str
 // settleBackoff bounds how long an action waits, re-reading, for a conflict
 // to clear or the workload's controller to observe the latest spec: about 15s.
 var settleBackoff = wait.Backoff{Steps: 10, Duration: 200 * time.Millisecond, Factor: 1.5, Jitter: 0.1}
+
+// actFirstBackoff bounds the conflict retries of a rollback taken within
+// a webhook request: about 0.5s.
+var actFirstBackoff = wait.Backoff{Steps: 3, Duration: 200 * time.Millisecond, Factor: 1.5, Jitter: 0.1}
 
 func retriable(err error) bool { return apierrors.IsConflict(err) || errors.Is(err, ErrSettling) }
 
