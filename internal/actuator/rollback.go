@@ -35,17 +35,18 @@ func (a *Actuator) Rollback(ctx context.Context, req Request, from, to int64) (R
 		res Result
 		obj runtime.Object
 	)
-	backoff, retryIf := settleBackoff, retriable
+	backoff := settleBackoff
 	if req.Acted != "" {
-		// Taken within a webhook request, before any record: a workload
-		// still settling is left to the incident's worker, which may wait
-		// for it, and a conflict is retried only briefly.
-		backoff, retryIf = actFirstBackoff, apierrors.IsConflict
+		// Taken within a webhook request, before any record: a conflict,
+		// or a cache a moment behind the controller, is retried briefly; a
+		// workload still settling after that is left to the incident's
+		// worker, which may wait for it.
+		backoff = actFirstBackoff
 	}
 	ad, err := workload.For(req.Target.Kind)
 	if err == nil {
 		attempts := 0
-		err = retry.OnError(backoff, retryIf, func() error {
+		err = retry.OnError(backoff, retriable, func() error {
 			var err error
 			attempts++
 			// Only the first attempt may read the cache: a retry follows a
@@ -217,8 +218,8 @@ func liveMetaOf(c kubeclient.Interface, ad workload.Adapter, namespace, name str
 // to clear or the workload's controller to observe the latest spec: about 15s.
 var settleBackoff = wait.Backoff{Steps: 10, Duration: 200 * time.Millisecond, Factor: 1.5, Jitter: 0.1}
 
-// actFirstBackoff bounds the conflict retries of a rollback taken within
-// a webhook request: about 0.5s.
+// actFirstBackoff bounds the retries of a rollback taken within a webhook
+// request: about 0.5s.
 var actFirstBackoff = wait.Backoff{Steps: 3, Duration: 200 * time.Millisecond, Factor: 1.5, Jitter: 0.1}
 
 func retriable(err error) bool { return apierrors.IsConflict(err) || errors.Is(err, ErrSettling) }

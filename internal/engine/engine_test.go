@@ -104,7 +104,11 @@ func (f *fixture) waitRevision(t *testing.T, rev string) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return d.Annotations[kinds.AnnotationDeploymentRevision] == rev, fmt.Sprintf("revision %q", d.Annotations[kinds.AnnotationDeploymentRevision])
+		// Observed too: a workload still settling is not what the tests
+		// are about (a rollback within the webhook request leaves it to
+		// the incident's worker).
+		return d.Annotations[kinds.AnnotationDeploymentRevision] == rev && d.Status.ObservedGeneration >= d.Generation,
+			fmt.Sprintf("revision %q, generation %d observed %d", d.Annotations[kinds.AnnotationDeploymentRevision], d.Generation, d.Status.ObservedGeneration)
 	})
 }
 
