@@ -13,7 +13,9 @@ var armed = os.Getenv(Env)
 // node's loss would, when point is the one Env names.
 func Hit(point string) {
 	if point != "" && point == armed {
-		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		if err := syscall.Kill(os.Getpid(), syscall.SIGKILL); err != nil {
+			panic("failpoint " + point + ": kill the process: " + err.Error())
+		}
 		select {} // the signal is delivered; nothing after it runs
 	}
 }
