@@ -14,6 +14,7 @@ FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 WORKDIR /src
 # Dependencies first, so that a change of the code reuses this layer.
 COPY go.mod go.sum ./
+COPY third_party/ third_party/
 RUN go mod download
 COPY . .
 ARG TARGETOS=linux

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/version"
 )
 
 func execute(t *testing.T, environ []string, args ...string) (code int, stdout, stderr string) {
@@ -112,6 +114,10 @@ func TestVersion(t *testing.T) {
 	code, stdout, _ := execute(t, nil, "version")
 	if code != ExitOK || !strings.HasPrefix(stdout, "autorollbackd, version") {
 		t.Fatalf("version: code %d, stdout %q", code, stdout)
+	}
+	// The library's own rendering, which the command repeats without a template.
+	if want := version.Print("autorollbackd") + "\n"; stdout != want {
+		t.Errorf("version printed\n%s\nwant\n%s", stdout, want)
 	}
 }
 

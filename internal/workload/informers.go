@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/metadata/metadatalister"
 	"k8s.io/client-go/tools/cache"
 )
@@ -39,42 +40,13 @@ type Informers struct {
 // namespace), each trimmed by Transform. Start them with Run.
 func NewInformers(c AppsClient, meta metadata.Interface, namespace string) (*Informers, error) {
 	apps := c.AppsV1()
+	d, ss, ds, cr := apps.Deployments(namespace), apps.StatefulSets(namespace), apps.DaemonSets(namespace), apps.ControllerRevisions(namespace)
 	i := &Informers{
-		Deployments: newInformer(c, &appsv1.Deployment{},
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return apps.Deployments(namespace).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return apps.Deployments(namespace).Watch(ctx, o)
-			}),
-		StatefulSets: newInformer(c, &appsv1.StatefulSet{},
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return apps.StatefulSets(namespace).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return apps.StatefulSets(namespace).Watch(ctx, o)
-			}),
-		DaemonSets: newInformer(c, &appsv1.DaemonSet{},
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return apps.DaemonSets(namespace).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return apps.DaemonSets(namespace).Watch(ctx, o)
-			}),
-		ControllerRevisions: newInformer(c, &appsv1.ControllerRevision{},
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return apps.ControllerRevisions(namespace).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return apps.ControllerRevisions(namespace).Watch(ctx, o)
-			}),
-		ReplicaSets: newInformer(meta, &metav1.PartialObjectMetadata{},
-			func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-				return meta.Resource(ReplicaSetsResource).Namespace(namespace).List(ctx, o)
-			},
-			func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-				return meta.Resource(ReplicaSetsResource).Namespace(namespace).Watch(ctx, o)
-			}),
+		Deployments:         newInformer(c, &appsv1.Deployment{}, d.List, d.Watch),
+		StatefulSets:        newInformer(c, &appsv1.StatefulSet{}, ss.List, ss.Watch),
+		DaemonSets:          newInformer(c, &appsv1.DaemonSet{}, ds.List, ds.Watch),
+		ControllerRevisions: newInformer(c, &appsv1.ControllerRevision{}, cr.List, cr.Watch),
+		ReplicaSets:         metadatainformer.NewFilteredMetadataInformer(meta, ReplicaSetsResource, namespace, 0, indexers, nil).Informer(),
 	}
 	for _, inf := range i.all() {
 		if err := inf.SetTransform(Transform); err != nil {
@@ -89,11 +61,19 @@ type AppsClient interface {
 	AppsV1() appsv1client.AppsV1Interface
 }
 
-// newInformer is an informer of obj's kind, listing and watching through
-// client (which may say it cannot stream a list, as fake clients do).
-func newInformer(client any, obj runtime.Object, list func(context.Context, metav1.ListOptions) (runtime.Object, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
-	lw := cache.ToListWatcherWithWatchListSemantics(&cache.ListWatch{ListWithContextFunc: list, WatchFuncWithContext: watchFn}, client)
-	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+var indexers = cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+
+// newInformer is an informer of obj's kind over a typed client's List and
+// Watch; client says whether it can stream a list (fake clients cannot).
+// client-go's informers/apps/v1 would do the same, but its constructors
+// take the all-groups clientset, which the daemon does not build
+// (docs/architecture.md#binary-size).
+func newInformer[L runtime.Object](client any, obj runtime.Object, list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+	lw := &cache.ListWatch{
+		ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return list(ctx, o) },
+		WatchFuncWithContext: watchFn,
+	}
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), obj, 0, indexers)
 }
 
 func (i *Informers) all() []cache.SharedIndexInformer {
