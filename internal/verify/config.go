@@ -91,8 +91,9 @@ type HTTPCheck struct {
 	// Scope chooses the workloads the check runs for; namespaces is
 	// required with bearerTokenSecret.
 	Scope `mapstructure:",squash"`
-	// URL is a Go text/template over {Name, Namespace, Kind} of the
-	// workload, for example http://{{.Name}}.{{.Namespace}}.svc/health/live.
+	// URL is a template (text/template's syntax, see strtemplate) over
+	// {Name, Namespace, Kind} of the workload, for example
+	// http://{{.Name}}.{{.Namespace}}.svc/health/live.
 	URL    string `json:"url" mapstructure:"url"`
 	Method string `json:"method" mapstructure:"method"`
 	// ExpectStatus is the one status code that passes.
@@ -155,8 +156,9 @@ type PromQLCheck struct {
 	Name string `json:"name" mapstructure:"name"`
 	// Scope chooses the workloads the check runs for.
 	Scope `mapstructure:",squash"`
-	// Query is a Go text/template over {Name, Namespace, Kind} of the
-	// workload; it must return a scalar or an instant vector.
+	// Query is a template (text/template's syntax, see strtemplate) over
+	// {Name, Namespace, Kind} of the workload; it must return a scalar or
+	// an instant vector.
 	Query string `json:"query" mapstructure:"query"`
 	// Op compares the value (on the left) with Threshold: < <= > >= == !=.
 	Op        string  `json:"op" mapstructure:"op"`
