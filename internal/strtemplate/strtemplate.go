@@ -187,6 +187,9 @@ func (t *Template) check(node parse.Node, piped bool) error {
 		}
 		return nil
 	case *parse.IdentifierNode:
+		if _, ok := t.funcs[n.Ident]; ok {
+			return nil
+		}
 		for _, b := range refusedBuiltins {
 			if n.Ident == b {
 				return t.refuse(n, fmt.Sprintf("the function %q", b))
@@ -471,6 +474,20 @@ func (s *state) evalFunction(dot any, ident *parse.IdentifierNode, cmd parse.Nod
 			s.errorf("error calling %s: %w", name, err)
 		}
 	}
+	// As in text/template, a function of the template wins over a builtin.
+	if f, ok := s.t.funcs[name]; ok {
+		want(f.Args, false)
+		strs := make([]string, 0, n)
+		for _, a := range args {
+			strs = append(strs, s.stringArg(dot, a))
+		}
+		if final != missing {
+			strs = append(strs, s.asString(final))
+		}
+		out, err := f.Call(strs...)
+		call(err)
+		return out
+	}
 	switch name {
 	case "and", "or":
 		want(1, true)
@@ -549,21 +566,8 @@ func (s *state) evalFunction(dot any, ident *parse.IdentifierNode, cmd parse.Nod
 		}
 		return fmt.Sprintf(format, vs...)
 	}
-	f, ok := s.t.funcs[name]
-	if !ok {
-		s.errorf("%q is not a defined function", name)
-	}
-	want(f.Args, false)
-	strs := make([]string, 0, n)
-	for _, a := range args {
-		strs = append(strs, s.stringArg(dot, a))
-	}
-	if final != missing {
-		strs = append(strs, s.asString(final))
-	}
-	out, err := f.Call(strs...)
-	call(err)
-	return out
+	s.errorf("%q is not a defined function", name)
+	return nil
 }
 
 // equal is text/template's eq on two values: strings, booleans and ints

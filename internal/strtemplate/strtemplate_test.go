@@ -407,3 +407,26 @@ func BenchmarkExecute(b *testing.B) {
 		}
 	})
 }
+
+// TestFuncsWinOverBuiltins: a function of the template named as a builtin
+// is called instead of it, as in text/template.
+func TestFuncsWinOverBuiltins(t *testing.T) {
+	const src = `{{ len .Labels.pod }}/{{ .Status | print }}`
+	own := map[string]strtemplate.Func{
+		"len":   {Args: 1, Call: func(a ...string) (string, error) { return "len(" + a[0] + ")", nil }},
+		"print": {Args: 1, Call: func(a ...string) (string, error) { return "print(" + a[0] + ")", nil }},
+	}
+	tm, err := strtemplate.Parse("t", src, strtemplate.Options{Funcs: own})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := tm.Execute(alerts[0])
+	var b strings.Builder
+	wantErr := template.Must(template.New("t").Funcs(template.FuncMap{
+		"len":   func(s string) string { return "len(" + s + ")" },
+		"print": func(s string) string { return "print(" + s + ")" },
+	}).Parse(src)).Execute(&b, alerts[0])
+	if err != nil || wantErr != nil || out != b.String() {
+		t.Fatalf("got %q, %v; text/template gives %q, %v", out, err, b.String(), wantErr)
+	}
+}
