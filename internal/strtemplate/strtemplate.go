@@ -11,8 +11,12 @@
 // Record.TemplateField.
 //
 // Every construct it accepts gives the output text/template would give for
-// the same data (the package's differential test checks this); the others
-// are refused when the template is parsed, naming the construct: range,
+// the same data, or fails where text/template fails (the package's
+// differential test checks this), with two exceptions that fail with an
+// error wrapping ErrUnsupported where text/template may succeed: eq and ne
+// on values other than strings, booleans and ints, and a field of a time,
+// which text/template would call as a method. The other constructs are
+// refused when the template is parsed, naming the construct: range,
 // define, template and block, variable declarations, number, boolean and
 // nil constants, method calls (a field given arguments or a piped value),
 // and the builtins other than and, or, not, eq, ne, len, index and printf.
