@@ -2,6 +2,7 @@ package strtemplate_test
 
 import (
 	"errors"
+	"io"
 	"regexp"
 	"strings"
 	"testing"
@@ -312,16 +313,24 @@ func TestRefused(t *testing.T) {
 }
 
 // TestRefusedAtExecution: a method of a time cannot be told from a field
-// until the value is known; it is refused when reached.
+// until the value is known, nor the kinds eq compares; they are refused
+// when reached, where text/template succeeds.
 func TestRefusedAtExecution(t *testing.T) {
-	tm, err := strtemplate.Parse("t", `{{ .StartsAt.Unix }}`, strtemplate.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = tm.Execute(alerts[0])
-	const want = `template: t:1:12: executing "t" at <.StartsAt.Unix>: can't evaluate field Unix in type time.Time: calling a method is not supported`
-	if err == nil || err.Error() != want || !errors.Is(err, strtemplate.ErrUnsupported) {
-		t.Fatalf("Execute = %v\nwant %s", err, want)
+	for _, tc := range []struct{ src, want string }{
+		{`{{ .StartsAt.Unix }}`, `template: t:1:12: executing "t" at <.StartsAt.Unix>: can't evaluate field Unix in type time.Time: calling a method is not supported`},
+		{`{{ eq .StartsAt .EndsAt }}`, `template: t:1:3: executing "t" at <eq .StartsAt .EndsAt>: error calling eq: comparing values of type time.Time is not supported`},
+	} {
+		tm, err := strtemplate.Parse("t", tc.src, strtemplate.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = tm.Execute(alerts[0])
+		if err == nil || err.Error() != tc.want || !errors.Is(err, strtemplate.ErrUnsupported) {
+			t.Errorf("Execute(%q) = %v\nwant %s", tc.src, err, tc.want)
+		}
+		if err := template.Must(template.New("t").Parse(tc.src)).Execute(io.Discard, alerts[0]); err != nil {
+			t.Errorf("text/template fails on %q too (%v): the case shows nothing", tc.src, err)
+		}
 	}
 }
 
