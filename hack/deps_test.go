@@ -2,6 +2,7 @@ package hack_test
 
 import (
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -53,3 +54,62 @@ func TestDaemonDependencies(t *testing.T) {
 	}
 }
 
+// TestNoTextTemplate: no package of this module imports text/template or
+// html/template outside its tests. Their execution looks methods up by a
+// name known only at run time, so once it is reachable the linker keeps
+// every exported method of every type that reaches an interface (about 13
+// MB of the daemon). Templates of the configuration are evaluated by
+// internal/strtemplate instead. Dependencies (cobra, cel-go) import
+// text/template without executing templates in the daemon, and are not
+// checked here.
+func TestNoTextTemplate(t *testing.T) {
+	const module = "github.com/autorollbackd/autorollbackd/"
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", "../...").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	ours := 0
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], module) {
+			continue
+		}
+		ours++
+		for _, imp := range f[1:] {
+			if imp == "text/template" || imp == "html/template" {
+				t.Errorf("%s imports %s", f[0], imp)
+			}
+		}
+	}
+	if ours < 10 {
+		t.Fatalf("go list lists %d packages of this module:\n%s", ours, out)
+	}
+}
+
+// TestBinaryExecutesNoTemplate: nothing in the daemon's binary can execute
+// a text/template or html/template template. Template execution looks
+// methods up by a name known only at run time, so once it is reachable the
+// linker keeps every exported method of every type that reaches an
+// interface, a quarter of the binary (docs/architecture.md#binary-size).
+// Packages may import the template packages (cobra and cel-go do) as long
+// as nothing reachable executes one.
+func TestBinaryExecutesNoTemplate(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "autorollbackd")
+	if out, err := exec.Command("go", "build", "-trimpath", "-o", bin, "../cmd/autorollbackd").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command("go", "tool", "nm", bin).Output()
+	if err != nil {
+		t.Fatalf("go tool nm: %v", err)
+	}
+	symbols := 0
+	for line := range strings.Lines(string(out)) {
+		symbols++
+		if strings.HasSuffix(strings.TrimSpace(line), " text/template.(*state).evalField") {
+			t.Errorf("the binary links text/template's execution: %s", strings.TrimSpace(line))
+		}
+	}
+	if symbols < 1000 {
+		t.Fatalf("go tool nm listed %d symbols; that is not the daemon's binary", symbols)
+	}
+}

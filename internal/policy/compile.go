@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 	"unicode/utf8"
 
@@ -19,6 +18,7 @@ import (
 	"k8s.io/utils/lru"
 
 	"github.com/autorollbackd/autorollbackd/internal/helm"
+	"github.com/autorollbackd/autorollbackd/internal/strtemplate"
 )
 
 // KeyError is a problem with one key of the policy section. Key is relative
@@ -79,11 +79,11 @@ type rule struct {
 // target is how to find the workload in an alert's labels.
 type target struct {
 	namespaceLabel string
-	namespaceTmpl  *template.Template // wins over namespaceLabel
-	kind           Kind               // "" means: use kindLabels
+	namespaceTmpl  *strtemplate.Template // wins over namespaceLabel
+	kind           Kind                  // "" means: use kindLabels
 	nameLabel      string
-	nameTmpl       *template.Template // wins over nameLabel
-	kindLabels     []kindLabel        // sorted by label
+	nameTmpl       *strtemplate.Template // wins over nameLabel
+	kindLabels     []kindLabel           // sorted by label
 }
 
 type kindLabel struct {
@@ -345,19 +345,14 @@ func (c *compiler) ruleTarget(key string, rt RuleTarget, def target) target {
 	return t
 }
 
-func (c *compiler) template(key, src string) *template.Template {
-	t, err := template.New(key).Option("missingkey=zero").Funcs(templateFuncs).Parse(src)
+// template parses a target template. Defined templates, which could call
+// themselves, are refused by strtemplate, as is every other construct it
+// does not evaluate.
+func (c *compiler) template(key, src string) *strtemplate.Template {
+	t, err := strtemplate.Parse(key, src, strtemplate.Options{Funcs: templateFuncs, MissingKey: strtemplate.MissingKeyZero})
 	if err != nil {
 		c.add(key, fmt.Errorf("parse template: %w", err))
 		return nil
-	}
-	// A defined template can call itself; text/template then recurses
-	// 100000 levels deep on every alert before it gives up.
-	for _, sub := range t.Templates() {
-		if sub.Name() != key {
-			c.bad(key, "must not define templates, found %q", sub.Name())
-			return nil
-		}
 	}
 	return t
 }

@@ -77,10 +77,19 @@ func TestCompileErrors(t *testing.T) {
 		}, `rules[0].target.namespaceTemplate: parse template: template: rules[0].target.namespaceTemplate:1: function "title" not defined`},
 		{"template defines a template", func(c *policy.Config) {
 			c.Rules[0].Target = policy.RuleTarget{Kind: policy.KindDeployment, NameTemplate: `{{ define "x" }}{{ template "x" }}{{ end }}{{ template "x" }}`}
-		}, `rules[0].target.nameTemplate: must not define templates, found "x"`},
+		}, `rules[0].target.nameTemplate: parse template: template: rules[0].target.nameTemplate: defining templates (define "x") is not supported`},
 		{"template only defines a template", func(c *policy.Config) {
 			c.Rules[0].Target = policy.RuleTarget{NamespaceTemplate: `{{ define "ns" }}production{{ end }}`}
-		}, `rules[0].target.namespaceTemplate: must not define templates, found "ns"`},
+		}, `rules[0].target.namespaceTemplate: parse template: template: rules[0].target.namespaceTemplate: defining templates (define "ns") is not supported`},
+		{"template ranges", func(c *policy.Config) {
+			c.Rules[0].Target = policy.RuleTarget{NamespaceTemplate: `{{ range .Labels }}{{ . }}{{ end }}`}
+		}, `rules[0].target.namespaceTemplate: parse template: template: rules[0].target.namespaceTemplate:1:9: range is not supported`},
+		{"template calls a method", func(c *policy.Config) {
+			c.Rules[0].Target = policy.RuleTarget{Kind: policy.KindDeployment, NameTemplate: `{{ .StartsAt.Format "2006" }}`}
+		}, `rules[0].target.nameTemplate: parse template: template: rules[0].target.nameTemplate:1:3: calling a method (.StartsAt.Format) is not supported`},
+		{"template declares a variable", func(c *policy.Config) {
+			c.Rules[0].Target = policy.RuleTarget{Kind: policy.KindDeployment, NameTemplate: `{{ $app := .Labels.app }}{{ $app }}`}
+		}, `rules[0].target.nameTemplate: parse template: template: rules[0].target.nameTemplate:1:3: declaring or assigning variables is not supported`},
 		{"bad kind label", func(c *policy.Config) { c.DefaultTarget.KindLabels["pod"] = "Pod" },
 			`defaultTarget.kindLabels.pod: must be Deployment, StatefulSet, DaemonSet or Rollout, got "Pod"`},
 		{"no kind labels", func(c *policy.Config) { c.DefaultTarget.KindLabels = nil },

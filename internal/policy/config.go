@@ -160,8 +160,9 @@ type RuleTarget struct {
 	Kind           Kind   `json:"kind,omitempty" mapstructure:"kind"`
 	NamespaceLabel string `json:"namespaceLabel,omitempty" mapstructure:"namespaceLabel"`
 	NameLabel      string `json:"nameLabel,omitempty" mapstructure:"nameLabel"`
-	// Templates are Go text/template over the Alert, for example
-	// {{ .Labels.kubernetes_namespace }}.
+	// Templates use text/template's syntax over the Alert, for example
+	// {{ .Labels.kubernetes_namespace }}; see strtemplate for what they may
+	// use.
 	NamespaceTemplate string `json:"namespaceTemplate,omitempty" mapstructure:"namespaceTemplate"`
 	NameTemplate      string `json:"nameTemplate,omitempty" mapstructure:"nameTemplate"`
 }

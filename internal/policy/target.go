@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"text/template"
 
 	"github.com/prometheus/alertmanager/pkg/labels"
 	"k8s.io/apimachinery/pkg/api/validate/content"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/strtemplate"
 )
 
 // ErrNoTarget is wrapped by every error of Resolve: the alert names no
@@ -119,7 +119,7 @@ func isDNS1123Subdomain(s string) bool {
 }
 
 // value renders tmpl when there is one, else reads label.
-func (t target) value(a Alert, what string, tmpl *template.Template, label string) (string, error) {
+func (t target) value(a Alert, what string, tmpl *strtemplate.Template, label string) (string, error) {
 	if tmpl == nil {
 		v := a.Labels[label]
 		if v == "" {
@@ -127,11 +127,11 @@ func (t target) value(a Alert, what string, tmpl *template.Template, label strin
 		}
 		return v, nil
 	}
-	var b strings.Builder
-	if err := tmpl.Execute(&b, a); err != nil {
+	out, err := tmpl.Execute(a)
+	if err != nil {
 		return "", fmt.Errorf("%w: render %s template: %w", ErrNoTarget, what, err)
 	}
-	v := strings.TrimSpace(b.String())
+	v := strings.TrimSpace(out)
 	if v == "" {
 		return "", fmt.Errorf("%w: %s template rendered empty", ErrNoTarget, what)
 	}
@@ -150,20 +150,20 @@ func (t target) kindLabelNames() string {
 // an alert label into a workload name. Names and argument order are those of
 // Alertmanager's templates, and of sprig for trimPrefix and trimSuffix, so
 // the last argument is the piped value.
-var templateFuncs = template.FuncMap{
-	"toLower":    strings.ToLower,
-	"toUpper":    strings.ToUpper,
-	"trimSpace":  strings.TrimSpace,
-	"trimPrefix": func(prefix, s string) string { return strings.TrimPrefix(s, prefix) },
-	"trimSuffix": func(suffix, s string) string { return strings.TrimSuffix(s, suffix) },
+var templateFuncs = map[string]strtemplate.Func{
+	"toLower":    {Args: 1, Call: func(a ...string) (string, error) { return strings.ToLower(a[0]), nil }},
+	"toUpper":    {Args: 1, Call: func(a ...string) (string, error) { return strings.ToUpper(a[0]), nil }},
+	"trimSpace":  {Args: 1, Call: func(a ...string) (string, error) { return strings.TrimSpace(a[0]), nil }},
+	"trimPrefix": {Args: 2, Call: func(a ...string) (string, error) { return strings.TrimPrefix(a[1], a[0]), nil }},
+	"trimSuffix": {Args: 2, Call: func(a ...string) (string, error) { return strings.TrimSuffix(a[1], a[0]), nil }},
 	// {{ .Labels.pod | reReplaceAll "-[^-]+-[^-]+$" "" }}
-	"reReplaceAll": func(pattern, repl, text string) (string, error) {
-		re, err := regexp.Compile(pattern)
+	"reReplaceAll": {Args: 3, Call: func(a ...string) (string, error) {
+		re, err := regexp.Compile(a[0])
 		if err != nil {
 			return "", err
 		}
-		return re.ReplaceAllString(text, repl), nil
-	},
+		return re.ReplaceAllString(a[2], a[1]), nil
+	}},
 }
 
 // matches reports whether every matcher of r matches labels. A missing

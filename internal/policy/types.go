@@ -115,6 +115,28 @@ type Alert struct {
 	GeneratorURL string            `json:"generatorURL,omitempty"`
 }
 
+// TemplateField is the field name of a, for target templates: they are
+// evaluated without reflection.
+func (a Alert) TemplateField(name string) (any, bool) {
+	switch name {
+	case "Fingerprint":
+		return a.Fingerprint, true
+	case "Status":
+		return a.Status, true
+	case "Labels":
+		return a.Labels, true
+	case "Annotations":
+		return a.Annotations, true
+	case "StartsAt":
+		return a.StartsAt, true
+	case "EndsAt":
+		return a.EndsAt, true
+	case "GeneratorURL":
+		return a.GeneratorURL, true
+	}
+	return nil, false
+}
+
 // Workload is what the daemon knows about the target workload, read from the
 // cluster by the caller. Ref must be filled in: Evaluate refuses to act when
 // it differs from Input.Target.

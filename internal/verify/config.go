@@ -1,7 +1,6 @@
 package verify
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -9,12 +8,13 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 
 	promconfig "github.com/prometheus/common/config"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/autorollbackd/autorollbackd/internal/strtemplate"
 )
 
 // Config is the `verify:` section of the daemon configuration. It is decoded
@@ -91,8 +91,9 @@ type HTTPCheck struct {
 	// Scope chooses the workloads the check runs for; namespaces is
 	// required with bearerTokenSecret.
 	Scope `mapstructure:",squash"`
-	// URL is a Go text/template over {Name, Namespace, Kind} of the
-	// workload, for example http://{{.Name}}.{{.Namespace}}.svc/health/live.
+	// URL is a template (text/template's syntax, see strtemplate) over
+	// {Name, Namespace, Kind} of the workload, for example
+	// http://{{.Name}}.{{.Namespace}}.svc/health/live.
 	URL    string `json:"url" mapstructure:"url"`
 	Method string `json:"method" mapstructure:"method"`
 	// ExpectStatus is the one status code that passes.
@@ -155,8 +156,9 @@ type PromQLCheck struct {
 	Name string `json:"name" mapstructure:"name"`
 	// Scope chooses the workloads the check runs for.
 	Scope `mapstructure:",squash"`
-	// Query is a Go text/template over {Name, Namespace, Kind} of the
-	// workload; it must return a scalar or an instant vector.
+	// Query is a template (text/template's syntax, see strtemplate) over
+	// {Name, Namespace, Kind} of the workload; it must return a scalar or
+	// an instant vector.
 	Query string `json:"query" mapstructure:"query"`
 	// Op compares the value (on the left) with Threshold: < <= > >= == !=.
 	Op        string  `json:"op" mapstructure:"op"`
@@ -264,6 +266,20 @@ type templateData struct {
 	Name      string
 	Namespace string
 	Kind      string
+}
+
+// TemplateField is the field name of d: templates are evaluated without
+// reflection.
+func (d templateData) TemplateField(name string) (any, bool) {
+	switch name {
+	case "Name":
+		return d.Name, true
+	case "Namespace":
+		return d.Namespace, true
+	case "Kind":
+		return d.Kind, true
+	}
+	return nil, false
 }
 
 // sampleData renders templates at validation time, so that a template
@@ -461,8 +477,8 @@ func checkURL(s string) error {
 
 // parseTemplate parses a URL or query template. A missing key is an error,
 // and so is a field that templateData lacks (at execution).
-func parseTemplate(name, text string) (*template.Template, error) {
-	t, err := template.New(name).Option("missingkey=error").Parse(text)
+func parseTemplate(name, text string) (*strtemplate.Template, error) {
+	t, err := strtemplate.Parse(name, text, strtemplate.Options{MissingKey: strtemplate.MissingKeyError})
 	if err != nil {
 		return nil, fmt.Errorf("parse template: %w", err)
 	}
@@ -478,12 +494,12 @@ func render(name, text string, data templateData) (string, error) {
 	return execute(t, data)
 }
 
-func execute(t *template.Template, data templateData) (string, error) {
-	var b bytes.Buffer
-	if err := t.Execute(&b, data); err != nil {
+func execute(t *strtemplate.Template, data templateData) (string, error) {
+	out, err := t.Execute(data)
+	if err != nil {
 		return "", fmt.Errorf("render template: %w", err)
 	}
-	return b.String(), nil
+	return out, nil
 }
 
 // sortedJoin joins errors in a stable order so messages are reproducible.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,16 @@ func TestValidate(t *testing.T) {
 			name: "url template names an unknown field",
 			cfg:  valid(func(c *Config) { c.HTTP[0].URL = "http://{{.Service}}/" }),
 			want: []string{`http[0].url: render template: template: url:1:9: executing "url" at <.Service>: can't evaluate field Service in type verify.templateData`},
+		},
+		{
+			name: "url template uses a construct evaluation does not support",
+			cfg:  valid(func(c *Config) { c.HTTP[0].URL = `http://{{ .Name | printf "%s" | urlquery }}/` }),
+			want: []string{`http[0].url: parse template: template: url:1:32: the function "urlquery" is not supported`},
+		},
+		{
+			name: "query template declares a variable",
+			cfg:  valid(func(c *Config) { c.PromQL[0].Query = `{{ $ns := .Namespace }}up{namespace="{{ $ns }}"}` }),
+			want: []string{`promql[0].query: parse template: template: query:1:3: declaring or assigning variables is not supported`},
 		},
 		{
 			name: "url renders to a relative URL",
@@ -298,5 +309,20 @@ func TestNewConfigErrors(t *testing.T) {
 	}
 	if _, err := New(Options{Config: DefaultConfig()}); err == nil || !strings.Contains(err.Error(), "Options.Client is required") {
 		t.Errorf("New with the rollout check and no client: error %v", err)
+	}
+}
+
+// TestTemplateDataFields: URL and query templates see every field of
+// templateData by its Go name.
+func TestTemplateDataFields(t *testing.T) {
+	v := reflect.ValueOf(sampleData)
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Name
+		if got, ok := sampleData.TemplateField(name); !ok || got != v.Field(i).Interface() {
+			t.Errorf("TemplateField(%q) = %v, %t; want %v", name, got, ok, v.Field(i).Interface())
+		}
+	}
+	if got, ok := sampleData.TemplateField("Service"); ok {
+		t.Errorf("TemplateField(%q) = %v, true", "Service", got)
 	}
 }

@@ -10,12 +10,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"text/template"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/strtemplate"
 )
 
 // maxBodyBytes bounds how much of a response body is read for bodyRegex.
@@ -26,7 +26,7 @@ const maxBodyBytes = 1 << 20
 type httpCheck struct {
 	HTTPCheck
 	scope  scope
-	url    *template.Template
+	url    *strtemplate.Template
 	body   *regexp.Regexp // nil: any body
 	client *http.Client
 }

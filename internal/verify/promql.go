@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"text/template"
 	"time"
 
 	"github.com/prometheus/common/model"
 
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/strtemplate"
 )
 
 // minQueryTimeout is the least time one query may take before it is
@@ -22,7 +22,7 @@ const minQueryTimeout = 5 * time.Second
 type promCheck struct {
 	PromQLCheck
 	scope scope
-	query *template.Template
+	query *strtemplate.Template
 }
 
 // evalKind is the verdict on one evaluation of a promql check.
