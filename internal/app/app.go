@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -84,6 +85,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	cfg, logger := opts.Config, opts.Logger
 	kube.RouteKlog(logger)
+	if _, err := setMemoryLimit(logger.With("component", "memlimit"), memlimit.FromCgroup); err != nil {
+		return err
+	}
 
 	rc, ownNamespace, err := kube.RESTConfig(cfg.Kubernetes)
 	if err != nil {
