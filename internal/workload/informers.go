@@ -46,7 +46,7 @@ func NewInformers(c AppsClient, meta metadata.Interface, namespace string) (*Inf
 		StatefulSets:        newInformer(c, &appsv1.StatefulSet{}, ss.List, ss.Watch),
 		DaemonSets:          newInformer(c, &appsv1.DaemonSet{}, ds.List, ds.Watch),
 		ControllerRevisions: newInformer(c, &appsv1.ControllerRevision{}, cr.List, cr.Watch),
-		ReplicaSets:         metadatainformer.NewFilteredMetadataInformer(meta, ReplicaSetsResource, namespace, 0, indexers, nil).Informer(),
+		ReplicaSets:         metadatainformer.NewFilteredMetadataInformer(meta, ReplicaSetsResource, namespace, 0, indexers(), nil).Informer(),
 	}
 	for _, inf := range i.all() {
 		if err := inf.SetTransform(Transform); err != nil {
@@ -61,7 +61,11 @@ type AppsClient interface {
 	AppsV1() appsv1client.AppsV1Interface
 }
 
-var indexers = cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+// indexers are an informer's own: AddIndexers writes into the map given at
+// construction, so informers sharing one would share each other's indexes.
+func indexers() cache.Indexers {
+	return cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
+}
 
 // newInformer is an informer of obj's kind over a typed client's List and
 // Watch; client says whether it can stream a list (fake clients cannot).
@@ -73,7 +77,7 @@ func newInformer[L runtime.Object](client any, obj runtime.Object, list func(con
 		ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return list(ctx, o) },
 		WatchFuncWithContext: watchFn,
 	}
-	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), obj, 0, indexers)
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), obj, 0, indexers())
 }
 
 func (i *Informers) all() []cache.SharedIndexInformer {

@@ -68,3 +68,19 @@ func TestInformersRunAfterShutdown(t *testing.T) {
 		t.Fatal("Run started informers after Shutdown")
 	}
 }
+
+// TestInformersIndexSeparately: each informer has its own indexers, so the
+// controller index NewCached adds to ReplicaSets and ControllerRevisions is
+// neither refused on the second as a conflict nor computed for the
+// workloads themselves.
+func TestInformersIndexSeparately(t *testing.T) {
+	inf, _ := fakeInformers(t, "ns")
+	NewCached(inf)
+	for i, in := range inf.all() {
+		_, indexed := in.GetIndexer().GetIndexers()[controllerIndex]
+		want := in == inf.ReplicaSets || in == inf.ControllerRevisions
+		if indexed != want {
+			t.Errorf("%s indexed by controller: %v, want %v", informerKinds[i], indexed, want)
+		}
+	}
+}
