@@ -41,7 +41,8 @@ test: testenv lint
 
 # Each fuzz target, as package:target.
 FUZZ_TARGETS := ./internal/config:FuzzLoad ./internal/webhook:FuzzDecode ./internal/webhook:FuzzDecodeValid \
-	./internal/policy:FuzzCompileMatchers ./internal/policy:FuzzDNS1123
+	./internal/policy:FuzzCompileMatchers ./internal/policy:FuzzDNS1123 \
+	./internal/strtemplate:FuzzMatchesTextTemplate
 FUZZTIME ?= 10s
 
 ## fuzz: run every fuzz target for FUZZTIME (default 10s; try FUZZTIME=5m)

@@ -9,39 +9,12 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/strtemplate"
 )
 
-// alert has the shape of policy.Alert.
-type alert struct {
-	Fingerprint  string
-	Status       string
-	Labels       map[string]string
-	Annotations  map[string]string
-	StartsAt     time.Time
-	EndsAt       time.Time
-	GeneratorURL string
-}
-
-func (a alert) TemplateField(name string) (any, bool) {
-	switch name {
-	case "Fingerprint":
-		return a.Fingerprint, true
-	case "Status":
-		return a.Status, true
-	case "Labels":
-		return a.Labels, true
-	case "Annotations":
-		return a.Annotations, true
-	case "StartsAt":
-		return a.StartsAt, true
-	case "EndsAt":
-		return a.EndsAt, true
-	case "GeneratorURL":
-		return a.GeneratorURL, true
-	}
-	return nil, false
-}
+// alert is the data of the policy's target templates.
+type alert = policy.Alert
 
 // workload has the shape of verify's template data.
 type workload struct{ Name, Namespace, Kind string }
