@@ -49,7 +49,11 @@ func NewInformers(c AppsClient, meta metadata.Interface, namespace string) (*Inf
 		ReplicaSets:         metadatainformer.NewFilteredMetadataInformer(meta, ReplicaSetsResource, namespace, 0, indexers(), nil).Informer(),
 	}
 	for _, inf := range i.all() {
-		if err := inf.SetTransform(Transform); err != nil {
+		t := Transform
+		if inf == i.ReplicaSets {
+			t = ReplicaSetTransform()
+		}
+		if err := inf.SetTransform(t); err != nil {
 			return nil, fmt.Errorf("trim the cached workloads: %w", err)
 		}
 	}
