@@ -216,7 +216,7 @@ func Default() Config {
 		Webhook: webhook.DefaultConfig(),
 		API:     API{Auth: webhook.DefaultAPICredential()},
 		Engine: Engine{
-			Workers:           2,
+			Workers:           8,
 			MaxPending:        2000,
 			MaxRecords:        5000,
 			Retention:         d(72 * time.Hour),
