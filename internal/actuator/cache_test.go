@@ -124,6 +124,9 @@ func (l *callLog) wrap(rt http.RoundTripper) http.RoundTripper {
 			code = resp.StatusCode
 		}
 		path := strings.TrimPrefix(r.URL.Path, "/apis/apps/v1/namespaces/"+l.ns+"/")
+		if r.Method == http.MethodGet && r.URL.Query().Get("resourceVersion") == "0" {
+			path += "?resourceVersion=0" // from the API server's watch cache
+		}
 		l.mu.Lock()
 		l.calls = append(l.calls, fmt.Sprintf("%s %s %d", r.Method, path, code))
 		l.mu.Unlock()
@@ -256,7 +259,7 @@ func TestCachedRollbackSkipsTheReads(t *testing.T) {
 		want   []string
 	}{
 		{"no cache", false, []string{"GET deployments/reads 200", "GET replicasets 200", "PATCH deployments/reads 200"}},
-		{"informer cache", true, []string{"GET replicasets/{revision 1} 200", "PATCH deployments/reads 200"}},
+		{"informer cache", true, []string{"GET replicasets/{revision 1}?resourceVersion=0 200", "PATCH deployments/reads 200"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -313,7 +316,7 @@ func TestStaleCache(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			want:  []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 200"},
+			want:  []string{"GET replicasets/{revision 1}?resourceVersion=0 200", "PATCH deployments/stale 200"},
 			image: "event-service:v1",
 		},
 		{
@@ -327,7 +330,7 @@ func TestStaleCache(t *testing.T) {
 			},
 			// The refused PATCH, the read that finds the tests no longer
 			// hold, and the live retry.
-			want: []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 422", "GET deployments/stale 200",
+			want: []string{"GET replicasets/{revision 1}?resourceVersion=0 200", "PATCH deployments/stale 422", "GET deployments/stale 200",
 				"GET deployments/stale 200", "GET replicasets 200", "PATCH deployments/stale 200"},
 			image: "event-service:v1",
 		},
@@ -340,7 +343,7 @@ func TestStaleCache(t *testing.T) {
 				}
 			},
 			wantErr: ErrPaused,
-			want:    []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
+			want:    []string{"GET replicasets/{revision 1}?resourceVersion=0 200", "PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
 			image:   "event-service:v2-bad",
 		},
 		{
@@ -350,7 +353,7 @@ func TestStaleCache(t *testing.T) {
 				f.waitSettled(t, "stale", 3)
 			},
 			wantErr: ErrChanged,
-			want:    []string{"GET replicasets/{revision 1} 200", "PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
+			want:    []string{"GET replicasets/{revision 1}?resourceVersion=0 200", "PATCH deployments/stale 422", "GET deployments/stale 200", "GET deployments/stale 200"},
 			image:   "event-service:v3-fix",
 		},
 	} {
@@ -408,30 +411,33 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 		// read is the revision whose ReplicaSet the cached attempt read by
 		// name, if it got that far; 0 if not.
 		read int64
+		// readAgain: the watch cache's copy did not show the revision
+		// the cache did, so it was read again from etcd.
+		readAgain bool
 	}{
-		{"paused", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Spec.Paused = true }, ErrPaused.Error(), 0},
-		{"other revision", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Annotations[kinds.AnnotationDeploymentRevision] = "7" }, "now at revision 7", 0},
-		{"settling", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Generation = c.d.Status.ObservedGeneration + 1 }, ErrSettling.Error(), 0},
+		{"paused", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Spec.Paused = true }, ErrPaused.Error(), 0, false},
+		{"other revision", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Annotations[kinds.AnnotationDeploymentRevision] = "7" }, "now at revision 7", 0, false},
+		{"settling", func(_ *testing.T, c *fakeCache, _ Request) { c.d.Generation = c.d.Status.ObservedGeneration + 1 }, ErrSettling.Error(), 0, false},
 		{"already done", func(_ *testing.T, c *fakeCache, req Request) {
 			c.d.Annotations[kinds.AnnotationRolledBackFor], c.d.Annotations[kinds.AnnotationRolledBackFrom], c.d.Annotations[kinds.AnnotationRolledBackTo] = req.Incident, "2", "1"
-		}, "outcome=noop", 0},
+		}, "outcome=noop", 0, false},
 		{"no history", func(t *testing.T, c *fakeCache, _ Request) {
 			target := c.replicaSet(t, 1)
 			c.rss = slices.DeleteFunc(c.rss, func(rs *appsv1.ReplicaSet) bool { return rs == target })
-		}, "no ReplicaSet of revision 1", 0},
+		}, "no ReplicaSet of revision 1", 0, false},
 		{"template already restored", func(t *testing.T, c *fakeCache, _ Request) {
 			// The live ReplicaSet of revision 1 has the template the cached
 			// Deployment shows.
 			c.d.Spec.Template = *c.replicaSet(t, 1).Spec.Template.DeepCopy()
-		}, "outcome=noop", 1},
+		}, "outcome=noop", 1, false},
 		{"target ReplicaSet renumbered", func(t *testing.T, c *fakeCache, _ Request) {
 			// The cache shows revision 2's ReplicaSet as revision 1, and not
 			// the live one: the read by name finds it is revision 2.
 			target := c.replicaSet(t, 1)
 			c.rss = slices.DeleteFunc(c.rss, func(rs *appsv1.ReplicaSet) bool { return rs == target })
 			c.replicaSet(t, 2).Annotations[kinds.AnnotationDeploymentRevision] = "1"
-		}, workload.ErrRevisionMoved.Error(), 2},
-		{"not cached", func(_ *testing.T, c *fakeCache, _ Request) { c.d = nil }, "not found", 0},
+		}, workload.ErrRevisionMoved.Error(), 2, true},
+		{"not cached", func(_ *testing.T, c *fakeCache, _ Request) { c.d = nil }, "not found", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -444,7 +450,11 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 			// Named before the rollback renumbers revision 1.
 			want := []string{"GET deployments/" + name + " 200", "GET replicasets 200", "PATCH deployments/" + name + " 200"}
 			if tc.read != 0 {
-				want = f.named(t, name, append([]string{fmt.Sprintf("GET replicasets/{revision %d} 200", tc.read)}, want...))
+				read := []string{fmt.Sprintf("GET replicasets/{revision %d}?resourceVersion=0 200", tc.read)}
+				if tc.readAgain {
+					read = append(read, fmt.Sprintf("GET replicasets/{revision %d} 200", tc.read))
+				}
+				want = f.named(t, name, append(read, want...))
 			}
 
 			client, log := f.countingClient(t)

@@ -158,11 +158,25 @@ func replicaSetWithTemplate(ctx context.Context, c kubeclient.Interface, owner m
 	if _, ok := rev.Object.(*appsv1.ReplicaSet); ok {
 		return rev, nil
 	}
-	rs, err := c.AppsV1().ReplicaSets(owner.GetNamespace()).Get(ctx, rev.Name, metav1.GetOptions{})
+	isRev := func(rs *appsv1.ReplicaSet) bool {
+		n, ok := replicaSetNumber(rs, revisionKey)
+		return metav1.IsControlledBy(rs, owner) && ok && n == rev.Number
+	}
+	rss := c.AppsV1().ReplicaSets(owner.GetNamespace())
+	// First from the API server's watch cache (resourceVersion "0"), which
+	// spares the action an etcd read: what a rollback takes from the
+	// ReplicaSet, its template and annotations, was written when it became
+	// that revision, and the patch's precondition on the workload refuses
+	// a rollback decided on a workload that has moved since. A cache that
+	// does not show it as revision rev.Number yet is read past, from etcd.
+	rs, err := rss.Get(ctx, rev.Name, metav1.GetOptions{ResourceVersion: "0"})
+	if err != nil || !isRev(rs) {
+		rs, err = rss.Get(ctx, rev.Name, metav1.GetOptions{})
+	}
 	if err != nil {
 		return rev, fmt.Errorf("read ReplicaSet %s of revision %d: %w", rev.Name, rev.Number, err)
 	}
-	if n, ok := replicaSetNumber(rs, revisionKey); !metav1.IsControlledBy(rs, owner) || !ok || n != rev.Number {
+	if !isRev(rs) {
 		return rev, fmt.Errorf("%w: ReplicaSet %s is no longer revision %d of %s", ErrRevisionMoved, rev.Name, rev.Number, owner.GetName())
 	}
 	rev.Object, rev.Created = rs, rs.CreationTimestamp.Time
