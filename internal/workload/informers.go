@@ -37,7 +37,8 @@ type Informers struct {
 }
 
 // NewInformers returns the informers of namespace ("" for every
-// namespace), each trimmed by Transform. Start them with Run.
+// namespace), each trimmed by Transform and what its kind adds to it.
+// Start them with Run.
 func NewInformers(c AppsClient, meta metadata.Interface, namespace string) (*Informers, error) {
 	apps := c.AppsV1()
 	d, ss, ds, cr := apps.Deployments(namespace), apps.StatefulSets(namespace), apps.DaemonSets(namespace), apps.ControllerRevisions(namespace)
@@ -48,11 +49,10 @@ func NewInformers(c AppsClient, meta metadata.Interface, namespace string) (*Inf
 		ControllerRevisions: newInformer(c, &appsv1.ControllerRevision{}, cr.List, cr.Watch),
 		ReplicaSets:         metadatainformer.NewFilteredMetadataInformer(meta, ReplicaSetsResource, namespace, 0, indexers(), nil).Informer(),
 	}
-	for _, inf := range i.all() {
-		t := Transform
-		if inf == i.ReplicaSets {
-			t = ReplicaSetTransform()
-		}
+	for inf, t := range map[cache.SharedIndexInformer]cache.TransformFunc{
+		i.Deployments: deploymentTransform, i.StatefulSets: statefulSetTransform, i.DaemonSets: daemonSetTransform,
+		i.ReplicaSets: ReplicaSetTransform(), i.ControllerRevisions: Transform,
+	} {
 		if err := inf.SetTransform(t); err != nil {
 			return nil, fmt.Errorf("trim the cached workloads: %w", err)
 		}

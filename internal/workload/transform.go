@@ -20,9 +20,8 @@ import (
 // cached, opted in or not: managed fields (about half of an object) go
 // everywhere, and a ControllerRevision keeps no data, since its revision
 // number, owner and age are all the facts need (a rollback reads the
-// revision's data from the API server). A workload whose selector, pod
-// template and own labels are equal keeps one map of them (see
-// shareLabels). The objects are the cache's, never written to.
+// revision's data from the API server). The objects are the cache's, never
+// written to.
 func Transform(obj any) (any, error) {
 	if _, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		return obj, nil
@@ -30,17 +29,31 @@ func Transform(obj any) (any, error) {
 	if m, err := meta.Accessor(obj); err == nil {
 		m.SetManagedFields(nil)
 	}
-	switch o := obj.(type) {
-	case *appsv1.ControllerRevision:
-		o.Data = runtime.RawExtension{}
-	case *appsv1.Deployment:
-		shareLabels(&o.ObjectMeta, o.Spec.Selector, &o.Spec.Template)
-	case *appsv1.StatefulSet:
-		shareLabels(&o.ObjectMeta, o.Spec.Selector, &o.Spec.Template)
-	case *appsv1.DaemonSet:
-		shareLabels(&o.ObjectMeta, o.Spec.Selector, &o.Spec.Template)
+	if cr, ok := obj.(*appsv1.ControllerRevision); ok {
+		cr.Data = runtime.RawExtension{}
 	}
 	return obj, nil
+}
+
+// The transforms of the workloads' informers: Transform, and one map of a
+// workload's equal labels (shareLabels).
+var (
+	deploymentTransform  = workloadTransform(func(d *appsv1.Deployment) Object { return deployment{d} })
+	statefulSetTransform = workloadTransform(func(s *appsv1.StatefulSet) Object { return statefulSet{s} })
+	daemonSetTransform   = workloadTransform(func(d *appsv1.DaemonSet) Object { return daemonSet{d} })
+)
+
+// workloadTransform is Transform followed by shareLabels, for the informer
+// of the workloads that wrap makes Objects of.
+func workloadTransform[T any](wrap func(T) Object) cache.TransformFunc {
+	return func(obj any) (any, error) {
+		obj, err := Transform(obj)
+		if w, ok := obj.(T); ok && err == nil {
+			o := wrap(w)
+			shareLabels(o.Meta(), o.Selector(), o.Template())
+		}
+		return obj, err
+	}
 }
 
 // shareLabels makes equal label maps of one workload (its selector's

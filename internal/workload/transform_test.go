@@ -64,7 +64,7 @@ func TestTransformSharesAWorkloadsEqualLabels(t *testing.T) {
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels()}},
 		},
 	}
-	if _, err := Transform(d); err != nil {
+	if _, err := deploymentTransform(d); err != nil {
 		t.Fatal(err)
 	}
 	if !sameMap(d.Spec.Template.Labels, d.Spec.Selector.MatchLabels) || !sameMap(d.Labels, d.Spec.Template.Labels) {
@@ -87,7 +87,7 @@ func TestTransformSharesAWorkloadsEqualLabels(t *testing.T) {
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "db"}}},
 		},
 	}
-	if _, err := Transform(s); err != nil {
+	if _, err := statefulSetTransform(s); err != nil {
 		t.Fatal(err)
 	}
 	if !sameMap(s.Spec.Template.Labels, s.Spec.Selector.MatchLabels) {
@@ -102,7 +102,7 @@ func TestTransformSharesAWorkloadsEqualLabels(t *testing.T) {
 		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{}},
 		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: nil}},
 	}}
-	if _, err := Transform(ds); err != nil {
+	if _, err := daemonSetTransform(ds); err != nil {
 		t.Fatal(err)
 	}
 	if ds.Spec.Template.Labels != nil {
