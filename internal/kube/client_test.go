@@ -3,6 +3,7 @@ package kube
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -54,7 +55,8 @@ func TestRESTConfigUnreadable(t *testing.T) {
 	if err := os.WriteFile(path, []byte("clusters: ["), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := RESTConfig(config.Kubernetes{Kubeconfig: path}); err == nil {
-		t.Fatal("RESTConfig of a malformed kubeconfig: no error")
+	_, _, err := RESTConfig(config.Kubernetes{Kubeconfig: path})
+	if err == nil || !strings.Contains(err.Error(), "load Kubernetes client configuration") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("RESTConfig of a malformed kubeconfig: error %v, want one saying it could not load %s", err, path)
 	}
 }
