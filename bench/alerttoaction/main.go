@@ -146,10 +146,19 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 	}
+	req0, err := harness.APIRequests(ctx, cs)
+	if err != nil {
+		return err
+	}
 	patch, err := patchPhase(ctx, cs, w, sets["patch"])
 	if err != nil {
 		return fmt.Errorf("raw PATCH: %w", err)
 	}
+	req1, err := harness.APIRequests(ctx, cs)
+	if err != nil {
+		return err
+	}
+	patchRequests := req1.Since(req0)
 	if err := w.SettledAfterRollback(ctx, sets["patch"], 3*time.Minute); err != nil {
 		return err
 	}
@@ -160,7 +169,7 @@ func run(ctx context.Context, o options) error {
 	if err := writeRaw(o.work, results, patch, kubectl); err != nil {
 		return err
 	}
-	report := markdown(o, results, patch, kubectl, prep, load0, harness.LoadAvg(), time.Since(start))
+	report := markdown(o, results, patch, patchRequests, kubectl, prep, load0, harness.LoadAvg(), time.Since(start))
 	if o.out == "" {
 		_, err = os.Stdout.WriteString(report)
 		return err
@@ -197,6 +206,9 @@ type daemonResult struct {
 	// CPU time the daemon used while the alerts were sent, and their wall
 	// time.
 	cpu, wall time.Duration
+	// requests the API server served while the alerts were sent, from
+	// every client: the daemon's and the controllers' reacting to it.
+	requests harness.APICounts
 }
 
 func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tmpl []byte, bin, dir string, v harness.Variant, refs []harness.Ref) (*daemonResult, error) {
@@ -213,6 +225,10 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	defer d.Stop()
 	rss := harness.SampleRSS(d.Pid(), 500*time.Millisecond)
 	cpu0, _ := harness.CPUTime(d.Pid())
+	req0, err := harness.APIRequests(ctx, c.Client)
+	if err != nil {
+		return nil, err
+	}
 	phase0 := time.Now()
 	url := "http://" + d.Addr + "/webhook"
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -267,6 +283,11 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	last := time.Now()
 	cpu1, _ := harness.CPUTime(d.Pid())
 	res.cpu, res.wall = cpu1-cpu0, last.Sub(phase0)
+	req1, err := harness.APIRequests(ctx, c.Client)
+	if err != nil {
+		return nil, err
+	}
+	res.requests = req1.Since(req0)
 	if err := readIncidents(ctx, d.Addr, res.samples); err != nil {
 		return nil, err
 	}
@@ -488,7 +509,7 @@ func writeRaw(dir string, daemons []*daemonResult, patch, kubectl []sample) erro
 	return os.WriteFile(filepath.Join(dir, "samples.csv"), []byte(b.String()), 0o644)
 }
 
-func markdown(o options, daemons []*daemonResult, patch, kubectl []sample, prep time.Duration, load0, load1 string, total time.Duration) string {
+func markdown(o options, daemons []*daemonResult, patch []sample, patchRequests harness.APICounts, kubectl []sample, prep time.Duration, load0, load1 string, total time.Duration) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("## 1. Alert to action\n")
@@ -519,6 +540,13 @@ func markdown(o options, daemons []*daemonResult, patch, kubectl []sample, prep 
 	p("%s", harness.Summarise(durations(patch, sent, seen)).Row("raw PATCH: call → seen by the watch"))
 	p("%s", harness.Summarise(durations(kubectl, sent, answered)).Row("**kubectl rollout undo**: process start → exit"))
 	p("%s", harness.Summarise(durations(kubectl, sent, seen)).Row("kubectl rollout undo: process start → seen by the watch"))
+	p("")
+	p("API requests per rollback while it ran, from every client (the controllers that react to a rollback too), counted by the API server (`apiserver_request_total`), LIST and WATCH left out:\n")
+	p("| method | requests per rollback |\n|---|---|")
+	for _, d := range daemons {
+		p("| daemon `%s` | %s |", d.variant.Name, d.requests.PerAlert(len(d.samples)+len(d.lost)))
+	}
+	p("| raw PATCH (its GET of the Deployment, untimed, included) | %s |", patchRequests.PerAlert(len(patch)))
 	p("")
 	p("**Target, with the default configuration, over %d sequential rollbacks: the daemon's p99 (webhook sent → rollback seen) within %g× the raw PATCH floor's p99, "+
 		"and its p50 within %g× the floor's p50.** The other configurations' verdicts are for comparison.\n", targetN, p99Target, p50Target)

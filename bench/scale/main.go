@@ -255,7 +255,7 @@ type result struct {
 	firstSend, lastDecided time.Time
 	// requests counts the API server's requests from just before the first
 	// send until every incident was handled; nil when not read.
-	requests apiCounts
+	requests harness.APICounts
 }
 
 type bucket struct {
@@ -320,7 +320,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options
 	harness.Logf("daemon (%s): burst of %d alerts from %d senders", v.Name, len(burst), o.senders)
 	m.skip()
 	cpuBurst0, _ := harness.CPUTime(d.Pid())
-	req0, err := apiRequests(ctx, c.Client)
+	req0, err := harness.APIRequests(ctx, c.Client)
 	if err != nil {
 		harness.Logf("daemon (%s): API requests not counted: %v", v.Name, err)
 	}
@@ -367,11 +367,11 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, tmpl []byte, o options
 	cpuBurst1, _ := harness.CPUTime(d.Pid())
 	res.burstCPU, res.burstWall = cpuBurst1-cpuBurst0, time.Since(res.firstSend)
 	if req0 != nil {
-		req1, err := apiRequests(ctx, c.Client)
+		req1, err := harness.APIRequests(ctx, c.Client)
 		if err != nil {
 			harness.Logf("daemon (%s): API requests not counted: %v", v.Name, err)
 		} else {
-			res.requests = req1.since(req0)
+			res.requests = req1.Since(req0)
 		}
 	}
 	m.mark("`" + v.Name + "`: burst, until handled")
@@ -938,9 +938,9 @@ func markdown(o options, p preparation, results []*result, m *meter, load0, load
 	row("CPU from first send until handled", func(r *result) string {
 		return fmt.Sprintf("%.1f s (%.0f%% of a core)", r.burstCPU.Seconds(), 100*r.burstCPU.Seconds()/r.burstWall.Seconds())
 	})
-	row("API requests per alert during the burst: ConfigMaps (records, incidents)", func(r *result) string { return r.requests.perAlert(r.alerts, "configmaps") })
-	row("API requests per alert: Events", func(r *result) string { return r.requests.perAlert(r.alerts, "events") })
-	row("API requests per alert: all resources, LIST and WATCH left out", func(r *result) string { return r.requests.perAlert(r.alerts) })
+	row("API requests per alert during the burst: ConfigMaps (records, incidents)", func(r *result) string { return r.requests.PerAlert(r.alerts, "configmaps") })
+	row("API requests per alert: Events", func(r *result) string { return r.requests.PerAlert(r.alerts, "events") })
+	row("API requests per alert: all resources, LIST and WATCH left out", func(r *result) string { return r.requests.PerAlert(r.alerts) })
 	row("RSS after the burst", func(r *result) string { return fmt.Sprintf("%.1f MiB", mib(r.rssAfter)) })
 	row("Go heap in use after the burst", func(r *result) string { return fmt.Sprintf("%.1f MiB", r.heapAfter/(1<<20)) })
 	row("**peak RSS** (`VmHWM`, the whole life)", func(r *result) string { return fmt.Sprintf("**%.1f MiB**", mib(r.rssPeak)) })

@@ -1,4 +1,4 @@
-package main
+package harness
 
 import (
 	"context"
@@ -10,17 +10,17 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// apiCounts are the API server's requests by "VERB resource", from its
+// APICounts are the API server's requests by "VERB resource", from its
 // apiserver_request_total counters.
-type apiCounts map[string]float64
+type APICounts map[string]float64
 
-// apiRequests reads the API server's request counters.
-func apiRequests(ctx context.Context, cs kubernetes.Interface) (apiCounts, error) {
+// APIRequests reads the API server's request counters.
+func APIRequests(ctx context.Context, cs kubernetes.Interface) (APICounts, error) {
 	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read the API server's metrics: %w", err)
 	}
-	out := apiCounts{}
+	out := APICounts{}
 	for line := range strings.SplitSeq(string(body), "\n") {
 		labels, ok := strings.CutPrefix(line, "apiserver_request_total{")
 		if !ok {
@@ -60,9 +60,9 @@ func parseLabels(s string) map[string]string {
 	return out
 }
 
-// since returns what c counted after base.
-func (c apiCounts) since(base apiCounts) apiCounts {
-	out := apiCounts{}
+// Since returns what c counted after base.
+func (c APICounts) Since(base APICounts) APICounts {
+	out := APICounts{}
 	for k, v := range c {
 		if d := v - base[k]; d > 0 {
 			out[k] = d
@@ -71,10 +71,10 @@ func (c apiCounts) since(base apiCounts) apiCounts {
 	return out
 }
 
-// perAlert describes the requests but LIST and WATCH of the given resources
+// PerAlert describes the requests but LIST and WATCH of the given resources
 // (of every resource when none is given), each divided by alerts, largest
 // first.
-func (c apiCounts) perAlert(alerts int, resources ...string) string {
+func (c APICounts) PerAlert(alerts int, resources ...string) string {
 	type entry struct {
 		what string
 		n    float64
