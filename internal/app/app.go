@@ -384,6 +384,7 @@ type clients struct {
 
 func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
 	var c clients
+	prio := kube.NewPriority(k.BackgroundInFlight)
 	for _, x := range []struct {
 		into  *kubeclient.Interface
 		agent string
@@ -399,10 +400,14 @@ func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
 		// A limiter set on rc would be shared by every copy of it.
 		cfg.RateLimiter = nil
 		cfg.QPS, cfg.Burst = float32(x.qps), x.burst
-		if x.into == &c.acting {
+		switch x.into {
+		case &c.acting:
 			// One limiter for the typed and the dynamic acting client.
 			cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+			prio.Foreground(cfg)
 			c.actingConfig = cfg
+		case &c.records, &c.verifying:
+			prio.Background(cfg)
 		}
 		cs, err := kubeclient.NewForConfig(cfg)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,8 +16,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/webhook"
 )
@@ -271,5 +274,73 @@ func TestActingClientNotThrottledByRecords(t *testing.T) {
 	}
 	if got := cl.acting.AppsV1().RESTClient().GetRateLimiter().QPS(); got != 500 {
 		t.Errorf("acting client's QPS = %v, want kubernetes.actQPS (500)", got)
+	}
+}
+
+// TestBackgroundClientsYieldToActing checks which of the daemon's clients
+// kube.Priority holds back while an action is in flight: the records and
+// verifying clients, at most kubernetes.backgroundInFlight of their
+// requests at once; never the acting client nor the lease's.
+func TestBackgroundClientsYieldToActing(t *testing.T) {
+	actIn, actGo := make(chan struct{}, 1), make(chan struct{})
+	var (
+		mu         sync.Mutex
+		background int // records and verifying requests at the server
+		lease      bool
+	)
+	bgIn := make(chan struct{}, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch agent := r.UserAgent(); {
+		case strings.HasSuffix(agent, "/autorollbackd-act"):
+			actIn <- struct{}{}
+			<-actGo
+		case strings.HasSuffix(agent, "/autorollbackd-leader-election"):
+			mu.Lock()
+			lease = true
+			mu.Unlock()
+		default:
+			mu.Lock()
+			background++
+			mu.Unlock()
+			bgIn <- struct{}{}
+			<-actGo
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
+	}))
+	defer srv.Close()
+	cl, err := newClients(&rest.Config{Host: srv.URL}, config.Kubernetes{QPS: 100, Burst: 100, ActQPS: 100, ActBurst: 100, BackgroundInFlight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(actGo)
+	wg.Go(func() { _, _ = cl.acting.AppsV1().Deployments("a").Get(ctx, "x", metav1.GetOptions{}) })
+	select {
+	case <-actIn:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the acting request did not reach the server")
+	}
+	for _, c := range []kubeclient.Interface{cl.records, cl.verifying, cl.records} {
+		wg.Go(func() { _, _ = c.CoreV1().ConfigMaps("a").Get(ctx, "x", metav1.GetOptions{}) })
+	}
+	select {
+	case <-bgIn:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no background request reached the server while the acting one was in flight")
+	}
+	if _, err := cl.electing.CoordinationV1().Leases("a").Get(ctx, "x", metav1.GetOptions{}); err == nil {
+		t.Fatal("lease GET: want the server's NotFound")
+	}
+	mu.Lock()
+	gotBackground, gotLease := background, lease
+	mu.Unlock()
+	if !gotLease {
+		t.Error("the lease's request did not reach the server while an action was in flight")
+	}
+	if gotBackground != 1 {
+		t.Errorf("records and verifying requests at the server while an action was in flight: %d, want kubernetes.backgroundInFlight (1)", gotBackground)
 	}
 }

@@ -161,6 +161,11 @@ type Kubernetes struct {
 	// alerts never waits behind the limiter.
 	ActQPS   float64 `json:"actQPS" mapstructure:"actQPS"`
 	ActBurst int     `json:"actBurst" mapstructure:"actBurst"`
+	// BackgroundInFlight is how many of the daemon's other requests (the
+	// workers' records and incidents, verification, Events) may be in
+	// flight while an alert is being recorded or acted on; 0 lets them all
+	// through.
+	BackgroundInFlight int `json:"backgroundInFlight" mapstructure:"backgroundInFlight"`
 	// StartupTimeout bounds reaching the API server and syncing the informer
 	// caches at start.
 	StartupTimeout metav1.Duration `json:"startupTimeout" mapstructure:"startupTimeout"`
@@ -206,11 +211,12 @@ func Default() Config {
 			// is to be answered within 2 s and decided within 15 s. The API
 			// server's priority and fairness, not this limit, protects the
 			// server (docs/configuration.md, "Client rate limits").
-			QPS:            1000,
-			Burst:          2000,
-			ActQPS:         500,
-			ActBurst:       1000,
-			StartupTimeout: d(60 * time.Second),
+			QPS:                1000,
+			Burst:              2000,
+			ActQPS:             500,
+			ActBurst:           1000,
+			BackgroundInFlight: 2,
+			StartupTimeout:     d(60 * time.Second),
 		},
 		Log:     Log{Level: "info", Format: "json"},
 		Webhook: webhook.DefaultConfig(),
@@ -278,6 +284,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Kubernetes.ActBurst < 1 {
 		bad("kubernetes.actBurst", "must be at least 1, got %d", c.Kubernetes.ActBurst)
+	}
+	if c.Kubernetes.BackgroundInFlight < 0 {
+		bad("kubernetes.backgroundInFlight", "must be 0 (no priority) or more, got %d", c.Kubernetes.BackgroundInFlight)
 	}
 	if _, err := ParseLevel(c.Log.Level); err != nil {
 		bad("log.level", "%v", err)

@@ -116,11 +116,12 @@ func TestBadEnvironmentValueNamesKey(t *testing.T) {
 
 func TestAllProblemsReportedTogether(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "c.yaml")
-	if err := os.WriteFile(f, []byte("log:\n  level: loud\n  format: xml\nkubernetes:\n  burst: 0\n"), 0o600); err != nil {
+	if err := os.WriteFile(f, []byte("log:\n  level: loud\n  format: xml\nkubernetes:\n  burst: 0\n  backgroundInFlight: -1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Load(Source{File: f})
-	want := "kubernetes.burst: must be at least 1, got 0\n" +
+	want := "kubernetes.backgroundInFlight: must be 0 (no priority) or more, got -1\n" +
+		"kubernetes.burst: must be at least 1, got 0\n" +
 		"log.format: must be json or text, got \"xml\"\n" +
 		"log.level: must be one of debug, info, warn, error; got \"loud\""
 	if err == nil || err.Error() != want {

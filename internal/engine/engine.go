@@ -32,6 +32,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
+	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -353,7 +354,9 @@ func New(opts Options) (*Engine, error) {
 func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
 	// A stalled API server must turn into a 503 Alertmanager can retry, not
 	// a request that hangs until Alertmanager gives up on it.
-	ctx, cancel := context.WithTimeout(ctx, intakeTimeout)
+	// What intake sends goes to the API server ahead of the workers'
+	// requests (kube.Priority): Alertmanager is waiting for the answer.
+	ctx, cancel := context.WithTimeout(kube.Foreground(ctx), intakeTimeout)
 	defer cancel()
 	var r webhook.Receipt
 	queue := e.alerts()
