@@ -17,9 +17,10 @@ import (
 // counts the /bg requests it holds.
 type server struct {
 	*httptest.Server
-	fgIn, bgIn     chan struct{} // a request arrived
-	fgGo, bgGo     chan struct{} // closed: answer
-	bgHeld, bgMost atomic.Int32
+	fgIn, bgIn           chan struct{} // a request arrived
+	fgGo, bgGo           chan struct{} // closed: answer
+	releaseFG, releaseBG func()        // close fgGo, bgGo
+	bgHeld, bgMost       atomic.Int32
 }
 
 func newServer(t *testing.T) *server {
@@ -38,8 +39,25 @@ func newServer(t *testing.T) *server {
 			s.bgHeld.Add(-1)
 		}
 	}))
-	t.Cleanup(s.Close)
+	s.releaseFG = sync.OnceFunc(func() { close(s.fgGo) })
+	s.releaseBG = sync.OnceFunc(func() { close(s.bgGo) })
+	t.Cleanup(func() {
+		s.releaseFG()
+		s.releaseBG()
+		s.Close()
+	})
 	return s
+}
+
+// inFlight starts a foreground request that the server holds, and returns
+// a background client of the same Priority.
+func inFlight(t *testing.T, background int) (*server, *http.Client) {
+	s := newServer(t)
+	p := NewPriority(background)
+	fg := client(t, s.URL, p.Foreground)
+	go func() { _ = get(context.Background(), fg, s.URL+"/fg") }()
+	wait(t, s.fgIn, "the foreground request")
+	return s, client(t, s.URL, p.Background)
 }
 
 // client returns an HTTP client built as the daemon builds its Kubernetes
@@ -112,7 +130,7 @@ func TestPriorityHoldsBackgroundWhileForegroundIsInFlight(t *testing.T) {
 			}
 			// With the foreground request answered, the waiting ones go
 			// without a slot.
-			close(s.fgGo)
+			s.releaseFG()
 			if err := <-fgDone; err != nil {
 				t.Fatalf("foreground request: %v", err)
 			}
@@ -122,7 +140,7 @@ func TestPriorityHoldsBackgroundWhileForegroundIsInFlight(t *testing.T) {
 			if got := s.bgMost.Load(); got != n {
 				t.Errorf("background requests at the server at once after the foreground one ended: %d, want %d", got, n)
 			}
-			close(s.bgGo)
+			s.releaseBG()
 			wg.Wait()
 			close(errs)
 			for err := range errs {
@@ -135,12 +153,7 @@ func TestPriorityHoldsBackgroundWhileForegroundIsInFlight(t *testing.T) {
 }
 
 func TestPriorityBackgroundWaitEndsWithItsContext(t *testing.T) {
-	s := newServer(t)
-	p := NewPriority(1)
-	fg := client(t, s.URL, p.Foreground)
-	bg := client(t, s.URL, p.Background)
-	go func() { _ = get(context.Background(), fg, s.URL+"/fg") }()
-	wait(t, s.fgIn, "the foreground request")
+	s, bg := inFlight(t, 1)
 	go func() { _ = get(context.Background(), bg, s.URL+"/bg") }()
 	wait(t, s.bgIn, "the background request holding the slot")
 
@@ -159,17 +172,10 @@ func TestPriorityBackgroundWaitEndsWithItsContext(t *testing.T) {
 	if got := s.bgMost.Load(); got != 1 {
 		t.Errorf("background requests that reached the server: %d, want 1", got)
 	}
-	close(s.fgGo)
-	close(s.bgGo)
 }
 
 func TestPriorityOff(t *testing.T) {
-	s := newServer(t)
-	p := NewPriority(0)
-	fg := client(t, s.URL, p.Foreground)
-	bg := client(t, s.URL, p.Background)
-	go func() { _ = get(context.Background(), fg, s.URL+"/fg") }()
-	wait(t, s.fgIn, "the foreground request")
+	s, bg := inFlight(t, 0)
 	for range 3 {
 		go func() { _ = get(context.Background(), bg, s.URL+"/bg") }()
 	}
@@ -179,6 +185,4 @@ func TestPriorityOff(t *testing.T) {
 	if got := s.bgHeld.Load(); got != 3 {
 		t.Errorf("background requests at the server with the priority off: %d, want 3", got)
 	}
-	close(s.fgGo)
-	close(s.bgGo)
 }
