@@ -110,7 +110,7 @@ for part in "${parts[@]}"; do
         -work "${work}/alerttoaction" -out "${work}/md/1.md"
       ;;
     intake)
-      log "part 2: webhook intake (${BENCH_DURATION} per case; about 3 minutes)"
+      log "part 2: webhook intake (${BENCH_DURATION} per case; about 4 minutes)"
       mkdir -p "${work}/intake"
       timeout -k 2m 9m "${work}/bin/intake" -daemon "${work}/bin/autorollbackd" -ceiling "${work}/bin/ceiling" \
         -hey "${work}/bin/hey" -duration "${BENCH_DURATION}" -work "${work}/intake" -out "${work}/md/2.md"

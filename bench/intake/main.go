@@ -80,6 +80,9 @@ type result struct {
 	rssMax   int64 // KiB
 	cpu      time.Duration
 	logBytes int64 // -1: not measured
+	// ceiling is, for a daemon case, the mean req/s of the ceiling runs
+	// just before and just after it.
+	ceiling float64
 }
 
 func run(ctx context.Context, o options) error {
@@ -177,22 +180,34 @@ func run(ctx context.Context, o options) error {
 	}
 	defer ceil.Stop()
 
-	// Each size against the ceiling and right after against the daemon, so
-	// that a change in the machine's other load hits both alike.
-	var results, ceilings []result
+	// Each daemon case between two runs of the ceiling of its size, which
+	// it is judged against, so that a change in the machine's other load
+	// hits both alike. runs keeps the order, for the table.
+	var results, runs []result
 	for _, n := range sizes {
-		r, err := measure(ctx, o, ceil, "", "ceiling", n, fmt.Sprintf("refused-%d", n), "")
+		ceiling := func() (result, error) {
+			r, err := measure(ctx, o, ceil, "", "ceiling", n, fmt.Sprintf("refused-%d", n), "")
+			runs = append(runs, r)
+			return r, err
+		}
+		before, err := ceiling()
 		if err != nil {
 			return err
 		}
-		ceilings = append(ceilings, r)
 		for _, kind := range []string{"refused", "duplicate"} {
 			name := fmt.Sprintf("%s-%d", kind, n)
 			r, err := measure(ctx, o, d, harness.Token, name, n, name, filepath.Join(daemonDir, "daemon.log"))
 			if err != nil {
 				return err
 			}
+			runs = append(runs, r)
+			after, err := ceiling()
+			if err != nil {
+				return err
+			}
+			r.ceiling = (before.hey.rps + after.hey.rps) / 2
 			results = append(results, r)
+			before = after
 		}
 	}
 	rssAfter, _ := harness.ReadRSS(d.Pid())
@@ -222,7 +237,7 @@ func run(ctx context.Context, o options) error {
 	}
 	q.Stop()
 
-	report := markdown(o, results, ceilings, rssIdle, rssAfter, load0, harness.LoadAvg(), time.Since(start))
+	report := markdown(o, results, runs, rssIdle, rssAfter, load0, harness.LoadAvg(), time.Since(start))
 	if o.out == "" {
 		_, err = os.Stdout.WriteString(report)
 		return err
@@ -396,14 +411,14 @@ func runHey(ctx context.Context, o options, url, bodyPath, outPath, token string
 	return r, nil
 }
 
-func markdown(o options, results, ceilings []result, rssIdle, rssAfter int64, load0, load1 string, total time.Duration) string {
+func markdown(o options, results, runs []result, rssIdle, rssAfter int64, load0, load1 string, total time.Duration) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("## 2. Webhook intake\n")
 	p("`hey -z %s -c %d -m POST -T application/json -H 'Authorization: Bearer …' -D <payload>` over loopback "+
 		"against `autorollbackd serve` (bearer auth on, log at info to a file, default configuration but `policy.namespaces.allow`) "+
 		"running against a local control plane, and against the bare `encoding/json` handler of `bench/ceiling`; "+
-		"for each size the ceiling first, then the daemon's cases, so that a change in the machine's other load hits both alike. "+
+		"for each size the ceiling, then each daemon case followed by the ceiling again; each case is judged against the mean of the ceiling runs just before and just after it, so that a change in the machine's other load hits both alike. "+
 		"Payloads are the captured `%s` with 1, 10 or 100 alerts. hey and the servers share the machine's %s.\n",
 		o.duration, o.concurrency, harness.TemplatePath, cpus())
 	p("- **refused**: every alert names a Deployment that exists but is not opted in: authenticated, decoded, validated, checked against the informer cache and the policy, refused; nothing is written.")
@@ -419,13 +434,8 @@ func markdown(o options, results, ceilings []result, rssIdle, rssAfter int64, lo
 		p("| %s | %d | %d | %d | %.0f | %s | %s | %d | %.1f | %.1f | %s |", r.name, r.alerts, r.bytes, r.hey.requests, r.hey.rps,
 			harness.Ms(r.hey.p50), harness.Ms(r.hey.p99), errs, float64(r.rssMax)/1024, r.cpu.Seconds(), logMiB(r))
 	}
-	for i, n := range sizes {
-		row(ceilings[i])
-		for _, r := range results {
-			if r.alerts == n && !strings.Contains(r.name, "warn") {
-				row(r)
-			}
-		}
+	for _, r := range runs {
+		row(r)
 	}
 	for _, r := range results {
 		if strings.Contains(r.name, "warn") {
@@ -443,7 +453,7 @@ func markdown(o options, results, ceilings []result, rssIdle, rssAfter int64, lo
 	}
 	p("Daemon RSS (info-level daemon): %.1f MiB idle before the runs (after recording the %d alerts to duplicate), %.1f MiB at most during them, %.1f MiB after all %d requests.\n",
 		float64(rssIdle)/1024, maxAlerts, float64(peak)/1024, float64(rssAfter)/1024, requests)
-	for _, r := range append(append([]result(nil), results...), ceilings...) {
+	for _, r := range append(append([]result(nil), results...), runs...) {
 		if r.hey.non200+r.hey.errors > 0 {
 			p("- %s (%d alerts): %d non-200 answers, %d transport errors (first: %s).", r.name, r.alerts, r.hey.non200, r.hey.errors, r.hey.errorText)
 		}
@@ -453,13 +463,7 @@ func markdown(o options, results, ceilings []result, rssIdle, rssAfter int64, lo
 		if strings.Contains(r.name, "warn") {
 			continue
 		}
-		var ceil result
-		for _, c := range ceilings {
-			if c.alerts == r.alerts {
-				ceil = c
-			}
-		}
-		ratio := r.hey.rps / ceil.hey.rps
+		ratio := r.hey.rps / r.ceiling
 		errs := r.hey.non200 + r.hey.errors
 		var verdict string
 		switch {
@@ -468,9 +472,9 @@ func markdown(o options, results, ceilings []result, rssIdle, rssAfter int64, lo
 		case ratio >= ceilingTarget:
 			verdict = fmt.Sprintf("**not met**: %d errors", errs)
 		default:
-			verdict = fmt.Sprintf("**not met**: %.0f req/s short of %.0f (%.2f of the %.2f wanted)", ceilingTarget*ceil.hey.rps-r.hey.rps, ceilingTarget*ceil.hey.rps, ratio, ceilingTarget)
+			verdict = fmt.Sprintf("**not met**: %.0f req/s short of %.0f (%.2f of the %.2f wanted)", ceilingTarget*r.ceiling-r.hey.rps, ceilingTarget*r.ceiling, ratio, ceilingTarget)
 		}
-		p("- %s: %.0f req/s = %.2f of the ceiling's %.0f, %d errors: %s.", r.name, r.hey.rps, ratio, ceil.hey.rps, errs, verdict)
+		p("- %s: %.0f req/s = %.2f of the ceiling's %.0f (the runs before and after it), %d errors: %s.", r.name, r.hey.rps, ratio, r.ceiling, errs, verdict)
 	}
 	p("")
 	return b.String()
