@@ -53,7 +53,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "File the markdown section is written to (default stdout).")
 	flag.StringVar(&o.work, "work", "", "Directory for the daemon's configuration, log and the raw samples (default a new temporary directory, kept).")
 	flag.DurationVar(&o.timeout, "timeout", 12*time.Minute, "Bound on the whole run, cluster included (default 12m).")
-	flag.StringVar(&o.variants, "variants", "default,qps-50", "Comma-separated daemon configurations to measure, each on its own Deployments: default, qps-50.")
+	flag.StringVar(&o.variants, "variants", "default,qps-50,no-priority", "Comma-separated daemon configurations to measure, each on its own Deployments: default, qps-50, no-priority.")
 	flag.Parse()
 	if o.daemon == "" {
 		fmt.Fprintln(os.Stderr, "alerttoaction: -daemon is required")
@@ -70,6 +70,8 @@ var variants = []harness.Variant{
 		defaults.Engine.IncidentWorkers, defaults.Kubernetes.QPS, defaults.Kubernetes.Burst)},
 	{Name: "qps-50", Extra: "kubernetes:\n  qps: 50\n  burst: 100\n",
 		What: "`kubernetes.qps: 50`, `burst: 100`: the client-side rate limit the daemon had by default before it was sized from measurement"},
+	{Name: "no-priority", Extra: "kubernetes:\n  backgroundInFlight: 0\n",
+		What: "`kubernetes.backgroundInFlight: 0`: the incident workers' and verification's requests are not held back while an alert's are in flight"},
 }
 
 // defaults is the daemon's default configuration, which the `default`

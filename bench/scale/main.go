@@ -62,7 +62,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "File the markdown section is written to (default stdout).")
 	flag.StringVar(&o.work, "work", "", "Directory for the daemons' configuration, logs and the raw samples (default a new temporary directory, kept).")
 	flag.DurationVar(&o.timeout, "timeout", 16*time.Minute, "Bound on the whole run, cluster included (default 16m).")
-	flag.StringVar(&o.variants, "variants", "default,qps-50", "Comma-separated daemon configurations to measure, one after the other, each with a burst on Deployments of its own: default, qps-50.")
+	flag.StringVar(&o.variants, "variants", "default,qps-50,no-priority", "Comma-separated daemon configurations to measure, one after the other, each with a burst on Deployments of its own: default, qps-50, no-priority.")
 	flag.Parse()
 	if o.daemon == "" {
 		fmt.Fprintln(os.Stderr, "scale: -daemon is required")
@@ -81,6 +81,8 @@ var variants = []harness.Variant{
 			defaults.Kubernetes.QPS, defaults.Kubernetes.Burst, defaults.Engine.Workers, defaults.Engine.IncidentWorkers, defaults.Engine.MaxPending)},
 	{Name: "qps-50", Engine: "  maxPending: 2000\n", Extra: "kubernetes:\n  qps: 50\n  burst: 100\n",
 		What: "as `default`, but `kubernetes.qps: 50`, `burst: 100` and `engine.maxPending: 2000`: the client-side rate limit the daemon had by default before it was sized from this benchmark"},
+	{Name: "no-priority", Extra: "kubernetes:\n  backgroundInFlight: 0\n",
+		What: "as `default`, but `kubernetes.backgroundInFlight: 0`: the workers' and verification's requests are not held back while an alert's are in flight"},
 }
 
 // Bounds of the waits after a burst.
