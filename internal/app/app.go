@@ -364,7 +364,9 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 // clients are the daemon's Kubernetes clients, each with its own
-// client-side rate limiter, so that no kind of work makes another wait.
+// client-side rate limiter, so that no kind of work waits behind another's
+// tokens. One kube.Priority puts the acting client's requests, and those
+// intake sends, ahead of the records and verifying clients' others.
 type clients struct {
 	// acting sends the actions and the reads right before them, and
 	// nothing else: a burst of alerts must never queue behind record
