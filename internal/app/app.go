@@ -117,6 +117,7 @@ func Run(ctx context.Context, opts Options) error {
 		versioncollector.NewCollector("autorollbackd"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		clients.priority,
 	)
 
 	// The workloads the daemon may roll back, and the revisions they keep:
@@ -382,11 +383,14 @@ type clients struct {
 	// electing renews the lease on its own, as kube-controller-manager's
 	// does, so that load cannot cost the lease.
 	electing kubeclient.Interface
+	// priority puts acting and intake first; its metric is served.
+	priority *kube.Priority
 }
 
 func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
 	var c clients
 	prio := kube.NewPriority(k.BackgroundInFlight)
+	c.priority = prio
 	for _, x := range []struct {
 		into  *kubeclient.Interface
 		agent string

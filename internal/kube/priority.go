@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/rest"
 )
 
@@ -19,22 +21,39 @@ import (
 // the given number of background requests are: the others wait for one of
 // them to be answered, or for no foreground request to be left. Background
 // work slows while alerts arrive, and never stops.
+//
+// A Priority is a prometheus.Collector of how long background requests
+// waited.
 type Priority struct {
-	mu    sync.Mutex
-	n     int           // foreground requests in flight
-	idle  chan struct{} // closed when n falls to 0
-	slots chan struct{} // nil: no priority
+	mu     sync.Mutex
+	n      int           // foreground requests in flight
+	idle   chan struct{} // closed when n falls to 0
+	slots  chan struct{} // nil: no priority
+	waited prometheus.Histogram
 }
 
 // NewPriority returns a Priority that lets background requests through,
 // background at a time, while a foreground request is in flight; with
 // background 0, it lets every request through at once.
 func NewPriority(background int) *Priority {
-	if background <= 0 {
-		return &Priority{}
+	p := &Priority{waited: prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "autorollbackd_kube_background_wait_seconds",
+		Help: "Time the daemon's background API requests waited for a free slot (kubernetes.backgroundInFlight), observed for those sent while an alert's or an action's request was in flight.",
+		// From an immediate free slot to the longest a write takes on a
+		// busy API server.
+		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
+	})}
+	if background > 0 {
+		p.slots = make(chan struct{}, background)
 	}
-	return &Priority{slots: make(chan struct{}, background)}
+	return p
 }
+
+// Describe implements prometheus.Collector.
+func (p *Priority) Describe(ch chan<- *prometheus.Desc) { p.waited.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (p *Priority) Collect(ch chan<- prometheus.Metric) { p.waited.Collect(ch) }
 
 type foregroundKey struct{}
 
@@ -112,6 +131,8 @@ func (p *Priority) yield(ctx context.Context) (release func(), err error) {
 	}
 	idle := p.idle
 	p.mu.Unlock()
+	start := time.Now()
+	defer func() { p.waited.Observe(time.Since(start).Seconds()) }()
 	select {
 	case p.slots <- struct{}{}:
 		return func() { <-p.slots }, nil

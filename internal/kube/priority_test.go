@@ -10,8 +10,19 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"k8s.io/client-go/rest"
 )
+
+// waited returns how many waits p's histogram observed.
+func waited(t *testing.T, p *Priority) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := p.waited.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
 
 // server answers /fg and /bg requests once the test lets each kind go, and
 // counts the /bg requests it holds.
@@ -51,13 +62,13 @@ func newServer(t *testing.T) *server {
 
 // inFlight starts a foreground request that the server holds, and returns
 // a background client of the same Priority.
-func inFlight(t *testing.T, background int) (*server, *http.Client) {
+func inFlight(t *testing.T, background int) (*server, *Priority, *http.Client) {
 	s := newServer(t)
 	p := NewPriority(background)
 	fg := client(t, s.URL, p.Foreground)
 	go func() { _ = get(context.Background(), fg, s.URL+"/fg") }()
 	wait(t, s.fgIn, "the foreground request")
-	return s, client(t, s.URL, p.Background)
+	return s, p, client(t, s.URL, p.Background)
 }
 
 // client returns an HTTP client built as the daemon builds its Kubernetes
@@ -128,6 +139,11 @@ func TestPriorityHoldsBackgroundWhileForegroundIsInFlight(t *testing.T) {
 			if got := s.bgHeld.Load(); got != 2 {
 				t.Fatalf("background requests at the server while a foreground one is in flight: %d, want 2", got)
 			}
+			// Those two went through a free slot, and the others that
+			// came while the foreground request was in flight waited.
+			if w := waited(t, p); w < 2 || w > n {
+				t.Errorf("waits observed: %d, want 2 to %d", w, n)
+			}
 			// With the foreground request answered, the waiting ones go
 			// without a slot.
 			s.releaseFG()
@@ -153,7 +169,7 @@ func TestPriorityHoldsBackgroundWhileForegroundIsInFlight(t *testing.T) {
 }
 
 func TestPriorityBackgroundWaitEndsWithItsContext(t *testing.T) {
-	s, bg := inFlight(t, 1)
+	s, _, bg := inFlight(t, 1)
 	go func() { _ = get(context.Background(), bg, s.URL+"/bg") }()
 	wait(t, s.bgIn, "the background request holding the slot")
 
@@ -175,7 +191,7 @@ func TestPriorityBackgroundWaitEndsWithItsContext(t *testing.T) {
 }
 
 func TestPriorityOff(t *testing.T) {
-	s, bg := inFlight(t, 0)
+	s, p, bg := inFlight(t, 0)
 	for range 3 {
 		go func() { _ = get(context.Background(), bg, s.URL+"/bg") }()
 	}
@@ -184,5 +200,8 @@ func TestPriorityOff(t *testing.T) {
 	}
 	if got := s.bgHeld.Load(); got != 3 {
 		t.Errorf("background requests at the server with the priority off: %d, want 3", got)
+	}
+	if n := waited(t, p); n != 0 {
+		t.Errorf("waits observed with the priority off: %d, want none", n)
 	}
 }
