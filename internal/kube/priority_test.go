@@ -169,7 +169,7 @@ func TestPriorityHoldsBackgroundWhileForegroundIsInFlight(t *testing.T) {
 }
 
 func TestPriorityBackgroundWaitEndsWithItsContext(t *testing.T) {
-	s, _, bg := inFlight(t, 1)
+	s, p, bg := inFlight(t, 1)
 	go func() { _ = get(context.Background(), bg, s.URL+"/bg") }()
 	wait(t, s.bgIn, "the background request holding the slot")
 
@@ -187,6 +187,10 @@ func TestPriorityBackgroundWaitEndsWithItsContext(t *testing.T) {
 	}
 	if got := s.bgMost.Load(); got != 1 {
 		t.Errorf("background requests that reached the server: %d, want 1", got)
+	}
+	// The first took the free slot; the second waited until cancelled.
+	if n := waited(t, p); n != 2 {
+		t.Errorf("waits observed: %d, want 2", n)
 	}
 }
 
