@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -434,13 +435,16 @@ func markdown(o options, results, runs []result, rssIdle, rssAfter int64, load0,
 		p("| %s | %d | %d | %d | %.0f | %s | %s | %d | %.1f | %.1f | %s |", r.name, r.alerts, r.bytes, r.hey.requests, r.hey.rps,
 			harness.Ms(r.hey.p50), harness.Ms(r.hey.p99), errs, float64(r.rssMax)/1024, r.cpu.Seconds(), logMiB(r))
 	}
-	for _, r := range runs {
-		row(r)
-	}
+	// Every run once: the ceiling's and the daemon's in the order run, then
+	// the daemon's at warn.
+	table := slices.Clone(runs)
 	for _, r := range results {
 		if strings.Contains(r.name, "warn") {
-			row(r)
+			table = append(table, r)
 		}
+	}
+	for _, r := range table {
+		row(r)
 	}
 	p("")
 	var peak int64
@@ -453,7 +457,7 @@ func markdown(o options, results, runs []result, rssIdle, rssAfter int64, load0,
 	}
 	p("Daemon RSS (info-level daemon): %.1f MiB idle before the runs (after recording the %d alerts to duplicate), %.1f MiB at most during them, %.1f MiB after all %d requests.\n",
 		float64(rssIdle)/1024, maxAlerts, float64(peak)/1024, float64(rssAfter)/1024, requests)
-	for _, r := range append(append([]result(nil), results...), runs...) {
+	for _, r := range table {
 		if r.hey.non200+r.hey.errors > 0 {
 			p("- %s (%d alerts): %d non-200 answers, %d transport errors (first: %s).", r.name, r.alerts, r.hey.non200, r.hey.errors, r.hey.errorText)
 		}
