@@ -388,9 +388,7 @@ type clients struct {
 }
 
 func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
-	var c clients
-	prio := kube.NewPriority(k.BackgroundInFlight)
-	c.priority = prio
+	c := clients{priority: kube.NewPriority(k.BackgroundInFlight)}
 	for _, x := range []struct {
 		into  *kubeclient.Interface
 		agent string
@@ -410,10 +408,10 @@ func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
 		case &c.acting:
 			// One limiter for the typed and the dynamic acting client.
 			cfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
-			prio.Foreground(cfg)
+			c.priority.Foreground(cfg)
 			c.actingConfig = cfg
 		case &c.records, &c.verifying:
-			prio.Background(cfg)
+			c.priority.Background(cfg)
 		}
 		cs, err := kubeclient.NewForConfig(cfg)
 		if err != nil {
