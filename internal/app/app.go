@@ -192,11 +192,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: verifying, SecretNamespace: recordNamespace, Logger: logger, Registry: reg})
+	ver, err := verify.New(verify.Options{Config: cfg.Verify, Client: verifying, Cache: caches, SecretNamespace: recordNamespace, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}
-	esc, err := escalate.New(escalate.Options{Config: cfg.Escalation, Events: recorder, Client: verifying, Logger: logger, Registry: reg})
+	esc, err := escalate.New(escalate.Options{Config: cfg.Escalation, Events: recorder, Client: verifying, Workloads: caches, Logger: logger, Registry: reg})
 	if err != nil {
 		return err
 	}

@@ -814,13 +814,19 @@ func (e *Engine) keepEvidence(ctx context.Context, inc *incident.Incident) incid
 	ectx, cancel := context.WithTimeout(ctx, evidenceTimeout)
 	defer cancel()
 	ev := incident.Event{Kind: incident.EventEvidenceKept}
-	w, err := e.opts.Live.Facts(ectx, inc.Target)
+	// The checks read the informer cache, as the intake's did; the API
+	// server only when the cache does not hold the workload.
+	w, err := e.opts.Cache.Facts(ectx, inc.Target)
+	if err != nil || w == nil {
+		w, err = e.opts.Live.Facts(ectx, inc.Target)
+	}
 	var snap evidence.Snapshot
 	if err == nil {
 		if no := screen(e.opts.Policy(), inc, w, e.opts.Clock.Now()); no != nil {
 			err = fmt.Errorf("not taken: %s%s: %s", incident.RefusedPrefix, no.reason, no.message)
 		} else {
-			snap, err = evidence.Collect(ectx, e.opts.Client, inc.Target, inc.From, evidence.Limits{})
+			cached, _ := e.opts.Cache.(evidence.PodFinder)
+			snap, err = evidence.CollectFrom(ectx, e.opts.Client, cached, inc.Target, inc.From, evidence.Limits{})
 		}
 	}
 	ev.At = e.opts.Clock.Now()
@@ -959,18 +965,19 @@ func (e *Engine) alertCheck(ctx context.Context, inc *incident.Incident, checks 
 // each once per incident.
 func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase incident.TaskPhase) (incident.Event, error) {
 	ev := incident.Event{Kind: incident.EventTasksRan, Phase: phase}
-	w, err := e.opts.Live.Facts(ctx, inc.Target)
-	if err != nil {
-		return ev, err
-	}
 	done := map[string]bool{}
 	for _, t := range inc.Tasks {
 		done[t.Name] = true
 	}
-	var names []string
-	if w != nil {
-		names = strings.Split(w.Annotations[kinds.AnnotationPostRollbackTasks], ",")
+	// Which tasks the workload names is read from the informer cache; the
+	// API server is asked, as before an action, only when one is due.
+	w, err := e.opts.Cache.Facts(ctx, inc.Target)
+	if err != nil || w == nil || e.taskDue(taskNames(w), done, phase) {
+		if w, err = e.opts.Live.Facts(ctx, inc.Target); err != nil {
+			return ev, err
+		}
 	}
+	names := taskNames(w)
 	// Checked once a task is due, as an action is: a task is a Job in the
 	// workload's namespace.
 	var (
@@ -979,8 +986,7 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase inc
 		asDryRun bool
 	)
 	for _, name := range names {
-		name = strings.TrimSpace(name)
-		if name == "" || done[name] {
+		if done[name] {
 			continue
 		}
 		now := e.opts.Clock.Now()
@@ -1023,6 +1029,31 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase inc
 	}
 	ev.At = e.opts.Clock.Now()
 	return ev, nil
+}
+
+// taskNames are the post-rollback tasks the workload w names.
+func taskNames(w *policy.Workload) []string {
+	if w == nil {
+		return nil
+	}
+	var names []string
+	for name := range strings.SplitSeq(w.Annotations[kinds.AnnotationPostRollbackTasks], ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// taskDue reports whether one of names is a configured task of phase not
+// done yet.
+func (e *Engine) taskDue(names []string, done map[string]bool, phase incident.TaskPhase) bool {
+	for _, name := range names {
+		if task, ok := e.opts.Tasks[name]; ok && !done[name] && taskPhase(task) == phase {
+			return true
+		}
+	}
+	return false
 }
 
 // taskPhase is when a task runs; afterAction unless it says otherwise.

@@ -16,6 +16,8 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
+	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // Options configures an Escalator.
@@ -27,6 +29,8 @@ type Options struct {
 	// Client, optional, looks up a workload's UID for its Events, so that
 	// they show in `kubectl describe`.
 	Client kubeclient.Interface
+	// Workloads, optional, looks the UID up first, from the informers.
+	Workloads WorkloadCache
 	// HTTPClient sends the requests of the pagerduty, slack and webhook
 	// notifiers; nil means a client with default settings. Its transport is
 	// wrapped, not replaced. Per-attempt timeouts come from the notifier's
@@ -43,6 +47,12 @@ type Options struct {
 
 	// sleep, when set, replaces the wait between retries (tests).
 	sleep func(context.Context, time.Duration) error
+}
+
+// WorkloadCache is a view of the workloads from the daemon's informers
+// (workload.Caches); an error means: ask the API server.
+type WorkloadCache interface {
+	Lookup(ref policy.Ref) (workload.Object, error)
 }
 
 // Escalator owns the notifiers and the ladder. It is safe for concurrent
@@ -80,6 +90,7 @@ func New(o Options) (*Escalator, error) {
 	env := buildEnv{
 		http:   wrapHTTPClient(o.HTTPClient),
 		events: o.Events,
+		cache:  o.Workloads,
 		client: o.Client,
 		clock:  o.Clock,
 		logger: log,

@@ -39,6 +39,7 @@ const eventMaxMessage = 1024
 // to the daemon's log; the incident record keeps it too.
 type eventsNotifier struct {
 	rec    record.EventRecorder
+	cache  WorkloadCache        // optional: looks up the UID first
 	client kubeclient.Interface // optional: looks up the UID
 	log    *slog.Logger
 }
@@ -47,7 +48,7 @@ func newEvents(key string, _ NotifierConfig, env buildEnv) (sender, []string, er
 	if env.events == nil {
 		return nil, nil, keyErr(key+".type", "type events needs an event recorder, and the daemon has none")
 	}
-	return &eventsNotifier{rec: env.events, client: env.client, log: env.logger}, nil, nil
+	return &eventsNotifier{rec: env.events, cache: env.cache, client: env.client, log: env.logger}, nil, nil
 }
 
 func (e *eventsNotifier) send(ctx context.Context, m Message) error {
@@ -81,7 +82,15 @@ func (e *eventsNotifier) send(ctx context.Context, m Message) error {
 // Events whose involvedObject carries the UID. Without a client, or when the
 // lookup fails, the Event is still recorded, without the UID: `kubectl
 // events` and `kubectl get events` still show it.
+//
+// A UID never changes, so the informers answer it without a request when
+// they hold the workload.
 func (e *eventsNotifier) uid(ctx context.Context, t policy.Ref) types.UID {
+	if e.cache != nil {
+		if obj, err := e.cache.Lookup(t); err == nil {
+			return obj.Meta().UID
+		}
+	}
 	if e.client == nil {
 		return ""
 	}

@@ -9,11 +9,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 func eventsConfig() escalate.Config {
@@ -142,5 +146,38 @@ func TestEventsNeedAWorkload(t *testing.T) {
 	want := `notifier "k8s" (events): the message names no workload to record an Event on (not retried)`
 	if err == nil || err.Error() != want {
 		t.Errorf("Announce error\ngot:  %v\nwant: %s", err, want)
+	}
+}
+
+// TestEventsUIDFromTheInformers: a workload the informers hold gets its
+// UID from them, without a request; one they do not hold is looked up.
+func TestEventsUIDFromTheInformers(t *testing.T) {
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	if err := idx.Add(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "event-service", UID: "cached-uid"}}); err != nil {
+		t.Fatal(err)
+	}
+	caches := workload.Caches{"": workload.Cached{Deployments: appslisters.NewDeploymentLister(idx)}}
+	client := fake.NewClientset(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "production", Name: "other", UID: "live-uid"}})
+	rec := &refRecorder{}
+	h := newHarness(t, eventsConfig(), func(o *escalate.Options) { o.Events = rec; o.Client = client; o.Workloads = caches })
+	if _, err := h.Page(context.Background(), h.Ladder()[0], pageMessage()); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(client.Actions()); n != 0 {
+		t.Errorf("%d requests for a workload the informers hold: %v", n, client.Actions())
+	}
+	m := pageMessage()
+	m.Incident.Target.Name = "other"
+	if _, err := h.Page(context.Background(), h.Ladder()[0], m); err != nil {
+		t.Fatal(err)
+	}
+	want := []types.UID{"cached-uid", "live-uid"}
+	if len(rec.refs) != len(want) {
+		t.Fatalf("%d events, want %d", len(rec.refs), len(want))
+	}
+	for i := range want {
+		if rec.refs[i].UID != want[i] {
+			t.Errorf("event %d on %+v, want UID %s", i, *rec.refs[i], want[i])
+		}
 	}
 }

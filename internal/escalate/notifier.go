@@ -38,6 +38,7 @@ type sender interface {
 type buildEnv struct {
 	http   *http.Client // records each attempt's response (recordingTransport)
 	events record.EventRecorder
+	cache  WorkloadCache
 	client kubeclient.Interface
 	clock  clock.PassiveClock
 	logger *slog.Logger

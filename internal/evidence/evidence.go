@@ -174,9 +174,31 @@ type Log struct {
 // Logs are read a few at a time; ctx bounds the whole, and a log still
 // unread when it ends records ctx's error.
 func Collect(ctx context.Context, client kubeclient.Interface, target policy.Ref, revision int64, limits Limits) (Snapshot, error) {
+	return CollectFrom(ctx, client, nil, target, revision, limits)
+}
+
+// PodFinder finds the pods of a workload's revision (workload.Live,
+// workload.Caches).
+type PodFinder interface {
+	RevisionPods(ctx context.Context, ref policy.Ref, revision int64) (workload.PodSet, error)
+}
+
+// CollectFrom is Collect with the revision's pods found by cached first
+// (the informers, when set), and through client when it cannot tell. The
+// pods themselves and their logs are always read through client.
+func CollectFrom(ctx context.Context, client kubeclient.Interface, cached PodFinder, target policy.Ref, revision int64, limits Limits) (Snapshot, error) {
 	limits = limits.withDefaults()
 	taken := time.Now()
-	set, err := workload.Live{Client: client}.RevisionPods(ctx, target, revision)
+	var (
+		set workload.PodSet
+		err error
+	)
+	if cached != nil {
+		set, err = cached.RevisionPods(ctx, target, revision)
+	}
+	if cached == nil || err != nil {
+		set, err = workload.Live{Client: client}.RevisionPods(ctx, target, revision)
+	}
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("collect evidence: %w", err)
 	}

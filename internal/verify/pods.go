@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
-	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
@@ -34,14 +33,15 @@ type podSet struct {
 // revision its spec asks for, as workload.Object.CurrentRevision says) and
 // how many it wants there. A status whose generation is not yet observed is
 // not judged: the newest revision may not exist yet.
-func (v *Verifier) currentPods(ctx context.Context, target policy.Ref) (podSet, error) {
+func (v *Verifier) currentPods(ctx context.Context, r *reads) (podSet, error) {
+	target := r.target
 	ns, name := target.Namespace, target.Name
 	kind := strings.ToLower(string(target.Kind))
 	a, err := workload.For(target.Kind)
 	if err != nil {
 		return podSet{}, fmt.Errorf("cannot check the pods of kind %q", target.Kind)
 	}
-	obj, err := a.Get(ctx, v.client, ns, name)
+	obj, cached, err := r.object(ctx)
 	if err != nil {
 		return podSet{}, fmt.Errorf("get %s %s/%s: %w", kind, ns, name, err)
 	}
@@ -50,7 +50,7 @@ func (v *Verifier) currentPods(ctx context.Context, target policy.Ref) (podSet, 
 		ps.waiting = fmt.Sprintf("the %s's spec update is not observed yet", kind)
 		return ps, nil
 	}
-	history, err := a.History(ctx, v.client, obj)
+	history, err := r.history(ctx, obj, cached)
 	if err != nil {
 		return podSet{}, fmt.Errorf("%s %s/%s: %w", kind, ns, name, err)
 	}
@@ -174,9 +174,9 @@ func joinNonEmpty(sep string, parts ...string) string {
 // are all Running and Ready and at least the desired number (pass), or the
 // timeout passes (fail, naming the pods that are not ready and why). It
 // does not give up before floor.
-func (v *Verifier) checkPods(ctx context.Context, target policy.Ref, floor time.Time) (Status, string) {
-	return v.wait(ctx, target, v.cfg.Pods.Timeout.Duration, floor, podsWords, func(ctx context.Context) (string, Status, bool, error) {
-		msg, ok, err := v.judgeCurrentPods(ctx, target)
+func (v *Verifier) checkPods(ctx context.Context, r *reads, floor time.Time) (Status, string) {
+	return v.wait(ctx, r.target, v.cfg.Pods.Timeout.Duration, floor, podsWords, func(ctx context.Context) (string, Status, bool, error) {
+		msg, ok, err := v.judgeCurrentPods(ctx, r)
 		return msg, StatusPass, ok, err
 	})
 }
@@ -184,8 +184,9 @@ func (v *Verifier) checkPods(ctx context.Context, target policy.Ref, floor time.
 var podsWords = waitWords{read: "the pods", awaited: "the pods were ready", deadline: "Pods not ready"}
 
 // judgeCurrentPods reads the workload and its pods once and judges them.
-func (v *Verifier) judgeCurrentPods(ctx context.Context, target policy.Ref) (string, bool, error) {
-	ps, err := v.currentPods(ctx, target)
+func (v *Verifier) judgeCurrentPods(ctx context.Context, r *reads) (string, bool, error) {
+	target := r.target
+	ps, err := v.currentPods(ctx, r)
 	if err != nil {
 		return "", false, err
 	}

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
@@ -22,12 +21,12 @@ const (
 )
 
 // judgeRollout reads the workload and judges its rollout.
-func (v *Verifier) judgeRollout(ctx context.Context, target policy.Ref) (string, rolloutState, error) {
-	a, err := workload.For(target.Kind)
-	if err != nil {
+func (v *Verifier) judgeRollout(ctx context.Context, r *reads) (string, rolloutState, error) {
+	target := r.target
+	if _, err := workload.For(target.Kind); err != nil {
 		return fmt.Sprintf("cannot judge the rollout of kind %q", target.Kind), rolloutUnsupported, nil
 	}
-	obj, err := a.Get(ctx, v.client, target.Namespace, target.Name)
+	obj, _, err := r.object(ctx)
 	if err != nil {
 		return "", 0, fmt.Errorf("get %s %s/%s: %w", strings.ToLower(string(target.Kind)), target.Namespace, target.Name, err)
 	}
@@ -39,9 +38,9 @@ func (v *Verifier) judgeRollout(ctx context.Context, target policy.Ref) (string,
 // good (fail), unsupported (inconclusive) or the timeout passes (fail with
 // kubectl's last waiting message; inconclusive when the workload could
 // never be read).
-func (v *Verifier) checkRollout(ctx context.Context, target policy.Ref) (Status, string) {
-	return v.wait(ctx, target, v.cfg.Rollout.Timeout.Duration, time.Time{}, rolloutWords, func(ctx context.Context) (string, Status, bool, error) {
-		msg, state, err := v.judgeRollout(ctx, target)
+func (v *Verifier) checkRollout(ctx context.Context, r *reads) (Status, string) {
+	return v.wait(ctx, r.target, v.cfg.Rollout.Timeout.Duration, time.Time{}, rolloutWords, func(ctx context.Context) (string, Status, bool, error) {
+		msg, state, err := v.judgeRollout(ctx, r)
 		if err != nil {
 			return "", "", false, err
 		}

@@ -85,16 +85,16 @@ func (s scope) selects(ctx context.Context, target policy.Ref, wl *workloadLabel
 // readLabels reads the labels of the workload. It tries again briefly
 // after an error that a second request may not meet; a workload that does
 // not exist or may not be read is final.
-func (v *Verifier) readLabels(ctx context.Context, target policy.Ref) (labels.Set, error) {
+func (v *Verifier) readLabels(ctx context.Context, r *reads) (labels.Set, error) {
+	target := r.target
 	if !workloadRef(target) {
 		return nil, errors.New("not a Deployment, StatefulSet or DaemonSet with a namespace and name")
 	}
-	a, err := workload.For(target.Kind)
-	if err != nil {
+	if _, err := workload.For(target.Kind); err != nil {
 		return nil, err
 	}
 	get := func() (metav1.Object, error) {
-		obj, err := a.Get(ctx, v.client, target.Namespace, target.Name)
+		obj, _, err := r.object(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +104,7 @@ func (v *Verifier) readLabels(ctx context.Context, target policy.Ref) (labels.Se
 		return ctx.Err() == nil && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err)
 	}
 	var set labels.Set
-	err = retry.OnError(retry.DefaultBackoff, transient, func() error {
+	err := retry.OnError(retry.DefaultBackoff, transient, func() error {
 		obj, err := get()
 		if err != nil {
 			return err

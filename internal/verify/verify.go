@@ -155,9 +155,14 @@ type Options struct {
 	// Config.PrometheusURL; then promql checks without a PrometheusURL are
 	// a config error.
 	Prometheus PromAPI
-	Logger     *slog.Logger          // nil: discard
-	Registry   prometheus.Registerer // nil: metrics are not registered
-	Clock      clock.WithTicker      // nil: the real clock
+	// Cache, optional, answers the rollout and pods checks' later reads
+	// of the workload and its revisions, and the scoped checks' reads of
+	// its labels, once it has caught up with the first read (see reads).
+	// Nil: every read goes to the API server.
+	Cache    Cache
+	Logger   *slog.Logger          // nil: discard
+	Registry prometheus.Registerer // nil: metrics are not registered
+	Clock    clock.WithTicker      // nil: the real clock
 	// SecretNamespace, when set, is where the Secrets named by
 	// bearerTokenSecret are read: the daemon's own namespace, so that it
 	// needs no access to Secrets in the workloads' namespaces. Empty means
@@ -169,6 +174,7 @@ type Options struct {
 type Verifier struct {
 	cfg    Config
 	client kubeclient.Interface
+	cache  Cache
 	// secretNamespace overrides where token Secrets are read.
 	secretNamespace string
 	prom            PromAPI
@@ -240,6 +246,7 @@ func New(o Options) (*Verifier, error) {
 	v := &Verifier{
 		cfg:             cfg,
 		client:          o.Client,
+		cache:           o.Cache,
 		secretNamespace: o.SecretNamespace,
 		prom:            o.Prometheus,
 		logger:          o.Logger,
@@ -372,13 +379,14 @@ func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
 		}
 		stop = v.stopReason(ctx, rs)
 	}
-	for _, s := range v.kubeStages(target) {
+	reads := &reads{v: v, target: target}
+	for _, s := range v.kubeStages(reads) {
 		run(s)
 	}
 	// The scoped checks are chosen only now: when the rollout and pods
 	// checks passed, the workload whose labels a selector needs was just
 	// read.
-	for _, s := range v.scopedStages(ctx, target) {
+	for _, s := range v.scopedStages(ctx, reads) {
 		run(s)
 	}
 	if len(notRun) > 0 {
@@ -389,14 +397,15 @@ func (v *Verifier) Verify(ctx context.Context, target policy.Ref) []Result {
 }
 
 // kubeStages returns the rollout and pods checks, as configured.
-func (v *Verifier) kubeStages(target policy.Ref) []stage {
+func (v *Verifier) kubeStages(r *reads) []stage {
+	target := r.target
 	var stages []stage
 	if v.cfg.Rollout.Enabled {
 		stages = append(stages, stage{{KindRollout, KindRollout, func(ctx context.Context, _ time.Time) (Status, string) {
 			if !workloadRef(target) {
 				return StatusInconclusive, fmt.Sprintf("Cannot judge the rollout of %s: not a Deployment, StatefulSet or DaemonSet with a namespace and name.", target)
 			}
-			return v.checkRollout(ctx, target)
+			return v.checkRollout(ctx, r)
 		}}})
 	}
 	if v.cfg.Pods.Enabled {
@@ -404,7 +413,7 @@ func (v *Verifier) kubeStages(target policy.Ref) []stage {
 			if !workloadRef(target) {
 				return StatusInconclusive, fmt.Sprintf("Cannot check the pods of %s: not a Deployment, StatefulSet or DaemonSet with a namespace and name.", target)
 			}
-			return v.checkPods(ctx, target, floor)
+			return v.checkPods(ctx, r, floor)
 		}}})
 	}
 	return stages
@@ -414,9 +423,10 @@ func (v *Verifier) kubeStages(target policy.Ref) []stage {
 // Scope), stage by stage. A check that selects on labels that cannot be
 // read is not run but reported inconclusive: it might have applied, and
 // then its verdict is missing.
-func (v *Verifier) scopedStages(ctx context.Context, target policy.Ref) []stage {
+func (v *Verifier) scopedStages(ctx context.Context, r *reads) []stage {
+	target := r.target
 	var stages []stage
-	wl := &workloadLabels{read: func(ctx context.Context) (labels.Set, error) { return v.readLabels(ctx, target) }}
+	wl := &workloadLabels{read: func(ctx context.Context) (labels.Set, error) { return v.readLabels(ctx, r) }}
 	var leftOut []string
 	// pick returns the check, or false when it does not select target.
 	pick := func(name, kind string, s scope, run func(ctx context.Context, floor time.Time) (Status, string)) (check, bool) {

@@ -2,11 +2,13 @@ package workload
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -233,5 +235,48 @@ func TestTargetFacts(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestCachedRevisionPods checks the pods of a revision found from the cache
+// against those found from the API server, and what a cache that does not
+// hold the workload or the revision says.
+func TestCachedRevisionPods(t *testing.T) {
+	inf, client := fakeInformers(t, "", cachedObjects()...)
+	cached := NewCached(inf)
+	runInformers(t, inf)
+	caches := Caches{"n": cached}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		ref      policy.Ref
+		revision int64
+	}{
+		{policy.Ref{Kind: policy.KindDeployment, Namespace: "n", Name: "web"}, 8},
+		{policy.Ref{Kind: policy.KindStatefulSet, Namespace: "n", Name: "db"}, 5},
+		{policy.Ref{Kind: policy.KindDaemonSet, Namespace: "n", Name: "agent"}, 4},
+	} {
+		want, err := Live{Client: client}.RevisionPods(ctx, tc.ref, tc.revision)
+		if err != nil {
+			t.Fatalf("Live %s: %v", tc.ref, err)
+		}
+		for name, src := range map[string]interface {
+			RevisionPods(context.Context, policy.Ref, int64) (PodSet, error)
+		}{"Cached": cached, "Caches": caches} {
+			got, err := src.RevisionPods(ctx, tc.ref, tc.revision)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("%s %s revision %d = %+v, %v; want (Live) %+v", name, tc.ref, tc.revision, got, err, want)
+			}
+		}
+	}
+	web := policy.Ref{Kind: policy.KindDeployment, Namespace: "n", Name: "web"}
+	if _, err := caches.RevisionPods(ctx, web, 3); !errors.Is(err, ErrNoRevision) {
+		t.Errorf("revision 3 (not controlled): %v, want ErrNoRevision", err)
+	}
+	elsewhere := policy.Ref{Kind: policy.KindDeployment, Namespace: "other", Name: "web"}
+	if _, err := caches.Lookup(elsewhere); !apierrors.IsNotFound(err) {
+		t.Errorf("Lookup in a namespace no cache covers: %v, want NotFound", err)
+	}
+	if _, err := caches.RevisionPods(ctx, elsewhere, 9); !apierrors.IsNotFound(err) {
+		t.Errorf("RevisionPods in a namespace no cache covers: %v, want NotFound", err)
 	}
 }

@@ -299,6 +299,40 @@ func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, erro
 	return obj.Facts(history), nil
 }
 
+// Lookup returns ref's object, shared with the informer: it must not be
+// changed. NotFound when the cache does not hold it.
+func (c Cached) Lookup(ref policy.Ref) (Object, error) {
+	a, err := For(ref.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref, err)
+	}
+	return a.Lookup(c, ref.Namespace, ref.Name)
+}
+
+// History returns the revisions of obj, ref's object, as
+// Adapter.CachedHistory does.
+func (c Cached) History(ref policy.Ref, obj Object) ([]Revision, error) {
+	a, err := For(ref.Kind)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", ref, err)
+	}
+	return a.CachedHistory(c, obj)
+}
+
+// RevisionPods is Live.RevisionPods from the cache: NotFound when it does
+// not hold ref.
+func (c Cached) RevisionPods(_ context.Context, ref policy.Ref, revision int64) (PodSet, error) {
+	obj, err := c.Lookup(ref)
+	if err != nil {
+		return PodSet{}, fmt.Errorf("read %s: %w", ref, err)
+	}
+	history, err := c.History(ref, obj)
+	if err != nil {
+		return PodSet{}, fmt.Errorf("%s: %w", ref, err)
+	}
+	return revisionPods(ref, obj, history, revision)
+}
+
 // replicaSets returns the metadata of the ReplicaSets of d's namespace that
 // d's selector selects; with the index, only those d controls, which are
 // the only ones DeploymentFacts keeps.
@@ -350,6 +384,49 @@ func (c Caches) Facts(ctx context.Context, ref policy.Ref) (*policy.Workload, er
 		return nil, nil
 	}
 	return cache.Facts(ctx, ref)
+}
+
+// Lookup returns ref's object from the cache that covers its namespace,
+// shared with the informer: it must not be changed. NotFound when no cache
+// covers the namespace or the object is not there.
+func (c Caches) Lookup(ref policy.Ref) (Object, error) {
+	cache, err := c.cover(ref)
+	if err != nil {
+		return nil, err
+	}
+	return cache.Lookup(ref)
+}
+
+// History is Cached.History from the cache that covers ref's namespace.
+func (c Caches) History(ref policy.Ref, obj Object) ([]Revision, error) {
+	cache, err := c.cover(ref)
+	if err != nil {
+		return nil, err
+	}
+	return cache.History(ref, obj)
+}
+
+// RevisionPods is Cached.RevisionPods from the cache that covers ref's
+// namespace.
+func (c Caches) RevisionPods(ctx context.Context, ref policy.Ref, revision int64) (PodSet, error) {
+	cache, err := c.cover(ref)
+	if err != nil {
+		return PodSet{}, err
+	}
+	return cache.RevisionPods(ctx, ref, revision)
+}
+
+// cover is covering, with NotFound for a namespace no cache covers.
+func (c Caches) cover(ref policy.Ref) (Cached, error) {
+	a, err := For(ref.Kind)
+	if err != nil {
+		return Cached{}, fmt.Errorf("read %s: %w", ref, err)
+	}
+	cache, ok := c.covering(ref.Namespace)
+	if !ok {
+		return Cached{}, apierrors.NewNotFound(a.Resource(), ref.Name)
+	}
+	return cache, nil
 }
 
 func (c Caches) covering(namespace string) (Cached, bool) {

@@ -93,6 +93,12 @@ func (l Live) RevisionPods(ctx context.Context, ref policy.Ref, revision int64) 
 	if err != nil {
 		return PodSet{}, fmt.Errorf("%s: %w", ref, err)
 	}
+	return revisionPods(ref, obj, history, revision)
+}
+
+// revisionPods returns the pods of obj, ref's object, at the revision of
+// history numbered revision.
+func revisionPods(ref policy.Ref, obj Object, history []Revision, revision int64) (PodSet, error) {
 	rev, ok := Numbered(history, revision)
 	if !ok {
 		return PodSet{}, fmt.Errorf("pods of %s at revision %d: %w", ref, revision, ErrNoRevision)
