@@ -116,7 +116,7 @@ func TestVersion2RecordIsRead(t *testing.T) {
 		t.Error("b@1 still fires, but every alert counts as resolved")
 	}
 	after, fx := Next(&inc, Event{Kind: EventAlertResolved, At: time.Date(2026, 12, 2, 14, 6, 0, 0, time.UTC), Key: "b@1"}, Rules{})
-	if after.State != StateResolving || after.AlertsJoined != 2 || after.AlertsResolved != 2 || len(fx) == 0 {
+	if after.State != StateResolved || after.AlertsJoined != 2 || after.AlertsResolved != 2 || len(fx) == 0 {
 		t.Fatalf("state %s, %d joined, %d resolved, effects %v", after.State, after.AlertsJoined, after.AlertsResolved, fx)
 	}
 	data, err := json.Marshal(after)

@@ -475,10 +475,14 @@ func (i *Incident) tasksRan(ev Event, r Rules) []Effect {
 			i.Log(ev.At, "post-rollback task %s succeeded (job %s)", t.Name, t.Job)
 		}
 	}
-	fx := []Effect{{Kind: EffectSave}}
 	if ev.Phase == PhaseAfterAction {
+		if len(ev.Tasks) == 0 {
+			// No task was due: nothing changed, nothing to write.
+			return nil
+		}
 		// The service may still recover; the verification goes on, and
 		// people hear of the failed clean-up now.
+		fx := []Effect{{Kind: EffectSave}}
 		if len(failed) > 0 {
 			fx = append(fx, i.escalateNow(ev.At, r, fmt.Sprintf("post-rollback task %s failed", strings.Join(failed, ", ")))...)
 		}
@@ -487,24 +491,35 @@ func (i *Incident) tasksRan(ev Event, r Rules) []Effect {
 	if len(failed) > 0 {
 		i.State = StateEscalated
 		i.Log(ev.At, "escalating: the service recovered, but what the task was to clean up is not")
-		return append(fx, i.escalateNow(ev.At, r, fmt.Sprintf("post-rollback task %s failed", strings.Join(failed, ", ")))...)
+		return append([]Effect{{Kind: EffectSave}}, i.escalateNow(ev.At, r, fmt.Sprintf("post-rollback task %s failed", strings.Join(failed, ", ")))...)
 	}
-	return append(fx, i.resolve(ev.At, "verified recovered")...)
+	// resolve's write records the tasks too.
+	return i.resolve(ev.At, "verified recovered")
 }
 
 // resolve stops the clock. The incident is resolving until its pages are
 // resolved at the notifiers, so that a restart in between resolves them
 // still, and only then is it resolved.
 func (i *Incident) resolve(now time.Time, why string) []Effect {
-	i.State, i.ResolvedAt = StateResolving, now
+	i.ResolvedAt = now
 	i.Log(now, "resolved: %s", why)
-	return []Effect{{Kind: EffectSave}, {Kind: EffectResolvePages, Levels: i.pagedLevels()}}
+	levels := i.pagedLevels()
+	if len(levels) == 0 {
+		// No page to resolve: resolved at once, in one write.
+		return i.resolved()
+	}
+	i.State = StateResolving
+	return []Effect{{Kind: EffectSave}, {Kind: EffectResolvePages, Levels: levels}}
 }
 
 func (i *Incident) pagesResolved(ev Event) []Effect {
 	if i.State != StateResolving {
 		return nil
 	}
+	return i.resolved()
+}
+
+func (i *Incident) resolved() []Effect {
 	i.State = StateResolved
 	return []Effect{{Kind: EffectSave}, {Kind: EffectAnnounce,
 		Summary: fmt.Sprintf("resolved after %s: %s", i.ResolvedAt.Sub(i.StartedAt).Round(time.Second), i.resolution())}}

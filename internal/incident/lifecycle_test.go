@@ -3,6 +3,7 @@ package incident
 import (
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -340,10 +341,21 @@ func TestNext(t *testing.T) {
 				i.Pages = []Page{{Level: "oncall", Receivers: []string{"p"}}}
 			}),
 			ev:    Event{Kind: EventTasksRan, At: at(2 * time.Minute), Phase: PhaseAfterRecovery},
-			state: StateResolving, effects: []string{"save", "save", "resolve_pages"},
+			state: StateResolving, effects: []string{"save", "resolve_pages"},
 			check: func(t *testing.T, _, _ *Incident, fx []Effect) {
-				if !slices.Equal(fx[2].Levels, []string{"oncall"}) {
-					t.Errorf("resolve levels %v", fx[2].Levels)
+				if !slices.Equal(fx[1].Levels, []string{"oncall"}) {
+					t.Errorf("resolve levels %v", fx[1].Levels)
+				}
+			},
+		},
+		{
+			name:  "no afterAction task was due: nothing changed, nothing is written",
+			inc:   verifying(0, time.Minute),
+			ev:    Event{Kind: EventTasksRan, At: at(2 * time.Minute), Phase: PhaseAfterAction},
+			state: StateVerifying, effects: nil,
+			check: func(t *testing.T, before, after *Incident, _ []Effect) {
+				if !reflect.DeepEqual(before, after) {
+					t.Errorf("the incident changed:\n%+v\nwant\n%+v", after, before)
 				}
 			},
 		},
@@ -369,9 +381,17 @@ func TestNext(t *testing.T) {
 			ev:   Event{Kind: EventTick, At: at(30 * time.Minute)}, state: StateResolving,
 		},
 		{
-			name: "a resolved alert of an escalated incident resolves it when it was the last",
-			inc:  fixingForward(), ev: Event{Kind: EventAlertResolved, At: at(3 * time.Minute), Key: "a@1"},
+			name: "a resolved alert of an escalated incident resolves it when it was the last; its pages are resolved first",
+			inc: with(fixingForward(), func(i *Incident) {
+				i.Pages = []Page{{Level: "oncall", Receivers: []string{"p"}}}
+			}),
+			ev:    Event{Kind: EventAlertResolved, At: at(3 * time.Minute), Key: "a@1"},
 			state: StateResolving, effects: []string{"save", "resolve_pages"},
+		},
+		{
+			name: "an incident that paged nobody is resolved at once, in one write",
+			inc:  fixingForward(), ev: Event{Kind: EventAlertResolved, At: at(3 * time.Minute), Key: "a@1"},
+			state: StateResolved, effects: []string{"save", "announce"},
 		},
 		{
 			name: "a resolved alert while verifying is one more signal, not a resolution",
@@ -462,7 +482,7 @@ func TestNext(t *testing.T) {
 			inc:  alerting(fixingForward(), 3, 2),
 			ev: Event{Kind: EventAlertJoined, At: at(time.Minute), Alert: Alert{Key: "k2", Name: "Slow", ResolvedAt: at(time.Minute)},
 				Decision: ptr(decision(policy.OutcomeFixForward, policy.ReasonCriterionMet))},
-			state: StateResolving, effects: []string{"save", "resolve_pages"},
+			state: StateResolved, effects: []string{"save", "announce"},
 			check: counts(3, 3, 3),
 		},
 		{
@@ -496,7 +516,7 @@ func TestNext(t *testing.T) {
 			name:  "item 8: the last resolution, of an alert not kept whole, resolves the incident",
 			inc:   alerting(fixingForward(), 3*MaxAlertsKept, 3*MaxAlertsKept-1),
 			ev:    Event{Kind: EventAlertResolved, At: at(time.Minute), Key: fmt.Sprintf("k%d", 3*MaxAlertsKept-1)},
-			state: StateResolving, effects: []string{"save", "resolve_pages"},
+			state: StateResolved, effects: []string{"save", "announce"},
 			check: counts(3*MaxAlertsKept, 3*MaxAlertsKept, alertsKeptFirst),
 		},
 		{
@@ -505,7 +525,7 @@ func TestNext(t *testing.T) {
 				Decision: decision(policy.OutcomeFixForward, policy.ReasonCriterionMet),
 				Alerts:   []Alert{{Key: "a@1", Name: "Slow", ResolvedAt: t0}, {Key: "b@1", Name: "Slow"}, {Key: "a@1", Name: "Slow"}}},
 			ev:    Event{Kind: EventAlertResolved, At: at(time.Minute), Key: "b@1"},
-			state: StateResolving, effects: []string{"save", "resolve_pages"},
+			state: StateResolved, effects: []string{"save", "announce"},
 			check: counts(2, 2, 2),
 		},
 		{
@@ -633,11 +653,11 @@ func TestManyAlertsStayBounded(t *testing.T) {
 	for k := range n {
 		ev := Event{Kind: EventAlertResolved, At: at(time.Minute), Key: fmt.Sprintf("node-%d@1", k)}
 		inc, fx = Next(inc, ev, rules)
-		if inc, _ = Next(inc, ev, rules); inc.State == StateResolving && k < n-1 {
-			t.Fatalf("resolving after %d of %d resolutions", k+1, n)
+		if inc, _ = Next(inc, ev, rules); inc.State == StateResolved && k < n-1 {
+			t.Fatalf("resolved after %d of %d resolutions", k+1, n)
 		}
 	}
-	if inc.State != StateResolving || !slices.Equal(effectKinds(fx), []string{"save", "resolve_pages"}) {
+	if inc.State != StateResolved || !slices.Equal(effectKinds(fx), []string{"save", "announce"}) {
 		t.Fatalf("after the last resolution: state %s, effects %q", inc.State, effectKinds(fx))
 	}
 	if inc.AlertsJoined != n || inc.AlertsResolved != n || len(inc.Alerts) != alertsKeptFirst {
