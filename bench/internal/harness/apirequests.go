@@ -103,7 +103,7 @@ func (c APICounts) PerAlert(alerts int, resources ...string) string {
 	})
 	var parts []string
 	for _, e := range entries {
-		if len(parts) == 6 {
+		if len(parts) == 10 {
 			parts = append(parts, "…")
 			break
 		}
