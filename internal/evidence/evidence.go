@@ -184,8 +184,9 @@ type PodFinder interface {
 }
 
 // CollectFrom is Collect with the revision's pods found by cached first
-// (the informers, when set), and through client when it cannot tell. The
-// pods themselves and their logs are always read through client.
+// (the informers, when set), and through client when cached fails (it does
+// not hold the workload or the revision). The pods themselves and their
+// logs are always read through client.
 func CollectFrom(ctx context.Context, client kubeclient.Interface, cached PodFinder, target policy.Ref, revision int64, limits Limits) (Snapshot, error) {
 	limits = limits.withDefaults()
 	taken := time.Now()
