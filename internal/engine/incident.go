@@ -21,6 +21,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
+	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
 // maxActionAttempts bounds the attempts at an action that failed for a
@@ -814,9 +815,9 @@ func (e *Engine) keepEvidence(ctx context.Context, inc *incident.Incident) incid
 	ectx, cancel := context.WithTimeout(ctx, evidenceTimeout)
 	defer cancel()
 	ev := incident.Event{Kind: incident.EventEvidenceKept}
-	// The checks read the informer cache, as the intake's did; the API
-	// server only when the cache does not hold the workload.
-	w, err := e.opts.Cache.Facts(ectx, inc.Target)
+	// The target checks read the informer cache, as the intake's did; the
+	// API server only when the cache does not hold the workload.
+	w, err := workload.TargetFacts(ectx, e.opts.Cache, inc.Target)
 	if err != nil || w == nil {
 		w, err = e.opts.Live.Facts(ectx, inc.Target)
 	}
@@ -971,7 +972,7 @@ func (e *Engine) runTasks(ctx context.Context, inc *incident.Incident, phase inc
 	}
 	// Which tasks the workload names is read from the informer cache; the
 	// API server is asked, as before an action, only when one is due.
-	w, err := e.opts.Cache.Facts(ctx, inc.Target)
+	w, err := workload.TargetFacts(ctx, e.opts.Cache, inc.Target)
 	if err != nil || w == nil || e.taskDue(taskNames(w), done, phase) {
 		if w, err = e.opts.Live.Facts(ctx, inc.Target); err != nil {
 			return ev, err
