@@ -64,8 +64,8 @@ func NewInformerCache(informers map[string]*workload.Informers) InformerCache {
 	c := make(InformerCache, len(informers))
 	for ns, inf := range informers {
 		c[ns] = Listers{
-			DeploymentLister: appslisters.NewDeploymentLister(inf.Deployments.GetIndexer()),
-			ReplicaSetLister: metadatalister.New(inf.ReplicaSets.GetIndexer(), workload.ReplicaSetsResource),
+			DeploymentLister: inf.DeploymentLister(),
+			ReplicaSetLister: inf.ReplicaSetLister(),
 		}
 	}
 	return c

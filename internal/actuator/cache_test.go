@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	appsv1 "k8s.io/api/apps/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -36,11 +38,17 @@ import (
 // t ends.
 func (f *rollbackFixture) informerCache(t *testing.T) InformerCache {
 	t.Helper()
+	return NewInformerCache(map[string]*workload.Informers{f.ns: f.informers(t)})
+}
+
+// informers returns the daemon's informers of the fixture's namespace,
+// started and synced; they stop when t ends.
+func (f *rollbackFixture) informers(t *testing.T) *workload.Informers {
+	t.Helper()
 	inf, err := workload.NewInformers(f.c.Client, metadata.NewForConfigOrDie(f.c.REST), f.ns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := NewInformerCache(map[string]*workload.Informers{f.ns: inf})
 	runCtx, stop := context.WithCancel(context.Background())
 	inf.Run(runCtx)
 	t.Cleanup(func() {
@@ -52,7 +60,7 @@ func (f *rollbackFixture) informerCache(t *testing.T) InformerCache {
 	if unsynced := inf.WaitForCacheSync(ctx); len(unsynced) > 0 {
 		t.Fatalf("informer cache of %v not synced within 30s", unsynced)
 	}
-	return cache
+	return inf
 }
 
 // waitSettled waits until the Deployment has rolled out revision completely,
@@ -251,6 +259,74 @@ func (f *rollbackFixture) rolledBackOnce(t *testing.T, name, incident string) *a
 // requests, the GET of the one ReplicaSet whose template it writes (the
 // cache holds ReplicaSets' metadata only) and the PATCH, where live reads
 // cost a GET and a LIST before it.
+// The informers keep each Deployment and ReplicaSet packed, and every read
+// decodes a copy of its own that equals what the API server returns,
+// managed fields aside; the workloads rolled back before their records are
+// found without decoding the others.
+func TestInformersKeepWorkloadsPacked(t *testing.T) {
+	f := newRollbackFixture(t)
+	f.deployment(t, "packed", "registry.example/packed:v1", "registry.example/packed:v2")
+	f.deployment(t, "other", "registry.example/other:v1")
+	inf := f.informers(t)
+	cache := NewInformerCache(map[string]*workload.Informers{f.ns: inf})
+	f.waitCached(t, cache, "packed", 2)
+
+	for kind, store := range map[string]toolscache.Indexer{"Deployments": inf.Deployments.GetIndexer(), "ReplicaSets": inf.ReplicaSets.GetIndexer()} {
+		objs := store.List()
+		for _, obj := range objs {
+			if m, ok := obj.(metav1.Object); ok {
+				t.Errorf("the informer of %s holds %s decoded", kind, m.GetName())
+			}
+		}
+		if len(objs) < 2 {
+			t.Errorf("the informer of %s holds %d objects, want at least 2", kind, len(objs))
+		}
+	}
+	api := f.c.Client.AppsV1().Deployments(f.ns)
+	testenv.Eventually(t, 30*time.Second, "the cached Deployment equal to the live one", func(ctx context.Context) (bool, string) {
+		live, err := api.Get(ctx, "packed", metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		cached, err := cache.Deployment(f.ns, "packed")
+		if err != nil {
+			return false, err.Error()
+		}
+		live.ManagedFields = nil
+		return apiequality.Semantic.DeepEqual(cached, live), fmt.Sprintf("cached %+v\nlive %+v", cached, live)
+	})
+	first, err := cache.Deployment(f.ns, "packed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Spec.Template.Spec.Containers[0].Image = "written"
+	first.Annotations["written"] = "yes"
+	second, err := cache.Deployment(f.ns, "packed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Spec.Template.Spec.Containers[0].Image != "registry.example/packed:v2" || second.Annotations["written"] != "" {
+		t.Errorf("a write into one read reached the next: image %s, annotations %v", second.Spec.Template.Spec.Containers[0].Image, second.Annotations)
+	}
+
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, kinds.AnnotationActed, `{"incident":"inc-packed"}`)
+	if _, err := api.Patch(context.Background(), "packed", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cached := workload.NewCached(inf)
+	testenv.Eventually(t, 30*time.Second, "the acted Deployment listed", func(context.Context) (bool, string) {
+		acted, err := cached.Acted()
+		if err != nil {
+			return false, err.Error()
+		}
+		var names []string
+		for _, a := range acted {
+			names = append(names, string(a.Kind)+"/"+a.Meta.GetName()+" "+a.Meta.GetAnnotations()[kinds.AnnotationActed])
+		}
+		return slices.Equal(names, []string{"Deployment/packed {\"incident\":\"inc-packed\"}"}), fmt.Sprint(names)
+	})
+}
+
 func TestCachedRollbackSkipsTheReads(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -20,8 +20,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -39,7 +37,6 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/gitops"
 	"github.com/autorollbackd/autorollbackd/internal/helm"
 	"github.com/autorollbackd/autorollbackd/internal/incident"
-	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/kube"
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -427,34 +424,15 @@ func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
 func actedWorkloads(caches workload.Caches) func() ([]engine.ActedWorkload, error) {
 	return func() ([]engine.ActedWorkload, error) {
 		var out []engine.ActedWorkload
-		add := func(kind policy.Kind, m metav1.Object) {
-			if _, ok := m.GetAnnotations()[kinds.AnnotationActed]; ok {
-				out = append(out, engine.ActedWorkload{Ref: policy.Ref{Kind: kind, Namespace: m.GetNamespace(), Name: m.GetName()},
-					Annotations: m.GetAnnotations()})
-			}
-		}
 		// Each cache holds its namespace, or every namespace.
 		for _, c := range caches {
-			ds, err := c.Deployments.List(labels.Everything())
+			acted, err := c.Acted()
 			if err != nil {
-				return nil, fmt.Errorf("list cached Deployments: %w", err)
+				return nil, err
 			}
-			for _, d := range ds {
-				add(policy.KindDeployment, d)
-			}
-			ss, err := c.StatefulSets.List(labels.Everything())
-			if err != nil {
-				return nil, fmt.Errorf("list cached StatefulSets: %w", err)
-			}
-			for _, s := range ss {
-				add(policy.KindStatefulSet, s)
-			}
-			dss, err := c.DaemonSets.List(labels.Everything())
-			if err != nil {
-				return nil, fmt.Errorf("list cached DaemonSets: %w", err)
-			}
-			for _, d := range dss {
-				add(policy.KindDaemonSet, d)
+			for _, a := range acted {
+				out = append(out, engine.ActedWorkload{Ref: policy.Ref{Kind: a.Kind, Namespace: a.Meta.GetNamespace(), Name: a.Meta.GetName()},
+					Annotations: a.Meta.GetAnnotations()})
 			}
 		}
 		return out, nil

@@ -3,13 +3,16 @@ package workload
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -53,7 +56,7 @@ func benchDeployment(name string) (*appsv1.Deployment, []*appsv1.ReplicaSet) {
 // Deployments, named app-0 and up, synced.
 func benchCaches(b *testing.B, n int) Caches {
 	b.Helper()
-	var objs []runtime.Object
+	var objs []kruntime.Object
 	for i := range n {
 		d, rss := benchDeployment(fmt.Sprintf("app-%d", i))
 		objs = append(objs, d)
@@ -141,4 +144,91 @@ func BenchmarkIntakeRefused(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkCachedBytes measures the memory an informer's store holds per
+// object, decoded from protobuf as the watch delivers it: a Deployment as
+// the scale benchmark's (one container, rolled out twice, its status
+// conditions) and the metadata of a ReplicaSet, either kept decoded
+// (managed fields dropped, as the cache did before it packed them) or
+// packed.
+func BenchmarkCachedBytes(b *testing.B) {
+	const n = 2000
+	d, rss := benchDeployment("app-0")
+	d.Spec.Template = corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "app-0"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "registry.example/app-0:v2-bad"}}},
+	}
+	d.Spec.Replicas = new(int32(1))
+	d.Status = appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1, AvailableReplicas: 1,
+		Conditions: []appsv1.DeploymentCondition{
+			{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable", Message: "Deployment has minimum availability.",
+				LastUpdateTime: metav1.NewTime(t0), LastTransitionTime: metav1.NewTime(t0)},
+			{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable", Message: `ReplicaSet "app-0-3" has successfully progressed.`,
+				LastUpdateTime: metav1.NewTime(t0), LastTransitionTime: metav1.NewTime(t0)},
+		}}
+	wireD, err := d.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	rsMeta := &metav1.PartialObjectMetadata{ObjectMeta: rss[2].ObjectMeta}
+	wireRS, err := rsMeta.Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, kind := range []struct {
+		name   string
+		decode func() metav1.Object
+		packed cache.TransformFunc
+	}{
+		{"Deployment", func() metav1.Object {
+			o := &appsv1.Deployment{}
+			if err := o.Unmarshal(wireD); err != nil {
+				b.Fatal(err)
+			}
+			return o
+		}, deploymentTransform},
+		{"ReplicaSet", func() metav1.Object {
+			o := &metav1.PartialObjectMetadata{}
+			if err := o.Unmarshal(wireRS); err != nil {
+				b.Fatal(err)
+			}
+			return o
+		}, replicaSetTransform},
+	} {
+		for _, v := range []struct {
+			name      string
+			transform cache.TransformFunc
+		}{{"decoded", Transform}, {"packed", kind.packed}} {
+			b.Run(kind.name+"/"+v.name, func(b *testing.B) {
+				var perObject float64
+				for b.Loop() {
+					store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, workloadIndexers())
+					before := heapAlloc()
+					for i := range n {
+						o := kind.decode()
+						o.SetName(fmt.Sprintf("app-%d", i))
+						t, err := v.transform(o)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if err := store.Add(t); err != nil {
+							b.Fatal(err)
+						}
+					}
+					perObject = float64(heapAlloc()-before) / n
+					runtime.KeepAlive(store)
+				}
+				b.ReportMetric(perObject, "B/object")
+			})
+		}
+	}
+}
+
+// heapAlloc is the heap's live bytes after a collection.
+func heapAlloc() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

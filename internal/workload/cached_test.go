@@ -86,6 +86,17 @@ func cachedObjects() []runtime.Object {
 
 // TestCachedFacts checks the indexed cache against a scan of the cache and
 // against the API server.
+// inUTC is w with its times in UTC: the cache decodes them from protobuf,
+// in the local time zone, and the fake client returns them as given.
+func inUTC(w *policy.Workload) *policy.Workload {
+	if w == nil {
+		return nil
+	}
+	c := *w
+	c.RolloutStartedAt, c.LastAutoRollbackAt = c.RolloutStartedAt.UTC(), c.LastAutoRollbackAt.UTC()
+	return &c
+}
+
 func TestCachedFacts(t *testing.T) {
 	inf, client := fakeInformers(t, "", cachedObjects()...)
 	indexed := NewCached(inf)
@@ -125,7 +136,7 @@ func TestCachedFacts(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
-				if !reflect.DeepEqual(got, want) {
+				if !reflect.DeepEqual(inUTC(got), inUTC(want)) {
 					t.Errorf("%s:\n%+v\nwant (Live)\n%+v", name, *got, *want)
 				}
 			}

@@ -183,37 +183,113 @@ type Cached struct {
 	// matching its selector against every ReplicaSet or ControllerRevision
 	// in its namespace.
 	replicaSetsByController, revisionsByController cache.Indexer
+
+	// acted, when set, are the workloads' indexers, by kind, with
+	// actedIndex; without it Acted lists every workload.
+	acted map[policy.Kind]cache.Indexer
 }
 
 // NewCached returns a Cached over inf, and indexes its ReplicaSets and
 // ControllerRevisions by controller. Run the informers afterwards.
 func NewCached(inf *Informers) Cached {
 	return Cached{
-		Deployments:             appslisters.NewDeploymentLister(inf.Deployments.GetIndexer()),
-		ReplicaSets:             replicaSetLister(inf.ReplicaSets),
-		StatefulSets:            appslisters.NewStatefulSetLister(inf.StatefulSets.GetIndexer()),
-		DaemonSets:              appslisters.NewDaemonSetLister(inf.DaemonSets.GetIndexer()),
-		ControllerRevisions:     appslisters.NewControllerRevisionLister(inf.ControllerRevisions.GetIndexer()),
-		replicaSetsByController: indexByController(inf.ReplicaSets),
-		revisionsByController:   indexByController(inf.ControllerRevisions),
+		Deployments:             inf.DeploymentLister(),
+		ReplicaSets:             inf.ReplicaSetLister(),
+		StatefulSets:            inf.StatefulSetLister(),
+		DaemonSets:              inf.DaemonSetLister(),
+		ControllerRevisions:     inf.ControllerRevisionLister(),
+		replicaSetsByController: indexByController[metav1.PartialObjectMetadata](inf.ReplicaSets),
+		revisionsByController:   indexByController[appsv1.ControllerRevision](inf.ControllerRevisions),
+		acted: map[policy.Kind]cache.Indexer{
+			policy.KindDeployment:  unpackingIndexer[appsv1.Deployment](inf.Deployments),
+			policy.KindStatefulSet: unpackingIndexer[appsv1.StatefulSet](inf.StatefulSets),
+			policy.KindDaemonSet:   unpackingIndexer[appsv1.DaemonSet](inf.DaemonSets),
+		},
 	}
+}
+
+// ActedObject is a cached workload that carries kinds.AnnotationActed.
+type ActedObject struct {
+	Kind policy.Kind
+	Meta metav1.Object
+}
+
+// Acted returns the cached Deployments, StatefulSets and DaemonSets that
+// carry kinds.AnnotationActed: rollbacks taken before any record of them.
+// Only those are decoded.
+func (c Cached) Acted() ([]ActedObject, error) {
+	var out []ActedObject
+	add := func(kind policy.Kind, objs []metav1.Object) {
+		for _, o := range objs {
+			if _, ok := o.GetAnnotations()[kinds.AnnotationActed]; ok {
+				out = append(out, ActedObject{Kind: kind, Meta: o})
+			}
+		}
+	}
+	if c.acted != nil {
+		for _, kind := range []policy.Kind{policy.KindDeployment, policy.KindStatefulSet, policy.KindDaemonSet} {
+			objs, err := c.acted[kind].ByIndex(actedIndex, actedValue)
+			if err != nil {
+				return nil, fmt.Errorf("list cached %ss rolled back before their records: %w", kind, err)
+			}
+			metas := make([]metav1.Object, 0, len(objs))
+			for _, o := range objs {
+				if m, ok := o.(metav1.Object); ok {
+					metas = append(metas, m)
+				}
+			}
+			add(kind, metas)
+		}
+		return out, nil
+	}
+	ds, err := c.Deployments.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list cached Deployments: %w", err)
+	}
+	add(policy.KindDeployment, metaObjects(ds))
+	ss, err := c.StatefulSets.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list cached StatefulSets: %w", err)
+	}
+	add(policy.KindStatefulSet, metaObjects(ss))
+	dss, err := c.DaemonSets.List(labels.Everything())
+	if err != nil {
+		return nil, fmt.Errorf("list cached DaemonSets: %w", err)
+	}
+	add(policy.KindDaemonSet, metaObjects(dss))
+	return out, nil
+}
+
+func metaObjects[T metav1.Object](objs []T) []metav1.Object {
+	out := make([]metav1.Object, len(objs))
+	for i, o := range objs {
+		out[i] = o
+	}
+	return out
 }
 
 // controllerIndex indexes objects by the UID of their controller.
 const controllerIndex = "autorollbackd.controller-uid"
 
-// indexByController adds controllerIndex to inf and returns its indexer, or
-// nil when the index cannot be added (the informer has stopped).
-func indexByController(inf cache.SharedIndexInformer) cache.Indexer {
+// indexByController adds controllerIndex to inf and returns its indexer,
+// decoding what inf packed, or nil when the index cannot be added (the
+// informer has stopped).
+func indexByController[T any, P message[T]](inf cache.SharedIndexInformer) cache.Indexer {
 	err := inf.AddIndexers(cache.Indexers{controllerIndex: controllerUID})
 	if _, ok := inf.GetIndexer().GetIndexers()[controllerIndex]; err != nil && !ok {
 		return nil
 	}
 	// Either added now or by an earlier NewCached over the same informers.
-	return inf.GetIndexer()
+	return unpackingIndexer[T, P](inf)
 }
 
 func controllerUID(obj any) ([]string, error) {
+	if p, ok := obj.(*packed); ok {
+		if p.controller == "" {
+			return nil, nil
+		}
+		return []string{string(p.controller)}, nil
+	}
 	o, ok := obj.(metav1.Object)
 	if !ok {
 		return nil, fmt.Errorf("index by controller: %T has no object metadata", obj)

@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/metadata/metadatalister"
@@ -22,8 +23,9 @@ var ReplicaSetsResource = appsv1.SchemeGroupVersion.WithResource("replicasets")
 
 // Informers are the informers the daemon reads workloads and their
 // revisions from, over one namespace or the whole cluster. Deployments,
-// StatefulSets and DaemonSets are cached whole: a rollback reads their
-// templates. ReplicaSets are cached as metadata only: their revision
+// StatefulSets and DaemonSets are cached whole, as their protobuf encoding
+// (packed): a rollback reads their templates; read them through the
+// listers of Informers, which decode. ReplicaSets are cached as metadata only: their revision
 // numbers, owners, hashes and ages are all a decision needs, and the one
 // ReplicaSet whose template a rollback writes is read by name when acting.
 // ControllerRevisions keep their revision number, which no metadata
@@ -43,15 +45,15 @@ func NewInformers(c AppsClient, meta metadata.Interface, namespace string) (*Inf
 	apps := c.AppsV1()
 	d, ss, ds, cr := apps.Deployments(namespace), apps.StatefulSets(namespace), apps.DaemonSets(namespace), apps.ControllerRevisions(namespace)
 	i := &Informers{
-		Deployments:         newInformer(c, &appsv1.Deployment{}, d.List, d.Watch),
-		StatefulSets:        newInformer(c, &appsv1.StatefulSet{}, ss.List, ss.Watch),
-		DaemonSets:          newInformer(c, &appsv1.DaemonSet{}, ds.List, ds.Watch),
-		ControllerRevisions: newInformer(c, &appsv1.ControllerRevision{}, cr.List, cr.Watch),
+		Deployments:         newInformer(c, &appsv1.Deployment{}, d.List, d.Watch, workloadIndexers()),
+		StatefulSets:        newInformer(c, &appsv1.StatefulSet{}, ss.List, ss.Watch, workloadIndexers()),
+		DaemonSets:          newInformer(c, &appsv1.DaemonSet{}, ds.List, ds.Watch, workloadIndexers()),
+		ControllerRevisions: newInformer(c, &appsv1.ControllerRevision{}, cr.List, cr.Watch, indexers()),
 		ReplicaSets:         metadatainformer.NewFilteredMetadataInformer(meta, ReplicaSetsResource, namespace, 0, indexers(), nil).Informer(),
 	}
 	for inf, t := range map[cache.SharedIndexInformer]cache.TransformFunc{
 		i.Deployments: deploymentTransform, i.StatefulSets: statefulSetTransform, i.DaemonSets: daemonSetTransform,
-		i.ReplicaSets: ReplicaSetTransform(), i.ControllerRevisions: Transform,
+		i.ReplicaSets: replicaSetTransform, i.ControllerRevisions: controllerRevisionTransform,
 	} {
 		if err := inf.SetTransform(t); err != nil {
 			return nil, fmt.Errorf("trim the cached workloads: %w", err)
@@ -71,17 +73,24 @@ func indexers() cache.Indexers {
 	return cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
 }
 
+// workloadIndexers are indexers and actedIndex.
+func workloadIndexers() cache.Indexers {
+	i := indexers()
+	i[actedIndex] = actedIndexFunc
+	return i
+}
+
 // newInformer is an informer of obj's kind over a typed client's List and
 // Watch; client says whether it can stream a list (fake clients cannot).
 // client-go's informers/apps/v1 would do the same, but its constructors
 // take the all-groups clientset, which the daemon does not build
 // (docs/architecture.md#binary-size).
-func newInformer[L runtime.Object](client any, obj runtime.Object, list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) cache.SharedIndexInformer {
+func newInformer[L runtime.Object](client any, obj runtime.Object, list func(context.Context, metav1.ListOptions) (L, error), watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error), idx cache.Indexers) cache.SharedIndexInformer {
 	lw := &cache.ListWatch{
 		ListWithContextFunc:  func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return list(ctx, o) },
 		WatchFuncWithContext: watchFn,
 	}
-	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), obj, 0, indexers())
+	return cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, client), obj, 0, idx)
 }
 
 func (i *Informers) all() []cache.SharedIndexInformer {
@@ -125,7 +134,32 @@ func (i *Informers) WaitForCacheSync(ctx context.Context) []string {
 // informerKinds name the informers of all, in its order.
 var informerKinds = []string{"Deployments", "StatefulSets", "DaemonSets", "ReplicaSets", "ControllerRevisions"}
 
-// replicaSetLister lists the ReplicaSets' metadata of inf.
-func replicaSetLister(inf cache.SharedIndexInformer) metadatalister.Lister {
-	return metadatalister.New(inf.GetIndexer(), ReplicaSetsResource)
+// DeploymentLister lists the Deployments of the informers, each decoded
+// afresh.
+func (i *Informers) DeploymentLister() appslisters.DeploymentLister {
+	return appslisters.NewDeploymentLister(unpackingIndexer[appsv1.Deployment](i.Deployments))
+}
+
+// StatefulSetLister lists the StatefulSets of the informers, each decoded
+// afresh.
+func (i *Informers) StatefulSetLister() appslisters.StatefulSetLister {
+	return appslisters.NewStatefulSetLister(unpackingIndexer[appsv1.StatefulSet](i.StatefulSets))
+}
+
+// DaemonSetLister lists the DaemonSets of the informers, each decoded
+// afresh.
+func (i *Informers) DaemonSetLister() appslisters.DaemonSetLister {
+	return appslisters.NewDaemonSetLister(unpackingIndexer[appsv1.DaemonSet](i.DaemonSets))
+}
+
+// ReplicaSetLister lists the ReplicaSets' metadata of the informers, each
+// decoded afresh.
+func (i *Informers) ReplicaSetLister() metadatalister.Lister {
+	return metadatalister.New(unpackingIndexer[metav1.PartialObjectMetadata](i.ReplicaSets), ReplicaSetsResource)
+}
+
+// ControllerRevisionLister lists the ControllerRevisions of the informers,
+// without their data, each decoded afresh.
+func (i *Informers) ControllerRevisionLister() appslisters.ControllerRevisionLister {
+	return appslisters.NewControllerRevisionLister(unpackingIndexer[appsv1.ControllerRevision](i.ControllerRevisions))
 }

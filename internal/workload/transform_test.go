@@ -2,15 +2,17 @@ package workload
 
 import (
 	"maps"
-	"reflect"
-	"strconv"
+	"slices"
 	"testing"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -50,95 +52,134 @@ func TestTransformKeepsWhatFactsRead(t *testing.T) {
 	}
 }
 
-// sameMap reports whether a and b are one map, not only equal ones.
-func sameMap(a, b map[string]string) bool {
-	return a != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
-}
-
-func TestTransformSharesAWorkloadsEqualLabels(t *testing.T) {
-	labels := func() map[string]string { return map[string]string{"app": "web", "team": "a"} }
+func TestWorkloadsArePackedAndReadBackWhole(t *testing.T) {
+	managed := []metav1.ManagedFieldsEntry{{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate}}
+	replicas := int32(3)
 	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: labels()},
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "shop", UID: "u1", ResourceVersion: "42", Generation: 4, ManagedFields: managed,
+			Labels:      map[string]string{"app": "web"},
+			Annotations: map[string]string{kinds.AnnotationDeploymentRevision: "4", kinds.AnnotationActed: `{"incident":"inc-1"}`}},
 		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels()},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels()}},
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}, Annotations: map[string]string{kinds.AnnotationTemplateRestartedAt: "now"}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "shop/web:v4"}}},
+			},
 		},
+		Status: appsv1.DeploymentStatus{ObservedGeneration: 4, Replicas: 3, Conditions: []appsv1.DeploymentCondition{
+			{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable", Message: "progressed"}}},
 	}
-	if _, err := deploymentTransform(d); err != nil {
+	want := d.DeepCopy()
+	want.ManagedFields = nil
+
+	out, err := deploymentTransform(d)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if !sameMap(d.Spec.Template.Labels, d.Spec.Selector.MatchLabels) || !sameMap(d.Labels, d.Spec.Template.Labels) {
-		t.Error("equal labels of selector, template and workload are still three maps")
+	p, ok := out.(*packed)
+	if !ok {
+		t.Fatalf("transformed into %T, want it packed", out)
 	}
-	if !maps.Equal(d.Labels, labels()) {
-		t.Errorf("labels = %v, want %v", d.Labels, labels())
+	// The FIFO may transform what the watch-list's store already did.
+	if again, err := deploymentTransform(p); err != nil || again != any(p) {
+		t.Errorf("a packed workload transformed again: %v, %v", again, err)
 	}
-	// A copy owns its maps again: writing into it leaves the cache alone.
-	c := d.DeepCopy()
-	c.Spec.Template.Labels["pod-template-hash"] = "abc"
-	if len(d.Spec.Selector.MatchLabels) != 2 || len(c.Labels) != 2 {
-		t.Errorf("a write into a copy's template labels reached %v and %v", d.Spec.Selector.MatchLabels, c.Labels)
+	tomb := cache.DeletedFinalStateUnknown{Key: "shop/web", Obj: p}
+	if out, err := deploymentTransform(tomb); err != nil || out != any(tomb) {
+		t.Errorf("a deletion tombstone changed: %v, %v", out, err)
 	}
 
-	s := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: "db", Labels: map[string]string{"app": "db", "tier": "data"}},
-		Spec: appsv1.StatefulSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "db"}}},
-		},
-	}
-	if _, err := statefulSetTransform(s); err != nil {
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, workloadIndexers())
+	if err := indexer.Add(p); err != nil {
 		t.Fatal(err)
 	}
-	if !sameMap(s.Spec.Template.Labels, s.Spec.Selector.MatchLabels) {
-		t.Error("a StatefulSet's equal selector and template labels are still two maps")
+	other, err := deploymentTransform(&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "api", Namespace: "shop"}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if sameMap(s.Labels, s.Spec.Template.Labels) || s.Labels["tier"] != "data" || len(s.Spec.Template.Labels) != 1 {
-		t.Errorf("labels that differ were changed: own %v, template %v", s.Labels, s.Spec.Template.Labels)
+	if err := indexer.Add(other); err != nil {
+		t.Fatal(err)
+	}
+	u := unpacking{Indexer: indexer, unpack: unpack[appsv1.Deployment]}
+	lister := appslisters.NewDeploymentLister(u)
+	got, err := lister.Deployments("shop").Get("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !apiequality.Semantic.DeepEqual(got, want) {
+		t.Errorf("read back %+v\nwant %+v", got, want)
+	}
+	// Each read is a copy of its own.
+	got.Spec.Template.Spec.Containers[0].Image = "written"
+	again, err := lister.Deployments("shop").Get("web")
+	if err != nil || again.Spec.Template.Spec.Containers[0].Image != "shop/web:v4" {
+		t.Errorf("a write into one read reached the next: %v, %v", again, err)
+	}
+	if all, err := lister.List(labels.Everything()); err != nil || len(all) != 2 {
+		t.Errorf("List = %d Deployments, %v; want 2", len(all), err)
+	}
+	if sel, err := lister.Deployments("shop").List(labels.SelectorFromSet(labels.Set{"app": "web"})); err != nil || len(sel) != 1 || sel[0].Name != "web" {
+		t.Errorf("List by label = %v, %v; want web alone", sel, err)
+	}
+	acted, err := u.ByIndex(actedIndex, actedValue)
+	if err != nil || len(acted) != 1 || acted[0].(*appsv1.Deployment).Name != "web" {
+		t.Errorf("acted index = %v, %v; want web alone", acted, err)
 	}
 
-	// An empty selector is not made the template's.
-	ds := &appsv1.DaemonSet{Spec: appsv1.DaemonSetSpec{
-		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{}},
-		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: nil}},
-	}}
-	if _, err := daemonSetTransform(ds); err != nil {
-		t.Fatal(err)
-	}
-	if ds.Spec.Template.Labels != nil {
-		t.Errorf("template labels = %#v, want nil as they were", ds.Spec.Template.Labels)
+	for _, w := range []struct {
+		obj       metav1.Object
+		transform cache.TransformFunc
+		unpack    func(any) (any, error)
+	}{
+		{&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "db", Namespace: "shop", ManagedFields: managed}, Spec: appsv1.StatefulSetSpec{ServiceName: "db"}},
+			statefulSetTransform, unpack[appsv1.StatefulSet]},
+		{&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "agent", Namespace: "shop", ManagedFields: managed}, Spec: appsv1.DaemonSetSpec{MinReadySeconds: 5}},
+			daemonSetTransform, unpack[appsv1.DaemonSet]},
+	} {
+		want := w.obj.(runtime.Object).DeepCopyObject().(metav1.Object)
+		want.SetManagedFields(nil)
+		out, err := w.transform(w.obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := w.unpack(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := out.(*packed); !ok || !apiequality.Semantic.DeepEqual(back, want) {
+			t.Errorf("%T: packed %T, read back %+v, want %+v", w.obj, out, back, want)
+		}
 	}
 }
 
 func TestReplicaSetTransformKeepsTheRevision(t *testing.T) {
-	transform := ReplicaSetTransform()
+	controller := []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "d1", Controller: new(true)}}
 	rs := func(name string, annotations map[string]string) *metav1.PartialObjectMetadata {
-		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations,
-			Labels: map[string]string{kinds.LabelPodTemplateHash: name}}}
+		return &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "shop", Annotations: annotations,
+			Labels: map[string]string{kinds.LabelPodTemplateHash: name}, OwnerReferences: controller}}
 	}
 	trimmed := func(m *metav1.PartialObjectMetadata) *metav1.PartialObjectMetadata {
 		t.Helper()
-		out, err := transform(m)
+		out, err := replicaSetTransform(m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return out.(*metav1.PartialObjectMetadata)
+		if p, ok := out.(*packed); !ok || p.controller != "d1" {
+			t.Fatalf("transformed into %#v, want it packed with its controller", out)
+		}
+		back, err := unpack[metav1.PartialObjectMetadata](out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return back.(*metav1.PartialObjectMetadata)
 	}
 	a := trimmed(rs("a", map[string]string{kinds.AnnotationDeploymentRevision: "2", kinds.AnnotationDeploymentDesiredReplicas: "3", kinds.AnnotationChangeCause: "deploy v2"}))
-	b := trimmed(rs("b", map[string]string{kinds.AnnotationDeploymentRevision: "2", kinds.AnnotationDeploymentMaxReplicas: "4"}))
-	c := trimmed(rs("c", map[string]string{kinds.AnnotationDeploymentRevision: "3"}))
 	r := trimmed(rs("r", map[string]string{kinds.AnnotationRolloutRevision: "5", "rollout.argoproj.io/desired-replicas": "1"}))
 	none := trimmed(rs("none", map[string]string{kinds.AnnotationChangeCause: "x"}))
 
-	want := map[string]string{kinds.AnnotationDeploymentRevision: "2"}
-	if !maps.Equal(a.Annotations, want) || !maps.Equal(b.Annotations, want) {
-		t.Errorf("annotations = %v and %v, want %v", a.Annotations, b.Annotations, want)
-	}
-	if !sameMap(a.Annotations, b.Annotations) {
-		t.Error("two ReplicaSets of revision 2 hold two maps of it")
-	}
-	if !maps.Equal(c.Annotations, map[string]string{kinds.AnnotationDeploymentRevision: "3"}) || sameMap(a.Annotations, c.Annotations) {
-		t.Errorf("revision 3's annotations = %v", c.Annotations)
+	if want := map[string]string{kinds.AnnotationDeploymentRevision: "2"}; !maps.Equal(a.Annotations, want) {
+		t.Errorf("annotations = %v, want %v", a.Annotations, want)
 	}
 	if !maps.Equal(r.Annotations, map[string]string{kinds.AnnotationRolloutRevision: "5"}) {
 		t.Errorf("an Argo Rollouts ReplicaSet's annotations = %v", r.Annotations)
@@ -146,26 +187,20 @@ func TestReplicaSetTransformKeepsTheRevision(t *testing.T) {
 	if none.Annotations != nil {
 		t.Errorf("annotations = %v, want none", none.Annotations)
 	}
-	if a.Labels[kinds.LabelPodTemplateHash] != "a" {
-		t.Errorf("labels = %v, want them kept", a.Labels)
+	if a.Labels[kinds.LabelPodTemplateHash] != "a" || a.Namespace != "shop" || !metav1.IsControlledBy(a, &metav1.ObjectMeta{UID: "d1"}) {
+		t.Errorf("read back %+v, want labels, namespace and owner kept", a.ObjectMeta)
 	}
-	if n, ok := replicaSetNumber(b, kinds.AnnotationDeploymentRevision); !ok || n != 2 {
+	if n, ok := replicaSetNumber(a, kinds.AnnotationDeploymentRevision); !ok || n != 2 {
 		t.Errorf("revision read after the transform = %d, %v", n, ok)
 	}
+	if idx, err := controllerUID(must(replicaSetTransform(rs("b", nil)))); err != nil || !slices.Equal(idx, []string{"d1"}) {
+		t.Errorf("controller index of a packed ReplicaSet = %v, %v", idx, err)
+	}
+}
 
-	// Past maxSharedMaps distinct revisions, maps are still right, and
-	// no longer remembered.
-	for i := range maxSharedMaps + 10 {
-		rev := strconv.Itoa(100 + i)
-		got := trimmed(rs("x", map[string]string{kinds.AnnotationDeploymentRevision: rev}))
-		if got.Annotations[kinds.AnnotationDeploymentRevision] != rev {
-			t.Fatalf("revision %s: annotations %v", rev, got.Annotations)
-		}
+func must(obj any, err error) any {
+	if err != nil {
+		panic(err)
 	}
-	last := func() map[string]string {
-		return trimmed(rs("y", map[string]string{kinds.AnnotationDeploymentRevision: strconv.Itoa(100 + maxSharedMaps + 5)})).Annotations
-	}
-	if sameMap(last(), last()) {
-		t.Errorf("more than %d distinct maps remembered", maxSharedMaps)
-	}
+	return obj
 }
