@@ -29,7 +29,7 @@ func benchDeployment(name string) (*appsv1.Deployment, []*appsv1.ReplicaSet) {
 	selector := map[string]string{"app": name}
 	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: benchNamespace, UID: types.UID("uid-" + name), Generation: 3,
+			Name: name, Namespace: benchNamespace, UID: types.UID("uid-" + name), Generation: 3, ResourceVersion: "1",
 			Labels: map[string]string{"app": name, "app.kubernetes.io/managed-by": "Helm", "bench-set": "intake-off"},
 			Annotations: map[string]string{
 				kinds.AnnotationDeploymentRevision: "3",

@@ -3,6 +3,7 @@ package workload
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
@@ -290,4 +292,63 @@ func TestCachedRevisionPods(t *testing.T) {
 	if _, err := caches.RevisionPods(ctx, elsewhere, 9); !apierrors.IsNotFound(err) {
 		t.Errorf("RevisionPods in a namespace no cache covers: %v, want NotFound", err)
 	}
+}
+
+// TargetFacts remembers a workload's target facts while the informer holds
+// it at the same resourceVersion, hands each caller a copy of its own, and
+// remembers at most targetMemo workloads.
+func TestTargetFactsRemembered(t *testing.T) {
+	var objs []runtime.Object
+	for i := range targetMemo + 8 {
+		objs = append(objs, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{
+			Name: fmt.Sprintf("app-%d", i), Namespace: "n", ResourceVersion: "1",
+			Labels: map[string]string{"team": "a"}, Annotations: map[string]string{kinds.AnnotationDeploymentRevision: "3"}}})
+	}
+	inf, client := fakeInformers(t, "n", objs...)
+	cached := NewCached(inf)
+	runInformers(t, inf)
+	ctx := context.Background()
+	ref := policy.Ref{Kind: policy.KindDeployment, Namespace: "n", Name: "app-0"}
+
+	first, err := TargetFacts(ctx, cached, ref)
+	if err != nil || first == nil {
+		t.Fatalf("TargetFacts = %v, %v", first, err)
+	}
+	first.Revision = 99
+	second, err := TargetFacts(ctx, cached, ref)
+	if err != nil || second == nil {
+		t.Fatalf("TargetFacts = %v, %v", second, err)
+	}
+	if second.Revision != 3 || second == first {
+		t.Errorf("a write into one answer reached the next: revision %d", second.Revision)
+	}
+	if !sameMap(first.Labels, second.Labels) {
+		t.Error("the second answer was decoded again, not remembered")
+	}
+
+	d := objs[0].(*appsv1.Deployment).DeepCopy()
+	d.ResourceVersion, d.Labels = "2", map[string]string{"team": "b"}
+	if _, err := client.AppsV1().Deployments("n").Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		w, err := TargetFacts(ctx, cached, ref)
+		return err == nil && w != nil && w.Labels["team"] == "b", err
+	}); err != nil {
+		t.Errorf("the facts of resourceVersion 1 outlived its update: %v", err)
+	}
+
+	for i := range targetMemo + 8 {
+		if _, err := TargetFacts(ctx, cached, policy.Ref{Kind: policy.KindDeployment, Namespace: "n", Name: fmt.Sprintf("app-%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := cached.targets.Len(); n != targetMemo {
+		t.Errorf("%d workloads remembered, want at most %d", n, targetMemo)
+	}
+}
+
+// sameMap reports whether a and b are one map, not only equal ones.
+func sameMap(a, b map[string]string) bool {
+	return a != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }

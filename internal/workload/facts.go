@@ -21,6 +21,7 @@ import (
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	"k8s.io/client-go/metadata/metadatalister"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/utils/lru"
 
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
@@ -184,9 +185,23 @@ type Cached struct {
 	// in its namespace.
 	replicaSetsByController, revisionsByController cache.Indexer
 
-	// acted, when set, are the workloads' indexers, by kind, with
-	// actedIndex; without it Acted lists every workload.
-	acted map[policy.Kind]cache.Indexer
+	// stores, when set, are the informers' stores of the workloads, by
+	// kind, which hold them packed and index actedIndex; without them
+	// Acted lists every workload, and TargetFacts remembers nothing.
+	stores map[policy.Kind]unpacking
+	// targets remembers TargetFacts's answers (targetFacts).
+	targets *lru.Cache
+}
+
+// targetMemo is how many workloads' target facts a Cached remembers: the
+// workloads that alerts name again and again, as Alertmanager re-sends a
+// firing group, are answered without decoding them each time.
+const targetMemo = 512
+
+// targetFacts are the target facts of the workload at resourceVersion.
+type targetFacts struct {
+	resourceVersion string
+	facts           *policy.Workload
 }
 
 // NewCached returns a Cached over inf, and indexes its ReplicaSets and
@@ -200,11 +215,12 @@ func NewCached(inf *Informers) Cached {
 		ControllerRevisions:     inf.ControllerRevisionLister(),
 		replicaSetsByController: indexByController[metav1.PartialObjectMetadata](inf.ReplicaSets),
 		revisionsByController:   indexByController[appsv1.ControllerRevision](inf.ControllerRevisions),
-		acted: map[policy.Kind]cache.Indexer{
-			policy.KindDeployment:  unpackingIndexer[appsv1.Deployment](inf.Deployments),
-			policy.KindStatefulSet: unpackingIndexer[appsv1.StatefulSet](inf.StatefulSets),
-			policy.KindDaemonSet:   unpackingIndexer[appsv1.DaemonSet](inf.DaemonSets),
+		stores: map[policy.Kind]unpacking{
+			policy.KindDeployment:  {inf.Deployments.GetIndexer(), unpack[appsv1.Deployment]},
+			policy.KindStatefulSet: {inf.StatefulSets.GetIndexer(), unpack[appsv1.StatefulSet]},
+			policy.KindDaemonSet:   {inf.DaemonSets.GetIndexer(), unpack[appsv1.DaemonSet]},
 		},
+		targets: lru.New(targetMemo),
 	}
 }
 
@@ -226,9 +242,9 @@ func (c Cached) Acted() ([]ActedObject, error) {
 			}
 		}
 	}
-	if c.acted != nil {
+	if c.stores != nil {
 		for _, kind := range []policy.Kind{policy.KindDeployment, policy.KindStatefulSet, policy.KindDaemonSet} {
-			objs, err := c.acted[kind].ByIndex(actedIndex, actedValue)
+			objs, err := c.stores[kind].ByIndex(actedIndex, actedValue)
 			if err != nil {
 				return nil, fmt.Errorf("list cached %ss rolled back before their records: %w", kind, err)
 			}
@@ -543,9 +559,39 @@ func TargetFacts(ctx context.Context, src interface {
 	if a.RevisionNeedsHistory() {
 		return cache.Facts(ctx, ref)
 	}
-	obj, err := a.Lookup(cache, ref.Namespace, ref.Name)
+	return cache.targetFacts(a, ref)
+}
+
+// targetFacts is TargetFacts from c, remembered by the resourceVersion of
+// the workload in the informer's store. Each answer is a copy of its own;
+// its maps are shared, as the informers' objects' were.
+func (c Cached) targetFacts(a Adapter, ref policy.Ref) (*policy.Workload, error) {
+	var rv string
+	if store, ok := c.stores[ref.Kind]; ok && c.targets != nil {
+		// The informer's own store, which holds the workload packed.
+		obj, exists, err := store.Indexer.GetByKey(ref.Namespace + "/" + ref.Name)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", ref, err)
+		}
+		if !exists {
+			return nil, nil
+		}
+		if p, ok := obj.(*packed); ok {
+			rv = p.resourceVersion
+			if t, ok := c.targets.Get(ref); ok && t.(targetFacts).resourceVersion == rv {
+				w := *t.(targetFacts).facts
+				return &w, nil
+			}
+		}
+	}
+	obj, err := a.Lookup(c, ref.Namespace, ref.Name)
 	if err != nil {
 		return notFoundIsNil(ref, err)
 	}
-	return obj.Facts(nil), nil
+	w := obj.Facts(nil)
+	if rv != "" && obj.Meta().ResourceVersion == rv {
+		remembered := *w
+		c.targets.Add(ref, targetFacts{resourceVersion: rv, facts: &remembered})
+	}
+	return w, nil
 }

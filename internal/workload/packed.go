@@ -19,7 +19,7 @@ import (
 // revisions, opted in or not, while an alert reads one of them. Each read
 // decodes a fresh copy (unpacking).
 type packed struct {
-	namespace, name string
+	namespace, name, resourceVersion string
 	// acted says whether the workload carries kinds.AnnotationActed, which
 	// actedIndex indexes without decoding every workload.
 	acted bool
@@ -61,7 +61,7 @@ func pack[T any, P message[T]](trim func(P)) cache.TransformFunc {
 		if err != nil {
 			return nil, fmt.Errorf("pack %s/%s for the cache: %w", w.GetNamespace(), w.GetName(), err)
 		}
-		p := &packed{namespace: w.GetNamespace(), name: w.GetName(), data: data}
+		p := &packed{namespace: w.GetNamespace(), name: w.GetName(), resourceVersion: w.GetResourceVersion(), data: data}
 		_, p.acted = w.GetAnnotations()[kinds.AnnotationActed]
 		if ref := metav1.GetControllerOfNoCopy(w); ref != nil {
 			p.controller = ref.UID
