@@ -24,10 +24,12 @@ import (
 type Cache = workload.DeploymentCache
 
 // Listers is a Cache over one Deployment lister and one lister of
-// ReplicaSets' metadata.
+// ReplicaSets' metadata, and the ReplicaSets' index by controller when
+// there is one.
 type Listers struct {
 	DeploymentLister appslisters.DeploymentLister
 	ReplicaSetLister metadatalister.Lister
+	ReplicaSetIndex  workload.ReplicaSetIndex
 }
 
 var (
@@ -43,13 +45,24 @@ func (l Listers) Deployment(namespace, name string) (*appsv1.Deployment, error) 
 	return l.DeploymentLister.Deployments(namespace).Get(name)
 }
 
-// ReplicaSets returns the metadata of the ReplicaSets of namespace that
-// selector matches.
-func (l Listers) ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
+// ReplicaSets returns the metadata of the ReplicaSets of owner's namespace
+// that selector matches: with the index, only those owner controls, so
+// that a namespace's others are not decoded.
+func (l Listers) ReplicaSets(owner metav1.Object, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
 	if l.ReplicaSetLister == nil {
 		return nil, apierrors.NewNotFound(replicaSetsResource, "")
 	}
-	return l.ReplicaSetLister.Namespace(namespace).List(selector)
+	controlled, indexed, err := l.ReplicaSetIndex.Controlled(owner.GetUID())
+	if err != nil || !indexed {
+		return l.ReplicaSetLister.Namespace(owner.GetNamespace()).List(selector)
+	}
+	out := controlled[:0]
+	for _, rs := range controlled {
+		if rs.Namespace == owner.GetNamespace() && selector.Matches(labels.Set(rs.Labels)) {
+			out = append(out, rs)
+		}
+	}
+	return out, nil
 }
 
 // InformerCache is a Cache over the informers of several namespaces, or of
@@ -66,6 +79,7 @@ func NewInformerCache(informers map[string]*workload.Informers) InformerCache {
 		c[ns] = Listers{
 			DeploymentLister: inf.DeploymentLister(),
 			ReplicaSetLister: inf.ReplicaSetLister(),
+			ReplicaSetIndex:  inf.ReplicaSetIndex(),
 		}
 	}
 	return c
@@ -88,14 +102,14 @@ func (c InformerCache) Deployment(namespace, name string) (*appsv1.Deployment, e
 	return l.Deployment(namespace, name)
 }
 
-// ReplicaSets returns the metadata of the ReplicaSets of namespace that
-// selector matches.
-func (c InformerCache) ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
-	l, ok := c.covering(namespace)
+// ReplicaSets is Listers.ReplicaSets from the informers that cover owner's
+// namespace.
+func (c InformerCache) ReplicaSets(owner metav1.Object, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
+	l, ok := c.covering(owner.GetNamespace())
 	if !ok {
 		return nil, apierrors.NewNotFound(replicaSetsResource, "")
 	}
-	return l.ReplicaSets(namespace, selector)
+	return l.ReplicaSets(owner, selector)
 }
 
 // rollbackReads is where a rollback reads the workload and its history:

@@ -99,7 +99,7 @@ func (f *rollbackFixture) waitCached(t *testing.T, cache Cache, name string, rev
 		if cached.ResourceVersion != live.ResourceVersion {
 			return false, fmt.Sprintf("cached resourceVersion %s, live %s", cached.ResourceVersion, live.ResourceVersion)
 		}
-		rss, err := cache.ReplicaSets(f.ns, labels.SelectorFromSet(live.Spec.Selector.MatchLabels))
+		rss, err := cache.ReplicaSets(live, labels.SelectorFromSet(live.Spec.Selector.MatchLabels))
 		if err != nil {
 			return false, err.Error()
 		}
@@ -178,10 +178,10 @@ func (c *fakeCache) Deployment(namespace, name string) (*appsv1.Deployment, erro
 	return c.d, nil
 }
 
-func (c *fakeCache) ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
+func (c *fakeCache) ReplicaSets(owner metav1.Object, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error) {
 	var out []*metav1.PartialObjectMetadata
 	for _, rs := range c.rss {
-		if rs.Namespace == namespace && selector.Matches(labels.Set(rs.Labels)) {
+		if rs.Namespace == owner.GetNamespace() && selector.Matches(labels.Set(rs.Labels)) {
 			out = append(out, &metav1.PartialObjectMetadata{TypeMeta: rs.TypeMeta, ObjectMeta: rs.ObjectMeta})
 		}
 	}
@@ -556,8 +556,10 @@ func TestCachedRefusalIsConfirmedLive(t *testing.T) {
 }
 
 func TestInformerCacheCoversItsNamespaces(t *testing.T) {
-	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", Labels: map[string]string{"app": "web"}}}
-	rs := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-1", Labels: map[string]string{"app": "web"}}}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web", UID: "d-1", Labels: map[string]string{"app": "web"}}}
+	rs := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-1", Labels: map[string]string{"app": "web"},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: "web", UID: "d-1", Controller: new(true)}}}}
+	other := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "web-0", Labels: map[string]string{"app": "web"}}}
 	informers := func(ns string) map[string]*workload.Informers {
 		inf, err := workload.NewInformers(fake.NewClientset(), nil, ns)
 		if err != nil {
@@ -567,8 +569,10 @@ func TestInformerCacheCoversItsNamespaces(t *testing.T) {
 		if err := inf.Deployments.GetIndexer().Add(d); err != nil {
 			t.Fatal(err)
 		}
-		if err := inf.ReplicaSets.GetIndexer().Add(rs); err != nil {
-			t.Fatal(err)
+		for _, r := range []*metav1.PartialObjectMetadata{rs, other} {
+			if err := inf.ReplicaSets.GetIndexer().Add(r); err != nil {
+				t.Fatal(err)
+			}
 		}
 		return map[string]*workload.Informers{ns: inf}
 	}
@@ -590,8 +594,10 @@ func TestInformerCacheCoversItsNamespaces(t *testing.T) {
 			if tc.found != (err == nil) || (err != nil && !apierrors.IsNotFound(err)) {
 				t.Fatalf("Deployment = %v, %v; found %v", got, err, tc.found)
 			}
-			rss, err := c.ReplicaSets(tc.ns, sel)
-			if tc.found && (err != nil || len(rss) != 1) || !tc.found && !apierrors.IsNotFound(err) {
+			// Only the one the Deployment controls, found by the index.
+			owner := &metav1.ObjectMeta{Namespace: tc.ns, Name: "web", UID: "d-1"}
+			rss, err := c.ReplicaSets(owner, sel)
+			if tc.found && (err != nil || len(rss) != 1 || rss[0].Name != "web-1") || !tc.found && !apierrors.IsNotFound(err) {
 				t.Fatalf("ReplicaSets = %v, %v; found %v", rss, err, tc.found)
 			}
 		})

@@ -138,9 +138,10 @@ type Revision struct {
 // server instead.
 type DeploymentCache interface {
 	Deployment(namespace, name string) (*appsv1.Deployment, error)
-	// ReplicaSets returns the metadata of the ReplicaSets of namespace that
-	// selector matches.
-	ReplicaSets(namespace string, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error)
+	// ReplicaSets returns the metadata of the ReplicaSets of owner's
+	// namespace that selector matches; it may leave out those owner does
+	// not control.
+	ReplicaSets(owner metav1.Object, selector labels.Selector) ([]*metav1.PartialObjectMetadata, error)
 }
 
 // ErrUnsupportedKind is returned by For for a kind the daemon cannot act on.

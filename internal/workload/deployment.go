@@ -97,7 +97,7 @@ func (deploymentAdapter) CacheHistory(c DeploymentCache, obj Object) ([]Revision
 	if err != nil {
 		return nil, fmt.Errorf("read selector: %w", err)
 	}
-	rss, err := c.ReplicaSets(obj.Meta().Namespace, sel)
+	rss, err := c.ReplicaSets(obj.Meta(), sel)
 	if err != nil {
 		return nil, fmt.Errorf("list ReplicaSets from cache: %w", err)
 	}

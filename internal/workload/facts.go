@@ -213,7 +213,7 @@ func NewCached(inf *Informers) Cached {
 		StatefulSets:            inf.StatefulSetLister(),
 		DaemonSets:              inf.DaemonSetLister(),
 		ControllerRevisions:     inf.ControllerRevisionLister(),
-		replicaSetsByController: indexByController[metav1.PartialObjectMetadata](inf.ReplicaSets),
+		replicaSetsByController: inf.ReplicaSetIndex().indexer,
 		revisionsByController:   indexByController[appsv1.ControllerRevision](inf.ControllerRevisions),
 		stores: map[policy.Kind]unpacking{
 			policy.KindDeployment:  {inf.Deployments.GetIndexer(), unpack[appsv1.Deployment]},

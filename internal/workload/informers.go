@@ -8,6 +8,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	appsv1client "k8s.io/client-go/kubernetes/typed/apps/v1"
 	appslisters "k8s.io/client-go/listers/apps/v1"
@@ -156,6 +157,27 @@ func (i *Informers) DaemonSetLister() appslisters.DaemonSetLister {
 // decoded afresh.
 func (i *Informers) ReplicaSetLister() metadatalister.Lister {
 	return metadatalister.New(unpackingIndexer[metav1.PartialObjectMetadata](i.ReplicaSets), ReplicaSetsResource)
+}
+
+// ReplicaSetIndex finds the ReplicaSets' metadata by the UID of their
+// controller, decoding only those.
+type ReplicaSetIndex struct{ indexer cache.Indexer }
+
+// ReplicaSetIndex returns the index of the informers' ReplicaSets by
+// controller, adding it; call it before Run.
+func (i *Informers) ReplicaSetIndex() ReplicaSetIndex {
+	return ReplicaSetIndex{indexByController[metav1.PartialObjectMetadata](i.ReplicaSets)}
+}
+
+// Controlled returns the metadata of the ReplicaSets whose controller has
+// the UID uid; false when there is no index (the informers stopped before
+// it could be added).
+func (x ReplicaSetIndex) Controlled(uid types.UID) ([]*metav1.PartialObjectMetadata, bool, error) {
+	if x.indexer == nil {
+		return nil, false, nil
+	}
+	rss, err := byController[*metav1.PartialObjectMetadata](x.indexer, uid)
+	return rss, true, err
 }
 
 // ControllerRevisionLister lists the ControllerRevisions of the informers,
