@@ -391,8 +391,9 @@ func (c Cached) Facts(_ context.Context, ref policy.Ref) (*policy.Workload, erro
 	return obj.Facts(history), nil
 }
 
-// Lookup returns ref's object, shared with the informer: it must not be
-// changed. NotFound when the cache does not hold it.
+// Lookup returns ref's object, decoded afresh from the informer; one that
+// was put into the informer's store by hand is the store's own and must
+// not be changed. NotFound when the cache does not hold it.
 func (c Cached) Lookup(ref policy.Ref) (Object, error) {
 	a, err := For(ref.Kind)
 	if err != nil {
@@ -478,9 +479,8 @@ func (c Caches) Facts(ctx context.Context, ref policy.Ref) (*policy.Workload, er
 	return cache.Facts(ctx, ref)
 }
 
-// Lookup returns ref's object from the cache that covers its namespace,
-// shared with the informer: it must not be changed. NotFound when no cache
-// covers the namespace or the object is not there.
+// Lookup is Cached.Lookup from the cache that covers ref's namespace.
+// NotFound when no cache covers the namespace or the object is not there.
 func (c Caches) Lookup(ref policy.Ref) (Object, error) {
 	cache, err := c.cover(ref)
 	if err != nil {

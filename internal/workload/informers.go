@@ -24,13 +24,14 @@ var ReplicaSetsResource = appsv1.SchemeGroupVersion.WithResource("replicasets")
 
 // Informers are the informers the daemon reads workloads and their
 // revisions from, over one namespace or the whole cluster. Deployments,
-// StatefulSets and DaemonSets are cached whole, as their protobuf encoding
-// (packed): a rollback reads their templates; read them through the
-// listers of Informers, which decode. ReplicaSets are cached as metadata only: their revision
+// StatefulSets and DaemonSets are cached whole: a rollback reads their
+// templates. ReplicaSets are cached as metadata only: their revision
 // numbers, owners, hashes and ages are all a decision needs, and the one
 // ReplicaSet whose template a rollback writes is read by name when acting.
 // ControllerRevisions keep their revision number, which no metadata
-// carries, and drop their data (see Transform).
+// carries, and drop their data (see Transform). Every object is kept as
+// its protobuf encoding (packed); read them through the listers and
+// indexes of Informers, which decode them.
 type Informers struct {
 	Deployments, StatefulSets, DaemonSets, ReplicaSets, ControllerRevisions cache.SharedIndexInformer
 

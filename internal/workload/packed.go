@@ -34,7 +34,7 @@ func (p *packed) GetObjectMeta() metav1.Object {
 	return &metav1.ObjectMeta{Namespace: p.namespace, Name: p.name}
 }
 
-// message is a workload type that encodes itself as protobuf.
+// message is an API type that encodes itself as protobuf.
 type message[T any] interface {
 	*T
 	metav1.Object
@@ -79,7 +79,7 @@ var (
 	controllerRevisionTransform = pack[appsv1.ControllerRevision](nil)
 )
 
-// unpack decodes what packTransform packed; anything else is returned as it
+// unpack decodes what pack packed; anything else is returned as it
 // is (objects put into an informer's store by hand, as tests do).
 func unpack[T any, P message[T]](obj any) (any, error) {
 	p, ok := obj.(*packed)
@@ -94,7 +94,7 @@ func unpack[T any, P message[T]](obj any) (any, error) {
 }
 
 // unpacking is an informer's indexer whose reads decode the packed
-// workloads, so that client-go's listers work over it unchanged. Each read
+// objects, so that client-go's listers work over it unchanged. Each read
 // returns a copy of its own: writing into it cannot reach the cache.
 type unpacking struct {
 	cache.Indexer
