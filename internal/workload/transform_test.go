@@ -193,14 +193,11 @@ func TestReplicaSetTransformKeepsTheRevision(t *testing.T) {
 	if n, ok := replicaSetNumber(a, kinds.AnnotationDeploymentRevision); !ok || n != 2 {
 		t.Errorf("revision read after the transform = %d, %v", n, ok)
 	}
-	if idx, err := controllerUID(must(replicaSetTransform(rs("b", nil)))); err != nil || !slices.Equal(idx, []string{"d1"}) {
+	b, err := replicaSetTransform(rs("b", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := controllerUID(b); err != nil || !slices.Equal(idx, []string{"d1"}) {
 		t.Errorf("controller index of a packed ReplicaSet = %v, %v", idx, err)
 	}
-}
-
-func must(obj any, err error) any {
-	if err != nil {
-		panic(err)
-	}
-	return obj
 }
