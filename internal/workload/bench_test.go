@@ -178,23 +178,12 @@ func BenchmarkCachedBytes(b *testing.B) {
 	}
 	for _, kind := range []struct {
 		name   string
-		decode func() metav1.Object
+		wire   []byte
+		unpack func(any) (any, error)
 		packed cache.TransformFunc
 	}{
-		{"Deployment", func() metav1.Object {
-			o := &appsv1.Deployment{}
-			if err := o.Unmarshal(wireD); err != nil {
-				b.Fatal(err)
-			}
-			return o
-		}, deploymentTransform},
-		{"ReplicaSet", func() metav1.Object {
-			o := &metav1.PartialObjectMetadata{}
-			if err := o.Unmarshal(wireRS); err != nil {
-				b.Fatal(err)
-			}
-			return o
-		}, replicaSetTransform},
+		{"Deployment", wireD, unpack[appsv1.Deployment], deploymentTransform},
+		{"ReplicaSet", wireRS, unpack[metav1.PartialObjectMetadata], replicaSetTransform},
 	} {
 		for _, v := range []struct {
 			name      string
@@ -206,8 +195,12 @@ func BenchmarkCachedBytes(b *testing.B) {
 					store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, workloadIndexers())
 					before := heapAlloc()
 					for i := range n {
-						o := kind.decode()
-						o.SetName(fmt.Sprintf("app-%d", i))
+						// Decoded as the watch delivers it.
+						o, err := kind.unpack(&packed{data: kind.wire})
+						if err != nil {
+							b.Fatal(err)
+						}
+						o.(metav1.Object).SetName(fmt.Sprintf("app-%d", i))
 						t, err := v.transform(o)
 						if err != nil {
 							b.Fatal(err)

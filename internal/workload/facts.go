@@ -7,6 +7,7 @@ package workload
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -187,7 +188,7 @@ type Cached struct {
 
 	// stores, when set, are the informers' stores of the workloads, by
 	// kind, which hold them packed and index actedIndex; without them
-	// Acted lists every workload, and TargetFacts remembers nothing.
+	// Acted is an error, and TargetFacts remembers nothing.
 	stores map[policy.Kind]unpacking
 	// targets remembers TargetFacts's answers (targetFacts).
 	targets *lru.Cache
@@ -232,56 +233,25 @@ type ActedObject struct {
 
 // Acted returns the cached Deployments, StatefulSets and DaemonSets that
 // carry kinds.AnnotationActed: rollbacks taken before any record of them.
-// Only those are decoded.
+// Only those are decoded, found by actedIndex; a Cached not made by
+// NewCached has no index, and answers an error.
 func (c Cached) Acted() ([]ActedObject, error) {
+	if c.stores == nil {
+		return nil, errors.New("list the workloads rolled back before their records: no informers' index (the cache was not made by NewCached)")
+	}
 	var out []ActedObject
-	add := func(kind policy.Kind, objs []metav1.Object) {
+	for _, kind := range []policy.Kind{policy.KindDeployment, policy.KindStatefulSet, policy.KindDaemonSet} {
+		objs, err := c.stores[kind].ByIndex(actedIndex, actedValue)
+		if err != nil {
+			return nil, fmt.Errorf("list cached %ss rolled back before their records: %w", kind, err)
+		}
 		for _, o := range objs {
-			if _, ok := o.GetAnnotations()[kinds.AnnotationActed]; ok {
-				out = append(out, ActedObject{Kind: kind, Meta: o})
+			if m, ok := o.(metav1.Object); ok {
+				out = append(out, ActedObject{Kind: kind, Meta: m})
 			}
 		}
 	}
-	if c.stores != nil {
-		for _, kind := range []policy.Kind{policy.KindDeployment, policy.KindStatefulSet, policy.KindDaemonSet} {
-			objs, err := c.stores[kind].ByIndex(actedIndex, actedValue)
-			if err != nil {
-				return nil, fmt.Errorf("list cached %ss rolled back before their records: %w", kind, err)
-			}
-			metas := make([]metav1.Object, 0, len(objs))
-			for _, o := range objs {
-				if m, ok := o.(metav1.Object); ok {
-					metas = append(metas, m)
-				}
-			}
-			add(kind, metas)
-		}
-		return out, nil
-	}
-	ds, err := c.Deployments.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("list cached Deployments: %w", err)
-	}
-	add(policy.KindDeployment, metaObjects(ds))
-	ss, err := c.StatefulSets.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("list cached StatefulSets: %w", err)
-	}
-	add(policy.KindStatefulSet, metaObjects(ss))
-	dss, err := c.DaemonSets.List(labels.Everything())
-	if err != nil {
-		return nil, fmt.Errorf("list cached DaemonSets: %w", err)
-	}
-	add(policy.KindDaemonSet, metaObjects(dss))
 	return out, nil
-}
-
-func metaObjects[T metav1.Object](objs []T) []metav1.Object {
-	out := make([]metav1.Object, len(objs))
-	for i, o := range objs {
-		out[i] = o
-	}
-	return out
 }
 
 // controllerIndex indexes objects by the UID of their controller.
