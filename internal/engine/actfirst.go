@@ -49,19 +49,25 @@ type acted struct {
 	Origin       policy.Origin     `json:"origin,omitzero"`
 	Receiver     string            `json:"receiver,omitempty"`
 	ExternalURL  string            `json:"externalURL,omitempty"`
-	Decision     policy.Decision   `json:"decision"`
-	DecidedAt    time.Time         `json:"decidedAt"`
-	Plan         incident.Plan     `json:"plan"`
+	// Decision is without its checks, which make up most of its size:
+	// every later update of the workload carries the note, and every
+	// watcher keeps it. The alert record written right after the action
+	// holds them; one rebuilt from the note does not.
+	Decision  policy.Decision `json:"decision"`
+	DecidedAt time.Time       `json:"decidedAt"`
+	Plan      incident.Plan   `json:"plan"`
 	// Started is when the incident's clock started.
 	Started time.Time `json:"started"`
 }
 
 func actedOf(rec *Record, inc *incident.Incident, records string) acted {
+	d := *rec.Decision
+	d.Checks = nil
 	return acted{
 		Alert: rec.Key, Incident: inc.ID, From: inc.From, To: inc.Targets[0], Rung: 0, Records: records,
 		Fingerprint: rec.Alert.Fingerprint, Labels: rec.Alert.Labels, StartsAt: rec.Alert.StartsAt,
 		GeneratorURL: clip(rec.Alert.GeneratorURL, maxFieldBytes), ReceivedAt: rec.ReceivedAt, Origin: rec.Origin,
-		Receiver: rec.Receiver, ExternalURL: rec.ExternalURL, Decision: *rec.Decision, DecidedAt: rec.DecidedAt, Plan: *rec.Plan,
+		Receiver: rec.Receiver, ExternalURL: rec.ExternalURL, Decision: d, DecidedAt: rec.DecidedAt, Plan: *rec.Plan,
 		Started: inc.StartedAt,
 	}
 }

@@ -102,6 +102,15 @@ func TestRollbackIsTheFirstWrite(t *testing.T) {
 	if !ok || got.Alert != key || got.Incident != rec.Incident || got.From != 2 || got.To != 1 || got.Rung != 0 {
 		t.Fatalf("%s = %q; want the alert key, the incident, from 2 to 1, rung 0", kinds.AnnotationActed, d.Annotations[kinds.AnnotationActed])
 	}
+	// Every update of the workload carries the note, and every watcher of
+	// it, the daemon's informers included, keeps it: the decision's checks,
+	// most of its size, are for the alert record written right after.
+	if got.Decision.Checks != nil || got.Decision.Rule == "" || got.Decision.Message == "" {
+		t.Errorf("the note's decision = %+v; want its outcome, rule and message without the checks", got.Decision)
+	}
+	if n := len(d.Annotations[kinds.AnnotationActed]); n > 1024 {
+		t.Errorf("%s holds %d bytes; want at most 1 KiB for this alert", kinds.AnnotationActed, n)
+	}
 	generation := d.Generation
 
 	inc := e.waitResolved(t, rec.Incident)
