@@ -425,7 +425,7 @@ func markdown(o options, results, runs []result, rssIdle, rssAfter int64, load0,
 	p("- **refused**: every alert names a Deployment that exists but is not opted in: authenticated, decoded, validated, checked against the informer cache and the policy, refused; nothing is written.")
 	p("- **duplicate**: every alert was recorded once before the run (`impact=bench_noop`, which no rule matches, so it was decided `ignore` and opened no incident); each re-send is answered from the daemon's memory of recorded alerts.")
 	p("- **…, log at warn**: *refused* again on a fresh daemon with `log.level: warn`, to price the info log: one line per notification, however many alerts it refuses.")
-	p("- **ceiling**: the same bytes as *refused*, to a handler that only reads and `json.Unmarshal`s them.\n")
+	p("- **ceiling**: the same bytes as *refused*, to a handler that only reads and `json.Unmarshal`s them with `encoding/json`. The daemon decodes a valid notification with `encoding/json`'s semantics on the engine of `encoding/json/v2` (`github.com/go-json-experiment/json/v1`), which takes about 60%% of `encoding/json`'s time (`BenchmarkDecode`, part 3): part of each ratio is that decoder.\n")
 	p("Errors count non-200 answers and transport errors. CPU is the server process's user+system time during the run. Log is what the daemon wrote to its log during the run.\n")
 	p("Load average (1, 5, 15 min) at start: %s; at end: %s. Whole part, cluster start included: %s.\n", load0, load1, total.Round(time.Second))
 	p("| case | alerts | body bytes | requests | req/s | p50 ms | p99 ms | errors | server RSS max MiB | server CPU s | log MiB |")
