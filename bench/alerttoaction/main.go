@@ -192,10 +192,13 @@ type sample struct {
 }
 
 type daemonResult struct {
-	variant  harness.Variant
-	samples  []sample
-	histSum  float64
-	histN    float64
+	variant harness.Variant
+	samples []sample
+	histSum float64
+	histN   float64
+	// acting is the acting client's requests by verb, from
+	// autorollbackd_kube_request_duration_seconds.
+	acting   map[string]requestTimes
 	resolved time.Duration // from the last webhook until no incident was open
 	openLeft string
 	rssKiB   int64
@@ -297,6 +300,16 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	n, _ := harness.Metric(ctx, d.Addr, "autorollbackd_alert_to_action_seconds_count")
 	res.histSum, _ = strconv.ParseFloat(sum, 64)
 	res.histN, _ = strconv.ParseFloat(n, 64)
+	res.acting = map[string]requestTimes{}
+	for _, verb := range []string{"GET", "PATCH"} {
+		series := fmt.Sprintf(`autorollbackd_kube_request_duration_seconds_%%s{client="act",verb="%s"}`, verb)
+		sum, _ := harness.Metric(ctx, d.Addr, fmt.Sprintf(series, "sum"))
+		n, _ := harness.Metric(ctx, d.Addr, fmt.Sprintf(series, "count"))
+		var t requestTimes
+		t.sum, _ = strconv.ParseFloat(sum, 64)
+		t.n, _ = strconv.ParseFloat(n, 64)
+		res.acting[verb] = t
+	}
 	// Let verification finish, bounded, so that the next phase does not
 	// run beside it; how long it takes is worth knowing too.
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 3*time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -486,6 +499,12 @@ func received(s sample) time.Time { return s.received }
 func opened(s sample) time.Time   { return s.opened }
 func actionAt(s sample) time.Time { return s.actionAt }
 
+// requestTimes is one series of a histogram: how many, and their sum in
+// seconds.
+type requestTimes struct{ n, sum float64 }
+
+func (t requestTimes) mean() time.Duration { return time.Duration(t.sum / t.n * float64(time.Second)) }
+
 // writeRaw keeps every sample as CSV next to the daemon's logs, for a
 // closer look than percentiles give.
 func writeRaw(dir string, daemons []*daemonResult, patch, kubectl []sample) error {
@@ -590,6 +609,10 @@ func markdown(o options, daemons []*daemonResult, patch []sample, patchRequests 
 		}
 		if d.histN > 0 {
 			p("The daemon's own `autorollbackd_alert_to_action_seconds`: %.0f observations, mean %s ms.", d.histN, harness.Ms(time.Duration(d.histSum/d.histN*float64(time.Second))))
+		}
+		if get, patch := d.acting["GET"], d.acting["PATCH"]; get.n > 0 && patch.n > 0 {
+			p("The acting client's requests on the wire (`autorollbackd_kube_request_duration_seconds{client=\"act\"}`): %.0f GETs of the ReplicaSet to restore, mean %s ms; %.0f PATCHes, mean %s ms (the raw PATCH's mean is in the table above).",
+				get.n, harness.Ms(get.mean()), patch.n, harness.Ms(patch.mean()))
 		}
 		if d.openLeft == "0" {
 			p("Every incident was verified and resolved %s after the last rollback.\n", d.resolved.Round(time.Second))

@@ -115,6 +115,7 @@ func Run(ctx context.Context, opts Options) error {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		clients.priority,
+		clients.requests,
 	)
 
 	// The workloads the daemon may roll back, and the revisions they keep:
@@ -382,25 +383,30 @@ type clients struct {
 	electing kubeclient.Interface
 	// priority puts acting and intake first; its metric is served.
 	priority *kube.Priority
+	// requests times each client's requests; served.
+	requests *kube.Requests
 }
 
 func newClients(rc *rest.Config, k config.Kubernetes) (clients, error) {
-	c := clients{priority: kube.NewPriority(k.BackgroundInFlight)}
+	c := clients{priority: kube.NewPriority(k.BackgroundInFlight), requests: kube.NewRequests()}
 	for _, x := range []struct {
 		into  *kubeclient.Interface
 		agent string
+		name  string // the client label of autorollbackd_kube_request_duration_seconds
 		qps   float64
 		burst int
 	}{
-		{&c.acting, "autorollbackd-act", k.ActQPS, k.ActBurst},
-		{&c.records, "autorollbackd", k.QPS, k.Burst},
-		{&c.verifying, "autorollbackd-verify", k.QPS, k.Burst},
-		{&c.electing, "autorollbackd-leader-election", k.QPS, k.Burst},
+		{&c.acting, "autorollbackd-act", "act", k.ActQPS, k.ActBurst},
+		{&c.records, "autorollbackd", "records", k.QPS, k.Burst},
+		{&c.verifying, "autorollbackd-verify", "verify", k.QPS, k.Burst},
+		{&c.electing, "autorollbackd-leader-election", "election", k.QPS, k.Burst},
 	} {
 		cfg := rest.AddUserAgent(rest.CopyConfig(rc), x.agent)
 		// A limiter set on rc would be shared by every copy of it.
 		cfg.RateLimiter = nil
 		cfg.QPS, cfg.Burst = float32(x.qps), x.burst
+		// First, so that the priority's wait is not timed.
+		c.requests.Time(cfg, x.name)
 		switch x.into {
 		case &c.acting:
 			// One limiter for the typed and the dynamic acting client.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
 	"github.com/autorollbackd/autorollbackd/internal/config"
@@ -342,5 +346,59 @@ func TestBackgroundClientsYieldToActing(t *testing.T) {
 	}
 	if gotBackground != 1 {
 		t.Errorf("records and verifying requests at the server while an action was in flight: %d, want kubernetes.backgroundInFlight (1)", gotBackground)
+	}
+}
+
+// TestClientsTimeTheirRequests sends requests through each of the daemon's
+// clients to a real API server and reads autorollbackd_kube_request_duration_seconds:
+// one observation per request, under the client and verb that sent it,
+// and none for a watch, which lasts as long as it is open.
+func TestClientsTimeTheirRequests(t *testing.T) {
+	c := testenv.Require(t)
+	cl, err := newClients(c.REST, config.Kubernetes{QPS: 100, Burst: 100, ActQPS: 100, ActBurst: 100, BackgroundInFlight: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ns := c.Namespace(t)
+	if _, err := cl.acting.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.acting.AppsV1().Deployments(ns).Get(ctx, "none", metav1.GetOptions{}); err == nil {
+		t.Fatal("GET of a missing Deployment succeeded")
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "timed", Namespace: ns}}
+	if _, err := cl.records.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.records.CoreV1().ConfigMaps(ns).Patch(ctx, "timed", types.MergePatchType, []byte(`{"data":{"a":"b"}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := cl.verifying.CoreV1().ConfigMaps(ns).Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-w.ResultChan() // the ConfigMap, as the watch opens
+	w.Stop()
+
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(cl.requests)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			got[labels["client"]+" "+labels["verb"]] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	want := map[string]uint64{"act GET": 2, "records POST": 1, "records PATCH": 1}
+	if !maps.Equal(got, want) {
+		t.Errorf("observations by client and verb = %v; want %v (no watch)", got, want)
 	}
 }

@@ -62,6 +62,7 @@ var metrics = map[string]string{
 	"autorollbackd_alert_records_limit":                          "gauge",
 	"autorollbackd_records_quarantined_total":                    "counter",
 	"autorollbackd_kube_background_wait_seconds":                 "histogram",
+	"autorollbackd_kube_request_duration_seconds":                "histogram",
 	"up": "gauge",
 }
 
