@@ -151,7 +151,7 @@ func (s *Refusals) Targets() []string {
 
 // logAttrs returns the log attributes of s: refused_reasons, a group of
 // counts keyed "outcome/reason", and refused_targets.
-func (s *Refusals) logAttrs() []any {
+func (s *Refusals) logAttrs() []slog.Attr {
 	if s == nil {
 		return nil
 	}
@@ -159,7 +159,7 @@ func (s *Refusals) logAttrs() []any {
 	for i, c := range s.reasons {
 		counts[i] = slog.Int(c.outcome+"/"+c.reason, c.n)
 	}
-	return []any{slog.Attr{Key: "refused_reasons", Value: slog.GroupValue(counts...)},
+	return []slog.Attr{{Key: "refused_reasons", Value: slog.GroupValue(counts...)},
 		slog.String("refused_targets", strings.Join(s.targets, ", "))}
 }
 
@@ -297,8 +297,12 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	// One line per notification, whatever its size: the intake logs each
 	// refused alert only at debug level.
-	h.logger.Info("notification accepted", append([]any{"group_key", n.GroupKey, "sender", n.Sender.Name, "status", n.Status, "alerts", len(n.Alerts),
-		"accepted", receipt.Accepted, "duplicates", receipt.Duplicates, "resolved", receipt.Resolved, "refused", receipt.Refused},
+	// As attributes, not key-value pairs: this line is written for every
+	// notification.
+	h.logger.LogAttrs(r.Context(), slog.LevelInfo, "notification accepted", append([]slog.Attr{
+		slog.String("group_key", n.GroupKey), slog.String("sender", n.Sender.Name), slog.String("status", n.Status),
+		slog.Int("alerts", len(n.Alerts)), slog.Int("accepted", receipt.Accepted), slog.Int("duplicates", receipt.Duplicates),
+		slog.Int("resolved", receipt.Resolved), slog.Int("refused", receipt.Refused)},
 		receipt.Refusals.logAttrs()...)...)
 	writeJSON(w, http.StatusOK, acceptedBody{
 		Status:     "accepted",

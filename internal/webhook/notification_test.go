@@ -2,17 +2,23 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/alertmanager/template"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestDecodeFixtures(t *testing.T) {
@@ -292,6 +298,56 @@ func BenchmarkDecode(b *testing.B) {
 			for b.Loop() {
 				if _, err := Decode(bytes.NewReader(body)); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkHandler is the webhook's own cost of a notification whose every
+// alert the intake refuses, as the intake benchmark's refused case sends
+// them: authentication, decoding, metrics, the notification's info line
+// (to a file, as the daemon's log goes to stderr) and the answer. The
+// intake itself is left out: it refuses at once.
+func BenchmarkHandler(b *testing.B) {
+	dir := b.TempDir()
+	writeFile(b, filepath.Join(dir, "token"), []byte(testToken))
+	// Not beside the token: its directory is watched for a new token.
+	log, err := os.Create(filepath.Join(b.TempDir(), "log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer log.Close()
+	logger := slog.New(slog.NewJSONHandler(log, nil))
+	cfg := DefaultConfig()
+	cfg.Auth.BearerTokenFile = filepath.Join(dir, "token")
+	auth, err := NewAuthenticator(cfg.Auth, logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer auth.Close()
+	h, err := NewHandler(cfg, auth, IntakeFunc(func(_ context.Context, n *Notification) (Receipt, error) {
+		var r Receipt
+		for range n.Alerts {
+			r.Refuse("refuse", "not_opted_in", "Deployment bench/app")
+		}
+		return r, nil
+	}), logger, prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1, 10} {
+		body := payload(b, n)
+		b.Run(fmt.Sprintf("alerts=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(body))
+				r.Header.Set("Content-Type", "application/json")
+				r.Header.Set("Authorization", bearer(testToken))
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if w.Code != http.StatusOK {
+					b.Fatalf("answered %d: %s", w.Code, w.Body)
 				}
 			}
 		})

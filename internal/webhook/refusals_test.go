@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -45,7 +46,7 @@ func TestReceiptRefusals(t *testing.T) {
 	}
 
 	var buf bytes.Buffer
-	slog.New(slog.NewJSONHandler(&buf, nil)).Info("notification accepted", r.Refusals.logAttrs()...)
+	slog.New(slog.NewJSONHandler(&buf, nil)).LogAttrs(context.Background(), slog.LevelInfo, "notification accepted", r.Refusals.logAttrs()...)
 	var line struct {
 		Reasons map[string]int `json:"refused_reasons"`
 		Targets string         `json:"refused_targets"`
