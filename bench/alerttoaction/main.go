@@ -194,11 +194,11 @@ type sample struct {
 type daemonResult struct {
 	variant harness.Variant
 	samples []sample
-	histSum float64
-	histN   float64
+	// alertToAction is the daemon's autorollbackd_alert_to_action_seconds.
+	alertToAction histogram
 	// acting is the acting client's requests by verb, from
 	// autorollbackd_kube_request_duration_seconds.
-	acting   map[string]requestTimes
+	acting   map[string]histogram
 	resolved time.Duration // from the last webhook until no incident was open
 	openLeft string
 	rssKiB   int64
@@ -296,19 +296,10 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	if err := readIncidents(ctx, d.Addr, res.samples); err != nil {
 		return nil, err
 	}
-	sum, _ := harness.Metric(ctx, d.Addr, "autorollbackd_alert_to_action_seconds_sum")
-	n, _ := harness.Metric(ctx, d.Addr, "autorollbackd_alert_to_action_seconds_count")
-	res.histSum, _ = strconv.ParseFloat(sum, 64)
-	res.histN, _ = strconv.ParseFloat(n, 64)
-	res.acting = map[string]requestTimes{}
+	res.alertToAction = readHistogram(ctx, d.Addr, "autorollbackd_alert_to_action_seconds", "")
+	res.acting = map[string]histogram{}
 	for _, verb := range []string{"GET", "PATCH"} {
-		series := fmt.Sprintf(`autorollbackd_kube_request_duration_seconds_%%s{client="act",verb="%s"}`, verb)
-		sum, _ := harness.Metric(ctx, d.Addr, fmt.Sprintf(series, "sum"))
-		n, _ := harness.Metric(ctx, d.Addr, fmt.Sprintf(series, "count"))
-		var t requestTimes
-		t.sum, _ = strconv.ParseFloat(sum, 64)
-		t.n, _ = strconv.ParseFloat(n, 64)
-		res.acting[verb] = t
+		res.acting[verb] = readHistogram(ctx, d.Addr, "autorollbackd_kube_request_duration_seconds", fmt.Sprintf(`{client="act",verb=%q}`, verb))
 	}
 	// Let verification finish, bounded, so that the next phase does not
 	// run beside it; how long it takes is worth knowing too.
@@ -499,11 +490,23 @@ func received(s sample) time.Time { return s.received }
 func opened(s sample) time.Time   { return s.opened }
 func actionAt(s sample) time.Time { return s.actionAt }
 
-// requestTimes is one series of a histogram: how many, and their sum in
-// seconds.
-type requestTimes struct{ n, sum float64 }
+// histogram is one series of a histogram the daemon serves: how many
+// observations, and their sum in seconds.
+type histogram struct{ n, sum float64 }
 
-func (t requestTimes) mean() time.Duration { return time.Duration(t.sum / t.n * float64(time.Second)) }
+func (h histogram) mean() time.Duration { return time.Duration(h.sum / h.n * float64(time.Second)) }
+
+// readHistogram reads the series of histogram name with labels (in the
+// exposition's order, or empty) from the daemon's /metrics; zero when it
+// is not served.
+func readHistogram(ctx context.Context, addr, name, labels string) histogram {
+	var h histogram
+	sum, _ := harness.Metric(ctx, addr, name+"_sum"+labels)
+	n, _ := harness.Metric(ctx, addr, name+"_count"+labels)
+	h.sum, _ = strconv.ParseFloat(sum, 64)
+	h.n, _ = strconv.ParseFloat(n, 64)
+	return h
+}
 
 // writeRaw keeps every sample as CSV next to the daemon's logs, for a
 // closer look than percentiles give.
@@ -607,8 +610,8 @@ func markdown(o options, daemons []*daemonResult, patch []sample, patchRequests 
 				"%d alerts were answered `\"duplicates\":1` on a retry after a 5xx: their first attempt had recorded them, though it answered 5xx.",
 				len(d.lost), lostAfter, d.lost, d.dupAfterRetry)
 		}
-		if d.histN > 0 {
-			p("The daemon's own `autorollbackd_alert_to_action_seconds`: %.0f observations, mean %s ms.", d.histN, harness.Ms(time.Duration(d.histSum/d.histN*float64(time.Second))))
+		if h := d.alertToAction; h.n > 0 {
+			p("The daemon's own `autorollbackd_alert_to_action_seconds`: %.0f observations, mean %s ms.", h.n, harness.Ms(h.mean()))
 		}
 		if get, patch := d.acting["GET"], d.acting["PATCH"]; get.n > 0 && patch.n > 0 {
 			p("The acting client's requests on the wire (`autorollbackd_kube_request_duration_seconds{client=\"act\"}`): %.0f GETs of the ReplicaSet to restore, mean %s ms; %.0f PATCHes, mean %s ms (the raw PATCH's mean is in the table above).",

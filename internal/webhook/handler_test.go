@@ -394,21 +394,9 @@ func histogramCount(t *testing.T, g prometheus.Gatherer, name string) uint64 {
 func TestHandlerLogsRejections(t *testing.T) {
 	var buf syncBuffer
 	logger := slog.New(slog.NewJSONHandler(&buf, nil))
-	dir := t.TempDir()
-	writeFile(t, filepath.Join(dir, "token"), []byte(testToken))
-	cfg := DefaultConfig()
-	cfg.Auth.BearerTokenFile = filepath.Join(dir, "token")
-	auth, err := NewAuthenticator(cfg.Auth, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer auth.Close()
-	h, err := NewHandler(cfg, auth, IntakeFunc(func(context.Context, *Notification) (Receipt, error) {
+	h := bearerHandler(t, logger, func(context.Context, *Notification) (Receipt, error) {
 		return Receipt{}, errors.New("write incident: connection refused")
-	}), logger, prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	for _, auth := range []string{"", bearer(testToken)} {
 		r := httptest.NewRequest(http.MethodPost, "/webhook", bytes.NewReader(fixture(t, "firing.json")))
 		r.Header.Set("Content-Type", "application/json")

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -125,4 +128,25 @@ func readAll(t testing.TB, r io.ReadCloser) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// bearerHandler returns the webhook handler with bearer authentication
+// (testToken) and the default configuration otherwise, logging to logger
+// and handing notifications to intake.
+func bearerHandler(t testing.TB, logger *slog.Logger, intake IntakeFunc) http.Handler {
+	t.Helper()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "token"), []byte(testToken))
+	cfg := DefaultConfig()
+	cfg.Auth.BearerTokenFile = filepath.Join(dir, "token")
+	auth, err := NewAuthenticator(cfg.Auth, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = auth.Close() })
+	h, err := NewHandler(cfg, auth, intake, logger, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/prometheus/alertmanager/template"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestDecodeFixtures(t *testing.T) {
@@ -310,32 +309,19 @@ func BenchmarkDecode(b *testing.B) {
 // (to a file, as the daemon's log goes to stderr) and the answer. The
 // intake itself is left out: it refuses at once.
 func BenchmarkHandler(b *testing.B) {
-	dir := b.TempDir()
-	writeFile(b, filepath.Join(dir, "token"), []byte(testToken))
 	// Not beside the token: its directory is watched for a new token.
 	log, err := os.Create(filepath.Join(b.TempDir(), "log"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer log.Close()
-	logger := slog.New(slog.NewJSONHandler(log, nil))
-	cfg := DefaultConfig()
-	cfg.Auth.BearerTokenFile = filepath.Join(dir, "token")
-	auth, err := NewAuthenticator(cfg.Auth, logger)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer auth.Close()
-	h, err := NewHandler(cfg, auth, IntakeFunc(func(_ context.Context, n *Notification) (Receipt, error) {
+	h := bearerHandler(b, slog.New(slog.NewJSONHandler(log, nil)), func(_ context.Context, n *Notification) (Receipt, error) {
 		var r Receipt
 		for range n.Alerts {
 			r.Refuse("refuse", "not_opted_in", "Deployment bench/app")
 		}
 		return r, nil
-	}), logger, prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
+	})
 	for _, n := range []int{1, 10} {
 		body := payload(b, n)
 		b.Run(fmt.Sprintf("alerts=%d", n), func(b *testing.B) {
