@@ -293,9 +293,6 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 		return nil, err
 	}
 	res.requests = req1.Since(req0)
-	if err := readIncidents(ctx, d.Addr, res.samples); err != nil {
-		return nil, err
-	}
 	res.alertToAction = readHistogram(ctx, d.Addr, "autorollbackd_alert_to_action_seconds", "")
 	res.acting = map[string]histogram{}
 	for _, verb := range []string{"GET", "PATCH"} {
@@ -311,6 +308,12 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	res.resolved = time.Since(last)
 	if err != nil {
 		harness.Logf("daemon (%s): %s incidents still open after %s", v.Name, res.openLeft, res.resolved.Round(time.Second))
+	}
+	// Read after verification: an incident opened by a rollback taken
+	// before any record learns of its action from its worker, a moment
+	// after the webhook's answer.
+	if err := readIncidents(ctx, d.Addr, res.samples); err != nil {
+		return nil, err
 	}
 	res.rssKiB, _ = rss.Stop()
 	return res, nil
