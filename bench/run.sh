@@ -59,7 +59,7 @@ log() { printf '[run.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # Part 3 compares the Go benchmarks with a base commit: BENCH_BASE, or by
 # default the commit that last wrote bench/RESULTS.md (BENCH_BASE=none: no
 # comparison).
-bench_pkgs=(./internal/policy/ ./internal/webhook/ ./internal/workload/)
+bench_pkgs=(./internal/logging/ ./internal/policy/ ./internal/webhook/ ./internal/workload/)
 base=${BENCH_BASE:-$(git log -1 --format=%H -- bench/RESULTS.md 2>/dev/null || true)}
 [[ "${base}" == none ]] && base=""
 base_label=""

@@ -5,6 +5,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/app"
 	"github.com/autorollbackd/autorollbackd/internal/config"
+	"github.com/autorollbackd/autorollbackd/internal/logging"
 )
 
 func newServeCommand(g *globalFlags, env Env) *cobra.Command {
@@ -17,7 +18,9 @@ func newServeCommand(g *globalFlags, env Env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			logger, err := app.NewLogger(env.Stderr, cfg.Log)
+			out := logging.NewWriter(env.Stderr)
+			defer out.Close()
+			logger, err := app.NewLogger(out, cfg.Log)
 			if err != nil {
 				return err
 			}

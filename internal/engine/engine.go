@@ -352,12 +352,8 @@ func New(opts Options) (*Engine, error) {
 // recorded; so are alerts that cannot be recorded faithfully (a fingerprint
 // Alertmanager would not send, labels too large to keep).
 func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.Receipt, error) {
-	// A stalled API server must turn into a 503 Alertmanager can retry, not
-	// a request that hangs until Alertmanager gives up on it.
-	// What intake sends goes to the API server ahead of the workers'
-	// requests (kube.Priority): Alertmanager is waiting for the answer.
-	ctx, cancel := context.WithTimeout(kube.Foreground(ctx), intakeTimeout)
-	defer cancel()
+	ic := &intakeContext{parent: ctx, deadline: time.Now().Add(intakeTimeout)}
+	defer ic.cancel()
 	var r webhook.Receipt
 	queue := e.alerts()
 	if n := queue.Len(); n >= e.opts.MaxPending {
@@ -389,7 +385,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		}
 		key := AlertKey(a)
 		if a.Status == "resolved" {
-			err := e.alertResolved(ctx, key, wa.EndsAt, origin)
+			err := e.alertResolved(ic.get(), key, wa.EndsAt, origin)
 			if errors.Is(err, errOriginMismatch) {
 				r.Refuse(refuse, string(policy.ReasonOriginMismatch), "")
 				log.Warn("resolution refused: the sender may not send alerts about the alert's workload", "sender", origin.Sender, "err", err)
@@ -430,7 +426,11 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		var facts *policy.Workload
 		var err error
 		if !target.IsZero() {
-			if facts, err = workload.TargetFacts(ctx, e.opts.Cache, target); err != nil {
+			fctx := ic.parent
+			if !workload.FromCache(e.opts.Cache) {
+				fctx = ic.get()
+			}
+			if facts, err = workload.TargetFacts(fctx, e.opts.Cache, target); err != nil {
 				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
 			}
 		}
@@ -447,7 +447,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			// The notification's log line counts refusals by reason; each
 			// one is detailed only at debug level, so that a notification
 			// of many refused alerts costs one line.
-			if log.enabled(ctx, slog.LevelDebug) {
+			if log.enabled(ic.parent, slog.LevelDebug) {
 				args := []any{"decision", d.Outcome, "reason", d.Reason, "namespace", target.Namespace, "workload", target.Name}
 				if resolveErr != nil {
 					args = append(args, "err", resolveErr)
@@ -461,7 +461,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			// have been lost to a crash, and this alert belongs to it.
 			lock := target.String()
 			e.targets.LockKey(lock)
-			_, err := e.rebuild(ctx, target, facts)
+			_, err := e.rebuild(ic.get(), target, facts)
 			_ = e.targets.UnlockKey(lock)
 			if err != nil {
 				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
@@ -476,6 +476,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			e.m.truncated.Inc()
 			log.Info("alert's annotations cut to keep its record small", "dropped_bytes", rec.Truncated)
 		}
+		ctx := ic.get()
 		switch acted, err := e.actFirst(ctx, p, rec, facts, log); {
 		case err != nil:
 			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
@@ -586,6 +587,34 @@ func (e *Engine) giveUpResolution(key string, err error, log alertLog) bool {
 
 // intakeTimeout bounds the API calls of one notification's intake.
 const intakeTimeout = 3 * time.Second
+
+// intakeContext is the context of one notification's intake. A stalled
+// API server must turn into a 503 Alertmanager can retry, not a request
+// that hangs until Alertmanager gives up on it; so what may reach the API
+// server gets a deadline, intakeTimeout after the notification arrived.
+// It is made at its first use: a notification answered from memory and
+// the informer caches (a duplicate, a refusal) needs no timer. What intake
+// sends goes to the API server ahead of the workers' requests
+// (kube.Priority): Alertmanager is waiting for the answer.
+type intakeContext struct {
+	parent   context.Context
+	deadline time.Time
+	ctx      context.Context
+	stop     context.CancelFunc
+}
+
+func (c *intakeContext) get() context.Context {
+	if c.ctx == nil {
+		c.ctx, c.stop = context.WithDeadline(kube.Foreground(c.parent), c.deadline)
+	}
+	return c.ctx
+}
+
+func (c *intakeContext) cancel() {
+	if c.stop != nil {
+		c.stop()
+	}
+}
 
 // rejected reports whether the API server refused a write for its content.
 func rejected(err error) bool {

@@ -253,7 +253,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 	if rec, ok := w.(*recorder); ok {
 		rw = rec.ResponseWriter
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, h.maxBody))
+	body, err := readBody(http.MaxBytesReader(rw, r.Body, h.maxBody), r.ContentLength)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			h.tooLarge(w, r, body, r.Body)
@@ -296,14 +296,20 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// One line per notification, whatever its size: the intake logs each
-	// refused alert only at debug level.
-	// As attributes, not key-value pairs: this line is written for every
-	// notification.
-	h.logger.LogAttrs(r.Context(), slog.LevelInfo, "notification accepted", append([]slog.Attr{
-		slog.String("group_key", n.GroupKey), slog.String("sender", n.Sender.Name), slog.String("status", n.Status),
-		slog.Int("alerts", len(n.Alerts)), slog.Int("accepted", receipt.Accepted), slog.Int("duplicates", receipt.Duplicates),
-		slog.Int("resolved", receipt.Resolved), slog.Int("refused", receipt.Refused)},
-		receipt.Refusals.logAttrs()...)...)
+	// refused alert only at debug level. This line is written for every
+	// notification, so it goes to the handler as a record of attributes:
+	// the Logger's methods would also take the caller's stack, which the
+	// daemon's log does not show.
+	if h.logger.Enabled(r.Context(), slog.LevelInfo) {
+		line := slog.NewRecord(time.Now(), slog.LevelInfo, "notification accepted", 0)
+		line.AddAttrs(slog.String("group_key", n.GroupKey), slog.String("sender", n.Sender.Name), slog.String("status", n.Status),
+			slog.Int("alerts", len(n.Alerts)), slog.Int("accepted", receipt.Accepted), slog.Int("duplicates", receipt.Duplicates),
+			slog.Int("resolved", receipt.Resolved), slog.Int("refused", receipt.Refused))
+		line.AddAttrs(receipt.Refusals.logAttrs()...)
+		// As Logger's methods do, a failure to write the log is not the
+		// sender's concern.
+		_ = h.logger.Handler().Handle(r.Context(), line)
+	}
 	writeJSON(w, http.StatusOK, acceptedBody{
 		Status:     "accepted",
 		Accepted:   receipt.Accepted,
@@ -311,6 +317,20 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 		Resolved:   receipt.Resolved,
 		Refused:    receipt.Refused,
 	})
+}
+
+// readBody reads r to its end. A body whose length the request gives, as
+// Alertmanager's do, is read into one buffer of that size; io.ReadAll
+// would grow its buffer from 512 bytes, allocating about twice the body.
+func readBody(r io.Reader, length int64) ([]byte, error) {
+	if length < 0 {
+		return io.ReadAll(r)
+	}
+	// ReadFrom wants bytes.MinRead free bytes for each read, the last one
+	// (at the end of the body) included.
+	b := bytes.NewBuffer(make([]byte, 0, length+bytes.MinRead))
+	_, err := b.ReadFrom(r)
+	return b.Bytes(), err
 }
 
 // maxHead bounds what is read of a refused body to describe it.
@@ -453,11 +473,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 		// Unreachable with the package's flat structs of strings and ints.
 		code, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// Assigned whole, their keys already canonical: every answer sets them.
+	h := w.Header()
+	h["Content-Type"], h["X-Content-Type-Options"] = jsonContentType, noSniff
 	w.WriteHeader(code)
 	_, _ = w.Write(append(b, '\n'))
 }
+
+// The values of writeJSON's headers; net/http only reads them.
+var (
+	jsonContentType = []string{"application/json"}
+	noSniff         = []string{"nosniff"}
+)
 
 // recorder remembers the status code, the refusal reason and the sender
 // for metrics.

@@ -278,3 +278,24 @@ func TestScanGroupKey(t *testing.T) {
 		})
 	}
 }
+
+// readBody reads a body whose length the request gives into one buffer,
+// and reads a body of another length, or of none given, whole all the same.
+func TestReadBody(t *testing.T) {
+	body := payload(t, 10)
+	for _, length := range []int64{int64(len(body)), -1, 0, 10, int64(len(body)) * 2} {
+		got, err := readBody(bytes.NewReader(body), length)
+		if err != nil || !bytes.Equal(got, body) {
+			t.Errorf("length %d: read %d bytes, %v; want the %d bytes of the body", length, len(got), err, len(body))
+		}
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := readBody(bytes.NewReader(body), int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The buffer, and the bytes.Reader of the test.
+	if allocs > 2 {
+		t.Errorf("reading a body of known length took %.0f allocations, want the buffer's alone", allocs)
+	}
+}

@@ -532,6 +532,16 @@ func TargetFacts(ctx context.Context, src interface {
 	return cache.targetFacts(a, ref)
 }
 
+// FromCache reports whether TargetFacts reads src's facts from the
+// informer caches alone, without a request to the API server.
+func FromCache(src any) bool {
+	switch src.(type) {
+	case Cached, Caches:
+		return true
+	}
+	return false
+}
+
 // targetFacts is TargetFacts from c, remembered by the resourceVersion of
 // the workload in the informer's store. Each answer is a copy of its own;
 // its maps are shared, as the informers' objects' were.
