@@ -407,14 +407,13 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 				"reason", labelsTooLarge, "bytes", size, "limit", maxLabelBytes)
 			continue
 		}
-		name := recordName(key)
 		if v, ok := e.seen.Get(key); ok {
 			r.Duplicates++
 			e.m.duplicates.Inc()
 			if v != seenDone {
 				// Its record may have been queued on the queue of a Run
 				// that ended; queueing again is harmless.
-				queue.Add(name)
+				queue.Add(recordName(key))
 			}
 			continue
 		}
@@ -476,7 +475,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			e.m.truncated.Inc()
 			log.Info("alert's annotations cut to keep its record small", "dropped_bytes", rec.Truncated)
 		}
-		ctx := ic.get()
+		ctx, name := ic.get(), recordName(key)
 		switch acted, err := e.actFirst(ctx, p, rec, facts, log); {
 		case err != nil:
 			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
