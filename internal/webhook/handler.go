@@ -322,16 +322,22 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) {
 // readBody reads r to its end. A body whose length the request gives, as
 // Alertmanager's do, is read into one buffer of that size; io.ReadAll
 // would grow its buffer from 512 bytes, allocating about twice the body.
+// The buffer made before reading is at most maxPresized: a sender that
+// claims a large body must send it before the daemon holds its size.
 func readBody(r io.Reader, length int64) ([]byte, error) {
 	if length < 0 {
 		return io.ReadAll(r)
 	}
 	// ReadFrom wants bytes.MinRead free bytes for each read, the last one
 	// (at the end of the body) included.
-	b := bytes.NewBuffer(make([]byte, 0, length+bytes.MinRead))
+	b := bytes.NewBuffer(make([]byte, 0, min(length, maxPresized)+bytes.MinRead))
 	_, err := b.ReadFrom(r)
 	return b.Bytes(), err
 }
+
+// maxPresized bounds the buffer readBody makes before reading: a
+// notification of 100 alerts takes about 67 KB.
+const maxPresized = 256 << 10
 
 // maxHead bounds what is read of a refused body to describe it.
 const maxHead = 64 << 10

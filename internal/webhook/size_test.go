@@ -298,4 +298,13 @@ func TestReadBody(t *testing.T) {
 	if allocs > 2 {
 		t.Errorf("reading a body of known length took %.0f allocations, want the buffer's alone", allocs)
 	}
+	// A sender that claims 4 MiB and sends a notification gets no 4 MiB
+	// buffer.
+	got, err := readBody(bytes.NewReader(body), 4<<20)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("claimed 4 MiB: read %d bytes, %v; want the %d bytes of the body", len(got), err, len(body))
+	}
+	if c := cap(got); c > maxPresized+bytes.MinRead {
+		t.Errorf("claimed 4 MiB, sent %d bytes: a buffer of %d bytes, want at most %d", len(body), c, maxPresized+bytes.MinRead)
+	}
 }
