@@ -26,7 +26,6 @@ type Writer struct {
 	mu     sync.Mutex
 	taken  *sync.Cond // the buffer was taken to be written, or Close ran
 	buf    []byte
-	spare  []byte
 	closed bool
 }
 
@@ -67,23 +66,23 @@ func (w *Writer) Write(p []byte) (int, error) {
 
 func (w *Writer) run() {
 	defer close(w.done)
+	// The buffer last written, handed back for the next lines.
+	var spare []byte
 	for range w.kick {
 		w.mu.Lock()
 		b := w.buf
-		w.buf, w.spare = w.spare[:0], nil
+		w.buf = spare[:0]
 		stop := w.closed
 		w.taken.Broadcast()
 		w.mu.Unlock()
 		if len(b) > 0 {
 			_, _ = w.out.Write(b)
 		}
-		if cap(b) > 2*maxPending {
+		spare = b
+		if cap(spare) > 2*maxPending {
 			// One line that large is not kept for the next ones.
-			b = nil
+			spare = nil
 		}
-		w.mu.Lock()
-		w.spare = b[:0]
-		w.mu.Unlock()
 		if stop {
 			return
 		}
