@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,15 @@ const (
 // counts the alert as never acted on and sends the next.
 const lostAfter = 30 * time.Second
 
+// A phase begins once the machine had less than quietBusy of its CPU in
+// use over a whole quietWindow; it waits quietTimeout at most, and the
+// report says when it did not get quiet.
+const (
+	quietBusy    = 0.2
+	quietWindow  = time.Second
+	quietTimeout = 2 * time.Minute
+)
+
 // budget goes into the policy section of every variant.
 const budget = "  budget:\n    globalPerHour: 10000\n"
 
@@ -133,8 +143,27 @@ func run(ctx context.Context, o options) error {
 	prep := time.Since(prepStart)
 	harness.Logf("prepared in %s", prep.Round(time.Second))
 
+	// Each phase begins on a quiet machine: the controllers write the
+	// Events of a step from a queue, after the fact, and the preparation's
+	// 600 rollouts or a phase's 200 leave seconds of them behind.
+	var waits []string
+	quiet := func(before string) error {
+		took, err := harness.WaitQuiet(ctx, quietBusy, quietWindow, quietTimeout)
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
+		what := fmt.Sprintf("%s before %s", took.Round(100*time.Millisecond), before)
+		if err != nil {
+			what += fmt.Sprintf(" (**not quiet**: %v)", err)
+		}
+		waits = append(waits, what)
+		return nil
+	}
 	var results []*daemonResult
 	for _, v := range chosen {
+		if err := quiet("daemon `" + v.Name + "`"); err != nil {
+			return err
+		}
 		dir := filepath.Join(o.work, v.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
@@ -144,11 +173,18 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("daemon (%s): %w", v.Name, err)
 		}
 		results = append(results, r)
+		// Counted until the controllers are done too, as the floor's are.
 		if err := w.SettledAfterRollback(ctx, sets["daemon-"+v.Name], 3*time.Minute); err != nil {
 			return err
 		}
+		if err := r.load.settled(ctx, c); err != nil {
+			return err
+		}
 	}
-	req0, err := harness.APIRequests(ctx, cs)
+	if err := quiet("the raw PATCH"); err != nil {
+		return err
+	}
+	patchLoad, err := startLoad(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -156,12 +192,17 @@ func run(ctx context.Context, o options) error {
 	if err != nil {
 		return fmt.Errorf("raw PATCH: %w", err)
 	}
-	req1, err := harness.APIRequests(ctx, cs)
-	if err != nil {
+	patchLoad.sent()
+	// The patches return long before the controllers have reacted to
+	// them all: counted until the rollouts settled, the floor's requests
+	// include those reactions, as the daemon's do.
+	if err := w.SettledAfterRollback(ctx, sets["patch"], 3*time.Minute); err != nil {
 		return err
 	}
-	patchRequests := req1.Since(req0)
-	if err := w.SettledAfterRollback(ctx, sets["patch"], 3*time.Minute); err != nil {
+	if err := patchLoad.settled(ctx, c); err != nil {
+		return err
+	}
+	if err := quiet("kubectl"); err != nil {
 		return err
 	}
 	kubectl, err := kubectlPhase(ctx, c, w, sets["kubectl"])
@@ -171,7 +212,7 @@ func run(ctx context.Context, o options) error {
 	if err := writeRaw(o.work, results, patch, kubectl); err != nil {
 		return err
 	}
-	report := markdown(o, results, patch, patchRequests, kubectl, prep, load0, harness.LoadAvg(), time.Since(start))
+	report := markdown(o, results, patch, patchLoad, kubectl, waits, prep, load0, harness.LoadAvg(), time.Since(start))
 	if o.out == "" {
 		_, err = os.Stdout.WriteString(report)
 		return err
@@ -211,9 +252,70 @@ type daemonResult struct {
 	// CPU time the daemon used while the alerts were sent, and their wall
 	// time.
 	cpu, wall time.Duration
-	// requests the API server served while the alerts were sent, from
-	// every client: the daemon's and the controllers' reacting to it.
+	// load is what the first alert until the set's rollouts settled cost:
+	// the API server's requests, from every client (the daemon's and the
+	// controllers' reacting to it), and the control plane's CPU time.
+	load phaseLoad
+}
+
+// phaseLoad is what a phase cost the machine.
+type phaseLoad struct {
+	// busy is the share of the machine's CPU time in use while the alerts
+	// or patches were sent, every process counted.
+	busy float64
+	// requests and cpu count from the first alert or patch until the
+	// set's rollouts settled, so that the controllers' reactions to the
+	// last rollbacks are in.
 	requests harness.APICounts
+	cpu      harness.Usage
+	req0     harness.APICounts
+	meter    *harness.Meter
+}
+
+// startLoad starts counting a phase's load.
+func startLoad(ctx context.Context, c *harness.Cluster) (phaseLoad, error) {
+	req0, err := harness.APIRequests(ctx, c.Client)
+	if err != nil {
+		return phaseLoad{}, err
+	}
+	pids, err := c.PIDs()
+	if err != nil {
+		return phaseLoad{}, err
+	}
+	return phaseLoad{req0: req0, meter: harness.StartMeter(pids)}, nil
+}
+
+// sent notes how busy the machine was while the phase sent its requests.
+func (l *phaseLoad) sent() { l.busy = l.meter.Read().Busy() }
+
+// settled ends the count, once the phase's rollouts settled.
+func (l *phaseLoad) settled(ctx context.Context, c *harness.Cluster) error {
+	l.cpu = l.meter.Read()
+	req1, err := harness.APIRequests(ctx, c.Client)
+	if err != nil {
+		return err
+	}
+	l.requests = req1.Since(l.req0)
+	return nil
+}
+
+// controlPlane are the processes whose CPU time per rollback the report
+// shows.
+var controlPlane = []string{"kube-apiserver", "etcd", "kube-controller-manager"}
+
+// cpuPerRollback is the control plane's CPU time per rollback, a cell of
+// the report's table.
+func (l phaseLoad) cpuPerRollback(n int) string {
+	if n == 0 {
+		return "–"
+	}
+	var parts []string
+	for _, name := range controlPlane {
+		if d, ok := l.cpu.Procs[name]; ok {
+			parts = append(parts, fmt.Sprintf("%s %s", name, harness.Ms(d/time.Duration(n))))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tmpl []byte, bin, dir string, v harness.Variant, refs []harness.Ref) (*daemonResult, error) {
@@ -230,7 +332,7 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	defer d.Stop()
 	rss := harness.SampleRSS(d.Pid(), 500*time.Millisecond)
 	cpu0, _ := harness.CPUTime(d.Pid())
-	req0, err := harness.APIRequests(ctx, c.Client)
+	load, err := startLoad(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -288,11 +390,8 @@ func daemonPhase(ctx context.Context, c *harness.Cluster, w *harness.Watcher, tm
 	last := time.Now()
 	cpu1, _ := harness.CPUTime(d.Pid())
 	res.cpu, res.wall = cpu1-cpu0, last.Sub(phase0)
-	req1, err := harness.APIRequests(ctx, c.Client)
-	if err != nil {
-		return nil, err
-	}
-	res.requests = req1.Since(req0)
+	load.sent()
+	res.load = load
 	res.alertToAction = readHistogram(ctx, d.Addr, "autorollbackd_alert_to_action_seconds", "")
 	res.acting = map[string]histogram{}
 	for _, verb := range []string{"GET", "PATCH"} {
@@ -536,7 +635,7 @@ func writeRaw(dir string, daemons []*daemonResult, patch, kubectl []sample) erro
 	return os.WriteFile(filepath.Join(dir, "samples.csv"), []byte(b.String()), 0o644)
 }
 
-func markdown(o options, daemons []*daemonResult, patch []sample, patchRequests harness.APICounts, kubectl []sample, prep time.Duration, load0, load1 string, total time.Duration) string {
+func markdown(o options, daemons []*daemonResult, patch []sample, patchLoad phaseLoad, kubectl []sample, waits []string, prep time.Duration, load0, load1 string, total time.Duration) string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	p("## 1. Alert to action\n")
@@ -546,8 +645,9 @@ func markdown(o options, daemons []*daemonResult, patch []sample, patchRequests 
 		"the rollout complete before measuring (preparing all sets took %s). "+
 		"One rollback per Deployment, **one at a time**: the next alert is sent once the previous rollback was seen. "+
 		"A client-go watch on the Deployments, started before anything else, notes the moment each template returns to `v1`. "+
-		"The phases run one after another, each once the previous one's rollouts completed.\n",
-		o.n, o.namespaces, prep.Round(time.Second))
+		"The phases run one after another, each once the previous one's rollouts completed and the machine was quiet "+
+		"(under %.0f%% of its CPU in use over a whole %s; the controllers write a step's Events from a queue, after the fact). Waited for quiet: %s.\n",
+		o.n, o.namespaces, prep.Round(time.Second), 100*quietBusy, quietWindow, strings.Join(waits, ", "))
 	p("- **daemon**: `autorollbackd serve`, bearer auth on, log at info to a file, `policy.namespaces.allow` listing the namespaces and `policy.budget.globalPerHour: 10000` "+
 		"(the default budget, 10 an hour, would escalate the 11th); one Alertmanager notification per Deployment "+
 		"(the captured `%s` with one alert, `impact=service_down`, `startsAt` = now), over a keep-alive connection. Configurations:", harness.TemplatePath)
@@ -568,12 +668,16 @@ func markdown(o options, daemons []*daemonResult, patch []sample, patchRequests 
 	p("%s", harness.Summarise(durations(kubectl, sent, answered)).Row("**kubectl rollout undo**: process start → exit"))
 	p("%s", harness.Summarise(durations(kubectl, sent, seen)).Row("kubectl rollout undo: process start → seen by the watch"))
 	p("")
-	p("API requests per rollback while it ran, from every client (the controllers that react to a rollback too), counted by the API server (`apiserver_request_total`), LIST and WATCH left out:\n")
-	p("| method | requests per rollback |\n|---|---|")
+	p("What a rollback cost the machine: how busy its %d cores were while the alerts or patches were sent (every process counted); "+
+		"and, from the first alert or patch until the set's rollouts settled (so that the controllers' reactions to the last rollbacks are in), "+
+		"the control plane's CPU time per rollback in ms and the API requests per rollback from every client, "+
+		"counted by the API server (`apiserver_request_total`), LIST and WATCH left out:\n", runtime.NumCPU())
+	p("| method | machine busy | control plane CPU per rollback (ms) | requests per rollback |\n|---|---:|---|---|")
 	for _, d := range daemons {
-		p("| daemon `%s` | %s |", d.variant.Name, d.requests.PerAlert(len(d.samples)+len(d.lost)))
+		n := len(d.samples) + len(d.lost)
+		p("| daemon `%s` | %.0f%% | %s | %s |", d.variant.Name, 100*d.load.busy, d.load.cpuPerRollback(n), d.load.requests.PerAlert(n))
 	}
-	p("| raw PATCH (its GET of the Deployment, untimed, included) | %s |", patchRequests.PerAlert(len(patch)))
+	p("| raw PATCH (its GET of the Deployment, untimed, included) | %.0f%% | %s | %s |", 100*patchLoad.busy, patchLoad.cpuPerRollback(len(patch)), patchLoad.requests.PerAlert(len(patch)))
 	p("")
 	p("**Target, with the default configuration, over %d sequential rollbacks: the daemon's p99 (webhook sent → rollback seen) within %g× the raw PATCH floor's p99, "+
 		"and its p50 within %g× the floor's p50.** The other configurations' verdicts are for comparison.\n", targetN, p99Target, p50Target)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -418,6 +419,86 @@ func MachineCPU() (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}
+
+// Meter counts, from its start, the CPU time the whole machine and some
+// processes use.
+type Meter struct {
+	at      time.Time
+	machine time.Duration
+	pids    map[string]int
+	procs   map[string]time.Duration
+}
+
+// Usage is what a Meter counted.
+type Usage struct {
+	Wall, Machine time.Duration
+	Procs         map[string]time.Duration
+}
+
+// Busy is the share of the machine's CPU time that was in use.
+func (u Usage) Busy() float64 {
+	if u.Wall <= 0 {
+		return 0
+	}
+	return float64(u.Machine) / float64(u.Wall) / float64(runtime.NumCPU())
+}
+
+// StartMeter starts counting the machine's CPU time and that of pids, by
+// name. A process it cannot read is left out of the usage.
+func StartMeter(pids map[string]int) *Meter {
+	m := &Meter{at: time.Now(), pids: pids, procs: map[string]time.Duration{}}
+	m.machine, _ = MachineCPU()
+	for name, pid := range pids {
+		if d, err := CPUTime(pid); err == nil {
+			m.procs[name] = d
+		}
+	}
+	return m
+}
+
+// Read returns what was used since the start.
+func (m *Meter) Read() Usage {
+	u := Usage{Wall: time.Since(m.at), Procs: map[string]time.Duration{}}
+	if now, err := MachineCPU(); err == nil {
+		u.Machine = now - m.machine
+	}
+	for name, pid := range m.pids {
+		d, err := CPUTime(pid)
+		if start, ok := m.procs[name]; ok && err == nil {
+			u.Procs[name] = d - start
+		}
+	}
+	return u
+}
+
+// WaitQuiet waits until the machine's CPU was less than busy (a share of
+// all cores) in use over a whole window, so that the work a step leaves
+// behind (the controllers' Events, written after the fact from a queue, and
+// their resyncs) does not run under the next step's measurement. It returns
+// how long it waited, and an error when the machine stayed busy for
+// timeout.
+func WaitQuiet(ctx context.Context, busy float64, window, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	m := StartMeter(nil)
+	tick := time.NewTicker(window / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return time.Since(start), ctx.Err()
+		case <-tick.C:
+		}
+		if u := m.Read(); u.Wall >= window {
+			if u.Busy() < busy {
+				return time.Since(start), nil
+			}
+			if time.Since(start) > timeout {
+				return time.Since(start), fmt.Errorf("the machine stayed over %.0f%% busy for %s (%.0f%% over the last %s)", 100*busy, timeout, 100*u.Busy(), window)
+			}
+			m = StartMeter(nil)
+		}
+	}
 }
 
 // CPUTime returns the user and system CPU time pid has used so far, from
