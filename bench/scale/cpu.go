@@ -15,21 +15,13 @@ import (
 // phase went, and how much other work on the machine took.
 type meter struct {
 	pids   map[string]int
-	last   snapshot
+	cur    *harness.Meter
 	phases []phase
 }
 
-type snapshot struct {
-	at      time.Time
-	procs   map[string]time.Duration
-	machine time.Duration
-}
-
 type phase struct {
-	name    string
-	wall    time.Duration
-	procs   map[string]time.Duration
-	machine time.Duration
+	name string
+	harness.Usage
 }
 
 // Processes, in the order the table shows them.
@@ -45,25 +37,13 @@ func newMeter(components map[string]int) *meter {
 	for name, pid := range components {
 		m.pids[name] = pid
 	}
-	m.last = m.snap()
+	m.cur = harness.StartMeter(m.pids)
 	return m
-}
-
-func (m *meter) snap() snapshot {
-	s := snapshot{at: time.Now(), procs: map[string]time.Duration{}}
-	for name, pid := range m.pids {
-		if d, err := harness.CPUTime(pid); err == nil {
-			s.procs[name] = d
-		}
-	}
-	s.machine, _ = harness.MachineCPU()
-	return s
 }
 
 // daemon starts or (pid 0) stops counting the daemon. Its CPU time counts
 // from its start: call it in the phase it started in.
 func (m *meter) daemon(pid int) {
-	delete(m.last.procs, procDaemon)
 	if pid == 0 {
 		delete(m.pids, procDaemon)
 		return
@@ -73,17 +53,12 @@ func (m *meter) daemon(pid int) {
 
 // mark ends the current phase, names it, and starts the next.
 func (m *meter) mark(name string) {
-	now := m.snap()
-	p := phase{name: name, wall: now.at.Sub(m.last.at), procs: map[string]time.Duration{}, machine: now.machine - m.last.machine}
-	for proc, d := range now.procs {
-		p.procs[proc] = d - m.last.procs[proc]
-	}
-	m.phases = append(m.phases, p)
-	m.last = now
+	m.phases = append(m.phases, phase{name: name, Usage: m.cur.Read()})
+	m.skip()
 }
 
 // skip starts the next phase without recording the current one.
-func (m *meter) skip() { m.last = m.snap() }
+func (m *meter) skip() { m.cur = harness.StartMeter(m.pids) }
 
 // table is the markdown table of the phases: CPU seconds by process, the
 // machine's busy seconds, and what was left for other work.
@@ -99,10 +74,10 @@ func (m *meter) table() string {
 	}
 	b.WriteString("---:|---:|\n")
 	for _, p := range m.phases {
-		fmt.Fprintf(&b, "| %s | %.1f |", p.name, p.wall.Seconds())
+		fmt.Fprintf(&b, "| %s | %.1f |", p.name, p.Wall.Seconds())
 		var listed time.Duration
 		for _, proc := range procOrder {
-			d, ok := p.procs[proc]
+			d, ok := p.Procs[proc]
 			if !ok {
 				b.WriteString(" – |")
 				continue
@@ -110,8 +85,7 @@ func (m *meter) table() string {
 			listed += d
 			fmt.Fprintf(&b, " %.1f |", d.Seconds())
 		}
-		fmt.Fprintf(&b, " %.1f (%.0f%%) | %.1f |\n", p.machine.Seconds(),
-			100*p.machine.Seconds()/(p.wall.Seconds()*float64(runtime.NumCPU())), (p.machine - listed).Seconds())
+		fmt.Fprintf(&b, " %.1f (%.0f%%) | %.1f |\n", p.Machine.Seconds(), 100*p.Busy(), (p.Machine - listed).Seconds())
 	}
 	return b.String()
 }

@@ -427,7 +427,12 @@ type Meter struct {
 	at      time.Time
 	machine time.Duration
 	pids    map[string]int
-	procs   map[string]time.Duration
+	procs   map[string]procStart
+}
+
+type procStart struct {
+	pid int
+	cpu time.Duration
 }
 
 // Usage is what a Meter counted.
@@ -445,13 +450,15 @@ func (u Usage) Busy() float64 {
 }
 
 // StartMeter starts counting the machine's CPU time and that of pids, by
-// name. A process it cannot read is left out of the usage.
+// name. The caller may change pids while the meter runs: a process added,
+// or under a name whose process changed, counts from its own start; one it
+// cannot read is left out of the usage.
 func StartMeter(pids map[string]int) *Meter {
-	m := &Meter{at: time.Now(), pids: pids, procs: map[string]time.Duration{}}
+	m := &Meter{at: time.Now(), pids: pids, procs: map[string]procStart{}}
 	m.machine, _ = MachineCPU()
 	for name, pid := range pids {
 		if d, err := CPUTime(pid); err == nil {
-			m.procs[name] = d
+			m.procs[name] = procStart{pid: pid, cpu: d}
 		}
 	}
 	return m
@@ -465,9 +472,13 @@ func (m *Meter) Read() Usage {
 	}
 	for name, pid := range m.pids {
 		d, err := CPUTime(pid)
-		if start, ok := m.procs[name]; ok && err == nil {
-			u.Procs[name] = d - start
+		if err != nil {
+			continue
 		}
+		if start, ok := m.procs[name]; ok && start.pid == pid {
+			d -= start.cpu
+		}
+		u.Procs[name] = d
 	}
 	return u
 }
