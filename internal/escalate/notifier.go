@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
+	"github.com/autorollbackd/autorollbackd/internal/secretfile"
 )
 
 // Notifier delivers messages. Notify returns nil when the message was
@@ -74,7 +74,7 @@ var (
 // readSecret reads a secret file named by a key. The error names the key and
 // the file, never the content.
 func readSecret(key, file string) (string, error) {
-	b, err := os.ReadFile(file)
+	b, err := secretfile.Read(file)
 	if err != nil {
 		return "", keyErr(key, "read secret file: %w", err)
 	}

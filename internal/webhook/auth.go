@@ -11,12 +11,13 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/autorollbackd/autorollbackd/internal/secretfile"
 )
 
 // Authenticator checks requests against the configured methods: bearer
@@ -225,7 +226,7 @@ func (a *Authenticator) senderNames() []string {
 
 // load reads the file and reports whether the secret changed.
 func (s *secretFile) load() (bool, error) {
-	b, err := os.ReadFile(s.path)
+	b, err := secretfile.Read(s.path)
 	if err != nil {
 		return false, &KeyError{Key: s.key, Err: fmt.Errorf("read secret: %w", err)}
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/autorollbackd/autorollbackd/internal/secretfile/secretfiletest"
 )
 
 var okHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
@@ -73,10 +75,10 @@ func withMetrics(t *testing.T, a *Authenticator) *prometheus.Registry {
 }
 
 func TestAuthenticatorRotationKubernetesSecret(t *testing.T) {
-	vol := newSecretVolume(t, map[string][]byte{"token": []byte("token-one\n"), "password": []byte("password-one")})
+	vol := secretfiletest.NewVolume(t, map[string][]byte{"token": []byte("token-one\n"), "password": []byte("password-one")})
 	a, err := NewAuthenticator(AuthConfig{Credential: Credential{
-		BearerTokenFile: vol.path("token"),
-		BasicAuth:       BasicAuthConfig{Username: "am", PasswordFile: vol.path("password")},
+		BearerTokenFile: vol.Path("token"),
+		BasicAuth:       BasicAuthConfig{Username: "am", PasswordFile: vol.Path("password")},
 	}}, discard())
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +92,7 @@ func TestAuthenticatorRotationKubernetesSecret(t *testing.T) {
 		t.Fatalf("initial password: got %d", code)
 	}
 
-	vol.update(map[string][]byte{"token": []byte("token-two\n"), "password": []byte("password-two")})
+	vol.Update(map[string][]byte{"token": []byte("token-two\n"), "password": []byte("password-two")})
 	waitForRotation(t, a, bearer("token-one"), bearer("token-two"))
 	waitForRotation(t, a, basic("am", "password-one"), basic("am", "password-two"))
 	if got := reloads(t, reg, "success"); got != 2 {
@@ -100,7 +102,7 @@ func TestAuthenticatorRotationKubernetesSecret(t *testing.T) {
 		t.Errorf("reloads{failure} = %v, want 0: the swap is atomic", got)
 	}
 
-	vol.update(map[string][]byte{"token": []byte("token-three"), "password": []byte("password-two")})
+	vol.Update(map[string][]byte{"token": []byte("token-three"), "password": []byte("password-two")})
 	waitForRotation(t, a, bearer("token-two"), bearer("token-three"))
 }
 

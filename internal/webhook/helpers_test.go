@@ -2,7 +2,6 @@ package webhook
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -53,56 +52,6 @@ func writeFile(t testing.TB, path string, content []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, content, 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// secretVolume lays out a directory the way the kubelet's atomic writer
-// does for a Secret volume: each file is a symlink through ..data to a
-// timestamped directory, and an update swaps ..data in one rename.
-type secretVolume struct {
-	t   testing.TB
-	dir string
-	gen int
-}
-
-func newSecretVolume(t testing.TB, files map[string][]byte) *secretVolume {
-	v := &secretVolume{t: t, dir: t.TempDir()}
-	v.update(files)
-	for name := range files {
-		if err := os.Symlink(filepath.Join("..data", name), filepath.Join(v.dir, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return v
-}
-
-func (v *secretVolume) path(name string) string { return filepath.Join(v.dir, name) }
-
-// update writes a new timestamped directory, points ..data at it atomically
-// and removes the previous one, as the kubelet does.
-func (v *secretVolume) update(files map[string][]byte) {
-	t := v.t
-	t.Helper()
-	v.gen++
-	ts := fmt.Sprintf("..2026_01_01_00_00_00.%09d", v.gen)
-	if err := os.Mkdir(filepath.Join(v.dir, ts), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range files {
-		writeFile(t, filepath.Join(v.dir, ts, name), b)
-	}
-	old, _ := os.Readlink(filepath.Join(v.dir, "..data"))
-	tmp := filepath.Join(v.dir, "..data_tmp")
-	if err := os.Symlink(ts, tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(v.dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	if old != "" {
-		if err := os.RemoveAll(filepath.Join(v.dir, old)); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

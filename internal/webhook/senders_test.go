@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/autorollbackd/autorollbackd/internal/secretfile/secretfiletest"
 )
 
 const (
@@ -34,7 +36,7 @@ type sendersEnv struct {
 	ca   *testCA
 	reg  *prometheus.Registry
 	auth *Authenticator
-	vol  *secretVolume
+	vol  *secretfiletest.Volume
 	got  chan *Notification
 	logs *syncBuffer
 }
@@ -43,19 +45,19 @@ func newSendersEnv(t *testing.T, edit func(*AuthConfig)) *sendersEnv {
 	t.Helper()
 	e := &sendersEnv{ca: newTestCA(t, "webhook-ca"), reg: prometheus.NewPedanticRegistry(), got: make(chan *Notification, 100), logs: &syncBuffer{}}
 	crt, key, _ := e.ca.issue(t, "autorollbackd", true)
-	e.vol = newSecretVolume(t, map[string][]byte{
+	e.vol = secretfiletest.NewVolume(t, map[string][]byte{
 		"tls.crt": crt, "tls.key": key, "ca.crt": e.ca.pem,
 		"shared-token": []byte(sharedToken), "team-a-token": []byte(teamAToken + "\n"), "platform-password": []byte(platformPassword),
 	})
-	tlsConf, err := ServerTLS(TLSConfig{CertFile: e.vol.path("tls.crt"), KeyFile: e.vol.path("tls.key"), ClientCAFile: e.vol.path("ca.crt")}, discard())
+	tlsConf, err := ServerTLS(TLSConfig{CertFile: e.vol.Path("tls.crt"), KeyFile: e.vol.Path("tls.key"), ClientCAFile: e.vol.Path("ca.crt")}, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
 	auth := AuthConfig{
-		Credential: Credential{BearerTokenFile: e.vol.path("shared-token")},
+		Credential: Credential{BearerTokenFile: e.vol.Path("shared-token")},
 		Senders: []SenderConfig{
-			{Name: "team-a", BearerTokenFile: e.vol.path("team-a-token"), Namespaces: []string{"team-a", "team-a-canary"}},
-			{Name: "platform", BasicAuth: BasicAuthConfig{Username: platformUser, PasswordFile: e.vol.path("platform-password")}, Namespaces: []string{"*"}},
+			{Name: "team-a", BearerTokenFile: e.vol.Path("team-a-token"), Namespaces: []string{"team-a", "team-a-canary"}},
+			{Name: "platform", BasicAuth: BasicAuthConfig{Username: platformUser, PasswordFile: e.vol.Path("platform-password")}, Namespaces: []string{"*"}},
 			{Name: "am-mtls", ClientCertSubject: "alertmanager-team-b", Namespaces: []string{"team-b"}},
 			{Name: "am-dns", ClientCertSubject: "alertmanager.team-d.svc", Namespaces: []string{"team-d"}},
 			{Name: "am-spiffe", ClientCertSubject: "spiffe://cluster.local/ns/team-c/sa/alertmanager", Namespaces: []string{"team-c"}},
@@ -281,8 +283,8 @@ func TestSenderMetrics(t *testing.T) {
 func TestSenderTokenRotation(t *testing.T) {
 	e := newSendersEnv(t, nil)
 	firing := fixture(t, "firing.json")
-	e.vol.update(map[string][]byte{
-		"tls.crt": mustRead(t, e.vol.path("tls.crt")), "tls.key": mustRead(t, e.vol.path("tls.key")), "ca.crt": e.ca.pem,
+	e.vol.Update(map[string][]byte{
+		"tls.crt": mustRead(t, e.vol.Path("tls.crt")), "tls.key": mustRead(t, e.vol.Path("tls.key")), "ca.crt": e.ca.pem,
 		"shared-token": []byte(sharedToken), "team-a-token": []byte("team-a-token-2"), "platform-password": []byte(platformPassword),
 	})
 	eventually(t, 10*time.Second, "the new token of team-a", func() bool {
@@ -312,7 +314,7 @@ func TestSenderSharedTokenRefused(t *testing.T) {
 
 	e := newSendersEnv(t, nil)
 	firing := fixture(t, "firing.json")
-	writeFile(t, filepath.Join(e.vol.dir, "..data", "team-a-token"), []byte(sharedToken))
+	writeFile(t, filepath.Join(e.vol.Dir(), "..data", "team-a-token"), []byte(sharedToken))
 	eventually(t, 10*time.Second, "the shared token to be refused", func() bool {
 		code, _, _ := e.post(t, firing, bearer(sharedToken), nil)
 		return code == 401

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/autorollbackd/autorollbackd/internal/secretfile"
 )
 
 // TLSOption configures ServerTLS.
@@ -167,11 +169,11 @@ func (f *tlsFiles) current() *tlsState {
 }
 
 func (f *tlsFiles) load() (*tlsState, error) {
-	certPEM, err := os.ReadFile(f.cfg.CertFile)
+	certPEM, err := secretfile.Read(f.cfg.CertFile)
 	if err != nil {
 		return nil, &KeyError{Key: "server.tls.certFile", Err: fmt.Errorf("read certificate: %w", err)}
 	}
-	keyPEM, err := os.ReadFile(f.cfg.KeyFile)
+	keyPEM, err := secretfile.Read(f.cfg.KeyFile)
 	if err != nil {
 		return nil, &KeyError{Key: "server.tls.keyFile", Err: fmt.Errorf("read key: %w", err)}
 	}
@@ -186,7 +188,7 @@ func (f *tlsFiles) load() (*tlsState, error) {
 		Certificates: []tls.Certificate{cert},
 	}
 	if f.cfg.ClientCAFile != "" {
-		pem, err := os.ReadFile(f.cfg.ClientCAFile)
+		pem, err := secretfile.Read(f.cfg.ClientCAFile)
 		if err != nil {
 			return nil, &KeyError{Key: "server.tls.clientCAFile", Err: fmt.Errorf("read client CA: %w", err)}
 		}

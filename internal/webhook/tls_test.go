@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/autorollbackd/autorollbackd/internal/secretfile/secretfiletest"
 )
 
 // testCA issues certificates for the TLS tests.
@@ -119,7 +121,7 @@ func (ca *testCA) clientCert(t *testing.T, name string) tls.Certificate {
 // holding tls.crt, tls.key and ca.crt, as cert-manager writes them.
 type mtlsEnv struct {
 	srv    *httptest.Server
-	vol    *secretVolume
+	vol    *secretfiletest.Volume
 	ca     *testCA
 	reg    *prometheus.Registry
 	serial *big.Int
@@ -130,11 +132,11 @@ func newMTLSEnv(t *testing.T, auth AuthConfig) *mtlsEnv {
 	e := &mtlsEnv{ca: newTestCA(t, "webhook-ca"), reg: prometheus.NewPedanticRegistry()}
 	crt, key, sn := e.ca.issue(t, "autorollbackd", true)
 	e.serial = sn
-	e.vol = newSecretVolume(t, map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": e.ca.pem})
+	e.vol = secretfiletest.NewVolume(t, map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": e.ca.pem})
 	tlsConf, err := ServerTLS(TLSConfig{
-		CertFile:     e.vol.path("tls.crt"),
-		KeyFile:      e.vol.path("tls.key"),
-		ClientCAFile: e.vol.path("ca.crt"),
+		CertFile:     e.vol.Path("tls.crt"),
+		KeyFile:      e.vol.Path("tls.key"),
+		ClientCAFile: e.vol.Path("ca.crt"),
 	}, discard(), WithRegisterer(e.reg))
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +261,7 @@ func TestServerTLSRotation(t *testing.T) {
 
 	// A new server certificate, swapped in the way the kubelet does.
 	crt, key, sn := e.ca.issue(t, "autorollbackd", true)
-	e.vol.update(map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": e.ca.pem})
+	e.vol.Update(map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": e.ca.pem})
 	var got *big.Int
 	eventually(t, 10*time.Second, "the new server certificate", func() bool {
 		_, got, _ = e.post(t, e.roots(), &client)
@@ -268,7 +270,7 @@ func TestServerTLSRotation(t *testing.T) {
 
 	// A new client CA: certificates of the old one stop passing.
 	newCA := newTestCA(t, "webhook-ca-2")
-	e.vol.update(map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": newCA.pem})
+	e.vol.Update(map[string][]byte{"tls.crt": crt, "tls.key": key, "ca.crt": newCA.pem})
 	newClient := newCA.clientCert(t, "alertmanager")
 	eventually(t, 10*time.Second, "the new client CA", func() bool {
 		code, _, err := e.post(t, e.roots(), &newClient)
@@ -287,7 +289,7 @@ func TestServerTLSKeepsLastGood(t *testing.T) {
 	client := e.ca.clientCert(t, "alertmanager")
 	// A key that does not match the certificate: keep serving the old pair.
 	_, otherKey, _ := e.ca.issue(t, "other", true)
-	writeFile(t, filepath.Join(e.vol.dir, "..data", "tls.key"), otherKey)
+	writeFile(t, filepath.Join(e.vol.Dir(), "..data", "tls.key"), otherKey)
 	for range 3 {
 		code, sn, err := e.post(t, e.roots(), &client)
 		if err != nil || code != http.StatusOK || sn.Cmp(e.serial) != 0 {
