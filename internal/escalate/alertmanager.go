@@ -86,7 +86,7 @@ type alertmanagerNotifier struct {
 	now       func() time.Time
 }
 
-func newAlertmanager(_ string, n NotifierConfig, env buildEnv) (sender, []string, error) {
+func newAlertmanager(_ string, n NotifierConfig, env buildEnv) (sender, []*fileSecret, error) {
 	c := n.Alertmanager
 	a := &alertmanagerNotifier{
 		alertname: cmp.Or(c.Alertname, DefaultAlertmanagerAlertname),

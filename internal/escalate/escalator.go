@@ -17,6 +17,7 @@ import (
 
 	"github.com/autorollbackd/autorollbackd/internal/kubeclient"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
+	"github.com/autorollbackd/autorollbackd/internal/secretfile"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
@@ -64,11 +65,13 @@ type Escalator struct {
 	notifiers map[string]*notifier
 	log       *slog.Logger
 	m         *metrics
+	reloads   secretfile.Reloads
 }
 
 // New validates the configuration, reads every secret file and builds the
 // notifiers. A missing or empty secret file is an error naming the key and
-// the file; all problems are reported at once.
+// the file; all problems are reported at once. The notifiers read their
+// secret files again at each delivery attempt.
 func New(o Options) (*Escalator, error) {
 	if err := o.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid escalation configuration: %w", err)
@@ -87,20 +90,26 @@ func New(o Options) (*Escalator, error) {
 		return nil, err
 	}
 	log := o.Logger.With("component", "escalate")
-	env := buildEnv{
-		http:   wrapHTTPClient(o.HTTPClient),
-		events: o.Events,
-		cache:  o.Workloads,
-		client: o.Client,
-		clock:  o.Clock,
-		logger: log,
-	}
 	e := &Escalator{
 		cfg:       o.Config,
 		ladder:    slices.Clone(Ladder(o.Config.Ladder)),
 		notifiers: map[string]*notifier{},
 		log:       log,
 		m:         m,
+	}
+	if o.Registry != nil {
+		if err := secretfile.RegisterReloads(o.Registry, &e.reloads); err != nil {
+			return nil, err
+		}
+	}
+	env := buildEnv{
+		http:    wrapHTTPClient(o.HTTPClient),
+		events:  o.Events,
+		cache:   o.Workloads,
+		client:  o.Client,
+		clock:   o.Clock,
+		logger:  log,
+		reloads: &e.reloads,
 	}
 	var errs []error
 	for i, nc := range o.Config.Notifiers {
@@ -123,10 +132,9 @@ func New(o Options) (*Escalator, error) {
 			errs = append(errs, err)
 			continue
 		}
-		secrets = append(secrets, inline...)
 		e.notifiers[nc.Name] = &notifier{
 			name: nc.Name, typ: nc.Type, s: s,
-			timeout: nc.timeout(), retries: nc.retries(), secrets: secrets,
+			timeout: nc.timeout(), retries: nc.retries(), inline: inline, files: secrets,
 			sleep: o.sleep, clock: o.Clock, m: m, log: nlog,
 		}
 	}

@@ -44,7 +44,7 @@ type eventsNotifier struct {
 	log    *slog.Logger
 }
 
-func newEvents(key string, _ NotifierConfig, env buildEnv) (sender, []string, error) {
+func newEvents(key string, _ NotifierConfig, env buildEnv) (sender, []*fileSecret, error) {
 	if env.events == nil {
 		return nil, nil, keyErr(key+".type", "type events needs an event recorder, and the daemon has none")
 	}

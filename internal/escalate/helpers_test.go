@@ -179,6 +179,13 @@ func newFakeServer(t *testing.T, last reply, script ...reply) *fakeServer {
 	return f
 }
 
+// answer scripts the next answers, before last.
+func (f *fakeServer) answer(script ...reply) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.script = append(f.script, script...)
+}
+
 func (f *fakeServer) got() []request {
 	f.mu.Lock()
 	defer f.mu.Unlock()

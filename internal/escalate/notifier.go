@@ -42,6 +42,8 @@ type buildEnv struct {
 	client kubeclient.Interface
 	clock  clock.PassiveClock
 	logger *slog.Logger
+	// reloads counts the re-reads of the notifiers' secret files.
+	reloads *secretfile.Reloads
 }
 
 // notifierType is one entry of the registry of notifier types.
@@ -53,8 +55,9 @@ type notifierType struct {
 	// not read files.
 	check func(NotifierConfig) []error
 	// build makes the sender. key names the notifier in errors
-	// (notifiers[i]); secrets lists the values to keep out of every error.
-	build func(key string, nc NotifierConfig, env buildEnv) (s sender, secrets []string, err error)
+	// (notifiers[i]); secrets are the ones it reads from files, whose
+	// values are kept out of every error.
+	build func(key string, nc NotifierConfig, env buildEnv) (s sender, secrets []*fileSecret, err error)
 }
 
 // notifierTypes is the registry of notifier types: an unknown type is a
@@ -70,20 +73,6 @@ var (
 	}
 	typeNames = []string{"alertmanager", "pagerduty", "slack", "webhook", "events"}
 )
-
-// readSecret reads a secret file named by a key. The error names the key and
-// the file, never the content.
-func readSecret(key, file string) (string, error) {
-	b, err := secretfile.Read(file)
-	if err != nil {
-		return "", keyErr(key, "read secret file: %w", err)
-	}
-	s := strings.TrimSpace(string(b))
-	if s == "" {
-		return "", keyErr(key, "secret file %s is empty", file)
-	}
-	return s, nil
-}
 
 // Retry timing. Backoff doubles from backoffBase up to backoffMax; a
 // Retry-After header wins over the backoff but is capped at maxRetryAfter so
@@ -246,7 +235,8 @@ type notifier struct {
 	s         sender
 	timeout   time.Duration
 	retries   int
-	secrets   []string
+	inline    []string      // secrets written in the configuration
+	files     []*fileSecret // secrets read from files
 	sleep     func(context.Context, time.Duration) error
 	clock     clock.PassiveClock
 	m         *metrics
@@ -334,7 +324,11 @@ func (n *notifier) describe(err error, a *attempt) string {
 			msg = err.Error()
 		}
 	}
-	return redact(msg, n.secrets)
+	secrets := n.inline
+	for _, f := range n.files {
+		secrets = append(secrets, f.secrets()...)
+	}
+	return redact(msg, secrets)
 }
 
 // redact replaces every secret, also in its URL-escaped forms, by <secret>.

@@ -62,14 +62,14 @@ func checkPagerDuty(n NotifierConfig) []error {
 // timeline without paging anyone.
 type pagerDuty struct {
 	client     *pagerduty.Client
-	routingKey string
+	routingKey *fileSecret
 	severity   string
 	clock      clock.PassiveClock
 }
 
-func newPagerDuty(key string, n NotifierConfig, env buildEnv) (sender, []string, error) {
+func newPagerDuty(key string, n NotifierConfig, env buildEnv) (sender, []*fileSecret, error) {
 	c := n.PagerDuty
-	rk, err := readSecret(key+".pagerduty.routingKeyFile", c.RoutingKeyFile)
+	rk, err := newFileSecret(key+".pagerduty.routingKeyFile", c.RoutingKeyFile, nil, env)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -86,26 +86,27 @@ func newPagerDuty(key string, n NotifierConfig, env buildEnv) (sender, []string,
 	if sev == "" {
 		sev = DefaultSeverity
 	}
-	return &pagerDuty{client: client, routingKey: rk, severity: sev, clock: env.clock}, []string{rk}, nil
+	return &pagerDuty{client: client, routingKey: rk, severity: sev, clock: env.clock}, []*fileSecret{rk}, nil
 }
 
 func (p *pagerDuty) send(ctx context.Context, m Message) error {
+	rk := p.routingKey.get()
 	var err error
 	switch m.Kind {
 	case Page:
 		var ev *pagerduty.V2Event
-		if ev, err = p.trigger(m); err == nil {
+		if ev, err = p.trigger(rk, m); err == nil {
 			_, err = p.client.ManageEventWithContext(ctx, ev)
 		}
 	case Resolve:
 		_, err = p.client.ManageEventWithContext(ctx, &pagerduty.V2Event{
-			RoutingKey: p.routingKey,
+			RoutingKey: rk,
 			Action:     "resolve",
 			DedupKey:   DedupKey(m.Incident.Cluster, m.Incident.ID, m.Level),
 		})
 	case Announce:
 		var ev pagerduty.ChangeEvent
-		if ev, err = p.change(m); err == nil {
+		if ev, err = p.change(rk, m); err == nil {
 			_, err = p.client.CreateChangeEventWithContext(ctx, ev)
 		}
 	default:
@@ -121,10 +122,10 @@ func (p *pagerDuty) send(ctx context.Context, m Message) error {
 
 // trigger builds the event of a page. Its dedup key makes a re-sent page
 // update the open PagerDuty incident instead of opening another.
-func (p *pagerDuty) trigger(m Message) (*pagerduty.V2Event, error) {
+func (p *pagerDuty) trigger(routingKey string, m Message) (*pagerduty.V2Event, error) {
 	in := m.Incident
 	ev := &pagerduty.V2Event{
-		RoutingKey: p.routingKey,
+		RoutingKey: routingKey,
 		Action:     "trigger",
 		DedupKey:   DedupKey(in.Cluster, in.ID, m.Level),
 		Client:     "autorollbackd",
@@ -151,9 +152,9 @@ func (p *pagerDuty) trigger(m Message) (*pagerduty.V2Event, error) {
 }
 
 // change builds the change event of an announcement.
-func (p *pagerDuty) change(m Message) (pagerduty.ChangeEvent, error) {
+func (p *pagerDuty) change(routingKey string, m Message) (pagerduty.ChangeEvent, error) {
 	ev := pagerduty.ChangeEvent{
-		RoutingKey: p.routingKey,
+		RoutingKey: routingKey,
 		Payload: pagerduty.ChangeEventPayload{
 			Summary:   truncate(m.Summary, pagerDutyMaxSummary),
 			Source:    pagerDutySource(m.Incident),

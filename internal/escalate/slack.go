@@ -27,31 +27,34 @@ func checkSlack(n NotifierConfig) []error {
 // slackNotifier posts to a Slack incoming webhook. The webhook URL is a
 // secret: anyone holding it can post to the channel.
 type slackNotifier struct {
-	url     string
+	url     *fileSecret
 	channel string
 	http    *http.Client
 }
 
-func newSlack(key string, n NotifierConfig, env buildEnv) (sender, []string, error) {
+func newSlack(key string, n NotifierConfig, env buildEnv) (sender, []*fileSecret, error) {
 	k := key + ".slack.webhookURLFile"
-	u, err := readSecret(k, n.Slack.WebhookURLFile)
+	parse := func(u string) ([]string, error) {
+		// url.Parse quotes its input in errors; say what is wrong without it.
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
+			return nil, keyErr(k, "file %s does not hold an http or https URL", n.Slack.WebhookURLFile)
+		}
+		if p.Path != "" && p.Path != "/" {
+			return []string{p.Path}, nil // the token part
+		}
+		return nil, nil
+	}
+	u, err := newFileSecret(k, n.Slack.WebhookURLFile, parse, env)
 	if err != nil {
 		return nil, nil, err
 	}
-	// url.Parse quotes its input in errors; say what is wrong without it.
-	if p, err := url.Parse(u); err != nil || (p.Scheme != "https" && p.Scheme != "http") || p.Host == "" {
-		return nil, nil, keyErr(k, "file %s does not hold an http or https URL", n.Slack.WebhookURLFile)
-	}
-	secrets := []string{u}
-	if p, _ := url.Parse(u); p.Path != "" && p.Path != "/" {
-		secrets = append(secrets, p.Path) // the token part
-	}
-	return &slackNotifier{url: u, channel: n.Slack.Channel, http: env.http}, secrets, nil
+	return &slackNotifier{url: u, channel: n.Slack.Channel, http: env.http}, []*fileSecret{u}, nil
 }
 
 func (s *slackNotifier) send(ctx context.Context, m Message) error {
 	// The error may quote the URL; notifier.describe removes it.
-	return slack.PostWebhookCustomHTTPContext(ctx, s.url, s.http, s.message(m))
+	return slack.PostWebhookCustomHTTPContext(ctx, s.url.get(), s.http, s.message(m))
 }
 
 var slackEmoji = map[MessageKind]string{

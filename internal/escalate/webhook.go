@@ -40,20 +40,21 @@ const WebhookPayloadVersion = "1"
 // webhookNotifier POSTs a WebhookPayload; any 2xx answer is delivery.
 type webhookNotifier struct {
 	url   string
-	token string
+	token *fileSecret // nil without a bearer token
 	http  *http.Client
 }
 
-func newWebhook(key string, n NotifierConfig, env buildEnv) (sender, []string, error) {
+func newWebhook(key string, n NotifierConfig, env buildEnv) (sender, []*fileSecret, error) {
 	w := &webhookNotifier{url: n.Webhook.URL, http: env.http}
-	if n.Webhook.BearerTokenFile != "" {
-		t, err := readSecret(key+".webhook.bearerTokenFile", n.Webhook.BearerTokenFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		w.token = t
+	if n.Webhook.BearerTokenFile == "" {
+		return w, nil, nil
 	}
-	return w, []string{w.token}, nil
+	t, err := newFileSecret(key+".webhook.bearerTokenFile", n.Webhook.BearerTokenFile, nil, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	w.token = t
+	return w, []*fileSecret{t}, nil
 }
 
 func (w *webhookNotifier) send(ctx context.Context, m Message) error {
@@ -74,8 +75,8 @@ func (w *webhookNotifier) send(ctx context.Context, m Message) error {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "autorollbackd")
-	if w.token != "" {
-		req.Header.Set("Authorization", "Bearer "+w.token)
+	if w.token != nil {
+		req.Header.Set("Authorization", "Bearer "+w.token.get())
 	}
 	resp, err := w.http.Do(req)
 	if err != nil {

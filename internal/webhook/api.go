@@ -10,6 +10,8 @@ import (
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/autorollbackd/autorollbackd/internal/secretfile"
 )
 
 // DefaultAPIBearerTokenFile is where the chart mounts the read token of the
@@ -136,5 +138,5 @@ func RegisterAPIMetrics(reg prometheus.Registerer, a *Authenticator) error {
 	}, func() float64 { return float64(a.failures.Load()) })); err != nil {
 		return fmt.Errorf("register API metrics: %w", err)
 	}
-	return registerReloads(reg, &a.reloads)
+	return secretfile.RegisterReloads(reg, &a.reloads)
 }

@@ -42,7 +42,7 @@ type Authenticator struct {
 	logger     *slog.Logger
 
 	failures atomic.Uint64
-	reloads  reloadStats
+	reloads  secretfile.Reloads
 	watcher  *watcher
 }
 
@@ -255,10 +255,10 @@ func (a *Authenticator) reload() {
 		changed, err := s.load()
 		switch {
 		case err != nil:
-			a.reloads.failure.Add(1)
+			a.reloads.Failed()
 			a.logger.Error("cannot re-read secret, keeping the last good one", "err", err, "file", s.path)
 		case changed:
-			a.reloads.success.Add(1)
+			a.reloads.Succeeded()
 			a.logger.Info("secret reloaded", "key", s.key, "file", s.path)
 		}
 	}

@@ -360,7 +360,7 @@ autorollbackd_webhook_requests_total{code="413"} 0
 autorollbackd_webhook_requests_total{code="415"} 1
 autorollbackd_webhook_requests_total{code="500"} 1
 autorollbackd_webhook_requests_total{code="503"} 1
-# HELP autorollbackd_secret_reloads_total Re-reads of secret files (webhook credentials, TLS certificates) after the start: success when a changed secret was loaded, failure when a read failed and the last good secret was kept.
+# HELP autorollbackd_secret_reloads_total Re-reads of secret files (webhook and API credentials, TLS certificates, notifier secrets) after the start: success when a changed secret was loaded, failure when a read failed and the last good secret was kept.
 # TYPE autorollbackd_secret_reloads_total counter
 autorollbackd_secret_reloads_total{result="failure"} 0
 autorollbackd_secret_reloads_total{result="success"} 0

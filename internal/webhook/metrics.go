@@ -1,16 +1,13 @@
 package webhook
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
-	"sync"
-	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/autorollbackd/autorollbackd/internal/secretfile"
 )
 
 // knownCodes are the status codes the handler answers with.
@@ -58,7 +55,7 @@ func newMetrics(reg prometheus.Registerer, auth *Authenticator) (*metrics, error
 		Name: "autorollbackd_webhook_auth_failures_total",
 		Help: "Webhook requests refused for missing or invalid credentials.",
 	}, func() float64 { return float64(auth.failures.Load()) })
-	if err := registerReloads(reg, &auth.reloads); err != nil {
+	if err := secretfile.RegisterReloads(reg, &auth.reloads); err != nil {
 		return nil, err
 	}
 
@@ -80,58 +77,4 @@ func newMetrics(reg prometheus.Registerer, auth *Authenticator) (*metrics, error
 		m.alerts.WithLabelValues(s)
 	}
 	return m, nil
-}
-
-// reloadStats counts re-reads of secret files after the start: success when
-// a changed secret was loaded, failure when a read failed and the last good
-// secret was kept.
-type reloadStats struct {
-	success, failure atomic.Uint64
-}
-
-var reloadsDesc = prometheus.NewDesc("autorollbackd_secret_reloads_total",
-	"Re-reads of secret files (webhook credentials, TLS certificates) after the start: success when a changed secret was loaded, failure when a read failed and the last good secret was kept.",
-	[]string{"result"}, nil)
-
-// reloadCollector is autorollbackd_secret_reloads_total: the sum of the
-// reloadStats of the Authenticator and of ServerTLS. Those are built apart
-// from each other and without the registry, so the collector is registered
-// once per registry and found again through prometheus.AlreadyRegisteredError
-// (hence no promauto here).
-type reloadCollector struct {
-	mu      sync.Mutex
-	sources []*reloadStats
-}
-
-func registerReloads(reg prometheus.Registerer, s *reloadStats) error {
-	c := &reloadCollector{}
-	if err := reg.Register(c); err != nil {
-		are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
-		if !ok {
-			return fmt.Errorf("register secret reload metric: %w", err)
-		}
-		if c, ok = are.ExistingCollector.(*reloadCollector); !ok {
-			return fmt.Errorf("register secret reload metric: %w", err)
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !slices.Contains(c.sources, s) {
-		c.sources = append(c.sources, s)
-	}
-	return nil
-}
-
-func (c *reloadCollector) Describe(ch chan<- *prometheus.Desc) { ch <- reloadsDesc }
-
-func (c *reloadCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	var ok, failed uint64
-	for _, s := range c.sources {
-		ok += s.success.Load()
-		failed += s.failure.Load()
-	}
-	c.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(ok), "success")
-	ch <- prometheus.MustNewConstMetric(reloadsDesc, prometheus.CounterValue, float64(failed), "failure")
 }

@@ -59,7 +59,7 @@ func ServerTLS(cfg TLSConfig, logger *slog.Logger, opts ...TLSOption) (*tls.Conf
 	}
 	f := &tlsFiles{cfg: cfg, logger: logger.With("component", "webhook")}
 	if o.reg != nil {
-		if err := registerReloads(o.reg, &f.stats); err != nil {
+		if err := secretfile.RegisterReloads(o.reg, &f.stats); err != nil {
 			return nil, fmt.Errorf("server TLS: %w", err)
 		}
 	}
@@ -90,7 +90,7 @@ func ServerTLS(cfg TLSConfig, logger *slog.Logger, opts ...TLSOption) (*tls.Conf
 type tlsFiles struct {
 	cfg    TLSConfig
 	logger *slog.Logger
-	stats  reloadStats
+	stats  secretfile.Reloads
 	cur    atomic.Pointer[tlsState]
 
 	mu   sync.Mutex // serialises stat and reload
@@ -154,11 +154,11 @@ func (f *tlsFiles) current() *tlsState {
 	f.seen = now
 	st, err := f.load()
 	if err != nil {
-		f.stats.failure.Add(1)
+		f.stats.Failed()
 		f.logger.Error("cannot reload TLS files, keeping the previous certificate", "err", err)
 		return f.cur.Load()
 	}
-	f.stats.success.Add(1)
+	f.stats.Succeeded()
 	f.cur.Store(st)
 	attrs := []any{"file", f.cfg.CertFile}
 	if st.cert.Leaf != nil {
