@@ -53,6 +53,8 @@ type fixture struct {
 	// clients, when set, is what the engine, actuator and verifier use
 	// instead of the clientset, and its Rollouts are watched.
 	clients *workload.Clients
+	// verifier, when set, wraps the engine's verifier.
+	verifier func(Verifier) Verifier
 }
 
 func newFixture(t *testing.T, labels, annotations map[string]string) *fixture {
@@ -225,6 +227,9 @@ func (f *fixture) startEngine(t *testing.T, cfg policy.Config, workers int, setu
 	}
 	// As the daemon does: the verifier also asks Alertmanager.
 	opts.Verifier, opts.AlertState = ver, ver
+	if f.verifier != nil {
+		opts.Verifier = f.verifier(ver)
+	}
 	if opts.Escalator, err = escalate.New(escalate.Options{Config: ecfg, Logger: logger, Registry: reg}); err != nil {
 		t.Fatal(err)
 	}

@@ -77,6 +77,11 @@ const alertPoll = 15 * time.Second
 // errRetry asks for the incident to be worked on again after a back-off.
 var errRetry = errors.New("action failed for a reason that may pass; retrying")
 
+// errJoinedWhileResolving: the incident was about to resolve when an alert
+// decided while it was open reached its mailbox. The resolution is not
+// written; the next pass takes the alert in and decides again.
+var errJoinedWhileResolving = errors.New("an alert joined the incident as it resolved; working on it again")
+
 // rules returns what the lifecycle needs of the configuration.
 func (e *Engine) rules() incident.Rules {
 	ladder := e.opts.Escalator.Ladder()
@@ -123,6 +128,12 @@ func (m *mailbox) requeue(id string, evs []incident.Event) {
 		m.joins = map[string][]incident.Event{}
 	}
 	m.joins[id] = append(slices.Clip(evs), m.joins[id]...)
+}
+
+func (m *mailbox) pending(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.joins[id]) > 0
 }
 
 func (m *mailbox) take(id string) []incident.Event {
@@ -373,6 +384,8 @@ func (e *Engine) processNextIncident(ctx context.Context, q *queues) bool {
 	switch {
 	case errors.Is(err, errRetry) && ctx.Err() == nil:
 		q.incidents.AddRateLimited(id)
+	case errors.Is(err, errJoinedWhileResolving) && ctx.Err() == nil:
+		q.incidents.Add(id)
 	case err != nil && ctx.Err() == nil:
 		e.logger.Error("work on incident", "incident", id, "err", err)
 		q.incidents.AddRateLimited(id)
@@ -516,12 +529,25 @@ func (w *worker) run(ctx context.Context, evs []incident.Event) error {
 func (w *worker) apply(ctx context.Context, ev incident.Event) ([]incident.Event, error) {
 	was := w.inc.State
 	next, fx := incident.Next(w.inc.Incident, ev, w.rules)
+	release := func() {}
+	if !w.inc.Over() && next.Over() {
+		var ok bool
+		if release, ok = w.e.holdForResolution(w.inc.ID, w.inc.Target); !ok {
+			return nil, errJoinedWhileResolving
+		}
+		defer release()
+	}
 	w.inc.Incident = next
 	var evs []incident.Event
 	for _, f := range fx {
 		more, err := w.do(ctx, f)
 		if err != nil {
 			return nil, err
+		}
+		if f.Kind == incident.EffectSave {
+			// The resolution is written: an alert decided from now on
+			// finds the incident over and opens another.
+			release()
 		}
 		evs = append(evs, more...)
 	}
@@ -1167,11 +1193,31 @@ func (e *Engine) openFor(ctx context.Context, target policy.Ref) (*incident.Vers
 	if err != nil {
 		return nil, err
 	}
-	if !inc.Open() {
+	if inc.Over() {
+		// Resolving its pages, perhaps, but an alert that joined it now
+		// would not be weighed: the alert is decided on its own.
 		e.open.remove(target, id)
 		return nil, nil
 	}
 	return inc, nil
+}
+
+// holdForResolution is called before an incident's resolution is written.
+// It holds the workload's lock, under which decisions read whether the
+// workload has an open incident and post their alerts to it, until release
+// is called once the resolution is written. It reports false, holding
+// nothing, when mail reached the incident since its worker took the last:
+// an alert posted while the incident was open must be weighed before it
+// resolves, not absorbed after.
+func (e *Engine) holdForResolution(id string, target policy.Ref) (release func(), ok bool) {
+	key := target.String()
+	e.targets.LockKey(key)
+	if e.mail.pending(id) {
+		_ = e.targets.UnlockKey(key)
+		return nil, false
+	}
+	var once sync.Once
+	return func() { once.Do(func() { _ = e.targets.UnlockKey(key) }) }, true
 }
 
 // takeIncident returns the incident handed off by its opening, or reads it.

@@ -220,6 +220,11 @@ func (i *Incident) Log(at time.Time, format string, args ...any) {
 // Open reports whether the incident still needs attention.
 func (i *Incident) Open() bool { return i.State != StateResolved }
 
+// Over reports whether the incident is resolved or resolving: it may still
+// be resolving its pages, but an alert that joined it now would not be
+// weighed.
+func (i *Incident) Over() bool { return !i.ResolvedAt.IsZero() }
+
 // PagedLevels returns the ladder levels already paged successfully, or
 // perhaps (an interrupted page): resolving a page never sent is harmless.
 func (i *Incident) PagedLevels() map[string]bool {
