@@ -2,12 +2,18 @@ package engine
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	"github.com/autorollbackd/autorollbackd/internal/escalate"
+	"github.com/autorollbackd/autorollbackd/internal/incident"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/testenv"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
@@ -102,4 +108,80 @@ func TestAlertJoiningAsItsIncidentResolvesIsNotAbsorbed(t *testing.T) {
 		}
 		return false, "not yet found still down\n" + in.Render()
 	})
+}
+
+// An incident can outlive its alerts' records, which are collected
+// engine.retention after their decision: an alert that fires for days
+// while people work on it. Its resolution still reaches the incident, which
+// finds the alert in its ledger and resolves; without it the incident
+// would stay open for ever, and every later alert about the workload would
+// join it and never be acted on.
+func TestResolutionReachesItsIncidentAfterItsRecordIsCollected(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1, func(_ *verify.Config, _ *escalate.Config, o *Options) {
+		o.Retention = time.Millisecond
+	})
+	ctx := context.Background()
+	n := firing(f.ns, "outlives-its-record", time.Now(), map[string]string{"impact": "non_critical"})
+	if _, err := e.Accept(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, n, incident.StateEscalated)
+	key := AlertKey(policy.Alert{Fingerprint: n.Alerts[0].Fingerprint, StartsAt: n.Alerts[0].StartsAt})
+	testenv.Eventually(t, 30*time.Second, "the alert's record collected", func(ctx context.Context) (bool, string) {
+		e.collectGarbage(ctx)
+		_, err := e.Record(ctx, key)
+		return apierrors.IsNotFound(errors.Unwrap(err)), fmt.Sprint(err)
+	})
+
+	// A resolution of an alert the incident never had changes nothing;
+	// had it been counted, the incident would resolve at its end.
+	other := firing(f.ns, "never-joined", time.Now(), map[string]string{"impact": "non_critical"})
+	other.Alerts[0].Status, other.Alerts[0].EndsAt = "resolved", time.Now().Add(-time.Minute)
+	if _, err := e.Accept(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	resolved := firing(f.ns, "outlives-its-record", n.Alerts[0].StartsAt, map[string]string{"impact": "non_critical"})
+	resolved.Alerts[0].Status, resolved.Alerts[0].EndsAt = "resolved", time.Now()
+	if _, err := e.Accept(ctx, resolved); err != nil {
+		t.Fatal(err)
+	}
+	got := e.waitResolved(t, inc.ID)
+	if got.AlertsResolved != 1 || !got.ResolvedAt.Equal(resolved.Alerts[0].EndsAt) {
+		t.Errorf("%d alerts resolved, the incident at %s; want 1, at the end of its own alert (%s)\n%s",
+			got.AlertsResolved, got.ResolvedAt, resolved.Alerts[0].EndsAt, got.Render())
+	}
+}
+
+// Resolutions without a record can carry any key a sender makes up: the
+// mailbox holds one of each key, and a bounded number in all.
+func TestMailboxBoundsResolutions(t *testing.T) {
+	var m mailbox
+	resolution := func(key string) incident.Event {
+		return incident.Event{Kind: incident.EventAlertResolved, Key: key}
+	}
+	for _, key := range []string{"a", "b", "c"} {
+		if !m.postResolution("inc", resolution(key), 3) {
+			t.Fatalf("resolution %s refused below the limit", key)
+		}
+	}
+	if !m.postResolution("inc", resolution("b"), 3) {
+		t.Error("a resolution already waiting was refused; it is there once")
+	}
+	if m.postResolution("inc", resolution("d"), 3) {
+		t.Error("a fourth resolution was posted past the limit of 3")
+	}
+	if !m.postResolution("other", resolution("d"), 3) {
+		t.Error("another incident's mailbox is full too; the limit is per incident")
+	}
+	var keys []string
+	for _, ev := range m.take("inc") {
+		keys = append(keys, ev.Key)
+	}
+	if !slices.Equal(keys, []string{"a", "b", "c"}) {
+		t.Errorf("mail taken %v, want [a b c] in order, each once", keys)
+	}
+	if !m.postResolution("inc", resolution("d"), 3) {
+		t.Error("refused once the mail was taken")
+	}
 }

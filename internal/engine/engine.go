@@ -385,7 +385,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		}
 		key := AlertKey(a)
 		if a.Status == "resolved" {
-			err := e.alertResolved(ic.get(), key, wa.EndsAt, origin)
+			err := e.alertResolved(ic.get(), p, a, key, origin)
 			if errors.Is(err, errOriginMismatch) {
 				r.Refuse(refuse, string(policy.ReasonOriginMismatch), "")
 				log.Warn("resolution refused: the sender may not send alerts about the alert's workload", "sender", origin.Sender, "err", err)

@@ -130,10 +130,33 @@ func (m *mailbox) requeue(id string, evs []incident.Event) {
 	m.joins[id] = append(slices.Clip(evs), m.joins[id]...)
 }
 
-func (m *mailbox) pending(id string) bool {
+// postResolution posts the resolution ev unless the same alert's is
+// already waiting. It reports false, posting nothing, when limit events are
+// waiting for the incident.
+func (m *mailbox) postResolution(id string, ev incident.Event, limit int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.joins[id]) > 0
+	evs := m.joins[id]
+	for _, p := range evs {
+		if p.Kind == incident.EventAlertResolved && p.Key == ev.Key {
+			return true
+		}
+	}
+	if len(evs) >= limit {
+		return false
+	}
+	if m.joins == nil {
+		m.joins = map[string][]incident.Event{}
+	}
+	m.joins[id] = append(evs, ev)
+	return true
+}
+
+// joining reports whether an alert waits to join the incident.
+func (m *mailbox) joining(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.ContainsFunc(m.joins[id], func(ev incident.Event) bool { return ev.Kind == incident.EventAlertJoined })
 }
 
 func (m *mailbox) take(id string) []incident.Event {
@@ -326,11 +349,12 @@ func (e *Engine) newIncident(rec *Record, w *policy.Workload, now time.Time) *in
 // incident's worker writes the incident; a resolution lost to a restart is
 // found on the record when the next leader resumes the incident.
 // Resolution feeds verification and never acts by itself.
-func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time, from policy.Origin) error {
+func (e *Engine) alertResolved(ctx context.Context, p *policy.Policy, a policy.Alert, key string, from policy.Origin) error {
+	endsAt := a.EndsAt
 	for {
 		rec, cm, err := e.store.get(ctx, recordName(key))
 		if apierrors.IsNotFound(errors.Unwrap(err)) {
-			return nil
+			return e.resolveUnrecorded(p, a, key, from)
 		}
 		if err != nil {
 			return err
@@ -358,6 +382,35 @@ func (e *Engine) alertResolved(ctx context.Context, key string, endsAt time.Time
 		return nil
 	}
 }
+
+// resolveUnrecorded hands the resolution of an alert without a record to
+// the open incident of the alert's workload. Most such alerts were never
+// recorded (refused, ignored); but a record is collected engine.retention
+// after its decision, and an incident waiting on people can outlive it.
+// Without its resolution that incident would stay open for ever, and every
+// later alert about the workload would join it. The incident counts the
+// resolution only if the alert is in its ledger.
+func (e *Engine) resolveUnrecorded(p *policy.Policy, a policy.Alert, key string, from policy.Origin) error {
+	target, _ := p.Resolve(a)
+	if target.IsZero() || !from.Allows(target.Namespace) {
+		return nil
+	}
+	id := e.open.get(target)
+	if id == "" {
+		return nil
+	}
+	// Any sender allowed the namespace can send these, with keys of its
+	// own making: the mailbox is bounded, and a full one is a 503.
+	if !e.mail.postResolution(id, incident.Event{Kind: incident.EventAlertResolved, At: a.EndsAt, Key: key}, maxUnrecordedMail) {
+		return fmt.Errorf("hand the resolution to incident %s: %d events are waiting for it", id, maxUnrecordedMail)
+	}
+	e.incidents().Add(id)
+	return nil
+}
+
+// maxUnrecordedMail bounds the events waiting for one incident that a
+// resolution without a record may add to.
+const maxUnrecordedMail = 1024
 
 // errOriginMismatch: the sender of a resolution may not send alerts about
 // the resolved alert's workload.
@@ -1206,13 +1259,13 @@ func (e *Engine) openFor(ctx context.Context, target policy.Ref) (*incident.Vers
 // It holds the workload's lock, under which decisions read whether the
 // workload has an open incident and post their alerts to it, until release
 // is called once the resolution is written. It reports false, holding
-// nothing, when mail reached the incident since its worker took the last:
-// an alert posted while the incident was open must be weighed before it
-// resolves, not absorbed after.
+// nothing, when an alert reached the incident since its worker took its
+// mail: an alert posted while the incident was open must be weighed before
+// it resolves, not absorbed after. A waiting resolution changes nothing.
 func (e *Engine) holdForResolution(id string, target policy.Ref) (release func(), ok bool) {
 	key := target.String()
 	e.targets.LockKey(key)
-	if e.mail.pending(id) {
+	if e.mail.joining(id) {
 		_ = e.targets.UnlockKey(key)
 		return nil, false
 	}
