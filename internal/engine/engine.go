@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -358,7 +359,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 	queue := e.alerts()
 	if n := queue.Len(); n >= e.opts.MaxPending {
 		e.m.unavailable.Inc()
-		return r, fmt.Errorf("%d alerts are waiting for a decision: %w", n, webhook.ErrUnavailable)
+		return r, fmt.Errorf("%d alerts are waiting for a decision: %w", n, webhook.ErrQueueFull)
 	}
 	p := e.opts.Policy()
 	now := e.opts.Clock.Now()
@@ -430,7 +431,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 				fctx = ic.get()
 			}
 			if facts, err = workload.TargetFacts(fctx, e.opts.Cache, target); err != nil {
-				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+				return r, unavailable(err)
 			}
 		}
 		// A target check that fails is final: the workload is not ours
@@ -463,7 +464,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			_, err := e.rebuild(ic.get(), target, facts)
 			_ = e.targets.UnlockKey(lock)
 			if err != nil {
-				return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+				return r, unavailable(err)
 			}
 		}
 		rec := &Record{
@@ -478,7 +479,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		ctx, name := ic.get(), recordName(key)
 		switch acted, err := e.actFirst(ctx, p, rec, facts, log); {
 		case err != nil:
-			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+			return r, unavailable(err)
 		case acted:
 			r.Accepted++
 			continue
@@ -490,7 +491,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			if apierrors.IsNotFound(errors.Unwrap(err)) {
 				e.m.recordsFull.Inc()
 				log.Warn("alert records full; answering 503", "records", kept, "limit", e.opts.MaxRecords)
-				return r, fmt.Errorf("%d alert records are kept, the limit (engine.maxRecords): %w", kept, webhook.ErrUnavailable)
+				return r, fmt.Errorf("%d alert records are kept, the limit (engine.maxRecords): %w", kept, webhook.ErrRecordsFull)
 			}
 			if err == nil || errors.Is(err, errCorrupt) {
 				err = errExists
@@ -520,7 +521,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 			queue.Add(name)
 			log.Debug("duplicate alert", "key", key)
 		case err != nil:
-			return r, fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+			return r, unavailable(err)
 		default:
 			r.Accepted++
 			e.records.Add(1)
@@ -532,7 +533,7 @@ func (e *Engine) Accept(ctx context.Context, n *webhook.Notification) (webhook.R
 		}
 	}
 	if retry != nil {
-		return r, fmt.Errorf("%w: %w", retry, webhook.ErrUnavailable)
+		return r, unavailable(retry)
 	}
 	return r, nil
 }
@@ -613,6 +614,29 @@ func (c *intakeContext) cancel() {
 	if c.stop != nil {
 		c.stop()
 	}
+}
+
+// unavailable wraps err, which stopped a notification's intake, for a 503
+// whose body names the reason when it is known: the Kubernetes API server
+// did not answer in time, or answered that it cannot serve now.
+func unavailable(err error) error {
+	switch {
+	case errors.Is(err, webhook.ErrUnavailable):
+		return err
+	case apiUnavailable(err):
+		return fmt.Errorf("%w: %w", err, webhook.ErrClusterUnavailable)
+	}
+	return fmt.Errorf("%w: %w", err, webhook.ErrUnavailable)
+}
+
+// apiUnavailable reports whether err means the Kubernetes API server did
+// not answer (in time), or answered that it cannot serve now. A refusal
+// (forbidden, conflict, invalid) is not that.
+func apiUnavailable(err error) bool {
+	var netErr net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) ||
+		apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsServiceUnavailable(err) ||
+		apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err)
 }
 
 // rejected reports whether the API server refused a write for its content.

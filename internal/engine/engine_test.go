@@ -535,7 +535,7 @@ func TestBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err := e.Accept(ctx, firing(f.ns, "bp-2", time.Now(), map[string]string{"impact": "service_down"}))
-	if err == nil || !errors.Is(err, webhook.ErrUnavailable) {
-		t.Fatalf("Accept over MaxPending = %v, want ErrUnavailable", err)
+	if err == nil || !errors.Is(err, webhook.ErrQueueFull) {
+		t.Fatalf("Accept over MaxPending = %v, want ErrQueueFull, which the 503 names", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/autorollbackd/autorollbackd/internal/kinds"
 	"github.com/autorollbackd/autorollbackd/internal/policy"
 	"github.com/autorollbackd/autorollbackd/internal/verify"
+	"github.com/autorollbackd/autorollbackd/internal/webhook"
 	"github.com/autorollbackd/autorollbackd/internal/workload"
 )
 
@@ -402,7 +403,7 @@ func (e *Engine) resolveUnrecorded(p *policy.Policy, a policy.Alert, key string,
 	// Any sender allowed the namespace can send these, with keys of its
 	// own making: the mailbox is bounded, and a full one is a 503.
 	if !e.mail.postResolution(id, incident.Event{Kind: incident.EventAlertResolved, At: a.EndsAt, Key: key}, maxUnrecordedMail) {
-		return fmt.Errorf("hand the resolution to incident %s: %d events are waiting for it", id, maxUnrecordedMail)
+		return fmt.Errorf("hand the resolution to incident %s: %d events are waiting for it: %w", id, maxUnrecordedMail, webhook.ErrQueueFull)
 	}
 	e.incidents().Add(id)
 	return nil

@@ -55,8 +55,8 @@ func TestIntakeGivesUpOnAStalledAPIServer(t *testing.T) {
 	if noDeadline.Load() {
 		t.Fatal("intake sent the stalled API server a request without a deadline")
 	}
-	if !errors.Is(err, webhook.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Accept = %v, want webhook.ErrUnavailable after the intake's deadline (context.DeadlineExceeded)", err)
+	if !errors.Is(err, webhook.ErrClusterUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Accept = %v, want webhook.ErrClusterUnavailable after the intake's deadline (context.DeadlineExceeded)", err)
 	}
 	select {
 	case dl := <-deadlines:

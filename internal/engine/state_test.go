@@ -181,8 +181,8 @@ func TestRecordsAreCapped(t *testing.T) {
 		}
 	}
 	_, err := e.Accept(ctx, firing(f.ns, "cap-3", time.Now(), serviceDown))
-	if !errors.Is(err, webhook.ErrUnavailable) || !strings.Contains(err.Error(), "engine.maxRecords") {
-		t.Fatalf("Accept beyond the cap = %v, want ErrUnavailable naming engine.maxRecords", err)
+	if !errors.Is(err, webhook.ErrRecordsFull) || !strings.Contains(err.Error(), "engine.maxRecords") {
+		t.Fatalf("Accept beyond the cap = %v, want ErrRecordsFull naming engine.maxRecords", err)
 	}
 	if got := testutil.ToFloat64(e.m.recordsFull); got != 1 {
 		t.Errorf("intake_records_full_total = %v, want 1", got)
@@ -533,8 +533,8 @@ func TestResolutionThatCannotBeRecordedIsGivenUp(t *testing.T) {
 		}
 		denyUpdates(t, f.c, f.ns, recordName(keyOf(n)), metav1.StatusReasonForbidden)
 		for attempt := 1; attempt < maxResolveAttempts; attempt++ {
-			if _, err := e.Accept(ctx, resolved(n)); !errors.Is(err, webhook.ErrUnavailable) {
-				t.Fatalf("attempt %d: %v, want a 503 (ErrUnavailable) while it may still pass", attempt, err)
+			if _, err := e.Accept(ctx, resolved(n)); !errors.Is(err, webhook.ErrUnavailable) || errors.Is(err, webhook.ErrClusterUnavailable) {
+				t.Fatalf("attempt %d: %v, want a 503 (ErrUnavailable) while it may still pass, not one saying the API server is down", attempt, err)
 			}
 		}
 		r, err := e.Accept(ctx, resolved(n))

@@ -21,10 +21,11 @@ import (
 // Intake takes accepted notifications. Accept returns once the notification
 // is durably accepted (recorded in the cluster) or acted on, and must be
 // quick: Alertmanager waits for it. It returns an error wrapping
-// ErrUnavailable, preferably one of its reasons (ErrQueueFull, ErrNotLeader,
-// ErrNotReady, ErrClusterUnavailable), when the daemon cannot take work now,
-// which answers 503 so that Alertmanager retries; any other error answers
-// 500, which Alertmanager retries too. Neither body carries the error's text.
+// ErrUnavailable, preferably one of its reasons (ErrQueueFull,
+// ErrRecordsFull, ErrNotLeader, ErrNotReady, ErrClusterUnavailable), when the
+// daemon cannot take work now, which answers 503 so that Alertmanager
+// retries; any other error answers 500, which Alertmanager retries too.
+// Neither body carries the error's text.
 type Intake interface {
 	Accept(ctx context.Context, n *Notification) (Receipt, error)
 }
@@ -46,6 +47,7 @@ var (
 	ErrNotReady           error = &unavailable{"not ready"}
 	ErrNotLeader          error = &unavailable{"not the leader"}
 	ErrQueueFull          error = &unavailable{"queue full"}
+	ErrRecordsFull        error = &unavailable{"alert records full"}
 	ErrClusterUnavailable error = &unavailable{"Kubernetes API unavailable"}
 )
 

@@ -567,6 +567,8 @@ func TestHandlerUnavailableSaysOnlyAFixedReason(t *testing.T) {
 			`{"error":"cannot take alerts now (not the leader), retry"}`},
 		{"queue full", fmt.Errorf("1000 alerts are waiting for a decision: %w", ErrQueueFull),
 			`{"error":"cannot take alerts now (queue full), retry"}`},
+		{"records full", fmt.Errorf("5000 alert records are kept: %w", ErrRecordsFull),
+			`{"error":"cannot take alerts now (alert records full), retry"}`},
 		{"cluster unavailable", fmt.Errorf("record alert: %s: %w", apiText, ErrClusterUnavailable),
 			`{"error":"cannot take alerts now (Kubernetes API unavailable), retry"}`},
 		{"unavailable, no reason", fmt.Errorf("record alert: %s: %w", apiText, ErrUnavailable),
