@@ -80,7 +80,7 @@ var errRetry = errors.New("action failed for a reason that may pass; retrying")
 
 // errJoinedWhileResolving: the incident was about to resolve when an alert
 // decided while it was open reached its mailbox. The resolution is not
-// written; the next pass takes the alert in and decides again.
+// written; the next pass takes the alert in first, and verifies again.
 var errJoinedWhileResolving = errors.New("an alert joined the incident as it resolved; working on it again")
 
 // rules returns what the lifecycle needs of the configuration.
@@ -199,7 +199,7 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 			if err != nil {
 				return "", false, err
 			}
-			if old.Open() {
+			if !old.Over() {
 				e.open.set(inc.Target, inc.ID)
 			}
 			if old.HasAlert(rec.Key) {
@@ -392,6 +392,11 @@ func (e *Engine) alertResolved(ctx context.Context, p *policy.Policy, a policy.A
 // later alert about the workload would join it. The incident counts the
 // resolution only if the alert is in its ledger.
 func (e *Engine) resolveUnrecorded(p *policy.Policy, a policy.Alert, key string, from policy.Origin) error {
+	if e.opts.Clock.Now().Sub(a.StartsAt) < e.opts.Retention {
+		// Decided after it started, its record would still be kept: it
+		// was never recorded.
+		return nil
+	}
 	target, _ := p.Resolve(a)
 	if target.IsZero() || !from.Allows(target.Namespace) {
 		return nil
