@@ -185,3 +185,38 @@ func TestMailboxBoundsResolutions(t *testing.T) {
 		t.Error("refused once the mail was taken")
 	}
 }
+
+// Two alerts of one rule group that start in the same evaluation share
+// their start. When the second's first notification comes after the
+// first's incident is over (another route, a delivery that failed), the
+// incident the second would open has the same name: it must open one of
+// its own, not be absorbed into the one that is over.
+func TestAlertOfTheSameStartAfterItsIncidentIsOverOpensItsOwn(t *testing.T) {
+	f := newFixture(t, optedIn, nil)
+	e := f.startEngine(t, policy.DefaultConfig(), 1)
+	ctx := context.Background()
+	startsAt := time.Now().Truncate(time.Second)
+	first := firing(f.ns, "same-start-1", startsAt, map[string]string{"impact": "non_critical"})
+	if _, err := e.Accept(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	over := e.waitIncident(t, first, incident.StateEscalated)
+	resolved := firing(f.ns, "same-start-1", startsAt, map[string]string{"impact": "non_critical"})
+	resolved.Alerts[0].Status, resolved.Alerts[0].EndsAt = "resolved", time.Now()
+	if _, err := e.Accept(ctx, resolved); err != nil {
+		t.Fatal(err)
+	}
+	e.waitResolved(t, over.ID)
+
+	second := firing(f.ns, "same-start-2", startsAt, map[string]string{"impact": "non_critical", "alertname": "EventServiceSlow"})
+	if _, err := e.Accept(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.waitIncident(t, second, incident.StateEscalated, incident.StateResolving, incident.StateResolved)
+	if inc.ID == over.ID || inc.Over() {
+		t.Fatalf("the second alert went to incident %s (%s), want an open one of its own beside %s\n%s", inc.ID, inc.State, over.ID, inc.Render())
+	}
+	if again, err := e.opts.Incidents.Get(ctx, over.ID); err != nil || again.AlertsJoined != 1 {
+		t.Errorf("the incident that was over holds %d alerts (%v), want its own 1", again.AlertsJoined, err)
+	}
+}

@@ -2,6 +2,8 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -188,13 +190,13 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 		return open.ID, false, nil
 	}
 	inc := e.newIncident(rec, w, now)
+	own := ownID(inc.ID, rec.Key)
 	for {
 		v, err := e.opts.Incidents.Create(ctx, inc)
 		if errors.Is(err, incident.ErrExists) {
 			// Opened by an earlier attempt that stopped before its record
 			// said so, or an episode of the same rollout and start: the
-			// alert belongs to it, even when it is over. Never a second
-			// action on the same rollout.
+			// alert belongs to it while it is open.
 			old, err := e.opts.Incidents.Get(ctx, inc.ID)
 			if err != nil {
 				return "", false, err
@@ -209,6 +211,15 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 					e.mail.post(inc.ID, incident.Event{Kind: incident.EventAlertResolved, At: rec.ResolvedAt, Key: rec.Key})
 				}
 				return inc.ID, false, nil
+			}
+			if old.Over() && inc.ID != own {
+				// Another alert of the same start, after that incident
+				// was over: joined to it, it would never be weighed. It
+				// opens its own, named after it as well, so that a
+				// restart finds it again. It was decided as any new alert
+				// about the workload is, on live facts and the budget.
+				inc.ID = own
+				continue
 			}
 			return e.openIncident(ctx, rec, w, old)
 		}
@@ -230,6 +241,13 @@ func (e *Engine) openIncident(ctx context.Context, rec *Record, w *policy.Worklo
 		}
 		return inc.ID, true, nil
 	}
+}
+
+// ownID names the incident of an alert whose workload, revision and start
+// name an incident already over.
+func ownID(id, key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return id + "-" + hex.EncodeToString(sum[:4])
 }
 
 func alertOf(rec *Record) incident.Alert {
