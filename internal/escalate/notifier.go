@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -324,7 +325,8 @@ func (n *notifier) describe(err error, a *attempt) string {
 			msg = err.Error()
 		}
 	}
-	secrets := n.inline
+	// A copy: deliveries through one notifier run at once.
+	secrets := slices.Clone(n.inline)
 	for _, f := range n.files {
 		secrets = append(secrets, f.secrets()...)
 	}
