@@ -216,7 +216,11 @@ func TestAlertOfTheSameStartAfterItsIncidentIsOverOpensItsOwn(t *testing.T) {
 	if inc.ID == over.ID || inc.Over() {
 		t.Fatalf("the second alert went to incident %s (%s), want an open one of its own beside %s\n%s", inc.ID, inc.State, over.ID, inc.Render())
 	}
-	if again, err := e.opts.Incidents.Get(ctx, over.ID); err != nil || again.AlertsJoined != 1 {
-		t.Errorf("the incident that was over holds %d alerts (%v), want its own 1", again.AlertsJoined, err)
+	again, err := e.opts.Incidents.Get(ctx, over.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.AlertsJoined != 1 {
+		t.Errorf("the incident that was over holds %d alerts, want its own 1\n%s", again.AlertsJoined, again.Render())
 	}
 }
